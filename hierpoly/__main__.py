@@ -1,0 +1,5 @@
+import sys
+
+from hierpoly.cli import main
+
+sys.exit(main())

@@ -1,0 +1,146 @@
+"""Frozen, validated run configurations and their stable keys.
+
+A ``RunConfig`` is complete once built: defaults that depend on other fields
+(widths, step caps) are resolved in ``__post_init__``, so two configs that
+describe the same run have the same ``key()``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+
+from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link
+
+# Bump when the math or the stored result format changes: old results then get
+# new keys instead of being silently reused.
+SCHEMA_VERSION = 1
+
+SIGMA1 = ("cube", "square", "relu")
+MODES = ("joint", "layerwise")
+SIGMA1_DEGREE = {"cube": 3, "square": 2, "relu": None}  # None: not a polynomial
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be run, with a message for a person."""
+
+
+def poly_space_dim(d: int, k: int) -> int:
+    """Dimension of the polynomials of degree ≤ k in d variables: C(d+k, k)."""
+    return math.comb(d + k, k)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run of the three-layer network on h = g ∘ p (see PAPER.md)."""
+
+    d: int  # input dimension; x ~ N(0, I_d)
+    n: int  # training samples (layer-wise: split in half into D1 and D2)
+    k: int = 3  # degree of the feature p = Σ λ_i h_k(x_i); the paper's is 3
+    link: str = "cubic"  # preset name or coefficients "c0,c1,..." of g; the paper's is cubic
+    sigma1: str = "cube"  # first activation: cube (paper), square or relu; σ2 is ReLU
+    m1: int | None = None  # first width; None: d^2 (joint, paper) or C(d+k, k) (layer-wise)
+    m2: int = 1000  # second width (paper: 1000)
+    mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
+    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 3000 / 5000
+    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 3e-3; layer-wise: GD rate, None: 1/L
+    weight_decay: float = 1e-6  # layer-wise: ξ1 = ξ2 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
+    tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
+    patience: int = 500  # joint: window of the plateau rule, in steps
+    b_scale: float = 4.0  # τ_b = Uniform[-b_scale, b_scale] for the biases b (our choice)
+    seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
+    n_test: int = 8192  # fresh test points for test loss and feature correlation
+
+    def __post_init__(self):
+        _validate(self)
+        fill = {}
+        if self.m1 is None:
+            fill["m1"] = self.d**2 if self.mode == "joint" else poly_space_dim(self.d, self.k)
+        if self.steps is None:
+            fill["steps"] = 3000 if self.mode == "joint" else 5000
+        if self.lr is None and self.mode == "joint":
+            fill["lr"] = 3e-3  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
+        fill["link"] = canonical_link(self.link)
+        for name in ("lr", "weight_decay", "tol", "b_scale"):  # 1 and 1.0 must give one key
+            value = fill.get(name, getattr(self, name))
+            fill[name] = None if value is None else float(value)
+        for name, value in fill.items():
+            object.__setattr__(self, name, value)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+    def key(self) -> str:
+        """sha256 of the canonical JSON of the config and the schema version."""
+        payload = json.dumps({"schema": SCHEMA_VERSION, "config": self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    def warnings(self) -> list[str]:
+        """Settings that run but may not do what the user expects."""
+        out = []
+        degree = SIGMA1_DEGREE[self.sigma1]
+        if degree is not None and degree < self.k:
+            out.append(
+                f"σ1 = {self.sigma1} gives features of degree {degree}, which cannot represent "
+                f"a degree-{self.k} feature p; expect poor feature correlation"
+            )
+        if self.mode == "layerwise":
+            dim = poly_space_dim(self.d, self.k)
+            if self.m1 < dim:
+                out.append(
+                    f"layer-wise training keeps V fixed, so its m1 = {self.m1} random features must span "
+                    f"the {dim} polynomials of degree ≤ {self.k} in d = {self.d} variables: use m1 ≥ {dim}"
+                )
+        return out
+
+
+def _validate(cfg: RunConfig) -> None:
+    def need(ok: bool, message: str):
+        if not ok:
+            raise ConfigError(message)
+
+    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test"):
+        value = getattr(cfg, name)
+        if value is None and name in ("m1", "steps"):
+            continue
+        need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
+    for name in ("lr", "weight_decay", "tol", "b_scale"):
+        value = getattr(cfg, name)
+        if value is None and name == "lr":
+            continue
+        need(
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+            f"{name} must be a finite number, got {value!r}",
+        )
+    need(cfg.d >= 1, f"input dimension d must be at least 1, got {cfg.d}")
+    need(cfg.d <= 4096, f"input dimension d = {cfg.d} is above the supported 4096")
+    need(cfg.n >= 2, f"sample size n must be at least 2, got {cfg.n}")
+    need(cfg.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
+    need(cfg.mode != "layerwise" or cfg.n >= 4, "layer-wise training splits n into D1 and D2: n must be at least 4")
+    need(cfg.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {cfg.k}")
+    need(cfg.sigma1 in SIGMA1, f"sigma1 must be one of {', '.join(SIGMA1)}, got {cfg.sigma1!r}")
+    need(cfg.m1 is None or cfg.m1 >= 1, f"width m1 must be at least 1, got {cfg.m1}")
+    need(cfg.m2 >= 1, f"width m2 must be at least 1, got {cfg.m2}")
+    need(cfg.steps is None or cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}")
+    need(cfg.lr is None or cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}")
+    need(cfg.weight_decay >= 0, f"weight decay must be ≥ 0, got {cfg.weight_decay}")
+    need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
+    need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
+    need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
+    need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
+    need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
+    need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")
+    try:
+        canonical_link(cfg.link)
+    except TargetError as err:
+        raise ConfigError(str(err)) from None

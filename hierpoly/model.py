@@ -1,0 +1,75 @@
+"""The ResNet-like three-layer network of the paper's equation (1).
+
+    g_{u,s,V}(x) = (1/m1) Σ_i u_i σ1(v_i·x + s_i)                 (learned feature)
+    h_θ(x)       = g(x) + (1/m2) Σ_j c_j σ2(a_j g(x) + b_j)        (1), σ2 = ReLU
+
+Initialisation **[seed]**: u = 0, c = 0, a_j ~ Unif{-1, +1}, s_i ~ N(0, 1/2),
+v_i ~ Unif(S^{d-1}(1/√2)) so that v_i·x + s_i ~ N(0, 1); b_j ~ τ_b, which the seed
+leaves open: we take Uniform[-b_scale, b_scale] (config ``b_scale``, default 4,
+covering the learned feature's range: it ends near ±4 standard deviations of a
+unit-variance feature). At init the network outputs exactly 0.
+
+µP **[reconstructed]** (Yang & Hu 2021, Adam column): the two width-m sums are
+readout layers, so they carry the multipliers 1/m1 and 1/m2 written above (the
+µP "output weight" scaling with zero init); every parameter then takes the same
+Adam base rate, which is width-independent: V, s (input layer, fan-in d, not a
+width) and a, b (fan-in 1) need no width scaling, and u, c are scaled by their
+multipliers. Hence one `lr` transfers across m1 and m2.
+
+Parameters are a plain dict of arrays: u (m1,), s (m1,), V (m1, d), a (m2,),
+b (m2,), c (m2,).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hierpoly.config import RunConfig
+
+Params = dict[str, jax.Array]
+
+ACTIVATIONS = {
+    "cube": lambda z: z**3,  # the paper's σ1
+    "square": lambda z: z**2,
+    "relu": jax.nn.relu,
+}
+
+
+def init(key: jax.Array, cfg: RunConfig) -> Params:
+    """Draw θ(0) as in the paper (see module docstring)."""
+    k_v, k_s, k_a, k_b = jax.random.split(key, 4)
+    V = jax.random.normal(k_v, (cfg.m1, cfg.d))
+    V = V / jnp.linalg.norm(V, axis=1, keepdims=True) / jnp.sqrt(2.0)  # uniform on S^{d-1}(1/√2)
+    return {
+        "u": jnp.zeros(cfg.m1),
+        "s": jax.random.normal(k_s, (cfg.m1,)) * jnp.sqrt(0.5),
+        "V": V,
+        "a": jax.random.rademacher(k_a, (cfg.m2,), dtype=jnp.float32),
+        "b": jax.random.uniform(k_b, (cfg.m2,), minval=-cfg.b_scale, maxval=cfg.b_scale),
+        "c": jnp.zeros(cfg.m2),
+    }
+
+
+def first_features(params: Params, x: jax.Array, sigma1: str) -> jax.Array:
+    """σ1(V x + s): (n, m1)."""
+    return ACTIVATIONS[sigma1](x @ params["V"].T + params["s"])
+
+
+def feature(params: Params, x: jax.Array, sigma1: str) -> jax.Array:
+    """The learned feature g_{u,s,V}(x): (n,)."""
+    return first_features(params, x, sigma1) @ params["u"] / params["u"].shape[0]
+
+
+def relu_sum_dense(z: jax.Array, a: jax.Array, b: jax.Array, c: jax.Array) -> jax.Array:
+    """(1/m2) Σ_j c_j ReLU(a_j z + b_j), materialising the (n, m2) matrix: the reference path."""
+    return jax.nn.relu(z[:, None] * a + b) @ c / c.shape[0]
+
+
+def link_out(params: Params, z: jax.Array, relu_sum=relu_sum_dense) -> jax.Array:
+    """The second block with its skip connection: z + (1/m2) Σ_j c_j ReLU(a_j z + b_j)."""
+    return z + relu_sum(z, params["a"], params["b"], params["c"])
+
+
+def apply(params: Params, x: jax.Array, sigma1: str, relu_sum=relu_sum_dense) -> jax.Array:
+    """h_θ(x), equation (1): (n,)."""
+    return link_out(params, feature(params, x, sigma1), relu_sum)
