@@ -20,6 +20,10 @@ SCHEMA_VERSION = 1
 
 SIGMA1 = ("cube", "square", "relu")
 MODES = ("joint", "layerwise")
+# three_layer: the paper's network (1). The others are Figure 2's baselines on the same data:
+# kernel = random features, the first layer's features fitted to h directly (stage 1 of
+# Algorithm 1 alone); two_layer = a two-layer network of comparable size trained with Adam.
+ARCHS = ("three_layer", "kernel", "two_layer")
 SIGMA1_DEGREE = {"cube": 3, "square": 2, "relu": None}  # None: not a polynomial
 
 
@@ -43,6 +47,7 @@ class RunConfig:
     sigma1: str = "cube"  # first activation: cube (paper), square or relu; σ2 is ReLU
     m1: int | None = None  # first width; None: d^2 (joint, paper) or C(d+k, k) (layer-wise)
     m2: int = 1000  # second width (paper: 1000)
+    arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
     steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 3000 / 5000
     lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 3e-3; layer-wise: GD rate, None: 1/L
@@ -125,6 +130,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.d >= 1, f"input dimension d must be at least 1, got {cfg.d}")
     need(cfg.d <= 4096, f"input dimension d = {cfg.d} is above the supported 4096")
     need(cfg.n >= 2, f"sample size n must be at least 2, got {cfg.n}")
+    need(cfg.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {cfg.arch!r}")
     need(cfg.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     need(cfg.mode != "layerwise" or cfg.n >= 4, "layer-wise training splits n into D1 and D2: n must be at least 4")
     need(cfg.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {cfg.k}")

@@ -200,6 +200,10 @@ def run(
     relu_sum=model.relu_sum_dense,
 ) -> TrainResult:
     """Train one config to completion; see the module docstring for the rules."""
+    if cfg.arch != "three_layer":
+        from hierpoly import baselines  # Figure 2's baselines share the data, keys and progress
+
+        return baselines.run(cfg, on_progress, should_stop, chunk)
     t0 = time.perf_counter()
     data = make_data(cfg)
     params = model.init(keys(cfg.seed)["init"], cfg)
