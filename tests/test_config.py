@@ -1,0 +1,79 @@
+"""Configs: validation messages, default resolution, stable keys."""
+import dataclasses
+import subprocess
+import sys
+
+import pytest
+
+from hierpoly.config import ConfigError, RunConfig, poly_space_dim
+
+
+def test_defaults_resolve_to_the_same_key():
+    assert RunConfig(d=8, n=4096).key() == RunConfig(d=8, n=4096, m1=64, steps=3000, lr=3e-3, link="0,0,0,1").key()
+    assert RunConfig(d=8, n=4096, lr=1).key() == RunConfig(d=8, n=4096, lr=1.0).key()
+
+
+def test_layerwise_default_width_spans_degree_k_polynomials():
+    cfg = RunConfig(d=8, n=1000, mode="layerwise")
+    assert cfg.m1 == poly_space_dim(8, 3) == 165
+    assert cfg.warnings() == []
+    assert "m1 ≥ 165" in RunConfig(d=8, n=1000, mode="layerwise", m1=50).warnings()[0]
+
+
+def test_every_field_changes_the_key():
+    base = RunConfig(d=8, n=4096)
+    changes = dict(
+        d=9, n=4097, k=2, link="linear", sigma1="relu", m1=65, m2=999, arch="kernel", mode="layerwise",
+        steps=10, lr=1e-2, weight_decay=1e-3, tol=1e-2, patience=7, b_scale=3.0, seed=1, n_test=100,
+    )
+    assert set(changes) == {f.name for f in dataclasses.fields(RunConfig)}
+    keys = {base.key()}
+    for name, value in changes.items():
+        keys.add(dataclasses.replace(base, **{name: value}).key())
+    assert len(keys) == len(changes) + 1
+
+
+def test_key_is_stable_across_processes():
+    code = "from hierpoly.config import RunConfig; print(RunConfig(d=12, n=999, link='1,0,2', seed=3).key())"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+            for _ in range(2)}
+    assert outs == {RunConfig(d=12, n=999, link="1,0,2", seed=3).key()}
+    assert len(outs.pop()) == 64
+
+
+def test_round_trip_through_dict():
+    cfg = RunConfig(d=5, n=300, link="0.5,1", mode="layerwise")
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError, match="unknown config fields: bogus"):
+        RunConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize(
+    "fields,message",
+    [
+        (dict(d=0, n=10), "d must be at least 1"),
+        (dict(d=4, n=1), "n must be at least 2"),
+        (dict(d=4, n=10, m1=0), "m1 must be at least 1"),
+        (dict(d=4, n=10, m2=0), "m2 must be at least 1"),
+        (dict(d=4, n=10, lr=0.0), "learning rate must be positive"),
+        (dict(d=4, n=10, lr=-1.0), "learning rate must be positive"),
+        (dict(d=4, n=10, lr=float("inf")), "lr must be a finite number"),
+        (dict(d=4, n=10, lr=float("nan")), "lr must be a finite number"),
+        (dict(d=4, n=10, k=5), "k must be one of 1, 2, 3, 4"),
+        (dict(d=4, n=10, link="z**3"), "neither a preset"),
+        (dict(d=4, n=10, sigma1="tanh"), "sigma1 must be one of"),
+        (dict(d=4, n=10, mode="both"), "mode must be one of"),
+        (dict(d=4, n=10, arch="cnn"), "arch must be one of"),
+        (dict(d=4.5, n=10), "d must be a whole number"),
+        (dict(d=4, n=10, steps=0), "steps must be at least 1"),
+        (dict(d=4, n=10, seed=-1), "seed must be ≥ 0"),
+    ],
+)
+def test_bad_values_refused_with_clear_messages(fields, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(**fields)
+
+
+def test_configs_are_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        RunConfig(d=4, n=10).d = 5
