@@ -6,7 +6,10 @@ import json
 import sys
 import time
 
+from hierpoly.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
 from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
+from hierpoly.jobs import BudgetError
+from hierpoly.store import StoreError
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
 
 
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train one config and print its metrics")
     _add_config_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line of stdout")
+    _add_store_commands(sub)
+    _add_sweep_commands(sub)
     p = sub.add_parser("target", help="the exact normalisation constant C of a target")
     p.add_argument("--d", type=int, required=True)
     p.add_argument("--k", type=int, default=3)
@@ -95,43 +100,338 @@ def _progress_printer(total: int):
 
     bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=0.5)
 
-    def update(row):
-        bar.update(row.step - bar.n)
-        bar.set_postfix(test_loss=f"{row.test_loss:.4f}", corr=f"{row.feature_corr:.3f}")
+    def update(job):
+        row = job.progress[-1] if job.progress else None
+        if row is not None:
+            bar.update(row["step"] - bar.n)
+            if row["test_loss"] is not None and row["feature_corr"] is not None:
+                bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", corr=f"{row['feature_corr']:.3f}")
+        else:
+            bar.set_description(job.status)
 
     return bar, update
 
 
-def cmd_run(args) -> int:
-    from hierpoly import train
-    from hierpoly.versions import versions
+def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
+    """`run`'s JSON: the stored result's numbers, or the job's status when it did not finish."""
+    meta = result.meta if result is not None else {}
+    metrics = result.metrics if result is not None else {}
+    if result is None:
+        from hierpoly.versions import versions
 
+        meta = {"versions": versions(), "device": None}
+    return {
+        "key": cfg.key(), "config": cfg.to_dict(), "status": result.status if result else job.status,
+        "message": result.message if result else job.message, "test_loss": metrics.get("test_loss"),
+        "feature_corr": metrics.get("feature_corr"), "train_loss": metrics.get("train_loss"),
+        "steps": meta.get("steps", job.progress[-1]["step"] if job.progress else 0),
+        "seconds": round(meta.get("seconds", time.perf_counter() - t0), 3), "elapsed": round(time.perf_counter() - t0, 3),
+        "device": meta.get("device"), "versions": meta.get("versions"), "cached": cached, "job_id": job.job_id,
+    }
+
+
+def cmd_run(args) -> int:
+    from hierpoly import jobs
+    from hierpoly.store import Store
+
+    t0 = time.perf_counter()
     cfg = config_from_args(args)
     for warning in cfg.warnings():
         print(f"warning: {warning}", file=sys.stderr)
-    total = cfg.steps * (2 if cfg.mode == "layerwise" else 1)
-    bar, update = _progress_printer(total)
-    t0 = time.perf_counter()
-    result = train.run(cfg, on_progress=update)
-    bar.close()
-    out = {
-        "key": cfg.key(), "config": cfg.to_dict(), "status": result.status, "message": result.message,
-        "test_loss": result.metrics.get("test_loss"), "feature_corr": result.metrics.get("feature_corr"),
-        "train_loss": result.metrics.get("train_loss"), "steps": result.steps,
-        "seconds": round(time.perf_counter() - t0, 3), "device": train.device_info(), "versions": versions(),
-    }
+    store = Store()
+    _load_precomputed(store)
+    cached = store.has(cfg.key())
+    job_id = jobs.submit(cfg, store)
+    job = jobs.get(job_id, store)
+    if not job.finished:
+        bar, update = _progress_printer(job.total_steps)
+        try:
+            job = jobs.wait(job_id, poll=0.5, on_update=update, store=store)
+        except KeyboardInterrupt:
+            bar.close()
+            return _fail(f"interrupted; job {job_id} goes on in the background (python -m hierpoly cancel {job_id})", 130)
+        bar.close()
+    result = store.get(cfg.key()) if job.status == "done" else None
+    if job.status == "done" and result is None:
+        return _fail(f"job {job_id} finished but its result is not in the store at {store.directory}", 1)
+    out = _run_output(cfg, job, result, cached, t0)
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"{result.status}: {result.message}")
+        print(f"{out['status']}: {out['message']}" + ("  (from the store)" if cached else ""))
         for name in ("test_loss", "feature_corr", "train_loss"):
             if out[name] is not None:
                 print(f"  {name:13s} {out[name]:.4f}")
-        print(f"  steps         {result.steps}\n  seconds       {out['seconds']}\n  key           {out['key'][:16]}")
-    return 0 if result.status == "done" else 1
+        print(f"  steps         {out['steps']}\n  seconds       {out['seconds']}\n  key           {out['key'][:16]}")
+        print(f"  job           {job_id}")
+    return 0 if out["status"] == "done" else 1
+
+
+def _load_precomputed(store) -> None:
+    """Import shipped bundles on first start; a bad one is a warning, not a failure."""
+    from hierpoly import bundles
+
+    try:
+        bundles.load_precomputed(store)
+    except bundles.BundleError as err:
+        print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
+
+
+def _add_store_commands(sub) -> None:
+    """Subcommands over the store and the job table."""
+    p = sub.add_parser("jobs", help="list background jobs")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job_id")
+    p = sub.add_parser("export", help="write stored results to a bundle (zip)")
+    p.add_argument("--out", required=True, help="bundle file to write")
+    for name in ("d", "n", "k", "seed"):
+        p.add_argument(f"--{name}", type=int, nargs="+", default=None, help=f"only these {name}")
+    for name in ("mode", "arch", "link"):
+        p.add_argument(f"--{name}", nargs="+", default=None, help=f"only these {name}")
+    p.add_argument("--keys", nargs="+", default=None, help="only these keys (full hex or a unique prefix)")
+    p = sub.add_parser("import", help="add the results of a bundle to the store")
+    p.add_argument("file")
+    p.add_argument("--overwrite", action="store_true", help="replace results already stored")
+
+
+def cmd_jobs(args) -> int:
+    from hierpoly import jobs
+
+    listed = jobs.list_jobs()
+    if args.json:
+        print(json.dumps([j.to_dict() for j in listed]))
+        return 0
+    for j in listed:
+        row = j.progress[-1] if j.progress else None
+        done = f"{row['step']}/{j.total_steps}" if row else f"0/{j.total_steps}"
+        print(f"{j.job_id}  {j.status:9s}  {done:>13s}  pid {j.pid or '-':>7}  {j.key[:12]}  {j.message}")
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    from hierpoly import jobs
+
+    job = jobs.get(args.job_id)
+    if job is None:
+        return _fail(f"no job {args.job_id!r} (see python -m hierpoly jobs)")
+    if not jobs.cancel(args.job_id):
+        return _fail(f"job {args.job_id} already ended: {job.status}", 1)
+    print(f"cancel requested for job {args.job_id}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from hierpoly import bundles
+    from hierpoly.store import Store
+
+    store = Store()
+    table = store.summaries()
+    for name in ("d", "n", "k", "seed", "mode", "arch", "link"):
+        wanted = getattr(args, name)
+        if wanted is not None:
+            table = table[table[name].isin(wanted)]
+    keys = list(table["key"])
+    if args.keys is not None:
+        chosen = []
+        for prefix in args.keys:
+            hits = [k for k in keys if k.startswith(prefix.lower())]
+            if len(hits) != 1:
+                return _fail(f"key {prefix!r} matches {len(hits)} stored results (after filters), need exactly one")
+            chosen.append(hits[0])
+        keys = chosen
+    if not keys:
+        return _fail("no stored results match these filters")
+    try:
+        bundles.write_bundle(store, keys, args.out)
+    except OSError as err:
+        return _fail(f"cannot write {args.out}: {err.strerror or err}")
+    print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))
+    return 0
+
+
+def cmd_import(args) -> int:
+    from hierpoly import bundles
+    from hierpoly.store import Store
+
+    try:
+        with open(args.file, "rb") as fh:
+            data = fh.read(bundles.MAX_BUNDLE_BYTES + 1)
+    except OSError as err:
+        return _fail(f"cannot read {args.file}: {err.strerror or err}")
+    store = Store()
+    added = bundles.import_bundle(store, data, overwrite=args.overwrite)
+    print(json.dumps({"added": len(added), "keys": added}))
+    return 0
+
+
+# ------------------------------------------------------------ sweeps, Figure 2
+def _add_sweep_commands(sub) -> None:
+    """`sweep` fills a grid through the job system; `figure2` reads the store only."""
+    from hierpoly.sweeps import PRESETS
+
+    for name, text in (("sweep", "run the grid's configs not yet stored"), ("figure2", "Figure 2's table and κ from the store")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/sweeps.py)")
+        p.add_argument("--d", type=int, nargs="+", default=None, help="custom grid: input dimensions")
+        p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
+        p.add_argument("--multiples", type=float, nargs="+", default=None, help="custom grid: n = multiple · d^k")
+        p.add_argument("--seeds", type=int, default=None, help="seeds per cell (preset default: its own)")
+        p.add_argument("--mode", default="joint", help="custom grid: joint | layerwise")
+        p.add_argument("--steps", type=int, default=None, help="custom grid: step cap")
+        p.add_argument("--no-baselines", action="store_true", help="only the three-layer network")
+        p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--threshold", type=float, default=0.9, help="feature correlation that defines n*(d)")
+    p.add_argument("--out", default=None, help="write the figure: .html always, .png/.svg when kaleido is installed")
+    sub.choices["sweep"].add_argument("--executor", default="local", help="where runs execute (local; others registered)")
+
+
+def _spec_from_args(args):
+    from hierpoly import sweeps
+
+    if args.preset is not None:
+        if any(v is not None for v in (args.d, args.n, args.multiples, args.steps)):
+            raise sweeps.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
+        return sweeps.preset(args.preset, seeds=args.seeds, baselines=not args.no_baselines)
+    if args.d is None:
+        raise sweeps.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
+    return sweeps.custom(
+        args.d, ns=args.n, multiples=args.multiples, seeds=args.seeds or 1, mode=args.mode,
+        baselines=not args.no_baselines, steps=args.steps,
+    )
+
+
+def cmd_sweep(args) -> int:
+    from tqdm import tqdm
+
+    from hierpoly import sweeps
+    from hierpoly.store import Store
+
+    try:
+        spec = _spec_from_args(args)
+    except sweeps.SweepError as err:
+        return _fail(str(err))
+    store = Store()
+    _load_precomputed(store)
+    bar = tqdm(total=len(spec.configs()), file=sys.stderr, unit="run", dynamic_ncols=True, desc=f"sweep {spec.name}")
+
+    def on_progress(p):
+        bar.update(p.done - bar.n)
+        if p.running:
+            bar.set_postfix_str(p.running)
+
+    try:
+        rows = sweeps.run_sweep(spec, executor=args.executor, store=store, on_progress=on_progress)
+    except sweeps.SweepError as err:
+        return _fail(str(err))
+    finally:
+        bar.close()
+    bad = [r for r in rows if r["status"] != "done"]
+    if args.json:
+        print(json.dumps({"preset": spec.name, "cells": rows}))
+    else:
+        ran = sum(not r["cached"] for r in rows)
+        print(f"sweep {spec.name}: {len(rows)} runs, {len(rows) - ran} already stored, {ran} run now, {len(bad)} not done")
+        for r in bad:
+            print(f"  d={r['d']} n={r['n']} seed {r['seed']} {r['arch']}: {r['status']}: {r['message']}")
+    return 1 if bad else 0
+
+
+def _figure2_report(spec, store, threshold: float) -> tuple[dict, object]:
+    """The JSON of `figure2` and the aggregated cells (for the figure)."""
+    import math
+
+    from hierpoly import analysis, sweeps
+
+    runs = sweeps.stored_runs(spec, store)
+    cells = analysis.aggregate(runs)
+    table = analysis.figure2_cells(cells)
+    kappa = analysis.exponent(runs, threshold=threshold)
+
+    def clean(value):
+        if hasattr(value, "item"):
+            value = value.item()
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    cover = sweeps.coverage(spec, store)
+    short = cover[cover["stored"] < cover["wanted"]]
+    report = {
+        "preset": spec.name, "k": spec.k, "threshold": threshold, "seeds_wanted": spec.seeds,
+        "cells": [{c: clean(v) for c, v in row.items()} for row in table.to_dict("records")],
+        "kappa": kappa.to_dict(),
+        "missing": [{c: clean(v) for c, v in row.items()} for row in short.to_dict("records")],
+    }
+    return report, cells
+
+
+def _write_figure2(cells, k: int, out: str) -> list[str]:
+    """HTML always (both x axes); PNG/SVG too when asked and kaleido is installed. Returns notes."""
+    from pathlib import Path
+
+    from hierpoly import plots
+
+    path = Path(out)
+    net, base = cells[cells["arch"] == "three_layer"], cells[cells["arch"] != "three_layer"]
+    figs = [plots.figure2(net, x=x, k=k, baselines=base) for x in ("n", "n_over_dk")]
+    html_path = path if path.suffix.lower() in (".html", ".htm") else path.with_suffix(".html")
+    parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
+    html_path.write_text("<html><head><meta charset='utf-8'><title>Figure 2</title></head><body>" + "".join(parts) + "</body></html>")
+    notes = [f"wrote {html_path}"]
+    if path.suffix.lower() in (".png", ".svg", ".pdf"):
+        try:
+            figs[1].write_image(str(path))  # the collapse panel: the figure's point
+            notes.append(f"wrote {path}")
+        except (ImportError, ValueError, RuntimeError) as err:
+            notes.append(f"note: {path.name} not written: an image backend (pip install kaleido) is needed ({str(err).splitlines()[0]})")
+    return notes
+
+
+def cmd_figure2(args) -> int:
+    from hierpoly import sweeps
+    from hierpoly.store import Store
+
+    try:
+        spec = _spec_from_args(args)
+    except sweeps.SweepError as err:
+        return _fail(str(err))
+    if not 0 < args.threshold < 1:
+        return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
+    store = Store()
+    _load_precomputed(store)
+    report, cells = _figure2_report(spec, store, args.threshold)
+    if args.out:
+        try:
+            for note in _write_figure2(cells, spec.k, args.out):
+                print(note, file=sys.stderr)
+        except OSError as err:
+            return _fail(f"cannot write {args.out}: {err.strerror or err}")
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"Figure 2, {spec.name} grid (k = {spec.k}): mean ± std over seeds")
+    print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'test loss':>17} {'corr(g, p)':>17} {'kernel loss':>11} {'2-layer loss':>12}")
+    for c in report["cells"]:
+        def pm(name):
+            mean, std = c.get(f"{name}_mean"), c.get(f"{name}_std")
+            return "-" if mean is None else f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+        def one(name):
+            return "-" if c.get(name) is None else f"{c[name]:.4f}"
+        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {pm('test_loss'):>17} {pm('feature_corr'):>17} "
+              f"{one('kernel_test_loss_mean'):>11} {one('two_layer_test_loss_mean'):>12}")
+    kappa = report["kappa"]
+    if kappa["estimate"] is None:
+        print(f"κ: not estimated: {kappa['reason']}")
+    else:
+        ci = f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else ""
+        print(f"κ = {kappa['estimate']:.2f}{ci} (n* where mean corr crosses {args.threshold}; theory: κ ≈ {spec.k})")
+    if report["missing"]:
+        print(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {spec.seeds}: run python -m hierpoly sweep with the same grid")
+    return 0
 
 
 COMMANDS = {"run": cmd_run, "target": cmd_target}
+COMMANDS.update({"jobs": cmd_jobs, "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import})
+COMMANDS.update({"sweep": cmd_sweep, "figure2": cmd_figure2})
 
 
 def main(argv=None) -> int:
@@ -140,5 +440,7 @@ def main(argv=None) -> int:
         return COMMANDS[args.command](args)
     except (ConfigError, TargetError) as err:
         return _fail(str(err))
+    except (BudgetError, BundleError, StoreError) as err:
+        return _fail(str(err), 1)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

@@ -1,0 +1,176 @@
+"""Result bundles: zips for sharing finished runs, imported without trusting them.
+
+A bundle holds ``manifest.json`` and, per result, the three members the store
+keeps (store.py): ``results/<key>/result.json``, ``history.npz``, ``samples.npz``.
+The manifest carries the schema version, each result's config and key, and the
+sha256 of every other member.
+
+Import reads only allowlisted member names, into memory, under limits on member
+count, sizes and compression ratio; verifies every sha256; recomputes each
+config's key; checks arrays are plain, finite, of the expected dtype and shape
+(``allow_pickle=False``); and adds all results or none. It never writes a file.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+
+from hierpoly.store import MEMBERS, REPO, Store, StoreError, decode, encode, read_zip
+
+BUNDLE_VERSION = 1
+MAX_RESULTS = 2000
+MAX_MEMBERS = 1 + len(MEMBERS) * MAX_RESULTS
+MAX_BYTES = 512 << 20  # uncompressed, all members together
+MAX_BUNDLE_BYTES = 256 << 20  # the zip itself
+MAX_RATIO = 50.0  # uncompressed / compressed per member; float arrays rarely pass 5
+_MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz)$")
+PRECOMPUTED = REPO / "cache" / "precomputed"
+
+
+class BundleError(ValueError):
+    """A bundle that is refused, with a one-line reason."""
+
+
+def _sha256(blob: bytes) -> str:
+    return hashlib.sha256(blob).hexdigest()
+
+
+def export_bundle(store: Store, keys: list[str]) -> bytes:
+    """Zip bytes holding the given stored results (deterministic for equal results)."""
+    members, entries = {}, []
+    for key in sorted(set(keys)):
+        result = store.get(key)
+        if result is None:
+            raise BundleError(f"no stored result with key {key[:16]}")
+        for name, blob in encode(result).items():
+            members[f"results/{key}/{name}"] = blob
+        entries.append({"key": key, "config": result.config.to_dict()})
+    manifest = {
+        "bundle_version": BUNDLE_VERSION,
+        "results": entries,
+        "sha256": {name: _sha256(blob) for name, blob in sorted(members.items())},
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, blob in [("manifest.json", json.dumps(manifest, sort_keys=True, indent=1).encode())] + sorted(members.items()):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, blob)
+    return buf.getvalue()
+
+
+def write_bundle(store: Store, keys: list[str], path) -> None:
+    """Export to a file."""
+    Path(path).write_bytes(export_bundle(store, keys))
+
+
+def read_bundle(data: bytes) -> dict:
+    """Validate a bundle completely; returns {key: Result}. Raises BundleError."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise BundleError("a bundle must be bytes")
+    if len(data) > MAX_BUNDLE_BYTES:
+        raise BundleError(f"bundle is {len(data)} bytes, above the {MAX_BUNDLE_BYTES} limit")
+    try:
+        members = read_zip(
+            bytes(data), lambda n: n == "manifest.json" or bool(_MEMBER.match(n)), MAX_MEMBERS, MAX_BYTES, MAX_RATIO
+        )
+        if "manifest.json" not in members:
+            raise StoreError("no manifest.json")
+        manifest = _manifest(members.pop("manifest.json"))
+        hashes = manifest["sha256"]
+        if set(hashes) != set(members):
+            extra = sorted(set(members) ^ set(hashes))
+            raise StoreError(f"members and manifest disagree ({extra[0]})")
+        for name, blob in members.items():
+            if _sha256(blob) != hashes[name]:
+                raise StoreError(f"sha256 of {name} does not match the manifest (tampered or corrupt)")
+        results = {}
+        for entry in manifest["results"]:
+            key = entry["key"]
+            parts = {m: members.get(f"results/{key}/{m}") for m in MEMBERS}
+            if any(blob is None for blob in parts.values()):
+                raise StoreError(f"result {key[:16]} is incomplete")
+            result = decode(parts)
+            if result.key != key or result.config.to_dict() != entry["config"]:
+                raise StoreError(f"result {key[:16]}: its config does not match the manifest")
+            results[key] = result
+        if len(results) * len(MEMBERS) != len(members):
+            raise StoreError("members not listed in the manifest's results")
+    except StoreError as err:
+        raise BundleError(f"bundle refused: {err}") from None
+    return results
+
+
+def _manifest(blob: bytes) -> dict:
+    try:
+        manifest = json.loads(blob.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StoreError(f"manifest.json is not valid JSON ({err})") from None
+    ok = (
+        isinstance(manifest, dict)
+        and manifest.get("bundle_version") == BUNDLE_VERSION
+        and isinstance(manifest.get("results"), list)
+        and isinstance(manifest.get("sha256"), dict)
+        and all(isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("config"), dict) for e in manifest["results"])
+        and all(isinstance(v, str) for v in manifest["sha256"].values())
+    )
+    if not ok:
+        raise StoreError("manifest.json is malformed or of an unknown version")
+    keys = [e["key"] for e in manifest["results"]]
+    if len(set(keys)) != len(keys) or len(keys) > MAX_RESULTS:
+        raise StoreError("manifest lists duplicate keys or too many results")
+    return manifest
+
+
+def import_bundle(store: Store, data: bytes, overwrite: bool = False) -> list[str]:
+    """Add a bundle's results to the store; returns the keys added. All or nothing.
+
+    Keys already stored are kept unless overwrite. Raises BundleError before
+    touching the store when anything in the bundle is wrong.
+    """
+    results = read_bundle(data)
+    todo = [k for k in sorted(results) if overwrite or not store.has(k)]
+    previous = {k: store.raw(k) for k in todo}
+    done = []
+    try:
+        for key in todo:
+            store.put(results[key], overwrite=True)
+            done.append(key)
+    except Exception:
+        for key in done:  # roll back: restore what was there before
+            if previous[key] is None:
+                store.delete(key)
+            else:
+                store._cache.set(key, previous[key])
+        raise
+    return todo
+
+
+def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str]:
+    """Import every *.zip bundle in folder (default cache/precomputed) whose keys the store lacks.
+
+    Cheap when already loaded: only each bundle's manifest is read. A bad bundle raises BundleError.
+    """
+    folder = PRECOMPUTED if folder is None else Path(folder)
+    added = []
+    for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                info = zf.getinfo("manifest.json")
+                if info.file_size > 16 << 20:
+                    raise BundleError(f"{path.name}: manifest too large")
+                keys = [e["key"] for e in json.loads(zf.read(info))["results"]]
+        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError) as err:
+            raise BundleError(f"{path.name}: not a readable bundle ({err})") from None
+        if all(store.has(k) for k in keys):
+            continue
+        try:
+            added += import_bundle(store, path.read_bytes())
+        except BundleError as err:
+            raise BundleError(f"{path.name}: {err}") from None
+    return added

@@ -1,0 +1,68 @@
+"""The run library behind the Results page: stored results and unfinished jobs in one table.
+
+Pure pandas over ``Store.summaries()`` and ``jobs.list_jobs()``; no Streamlit, no JAX.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+COLUMNS = ["key", "d", "n", "k", "link", "mode", "arch", "m1", "m2", "seed", "steps", "status", "test_loss",
+           "feature_corr", "train_loss", "seconds", "created", "stored"]
+FILTERS = ("d", "n", "k", "mode", "status")
+
+
+def runs_table(summaries: pd.DataFrame, jobs: Sequence = ()) -> pd.DataFrame:
+    """Stored results, plus the newest job of every key that is not stored (running, failed, …).
+
+    Args:
+        summaries: ``Store.summaries()``.
+        jobs: ``jobs.list_jobs()`` (newest first).
+    Returns:
+        one row per key with the COLUMNS; ``stored`` tells results from jobs.
+    """
+    rows = summaries.assign(stored=True).to_dict("records") if len(summaries) else []
+    seen = {row["key"] for row in rows}
+    for job in jobs:
+        if job.key in seen:
+            continue
+        seen.add(job.key)
+        cfg = job.config
+        last = job.progress[-1] if job.progress else {}
+        rows.append({
+            "key": job.key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "mode": cfg.mode, "arch": cfg.arch,
+            "m1": cfg.m1, "m2": cfg.m2, "seed": cfg.seed, "steps": cfg.steps, "status": job.status,
+            "test_loss": last.get("test_loss"), "feature_corr": last.get("feature_corr"),
+            "train_loss": last.get("train_loss"), "seconds": last.get("seconds"), "created": _iso(job.created),
+            "stored": False,
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    return table.reindex(columns=COLUMNS).sort_values(["d", "n", "seed", "created"]).reset_index(drop=True)
+
+
+def _iso(seconds: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))
+
+
+def filter_options(table: pd.DataFrame) -> dict[str, list]:
+    """The distinct values of each filter column, sorted."""
+    return {name: sorted(table[name].dropna().unique().tolist()) for name in FILTERS if name in table}
+
+
+def filter_runs(table: pd.DataFrame, selected: Mapping[str, Sequence]) -> pd.DataFrame:
+    """Rows whose filter columns take one of the selected values (an empty selection keeps everything)."""
+    mask = pd.Series(True, index=table.index)
+    for name, values in selected.items():
+        if values:
+            mask &= table[name].isin(list(values))
+    return table[mask].reset_index(drop=True)
+
+
+def label(row: Mapping) -> str:
+    """A short label for one row: d, n, k, mode, seed and the key's start."""
+    return f"d={row['d']} n={row['n']} k={row['k']} {row['mode']} seed={row['seed']} [{str(row['key'])[:8]}]"

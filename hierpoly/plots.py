@@ -1,0 +1,240 @@
+"""Plotly figure builders shared by the app and the CLI.
+
+Every builder takes plain data (DataFrames, dicts of numpy arrays, small
+dataclasses) and returns a ``plotly.graph_objects.Figure``; nothing here
+computes science or reads the store (STYLE.md: compute in one place, plot in
+another). Importing this module does not import JAX.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
+TEMPLATE = "plotly_white"
+# Toolbar: PNG by default, SVG via the config the pages pass to st.plotly_chart.
+CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
+
+
+def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    fig.update_layout(
+        title=title, template=TEMPLATE, height=height, margin=dict(l=50, r=20, t=50, b=45),
+        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+    )
+    return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+# ----------------------------------------------------------------- one run
+def loss_figure(history: pd.DataFrame, title: str = "Loss during training") -> go.Figure:
+    """Train and test loss against step, log y (history columns: step, train_loss, test_loss)."""
+    fig = go.Figure()
+    for name, color in (("train_loss", PALETTE[0]), ("test_loss", PALETTE[1])):
+        if name in history and len(history):
+            y = history[name].to_numpy(dtype=float)
+            fig.add_scatter(x=history["step"], y=np.where(y > 0, y, np.nan), name=name.replace("_", " "),
+                            mode="lines+markers", line=dict(color=color), marker=dict(size=4))
+    fig.update_yaxes(type="log", title="square loss")
+    fig.update_xaxes(title="step")
+    return _layout(fig, title)
+
+
+def corr_figure(history: pd.DataFrame, title: str = "Feature correlation corr(g, p)") -> go.Figure:
+    """Pearson correlation of the learned feature with p against step."""
+    fig = go.Figure()
+    if "feature_corr" in history and len(history):
+        fig.add_scatter(x=history["step"], y=history["feature_corr"], name="feature corr", mode="lines+markers",
+                        line=dict(color=PALETTE[2]), marker=dict(size=4))
+    fig.update_yaxes(title="corr(g, p)", range=[-1.05, 1.05])
+    fig.update_xaxes(title="step")
+    return _layout(fig, title)
+
+
+def feature_scatter(samples: Mapping[str, np.ndarray], corr: float | None = None) -> go.Figure:
+    """The learned feature g_{u,s,V}(x) against the true feature p(x) on test points."""
+    p, g = np.asarray(samples["p"]), np.asarray(samples["g"])
+    if corr is None:
+        corr = float(np.corrcoef(p, g)[0, 1]) if len(p) > 1 and p.std() > 0 and g.std() > 0 else 0.0
+    fig = go.Figure(go.Scattergl(x=p, y=g, mode="markers", marker=dict(size=4, color=PALETTE[0], opacity=0.5),
+                                 name="test points"))
+    fig.update_xaxes(title="true feature p(x)")
+    fig.update_yaxes(title="learned feature g(x)")
+    return _layout(fig, f"Learned feature vs p(x): corr = {corr:.3f}")
+
+
+def prediction_scatter(samples: Mapping[str, np.ndarray], test_loss: float | None = None) -> go.Figure:
+    """The prediction h_θ(x) against the target h(x), with the diagonal."""
+    h, pred = np.asarray(samples["h"]), np.asarray(samples["h_pred"])
+    fig = go.Figure(go.Scattergl(x=h, y=pred, mode="markers", marker=dict(size=4, color=PALETTE[1], opacity=0.5),
+                                 name="test points"))
+    if len(h):
+        lo, hi = float(min(h.min(), pred.min())), float(max(h.max(), pred.max()))
+        fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="h_θ = h", line=dict(color="gray", dash="dash"))
+    fig.update_xaxes(title="target h(x)")
+    fig.update_yaxes(title="prediction h_θ(x)")
+    title = "Prediction vs target" + (f": test loss = {test_loss:.4f}" if test_loss is not None else "")
+    return _layout(fig, title)
+
+
+def link_figure(samples: Mapping[str, np.ndarray], curve: pd.DataFrame, alpha: float, beta: float) -> go.Figure:
+    """The learned link (h_θ against g) and the true link on the same scale (curve columns: g, h_true)."""
+    g, pred = np.asarray(samples["g"]), np.asarray(samples["h_pred"])
+    fig = go.Figure(go.Scattergl(x=g, y=pred, mode="markers", name="learned: h_θ(x) vs g(x)",
+                                 marker=dict(size=4, color=PALETTE[3], opacity=0.5)))
+    fig.add_scatter(x=curve["g"], y=curve["h_true"], mode="lines", name="true link C·poly((g−β)/α)",
+                    line=dict(color="black", width=2))
+    fig.update_xaxes(title="learned feature g(x)")
+    fig.update_yaxes(title="output")
+    return _layout(fig, f"Learned link vs true link (g ≈ {alpha:.3g}·p + {beta:.3g})")
+
+
+def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str) -> go.Figure:
+    """One curve per run of `metric` against step (log y for losses)."""
+    fig = go.Figure()
+    for i, (label, hist) in enumerate(histories.items()):
+        if metric in hist and len(hist):
+            fig.add_scatter(x=hist["step"], y=hist[metric], name=label, mode="lines",
+                            line=dict(color=PALETTE[i % len(PALETTE)]))
+    if metric.endswith("loss"):
+        fig.update_yaxes(type="log")
+    fig.update_yaxes(title=metric.replace("_", " "))
+    fig.update_xaxes(title="step")
+    return _layout(fig, f"{metric.replace('_', ' ')} of the selected runs", height=420)
+
+
+# ---------------------------------------------------------------- Figure 2
+def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFrame | None = None) -> go.Figure:
+    """Figure 2: test loss and feature correlation against n, one line per d, band = mean ± std over seeds.
+
+    Args:
+        cells: one row per (d, n) with d, n, n_over_dk, test_loss_mean, test_loss_std,
+            feature_corr_mean, feature_corr_std (std may be NaN for one seed), seeds; with an
+            ``arch`` column (``analysis.aggregate``) its non-network rows are the baselines.
+        x: "n" or "n_over_dk" (the collapse: all d on one curve).
+        k: feature degree, for the axis label.
+        baselines: optional rows with the same columns and an ``arch`` column (kernel, two_layer).
+    Returns:
+        a figure with two panels sharing the log x-axis.
+    """
+    if x not in ("n", "n_over_dk"):
+        raise ValueError(f"x must be 'n' or 'n_over_dk', got {x!r}")
+    if "arch" in cells:  # analysis.aggregate's table: the network's rows, and the baselines beside them
+        if baselines is None:
+            baselines = cells[cells["arch"] != "three_layer"]
+        cells = cells[cells["arch"] == "three_layer"]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss", "Feature correlation corr(g, p)"),
+                        horizontal_spacing=0.1)
+    for i, (d, group) in enumerate(cells.sort_values(["d", "n"]).groupby("d", sort=True)):
+        color = PALETTE[i % len(PALETTE)]
+        for col, metric in ((1, "test_loss"), (2, "feature_corr")):
+            _band_line(fig, group, x, metric, f"d = {d}", color, col, show_legend=col == 1, dash=None)
+    if baselines is not None and len(baselines):
+        for i, ((arch, d), group) in enumerate(baselines.sort_values(["d", "n"]).groupby(["arch", "d"], sort=True)):
+            color = PALETTE[(sorted(cells["d"].unique()).index(d) if d in set(cells["d"]) else i) % len(PALETTE)]
+            _band_line(fig, group, x, "test_loss", f"{arch}, d = {d}", color, 1, show_legend=True, dash="dot")
+    xtitle = "n (training samples)" if x == "n" else f"n / d^{k}"
+    fig.update_xaxes(type="log", title=xtitle)
+    fig.update_yaxes(type="log", title="test loss", row=1, col=1)
+    fig.update_yaxes(title="corr(g, p)", range=[-0.05, 1.05], row=1, col=2)
+    return _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=440)
+
+
+def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
+    xs = group[x].to_numpy(dtype=float)
+    mean = group[f"{metric}_mean"].to_numpy(dtype=float)
+    std = np.nan_to_num(group.get(f"{metric}_std", pd.Series(np.zeros(len(group)))).to_numpy(dtype=float))
+    lo, hi = mean - std, mean + std
+    if metric.endswith("loss"):  # a log axis cannot show values ≤ 0
+        lo = np.maximum(lo, mean * 0.1)
+    if np.any(std > 0):
+        fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                        fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
+                        legendgroup=name, row=1, col=col)
+    seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
+    fig.add_scatter(x=xs, y=mean, mode="lines+markers", name=name, legendgroup=name, showlegend=show_legend,
+                    line=dict(color=color, dash=dash), customdata=seeds,
+                    hovertemplate="x=%{x:.4g}<br>mean=%{y:.4g}<br>seeds=%{customdata}<extra>" + name + "</extra>",
+                    row=1, col=col)
+
+
+def coverage_heatmap(coverage: pd.DataFrame) -> go.Figure:
+    """Which grid cells are stored: rows d, columns n, colour = stored seeds / wanted seeds.
+
+    Args:
+        coverage: one row per (d, n) with d, n, stored, wanted (or per (arch, d, n): summed).
+    """
+    if coverage.empty:
+        return _layout(go.Figure(), "No grid cells")
+    table = coverage
+    if "arch" in table:  # sweeps.coverage: one row per architecture, summed per cell
+        table = table.groupby(["d", "n"], as_index=False)[["stored", "wanted"]].sum()
+    ds = sorted(table["d"].unique())
+    z, text = [], []
+    for d in ds:
+        row = table[table["d"] == d].sort_values("n")
+        z.append((row["stored"] / row["wanted"].clip(lower=1)).tolist())
+        text.append([f"n={n}<br>{s}/{w} seeds" for n, s, w in zip(row["n"], row["stored"], row["wanted"], strict=True)])
+    width = max(len(r) for r in z)
+    z = [r + [None] * (width - len(r)) for r in z]
+    text = [r + [""] * (width - len(r)) for r in text]
+    fig = go.Figure(go.Heatmap(z=z, x=[f"n{j + 1}" for j in range(width)], y=[f"d = {d}" for d in ds], text=text,
+                               texttemplate="%{text}", zmin=0, zmax=1, colorscale="Blues", showscale=False,
+                               hovertemplate="%{y}, %{text}<extra></extra>"))
+    fig.update_xaxes(title="n grid point (ascending)", showgrid=False)
+    fig.update_yaxes(showgrid=False)
+    return _layout(fig, "Stored cells (d, n): seeds stored / wanted", height=120 + 60 * len(ds))
+
+
+# ------------------------------------------------------------------- Learn
+def hermite_figure(curves: pd.DataFrame) -> go.Figure:
+    """Normalised Hermite polynomials h_k (columns z, k, value)."""
+    fig = go.Figure()
+    for i, (k, group) in enumerate(curves.groupby("k", sort=True)):
+        fig.add_scatter(x=group["z"], y=group["value"], mode="lines", name=f"h_{k}",
+                        line=dict(color=PALETTE[i % len(PALETTE)]))
+    fig.update_xaxes(title="z")
+    fig.update_yaxes(title="h_k(z)", range=[-6, 6])
+    return _layout(fig, "Normalised Hermite polynomials h_k = He_k / √k!")
+
+
+def histogram_figure(hist: pd.DataFrame, title: str, xtitle: str, log_y: bool = False) -> go.Figure:
+    """A density histogram against the standard Gaussian (columns center, width, density, gaussian)."""
+    fig = go.Figure(go.Bar(x=hist["center"], y=hist["density"], width=hist["width"], name="samples",
+                           marker=dict(color=PALETTE[0], opacity=0.6)))
+    fig.add_scatter(x=hist["center"], y=hist["gaussian"], mode="lines", name="N(0, 1)",
+                    line=dict(color="black", width=2))
+    if log_y:
+        fig.update_yaxes(type="log")
+    fig.update_xaxes(title=xtitle)
+    fig.update_yaxes(title="density")
+    return _layout(fig, title)
+
+
+def tail_figure(tails: pd.DataFrame) -> go.Figure:
+    """P(|Z| > t) for the target h against a Gaussian, log y (columns t, h, gaussian)."""
+    fig = go.Figure()
+    fig.add_scatter(x=tails["t"], y=tails["h"], mode="lines", name="target h(x)", line=dict(color=PALETTE[1]))
+    fig.add_scatter(x=tails["t"], y=tails["gaussian"], mode="lines", name="N(0, 1)", line=dict(color="black"))
+    fig.update_yaxes(type="log", title="P(|value| > t)")
+    fig.update_xaxes(title="t")
+    return _layout(fig, "Heavy tail of h = g ∘ p (both have variance 1)")
+
+
+def sample_count_figure(counts: pd.DataFrame, k: int, q: int) -> go.Figure:
+    """Samples needed against d, log-log (columns d, network, kernel)."""
+    fig = go.Figure()
+    fig.add_scatter(x=counts["d"], y=counts["network"], mode="lines+markers", name=f"three-layer net: d^{k}",
+                    line=dict(color=PALETTE[0]))
+    fig.add_scatter(x=counts["d"], y=counts["kernel"], mode="lines+markers", name=f"kernel: d^{k * q}",
+                    line=dict(color=PALETTE[1]))
+    fig.update_xaxes(type="log", title="d")
+    fig.update_yaxes(type="log", title="samples n")
+    return _layout(fig, f"Samples needed: d^k = d^{k} against d^(kq) = d^{k * q}")

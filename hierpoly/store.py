@@ -1,0 +1,417 @@
+"""Finished runs on disk: a diskcache store of results that we serialise ourselves.
+
+Each stored value is a small zip (deterministic bytes, no compression) of three
+members, the same members a bundle carries per result (bundles.py):
+
+    result.json    config, status, message, metrics, meta (JSON, finite numbers only)
+    history.npz    equal-length columns step, train_loss, test_loss, feature_corr, seconds
+    samples.npz    float32 columns p, g, h, h_pred (≤ SAMPLE_ROWS rows; may be empty)
+
+Nothing here ever unpickles: arrays are read with ``allow_pickle=False`` and the
+diskcache ``Disk`` used refuses to store or fetch pickled values. The cache never
+evicts (``eviction_policy='none'``): diskcache's default 1 GiB limit would cull
+results while ``set`` still returns True.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import diskcache
+import numpy as np
+
+from hierpoly.config import ConfigError, RunConfig
+
+REPO = Path(__file__).resolve().parent.parent
+FORMAT_VERSION = 1  # of result.json; bump when the members change
+HISTORY_COLUMNS = {  # name -> dtype
+    "step": np.dtype("int64"),
+    "train_loss": np.dtype("float64"),
+    "test_loss": np.dtype("float64"),
+    "feature_corr": np.dtype("float64"),
+    "seconds": np.dtype("float64"),
+}
+SAMPLE_COLUMNS = ("p", "g", "h", "h_pred")  # float32
+MAX_SAMPLE_ROWS = 2000
+MAX_HISTORY_ROWS = 200_000
+MAX_JSON_BYTES = 1 << 20
+MEMBERS = ("result.json", "history.npz", "samples.npz")
+METRICS = ("train_loss", "test_loss", "feature_corr")
+_EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: equal results give equal bytes
+
+
+class StoreError(ValueError):
+    """A stored or offered result that is malformed, with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One finished run: what it was, how it went, and what to plot."""
+
+    config: RunConfig
+    status: str  # only "done" results are stored
+    message: str
+    metrics: dict  # train_loss, test_loss, feature_corr
+    history: dict = field(compare=False)  # column -> (rows,) array, see HISTORY_COLUMNS
+    samples: dict = field(compare=False)  # column -> (≤ 2000,) float32 array
+    meta: dict = field(compare=False)  # versions, device, git_commit, seconds, created, C, steps, extra
+
+    @property
+    def key(self) -> str:
+        return self.config.key()
+
+
+def result_from_train(cfg: RunConfig, train_result, seconds: float) -> Result:
+    """Build a Result from a ``hierpoly.train.TrainResult`` (imports JAX via train)."""
+    from hierpoly import train
+    from hierpoly.versions import git_commit, versions
+
+    rows = train_result.history
+    history = {name: np.asarray([getattr(r, name) for r in rows], dtype) for name, dtype in HISTORY_COLUMNS.items()}
+    samples = {name: np.asarray(train_result.samples[name], np.float32) for name in SAMPLE_COLUMNS if name in train_result.samples}
+    meta = {
+        "versions": versions(),
+        "device": train.device_info(),
+        "git_commit": git_commit(),
+        "seconds": float(seconds),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "C": float(train_result.data_C),
+        "steps": int(train_result.steps),
+        "extra": _jsonable(train_result.extra),
+    }
+    metrics = {name: float(train_result.metrics[name]) for name in METRICS if name in train_result.metrics}
+    return Result(cfg, train_result.status, train_result.message, metrics, history, samples, meta)
+
+
+def _jsonable(value):
+    """Plain JSON values from numpy scalars and nested containers; non-finite floats become None."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, np.ndarray)):
+        value = value.tolist()
+        return _jsonable(value) if isinstance(value, list) else value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ------------------------------------------------------------------ encoding
+def _zip_bytes(members: dict[str, bytes]) -> bytes:
+    """A zip with fixed timestamps and no compression: same members, same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=_EPOCH)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, members[name])
+    return buf.getvalue()
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    members = {}
+    for name, arr in arrays.items():
+        buf = io.BytesIO()
+        np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
+        members[f"{name}.npy"] = buf.getvalue()
+    return _zip_bytes(members)
+
+
+def read_zip(data: bytes, allowed, max_members: int, max_bytes: int, max_ratio: float | None = None) -> dict[str, bytes]:
+    """Read allowlisted members of a zip into memory under limits; anything else is a StoreError.
+
+    ``allowed`` is a set of names or a predicate on names.
+    """
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+        infos = zf.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise StoreError(f"not a valid zip file ({err})") from None
+    if len(infos) > max_members:
+        raise StoreError(f"too many members: {len(infos)} > {max_members}")
+    ok = allowed if callable(allowed) else allowed.__contains__
+    out, total = {}, 0
+    for info in infos:
+        name = info.filename
+        if not ok(name):
+            raise StoreError(f"unexpected member {name!r}")
+        if name in out:
+            raise StoreError(f"duplicate member {name!r}")
+        if info.flag_bits & 0x1:
+            raise StoreError(f"encrypted member {name!r}")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise StoreError(f"member {name!r} uses an unsupported compression")
+        if max_ratio is None and info.compress_type != zipfile.ZIP_STORED:
+            raise StoreError(f"member {name!r} must be stored uncompressed")
+        if max_ratio is not None and info.file_size > max_ratio * max(info.compress_size, 1024):
+            raise StoreError(f"member {name!r} expands {info.file_size / max(info.compress_size, 1):.0f}-fold: refused")
+        total += info.file_size
+        if info.file_size > max_bytes or total > max_bytes:
+            raise StoreError(f"members larger than the {max_bytes} byte limit")
+        try:
+            with zf.open(info) as fh:
+                blob = fh.read(info.file_size + 1)  # never trust the header's size alone
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, RuntimeError) as err:
+            raise StoreError(f"member {name!r} is corrupt ({err})") from None
+        if len(blob) != info.file_size:
+            raise StoreError(f"member {name!r} does not match its declared size")
+        out[name] = blob
+    return out
+
+
+def _read_npz(data: bytes, columns, what: str) -> dict[str, np.ndarray]:
+    members = read_zip(data, {f"{c}.npy" for c in columns}, len(columns), 64 << 20)
+    out = {}
+    for name, blob in members.items():
+        try:
+            arr = np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as err:
+            raise StoreError(f"{what}: array {name} is not a plain numeric array ({str(err).splitlines()[0]})") from None
+        out[name[: -len(".npy")]] = arr
+    return out
+
+
+def encode(result: Result) -> dict[str, bytes]:
+    """The three members of a result (see module docstring); validates first."""
+    check(result)
+    doc = {
+        "format": FORMAT_VERSION,
+        "key": result.key,
+        "config": result.config.to_dict(),
+        "status": result.status,
+        "message": result.message,
+        "metrics": result.metrics,
+        "meta": _jsonable(result.meta),
+    }
+    return {
+        "result.json": json.dumps(doc, sort_keys=True, allow_nan=False).encode(),
+        "history.npz": _npz_bytes({c: result.history[c] for c in HISTORY_COLUMNS}),
+        "samples.npz": _npz_bytes({c: result.samples[c] for c in SAMPLE_COLUMNS if c in result.samples}),
+    }
+
+
+def _no_constants(name):
+    raise ValueError(f"non-finite number {name} in JSON")
+
+
+def decode_doc(blob: bytes) -> dict:
+    """result.json, checked: format, finite numbers, config that validates and matches its key."""
+    if len(blob) > MAX_JSON_BYTES:
+        raise StoreError("result.json is too large")
+    try:
+        doc = json.loads(blob.decode("utf-8"), parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise StoreError(f"result.json is not valid JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
+        raise StoreError("result.json has an unknown format version")
+    for name in ("config", "metrics", "meta"):
+        if not isinstance(doc.get(name), dict):
+            raise StoreError(f"result.json: {name} must be an object")
+    try:
+        cfg = RunConfig.from_dict(doc["config"])
+    except (ConfigError, TypeError) as err:
+        raise StoreError(f"result.json: invalid config ({err})") from None
+    if cfg.key() != doc.get("key"):
+        raise StoreError("result.json: the config does not match its key (tampered or from another version)")
+    doc["config"] = cfg
+    return doc
+
+
+def decode(members: dict[str, bytes]) -> Result:
+    """A Result from its three members, every part validated (see `check`)."""
+    missing = [m for m in MEMBERS if m not in members]
+    if missing:
+        raise StoreError(f"result is missing {', '.join(missing)}")
+    doc = decode_doc(members["result.json"])
+    history = _read_npz(members["history.npz"], HISTORY_COLUMNS, "history")
+    samples = _read_npz(members["samples.npz"], SAMPLE_COLUMNS, "samples")
+    result = Result(doc["config"], doc["status"], doc["message"], doc["metrics"], history, samples, doc["meta"])
+    check(result)
+    return result
+
+
+def check(result: Result) -> None:
+    """Refuse anything but a finished run with finite numbers of the expected dtypes and shapes."""
+    if result.status != "done":
+        raise StoreError(f"only finished runs are stored, this one is {result.status!r}")
+    if not isinstance(result.message, str):
+        raise StoreError("message must be text")
+    for name in METRICS:
+        value = result.metrics.get(name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise StoreError(f"metric {name} must be a finite number, got {value!r}")
+    if set(result.history) != set(HISTORY_COLUMNS):
+        raise StoreError(f"history must have exactly the columns {', '.join(HISTORY_COLUMNS)}")
+    rows = None
+    for name, dtype in HISTORY_COLUMNS.items():
+        rows = _check_column(f"history.{name}", result.history[name], dtype, rows, MAX_HISTORY_ROWS)
+    if set(result.samples) not in (set(), set(SAMPLE_COLUMNS)):
+        raise StoreError(f"samples must be empty or have exactly the columns {', '.join(SAMPLE_COLUMNS)}")
+    rows = None
+    for name in result.samples:
+        rows = _check_column(f"samples.{name}", result.samples[name], np.dtype("float32"), rows, MAX_SAMPLE_ROWS)
+
+
+def _check_column(name: str, arr, dtype: np.dtype, rows: int | None, max_rows: int) -> int:
+    if not isinstance(arr, np.ndarray) or arr.dtype != dtype or arr.ndim != 1:
+        got = f"{arr.dtype}{arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+        raise StoreError(f"{name} must be a 1-d {dtype} array, got {got}")
+    if rows is not None and arr.shape[0] != rows:
+        raise StoreError(f"{name} has {arr.shape[0]} rows, the other columns {rows}")
+    if arr.shape[0] > max_rows:
+        raise StoreError(f"{name} has {arr.shape[0]} rows, more than {max_rows}")
+    if not np.isfinite(arr).all():
+        raise StoreError(f"{name} holds non-finite values")
+    return arr.shape[0]
+
+
+def to_bytes(result: Result) -> bytes:
+    """The stored value of a result."""
+    return _zip_bytes(encode(result))
+
+
+def from_bytes(value: bytes) -> Result:
+    return decode(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20))
+
+
+# --------------------------------------------------------------------- store
+class _NoPickleDisk(diskcache.Disk):
+    """diskcache's Disk without pickle: keys must be str, values bytes or str."""
+
+    def put(self, key):
+        if not isinstance(key, str):
+            raise TypeError(f"store keys must be text, got {type(key).__name__}")
+        return super().put(key)
+
+    def get(self, key, raw):
+        if not raw:
+            raise StoreError("refusing to unpickle a key from the store")
+        return super().get(key, raw)
+
+    def store(self, value, read, key=diskcache.core.UNKNOWN):
+        if not read and not isinstance(value, (bytes, str)):
+            raise TypeError(f"store values must be bytes or text, got {type(value).__name__}")
+        return super().store(value, read, key)
+
+    def fetch(self, mode, filename, value, read):
+        if mode == diskcache.core.MODE_PICKLE:
+            raise StoreError("refusing to unpickle a value from the store")
+        return super().fetch(mode, filename, value, read)
+
+
+def open_cache(directory: Path) -> diskcache.Cache:
+    """A diskcache that never evicts, never pickles and keeps no statistics."""
+    return diskcache.Cache(
+        str(directory),
+        disk=_NoPickleDisk,
+        eviction_policy="none",  # results are never culled silently
+        cull_limit=0,
+        size_limit=2**62,
+        statistics=False,
+        tag_index=False,
+    )
+
+
+def default_dir() -> Path:
+    """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
+    env = os.environ.get("HIERPOLY_CACHE_DIR")
+    return Path(env).expanduser() if env else REPO / "cache" / "store"
+
+
+class Store:
+    """Results by config key. Safe to share between threads and processes (diskcache/SQLite)."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory).expanduser() if directory is not None else default_dir()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._cache = open_cache(self.directory)
+        except OSError as err:
+            raise StoreError(f"cannot open the store at {self.directory}: {err.strerror or err}") from None
+
+    def get(self, key: str) -> Result | None:
+        """The stored result, or None; a stored value that fails validation raises StoreError."""
+        value = self._cache.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, bytes):
+            raise StoreError(f"stored value for {key[:16]} is not a result")
+        result = from_bytes(value)
+        if result.key != key:
+            raise StoreError(f"stored value for {key[:16]} belongs to another config")
+        return result
+
+    def put(self, result: Result, overwrite: bool = False) -> None:
+        """Store a finished run once (the first write wins unless overwrite), then read it back to verify."""
+        value = to_bytes(result)
+        key = result.key
+        if overwrite:
+            self._cache.set(key, value)
+        elif not self._cache.add(key, value):
+            return  # already stored: results are written once
+        if self._cache.get(key) != value:
+            raise StoreError(f"result {key[:16]} did not read back as written")
+        from_bytes(value)  # and decodes
+
+    def has(self, key: str) -> bool:
+        return key in self._cache
+
+    def delete(self, key: str) -> bool:
+        return bool(self._cache.delete(key))
+
+    def keys(self) -> list[str]:
+        return sorted(self._cache.iterkeys())
+
+    def results(self) -> Iterator[Result]:
+        for key in self.keys():
+            result = self.get(key)
+            if result is not None:
+                yield result
+
+    def raw(self, key: str) -> bytes | None:
+        """The stored bytes of a result (for bundles)."""
+        return self._cache.get(key)
+
+    def summaries(self):
+        """One row per stored result (reads only result.json of each): a pandas DataFrame."""
+        import pandas as pd
+
+        rows = []
+        for key in self.keys():
+            value = self._cache.get(key)
+            if value is None:
+                continue
+            doc = decode_doc(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20)["result.json"])
+            cfg, meta, metrics = doc["config"], doc["meta"], doc["metrics"]
+            rows.append(
+                {
+                    "key": key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "sigma1": cfg.sigma1,
+                    "m1": cfg.m1, "m2": cfg.m2, "arch": cfg.arch, "mode": cfg.mode, "seed": cfg.seed,
+                    "steps": cfg.steps, "lr": cfg.lr, "n_test": cfg.n_test, "status": doc["status"],
+                    "test_loss": metrics.get("test_loss"), "feature_corr": metrics.get("feature_corr"),
+                    "train_loss": metrics.get("train_loss"), "steps_run": meta.get("steps"),
+                    "seconds": meta.get("seconds"), "created": meta.get("created"),
+                }
+            )
+        columns = [
+            "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
+            "status", "test_loss", "feature_corr", "train_loss", "steps_run", "seconds", "created",
+        ]
+        return pd.DataFrame(rows, columns=columns)
+
+    def size_bytes(self) -> int:
+        return int(self._cache.volume())
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,333 @@
+"""Figure 2 grids (presets and custom), which of their runs are stored, and executors that fill the gaps.
+
+A ``SweepSpec`` is a grid of cells (d, n), each trained for several seeds, by the
+three-layer network and — unless ``baselines=False`` — by the two baselines of
+``baselines.py`` (the same configs with ``arch`` replaced, hence the same data).
+``run_sweep`` runs only the configs whose key is not stored, through an executor,
+so a rerun is a no-op.
+
+Executors take the missing configs and make sure each ends in the store through
+the validated ``Store.put`` path (or is reported with the reason it did not):
+
+    local   every config is a background job (``jobs.submit``), so the app sees its
+            progress; workers run one at a time by default (HIERPOLY_MAX_WORKERS).
+            Ctrl-C cancels the jobs this sweep submitted. One job per config:
+            seeds are not yet batched into one program (jobs run single configs).
+
+Others (e.g. ``ray``, issue 7) register with ``register_executor``.
+
+Importing this module does not import JAX.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import pandas as pd
+
+from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
+
+PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
+
+
+class SweepError(ValueError):
+    """A sweep that cannot be run, with a one-line reason."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid of (d, n) cells × seeds × architectures. Exactly one of ``ns`` and ``multiples``."""
+
+    name: str  # preset name or "custom"
+    ds: tuple[int, ...]  # input dimensions
+    ns: tuple[int, ...] | None = None  # the same n values for every d
+    multiples: tuple[float, ...] | None = None  # n = round(multiple · d^k) for each d
+    seeds: int = 3  # seeds 0 .. seeds-1 per cell
+    baselines: bool = True  # also the kernel and two_layer baselines on the same data
+    k: int = 3  # feature degree
+    link: str = "cubic"
+    sigma1: str = "cube"
+    mode: str = "joint"  # joint (Figure 2) or layerwise
+    m2: int = 1000
+    steps: int | None = None  # None: the config's default cap (3000 joint) with the plateau rule
+    n_test: int = 8192
+    doc: str = ""  # how to run it and what it should show
+
+    def __post_init__(self):
+        def need(ok, message):
+            if not ok:
+                raise SweepError(message)
+
+        need(len(self.ds) > 0, "a sweep needs at least one d")
+        need(all(isinstance(d, int) and d >= 1 for d in self.ds), f"d values must be whole numbers ≥ 1, got {self.ds}")
+        need((self.ns is None) != (self.multiples is None), "give either n values or multiples of d^k, not both or neither")
+        if self.ns is not None:
+            need(len(self.ns) > 0 and all(isinstance(n, int) and n >= 2 for n in self.ns), f"n values must be whole numbers ≥ 2, got {self.ns}")
+        if self.multiples is not None:
+            need(len(self.multiples) > 0 and all(m > 0 for m in self.multiples), f"multiples of d^k must be positive, got {self.multiples}")
+        need(isinstance(self.seeds, int) and self.seeds >= 1, f"seeds must be a whole number ≥ 1, got {self.seeds}")
+        need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        try:  # every config of the grid must validate before anything runs
+            self.configs()
+        except ConfigError as err:
+            raise SweepError(f"sweep {self.name!r}: {err}") from None
+
+    @property
+    def archs(self) -> tuple[str, ...]:
+        return ARCHS if self.baselines else ("three_layer",)
+
+    def n_values(self, d: int) -> tuple[int, ...]:
+        """The n grid of one d, ascending and without repeats."""
+        if self.ns is not None:
+            return tuple(sorted(set(self.ns)))
+        return tuple(sorted({max(2, round(m * d**self.k)) for m in self.multiples}))
+
+    def cells(self) -> list[tuple[int, int]]:
+        return [(d, n) for d in self.ds for n in self.n_values(d)]
+
+    def config(self, d: int, n: int, seed: int = 0, arch: str = "three_layer") -> RunConfig:
+        """The run of one cell; a baseline's is the network's with ``arch`` replaced."""
+        cfg = RunConfig(
+            d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m2=self.m2, mode=self.mode,
+            steps=self.steps, seed=seed, n_test=self.n_test,
+        )
+        return cfg if arch == "three_layer" else dataclasses.replace(cfg, arch=arch)
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of the grid, cheapest cells first (so the figure fills from the left)."""
+        out = [self.config(d, n, s, a) for d, n in self.cells() for a in self.archs for s in range(self.seeds)]
+        return sorted(out, key=lambda c: (c.n * c.d * c.m1, ARCHS.index(c.arch), c.seed))
+
+    def with_options(self, **changes) -> "SweepSpec":
+        """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
+        return dataclasses.replace(self, **changes)
+
+
+# ------------------------------------------------------------------- presets
+def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
+    """The paper's Figure 2 grid (GPU-sized): d ∈ {16, 24, 32, 40}, n = d^3 · 2^j, j = -3..3.
+
+    m1 = d^2, m2 = 1000, joint Adam to convergence (plateau rule, 3000-step cap).
+    Run: ``python -m hierpoly sweep --preset paper`` on a GPU machine (up to
+    n = 512000 at d = 40), or on a cluster with ``--executor ray``.
+    Should show: the feature correlation rising from ≲ 0.7 at n = d^3/8 to ≳ 0.95 at
+    8 d^3 for every d, curves that coincide against n/d^3, and κ ≈ 3.
+    """
+    return SweepSpec("paper", (16, 24, 32, 40), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines, doc=paper.__doc__)
+
+
+def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
+    """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20}, n = d^3 · 2^j, j = -3..3 (28 cells).
+
+    Everything else as ``paper``. Run: ``python -m hierpoly sweep --preset cpu``
+    (hours on a 2-core CPU: the largest cell is n = 64000 at d = 20), then
+    ``python -m hierpoly figure2 --preset cpu``.
+    Should show (issue 6): for every d, mean correlation ≤ 0.7 at the smallest n and
+    ≥ 0.95 at the largest; network test loss ≤ 0.2 at the largest n while the kernel
+    baseline stays ≥ 0.5 (its floor 1 − ||P_{≤3} h||² ≈ 0.73–0.79); κ in [2.4, 3.6].
+    """
+    return SweepSpec("cpu", (8, 12, 16, 20), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines, doc=cpu.__doc__)
+
+
+def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
+    """A seconds-sized grid for tests and demos: d ∈ {4, 6}, n = d^3/2 and 2 d^3, 200 steps, m2 = 100.
+
+    Run: ``python -m hierpoly sweep --preset tiny`` (12 short jobs with baselines).
+    Shows the machinery, not the science: too few steps and too small d for a clean law.
+    """
+    return SweepSpec(
+        "tiny", (4, 6), multiples=(0.5, 2.0), seeds=seeds, baselines=baselines, m2=100, steps=200, n_test=512,
+        doc=tiny.__doc__,
+    )
+
+
+PRESETS: dict[str, Callable[..., SweepSpec]] = {"paper": paper, "cpu": cpu, "tiny": tiny}
+
+
+def preset(name: str, seeds: int | None = None, baselines: bool = True) -> SweepSpec:
+    """A preset by name; ``seeds`` overrides its seed count."""
+    if name not in PRESETS:
+        raise SweepError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name](baselines=baselines) if seeds is None else PRESETS[name](seeds=seeds, baselines=baselines)
+
+
+def custom(
+    ds, ns=None, multiples=None, seeds: int = 1, mode: str = "joint", baselines: bool = True, **options
+) -> SweepSpec:
+    """A grid of your own: d list, and n list or multiples of d^k; other SweepSpec fields as keywords."""
+    return SweepSpec(
+        "custom", tuple(ds), ns=None if ns is None else tuple(ns), multiples=None if multiples is None else tuple(multiples),
+        seeds=seeds, mode=mode, baselines=baselines, **options,
+    )
+
+
+# ------------------------------------------------------------ what is stored
+def stored_runs(spec: SweepSpec, store) -> pd.DataFrame:
+    """The store's summaries of this grid's runs, any seed (more seeds than the spec's count count too).
+
+    A stored run belongs to the grid when its key is the key of ``spec.config`` at its
+    own (d, n, seed, arch): every other setting must match exactly.
+    """
+    table = store.summaries()
+    if table.empty:
+        return table
+    cells, archs = set(spec.cells()), set(spec.archs)
+
+    def belongs(row) -> bool:
+        if (row.d, row.n) not in cells or row.arch not in archs or row.seed < 0:
+            return False
+        try:
+            return spec.config(int(row.d), int(row.n), int(row.seed), row.arch).key() == row.key
+        except ConfigError:
+            return False
+
+    return table[[belongs(row) for row in table.itertuples(index=False)]].reset_index(drop=True)
+
+
+def coverage(spec: SweepSpec, store) -> pd.DataFrame:
+    """One row per (arch, d, n): seeds stored and wanted, for the grid heatmap and missing-cell reports."""
+    runs = stored_runs(spec, store)
+    counts = runs.groupby(["arch", "d", "n"])["seed"].nunique() if len(runs) else pd.Series(dtype=int)
+    rows = [
+        {"arch": a, "d": d, "n": n, "n_over_dk": n / d**spec.k, "stored": int(counts.get((a, d, n), 0)), "wanted": spec.seeds}
+        for d, n in spec.cells() for a in spec.archs
+    ]
+    return pd.DataFrame(rows, columns=["arch", "d", "n", "n_over_dk", "stored", "wanted"])
+
+
+# ---------------------------------------------------------------- executors
+@dataclass(frozen=True)
+class SweepProgress:
+    """What a sweep reports as it goes: configs finished (stored or not) out of the grid's total."""
+
+    done: int
+    total: int
+    last: dict | None = None  # the row of the config that just finished
+    running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/3000"
+
+
+class Executor(Protocol):
+    """Makes each config end in the store through ``Store.put``, or reports why it did not."""
+
+    name: str
+
+    def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
+        """One row per config (see ``outcome``), calling on_done(row) as each finishes."""
+        ...
+
+
+def outcome(cfg: RunConfig, status: str, message: str, store=None, cached: bool = False) -> dict:
+    """The row of one config: its grid coordinates, status and, when stored, its metrics."""
+    row = {
+        "key": cfg.key(), "d": cfg.d, "n": cfg.n, "k": cfg.k, "seed": cfg.seed, "arch": cfg.arch, "mode": cfg.mode,
+        "status": status, "message": message, "cached": cached,
+        "test_loss": None, "feature_corr": None, "train_loss": None, "seconds": None,
+    }
+    result = store.get(row["key"]) if store is not None and status == "done" else None
+    if result is not None:
+        row.update({name: result.metrics.get(name) for name in ("test_loss", "feature_corr", "train_loss")})
+        row["seconds"] = result.meta.get("seconds")
+    return row
+
+
+class LocalExecutor:
+    """Every config a background job on this machine (see module docstring)."""
+
+    name = "local"
+
+    def __init__(self, poll: float = 1.0):
+        self.poll = poll
+
+    def run(self, configs, store, on_done, on_note) -> list[dict]:
+        from hierpoly import jobs
+
+        rows, ids = [], {}
+        for cfg in configs:
+            try:
+                ids[jobs.submit(cfg, store)] = cfg
+            except jobs.BudgetError as err:
+                rows.append(outcome(cfg, "refused", str(err)))
+                on_done(rows[-1])
+        pending = dict(ids)
+        try:
+            while pending:
+                snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
+                for job_id, cfg in list(pending.items()):
+                    job = snapshot.get(job_id)
+                    if job is None:
+                        rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
+                    elif job.finished:
+                        rows.append(outcome(cfg, job.status, job.message, store))
+                    else:
+                        if job.status == "running" and job.progress:
+                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.progress[-1]['step']}")
+                        continue
+                    del pending[job_id]
+                    on_done(rows[-1])
+                if pending:
+                    time.sleep(self.poll)
+        except KeyboardInterrupt:
+            for job_id in pending:  # the jobs are detached: stop the ones this sweep started
+                jobs.cancel(job_id, store)
+            raise
+        return rows
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+
+
+def register_executor(name: str, factory: Callable[[], Executor]) -> None:
+    """Make ``run_sweep(..., executor=name)`` available (e.g. ray, issue 7)."""
+    EXECUTORS[name] = factory
+
+
+def missing(spec: SweepSpec, store) -> list[RunConfig]:
+    """The grid's configs whose key is not stored, cheapest first."""
+    return [cfg for cfg in spec.configs() if not store.has(cfg.key())]
+
+
+def run_sweep(
+    spec: SweepSpec,
+    executor: str | Executor = "local",
+    store=None,
+    on_progress: Callable[[SweepProgress], None] | None = None,
+) -> list[dict]:
+    """Run the grid's configs that are not stored; a rerun is a no-op.
+
+    Args:
+        spec: the grid (a preset or ``custom``).
+        executor: a name in EXECUTORS or an Executor.
+        store: a ``store.Store`` (default: the project store, $HIERPOLY_CACHE_DIR).
+        on_progress: called with a SweepProgress as configs finish and while jobs run.
+    Returns:
+        one row per config of the grid (``outcome``): stored ones with ``cached`` true,
+        the others with the status their run ended in (done, failed, diverged, cancelled, refused).
+    """
+    from hierpoly.store import Store
+
+    store = store if store is not None else Store()
+    if isinstance(executor, str):
+        if executor not in EXECUTORS:
+            raise SweepError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
+        executor = EXECUTORS[executor]()
+    configs = spec.configs()
+    todo = [cfg for cfg in configs if not store.has(cfg.key())]
+    todo_keys = {cfg.key() for cfg in todo}
+    rows = {cfg.key(): outcome(cfg, "done", "already in the store", store, cached=True) for cfg in configs if cfg.key() not in todo_keys}
+    state = {"done": len(rows)}
+
+    def report(last=None, running=None):
+        if on_progress is not None:
+            on_progress(SweepProgress(state["done"], len(configs), last, running))
+
+    def on_done(row):
+        state["done"] += 1
+        report(last=row)
+
+    report()
+    if todo:
+        for row in executor.run(todo, store, on_done, lambda note: report(running=note)):
+            rows[row["key"]] = row
+    return [rows[cfg.key()] for cfg in configs if cfg.key() in rows]

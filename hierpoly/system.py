@@ -1,0 +1,132 @@
+"""What the home page reports about this machine, without importing JAX here.
+
+The app process never imports JAX: on a GPU, JAX would reserve most of the
+device memory in the web server, leaving little for the workers. So the JAX
+backend is asked for once in a short-lived subprocess, in the background; until
+it answers, the device recorded in the newest stored result is shown instead.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from hierpoly.store import REPO, Store, default_dir
+
+_PROBE_CODE = "import json; from hierpoly.train import device_info; print(json.dumps(device_info()))"
+_probe_lock = threading.Lock()
+_probe: dict = {}  # "thread", "result" (dict) or "error" (str)
+
+
+def _run_probe(timeout: float) -> None:
+    try:
+        out = subprocess.run([sys.executable, "-c", _PROBE_CODE], cwd=str(REPO), capture_output=True, text=True,
+                             timeout=timeout)
+        if out.returncode == 0:
+            _probe["result"] = json.loads(out.stdout.strip().splitlines()[-1])
+        else:
+            lines = (out.stderr.strip() or "no output").splitlines()
+            _probe["error"] = f"JAX probe failed: {lines[-1]}"
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError) as err:
+        _probe["error"] = f"JAX probe failed: {err}"
+
+
+def device_probe(timeout: float = 120.0) -> dict | None:
+    """JAX's backend and device as {backend, device_kind, device_count}, or None while the probe runs.
+
+    The first call starts the probe in a background thread; later calls return
+    its answer ({"error": ...} if it failed).
+    """
+    with _probe_lock:
+        if "thread" not in _probe:
+            _probe["thread"] = threading.Thread(target=_run_probe, args=(timeout,), daemon=True)
+            _probe["thread"].start()
+    if "result" in _probe:
+        return _probe["result"]
+    if "error" in _probe:
+        return {"error": _probe["error"]}
+    return None
+
+
+@lru_cache(maxsize=8)
+def _shared_store(directory: str) -> Store:
+    store = Store(directory)
+    _load_shipped(store)
+    return store
+
+
+def open_store() -> Store:
+    """The app's store (one per directory and process).
+
+    On first use it imports the shipped bundles of cache/precomputed/ that the store
+    lacks (``bundles.load_precomputed``), unless $HIERPOLY_LOAD_PRECOMPUTED is 0.
+    """
+    return _shared_store(str(default_dir()))
+
+
+def _clear_store_cache() -> None:
+    """Forget the opened stores (tests that delete their directories)."""
+    _shared_store.cache_clear()
+
+
+def _load_shipped(store: Store) -> None:
+    if os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":  # tests that need an empty store
+        return
+    try:
+        from hierpoly.bundles import load_precomputed
+    except ImportError:  # bundles not available: nothing shipped to load
+        return
+    load_precomputed(store)
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    """The home page's status panel."""
+
+    device: str  # e.g. "cpu (cpu), 1 device"
+    device_source: str  # "probe", "newest result" or "pending"
+    results: int
+    size_bytes: int
+    store_dir: Path
+    live_jobs: list  # jobs.Job in queued or running
+
+
+def describe_device(info: dict | None) -> str:
+    """One line from a device_info dict."""
+    if not info:
+        return "unknown"
+    if "error" in info:
+        return info["error"]
+    count = info.get("device_count", 1)
+    return f"{info.get('backend', '?')} ({info.get('device_kind', '?')}), {count} device{'s' if count != 1 else ''}"
+
+
+def system_status(store: Store) -> SystemStatus:
+    """Device, store size and count, and live jobs."""
+    from hierpoly import jobs
+
+    info, source = device_probe(), "probe"
+    if info is None:
+        source = "pending"
+        summaries = store.summaries()
+        if len(summaries):
+            newest = summaries.sort_values("created").iloc[-1]
+            result = store.get(newest["key"])
+            if result is not None and isinstance(result.meta.get("device"), dict):
+                info, source = result.meta["device"], "newest result"
+    live = [job for job in jobs.list_jobs(store) if job.status in ("queued", "running")]
+    device = describe_device(info) if info is not None else "asking JAX…"
+    return SystemStatus(device, source, len(store), store.size_bytes(), store.directory, live)
+
+
+def format_bytes(n: int) -> str:
+    """1.2 MB, 340 kB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

@@ -1,0 +1,67 @@
+"""Results: every stored run (and unfinished job); filter, compare, open, delete, export and import bundles."""
+import streamlit as st
+
+from hierpoly import bundles, catalog, explore, jobs, plots
+from hierpoly.store import StoreError
+from hierpoly.system import format_bytes, open_store
+
+st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
+store = open_store()
+st.title("Results")
+st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())} in `{store.directory}`.")
+
+table = catalog.runs_table(store.summaries(), jobs.list_jobs(store))
+if table.empty:
+    st.info("No runs yet. Start one on the Explore page, queue a grid on the Figure 2 page, or import a bundle below.")
+else:
+    options = catalog.filter_options(table)
+    cols = st.columns(len(options))
+    chosen = {name: cols[i].multiselect(name, values, key=f"res_filter_{name}") for i, (name, values) in
+              enumerate(options.items())}
+    shown = catalog.filter_runs(table, chosen)
+    st.dataframe(shown.drop(columns=["key"]), hide_index=True, width="stretch",
+                 column_config={"test_loss": st.column_config.NumberColumn(format="%.4f"),
+                                "feature_corr": st.column_config.NumberColumn(format="%.3f"),
+                                "seconds": st.column_config.NumberColumn(format="%.1f")})
+    labels = {row["key"]: catalog.label(row) for row in shown.to_dict("records")}
+    stored_keys = [k for k in labels if bool(shown.loc[shown["key"] == k, "stored"].iloc[0])]
+    selection = st.multiselect("Select runs to open, compare, delete or export", stored_keys,
+                               format_func=labels.get, key="res_selection")
+    st.caption(f"{len(shown)} of {len(table)} runs shown; only stored results can be selected.")
+
+    if selection:
+        results = [r for r in (store.get(k) for k in selection) if r is not None]
+        st.subheader("Open in Explore")
+        for result in results:
+            st.page_link("pages/1_Explore.py", label=labels[result.key], icon="🔭",
+                         query_params=explore.params_from_config(result.config))
+        st.subheader("Compare")
+        metric = st.radio("curve", ["test_loss", "train_loss", "feature_corr"], horizontal=True, key="res_metric")
+        histories = {labels[r.key]: explore.history_frame(r.history) for r in results}
+        st.plotly_chart(plots.overlay_figure(histories, metric), key="res_overlay", config=plots.CHART_CONFIG)
+        cols = st.columns(3)
+        cols[0].download_button("Export selection as a bundle", bundles.export_bundle(store, selection),
+                                file_name=f"hierpoly_{len(selection)}_results.zip", mime="application/zip",
+                                key="res_export")
+        cols[1].download_button("Histories (CSV)", explore.histories_csv(results), file_name="histories.csv",
+                                mime="text/csv", key="res_csv")
+        confirm = cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
+        if cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):
+            deleted = sum(store.delete(k) for k in selection)
+            st.session_state.pop("res_selection", None)
+            st.session_state.pop("res_confirm", None)
+            st.toast(f"Deleted {deleted} result(s).")
+            st.rerun()
+
+st.subheader("Import a bundle")
+st.caption("A bundle is a zip exported from this app or `python -m hierpoly export`. It is checked member by "
+           "member (hashes, configs, array types) and refused whole if anything is wrong.")
+upload = st.file_uploader("bundle (.zip)", type=["zip"], key="res_upload")
+overwrite = st.checkbox("replace results that are already stored", key="res_overwrite")
+if st.button("Import", disabled=upload is None, key="res_import"):
+    try:
+        added = bundles.import_bundle(store, upload.getvalue(), overwrite=overwrite)
+    except (bundles.BundleError, StoreError) as err:
+        st.error(f"Bundle refused: {err}")
+    else:
+        st.success(f"Imported {len(added)} result(s)" + ("." if added else ": all were already stored."))

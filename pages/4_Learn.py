@@ -1,0 +1,115 @@
+"""Learn: a guided tour for a class, every step runnable in seconds on a laptop CPU."""
+import streamlit as st
+
+from hierpoly import explore, jobs, plots, tour
+from hierpoly.system import open_store
+
+st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
+store = open_store()
+st.title("A guided tour")
+st.markdown("Five steps, each a few seconds on a laptop. Marked **[seed]**: stated in the paper's summary; "
+            "**[reconstructed]**: our reading of the paper's setup.")
+
+# ------------------------------------------------------------------ 1. Hermite
+st.header("1 · The building blocks: Hermite polynomials")
+st.markdown(r"""
+The feature is built from the normalised probabilists' Hermite polynomials $h_k = He_k/\sqrt{k!}$ **[seed]**,
+e.g. $h_3(z) = (z^3 - 3z)/\sqrt 6$. For a Gaussian $z$ they are orthonormal: $E[h_i(z) h_j(z)] = 1$ if $i = j$,
+else $0$, so a polynomial's Hermite coefficients say how much of it each degree carries.
+""")
+left, right = st.columns([3, 2])
+left.plotly_chart(plots.hermite_figure(tour.hermite_curves()), key="learn_hermite", config=plots.CHART_CONFIG)
+right.markdown("$E[h_i h_j]$ by Gauss–Hermite quadrature (exact for polynomials):")
+right.dataframe(tour.hermite_gram(), width="stretch")
+
+# ------------------------------------------------------------------ 2. p and h
+st.header("2 · What the target looks like")
+st.markdown(r"""
+The feature $p(x) = \sum_{i=1}^d \lambda_i h_3(x_i)$, signs $\lambda_i = \pm 1$ **[seed]**, is a sum of $d$
+independent terms of variance 1: $p/\sqrt d$ is close to a Gaussian, but only slowly, because $h_3$ has heavy tails.
+The target $h = g(p) = C_d\,p^3$ cubes it: most of its values are tiny, a few are huge. $C_d$ is computed exactly
+so that $E[h^2] = 1$ (Monte Carlo would underestimate it badly, precisely because of those tails).
+""")
+d_hist = st.slider("d", min_value=2, max_value=64, value=8, key="learn_d")
+sample = tour.sample_target(int(d_hist), n=20000, seed=0)
+left, right = st.columns(2)
+left.plotly_chart(plots.histogram_figure(tour.density_histogram(sample["p_scaled"].to_numpy()),
+                                         f"p(x)/√d against N(0, 1), d = {d_hist}", "p(x)/√d"),
+                  key="learn_phist", config=plots.CHART_CONFIG)
+right.plotly_chart(plots.tail_figure(tour.tail_probabilities(sample["h"].to_numpy())), key="learn_tail",
+                   config=plots.CHART_CONFIG)
+st.markdown("Exact moments of $p/\\sqrt d$ (a Gaussian has 3 and 15) and the constant $C_d$:")
+st.dataframe(tour.moment_table((4, 8, 16, int(d_hist), 40)).drop_duplicates("d").sort_values("d"),
+             hide_index=True)
+
+# ------------------------------------------------------------------ 3. a small run
+st.header("3 · Watch a network find p")
+cfg = tour.tour_config()
+st.markdown(f"""
+A three-layer network $h_θ(x) = g(x) + \\sum_j c_j \\mathrm{{ReLU}}(a_j g(x) + b_j)$ with learned feature
+$g(x) = \\sum_i u_i (v_i\\cdot x + s_i)^3$ **[seed for parts, reconstructed equation]**, trained jointly with Adam on
+n = {cfg.n} = 4·d³ samples at d = {cfg.d}. If it learns the hierarchy, its feature $g$ lines up with $p$.
+""")
+key = cfg.key()
+result = store.get(key)
+job = jobs.for_key(key, store)
+if result is None and (job is None or job.status not in jobs.LIVE):
+    if job is not None:
+        st.warning(f"The last attempt {job.status}: {job.message}")
+    if st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, {cfg.steps} steps, about ten seconds)", type="primary",
+                 key="learn_run"):
+        jobs.submit(cfg, store)
+        st.rerun()
+
+
+@st.fragment(run_every=1.0)
+def tour_progress(job_id: str) -> None:
+    """Reads the job table only; redraws the page when the run ends."""
+    current = jobs.get(job_id, store)
+    if current is None or current.status not in jobs.LIVE:
+        st.rerun()
+    view = explore.progress_view(current.status, current.message, current.progress, current.total_steps)
+    st.progress(view.fraction, text=view.text)
+    st.plotly_chart(plots.corr_figure(view.history), key="learn_live_corr", config=plots.CHART_CONFIG)
+
+
+if result is not None:
+    left, right = st.columns(2)
+    if result.samples:
+        left.plotly_chart(plots.feature_scatter(result.samples, result.metrics["feature_corr"]), key="learn_scatter",
+                          config=plots.CHART_CONFIG)
+    right.plotly_chart(plots.corr_figure(explore.history_frame(result.history)), key="learn_corr",
+                       config=plots.CHART_CONFIG)
+    st.page_link("pages/1_Explore.py", label="Open this run in Explore", icon="🔭",
+                 query_params=explore.params_from_config(cfg))
+elif job is not None and job.status in jobs.LIVE:
+    tour_progress(job.job_id)
+
+# ------------------------------------------------------------------ 4. why d^k
+st.header("4 · Why d^k samples and not d^(kq)")
+q = tour.link_degree(cfg.link)
+st.markdown(f"""
+A kernel method (or a network whose features stay at their random start) sees $h$ only as a polynomial of
+degree $kq = {cfg.k * q}$ in $x$, and must pin down all of its $\\approx d^{{kq}}$ coefficients. The three-layer
+network does two easier things in turn: its first block finds the one feature $p$, a degree-$k$ polynomial
+(about $d^k$ coefficients, so about $d^k$ samples); then the link $g$ is a function of one variable, which costs
+almost nothing. Learning the feature is what saves the factor $d^{{k(q-1)}}$.
+""")
+st.plotly_chart(plots.sample_count_figure(tour.sample_counts(k=cfg.k, q=q), cfg.k, q), key="learn_counts",
+                config=plots.CHART_CONFIG)
+st.page_link("pages/2_Figure_2.py", label="See it measured: Figure 2 and the collapse at n/d^k", icon="📈")
+
+# ------------------------------------------------------------------ 5. classroom link
+st.header("5 · A classroom link")
+st.markdown("Pick the run your class should see; the link opens Explore with these settings filled in and "
+            "locked, so everyone sees the same run (and the store serves it at once after the first).")
+cols = st.columns(4)
+c_d = cols[0].number_input("d", min_value=2, max_value=12, value=cfg.d, key="learn_c_d")
+c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], index=4, key="learn_c_mult")
+c_mode = cols[2].selectbox("mode", ["joint", "layerwise"], key="learn_c_mode")
+c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
+classroom = tour.tour_config(d=int(c_d), n=max(4, round(c_mult * int(c_d) ** 3)), mode=c_mode, seed=int(c_seed))
+params = {**explore.params_from_config(classroom), explore.LOCK_PARAM: "1"}
+st.page_link("pages/1_Explore.py", label="Open the classroom link", icon="🔒", query_params=params)
+base = (st.context.url or "").split("?")[0].rsplit("/", 1)[0]
+st.code(f"{base}/Explore{explore.url_query(params)}", language=None)

@@ -1,0 +1,250 @@
+"""AppTest of every page, with an empty store and with really trained stored results.
+
+Stored results come from real training (``train.run`` + ``store.result_from_train``)
+of tiny configs in a session fixture; the Explore launch test runs a real worker
+process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from hierpoly import explore, jobs, sweeps
+from hierpoly.config import RunConfig
+from hierpoly.store import Store
+from hierpoly.system import _clear_store_cache
+
+PAGES = ("pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
+TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
+GRID = sweeps.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
+TIMEOUT = 60
+
+
+def _stored_configs() -> list[RunConfig]:
+    return [
+        RunConfig(**TINY),
+        GRID.config(4, 32, 0),
+        GRID.config(4, 128, 0),
+        GRID.config(4, 32, 0, arch="kernel"),
+    ]
+
+
+@pytest.fixture(scope="session")
+def trained_dir(tmp_path_factory):
+    """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
+    from hierpoly import train
+    from hierpoly.store import result_from_train
+
+    directory = tmp_path_factory.mktemp("trained") / "store"
+    store = Store(directory)
+    for cfg in _stored_configs():
+        t0 = time.perf_counter()
+        out = train.run(cfg)
+        assert out.status == "done", out.message
+        store.put(result_from_train(cfg, out, time.perf_counter() - t0))
+    store.close()
+    return directory
+
+
+@pytest.fixture
+def empty_store(tmp_path, monkeypatch):
+    directory = tmp_path / "store"
+    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    _clear_store_cache()
+    yield Store(directory)
+    _cancel_live(directory)
+    _clear_store_cache()
+
+
+@pytest.fixture
+def stored_store(trained_dir, tmp_path, monkeypatch):
+    directory = tmp_path / "store"
+    shutil.copytree(trained_dir, directory)
+    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    _clear_store_cache()
+    yield Store(directory)
+    _cancel_live(directory)
+    _clear_store_cache()
+
+
+def _cancel_live(directory) -> None:
+    store = Store(directory)
+    for job in jobs.list_jobs(store):
+        if job.status in jobs.LIVE:
+            jobs.cancel(job.job_id, store)
+
+
+def _app(page: str | None = None, params: dict | None = None) -> AppTest:
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    if page is not None:
+        if params:
+            at.query_params.update(params)
+        at.switch_page(page).run()
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# ------------------------------------------------------------------ every page
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_page_with_empty_store(empty_store, page):
+    at = _app(page)
+    _ok(at)
+    assert len(empty_store) == 0
+
+
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_page_with_stored_results(stored_store, page):
+    at = _app(page)
+    _ok(at)
+    assert at.title
+
+
+def test_home_reports_the_store(stored_store):
+    at = _app()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["stored results"] == str(len(stored_store)) == "4"
+    assert metrics["jobs queued or running"] == "0"
+
+
+# ------------------------------------------------------------------ Explore
+def test_query_params_restore_a_stored_run(stored_store):
+    cfg = RunConfig(**TINY)
+    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    _ok(at)
+    assert at.number_input(key="ex_d").value == 4
+    assert at.number_input(key="ex_n").value == 256
+    assert at.number_input(key="ex_m2").value == 50
+    assert at.number_input(key="ex_steps").value == 200
+    assert any("Stored result" in s.value for s in at.success)  # served from the store at once
+    assert {m.label for m in at.metric} >= {"test loss", "feature correlation"}
+    assert len(at.get("plotly_chart")) == 5  # feature scatter, prediction, link, loss, correlation
+    assert at.button(key="ex_run").disabled
+
+
+def test_changing_a_control_rewrites_the_url(empty_store):
+    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at.number_input(key="ex_seed").set_value(3).run()
+    _ok(at)
+    parsed = explore.values_from_params(at.query_params)
+    assert parsed.values["seed"] == 3 and parsed.values["d"] == 4
+
+
+def test_invalid_input_shows_an_error_and_launches_nothing(empty_store):
+    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at.number_input(key="ex_n").set_value(1).run()
+    _ok(at)
+    errors = [e.value for e in at.error]
+    assert any("sample size n must be at least 2" in e for e in errors), errors
+    assert not [b for b in at.button if b.key == "ex_run"]  # no Run button while invalid
+    at.number_input(key="ex_n").set_value(256).run()
+    at.selectbox(key="ex_link").set_value("custom coefficients").run()
+    at.text_input(key="ex_coefs").set_value("1, x").run()
+    _ok(at)
+    assert any("neither a preset" in e.value for e in at.error)
+    assert jobs.list_jobs(empty_store) == []
+
+
+def test_invalid_url_is_explained(empty_store):
+    at = _app("pages/1_Explore.py", {"d": "four", "n": "256", "k": "9"})
+    _ok(at)
+    assert any("d must be a whole number" in w.value for w in at.warning)
+    assert any("feature degree k" in w.value for w in at.warning)
+    assert jobs.list_jobs(empty_store) == []
+
+
+def test_classroom_link_locks_the_controls(stored_store):
+    params = {**explore.params_from_config(RunConfig(**TINY)), explore.LOCK_PARAM: "1"}
+    at = _app("pages/1_Explore.py", params)
+    _ok(at)
+    assert at.number_input(key="ex_d").disabled and at.selectbox(key="ex_mode").disabled
+    assert any("Classroom link" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+def test_explore_launches_a_run_and_shows_it(empty_store):
+    cfg = RunConfig(**{**TINY, "seed": 7})
+    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at.button(key="ex_run").click().run()
+    _ok(at)
+    job = jobs.for_key(cfg.key(), empty_store)
+    assert job is not None and job.status in ("queued", "running", "done")
+    seen_progress = False
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        at.run()
+        _ok(at)
+        seen_progress |= bool(at.get("progress"))
+        if any("Stored result" in s.value for s in at.success):
+            break
+        time.sleep(1.0)
+    else:
+        pytest.fail(f"no result after 180 s: {jobs.for_key(cfg.key(), empty_store)}")
+    assert seen_progress or job.status == "done"
+    assert empty_store.has(cfg.key())
+    assert len(at.get("plotly_chart")) == 5
+    assert [d for d in at.get("download_button")]
+
+
+# ------------------------------------------------------------------ Results
+def test_results_select_compare_and_delete(stored_store):
+    key = RunConfig(**TINY).key()
+    at = _app("pages/3_Results.py")
+    at.multiselect(key="res_selection").set_value([key]).run()
+    _ok(at)
+    assert len(at.get("plotly_chart")) == 1
+    assert {b.label for b in at.get("download_button")} >= {"Export selection as a bundle"}
+    assert at.button(key="res_delete").disabled  # needs the confirmation first
+    at.checkbox(key="res_confirm").check().run()
+    at.button(key="res_delete").click().run()
+    _ok(at)
+    assert not stored_store.has(key)
+    assert len(stored_store) == 3
+
+
+def test_results_filters(stored_store):
+    at = _app("pages/3_Results.py")
+    at.multiselect(key="res_filter_n").set_value([128]).run()
+    _ok(at)
+    assert len(at.multiselect(key="res_selection").options) == 1
+
+
+# ------------------------------------------------------------------ Figure 2
+def test_figure2_shows_whatever_cells_are_stored(stored_store):
+    at = _app("pages/2_Figure_2.py")
+    at.radio(key="f2_preset").set_value("tiny").run()
+    _ok(at)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # heatmap and the two-panel figure
+    assert any("3 of" in m.value and "runs stored" in m.value for m in at.markdown)
+    at.radio(key="f2_x").set_value("n_over_dk").run()
+    _ok(at)
+    assert [b for b in at.get("download_button")]
+
+
+def test_figure2_custom_grid_errors(empty_store):
+    at = _app("pages/2_Figure_2.py")
+    at.radio(key="f2_preset").set_value("custom").run()
+    at.text_input(key="f2_ds").set_value("6, eight").run()
+    _ok(at)
+    assert any("'eight' is not a number" in e.value for e in at.error)
+    assert jobs.list_jobs(empty_store) == []
+
+
+# ------------------------------------------------------------------ Learn
+def test_learn_tour(empty_store):
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    assert len(at.get("plotly_chart")) >= 4
+    at.slider(key="learn_d").set_value(16).run()
+    _ok(at)
+    assert any("lock=1" in c.value for c in at.code)

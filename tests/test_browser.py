@@ -1,0 +1,147 @@
+"""A real browser against `streamlit run app.py`: Debian's Chromium driven by Playwright.
+
+Skipped with a reason when /usr/bin/chromium is missing, unless HIERPOLY_REQUIRE_BROWSER=1
+(CI, see .ci/run), where a missing browser is a failure.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from hierpoly import jobs
+from hierpoly.store import Store
+
+pytestmark = pytest.mark.browser
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+TINY = "d=4&n=256&m2=50&steps=600&n_test=256"
+PAGES = {"": "Three-layer networks learn hierarchical polynomials", "Explore": "Explore one run",
+         "Figure_2": "Figure 2", "Results": "Results", "Learn": "A guided tour"}
+
+
+def _require_browser() -> None:
+    if CHROMIUM.exists():
+        return
+    message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) to run the browser test"
+    if os.environ.get("HIERPOLY_REQUIRE_BROWSER") == "1":
+        pytest.fail(message + " (HIERPOLY_REQUIRE_BROWSER=1)")
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port with its own empty store; yields (base URL, store dir)."""
+    _require_browser()
+    store_dir = tmp_path_factory.mktemp("browser") / "store"
+    port = _free_port()
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_LOAD_PRECOMPUTED="0")
+    log = open(tmp_path_factory.mktemp("logs") / "streamlit.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1"],
+        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"streamlit did not start (see {log.name})")
+        time.sleep(0.5)
+    yield base, store_dir
+    store = Store(store_dir)
+    for job in jobs.list_jobs(store):
+        if job.status in jobs.LIVE:
+            jobs.cancel(job.job_id, store)
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def _no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]').first.inner_text()
+
+
+def test_every_page_opens(server, browser):
+    base, _ = server
+    page = browser.new_page()
+    for path, title in PAGES.items():
+        page.goto(f"{base}/{path}")
+        page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
+        page.wait_for_timeout(500)
+        _no_exception(page)
+    page.close()
+
+
+def test_run_live_then_share(server, browser):
+    base, store_dir = server
+    page = browser.new_page()
+    page.goto(f"{base}/Explore?{TINY}")
+    run = page.get_by_role("button", name="▶ Run")
+    run.wait_for(timeout=60_000)
+    run.click()
+    page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)  # live progress
+    page.get_by_text("Learned feature vs p(x)").first.wait_for(timeout=180_000)  # then the scatter
+    _no_exception(page)
+    shared = page.url
+    assert "d=4" in shared and "n=256" in shared
+    assert len(Store(store_dir)) == 1
+
+    other = browser.new_page()  # a colleague opens the shared link: the same run, from the store
+    other.goto(shared)
+    other.get_by_text("Stored result").first.wait_for(timeout=60_000)
+    other.get_by_text("Learned feature vs p(x)").first.wait_for(timeout=60_000)
+    assert other.get_by_text("feature correlation").count() >= 1
+    _no_exception(other)
+    other.close()
+    page.close()
+
+
+def test_bad_bundle_is_refused(server, browser, tmp_path):
+    base, store_dir = server
+    before = len(Store(store_dir))
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"this is not a zip file")
+    page = browser.new_page()
+    page.goto(f"{base}/Results")
+    page.get_by_role("heading", name="Import a bundle").wait_for(timeout=60_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    page.get_by_text("bad.zip").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Import").click()
+    page.get_by_text("Bundle refused").first.wait_for(timeout=30_000)
+    assert len(Store(store_dir)) == before
+    page.close()

@@ -1,0 +1,143 @@
+"""Background jobs with real worker processes and real faults (kill -9, cancel, divergence, budget)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hierpoly import jobs
+from hierpoly.config import RunConfig
+from hierpoly.store import Store
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = dict(d=4, n=256, m2=50, n_test=256)
+# long enough to be killed or cancelled mid-run; never stops on a plateau
+LONG = dict(TINY, steps=200_000, patience=10**6)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_workers():
+    """Kill the workers of jobs still live when a test ends (only ours: pids from this store's jobs)."""
+    yield
+    for job in jobs.list_jobs():
+        if job.status in jobs.LIVE and job.pid:
+            try:
+                os.kill(job.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def wait_for(predicate, timeout: float, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def cli(*args, cache_dir, **kw):
+    env = dict(os.environ, PYTHONPATH=REPO, HIERPOLY_CACHE_DIR=str(cache_dir))
+    return subprocess.Popen([sys.executable, "-m", "hierpoly", *args], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
+    args = ["run", "--d", "4", "--n", "256", "--m2", "50", "--steps", "200", "--n-test", "256", "--json"]
+    procs = [cli(*args, cache_dir=cache_dir) for _ in range(4)]
+    outs = []
+    for proc in procs:
+        stdout, stderr = proc.communicate(timeout=240)
+        assert proc.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    assert len({o["job_id"] for o in outs}) == 1
+    assert len({(o["test_loss"], o["feature_corr"]) for o in outs}) == 1
+    key = outs[0]["key"]
+    listed = [j for j in jobs.list_jobs() if j.key == key]
+    assert len(listed) == 1 and listed[0].status == "done"
+    steps = [row["step"] for row in listed[0].progress]
+    assert steps == sorted(set(steps)) and steps[-1] == 200  # one training's rows, not several interleaved
+    # an identical run is answered from the store
+    t0 = time.monotonic()
+    proc = cli(*args, cache_dir=cache_dir)
+    stdout, stderr = proc.communicate(timeout=60)
+    again = json.loads(stdout.strip().splitlines()[-1])
+    assert again["cached"] is True and again["job_id"] == outs[0]["job_id"]
+    assert again["test_loss"] == outs[0]["test_loss"] and time.monotonic() - t0 < 10
+    for name in ("key", "config", "status", "test_loss", "feature_corr", "train_loss", "steps", "seconds",
+                 "device", "versions"):
+        assert name in again
+    proc = cli("jobs", "--json", cache_dir=cache_dir)
+    listed = json.loads(proc.communicate(timeout=60)[0])
+    assert {"job_id", "key", "status", "pid", "message", "progress"} <= set(listed[0])
+
+
+def test_kill_9_gives_failed_then_resubmit_completes():
+    store = Store()
+    cfg = RunConfig(**TINY, steps=3000, patience=10**6)
+    job_id = jobs.submit(cfg, store)
+    job = wait_for(lambda: (j := jobs.get(job_id, store)).progress and j.progress[-1]["step"] >= 100 and j, 120)
+    assert job.status == "running" and job.pid
+    os.kill(job.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    failed = wait_for(lambda: (j := jobs.get(job_id, store)).status == "failed" and j, 30, poll=0.5)
+    assert "lost" in failed.message and time.monotonic() - t0 < 30
+    assert not store.has(cfg.key())
+    again = jobs.submit(cfg, store)
+    assert again != job_id
+    done = jobs.wait(again, timeout=180, store=store)
+    assert done.status == "done", done.message
+    assert store.get(cfg.key()).meta["steps"] == 3000
+
+
+def test_cancel_and_the_queue_behind_it(cache_dir):
+    store = Store()
+    long_cfg, short_cfg = RunConfig(**LONG), RunConfig(**TINY, steps=200, seed=1)
+    first = jobs.submit(long_cfg, store)
+    second = jobs.submit(short_cfg, store)
+    wait_for(lambda: jobs.get(first, store).progress, 120)
+    assert jobs.get(second, store).status == "queued"  # one worker at a time by default
+    proc = cli("cancel", first, cache_dir=cache_dir)
+    assert proc.wait(timeout=60) == 0
+    cancelled = jobs.wait(first, timeout=60, store=store)
+    assert cancelled.status == "cancelled" and not store.has(long_cfg.key())
+    done = jobs.wait(second, timeout=180, store=store)
+    assert done.status == "done" and store.has(short_cfg.key())
+    proc = cli("cancel", first, cache_dir=cache_dir)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and stderr.startswith("error:") and stderr.strip().count("\n") == 0
+
+
+def test_divergence_is_not_stored():
+    store = Store()
+    # plain GD far above 1/L blows up geometrically (Adam's bounded steps at lr = 1e6 do not)
+    cfg = RunConfig(**TINY, steps=300, mode="layerwise", lr=1e3)
+    job = jobs.wait(jobs.submit(cfg, store), timeout=180, store=store)
+    assert job.status == "diverged" and "non-finite" in job.message
+    assert not store.has(cfg.key()) and len(store) == 0
+
+
+def test_budget_refuses_before_launch(monkeypatch, cache_dir):
+    huge = RunConfig(d=100, n=10**9)
+    with pytest.raises(jobs.BudgetError, match="largest n that fits is"):
+        jobs.submit(huge)
+    assert jobs.list_jobs() == []
+    # the suggested n is the boundary of the estimate
+    monkeypatch.setenv("HIERPOLY_MEMORY_BYTES", str(400 << 20))
+    cfg = RunConfig(d=8, n=10**7, m2=1000)
+    with pytest.raises(jobs.BudgetError) as err:
+        jobs.check_budget(cfg)
+    fit = int(str(err.value).rsplit(" ", 1)[1])
+    jobs.check_budget(RunConfig(d=8, n=fit, m2=1000))
+    with pytest.raises(jobs.BudgetError):
+        jobs.check_budget(RunConfig(d=8, n=fit + 1, m2=1000))
+    proc = cli("run", "--d", "100", "--n", str(10**9), cache_dir=cache_dir)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode != 0 and "Traceback" not in stderr and stderr.strip().count("\n") == 0
+    assert "GiB" in stderr
