@@ -90,7 +90,7 @@ def thresholds(cells: pd.DataFrame, threshold: float = THRESHOLD, arch: str = "t
     rows = []
     for d, group in cells[cells["arch"] == arch].groupby("d", sort=True):
         rows.append({"d": int(d), "n_star": crossing(group["n"].to_numpy(), group["feature_corr_mean"].to_numpy(), threshold)})
-    return pd.DataFrame(rows, columns=["d", "n_star"])
+    return pd.DataFrame(rows, columns=["d", "n_star"]).astype({"d": int, "n_star": float})
 
 
 def fit_exponent(d: np.ndarray, n_star: np.ndarray) -> tuple[float, float]:

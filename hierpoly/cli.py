@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line of stdout")
     _add_store_commands(sub)
     _add_sweep_commands(sub)
+    p = sub.add_parser("bench", help="ms per training step: production path vs the plain formulation")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress goes to stderr)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long variant with small sizes (for tests)")
     p = sub.add_parser("target", help="the exact normalisation constant C of a target")
     p.add_argument("--d", type=int, required=True)
     p.add_argument("--k", type=int, default=3)
@@ -284,6 +287,10 @@ def _add_sweep_commands(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.9, help="feature correlation that defines n*(d)")
     p.add_argument("--out", default=None, help="write the figure: .html always, .png/.svg when kaleido is installed")
     sub.choices["sweep"].add_argument("--executor", default="local", help="where runs execute (local; others registered)")
+    sub.choices["sweep"].add_argument(
+        "--address", default=None,
+        help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray)",
+    )
 
 
 def _spec_from_args(args):
@@ -311,6 +318,18 @@ def cmd_sweep(args) -> int:
         spec = _spec_from_args(args)
     except sweeps.SweepError as err:
         return _fail(str(err))
+    if args.executor not in sweeps.EXECUTORS:
+        return _fail(f"unknown executor {args.executor!r}; available: {', '.join(sweeps.EXECUTORS)}")
+    executor = args.executor
+    if args.address is not None:
+        if args.executor != "ray":
+            return _fail("--address is for --executor ray")
+        from hierpoly.cluster import RayExecutor
+
+        try:
+            executor = RayExecutor(address=args.address)
+        except sweeps.SweepError as err:
+            return _fail(str(err))
     store = Store()
     _load_precomputed(store)
     bar = tqdm(total=len(spec.configs()), file=sys.stderr, unit="run", dynamic_ncols=True, desc=f"sweep {spec.name}")
@@ -321,7 +340,7 @@ def cmd_sweep(args) -> int:
             bar.set_postfix_str(p.running)
 
     try:
-        rows = sweeps.run_sweep(spec, executor=args.executor, store=store, on_progress=on_progress)
+        rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
     except sweeps.SweepError as err:
         return _fail(str(err))
     finally:
@@ -382,8 +401,18 @@ def _write_figure2(cells, k: int, out: str) -> list[str]:
             figs[1].write_image(str(path))  # the collapse panel: the figure's point
             notes.append(f"wrote {path}")
         except (ImportError, ValueError, RuntimeError) as err:
-            notes.append(f"note: {path.name} not written: an image backend (pip install kaleido) is needed ({str(err).splitlines()[0]})")
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
     return notes
+
+
+def _pm(cell: dict, name: str) -> str:
+    mean, std = cell.get(f"{name}_mean"), cell.get(f"{name}_std")
+    return "-" if mean is None else f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def _num(cell: dict, name: str) -> str:
+    return "-" if cell.get(name) is None else f"{cell[name]:.4f}"
 
 
 def cmd_figure2(args) -> int:
@@ -411,13 +440,8 @@ def cmd_figure2(args) -> int:
     print(f"Figure 2, {spec.name} grid (k = {spec.k}): mean ± std over seeds")
     print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'test loss':>17} {'corr(g, p)':>17} {'kernel loss':>11} {'2-layer loss':>12}")
     for c in report["cells"]:
-        def pm(name):
-            mean, std = c.get(f"{name}_mean"), c.get(f"{name}_std")
-            return "-" if mean is None else f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
-        def one(name):
-            return "-" if c.get(name) is None else f"{c[name]:.4f}"
-        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {pm('test_loss'):>17} {pm('feature_corr'):>17} "
-              f"{one('kernel_test_loss_mean'):>11} {one('two_layer_test_loss_mean'):>12}")
+        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {_pm(c, 'test_loss'):>17} "
+              f"{_pm(c, 'feature_corr'):>17} {_num(c, 'kernel_test_loss_mean'):>11} {_num(c, 'two_layer_test_loss_mean'):>12}")
     kappa = report["kappa"]
     if kappa["estimate"] is None:
         print(f"κ: not estimated: {kappa['reason']}")
@@ -429,9 +453,18 @@ def cmd_figure2(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from hierpoly import bench
+
+    out = bench.run_bench(quick=args.quick)
+    print(json.dumps(out) if args.json else bench.format_report(out))
+    return 0
+
+
 COMMANDS = {"run": cmd_run, "target": cmd_target}
 COMMANDS.update({"jobs": cmd_jobs, "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import})
 COMMANDS.update({"sweep": cmd_sweep, "figure2": cmd_figure2})
+COMMANDS["bench"] = _cmd_bench
 
 
 def main(argv=None) -> int:

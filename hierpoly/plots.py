@@ -93,7 +93,12 @@ def link_figure(samples: Mapping[str, np.ndarray], curve: pd.DataFrame, alpha: f
                     line=dict(color="black", width=2))
     fig.update_xaxes(title="learned feature g(x)")
     fig.update_yaxes(title="output")
-    return _layout(fig, f"Learned link vs true link (g ≈ {alpha:.3g}·p + {beta:.3g})")
+    return _layout(fig, f"Learned link vs true link (g ≈ {affine(alpha, beta)})")
+
+
+def affine(alpha: float, beta: float, var: str = "p") -> str:
+    """'0.036·p − 0.005': an affine map written with its sign."""
+    return f"{alpha:.3g}·{var} {'−' if beta < 0 else '+'} {abs(beta):.3g}"
 
 
 def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str) -> go.Figure:
@@ -223,7 +228,7 @@ def tail_figure(tails: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     fig.add_scatter(x=tails["t"], y=tails["h"], mode="lines", name="target h(x)", line=dict(color=PALETTE[1]))
     fig.add_scatter(x=tails["t"], y=tails["gaussian"], mode="lines", name="N(0, 1)", line=dict(color="black"))
-    fig.update_yaxes(type="log", title="P(|value| > t)")
+    fig.update_yaxes(type="log", title="P(|value| > t)", exponentformat="power")
     fig.update_xaxes(title="t")
     return _layout(fig, "Heavy tail of h = g ∘ p (both have variance 1)")
 
@@ -236,5 +241,5 @@ def sample_count_figure(counts: pd.DataFrame, k: int, q: int) -> go.Figure:
     fig.add_scatter(x=counts["d"], y=counts["kernel"], mode="lines+markers", name=f"kernel: d^{k * q}",
                     line=dict(color=PALETTE[1]))
     fig.update_xaxes(type="log", title="d")
-    fig.update_yaxes(type="log", title="samples n")
+    fig.update_yaxes(type="log", title="samples n", exponentformat="power")
     return _layout(fig, f"Samples needed: d^k = d^{k} against d^(kq) = d^{k * q}")

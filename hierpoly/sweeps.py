@@ -14,7 +14,9 @@ the validated ``Store.put`` path (or is reported with the reason it did not):
             Ctrl-C cancels the jobs this sweep submitted. One job per config:
             seeds are not yet batched into one program (jobs run single configs).
 
-Others (e.g. ``ray``, issue 7) register with ``register_executor``.
+    ray     each config a Ray task on a cluster (cluster.py, issue 7; Ray optional).
+
+Others register with ``register_executor``.
 
 Importing this module does not import JAX.
 """
@@ -22,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -100,7 +103,7 @@ class SweepSpec:
         out = [self.config(d, n, s, a) for d, n in self.cells() for a in self.archs for s in range(self.seeds)]
         return sorted(out, key=lambda c: (c.n * c.d * c.m1, ARCHS.index(c.arch), c.seed))
 
-    def with_options(self, **changes) -> "SweepSpec":
+    def with_options(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
         return dataclasses.replace(self, **changes)
 
@@ -135,10 +138,11 @@ def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
     """A seconds-sized grid for tests and demos: d ∈ {4, 6}, n = d^3/2 and 2 d^3, 200 steps, m2 = 100.
 
     Run: ``python -m hierpoly sweep --preset tiny`` (12 short jobs with baselines).
-    Shows the machinery, not the science: too few steps and too small d for a clean law.
+    Should show: the machinery working (jobs, store, figure2), not the science — too few
+    steps and too small d for a clean law.
     """
     return SweepSpec(
-        "tiny", (4, 6), multiples=(0.5, 2.0), seeds=seeds, baselines=baselines, m2=100, steps=200, n_test=512,
+        "tiny", (4, 6), multiples=(0.5, 2.0), seeds=seeds, baselines=baselines, m2=100, steps=200, n_test=2048,
         doc=tiny.__doc__,
     )
 
@@ -275,7 +279,14 @@ class LocalExecutor:
         return rows
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
+def _ray_executor() -> Executor:
+    """Ray (issue 7), imported only when asked for: Ray is an optional dependency."""
+    from hierpoly.cluster import RayExecutor
+
+    return RayExecutor()
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "ray": _ray_executor}
 
 
 def register_executor(name: str, factory: Callable[[], Executor]) -> None:

@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from hierpoly import model, targets
+from hierpoly.piecewise import relu_sum_fast
 from hierpoly.config import RunConfig
 from hierpoly.metrics import mse, pearson
 
@@ -116,14 +117,14 @@ def make_data(cfg: RunConfig) -> Data:
 
 # ------------------------------------------------------------------- evaluation
 @partial(jax.jit, static_argnames=("sigma1", "relu_sum"))
-def evaluate(params, x, y, p, *, sigma1: str, relu_sum=model.relu_sum_dense):
+def evaluate(params, x, y, p, *, sigma1: str, relu_sum=relu_sum_fast):
     """Test loss and feature correlation."""
-    g = model.feature(params, x, sigma1)
+    g = model.feature_chunked(params, x, sigma1)
     pred = model.link_out(params, g, relu_sum)
     return mse(pred, y), pearson(g, p)
 
 
-def samples(params, data: Data, sigma1: str, relu_sum=model.relu_sum_dense) -> dict[str, np.ndarray]:
+def samples(params, data: Data, sigma1: str, relu_sum=relu_sum_fast) -> dict[str, np.ndarray]:
     """The first SAMPLE_ROWS test points: p(x), g(x), h(x), h_θ(x)."""
     x = data.x_test[:SAMPLE_ROWS]
     g = model.feature(params, x, sigma1)
@@ -141,17 +142,20 @@ def joint_optimizer(cfg: RunConfig) -> optax.GradientTransformation:
     return optax.adam(cfg.lr)
 
 
-def joint_loss(params, x, y, sigma1: str, relu_sum=model.relu_sum_dense):
-    return mse(model.apply(params, x, sigma1, relu_sum), y)
+def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: int | None = model.SAMPLE_CHUNK):
+    """L̂(θ). Defaults are the fast path; relu_sum=model.relu_sum_dense, sample_chunk=None is the reference."""
+    return mse(model.apply(params, x, sigma1, relu_sum, sample_chunk), y)
 
 
-@partial(jax.jit, static_argnames=("tx", "sigma1", "n_steps", "relu_sum"))
-def joint_chunk(params, opt_state, x, y, *, tx, sigma1: str, n_steps: int, relu_sum=model.relu_sum_dense):
+@partial(jax.jit, static_argnames=("tx", "sigma1", "n_steps", "relu_sum", "sample_chunk"))
+def joint_chunk(
+    params, opt_state, x, y, *, tx, sigma1: str, n_steps: int, relu_sum=relu_sum_fast, sample_chunk=model.SAMPLE_CHUNK
+):
     """n_steps of full-batch Adam; returns the new state and the loss before each step."""
 
     def step(carry, _):
         params, opt_state = carry
-        loss, grads = jax.value_and_grad(joint_loss)(params, x, y, sigma1, relu_sum)
+        loss, grads = jax.value_and_grad(joint_loss)(params, x, y, sigma1, relu_sum, sample_chunk)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), loss
 
@@ -197,7 +201,7 @@ def run(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     chunk: int = 100,
-    relu_sum=model.relu_sum_dense,
+    relu_sum=relu_sum_fast,
 ) -> TrainResult:
     """Train one config to completion; see the module docstring for the rules."""
     if cfg.arch != "three_layer":
@@ -214,6 +218,11 @@ def run(
         params, status, message, steps = _run_joint(ctx, params, chunk)
     else:
         params, status, message, steps = _run_layerwise(ctx, params, chunk)
+    return _result(cfg, data, params, status, message, steps, history, time.perf_counter() - t0, ctx.extra, relu_sum)
+
+
+def _result(cfg, data: Data, params, status, message, steps, history, seconds, extra, relu_sum) -> TrainResult:
+    """The final metrics and samples of a finished run (metrics only when it is done)."""
     metrics = {}
     if status == "done":
         test_loss, corr = evaluate(params, data.x_test, data.y_test, data.p_test, sigma1=cfg.sigma1, relu_sum=relu_sum)
@@ -230,9 +239,9 @@ def run(
         history=history,
         samples=samples(params, data, cfg.sigma1, relu_sum) if status == "done" else {},
         params={k: np.asarray(v) for k, v in params.items()},
-        seconds=time.perf_counter() - t0,
+        seconds=seconds,
         data_C=data.C,
-        extra=ctx.extra,
+        extra=extra,
     )
 
 
@@ -334,3 +343,124 @@ def _run_layerwise(ctx: _RunContext, params, chunk: int):
         ctx.record(done + done2, float(losses[-1]), {**params, "c": c})
     ctx.extra.update({"lr1": lr1, "lr2": lr2})
     return {**params, "c": c}, "done", f"ran T1 = T2 = {cfg.steps} steps", done + done2
+
+
+# ----------------------------------------------------------------- seed batching
+def seeds_batchable(cfgs: list[RunConfig]) -> bool:
+    """True when `run_seeds` can train `cfgs` as one program: joint three-layer configs differing only in seed."""
+    if len(cfgs) < 2 or any(c.arch != "three_layer" or c.mode != "joint" for c in cfgs):
+        return False
+    base = dataclasses.replace(cfgs[0], seed=0)
+    return all(dataclasses.replace(c, seed=0) == base for c in cfgs)
+
+
+@partial(jax.jit, static_argnames=("tx", "sigma1", "n_steps", "relu_sum", "sample_chunk"))
+def joint_chunk_seeds(
+    params, opt_state, x, y, active, *, tx, sigma1: str, n_steps: int, relu_sum=relu_sum_fast,
+    sample_chunk=model.SAMPLE_CHUNK,
+):
+    """`joint_chunk` for seeds stacked on a leading axis; a seed whose `active` is False keeps its state."""
+
+    def one_seed(params, opt_state, x, y, active):
+        new_params, new_opt_state, losses = joint_chunk(
+            params, opt_state, x, y, tx=tx, sigma1=sigma1, n_steps=n_steps, relu_sum=relu_sum,
+            sample_chunk=sample_chunk,
+        )
+        keep = partial(jax.tree_util.tree_map, lambda new, old: jnp.where(active, new, old))
+        return keep(new_params, params), keep(new_opt_state, opt_state), losses
+
+    return jax.vmap(one_seed)(params, opt_state, x, y, active)
+
+
+@partial(jax.jit, static_argnames=("sigma1", "relu_sum"))
+def _evaluate_seeds(params, x, y, p, *, sigma1: str, relu_sum):
+    return jax.vmap(partial(evaluate, sigma1=sigma1, relu_sum=relu_sum))(params, x, y, p)
+
+
+def _seed(tree, i: int):
+    return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
+
+
+def run_seeds(
+    cfgs: list[RunConfig],
+    on_progress: Callable[[int, Progress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    chunk: int = 100,
+    relu_sum=relu_sum_fast,
+) -> list[TrainResult]:
+    """Train configs that differ only in `seed` as one compiled program (vmap over seeds).
+
+    Each seed follows exactly the rules of `run` (plateau stop, divergence, step cap)
+    and gets its own result; `on_progress(i, row)` receives rows of `cfgs[i]`. The batch
+    steps until every seed has stopped; a stopped seed's parameters and optimiser state
+    are frozen inside the compiled chunk (`jnp.where` on a per-seed active mask), so its
+    result is the state at its own stopping step. `seconds` is the batch's wall time.
+    Configs that cannot be batched (see `seeds_batchable`) run one after another with `run`.
+    """
+    if not seeds_batchable(cfgs):
+        return [
+            run(c, None if on_progress is None else partial(on_progress, i), should_stop, chunk, relu_sum)
+            for i, c in enumerate(cfgs)
+        ]
+    t0 = time.perf_counter()
+    cfg, n_seeds = cfgs[0], len(cfgs)
+    data = [make_data(c) for c in cfgs]
+    stack = lambda name: jnp.stack([getattr(d, name) for d in data])
+    x_train, y_train, x_test, y_test, p_test = map(stack, ("x_train", "y_train", "x_test", "y_test", "p_test"))
+    params = jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *[model.init(keys(c.seed)["init"], c) for c in cfgs])
+    tx = joint_optimizer(cfg)
+    opt_state = jax.vmap(tx.init)(params)
+    histories: list[list[Progress]] = [[] for _ in cfgs]
+
+    def record(step: int, train_losses, params, seeds) -> None:
+        test_loss, corr = _evaluate_seeds(params, x_test, y_test, p_test, sigma1=cfg.sigma1, relu_sum=relu_sum)
+        test_loss, corr = np.asarray(test_loss), np.asarray(corr)
+        for i in seeds:
+            row = Progress(step, float(train_losses[i]), float(test_loss[i]), float(corr[i]), time.perf_counter() - t0)
+            histories[i].append(row)
+            if on_progress is not None:
+                on_progress(i, row)
+
+    record(0, [float(mse(jnp.zeros_like(d.y_train), d.y_train)) for d in data], params, range(n_seeds))
+    # per seed: None while training, else (status, message, steps, stopped_by)
+    outcome: list[tuple | None] = [None] * n_seeds
+    best, best_at, step = [math.inf] * n_seeds, [0] * n_seeds, 0
+    while step < cfg.steps and any(o is None for o in outcome):
+        running = [i for i in range(n_seeds) if outcome[i] is None]
+        if should_stop is not None and should_stop():
+            for i in running:
+                outcome[i] = ("cancelled", f"cancelled at step {step}", step, None)
+            break
+        n_steps = min(chunk, cfg.steps - step)
+        active = jnp.array([o is None for o in outcome])
+        new_params, new_opt_state, losses = joint_chunk_seeds(
+            params, opt_state, x_train, y_train, active, tx=tx, sigma1=cfg.sigma1, n_steps=n_steps, relu_sum=relu_sum
+        )
+        losses = np.asarray(losses)  # (n_seeds, n_steps)
+        finite = np.all([np.isfinite(np.asarray(v)).reshape(n_seeds, -1).all(axis=1) for v in new_params.values()], axis=0)
+        step += n_steps
+        accept = np.array([o is None for o in outcome])
+        for i in running:
+            bad = _first_nonfinite(losses[i])
+            if bad is not None or not finite[i]:
+                at = step - n_steps + (bad if bad is not None else n_steps)
+                outcome[i] = ("diverged", f"training loss became non-finite at step {at}", at, None)
+                accept[i] = False  # keep the parameters from before the chunk, as `run` does
+        keep = jnp.asarray(accept)
+        select = partial(jax.tree_util.tree_map, lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old))
+        params, opt_state = select(new_params, params), select(new_opt_state, opt_state)
+        still = [i for i in running if outcome[i] is None]
+        record(step, losses[:, -1], params, still)
+        for i in still:  # the plateau rule of `run`, per seed
+            chunk_best = float(losses[i].min())
+            if chunk_best < best[i] * (1 - cfg.tol):
+                best[i], best_at[i] = chunk_best, step
+            elif step - best_at[i] >= cfg.patience:
+                outcome[i] = ("done", f"converged: train loss plateaued at step {step}", step, "plateau")
+    seconds = time.perf_counter() - t0
+    results = []
+    for i, c in enumerate(cfgs):
+        status, message, steps, stopped_by = outcome[i] or ("done", f"reached the step cap of {cfg.steps}", step, "step cap")
+        extra = {"batched_seeds": n_seeds} | ({"stopped_by": stopped_by} if stopped_by else {})
+        results.append(_result(c, data[i], _seed(params, i), status, message, steps, histories[i], seconds, extra, relu_sum))
+    return results

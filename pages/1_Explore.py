@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly import explore, jobs, plots
-from hierpoly.config import MODES, SIGMA1
+from hierpoly.config import ARCHS, MODES, SIGMA1
 from hierpoly.system import open_store
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 
@@ -21,12 +21,13 @@ def _apply(values: dict) -> dict:
     state = st.session_state
     state[PREFIX + "link"] = link.strip().lower() if preset else CUSTOM
     state[PREFIX + "coefs"] = "" if preset else link
-    for name in ("d", "n", "m2", "seed", "n_test", "m1", "steps", "lr", "weight_decay", "b_scale"):
+    for name in ("d", "n", "m2", "seed", "n_test", "m1", "steps", "lr", "weight_decay", "b_scale", "tol", "patience"):
         state[PREFIX + name] = merged.get(name)
     state[PREFIX + "seed"] = merged.get("seed", 0)
     state[PREFIX + "m2"] = merged.get("m2", 1000)
     dropped = {}
-    for name, options, default in (("k", SUPPORTED_K, 3), ("mode", MODES, "joint"), ("sigma1", SIGMA1, "cube")):
+    for name, options, default in (("k", SUPPORTED_K, 3), ("mode", MODES, "joint"), ("sigma1", SIGMA1, "cube"),
+                                   ("arch", ARCHS, "three_layer")):
         value = merged.get(name, default)
         if value not in options:
             dropped[name] = explore.field_error(name, value) or f"{value!r} is not one of {options}"
@@ -37,8 +38,9 @@ def _apply(values: dict) -> dict:
 
 url_params = st.query_params.to_dict()
 parsed = explore.values_from_params(url_params)
-if url_params != st.session_state.get("ex_url"):
-    if not parsed.values and "ex_last" in st.session_state:  # back from another page: keep the last config
+# Re-read the URL when it changed, or when Streamlit dropped the controls' state (another page was shown).
+if url_params != st.session_state.get("ex_url") or PREFIX + "d" not in st.session_state:
+    if not parsed.values and not parsed.errors and "ex_last" in st.session_state:  # back from another page
         url_params = dict(st.session_state["ex_last"])
         parsed = explore.values_from_params(url_params)
     dropped = _apply(parsed.values)
@@ -104,9 +106,17 @@ with st.sidebar:
         b_scale = st.number_input("b ~ Uniform[-b, b]", key=PREFIX + "b_scale", format="%g",
                                   disabled=locked, placeholder="4")
         _error("b_scale", b_scale)
+        tol = st.number_input("joint: stop when the train loss improves by less than (relative)", key=PREFIX + "tol",
+                              format="%g", step=1e-4, disabled=locked, placeholder="0.001")
+        _error("tol", tol)
+        patience = st.number_input("joint: … over this many steps", key=PREFIX + "patience", step=100,
+                                   disabled=locked, placeholder="500")
+        _error("patience", patience)
+        arch = st.selectbox("model", ARCHS, key=PREFIX + "arch", disabled=locked,
+                            help="three_layer: the paper's network; kernel and two_layer: Figure 2's baselines")
 
 values = dict(d=d, n=n, k=k, link=link, mode=mode, sigma1=sigma1, m1=m1, m2=m2, steps=steps, lr=lr, seed=seed,
-              n_test=n_test, weight_decay=weight_decay, b_scale=b_scale)
+              n_test=n_test, weight_decay=weight_decay, b_scale=b_scale, tol=tol, patience=patience, arch=arch)
 check = explore.build_config(values)
 if "" in check.errors:
     st.sidebar.error(check.errors[""], icon="⚠️")
@@ -187,7 +197,7 @@ if result is not None:
                           config=plots.CHART_CONFIG)
         right.markdown(
             "**Reading the learned link.** The network computes h_θ from the learned feature g alone. "
-            f"The learned feature is a rescaled p: a least-squares fit gives g ≈ {fit.alpha:.3g}·p + {fit.beta:.3g}. "
+            f"The learned feature is a rescaled p: a least-squares fit gives g ≈ {plots.affine(fit.alpha, fit.beta)}. "
             "On that scale the true link is g ↦ C·poly((g − β)/α), the black curve; when the hierarchy is "
             "learned, the points (g(x), h_θ(x)) lie on it."
         )

@@ -40,7 +40,7 @@ right.plotly_chart(plots.tail_figure(tour.tail_probabilities(sample["h"].to_nump
                    config=plots.CHART_CONFIG)
 st.markdown("Exact moments of $p/\\sqrt d$ (a Gaussian has 3 and 15) and the constant $C_d$:")
 st.dataframe(tour.moment_table((4, 8, 16, int(d_hist), 40)).drop_duplicates("d").sort_values("d"),
-             hide_index=True)
+             hide_index=True, column_config={"C": st.column_config.NumberColumn(format="%.4e")})
 
 # ------------------------------------------------------------------ 3. a small run
 st.header("3 · Watch a network find p")

@@ -6,8 +6,12 @@ process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -21,6 +25,7 @@ PAGES = ("pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pag
 TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
 GRID = sweeps.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
 TIMEOUT = 60
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _stored_configs() -> list[RunConfig]:
@@ -131,12 +136,32 @@ def test_query_params_restore_a_stored_run(stored_store):
     assert at.button(key="ex_run").disabled
 
 
+def test_every_config_field_round_trips_through_the_url(empty_store):
+    cfg = RunConfig(d=5, n=300, k=2, link="0.5,1,0,2", sigma1="square", m1=40, m2=70, arch="two_layer",
+                    mode="joint", steps=150, lr=0.002, weight_decay=1e-5, tol=0.0, patience=300, b_scale=3.0,
+                    seed=4, n_test=512)
+    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    _ok(at)
+    assert any(cfg.key()[:12] in m.value for m in at.markdown)  # the page's config is exactly this one
+    assert explore.build_config(explore.values_from_params(at.query_params).values).config == cfg
+
+
 def test_changing_a_control_rewrites_the_url(empty_store):
     at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
     at.number_input(key="ex_seed").set_value(3).run()
     _ok(at)
     parsed = explore.values_from_params(at.query_params)
     assert parsed.values["seed"] == 3 and parsed.values["d"] == 4
+
+
+def test_config_survives_a_visit_to_another_page(empty_store):
+    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at.number_input(key="ex_seed").set_value(5).run()
+    at.query_params.clear()
+    at.switch_page("pages/3_Results.py").run()
+    at.switch_page("pages/1_Explore.py").run()
+    _ok(at)
+    assert at.number_input(key="ex_seed").value == 5 and at.number_input(key="ex_d").value == 4
 
 
 def test_invalid_input_shows_an_error_and_launches_nothing(empty_store):
@@ -195,6 +220,26 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
     assert [d for d in at.get("download_button")]
 
 
+@pytest.mark.slow
+def test_explore_cancel(empty_store):
+    cfg = RunConfig(**{**TINY, "steps": 20000, "tol": 0.0, "seed": 8})
+    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at.button(key="ex_run").click().run()
+    at.button(key="ex_cancel").click().run()
+    _ok(at)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        at.run()
+        if any("cancelled" in e.value for e in at.error):
+            break
+        time.sleep(1.0)
+    else:
+        pytest.fail(f"not cancelled: {jobs.for_key(cfg.key(), empty_store)}")
+    assert jobs.for_key(cfg.key(), empty_store).status == "cancelled"
+    assert not empty_store.has(cfg.key())
+    assert not at.button(key="ex_run").disabled  # it can be run again
+
+
 # ------------------------------------------------------------------ Results
 def test_results_select_compare_and_delete(stored_store):
     key = RunConfig(**TINY).key()
@@ -231,6 +276,31 @@ def test_figure2_shows_whatever_cells_are_stored(stored_store):
     assert [b for b in at.get("download_button")]
 
 
+@pytest.mark.slow
+def test_figure2_queues_missing_cells(empty_store):
+    at = _app("pages/2_Figure_2.py")
+    at.radio(key="f2_preset").set_value("custom").run()
+    at.text_input(key="f2_ds").set_value("4").run()
+    at.radio(key="f2_by").set_value("n values").run()
+    at.text_input(key="f2_ns").set_value("64").run()
+    at.number_input(key="f2_seeds_custom").set_value(1).run()
+    at.checkbox(key="f2_baselines").uncheck().run()
+    at.number_input(key="f2_steps").set_value(200).run()
+    _ok(at)
+    at.button(key="f2_queue").click().run()
+    _ok(at)
+    assert len(jobs.list_jobs(empty_store)) == 1
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and len(empty_store) == 0:
+        time.sleep(1.0)
+        at.run()
+        _ok(at)
+    assert len(empty_store) == 1
+    at.run()
+    assert any("1 of 1 runs stored" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 2
+
+
 def test_figure2_custom_grid_errors(empty_store):
     at = _app("pages/2_Figure_2.py")
     at.radio(key="f2_preset").set_value("custom").run()
@@ -248,3 +318,20 @@ def test_learn_tour(empty_store):
     at.slider(key="learn_d").set_value(16).run()
     _ok(at)
     assert any("lock=1" in c.value for c in at.code)
+
+
+def test_pages_never_import_jax(tmp_path):
+    """Every page runs in a fresh interpreter without loading JAX (the web server must not hold the GPU)."""
+    code = (
+        "import sys\n"
+        "from streamlit.testing.v1 import AppTest\n"
+        "at = AppTest.from_file('app.py', default_timeout=60); at.run()\n"
+        f"for page in {list(PAGES)!r}:\n"
+        "    at.switch_page(page).run()\n"
+        "    assert not at.exception, (page, [e.value for e in at.exception])\n"
+        "print('JAX LOADED' if 'jax' in sys.modules else 'NO JAX')\n"
+    )
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(tmp_path / "store"), HIERPOLY_LOAD_PRECOMPUTED="0")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "NO JAX"

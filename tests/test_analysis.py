@@ -1,0 +1,107 @@
+"""Aggregation, crossings and the exponent κ on synthetic runs with a known law."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierpoly import analysis
+
+
+def synthetic_runs(kappa: float, ds=(8, 12, 16, 20), seeds=4, noise=0.02, rng_seed=0, k=3, arch="three_layer"):
+    """corr = sigmoid(2 log(n / d^κ)) + noise on the grid n = d^k · 2^j, j = -3..3 (crosses 0.9 at n = 3 d^κ)."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for d in ds:
+        for j in range(-3, 4):
+            n = round(d**k * 2.0**j)
+            for s in range(seeds):
+                corr = 1 / (1 + math.exp(-2 * math.log(n / d**kappa))) + noise * rng.standard_normal()
+                rows.append({"arch": arch, "d": d, "n": n, "k": k, "seed": s, "feature_corr": corr, "test_loss": 1 - corr})
+    return pd.DataFrame(rows)
+
+
+def test_aggregate_exact_values():
+    runs = pd.DataFrame({
+        "arch": ["three_layer"] * 3 + ["kernel"], "d": [4, 4, 4, 4], "n": [32, 32, 32, 32], "k": [3] * 4,
+        "seed": [0, 1, 2, 0], "test_loss": [0.1, 0.2, 0.6, 0.9], "feature_corr": [0.5, 0.7, 0.9, 0.1],
+    })
+    cells = analysis.aggregate(runs).set_index("arch")
+    net = cells.loc["three_layer"]
+    assert net["seeds"] == 3 and net["n_over_dk"] == 0.5
+    assert net["test_loss_mean"] == pytest.approx(0.3)
+    assert net["test_loss_std"] == pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1))
+    assert (net["feature_corr_min"], net["feature_corr_max"]) == (0.5, 0.9)
+    assert cells.loc["kernel", "seeds"] == 1 and math.isnan(cells.loc["kernel", "test_loss_std"])
+
+
+def test_crossing_interpolates_in_log_n():
+    # corr 0.8 at n = 100, 1.0 at n = 10000: 0.9 is half way in log n, n* = 1000
+    assert analysis.crossing(np.array([10000, 100]), np.array([1.0, 0.8]), 0.9) == pytest.approx(1000)
+    assert math.isnan(analysis.crossing(np.array([1, 2]), np.array([0.1, 0.2]), 0.9))  # never crosses
+    assert math.isnan(analysis.crossing(np.array([1, 2]), np.array([0.95, 0.99]), 0.9))  # below the grid
+
+
+@pytest.mark.parametrize("kappa", [2.0, 3.0, 3.5])
+def test_exponent_exact_without_noise(kappa):
+    """corr = sigmoid(log(n/d^κ)) crosses 0.9 at n* = 9 d^κ, so log n* = κ log d + log 9. The grid
+    is d^κ · 2^j for every d, so the log-n interpolation error is the same factor for every d
+    and κ comes out exact."""
+    rows = []
+    for d in (8, 16, 32, 64, 128):
+        for j in np.arange(-4, 8, 0.25):
+            n = d**kappa * 2.0**j
+            rows.append({"arch": "three_layer", "d": d, "n": n, "k": 3, "seed": 0, "feature_corr": 1 / (1 + 1 / (n / d**kappa)), "test_loss": 0.0})
+    est = analysis.exponent(pd.DataFrame(rows), n_boot=20)
+    assert est.estimate == pytest.approx(kappa, abs=1e-9)
+    assert est.intercept == pytest.approx(math.log(9), abs=0.01)
+    assert est.low == pytest.approx(kappa, abs=1e-9) and est.high == pytest.approx(kappa, abs=1e-9)  # one seed, no spread
+
+
+def test_exponent_with_noise_recovers_three_and_ci_covers():
+    runs = synthetic_runs(3.0, noise=0.02)
+    est = analysis.exponent(runs, n_boot=300)
+    assert est.estimate == pytest.approx(3.0, abs=0.1)
+    assert est.low < est.estimate < est.high and est.low <= 3.0 <= est.high
+    assert est.high - est.low < 0.5 and est.replicates == 300
+    # deterministic for a fixed bootstrap seed
+    again = analysis.exponent(runs, n_boot=300)
+    assert (again.low, again.high) == (est.low, est.high)
+
+
+def test_exponent_distinguishes_kq_from_k():
+    """A law in d^9 (kernel-like, d^{kq}) must not be read as d^3: κ is measured, not assumed."""
+    rows = []
+    for d in (4, 5, 6, 8):
+        for j in range(-3, 6):
+            n = d**9 * 2.0**j
+            rows.append({"arch": "three_layer", "d": d, "n": n, "k": 3, "seed": 0, "feature_corr": 1 / (1 + d**9 / n), "test_loss": 0.0})
+    assert analysis.exponent(pd.DataFrame(rows), n_boot=10).estimate == pytest.approx(9.0, abs=0.05)
+
+
+def test_exponent_missing_crossings_gives_reason():
+    runs = synthetic_runs(3.0, noise=0.0)
+    runs = runs[runs["d"] == 8]  # only one d
+    est = analysis.exponent(runs, n_boot=10)
+    assert est.estimate is None and est.low is None and "at least two d" in est.reason
+    flat = synthetic_runs(3.0).assign(feature_corr=0.3)
+    assert analysis.exponent(flat, n_boot=10).reason.startswith("need n*(d) for at least two d, have 0")
+
+
+def test_collapse_and_figure2_cells():
+    runs = pd.concat([synthetic_runs(3.0, seeds=2), synthetic_runs(3.0, seeds=2, arch="kernel").assign(test_loss=0.8)])
+    cells = analysis.aggregate(runs)
+    col = analysis.collapse(cells)
+    net = col[col["arch"] == "three_layer"]
+    # the same n/d^3 grid for every d: log2 x = -3..3
+    assert sorted(set(np.round(net["log2_n_over_dk"], 9))) == list(range(-3, 4))
+    table = analysis.figure2_cells(cells)
+    assert len(table) == 28 and (table["seeds"] == 2).all()
+    assert np.allclose(table["kernel_test_loss_mean"], 0.8) and table["two_layer_test_loss_mean"].isna().all()
+
+
+def test_bad_tables_are_refused():
+    with pytest.raises(analysis.AnalysisError, match="lacks the columns"):
+        analysis.aggregate(pd.DataFrame({"d": [1]}))
+    with pytest.raises(analysis.AnalysisError, match="threshold"):
+        analysis.exponent(synthetic_runs(3.0), threshold=1.5)

@@ -1,0 +1,63 @@
+"""Seeds trained together (one vmapped program) give what each seed gives alone."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hierpoly import train
+from hierpoly.config import RunConfig
+
+# tol/patience chosen so the three seeds stop at different steps (plateau at 250 and 200, cap at 400)
+BASE = RunConfig(d=4, n=256, m2=50, steps=400, patience=50, tol=0.1, n_test=64)
+CHUNK = 50
+
+
+@pytest.fixture(scope="module")
+def both():
+    cfgs = [dataclasses.replace(BASE, seed=s) for s in range(3)]
+    rows: list[tuple[int, train.Progress]] = []
+    batched = train.run_seeds(cfgs, on_progress=lambda i, row: rows.append((i, row)), chunk=CHUNK)
+    alone = [train.run(c, chunk=CHUNK) for c in cfgs]
+    return cfgs, batched, alone, rows
+
+
+def test_each_seed_matches_its_own_run(both):
+    cfgs, batched, alone, _ = both
+    assert len({r.steps for r in alone}) > 1, "the config should make seeds stop at different steps"
+    for cfg, b, a in zip(cfgs, batched, alone):
+        assert (b.status, b.steps, b.message) == (a.status, a.steps, a.message), f"seed {cfg.seed}"
+        assert b.extra["stopped_by"] == a.extra["stopped_by"]
+        assert b.extra["batched_seeds"] == 3
+        for name in ("train_loss", "test_loss"):
+            assert b.metrics[name] == pytest.approx(a.metrics[name], rel=2e-2), f"seed {cfg.seed} {name}"
+        assert b.metrics["feature_corr"] == pytest.approx(a.metrics["feature_corr"], abs=1e-2)
+        # a seed that stopped early is frozen at its stop: same parameters as its own run
+        for name in a.params:
+            np.testing.assert_allclose(b.params[name], a.params[name], rtol=5e-2, atol=5e-3, err_msg=f"seed {cfg.seed} {name}")
+
+
+def test_histories_and_progress_rows_are_per_seed(both):
+    _, batched, alone, rows = both
+    for i, (b, a) in enumerate(zip(batched, alone)):
+        assert [r.step for r in b.history] == [r.step for r in a.history]
+        assert [r.step for j, r in rows if j == i] == [r.step for r in b.history]
+        np.testing.assert_allclose([r.train_loss for r in b.history], [r.train_loss for r in a.history], rtol=2e-2)
+
+
+def test_batchable_only_for_joint_three_layer_configs_differing_in_seed():
+    cfgs = [dataclasses.replace(BASE, seed=s) for s in range(2)]
+    assert train.seeds_batchable(cfgs)
+    assert not train.seeds_batchable(cfgs[:1])
+    assert not train.seeds_batchable([cfgs[0], dataclasses.replace(cfgs[1], n=128)])
+    assert not train.seeds_batchable([dataclasses.replace(c, mode="layerwise") for c in cfgs])
+
+
+def test_unbatchable_configs_run_one_after_another():
+    cfgs = [RunConfig(d=3, n=64, m2=20, steps=20, mode="layerwise", n_test=32, seed=s) for s in range(2)]
+    rows = []
+    results = train.run_seeds(cfgs, on_progress=lambda i, row: rows.append(i), chunk=10)
+    for cfg, r in zip(cfgs, results):
+        alone = train.run(cfg, chunk=10)
+        assert r.status == alone.status == "done"
+        assert r.metrics == pytest.approx(alone.metrics)
+    assert sorted(set(rows)) == [0, 1]
