@@ -43,7 +43,7 @@ import optax
 
 from hierpoly import model, targets, train
 from hierpoly.config import RunConfig, poly_space_dim
-from hierpoly.metrics import mse, pearson
+from hierpoly.metrics import mse, pearson, relative_test_loss
 
 RIDGE_GRID = tuple(10.0**e for e in range(-10, 2))  # penalties relative to the mean feature energy
 HOLDOUT = 0.2  # fraction of the training set used to pick the ridge penalty
@@ -118,7 +118,7 @@ def _report(history, on_progress, t0, step, train_loss, pred_test, data) -> None
     row = train.Progress(
         step,
         float(train_loss),
-        float(mse(pred_test, data.y_test)),
+        float(relative_test_loss(pred_test, data.y_test)),
         float(pearson(pred_test, data.p_test)),
         time.perf_counter() - t0,
     )
@@ -143,7 +143,7 @@ def _result(cfg, status, message, steps, params, pred_train, pred_test, data, hi
     if status == "done":
         metrics = {
             "train_loss": float(mse(pred_train, data.y_train)),
-            "test_loss": float(mse(pred_test, data.y_test)),
+            "test_loss": float(relative_test_loss(pred_test, data.y_test)),
             "feature_corr": float(pearson(pred_test, data.p_test)),
         }
     return train.TrainResult(

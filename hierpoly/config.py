@@ -16,7 +16,7 @@ from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: test_loss is relative to the zero predictor (metrics.test_loss)
 
 SIGMA1 = ("cube", "square", "relu")
 MODES = ("joint", "layerwise")

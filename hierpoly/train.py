@@ -35,7 +35,7 @@ import optax
 from hierpoly import model, targets
 from hierpoly.piecewise import relu_sum_fast
 from hierpoly.config import RunConfig
-from hierpoly.metrics import mse, pearson
+from hierpoly.metrics import mse, pearson, relative_test_loss
 
 SAMPLE_ROWS = 2000  # test points kept for plots
 
@@ -121,7 +121,7 @@ def evaluate(params, x, y, p, *, sigma1: str, relu_sum=relu_sum_fast):
     """Test loss and feature correlation."""
     g = model.feature_chunked(params, x, sigma1)
     pred = model.link_out(params, g, relu_sum)
-    return mse(pred, y), pearson(g, p)
+    return relative_test_loss(pred, y), pearson(g, p)
 
 
 def samples(params, data: Data, sigma1: str, relu_sum=relu_sum_fast) -> dict[str, np.ndarray]:
