@@ -14,6 +14,10 @@ the validated ``Store.put`` path (or is reported with the reason it did not):
             Ctrl-C cancels the jobs this sweep submitted. One job per config:
             seeds are not yet batched into one program (jobs run single configs).
 
+    inline  in this process, no background jobs: the seeds of a cell train together
+            as one compiled program (``train.run_seeds``, vmap over seeds). The fastest
+            way to fill a grid on one machine from the command line.
+
     ray     each config a Ray task on a cluster (cluster.py, issue 7; Ray optional).
 
 Others register with ``register_executor``.
@@ -286,7 +290,41 @@ def _ray_executor() -> Executor:
     return RayExecutor()
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "ray": _ray_executor}
+def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Configs that differ only in their seed, grouped (in first-seen order)."""
+    groups: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        groups.setdefault(dataclasses.replace(cfg, seed=0).key(), []).append(cfg)
+    return list(groups.values())
+
+
+class InlineExecutor:
+    """Every cell in this process, its seeds batched into one program (``train.run_seeds``)."""
+
+    name = "inline"
+
+    def run(self, configs, store, on_done, on_note) -> list[dict]:
+        from hierpoly import train
+        from hierpoly.store import result_from_train
+
+        rows = []
+        for group in seed_groups(configs):
+            first = group[0]
+            label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
+
+            def note(i, row, label=label):
+                on_note(f"{label}: step {row.step}")
+
+            results = train.run_seeds(group, on_progress=note)
+            for cfg, res in zip(group, results):
+                if res.status == "done":
+                    store.put(result_from_train(cfg, res, res.seconds))
+                rows.append(outcome(cfg, res.status, res.message, store))
+                on_done(rows[-1])
+        return rows
+
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "inline": InlineExecutor, "ray": _ray_executor}
 
 
 def register_executor(name: str, factory: Callable[[], Executor]) -> None:
