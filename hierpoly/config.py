@@ -49,8 +49,8 @@ class RunConfig:
     m2: int = 1000  # second width (paper: 1000)
     arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
-    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 3000 / 5000
-    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 3e-3; layer-wise: GD rate, None: 1/L
+    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 2000 / 5000
+    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: GD rate, None: 1/L
     weight_decay: float = 1e-6  # layer-wise: ξ1 = ξ2 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
     tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
     patience: int = 500  # joint: window of the plateau rule, in steps
@@ -64,9 +64,9 @@ class RunConfig:
         if self.m1 is None:
             fill["m1"] = self.d**2 if self.mode == "joint" else poly_space_dim(self.d, self.k)
         if self.steps is None:
-            fill["steps"] = 3000 if self.mode == "joint" else 5000
+            fill["steps"] = 2000 if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
-            fill["lr"] = 3e-3  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
+            fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
         fill["link"] = canonical_link(self.link)
         for name in ("lr", "weight_decay", "tol", "b_scale"):  # 1 and 1.0 must give one key
             value = fill.get(name, getattr(self, name))

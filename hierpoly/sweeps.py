@@ -105,7 +105,8 @@ class SweepSpec:
     def configs(self) -> list[RunConfig]:
         """Every run of the grid, cheapest cells first (so the figure fills from the left)."""
         out = [self.config(d, n, s, a) for d, n in self.cells() for a in self.archs for s in range(self.seeds)]
-        return sorted(out, key=lambda c: (c.n * c.d * c.m1, ARCHS.index(c.arch), c.seed))
+        # the two-layer baseline last: it costs as much as the network and no criterion needs it first
+        return sorted(out, key=lambda c: (c.arch == "two_layer", c.n * c.d * c.m1, ARCHS.index(c.arch), c.seed))
 
     def with_options(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
