@@ -31,7 +31,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hierpoly.config import RunConfig
+from hierpoly.config import RunConfig, poly_space_dim
 from hierpoly.store import REPO, Store, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
@@ -86,12 +86,20 @@ class Estimate:
 
 
 def feature_block_bytes(cfg: RunConfig, n: int) -> int:
-    """The (n, m1) first-layer feature matrix, float32."""
+    """The first layer's features: (n, m1) float32, but joint training streams 1024-sample blocks."""
+    if cfg.arch == "kernel":
+        return 8 * n * max(cfg.m1, poly_space_dim(cfg.d, cfg.k))  # float64 random-features design matrix
+    if cfg.mode == "joint":
+        return 4 * (1024 + cfg.n_test) * cfg.m1  # model.SAMPLE_CHUNK blocks, plus the unchunked evaluation
     return 4 * n * cfg.m1
 
 
 def second_block_bytes(cfg: RunConfig, n: int) -> int:
-    """The second block's (n, m2) ReLU matrix, float32 (dense path; shrink when it becomes O(n + m2))."""
+    """The second block: O(n + m2) on the sorted path (joint); the layer-wise ridge needs the (n, m2) matrix."""
+    if cfg.arch != "three_layer":
+        return 0
+    if cfg.mode == "joint":
+        return 4 * 8 * (n + cfg.m2)  # piecewise.relu_sum_fast: a few n- and m2-vectors
     return 4 * n * cfg.m2
 
 

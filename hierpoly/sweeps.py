@@ -58,7 +58,7 @@ class SweepSpec:
     sigma1: str = "cube"
     mode: str = "joint"  # joint (Figure 2) or layerwise
     m2: int = 1000
-    steps: int | None = None  # None: the config's default cap (3000 joint) with the plateau rule
+    steps: int | None = None  # None: the config's default cap (2000 joint) with the plateau rule
     n_test: int = 8192
     doc: str = ""  # how to run it and what it should show
 
@@ -117,7 +117,7 @@ class SweepSpec:
 def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     """The paper's Figure 2 grid (GPU-sized): d ∈ {16, 24, 32, 40}, n = d^3 · 2^j, j = -3..3.
 
-    m1 = d^2, m2 = 1000, joint Adam to convergence (plateau rule, 3000-step cap).
+    m1 = d^2, m2 = 1000, joint Adam to convergence (plateau rule, 2000-step cap, lr 1e-2).
     Run: ``python -m hierpoly sweep --preset paper`` on a GPU machine (up to
     n = 512000 at d = 40), or on a cluster with ``--executor ray``.
     Should show: the feature correlation rising from ≲ 0.7 at n = d^3/8 to ≳ 0.95 at
@@ -214,7 +214,7 @@ class SweepProgress:
     done: int
     total: int
     last: dict | None = None  # the row of the config that just finished
-    running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/3000"
+    running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/2000"
 
 
 class Executor(Protocol):
