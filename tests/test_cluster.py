@@ -104,11 +104,12 @@ def local_ray():
 
 
 @needs_ray
-def test_ray_results_equal_the_local_executors(local_ray, tmp_path):
+def test_ray_results_equal_the_local_executors(local_ray, tmp_path, monkeypatch):
     """A tiny grid (2 cells × 2 seeds; the full `tiny` preset is the CLI check of docs/ray.md) on Ray and locally."""
     spec = small_grid(seeds=2)
     progress = []
     on_ray = sweeps.run_sweep(spec, RayExecutor(), Store(tmp_path / "ray"), on_progress=progress.append)
+    monkeypatch.setenv("HIERPOLY_MAX_WORKERS", "2")  # both CPUs for the local jobs too
     local = sweeps.run_sweep(spec, "local", Store(tmp_path / "local"))
     assert_same_results(on_ray, local)
     assert [p.done for p in progress if p.last is not None] == list(range(1, len(spec.configs()) + 1))
