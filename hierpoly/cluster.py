@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from hierpoly.config import RunConfig
 from hierpoly.store import REPO, StoreError, from_bytes

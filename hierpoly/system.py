@@ -8,7 +8,6 @@ it answers, the device recorded in the newest stored result is shown instead.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -75,8 +74,6 @@ def _clear_store_cache() -> None:
 
 
 def _load_shipped(store: Store) -> None:
-    if os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":  # tests that need an empty store
-        return
     try:
         from hierpoly.bundles import load_precomputed
     except ImportError:  # bundles not available: nothing shipped to load

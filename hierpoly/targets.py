@@ -19,9 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
-
-import numpy as np
+from functools import cache
 
 SUPPORTED_K = (1, 2, 3, 4)
 
@@ -132,7 +130,7 @@ def _poly_mul(a, b):
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hermite_moments(k: int, order: int) -> tuple[int, ...]:
     """E[He_k(z)^m] for m = 0..order, exact integers."""
     he = list(hermite_coefficients(k))

@@ -23,9 +23,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -33,9 +33,9 @@ import numpy as np
 import optax
 
 from hierpoly import model, targets
-from hierpoly.piecewise import relu_sum_fast
 from hierpoly.config import RunConfig
 from hierpoly.metrics import mse, pearson, relative_test_loss
+from hierpoly.piecewise import relu_sum_fast
 
 SAMPLE_ROWS = 2000  # test points kept for plots
 
