@@ -377,6 +377,11 @@ def _evaluate_seeds(params, x, y, p, *, sigma1: str, relu_sum):
     return jax.vmap(partial(evaluate, sigma1=sigma1, relu_sum=relu_sum))(params, x, y, p)
 
 
+def _where_seeds(keep: jax.Array, new, old):
+    """Per seed (leading axis): the new leaves where keep, else the old."""
+    return jax.tree_util.tree_map(lambda a, b: jnp.where(keep.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
 def _seed(tree, i: int):
     return jax.tree_util.tree_map(lambda leaf: leaf[i], tree)
 
@@ -447,8 +452,7 @@ def run_seeds(
                 outcome[i] = ("diverged", f"training loss became non-finite at step {at}", at, None)
                 accept[i] = False  # keep the parameters from before the chunk, as `run` does
         keep = jnp.asarray(accept)
-        select = partial(jax.tree_util.tree_map, lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old))
-        params, opt_state = select(new_params, params), select(new_opt_state, opt_state)
+        params, opt_state = _where_seeds(keep, new_params, params), _where_seeds(keep, new_opt_state, opt_state)
         still = [i for i in running if outcome[i] is None]
         record(step, losses[:, -1], params, still)
         for i in still:  # the plateau rule of `run`, per seed
