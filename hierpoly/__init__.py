@@ -1,11 +1,16 @@
 """hierpoly: three-layer networks learning hierarchical polynomials h = g ∘ p (Wang, Nichani, Lee, ICLR 2024).
 
-Public API (importing it does not import JAX; `train` and `model` do):
-    RunConfig, ConfigError      frozen, validated run configs and their keys
-    targets                     Hermite features, links, exact normalisation
+Public API. Importing the package does not import JAX; the modules that compute do.
+    RunConfig, ConfigError        frozen, validated run configs and their stable keys (config)
+    targets                       Hermite features, polynomial links, exact normalisation
+    model, train, baselines       the network of equation (1), joint / layer-wise training, baselines
+    Store, Result                 results on diskcache (store); jobs: background workers
+    bundles                       validated export/import of results
+    sweeps, analysis, plots       Figure 2 grids and executors, aggregation and κ, plotly figures
 """
 __version__ = "0.1.0"
 
 from hierpoly.config import ConfigError, RunConfig  # noqa: E402
+from hierpoly.store import Result, Store  # noqa: E402
 
-__all__ = ["RunConfig", "ConfigError", "__version__"]
+__all__ = ["RunConfig", "ConfigError", "Store", "Result", "__version__"]
