@@ -1,12 +1,16 @@
 """Shared fixtures: every test gets its own empty store directory."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Stores made by tests start empty, module-scoped fixtures included; the shipped
+# bundles have their own test (test_precomputed.py).
+os.environ["HIERPOLY_LOAD_PRECOMPUTED"] = "0"
 if str(REPO) not in sys.path:  # plain `pytest` from a checkout, without an install
     sys.path.insert(0, str(REPO))
 
@@ -16,5 +20,4 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     """HIERPOLY_CACHE_DIR set to a fresh folder, so no test touches cache/store."""
     path = tmp_path / "store"
     monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(path))
-    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")  # the shipped bundles have their own test
     return path
