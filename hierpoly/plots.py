@@ -144,12 +144,16 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
     if baselines is not None and len(baselines):
         for i, ((arch, d), group) in enumerate(baselines.sort_values(["d", "n"]).groupby(["arch", "d"], sort=True)):
             color = PALETTE[(sorted(cells["d"].unique()).index(d) if d in set(cells["d"]) else i) % len(PALETTE)]
-            _band_line(fig, group, x, "test_loss", f"{arch}, d = {d}", color, 1, show_legend=True, dash="dot")
+            dash = "dot" if arch == "kernel" else "dash"
+            _band_line(fig, group, x, "test_loss", f"{arch}, d = {d}", color, 1, show_legend=True, dash=dash)
     xtitle = "n (training samples)" if x == "n" else f"n / d^{k}"
     fig.update_xaxes(type="log", title=xtitle)
     fig.update_yaxes(type="log", title="test loss", row=1, col=1)
     fig.update_yaxes(title="corr(g, p)", range=[-0.05, 1.05], row=1, col=2)
-    return _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=440)
+    _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=520)
+    # many series: the legend goes under the panels, clear of the subplot titles
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0),
+                             margin=dict(b=130))
 
 
 def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
