@@ -5,7 +5,10 @@ between chunks the host evaluates the test metrics, reports progress, stops on
 a non-finite loss (status ``diverged``) and honours cancellation. Nothing here
 knows about Streamlit or the store.
 
-Losses are mean squared errors, L̂(θ) = (1/n) Σ (h_θ(x) - y)^2.
+Training losses are mean squared errors, L̂(θ) = (1/n) Σ (h_θ(x) - y)^2. The
+reported test loss is the same on fresh test points divided by their mean y^2
+(`metrics.relative_test_loss`: robust to h's heavy tail); feature correlation is
+Pearson's between g and p on those points.
 
 Joint: all of (u, s, V, a, b, c) with Adam at one base rate (µP, model.py), full
 batch. Convergence rule: stop at the step cap, or when the best train loss has
