@@ -25,8 +25,9 @@ two_layer **[our construction]**
     convergence rule and step cap as joint training (train.py).
 
 For both, ``feature_corr`` is the Pearson correlation between the predictor's
-output and the true feature p(x) on the test points (a baseline has no separate
-learned feature), and the samples' ``g`` column holds that output as well.
+output and the true feature p(x) (a baseline has no separate learned feature), and
+the samples' ``g`` column holds that output as well. Final metrics are over the same
+n_eval evaluation points as the network's (``train.population_metrics``).
 """
 from __future__ import annotations
 
@@ -138,13 +139,14 @@ def _samples(pred_test, data: train.Data) -> dict[str, np.ndarray]:
     }
 
 
-def _result(cfg, status, message, steps, params, pred_train, pred_test, data, history, t0, extra) -> train.TrainResult:
+def _result(cfg, status, message, steps, params, pred_train, pred_test, data, history, t0, extra, fitted=None) -> train.TrainResult:
+    """`fitted(x)`: the predictor on new points, for the final metrics (needed when done)."""
     metrics = {}
     if status == "done":
+        output_only = lambda x: (lambda out: (out, out))(fitted(x))  # its output is also its "feature"
         metrics = {
             "train_loss": float(mse(pred_train, data.y_train)),
-            "test_loss": float(relative_test_loss(pred_test, data.y_test)),
-            "feature_corr": float(pearson(pred_test, data.p_test)),
+            **train.population_metrics(cfg, data.lam, output_only),
         }
     return train.TrainResult(
         status=status,
@@ -228,12 +230,16 @@ def _run_kernel(cfg, on_progress, should_stop) -> train.TrainResult:
     params = {**params, "u": jnp.asarray(w * width, jnp.float32)}  # model.feature divides by the width
     extra = {"width": width, "ridge_relative": RIDGE_GRID[best], "validation_losses": val_losses}
     message = f"closed-form ridge on {width} random features (relative penalty {RIDGE_GRID[best]:g})"
-    return _result(cfg, "done", message, 1, params, pred_train, pred_test, data, history, t0, extra)
+    fitted = lambda x: _predict(params, w, x, cfg.sigma1)
+    return _result(cfg, "done", message, 1, params, pred_train, pred_test, data, history, t0, extra, fitted)
 
 
 # --------------------------------------------------------------------- two_layer
 def _two_layer_loss(params, x, y, sigma1: str):
     return mse(model.feature(params, x, sigma1), y)
+
+
+_two_layer_predict = jax.jit(model.feature_chunked, static_argnames=("sigma1", "chunk"))
 
 
 @partial(jax.jit, static_argnames=("tx", "sigma1", "n_steps"))
@@ -263,7 +269,8 @@ def _run_two_layer(cfg, on_progress, should_stop, chunk: int) -> train.TrainResu
 
     def finish(status, message, steps, p, extra):
         pred_train, pred_test = predict(p)
-        return _result(cfg, status, message, steps, p, pred_train, pred_test, data, history, t0, extra)
+        fitted = partial(_two_layer_predict, p, sigma1=cfg.sigma1)
+        return _result(cfg, status, message, steps, p, pred_train, pred_test, data, history, t0, extra, fitted)
 
     _report(history, on_progress, t0, 0, _two_layer_loss(params, data.x_train, data.y_train, cfg.sigma1), predict(params)[1], data)
     best, best_at, step = math.inf, 0, 0

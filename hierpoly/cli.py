@@ -38,7 +38,8 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=None, help="joint: Adam base rate; layer-wise: GD rate (default 1/L)")
     p.add_argument("--weight-decay", type=float, default=None, help="layer-wise ξ1 = ξ2")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-test", type=int, default=None, help="test points (default 8192)")
+    p.add_argument("--n-test", type=int, default=None, help="monitor points while training (default 8192)")
+    p.add_argument("--n-eval", type=int, default=None, help="points of the final test loss and correlation (default 2^20)")
 
 
 def config_from_args(args) -> RunConfig:
@@ -50,6 +51,8 @@ def config_from_args(args) -> RunConfig:
         fields["weight_decay"] = args.weight_decay
     if args.n_test is not None:
         fields["n_test"] = args.n_test
+    if args.n_eval is not None:
+        fields["n_eval"] = args.n_eval
     return RunConfig(**fields)
 
 

@@ -16,7 +16,7 @@ from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
-SCHEMA_VERSION = 2  # 2: test_loss is relative to the zero predictor (metrics.test_loss)
+SCHEMA_VERSION = 3  # 2: test_loss relative to the zero predictor; 3: final metrics over n_eval points
 
 SIGMA1 = ("cube", "square", "relu")
 MODES = ("joint", "layerwise")
@@ -49,14 +49,15 @@ class RunConfig:
     m2: int = 1000  # second width (paper: 1000)
     arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
-    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 2000 / 5000
+    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 4000 / 5000
     lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: GD rate, None: 1/L
     weight_decay: float = 1e-6  # layer-wise: ξ1 = ξ2 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
     tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
     patience: int = 500  # joint: window of the plateau rule, in steps
     b_scale: float = 4.0  # τ_b = Uniform[-b_scale, b_scale] for the biases b (our choice)
     seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
-    n_test: int = 8192  # fresh test points for test loss and feature correlation
+    n_test: int = 8192  # fresh monitor points: test loss and correlation while training, plot samples
+    n_eval: int = 2**20  # more fresh points for the final test loss and correlation (streamed)
 
     def __post_init__(self):
         _validate(self)
@@ -64,7 +65,7 @@ class RunConfig:
         if self.m1 is None:
             fill["m1"] = self.d**2 if self.mode == "joint" else poly_space_dim(self.d, self.k)
         if self.steps is None:
-            fill["steps"] = 2000 if self.mode == "joint" else 5000
+            fill["steps"] = 4000 if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
         fill["link"] = canonical_link(self.link)
@@ -114,7 +115,7 @@ def _validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test"):
+    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval"):
         value = getattr(cfg, name)
         if value is None and name in ("m1", "steps"):
             continue
@@ -145,6 +146,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
     need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
     need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
+    need(16 <= cfg.n_eval <= 2**26, f"n_eval must be between 16 and 2^26 = {2**26}, got {cfg.n_eval}")
     need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")
     try:
         canonical_link(cfg.link)

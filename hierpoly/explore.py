@@ -23,7 +23,7 @@ import pandas as pd
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.targets import TargetError, parse_link
 
-INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test")
+INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval")
 FLOAT_FIELDS = ("lr", "weight_decay", "tol", "b_scale")
 STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))

@@ -371,8 +371,12 @@ class Store:
         return sorted(self._cache.iterkeys())
 
     def results(self) -> Iterator[Result]:
+        """Every readable result; those that fail validation are skipped (see `summaries`)."""
         for key in self.keys():
-            result = self.get(key)
+            try:
+                result = self.get(key)
+            except StoreError:
+                continue
             if result is not None:
                 yield result
 
@@ -381,15 +385,28 @@ class Store:
         return self._cache.get(key)
 
     def summaries(self):
-        """One row per stored result (reads only result.json of each): a pandas DataFrame."""
+        """One row per stored result (reads only result.json of each): a pandas DataFrame.
+
+        Results that fail validation — from an older version of hierpoly (their keys no
+        longer match their configs) or damaged — get no row; their keys are listed in
+        ``table.attrs["unreadable"]`` so a page can say so instead of failing.
+        """
         import pandas as pd
 
-        rows = []
+        rows, unreadable = [], []
         for key in self.keys():
             value = self._cache.get(key)
             if value is None:
                 continue
-            doc = decode_doc(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20)["result.json"])
+            try:
+                if not isinstance(value, bytes):
+                    raise StoreError("not a result")
+                doc = decode_doc(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20)["result.json"])
+                if doc["key"] != key:
+                    raise StoreError("stored under another config's key")
+            except StoreError:
+                unreadable.append(key)
+                continue
             cfg, meta, metrics = doc["config"], doc["meta"], doc["metrics"]
             rows.append(
                 {
@@ -405,7 +422,9 @@ class Store:
             "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
             "status", "test_loss", "feature_corr", "train_loss", "steps_run", "seconds", "created",
         ]
-        return pd.DataFrame(rows, columns=columns)
+        table = pd.DataFrame(rows, columns=columns)
+        table.attrs["unreadable"] = unreadable
+        return table
 
     def size_bytes(self) -> int:
         return int(self._cache.volume())

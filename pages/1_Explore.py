@@ -21,7 +21,7 @@ def _apply(values: dict) -> dict:
     state = st.session_state
     state[PREFIX + "link"] = link.strip().lower() if preset else CUSTOM
     state[PREFIX + "coefs"] = "" if preset else link
-    for name in ("d", "n", "m2", "seed", "n_test", "m1", "steps", "lr", "weight_decay", "b_scale", "tol", "patience"):
+    for name in ("d", "n", "m2", "seed", "n_test", "n_eval", "m1", "steps", "lr", "weight_decay", "b_scale", "tol", "patience"):
         state[PREFIX + name] = merged.get(name)
     state[PREFIX + "seed"] = merged.get("seed", 0)
     state[PREFIX + "m2"] = merged.get("m2", 1000)
@@ -98,8 +98,11 @@ with st.sidebar:
     seed = st.number_input("seed", key=PREFIX + "seed", step=1, disabled=locked)
     _error("seed", seed)
     with st.expander("More settings"):
-        n_test = st.number_input("test points", key=PREFIX + "n_test", step=256, disabled=locked)
+        n_test = st.number_input("monitor points (the live curves)", key=PREFIX + "n_test", step=256, disabled=locked)
         _error("n_test", n_test)
+        n_eval = st.number_input("evaluation points (the final test loss: h is heavy-tailed)", key=PREFIX + "n_eval",
+                                 step=65536, disabled=locked, placeholder="1048576")
+        _error("n_eval", n_eval)
         weight_decay = st.number_input("weight decay ξ (layer-wise)", key=PREFIX + "weight_decay",
                                        format="%g", disabled=locked, placeholder="1e-06")
         _error("weight_decay", weight_decay)
@@ -116,7 +119,7 @@ with st.sidebar:
                             help="three_layer: the paper's network; kernel and two_layer: Figure 2's baselines")
 
 values = dict(d=d, n=n, k=k, link=link, mode=mode, sigma1=sigma1, m1=m1, m2=m2, steps=steps, lr=lr, seed=seed,
-              n_test=n_test, weight_decay=weight_decay, b_scale=b_scale, tol=tol, patience=patience, arch=arch)
+              n_test=n_test, n_eval=n_eval, weight_decay=weight_decay, b_scale=b_scale, tol=tol, patience=patience, arch=arch)
 check = explore.build_config(values)
 if "" in check.errors:
     st.sidebar.error(check.errors[""], icon="⚠️")
@@ -181,8 +184,9 @@ if result is not None:
     st.success(f"Stored result: {result.message}")
     m = result.metrics
     cols = st.columns(4)
-    cols[0].metric("test loss", f"{m['test_loss']:.4f}", help="predicting 0 scores about 1")
-    cols[1].metric("feature correlation", f"{m['feature_corr']:.3f}", help="Pearson corr(g, p) on test points")
+    cols[0].metric("test loss", f"{m['test_loss']:.4f}",
+                   help=f"over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
+    cols[1].metric("feature correlation", f"{m['feature_corr']:.3f}", help="Pearson corr(g, p) on the same points")
     cols[2].metric("train loss", f"{m['train_loss']:.4f}")
     cols[3].metric("wall time", explore.format_seconds(result.meta.get("seconds", 0.0)))
     samples = result.samples

@@ -10,7 +10,16 @@ store = open_store()
 st.title("Results")
 st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())} in `{store.directory}`.")
 
-table = catalog.runs_table(store.summaries(), jobs.list_jobs(store))
+summaries = store.summaries()
+unreadable = summaries.attrs.get("unreadable", [])
+if unreadable:
+    st.warning(f"{len(unreadable)} stored results cannot be read: made by an older version of hierpoly (their "
+               "settings now mean another run) or damaged. They are not shown or used.")
+    if st.button(f"Delete the {len(unreadable)} unreadable results", key="res_delete_unreadable"):
+        for key in unreadable:
+            store.delete(key)
+        st.rerun()
+table = catalog.runs_table(summaries, jobs.list_jobs(store))
 if table.empty:
     st.info("No runs yet. Start one on the Explore page, queue a grid on the Figure 2 page, or import a bundle below.")
 else:

@@ -256,6 +256,18 @@ def test_results_select_compare_and_delete(stored_store):
     assert len(stored_store) == 3
 
 
+def test_results_offers_to_delete_unreadable_results(stored_store):
+    stored_store._cache.set("0" * 64, b"not a result")  # e.g. left by an older version
+    at = _app("pages/3_Results.py")
+    _ok(at)
+    assert any("1 stored results cannot be read" in w.value for w in at.warning)
+    assert len(at.multiselect(key="res_selection").options) == 4  # the readable ones are all there
+    at.button(key="res_delete_unreadable").click().run()
+    _ok(at)
+    assert not stored_store.has("0" * 64) and len(stored_store) == 4
+    assert not at.warning
+
+
 def test_results_filters(stored_store):
     at = _app("pages/3_Results.py")
     at.multiselect(key="res_filter_n").set_value([128]).run()

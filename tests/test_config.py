@@ -9,7 +9,7 @@ from hierpoly.config import ConfigError, RunConfig, poly_space_dim
 
 
 def test_defaults_resolve_to_the_same_key():
-    assert RunConfig(d=8, n=4096).key() == RunConfig(d=8, n=4096, m1=64, steps=2000, lr=1e-2, link="0,0,0,1").key()
+    assert RunConfig(d=8, n=4096).key() == RunConfig(d=8, n=4096, m1=64, steps=4000, lr=1e-2, n_eval=2**20, link="0,0,0,1").key()
     assert RunConfig(d=8, n=4096, lr=1).key() == RunConfig(d=8, n=4096, lr=1.0).key()
 
 

@@ -133,3 +133,35 @@ def test_reopened_by_a_new_process(cache_dir):
     import hashlib
 
     assert seen == {"keys": [result.key], "sha": hashlib.sha256(to_bytes(result)).hexdigest()}
+
+
+def _older_version_bytes(result: Result) -> bytes:
+    """The result as an older hierpoly stored it: its key computed under another schema version."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO(to_bytes(result))
+    with zipfile.ZipFile(buf) as zin:
+        members = {name: zin.read(name) for name in zin.namelist()}
+    doc = json.loads(members["result.json"])
+    doc["key"] = "0" * 64
+    members["result.json"] = json.dumps(doc).encode()
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zout:
+        for name, data in members.items():
+            zout.writestr(name, data)
+    return out.getvalue()
+
+
+def test_unreadable_results_are_skipped_and_listed(cache_dir):
+    store = Store()
+    good, old, moved = make_result(0), make_result(1), make_result(2)
+    store.put(good)
+    store._cache.set("0" * 64, _older_version_bytes(old))  # an older version's key scheme
+    store._cache.set(moved.key, to_bytes(good))  # good's bytes under moved's key
+    table = store.summaries()
+    assert list(table["key"]) == [good.key]
+    assert sorted(table.attrs["unreadable"]) == sorted(["0" * 64, moved.key])
+    assert [r.key for r in store.results()] == [good.key]
+    with pytest.raises(StoreError):  # asked for by key, it is still refused loudly
+        store.get("0" * 64)

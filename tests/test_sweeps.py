@@ -23,7 +23,7 @@ def test_cpu_and_paper_grids_are_the_issue_s():
     assert len(cpu.cells()) == 28 and len(cpu.configs()) == 28 * 3 * 3
     paper = sweeps.preset("paper", seeds=4, baselines=False)
     assert paper.ds == (16, 24, 32, 40) and paper.n_values(40)[-1] == 512000 and len(paper.configs()) == 28 * 4
-    assert all(c.m1 == c.d**2 and c.steps == 2000 for c in paper.configs())
+    assert all(c.m1 == c.d**2 and c.steps == 4000 and c.n_eval == 2**20 for c in paper.configs())
     for name in sweeps.PRESETS:  # each preset says how to run it and what it should show
         assert "Run:" in sweeps.preset(name).doc and "show" in sweeps.preset(name).doc
 

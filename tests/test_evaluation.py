@@ -1,0 +1,79 @@
+"""The final evaluation: streamed over n_eval fresh points, equal to the one-shot metrics."""
+from functools import partial
+
+import jax
+import numpy as np
+import pytest
+
+from hierpoly import metrics, model, train
+from hierpoly.config import ConfigError, RunConfig
+
+
+def _eval_points(cfg):
+    """All of a run's evaluation points at once, drawn as population_metrics draws them."""
+    key = train.keys(cfg.seed)["eval"]
+    sizes = [min(train.EVAL_CHUNK, cfg.n_eval - s) for s in range(0, cfg.n_eval, train.EVAL_CHUNK)]
+    return np.concatenate([np.asarray(jax.random.normal(jax.random.fold_in(key, i), (m, cfg.d))) for i, m in enumerate(sizes)])
+
+
+def test_sums_over_uneven_chunks_give_the_one_shot_metrics():
+    k = jax.random.split(jax.random.PRNGKey(0), 4)
+    y, p = jax.random.normal(k[0], (1000,)) ** 3, jax.random.normal(k[1], (1000,))
+    g = 3.0 * p + 0.3 * jax.random.normal(k[2], (1000,)) + 2.0  # a mean far from 0: centring matters
+    pred = y + 0.5 * jax.random.normal(k[3], (1000,))
+    sums = sum(np.asarray(metrics.chunk_sums(pred[i:i + 300], y[i:i + 300], g[i:i + 300], p[i:i + 300]), np.float64)
+               for i in range(0, 1000, 300))
+    loss, corr = metrics.from_sums(sums, 1000)
+    assert loss == pytest.approx(float(metrics.relative_test_loss(pred, y)), rel=1e-5)
+    assert corr == pytest.approx(float(metrics.pearson(g, p)), rel=1e-5)
+    assert metrics.from_sums(np.asarray(metrics.chunk_sums(0 * y, y, 0 * p, p)), 1000) == (1.0, 0.0)  # zero predictor
+
+
+def test_population_metrics_stream_the_runs_own_points(monkeypatch):
+    monkeypatch.setattr(train, "EVAL_CHUNK", 700)  # 3 chunks, the last one short
+    cfg = RunConfig(d=5, n=64, m2=20, n_eval=2000)
+    data = train.make_data(cfg)
+    params = model.init(train.keys(cfg.seed)["init"], cfg)
+    params = {**params, "u": params["u"] + 1.0, "c": params["c"] + 0.5}  # a network that predicts something
+    got = train.population_metrics(cfg, data.lam, partial(train.predict, params, sigma1=cfg.sigma1))
+    x = _eval_points(cfg)
+    fn, _ = train.target_fn(cfg, data.lam)
+    y, p = fn(x)
+    g = model.feature(params, x, cfg.sigma1)
+    assert got["test_loss"] == pytest.approx(float(metrics.relative_test_loss(model.link_out(params, g), y)), rel=1e-4)
+    assert got["feature_corr"] == pytest.approx(float(metrics.pearson(g, p)), rel=1e-4)
+    assert not {r.tobytes() for r in x} & {r.tobytes() for r in np.asarray(data.x_test)}  # fresh: not the monitor points
+    exact = train.population_metrics(cfg, data.lam, lambda x: fn(x))  # predicting h, with p as the feature
+    assert exact == {"test_loss": 0.0, "feature_corr": pytest.approx(1.0)}
+
+
+def test_a_finished_run_reports_the_population_metrics_of_its_parameters():
+    cfg = RunConfig(d=4, n=256, m2=30, steps=100, n_test=256, n_eval=5000)
+    result = train.run(cfg)
+    params = {k: jax.numpy.asarray(v) for k, v in result.params.items()}
+    data = train.make_data(cfg)
+    again = train.population_metrics(cfg, data.lam, partial(train.predict, params, sigma1=cfg.sigma1))
+    assert result.metrics["test_loss"] == pytest.approx(again["test_loss"], rel=1e-6)
+    assert result.metrics["feature_corr"] == pytest.approx(again["feature_corr"], rel=1e-6)
+    assert result.metrics["test_loss"] != pytest.approx(result.history[-1].test_loss, rel=1e-3)  # monitor ≠ final
+
+
+@pytest.mark.parametrize("arch", ["kernel", "two_layer"])
+def test_baselines_are_scored_on_the_same_points(arch):
+    cfg = RunConfig(d=4, n=512, m2=30, steps=50, n_test=256, n_eval=3000, arch=arch)
+    result = train.run(cfg)
+    assert result.status == "done"
+    data = train.make_data(cfg)
+    x = _eval_points(cfg)
+    fn, _ = train.target_fn(cfg, data.lam)
+    y, p = fn(x)
+    params = {k: jax.numpy.asarray(v) for k, v in result.params.items()}
+    out = model.feature(params, x, cfg.sigma1)  # both baselines predict with their first block (u carries the fit)
+    assert result.metrics["test_loss"] == pytest.approx(float(metrics.relative_test_loss(out, y)), rel=1e-3)
+    assert result.metrics["feature_corr"] == pytest.approx(float(metrics.pearson(out, p)), rel=1e-3)
+
+
+@pytest.mark.parametrize("n_eval", [15, 2**26 + 1, 1.5])
+def test_n_eval_is_validated(n_eval):
+    with pytest.raises(ConfigError, match="n_eval"):
+        RunConfig(d=4, n=64, n_eval=n_eval)
