@@ -24,7 +24,7 @@ def test_every_field_changes_the_key():
     base = RunConfig(d=8, n=4096)
     changes = dict(
         d=9, n=4097, k=2, link="linear", sigma1="relu", m1=65, m2=999, arch="kernel", mode="layerwise",
-        steps=10, lr=5e-2, weight_decay=1e-3, tol=1e-2, patience=7, b_scale=3.0, seed=1, n_test=100,
+        steps=10, lr=5e-2, weight_decay=1e-3, tol=1e-2, patience=7, b_scale=3.0, seed=1, n_test=100, n_eval=4096,
     )
     assert set(changes) == {f.name for f in dataclasses.fields(RunConfig)}
     keys = {base.key()}
