@@ -143,10 +143,13 @@ def _result(cfg, status, message, steps, params, pred_train, pred_test, data, hi
     """`fitted(x)`: the predictor on new points, for the final metrics (needed when done)."""
     metrics = {}
     if status == "done":
-        output_only = lambda x: (lambda out: (out, out))(fitted(x))  # its output is also its "feature"
+        def output_as_feature(x):  # a baseline has no separate feature: its output stands in
+            out = fitted(x)
+            return out, out
+
         metrics = {
             "train_loss": float(mse(pred_train, data.y_train)),
-            **train.population_metrics(cfg, data.lam, output_only),
+            **train.population_metrics(cfg, data.lam, output_as_feature),
         }
     return train.TrainResult(
         status=status,

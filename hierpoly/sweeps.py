@@ -216,7 +216,7 @@ class SweepProgress:
     done: int
     total: int
     last: dict | None = None  # the row of the config that just finished
-    running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/2000"
+    running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/4000"
 
 
 class Executor(Protocol):
