@@ -5,8 +5,8 @@ Run with `streamlit run app.py`; pages are auto-discovered from pages/.
 import streamlit as st
 
 from hierpoly import __version__
-from hierpoly.explore import params_from_config, run_label
-from hierpoly.system import format_bytes, open_store, system_status
+from hierpoly.views.forms import params_from_config, run_label
+from hierpoly.views.system import format_bytes, open_store, system_status
 
 st.set_page_config(page_title="hierpoly explorer", page_icon="🧮", layout="wide")
 st.title("Three-layer networks learn hierarchical polynomials")

@@ -6,10 +6,10 @@ import json
 import sys
 import time
 
-from hierpoly.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
 from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
-from hierpoly.jobs import BudgetError
-from hierpoly.store import StoreError
+from hierpoly.runs.budget import BudgetError
+from hierpoly.runs.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
+from hierpoly.runs.codec import StoreError
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
 
 
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_target(args) -> int:
     import numpy as np
 
-    from hierpoly import targets, train
+    from hierpoly import targets
+    from hierpoly.engine import train
 
     coefs = targets.parse_link(args.link)
     n_minus = 0
@@ -137,8 +138,8 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
 
 
 def cmd_run(args) -> int:
-    from hierpoly import jobs
-    from hierpoly.store import Store
+    from hierpoly.runs import jobs
+    from hierpoly.runs.store import Store
 
     t0 = time.perf_counter()
     cfg = config_from_args(args)
@@ -175,7 +176,7 @@ def cmd_run(args) -> int:
 
 def _load_precomputed(store) -> None:
     """Import shipped bundles on first start; a bad one is a warning, not a failure."""
-    from hierpoly import bundles
+    from hierpoly.runs import bundles
 
     try:
         bundles.load_precomputed(store)
@@ -202,7 +203,7 @@ def _add_store_commands(sub) -> None:
 
 
 def cmd_jobs(args) -> int:
-    from hierpoly import jobs
+    from hierpoly.runs import jobs
 
     listed = jobs.list_jobs()
     if args.json:
@@ -216,7 +217,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from hierpoly import jobs
+    from hierpoly.runs import jobs
 
     job = jobs.get(args.job_id)
     if job is None:
@@ -228,8 +229,8 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from hierpoly import bundles
-    from hierpoly.store import Store
+    from hierpoly.runs import bundles
+    from hierpoly.runs.store import Store
 
     store = Store()
     table = store.summaries()
@@ -257,8 +258,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from hierpoly import bundles
-    from hierpoly.store import Store
+    from hierpoly.runs import bundles
+    from hierpoly.runs.store import Store
 
     try:
         with open(args.file, "rb") as fh:
@@ -274,7 +275,7 @@ def cmd_import(args) -> int:
 # ------------------------------------------------------------ sweeps, Figure 2
 def _add_sweep_commands(sub) -> None:
     """`sweep` fills a grid through the job system; `figure2` reads the store only."""
-    from hierpoly.sweeps import PRESETS
+    from hierpoly.runs.sweeps import PRESETS
 
     for name, text in (("sweep", "run the grid's configs not yet stored"), ("figure2", "Figure 2's table and κ from the store")):
         p = sub.add_parser(name, help=text)
@@ -297,7 +298,7 @@ def _add_sweep_commands(sub) -> None:
 
 
 def _spec_from_args(args):
-    from hierpoly import sweeps
+    from hierpoly.runs import sweeps
 
     if args.preset is not None:
         if any(v is not None for v in (args.d, args.n, args.multiples, args.steps)):
@@ -314,8 +315,8 @@ def _spec_from_args(args):
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
-    from hierpoly import sweeps
-    from hierpoly.store import Store
+    from hierpoly.runs import sweeps
+    from hierpoly.runs.store import Store
 
     try:
         spec = _spec_from_args(args)
@@ -327,7 +328,7 @@ def cmd_sweep(args) -> int:
     if args.address is not None:
         if args.executor != "ray":
             return _fail("--address is for --executor ray")
-        from hierpoly.cluster import RayExecutor
+        from hierpoly.runs.executors import RayExecutor
 
         try:
             executor = RayExecutor(address=args.address)
@@ -363,7 +364,7 @@ def _figure2_report(spec, store, threshold: float) -> tuple[dict, object]:
     """The JSON of `figure2` and the aggregated cells (for the figure)."""
     import math
 
-    from hierpoly import analysis, sweeps
+    from hierpoly.runs import analysis, sweeps
 
     runs = sweeps.stored_runs(spec, store)
     cells = analysis.aggregate(runs)
@@ -390,7 +391,7 @@ def _write_figure2(cells, k: int, out: str) -> list[str]:
     """HTML always (both x axes); PNG/SVG too when asked and kaleido is installed. Returns notes."""
     from pathlib import Path
 
-    from hierpoly import plots
+    from hierpoly.views import plots
 
     path = Path(out)
     net, base = cells[cells["arch"] == "three_layer"], cells[cells["arch"] != "three_layer"]
@@ -419,8 +420,8 @@ def _num(cell: dict, name: str) -> str:
 
 
 def cmd_figure2(args) -> int:
-    from hierpoly import sweeps
-    from hierpoly.store import Store
+    from hierpoly.runs import sweeps
+    from hierpoly.runs.store import Store
 
     try:
         spec = _spec_from_args(args)
@@ -457,7 +458,7 @@ def cmd_figure2(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from hierpoly import bench
+    from hierpoly.engine import bench
 
     out = bench.run_bench(quick=args.quick)
     print(json.dumps(out) if args.json else bench.format_report(out))

@@ -1,10 +1,11 @@
 """Explore: pick a config, run it in the background, watch it learn, share its URL."""
 import streamlit as st
 
-from hierpoly import explore, jobs, plots
 from hierpoly.config import ARCHS, MODES, SIGMA1
-from hierpoly.system import open_store
+from hierpoly.runs import budget, jobs
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
+from hierpoly.views import forms, plots
+from hierpoly.views.system import open_store
 
 st.set_page_config(page_title="Explore · hierpoly", page_icon="🔭", layout="wide")
 store = open_store()
@@ -15,7 +16,7 @@ PREFIX = "ex_"  # widget keys
 # ------------------------------------------------ URL -> controls (once per new URL)
 def _apply(values: dict) -> dict:
     """Put config values into the controls' session state (None: the mode's default); returns why any was dropped."""
-    merged = {**explore.DEFAULT_VALUES, **values}
+    merged = {**forms.DEFAULT_VALUES, **values}
     link = str(merged.get("link", "cubic"))
     preset = link.strip().lower() in LINK_PRESETS
     state = st.session_state
@@ -30,19 +31,19 @@ def _apply(values: dict) -> dict:
                                    ("arch", ARCHS, "three_layer")):
         value = merged.get(name, default)
         if value not in options:
-            dropped[name] = explore.field_error(name, value) or f"{value!r} is not one of {options}"
+            dropped[name] = forms.field_error(name, value) or f"{value!r} is not one of {options}"
             value = default
         state[PREFIX + name] = value
     return dropped
 
 
 url_params = st.query_params.to_dict()
-parsed = explore.values_from_params(url_params)
+parsed = forms.values_from_params(url_params)
 # Re-read the URL when it changed, or when Streamlit dropped the controls' state (another page was shown).
 if url_params != st.session_state.get("ex_url") or PREFIX + "d" not in st.session_state:
     if not parsed.values and not parsed.errors and "ex_last" in st.session_state:  # back from another page
         url_params = dict(st.session_state["ex_last"])
-        parsed = explore.values_from_params(url_params)
+        parsed = forms.values_from_params(url_params)
     dropped = _apply(parsed.values)
     st.session_state["ex_url_errors"] = {**parsed.errors, **dropped}
     st.session_state["ex_locked"] = parsed.locked
@@ -60,7 +61,7 @@ for name, message in url_errors.items():
 
 
 def _error(name: str, value) -> None:
-    message = explore.field_error(name, value)
+    message = forms.field_error(name, value)
     if message:
         st.error(message, icon="⚠️")
 
@@ -120,7 +121,7 @@ with st.sidebar:
 
 values = dict(d=d, n=n, k=k, link=link, mode=mode, sigma1=sigma1, m1=m1, m2=m2, steps=steps, lr=lr, seed=seed,
               n_test=n_test, n_eval=n_eval, weight_decay=weight_decay, b_scale=b_scale, tol=tol, patience=patience, arch=arch)
-check = explore.build_config(values)
+check = forms.build_config(values)
 if "" in check.errors:
     st.sidebar.error(check.errors[""], icon="⚠️")
 for warning in check.warnings:
@@ -132,9 +133,9 @@ if check.config is None:
 
 # --------------------------------------------------------- controls -> URL
 cfg = check.config
-params = explore.params_from_config(cfg)
+params = forms.params_from_config(cfg)
 if locked:
-    params[explore.LOCK_PARAM] = "1"
+    params[forms.LOCK_PARAM] = "1"
 if st.query_params.to_dict() != params:
     st.query_params.from_dict(params)
 st.session_state["ex_url"] = params
@@ -145,18 +146,18 @@ result = store.get(key)
 job = jobs.for_key(key, store)
 live = job is not None and job.status in jobs.LIVE
 
-st.markdown(f"**{explore.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, steps = {cfg.steps}, "
+st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, steps = {cfg.steps}, "
             f"lr = {cfg.lr if cfg.lr is not None else '1/L'} · key `{key[:12]}`")
 col_run, col_cancel, col_share = st.columns([1, 1, 4])
 run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live, key="ex_run")
 cancel_clicked = col_cancel.button("■ Cancel", disabled=not live, key="ex_cancel")
 base = (st.context.url or "").split("?")[0]
-col_share.code(base + explore.url_query(params), language=None)
+col_share.code(base + forms.url_query(params), language=None)
 
 if run_clicked:
     try:
         jobs.submit(cfg, store)
-    except jobs.BudgetError as err:
+    except budget.BudgetError as err:
         st.error(f"Not launched: {err}")
         st.stop()
     st.rerun()
@@ -172,7 +173,7 @@ def live_panel(job_id: str) -> None:
     current = jobs.get(job_id, store)
     if current is None or current.status not in jobs.LIVE:
         st.rerun()
-    view = explore.progress_view(current.status, current.message, current.progress, current.total_steps)
+    view = forms.progress_view(current.status, current.message, current.progress, current.total_steps)
     st.progress(view.fraction, text=view.text)
     left, right = st.columns(2)
     left.plotly_chart(plots.loss_figure(view.history), key="chart_live_loss", config=plots.CHART_CONFIG)
@@ -188,7 +189,7 @@ if result is not None:
                    help=f"over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
     cols[1].metric("feature correlation", f"{m['feature_corr']:.3f}", help="Pearson corr(g, p) on the same points")
     cols[2].metric("train loss", f"{m['train_loss']:.4f}")
-    cols[3].metric("wall time", explore.format_seconds(result.meta.get("seconds", 0.0)))
+    cols[3].metric("wall time", forms.format_seconds(result.meta.get("seconds", 0.0)))
     samples = result.samples
     if samples and len(samples.get("p", ())):
         left, right = st.columns(2)
@@ -196,7 +197,7 @@ if result is not None:
                           config=plots.CHART_CONFIG)
         right.plotly_chart(plots.prediction_scatter(samples, m["test_loss"]), key="chart_pred",
                            config=plots.CHART_CONFIG)
-        fit = explore.link_fit(samples, cfg.link, result.meta.get("C"))
+        fit = forms.link_fit(samples, cfg.link, result.meta.get("C"))
         left.plotly_chart(plots.link_figure(samples, fit.curve, fit.alpha, fit.beta), key="chart_link",
                           config=plots.CHART_CONFIG)
         right.markdown(
@@ -207,11 +208,11 @@ if result is not None:
         )
     else:
         st.info("This result carries no test-point samples (a baseline), so there are no scatter plots.")
-    hist = explore.history_frame(result.history)
+    hist = forms.history_frame(result.history)
     left, right = st.columns(2)
     left.plotly_chart(plots.loss_figure(hist), key="chart_loss", config=plots.CHART_CONFIG)
     right.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
-    st.download_button("Download the history (CSV)", explore.histories_csv([result]), file_name=f"history_{key[:12]}.csv",
+    st.download_button("Download the history (CSV)", forms.histories_csv([result]), file_name=f"history_{key[:12]}.csv",
                        mime="text/csv", key="ex_csv")
     with st.expander("Run metadata"):
         st.json({"key": key, "config": cfg.to_dict(), "message": result.message, "meta": result.meta})
@@ -220,10 +221,10 @@ elif live:
 elif job is not None and job.status in ("failed", "diverged", "cancelled"):
     st.error(f"The last run of this config {job.status}: {job.message}. Press Run to try again.")
     if job.progress:
-        hist = explore.history_frame(job.progress)
+        hist = forms.history_frame(job.progress)
         st.plotly_chart(plots.loss_figure(hist), key="chart_failed_loss", config=plots.CHART_CONFIG)
 else:
-    est = jobs.estimate(cfg)
+    est = budget.estimate(cfg)
     st.info(f"Not run yet. Press Run to train it in the background (about {est.flops:.2g} floating-point "
             "operations).")
 
@@ -231,5 +232,5 @@ others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key !=
 if others:
     st.subheader("Other jobs in progress")
     for other in others:
-        st.page_link("pages/1_Explore.py", label=f"{other.status}: {explore.run_label(other.config)}",
-                     query_params=explore.params_from_config(other.config))
+        st.page_link("pages/1_Explore.py", label=f"{other.status}: {forms.run_label(other.config)}",
+                     query_params=forms.params_from_config(other.config))

@@ -1,8 +1,9 @@
 """Figure 2: test loss and feature correlation against n for several d, and the collapse at n/d^k."""
 import streamlit as st
 
-from hierpoly import analysis, explore, jobs, plots, sweeps
-from hierpoly.system import open_store
+from hierpoly.runs import analysis, budget, jobs, sweeps
+from hierpoly.views import forms, plots
+from hierpoly.views.system import open_store
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")
 store = open_store()
@@ -21,14 +22,14 @@ with st.sidebar:
     spec, error = None, None
     try:
         if name == "custom":
-            ds = explore.parse_number_list(st.text_input("d values", "6, 8", key="f2_ds"), "d values")
+            ds = forms.parse_number_list(st.text_input("d values", "6, 8", key="f2_ds"), "d values")
             by = st.radio("n grid", ["multiples of d^k", "n values"], horizontal=True, key="f2_by")
             if by == "n values":
-                ns = explore.parse_number_list(st.text_input("n values", "256, 1024, 4096", key="f2_ns"), "n values")
+                ns = forms.parse_number_list(st.text_input("n values", "256, 1024, 4096", key="f2_ns"), "n values")
                 mult = None
             else:
                 ns = None
-                mult = explore.parse_number_list(st.text_input("multiples of d^k", "0.25, 1, 4", key="f2_mult"),
+                mult = forms.parse_number_list(st.text_input("multiples of d^k", "0.25, 1, 4", key="f2_mult"),
                                                  "multiples", integer=False)
             mode = st.selectbox("mode", ["joint", "layerwise"], key="f2_mode")
             steps = st.number_input("steps (0 = default)", min_value=0, value=0, step=100, key="f2_steps")
@@ -64,7 +65,7 @@ if cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing
     for cfg in missing:
         try:
             jobs.submit(cfg, store)
-        except jobs.BudgetError as err:
+        except budget.BudgetError as err:
             refused.append(f"d={cfg.d} n={cfg.n}: {err}")
     if refused:
         st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]}")

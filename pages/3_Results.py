@@ -1,9 +1,10 @@
 """Results: every stored run (and unfinished job); filter, compare, open, delete, export and import bundles."""
 import streamlit as st
 
-from hierpoly import bundles, catalog, explore, jobs, plots
-from hierpoly.store import StoreError
-from hierpoly.system import format_bytes, open_store
+from hierpoly.runs import bundles, jobs
+from hierpoly.runs.codec import StoreError
+from hierpoly.views import catalog, forms, plots
+from hierpoly.views.system import format_bytes, open_store
 
 st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
 store = open_store()
@@ -43,16 +44,16 @@ else:
         st.subheader("Open in Explore")
         for result in results:
             st.page_link("pages/1_Explore.py", label=labels[result.key], icon="🔭",
-                         query_params=explore.params_from_config(result.config))
+                         query_params=forms.params_from_config(result.config))
         st.subheader("Compare")
         metric = st.radio("curve", ["test_loss", "train_loss", "feature_corr"], horizontal=True, key="res_metric")
-        histories = {labels[r.key]: explore.history_frame(r.history) for r in results}
+        histories = {labels[r.key]: forms.history_frame(r.history) for r in results}
         st.plotly_chart(plots.overlay_figure(histories, metric), key="res_overlay", config=plots.CHART_CONFIG)
         cols = st.columns(3)
         cols[0].download_button("Export selection as a bundle", bundles.export_bundle(store, selection),
                                 file_name=f"hierpoly_{len(selection)}_results.zip", mime="application/zip",
                                 key="res_export")
-        cols[1].download_button("Histories (CSV)", explore.histories_csv(results), file_name="histories.csv",
+        cols[1].download_button("Histories (CSV)", forms.histories_csv(results), file_name="histories.csv",
                                 mime="text/csv", key="res_csv")
         confirm = cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
         if cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):

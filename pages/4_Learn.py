@@ -1,8 +1,9 @@
 """Learn: a guided tour for a class, every step runnable in seconds on a laptop CPU."""
 import streamlit as st
 
-from hierpoly import explore, jobs, plots, tour
-from hierpoly.system import open_store
+from hierpoly.runs import jobs
+from hierpoly.views import forms, plots, tour
+from hierpoly.views.system import open_store
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
 store = open_store()
@@ -68,7 +69,7 @@ def tour_progress(job_id: str) -> None:
     current = jobs.get(job_id, store)
     if current is None or current.status not in jobs.LIVE:
         st.rerun()
-    view = explore.progress_view(current.status, current.message, current.progress, current.total_steps)
+    view = forms.progress_view(current.status, current.message, current.progress, current.total_steps)
     st.progress(view.fraction, text=view.text)
     st.plotly_chart(plots.corr_figure(view.history), key="learn_live_corr", config=plots.CHART_CONFIG)
 
@@ -78,10 +79,10 @@ if result is not None:
     if result.samples:
         left.plotly_chart(plots.feature_scatter(result.samples, result.metrics["feature_corr"]), key="learn_scatter",
                           config=plots.CHART_CONFIG)
-    right.plotly_chart(plots.corr_figure(explore.history_frame(result.history)), key="learn_corr",
+    right.plotly_chart(plots.corr_figure(forms.history_frame(result.history)), key="learn_corr",
                        config=plots.CHART_CONFIG)
     st.page_link("pages/1_Explore.py", label="Open this run in Explore", icon="🔭",
-                 query_params=explore.params_from_config(cfg))
+                 query_params=forms.params_from_config(cfg))
 elif job is not None and job.status in jobs.LIVE:
     tour_progress(job.job_id)
 
@@ -109,7 +110,7 @@ c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 
 c_mode = cols[2].selectbox("mode", ["joint", "layerwise"], key="learn_c_mode")
 c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
 classroom = tour.tour_config(d=int(c_d), n=max(4, round(c_mult * int(c_d) ** 3)), mode=c_mode, seed=int(c_seed))
-params = {**explore.params_from_config(classroom), explore.LOCK_PARAM: "1"}
+params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1"}
 st.page_link("pages/1_Explore.py", label="Open the classroom link", icon="🔒", query_params=params)
 base = (st.context.url or "").split("?")[0].rsplit("/", 1)[0]
-st.code(f"{base}/Explore{explore.url_query(params)}", language=None)
+st.code(f"{base}/Explore{forms.url_query(params)}", language=None)

@@ -1,6 +1,6 @@
 """AppTest of every page, with an empty store and with really trained stored results.
 
-Stored results come from real training (``train.run`` + ``store.result_from_train``)
+Stored results come from real training (``train.run`` + ``runner.to_result``)
 of tiny configs in a session fixture; the Explore launch test runs a real worker
 process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from hierpoly import explore, jobs, sweeps
 from hierpoly.config import RunConfig
-from hierpoly.store import Store
-from hierpoly.system import _clear_store_cache
+from hierpoly.runs import jobs, sweeps
+from hierpoly.runs.store import Store
+from hierpoly.views import forms
+from hierpoly.views.system import _clear_store_cache
 
 PAGES = ("pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
 TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
@@ -40,8 +41,8 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly import train
-    from hierpoly.store import result_from_train
+    from hierpoly.engine import train
+    from hierpoly.runs.runner import to_result
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)
@@ -49,7 +50,7 @@ def trained_dir(tmp_path_factory):
         t0 = time.perf_counter()
         out = train.run(cfg)
         assert out.status == "done", out.message
-        store.put(result_from_train(cfg, out, time.perf_counter() - t0))
+        store.put(to_result(cfg, out, time.perf_counter() - t0))
     store.close()
     return directory
 
@@ -124,7 +125,7 @@ def test_home_reports_the_store(stored_store):
 # ------------------------------------------------------------------ Explore
 def test_query_params_restore_a_stored_run(stored_store):
     cfg = RunConfig(**TINY)
-    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     _ok(at)
     assert at.number_input(key="ex_d").value == 4
     assert at.number_input(key="ex_n").value == 256
@@ -140,22 +141,22 @@ def test_every_config_field_round_trips_through_the_url(empty_store):
     cfg = RunConfig(d=5, n=300, k=2, link="0.5,1,0,2", sigma1="square", m1=40, m2=70, arch="two_layer",
                     mode="joint", steps=150, lr=0.002, weight_decay=1e-5, tol=0.0, patience=300, b_scale=3.0,
                     seed=4, n_test=512)
-    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     _ok(at)
     assert any(cfg.key()[:12] in m.value for m in at.markdown)  # the page's config is exactly this one
-    assert explore.build_config(explore.values_from_params(at.query_params).values).config == cfg
+    assert forms.build_config(forms.values_from_params(at.query_params).values).config == cfg
 
 
 def test_changing_a_control_rewrites_the_url(empty_store):
-    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
     at.number_input(key="ex_seed").set_value(3).run()
     _ok(at)
-    parsed = explore.values_from_params(at.query_params)
+    parsed = forms.values_from_params(at.query_params)
     assert parsed.values["seed"] == 3 and parsed.values["d"] == 4
 
 
 def test_config_survives_a_visit_to_another_page(empty_store):
-    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
     at.number_input(key="ex_seed").set_value(5).run()
     at.query_params.clear()
     at.switch_page("pages/3_Results.py").run()
@@ -165,7 +166,7 @@ def test_config_survives_a_visit_to_another_page(empty_store):
 
 
 def test_invalid_input_shows_an_error_and_launches_nothing(empty_store):
-    at = _app("pages/1_Explore.py", explore.params_from_config(RunConfig(**TINY)))
+    at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
     at.number_input(key="ex_n").set_value(1).run()
     _ok(at)
     errors = [e.value for e in at.error]
@@ -188,7 +189,7 @@ def test_invalid_url_is_explained(empty_store):
 
 
 def test_classroom_link_locks_the_controls(stored_store):
-    params = {**explore.params_from_config(RunConfig(**TINY)), explore.LOCK_PARAM: "1"}
+    params = {**forms.params_from_config(RunConfig(**TINY)), forms.LOCK_PARAM: "1"}
     at = _app("pages/1_Explore.py", params)
     _ok(at)
     assert at.number_input(key="ex_d").disabled and at.selectbox(key="ex_mode").disabled
@@ -198,7 +199,7 @@ def test_classroom_link_locks_the_controls(stored_store):
 @pytest.mark.slow
 def test_explore_launches_a_run_and_shows_it(empty_store):
     cfg = RunConfig(**{**TINY, "seed": 7})
-    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     at.button(key="ex_run").click().run()
     _ok(at)
     job = jobs.for_key(cfg.key(), empty_store)
@@ -223,7 +224,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
 @pytest.mark.slow
 def test_explore_cancel(empty_store):
     cfg = RunConfig(**{**TINY, "steps": 20000, "tol": 0.0, "seed": 8})
-    at = _app("pages/1_Explore.py", explore.params_from_config(cfg))
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     at.button(key="ex_run").click().run()
     at.button(key="ex_cancel").click().run()
     _ok(at)

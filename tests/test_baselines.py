@@ -5,9 +5,10 @@ import jax
 import numpy as np
 import pytest
 
-from hierpoly import baselines, train
 from hierpoly.config import RunConfig
-from hierpoly.store import check, result_from_train
+from hierpoly.engine import baselines, train
+from hierpoly.runs.codec import check
+from hierpoly.runs.runner import to_result
 
 
 def test_kernel_floor_exact_values_and_monte_carlo():
@@ -34,7 +35,7 @@ def test_kernel_reaches_the_degree_k_floor_at_large_n():
     """At n ≫ C(d+3, 3) the ridge on spanning random features is the best cubic: its test loss
     matches the exact projection's on the same test points, and is far above the network's reach."""
     cfg = RunConfig(d=4, n=2048, arch="kernel", n_test=8192)
-    res = train.run(cfg)
+    res = baselines.run(cfg)
     assert res.status == "done" and res.extra["width"] == 35  # C(7, 3)
     data = train.make_data(cfg)
     zero = float(np.mean(np.asarray(data.y_test) ** 2))
@@ -45,7 +46,7 @@ def test_kernel_reaches_the_degree_k_floor_at_large_n():
     assert res.metrics["test_loss"] >= 0.7  # a cubic explains little of h = C p³
     assert res.history[0].test_loss == pytest.approx(1.0, rel=1e-5)  # the zero predictor
     assert [r.step for r in res.history] == [0, 1]
-    check(result_from_train(cfg, res, res.seconds))  # storable as is
+    check(to_result(cfg, res, res.seconds))  # storable as is
 
 
 def test_kernel_width_spans_degree_k():
@@ -56,7 +57,7 @@ def test_kernel_width_spans_degree_k():
 def test_two_layer_trains_and_reports_like_the_network():
     cfg = RunConfig(d=4, n=512, arch="two_layer", steps=300, n_test=1024, m2=50)
     rows = []
-    res = train.run(cfg, on_progress=rows.append, chunk=100)
+    res = baselines.run(cfg, on_progress=rows.append, chunk=100)
     assert res.status == "done" and res.steps == 300
     assert [r.step for r in rows] == [0, 100, 200, 300]
     assert set(res.params) == {"u", "s", "V"} and res.params["V"].shape == (16, 4)
@@ -64,17 +65,17 @@ def test_two_layer_trains_and_reports_like_the_network():
     assert res.metrics["train_loss"] < rows[0].train_loss
     assert 0 < res.metrics["feature_corr"] <= 1
     assert np.isfinite(res.samples["h_pred"]).all() and res.samples["g"].shape == (1024,)
-    check(result_from_train(cfg, res, res.seconds))
+    check(to_result(cfg, res, res.seconds))
     # deterministic: the same config gives the same numbers
-    again = train.run(cfg, chunk=100)
+    again = baselines.run(cfg, chunk=100)
     assert again.metrics == res.metrics
 
 
 def test_two_layer_cancel_and_divergence():
     cfg = RunConfig(d=4, n=64, arch="two_layer", steps=200, n_test=64, m2=10)
-    res = train.run(cfg, should_stop=lambda: True)
+    res = baselines.run(cfg, should_stop=lambda: True)
     assert res.status == "cancelled" and res.metrics == {}
-    bad = train.run(dataclasses.replace(cfg, lr=1e6), chunk=50)
+    bad = baselines.run(dataclasses.replace(cfg, lr=1e6), chunk=50)
     assert bad.status == "diverged" and "non-finite" in bad.message
 
 

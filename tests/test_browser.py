@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly import jobs
-from hierpoly.store import Store
+from hierpoly.runs import jobs
+from hierpoly.runs.store import Store
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent

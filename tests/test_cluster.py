@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly import cli, sweeps
-from hierpoly.cluster import TASK_NAME, RayExecutor
-from hierpoly.store import Store
+from hierpoly import cli
+from hierpoly.runs import sweeps
+from hierpoly.runs.executors import TASK_NAME, RayExecutor
+from hierpoly.runs.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-4
@@ -58,8 +59,8 @@ def assert_same_results(ours: list[dict], theirs: list[dict]) -> None:
 
 
 # ------------------------------------------------------------ without Ray running
-def test_importing_sweeps_and_cluster_imports_neither_ray_nor_jax():
-    code = "import sys, hierpoly.sweeps, hierpoly.cluster; print(sorted({'ray', 'jax'} & set(sys.modules)))"
+def test_importing_sweeps_and_executors_imports_neither_ray_nor_jax():
+    code = "import sys, hierpoly.runs.sweeps, hierpoly.runs.executors; print(sorted({'ray', 'jax'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert "ray" in sweeps.EXECUTORS

@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from hierpoly import metrics, model, train
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.engine import baselines, metrics, model, train
 
 
 def _eval_points(cfg):
@@ -61,7 +61,7 @@ def test_a_finished_run_reports_the_population_metrics_of_its_parameters():
 @pytest.mark.parametrize("arch", ["kernel", "two_layer"])
 def test_baselines_are_scored_on_the_same_points(arch):
     cfg = RunConfig(d=4, n=512, m2=30, steps=50, n_test=256, n_eval=3000, arch=arch)
-    result = train.run(cfg)
+    result = baselines.run(cfg)
     assert result.status == "done"
     data = train.make_data(cfg)
     x = _eval_points(cfg)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from hierpoly import jobs
 from hierpoly.config import RunConfig
-from hierpoly.store import Store
+from hierpoly.runs import budget, jobs
+from hierpoly.runs.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(d=4, n=256, m2=50, n_test=256)
@@ -125,18 +125,18 @@ def test_divergence_is_not_stored():
 
 def test_budget_refuses_before_launch(monkeypatch, cache_dir):
     huge = RunConfig(d=100, n=10**9)
-    with pytest.raises(jobs.BudgetError, match="largest n that fits is"):
+    with pytest.raises(budget.BudgetError, match="largest n that fits is"):
         jobs.submit(huge)
     assert jobs.list_jobs() == []
     # the suggested n is the boundary of the estimate
     monkeypatch.setenv("HIERPOLY_MEMORY_BYTES", str(400 << 20))
     cfg = RunConfig(d=8, n=10**7, m2=1000)
-    with pytest.raises(jobs.BudgetError) as err:
-        jobs.check_budget(cfg)
+    with pytest.raises(budget.BudgetError) as err:
+        budget.check_budget(cfg)
     fit = int(str(err.value).rsplit(" ", 1)[1])
-    jobs.check_budget(RunConfig(d=8, n=fit, m2=1000))
-    with pytest.raises(jobs.BudgetError):
-        jobs.check_budget(RunConfig(d=8, n=fit + 1, m2=1000))
+    budget.check_budget(RunConfig(d=8, n=fit, m2=1000))
+    with pytest.raises(budget.BudgetError):
+        budget.check_budget(RunConfig(d=8, n=fit + 1, m2=1000))
     proc = cli("run", "--d", "100", "--n", str(10**9), cache_dir=cache_dir)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in stderr and stderr.strip().count("\n") == 0

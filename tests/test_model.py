@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hierpoly import model
 from hierpoly.config import RunConfig
+from hierpoly.engine import model
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hierpoly import model, train
 from hierpoly.config import RunConfig
-from hierpoly.piecewise import relu_sum_fast
+from hierpoly.engine import model, train
+from hierpoly.engine.piecewise import relu_sum_fast
 
 RTOL = 1e-5
 

@@ -5,8 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hierpoly import bundles, sweeps
-from hierpoly.store import Store
+from hierpoly.runs import bundles, sweeps
+from hierpoly.runs.store import Store
 
 PRECOMPUTED = Path(__file__).resolve().parent.parent / "cache" / "precomputed"
 

@@ -4,8 +4,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hierpoly import train
 from hierpoly.config import RunConfig
+from hierpoly.engine import train
 
 # tol/patience chosen so the three seeds stop at different steps (plateau at 250 and 200, cap at 400)
 BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.1, n_test=64)

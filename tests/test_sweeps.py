@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly import jobs, sweeps
-from hierpoly.store import Store
+from hierpoly.runs import jobs, sweeps
+from hierpoly.runs.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hierpoly import model, train
 from hierpoly.config import RunConfig
+from hierpoly.engine import model, train
 
 TINY = dict(d=4, n=512, m2=50, n_test=512)
 

@@ -20,7 +20,8 @@ import re
 import zipfile
 from pathlib import Path
 
-from hierpoly.store import MEMBERS, REPO, Store, StoreError, decode, encode, read_zip
+from hierpoly.runs.codec import MEMBERS, StoreError, decode, encode, read_zip
+from hierpoly.runs.store import REPO, Store
 
 BUNDLE_VERSION = 1
 MAX_RESULTS = 2000

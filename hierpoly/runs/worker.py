@@ -1,4 +1,4 @@
-"""`python -m hierpoly.worker JOB_ID`: train one job and store its result.
+"""`python -m hierpoly.runs.worker JOB_ID`: train one job and store its result.
 
 Started detached by jobs.py in a fresh interpreter. It beats a heartbeat from a
 thread (a chunk may outlast the lease), writes progress between chunks, stops
@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 import traceback
 
-from hierpoly import jobs
 from hierpoly.config import RunConfig
-from hierpoly.store import Store, result_from_train
+from hierpoly.runs import jobs
+from hierpoly.runs.store import Store
 
 
 def _beat(store: Store, job_id: str, stop: threading.Event) -> None:
@@ -32,10 +31,9 @@ def run_job(job_id: str, store: Store) -> str:
     stop = threading.Event()
     threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True).start()
     try:
-        from hierpoly import train
+        from hierpoly.runs import runner
 
         cfg = RunConfig.from_dict(rec["config"])
-        t0 = time.perf_counter()
 
         def on_progress(row):
             jobs.add_progress(store, job_id, {
@@ -43,11 +41,11 @@ def run_job(job_id: str, store: Store) -> str:
                 "feature_corr": _finite(row.feature_corr), "seconds": row.seconds,
             })
 
-        result = train.run(cfg, on_progress=on_progress, should_stop=lambda: jobs.stop_requested(store, job_id))
-        if result.status == "done":
-            store.put(result_from_train(cfg, result, time.perf_counter() - t0))
-        jobs.finish(store, job_id, result.status, result.message)
-        return result.status
+        ended = runner.execute(cfg, on_progress=on_progress, should_stop=lambda: jobs.stop_requested(store, job_id))
+        if ended.result is not None:
+            store.put(ended.result)
+        jobs.finish(store, job_id, ended.status, ended.message)
+        return ended.status
     except Exception as err:  # anything unexpected: an honest failed job with a one-line reason
         traceback.print_exc()
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -64,7 +62,7 @@ def _finite(x: float) -> float | None:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m hierpoly.worker JOB_ID", file=sys.stderr)
+        print("usage: python -m hierpoly.runs.worker JOB_ID", file=sys.stderr)
         return 2
     store = Store()
     status = run_job(argv[0], store)

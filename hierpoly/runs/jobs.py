@@ -1,6 +1,6 @@
 """Background training jobs whose state lives in the store directory.
 
-A job is one config trained by one worker process (``python -m hierpoly.worker``,
+A job is one config trained by one worker process (``python -m hierpoly.runs.worker``,
 a fresh interpreter: JAX is never forked), started detached so it outlives the
 CLI or the Streamlit script that submitted it. Every process sees the same job
 table, a diskcache in ``<store>/jobs``:
@@ -31,19 +31,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hierpoly.config import RunConfig, poly_space_dim
-from hierpoly.store import REPO, Store, open_cache
+from hierpoly.config import RunConfig
+from hierpoly.runs.budget import check_budget
+from hierpoly.runs.store import REPO, Store, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
 LEASE_S = 20.0  # a heartbeat older than this means the worker is lost (issue: failed within 30 s)
 HEARTBEAT_S = 2.0
-BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 _children: list[subprocess.Popen] = []  # workers this process started, reaped when polled
-
-
-class BudgetError(ValueError):
-    """A config refused before launch: too large for this machine."""
 
 
 @dataclass(frozen=True)
@@ -73,105 +69,6 @@ class Job:
             "total_steps": self.total_steps, "progress": self.progress[-1] if self.progress else None,
             "progress_rows": len(self.progress), "config": self.config.to_dict(),
         }
-
-
-# ------------------------------------------------------------------- budget
-@dataclass(frozen=True)
-class Estimate:
-    """What one job is expected to need."""
-
-    bytes: int  # peak memory, float32 arrays and their gradients
-    flops_per_step: float
-    flops: float  # whole run
-
-
-def feature_block_bytes(cfg: RunConfig, n: int) -> int:
-    """The first layer's features: (n, m1) float32, but joint training streams 1024-sample blocks."""
-    if cfg.arch == "kernel":
-        return 8 * n * max(cfg.m1, poly_space_dim(cfg.d, cfg.k))  # float64 random-features design matrix
-    if cfg.mode == "joint":
-        return 4 * (1024 + cfg.n_test) * cfg.m1  # model.SAMPLE_CHUNK blocks, plus the unchunked evaluation
-    return 4 * n * cfg.m1
-
-
-def second_block_bytes(cfg: RunConfig, n: int) -> int:
-    """The second block: O(n + m2) on the sorted path (joint); the layer-wise ridge needs the (n, m2) matrix."""
-    if cfg.arch != "three_layer":
-        return 0
-    if cfg.mode == "joint":
-        return 4 * 8 * (n + cfg.m2)  # piecewise.relu_sum_fast: a few n- and m2-vectors
-    return 4 * n * cfg.m2
-
-
-def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
-    """Peak bytes of a run with n training samples: data, the two blocks, and backprop copies."""
-    n = cfg.n if n is None else n
-    data = 4 * (n + cfg.n_test) * (cfg.d + 2)  # x, y, p
-    # ×3: forward activations, their gradients and one temporary, under autodiff
-    blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
-    params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
-    ridge = 4 * 2 * (cfg.m1**2 + cfg.m2**2) if cfg.mode == "layerwise" else 0  # Hessians of the two stages
-    return int(data + blocks + params + ridge)
-
-
-def estimate(cfg: RunConfig) -> Estimate:
-    per_step = 6.0 * cfg.n * cfg.d * cfg.m1 + 6.0 * cfg.n * cfg.m2  # ≈ forward + backward of both blocks
-    steps = cfg.steps * (2 if cfg.mode == "layerwise" else 1)
-    return Estimate(memory_bytes(cfg), per_step, per_step * steps)
-
-
-def available_bytes() -> int:
-    """Memory a job may use: $HIERPOLY_MEMORY_BYTES, else MemAvailable from /proc/meminfo, else sysconf."""
-    env = os.environ.get("HIERPOLY_MEMORY_BYTES")
-    if env:
-        return int(float(env))
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-
-
-def max_flops() -> float:
-    """Work cap per job: $HIERPOLY_MAX_FLOPS, default 1e17 (hours on one GPU)."""
-    return float(os.environ.get("HIERPOLY_MAX_FLOPS", "1e17"))
-
-
-def largest_n(cfg: RunConfig, limit: int) -> int:
-    """The largest n whose memory estimate fits under limit (memory is affine in n)."""
-    lo, hi = 0, 1
-    while memory_bytes(cfg, hi) <= limit and hi < 1 << 50:
-        hi *= 2
-    while hi - lo > 1:  # binary search keeps this right when the estimate changes shape
-        mid = (lo + hi) // 2
-        lo, hi = (mid, hi) if memory_bytes(cfg, mid) <= limit else (lo, mid)
-    return lo
-
-
-def check_budget(config: RunConfig) -> None:
-    """Raise BudgetError when the config's memory or work estimate does not fit this machine."""
-    est = estimate(config)
-    limit = int(BUDGET_FRACTION * available_bytes())
-    if est.bytes > limit:
-        fit = largest_n(config, limit)
-        hint = f"the largest n that fits is {fit}" if fit >= 4 else "no n fits: reduce d, m1, m2 or n_test"
-        raise BudgetError(
-            f"this run needs about {_gib(est.bytes)} of memory but a job may use {_gib(limit)} "
-            f"({BUDGET_FRACTION:.0%} of the {_gib(available_bytes())} available): {hint}"
-        )
-    cap = max_flops()
-    if est.flops > cap:
-        steps = int(cap / est.flops_per_step) // (2 if config.mode == "layerwise" else 1)
-        raise BudgetError(
-            f"this run needs about {est.flops:.2g} floating-point operations, above the {cap:.2g} per job "
-            f"(HIERPOLY_MAX_FLOPS): at most {steps} steps fit at this n"
-        )
-
-
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB" if n >= 2**26 else f"{n / 2**20:.1f} MiB"
 
 
 # --------------------------------------------------------------- job table
@@ -302,7 +199,7 @@ def _launch(store: Store, rec: dict) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{rec['job_id']}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hierpoly.worker", rec["job_id"]],
+                [sys.executable, "-m", "hierpoly.runs.worker", rec["job_id"]],
                 env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # outlives the submitter and its Ctrl-C
             )

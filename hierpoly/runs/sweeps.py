@@ -1,4 +1,4 @@
-"""Figure 2 grids (presets and custom), which of their runs are stored, and executors that fill the gaps.
+"""Figure 2 grids (presets and custom), which of their runs are stored, and running what is missing.
 
 A ``SweepSpec`` is a grid of cells (d, n), each trained for several seeds, by the
 three-layer network and — unless ``baselines=False`` — by the two baselines of
@@ -6,41 +6,23 @@ three-layer network and — unless ``baselines=False`` — by the two baselines 
 ``run_sweep`` runs only the configs whose key is not stored, through an executor,
 so a rerun is a no-op.
 
-Executors take the missing configs and make sure each ends in the store through
-the validated ``Store.put`` path (or is reported with the reason it did not):
-
-    local   every config is a background job (``jobs.submit``), so the app sees its
-            progress; workers run one at a time by default (HIERPOLY_MAX_WORKERS).
-            Ctrl-C cancels the jobs this sweep submitted. One job per config:
-            seeds are not yet batched into one program (jobs run single configs).
-
-    inline  in this process, no background jobs: the seeds of a cell train together
-            as one compiled program (``train.run_seeds``, vmap over seeds). The fastest
-            way to fill a grid on one machine from the command line.
-
-    ray     each config a Ray task on a cluster (cluster.py, issue 7; Ray optional).
-
-Others register with ``register_executor``.
+The executors that fill the gaps (local, inline, ray) are in executors.py.
 
 Importing this module does not import JAX.
 """
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 import pandas as pd
 
 from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
+from hierpoly.runs import executors
+from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
-
-
-class SweepError(ValueError):
-    """A sweep that cannot be run, with a one-line reason."""
 
 
 @dataclass(frozen=True)
@@ -219,122 +201,6 @@ class SweepProgress:
     running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/4000"
 
 
-class Executor(Protocol):
-    """Makes each config end in the store through ``Store.put``, or reports why it did not."""
-
-    name: str
-
-    def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
-        """One row per config (see ``outcome``), calling on_done(row) as each finishes."""
-        ...
-
-
-def outcome(cfg: RunConfig, status: str, message: str, store=None, cached: bool = False) -> dict:
-    """The row of one config: its grid coordinates, status and, when stored, its metrics."""
-    row = {
-        "key": cfg.key(), "d": cfg.d, "n": cfg.n, "k": cfg.k, "seed": cfg.seed, "arch": cfg.arch, "mode": cfg.mode,
-        "status": status, "message": message, "cached": cached,
-        "test_loss": None, "feature_corr": None, "train_loss": None, "seconds": None,
-    }
-    result = store.get(row["key"]) if store is not None and status == "done" else None
-    if result is not None:
-        row.update({name: result.metrics.get(name) for name in ("test_loss", "feature_corr", "train_loss")})
-        row["seconds"] = result.meta.get("seconds")
-    return row
-
-
-class LocalExecutor:
-    """Every config a background job on this machine (see module docstring)."""
-
-    name = "local"
-
-    def __init__(self, poll: float = 1.0):
-        self.poll = poll
-
-    def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly import jobs
-
-        rows, ids = [], {}
-        for cfg in configs:
-            try:
-                ids[jobs.submit(cfg, store)] = cfg
-            except jobs.BudgetError as err:
-                rows.append(outcome(cfg, "refused", str(err)))
-                on_done(rows[-1])
-        pending = dict(ids)
-        try:
-            while pending:
-                snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
-                for job_id, cfg in list(pending.items()):
-                    job = snapshot.get(job_id)
-                    if job is None:
-                        rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
-                    elif job.finished:
-                        rows.append(outcome(cfg, job.status, job.message, store))
-                    else:
-                        if job.status == "running" and job.progress:
-                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.progress[-1]['step']}")
-                        continue
-                    del pending[job_id]
-                    on_done(rows[-1])
-                if pending:
-                    time.sleep(self.poll)
-        except KeyboardInterrupt:
-            for job_id in pending:  # the jobs are detached: stop the ones this sweep started
-                jobs.cancel(job_id, store)
-            raise
-        return rows
-
-
-def _ray_executor() -> Executor:
-    """Ray (issue 7), imported only when asked for: Ray is an optional dependency."""
-    from hierpoly.cluster import RayExecutor
-
-    return RayExecutor()
-
-
-def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Configs that differ only in their seed, grouped (in first-seen order)."""
-    groups: dict[str, list[RunConfig]] = {}
-    for cfg in configs:
-        groups.setdefault(dataclasses.replace(cfg, seed=0).key(), []).append(cfg)
-    return list(groups.values())
-
-
-class InlineExecutor:
-    """Every cell in this process, its seeds batched into one program (``train.run_seeds``)."""
-
-    name = "inline"
-
-    def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly import train
-        from hierpoly.store import result_from_train
-
-        rows = []
-        for group in seed_groups(configs):
-            first = group[0]
-            label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
-
-            def note(i, row, label=label):
-                on_note(f"{label}: step {row.step}")
-
-            results = train.run_seeds(group, on_progress=note)
-            for cfg, res in zip(group, results):
-                if res.status == "done":
-                    store.put(result_from_train(cfg, res, res.seconds))
-                rows.append(outcome(cfg, res.status, res.message, store))
-                on_done(rows[-1])
-        return rows
-
-
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "inline": InlineExecutor, "ray": _ray_executor}
-
-
-def register_executor(name: str, factory: Callable[[], Executor]) -> None:
-    """Make ``run_sweep(..., executor=name)`` available (e.g. ray, issue 7)."""
-    EXECUTORS[name] = factory
-
-
 def missing(spec: SweepSpec, store) -> list[RunConfig]:
     """The grid's configs whose key is not stored, cheapest first."""
     return [cfg for cfg in spec.configs() if not store.has(cfg.key())]
@@ -357,13 +223,11 @@ def run_sweep(
         one row per config of the grid (``outcome``): stored ones with ``cached`` true,
         the others with the status their run ended in (done, failed, diverged, cancelled, refused).
     """
-    from hierpoly.store import Store
+    from hierpoly.runs.store import Store
 
     store = store if store is not None else Store()
     if isinstance(executor, str):
-        if executor not in EXECUTORS:
-            raise SweepError(f"unknown executor {executor!r}; available: {', '.join(EXECUTORS)}")
-        executor = EXECUTORS[executor]()
+        executor = executors.get(executor)
     configs = spec.configs()
     todo = [cfg for cfg in configs if not store.has(cfg.key())]
     todo_keys = {cfg.key() for cfg in todo}

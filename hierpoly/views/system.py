@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from hierpoly.store import REPO, Store, default_dir
+from hierpoly.runs.store import REPO, Store, default_dir
 
-_PROBE_CODE = "import json; from hierpoly.train import device_info; print(json.dumps(device_info()))"
+_PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
 _probe_lock = threading.Lock()
 _probe: dict = {}  # "thread", "result" (dict) or "error" (str)
 
@@ -75,7 +75,7 @@ def _clear_store_cache() -> None:
 
 def _load_shipped(store: Store) -> None:
     try:
-        from hierpoly.bundles import load_precomputed
+        from hierpoly.runs.bundles import load_precomputed
     except ImportError:  # bundles not available: nothing shipped to load
         return
     load_precomputed(store)
@@ -105,7 +105,7 @@ def describe_device(info: dict | None) -> str:
 
 def system_status(store: Store) -> SystemStatus:
     """Device, store size and count, and live jobs."""
-    from hierpoly import jobs
+    from hierpoly.runs import jobs
 
     info, source = device_probe(), "probe"
     if info is None:

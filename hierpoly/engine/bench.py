@@ -25,9 +25,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from hierpoly import model, train
 from hierpoly.config import RunConfig
-from hierpoly.piecewise import relu_sum_fast
+from hierpoly.engine import model, train
+from hierpoly.engine.piecewise import relu_sum_fast
 
 CPU_CASES = [(16, 16384), (20, 64000)]
 GPU_CASES = [(40, 512000)]

@@ -42,9 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hierpoly import model, targets, train
+from hierpoly import targets
 from hierpoly.config import RunConfig, poly_space_dim
-from hierpoly.metrics import mse, pearson, relative_test_loss
+from hierpoly.engine import model, train
+from hierpoly.engine.metrics import mse, pearson, relative_test_loss
 
 RIDGE_GRID = tuple(10.0**e for e in range(-10, 2))  # penalties relative to the mean feature energy
 HOLDOUT = 0.2  # fraction of the training set used to pick the ridge penalty

@@ -1,35 +1,147 @@
-"""Sweeps on a Ray cluster (issue 7): each missing config one Ray task, results back as validated bytes.
+"""Executors: where a sweep's missing configs run. Each makes every config end in the
+store through the validated ``Store.put`` path, or reports why it did not, as one
+row per config (``outcome``).
 
-``RayExecutor`` is the ``ray`` executor of ``sweeps.run_sweep``. Each config goes to
-the cluster as a plain dict and runs ``train.run`` in a Ray worker, which returns
-``(key, status, message, bytes)``: the bytes are the store's own value format
-(``store.to_bytes``), never a pickled Result. The driver decodes them with the
-validating reader (``store.from_bytes``), checks the key against the config it
-sent, and writes through ``Store.put``, which writes a key once: a retried or
-duplicated task never makes a second result.
+    local   every config a background job (``jobs.submit``), so the app sees its
+            progress; workers run one at a time by default (HIERPOLY_MAX_WORKERS).
+            Ctrl-C cancels the jobs this sweep submitted.
 
-A task asks for one GPU when the cluster has GPUs, one CPU otherwise (and then runs
-JAX on CPU). A worker that dies, or a task that raises, is retried ``max_retries``
-times; after that the config's row is ``failed`` with the error. Ctrl-C cancels
-the outstanding tasks (``ray.cancel(force=True)``) and re-raises.
+    inline  in this process, no background jobs: the seeds of a cell train together
+            as one compiled program (``runner.execute_seeds``, vmap over seeds). The
+            fastest way to fill a grid on one machine from the command line.
 
-Workers import hierpoly from this checkout through PYTHONPATH (local clusters and
-clusters whose nodes share the checkout's path); for ``ray://`` addresses the
-checkout is shipped as the job's ``working_dir`` instead (it is small). See
-docs/ray.md for starting a cluster and why its ports must stay private.
+    ray     each config a Ray task on a cluster (``RayExecutor``; Ray is optional).
+            A task runs ``runner.execute`` in a Ray worker and returns the store's own
+            value format (``codec.to_bytes``), never a pickled Result; the driver
+            decodes it with the validating reader, checks the key against the config
+            it sent, and writes through ``Store.put``, which writes a key once: a
+            retried or duplicated task never makes a second result. A task asks for
+            one GPU when the cluster has GPUs, one CPU otherwise. A worker that dies,
+            or a task that raises, is retried ``max_retries`` times; after that the
+            config's row is ``failed`` with the error. Ctrl-C cancels the outstanding
+            tasks and re-raises. Workers import hierpoly from this checkout through
+            PYTHONPATH; for ``ray://`` addresses the checkout is shipped as the job's
+            ``working_dir``.
 
-Importing this module does not import Ray or JAX.
+Importing this module imports neither JAX nor Ray.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from hierpoly.config import RunConfig
-from hierpoly.store import REPO, StoreError, from_bytes
-from hierpoly.sweeps import SweepError, outcome
+from hierpoly.runs.codec import StoreError, from_bytes, to_bytes
+from hierpoly.runs.store import REPO
 
+
+class SweepError(ValueError):
+    """A sweep that cannot be run (bad grid, unknown executor, Ray missing or unreachable), with a one-line reason."""
+
+
+class Executor(Protocol):
+    """Makes each config end in the store through ``Store.put``, or reports why it did not."""
+
+    name: str
+
+    def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
+        """One row per config (see ``outcome``), calling on_done(row) as each finishes."""
+        ...
+
+
+def outcome(cfg: RunConfig, status: str, message: str, store=None, cached: bool = False) -> dict:
+    """The row of one config: its grid coordinates, status and, when stored, its metrics."""
+    row = {
+        "key": cfg.key(), "d": cfg.d, "n": cfg.n, "k": cfg.k, "seed": cfg.seed, "arch": cfg.arch, "mode": cfg.mode,
+        "status": status, "message": message, "cached": cached,
+        "test_loss": None, "feature_corr": None, "train_loss": None, "seconds": None,
+    }
+    result = store.get(row["key"]) if store is not None and status == "done" else None
+    if result is not None:
+        row.update({name: result.metrics.get(name) for name in ("test_loss", "feature_corr", "train_loss")})
+        row["seconds"] = result.meta.get("seconds")
+    return row
+
+
+class LocalExecutor:
+    """Every config a background job on this machine (see module docstring)."""
+
+    name = "local"
+
+    def __init__(self, poll: float = 1.0):
+        self.poll = poll
+
+    def run(self, configs, store, on_done, on_note) -> list[dict]:
+        from hierpoly.runs import budget, jobs
+
+        rows, ids = [], {}
+        for cfg in configs:
+            try:
+                ids[jobs.submit(cfg, store)] = cfg
+            except budget.BudgetError as err:
+                rows.append(outcome(cfg, "refused", str(err)))
+                on_done(rows[-1])
+        pending = dict(ids)
+        try:
+            while pending:
+                snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
+                for job_id, cfg in list(pending.items()):
+                    job = snapshot.get(job_id)
+                    if job is None:
+                        rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
+                    elif job.finished:
+                        rows.append(outcome(cfg, job.status, job.message, store))
+                    else:
+                        if job.status == "running" and job.progress:
+                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.progress[-1]['step']}")
+                        continue
+                    del pending[job_id]
+                    on_done(rows[-1])
+                if pending:
+                    time.sleep(self.poll)
+        except KeyboardInterrupt:
+            for job_id in pending:  # the jobs are detached: stop the ones this sweep started
+                jobs.cancel(job_id, store)
+            raise
+        return rows
+
+
+def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Configs that differ only in their seed, grouped (in first-seen order)."""
+    groups: dict[str, list[RunConfig]] = {}
+    for cfg in configs:
+        groups.setdefault(dataclasses.replace(cfg, seed=0).key(), []).append(cfg)
+    return list(groups.values())
+
+
+class InlineExecutor:
+    """Every cell in this process, its seeds batched into one program (``train.run_seeds``)."""
+
+    name = "inline"
+
+    def run(self, configs, store, on_done, on_note) -> list[dict]:
+        from hierpoly.runs import runner
+
+        rows = []
+        for group in seed_groups(configs):
+            first = group[0]
+            label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
+
+            def note(i, row, label=label):
+                on_note(f"{label}: step {row.step}")
+
+            for ended in runner.execute_seeds(group, on_progress=note):
+                if ended.result is not None:
+                    store.put(ended.result)
+                rows.append(outcome(ended.config, ended.status, ended.message, store))
+                on_done(rows[-1])
+        return rows
+
+
+# ---------------------------------------------------------------------- ray
 INSTALL_HINT = "the ray executor needs Ray: pip install -r requirements-ray.txt"
 SHIP_EXCLUDES = [".git", "cache", "node_modules", "__pycache__", "*.zip", ".pytest_cache"]
 TASK_NAME = "hierpoly_train"  # workers running a task show up as `ray::hierpoly_train`
@@ -41,15 +153,13 @@ class ClusterError(SweepError):
 
 def train_to_bytes(config: dict) -> tuple[str, str, str, bytes | None]:
     """Train one config (runs in a Ray worker); returns key, status, message and, when done, the stored bytes."""
-    from hierpoly import train
-    from hierpoly.store import result_from_train, to_bytes
+    from hierpoly.runs import runner
 
     cfg = RunConfig.from_dict(config)
-    t0 = time.perf_counter()
-    result = train.run(cfg)
-    if result.status != "done":  # diverged: reported, not stored (like the local executor)
-        return cfg.key(), result.status, result.message, None
-    return cfg.key(), "done", result.message, to_bytes(result_from_train(cfg, result, time.perf_counter() - t0))
+    ended = runner.execute(cfg)
+    if ended.result is None:  # diverged: reported, not stored (like the local executor)
+        return cfg.key(), ended.status, ended.message, None
+    return cfg.key(), "done", ended.message, to_bytes(ended.result)
 
 
 def accept(cfg: RunConfig, reply, store) -> dict:
@@ -184,3 +294,12 @@ class RayExecutor:
             raise
         return rows
 
+
+EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "inline": InlineExecutor, "ray": RayExecutor}
+
+
+def get(name: str) -> Executor:
+    """A new executor by name."""
+    if name not in EXECUTORS:
+        raise SweepError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
+    return EXECUTORS[name]()

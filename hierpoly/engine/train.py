@@ -37,10 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hierpoly import model, targets
+from hierpoly import targets
 from hierpoly.config import RunConfig
-from hierpoly.metrics import SUM_NAMES, chunk_sums, from_sums, mse, pearson, relative_test_loss
-from hierpoly.piecewise import relu_sum_fast
+from hierpoly.engine import model
+from hierpoly.engine.metrics import SUM_NAMES, chunk_sums, from_sums, mse, pearson, relative_test_loss
+from hierpoly.engine.piecewise import relu_sum_fast
 
 SAMPLE_ROWS = 2000  # test points kept for plots
 EVAL_CHUNK = 65536  # evaluation points drawn and scored at a time (memory stays flat in n_eval)
@@ -236,9 +237,7 @@ def run(
 ) -> TrainResult:
     """Train one config to completion; see the module docstring for the rules."""
     if cfg.arch != "three_layer":
-        from hierpoly import baselines  # Figure 2's baselines share the data, keys and progress
-
-        return baselines.run(cfg, on_progress, should_stop, chunk)
+        raise ValueError(f"train.run trains the three-layer network; arch {cfg.arch!r} is a baseline (baselines.run)")
     t0 = time.perf_counter()
     data = make_data(cfg)
     params = model.init(keys(cfg.seed)["init"], cfg)
