@@ -1,0 +1,60 @@
+"""The one progress record: from the training loop, through the job table, to the page.
+
+The loop reports a ``Progress`` between compiled chunks; the worker writes
+``to_json()`` into the job table; pages and the CLI read it back with
+``from_json``. Training rows (``phase == "training"``) are a run's history; the
+other phases say what the run is doing when there is no new training row
+(starting, compiling its first chunk, evaluating on n_eval points).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+PHASES = ("starting", "compiling", "training", "evaluating")
+METRIC_FIELDS = ("train_loss", "test_loss", "feature_corr")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One row of a run's progress."""
+
+    step: int  # training steps done (layer-wise: T1 + T2 so far)
+    train_loss: float  # NaN where the phase has none
+    test_loss: float  # on the n_test monitor points
+    feature_corr: float  # corr(g, p) on the monitor points
+    seconds: float  # since the run started
+    phase: str = "training"  # one of PHASES
+    fraction: float | None = None  # share of the phase done (evaluating: of n_eval), when known
+    feature_sample: tuple[float, ...] = field(default=(), compare=False)  # g on the first monitor points
+
+    @property
+    def is_history(self) -> bool:
+        return self.phase == "training"
+
+    def to_json(self) -> dict:
+        """A JSON-safe dict: non-finite metrics become None (JSON has no NaN)."""
+        out = asdict(self)
+        for name in METRIC_FIELDS:
+            out[name] = _finite(out[name])
+        out["feature_sample"] = [_finite(v) for v in self.feature_sample]
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> Progress:
+        """The record of ``to_json`` (or an older row without phase fields); missing metrics are NaN."""
+        metrics = {name: math.nan if data.get(name) is None else float(data[name]) for name in METRIC_FIELDS}
+        sample = tuple(math.nan if v is None else float(v) for v in data.get("feature_sample") or ())
+        fraction = data.get("fraction")
+        return cls(
+            step=int(data.get("step", 0)),
+            seconds=float(data.get("seconds", 0.0)),
+            phase=str(data.get("phase", "training")),
+            fraction=None if fraction is None else float(fraction),
+            feature_sample=sample,
+            **metrics,
+        )
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
