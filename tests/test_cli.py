@@ -1,63 +1,87 @@
-"""The CLI as a user runs it: real subprocesses, JSON on the last line, clean refusals."""
+"""The CLI as a user runs it: JSON on the last line, clean one-line refusals.
+
+Argument checks run in-process through ``cli.main`` (fast); a few real subprocesses
+check what only a process shows: the exit status, stdout kept clean, no traceback.
+"""
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from hierpoly import cli as hierpoly_cli
+
+REPO = Path(__file__).resolve().parent.parent
+BACKENDS = ("cpu", "gpu", "cuda", "rocm", "tpu")
+
 
 def cli(*args, cache_dir=None, timeout=300):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     if cache_dir is not None:
         env["HIERPOLY_CACHE_DIR"] = str(cache_dir)
     return subprocess.run([sys.executable, "-m", "hierpoly", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+                          cwd=REPO, timeout=timeout)
 
 
-def test_target_json_gives_the_paper_constant():
-    res = cli("target", "--d", "16", "--k", "3", "--link", "cubic", "--json")
-    assert res.returncode == 0, res.stderr
-    out = json.loads(res.stdout.strip().splitlines()[-1])
+def test_target_json_gives_the_paper_constant(capsys):
+    assert hierpoly_cli.main(["target", "--d", "16", "--k", "3", "--link", "cubic", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["C"] == pytest.approx(8.96178e-4, rel=1e-5)
     assert out["moments"]["E[p^6]"] == pytest.approx(1245120, rel=1e-12)
     assert out["normalised_moments"]["E[(p/sqrt(d))^6]"] == pytest.approx(304, rel=1e-3)
 
 
+@pytest.mark.process
 def test_run_json_schema(tmp_path):
-    res = cli("run", "--d", "3", "--n", "256", "--m2", "20", "--steps", "100", "--n-test", "256", "--json",
-              cache_dir=tmp_path)
+    res = cli("run", "--d", "3", "--n", "256", "--m2", "20", "--steps", "100", "--n-test", "256", "--n-eval", "4096",
+              "--json", cache_dir=tmp_path)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout.strip().splitlines()[-1])
     for name in ("key", "config", "status", "test_loss", "feature_corr", "train_loss", "steps", "seconds",
                  "device", "versions"):
         assert name in out, name
     assert out["status"] == "done" and out["steps"] == 100 and len(out["key"]) == 64
-    assert out["config"]["m1"] == 9 and out["device"]["backend"] == "cpu"
+    assert out["config"]["m1"] == 9 and out["device"]["backend"] in BACKENDS
     assert {"jax", "optax", "hierpoly"} <= set(out["versions"])
     assert 0 <= out["test_loss"] < 10 and -1 <= out["feature_corr"] <= 1
 
 
-@pytest.mark.parametrize(
-    "args,message",
-    [
-        (["run", "--d", "0", "--n", "100"], "d must be at least 1"),
-        (["run", "--d", "4", "--n", "1"], "n must be at least 2"),
-        (["run", "--d", "4", "--n", "100", "--lr", "-1"], "learning rate must be positive"),
-        (["run", "--d", "4", "--n", "100", "--lr", "nan"], "finite"),
-        (["run", "--d", "4", "--n", "100", "--k", "9"], "k must be one of"),
-        (["run", "--d", "4", "--n", "100", "--link", "__import__('os')"], "neither a preset"),
-        (["run", "--d", "4", "--n", "100", "--m1", "0"], "m1 must be at least 1"),
-        (["run", "--d", "four", "--n", "100"], "invalid int value"),
-        (["run", "--n", "100"], "required"),
-        (["target", "--d", "4", "--k", "7"], "k must be one of"),
-        (["frobnicate"], "invalid choice"),
-    ],
-)
-def test_bad_arguments_one_line_no_traceback(args, message, tmp_path):
+BAD_ARGUMENTS = [
+    (["run", "--d", "0", "--n", "100"], "d must be at least 1"),
+    (["run", "--d", "4", "--n", "1"], "n must be at least 2"),
+    (["run", "--d", "4", "--n", "100", "--lr", "-1"], "learning rate must be positive"),
+    (["run", "--d", "4", "--n", "100", "--lr", "nan"], "finite"),
+    (["run", "--d", "4", "--n", "100", "--k", "9"], "k must be one of"),
+    (["run", "--d", "4", "--n", "100", "--link", "__import__('os')"], "neither a preset"),
+    (["run", "--d", "4", "--n", "100", "--m1", "0"], "m1 must be at least 1"),
+    (["run", "--d", "four", "--n", "100"], "invalid int value"),
+    (["run", "--n", "100"], "required"),
+    (["target", "--d", "4", "--k", "7"], "k must be one of"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD_ARGUMENTS)
+def test_bad_arguments_one_line_no_traceback(args, message, capsys):
+    try:
+        code = hierpoly_cli.main(args)
+    except SystemExit as exit_:  # argparse errors leave through SystemExit with our one line
+        code = exit_.code
+    assert code != 0
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, captured.err
+    assert message in lines[0] and "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("args,message", [BAD_ARGUMENTS[0], BAD_ARGUMENTS[7], BAD_ARGUMENTS[-1]])
+def test_bad_arguments_in_a_real_process(args, message, tmp_path):
     res = cli(*args, cache_dir=tmp_path)
     assert res.returncode != 0
     lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, res.stderr
-    assert message in lines[0] and "Traceback" not in res.stderr
+    assert len(lines) == 1 and message in lines[0], res.stderr
     assert res.stdout == ""

@@ -1,11 +1,15 @@
 """Configs: validation messages, default resolution, stable keys."""
 import dataclasses
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from hierpoly.config import ConfigError, RunConfig, poly_space_dim
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_resolve_to_the_same_key():
@@ -33,10 +37,12 @@ def test_every_field_changes_the_key():
     assert len(keys) == len(changes) + 1
 
 
+@pytest.mark.process
 def test_key_is_stable_across_processes():
     code = "from hierpoly.config import RunConfig; print(RunConfig(d=12, n=999, link='1,0,2', seed=3).key())"
-    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-            for _ in range(2)}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    outs = {subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                           check=True).stdout.strip() for _ in range(2)}
     assert outs == {RunConfig(d=12, n=999, link="1,0,2", seed=3).key()}
     assert len(outs.pop()) == 64
 

@@ -29,7 +29,7 @@ def test_hermite_3_closed_form():
 
 @pytest.mark.parametrize("d", [1, 2, 5, 8, 16, 40])
 def test_sixth_moment_closed_form_k3(d):
-    # PAPER.md §2: E[p^6] = 53745 d + 1395 d(d-1) + 15 d(d-1)(d-2)
+    # the paper, section 2: E[p^6] = 53745 d + 1395 d(d-1) + 15 d(d-1)(d-2)
     expected = 53745 * d + 1395 * d * (d - 1) + 15 * d * (d - 1) * (d - 2)
     assert feature_moments(d, 3, 0, 6)[6] == pytest.approx(expected, rel=1e-12)
     assert feature_moments(d, 3, 0, 6)[2] == pytest.approx(d, rel=1e-12)

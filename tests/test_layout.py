@@ -1,0 +1,128 @@
+"""The package's shape: rooms whose imports point one way, no cycles, short functions, no JAX outside the engine."""
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "hierpoly"
+# What each room may import from the package. runs reaches the engine only through the runner.
+ALLOWED = {
+    "foundation": {"foundation"},
+    "engine": {"foundation", "engine"},
+    "runs": {"foundation", "runs"},
+    "views": {"foundation", "runs", "views"},
+    "face": {"foundation", "runs", "views", "engine", "face"},  # cli, __main__, __init__
+}
+ENGINE_GATES = {"hierpoly.runs.runner"}  # the one module of runs that may call into the engine
+MAX_FUNCTION_LINES = 60
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    if len(parts) >= 2 and parts[1] in ("engine", "runs", "views"):
+        return parts[1]
+    if module in ("hierpoly", "hierpoly.cli", "hierpoly.__main__"):
+        return "face"
+    return "foundation"
+
+
+def _imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """Package modules imported anywhere in the file (function-level imports included)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in modules}
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
+    for name in graph:  # a package's __init__ is not an edge worth following
+        graph[name] -= {"hierpoly", "hierpoly.engine", "hierpoly.runs", "hierpoly.views"}
+    return graph
+
+
+def test_imports_point_one_way_between_rooms():
+    wrong = []
+    for module, targets in _graph().items():
+        room = _room(module)
+        for target in targets:
+            allowed = ALLOWED[room] | ({"engine"} if module in ENGINE_GATES else set())
+            if _room(target) not in allowed:
+                wrong.append(f"{module} ({room}) -> {target} ({_room(target)})")
+    assert wrong == []
+
+
+def test_no_import_cycles():
+    graph, cycles = _graph(), []
+
+    def visit(node, path, on_path):
+        for target in sorted(graph.get(node, ())):
+            if target in on_path:
+                cycles.append(" -> ".join(path[path.index(target):] + [target]))
+            elif target not in done:
+                visit(target, path + [target], on_path | {target})
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start], {start})
+    assert cycles == []
+
+
+def test_no_function_over_the_line_limit():
+    long = []
+    for path in [*PACKAGE.rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({lines} lines)")
+    assert long == []
+
+
+@pytest.mark.process
+def test_everything_outside_the_engine_imports_without_jax():
+    names = sorted(name for name in _modules() if _room(name) != "engine" and name != "hierpoly.__main__")
+    code = f"import sys\nfor name in {names!r}:\n    __import__(name)\nprint(sorted(m for m in ('jax', 'jaxlib', 'optax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_docs_and_code_point_only_at_files_in_the_repository():
+    mention = re.compile(r"(?<![\w./-])((?:[\w-]+/)*[\w-]+\.(?:md|py|toml|txt|zip))\b")
+    files = [*PACKAGE.rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py"), REPO / "README.md",
+             *REPO.glob("requirements*.txt"), REPO / ".streamlit" / "config.toml"]
+    known = {str(p.relative_to(REPO)) for p in REPO.rglob("*") if ".git" not in p.parts} | {p.name for p in REPO.rglob("*")}
+    missing = []
+    for path in files:
+        for match in mention.finditer(path.read_text()):
+            name = match.group(1)
+            if name.endswith(".zip") and "/" not in name:  # an output name in an example command
+                continue
+            if name not in known and not any(k.endswith("/" + name) for k in known):
+                missing.append(f"{path.relative_to(REPO)}: {name}")
+    assert missing == []
