@@ -47,6 +47,6 @@ if status.device_source == "pending":
     st.caption("The JAX backend is being probed in a separate process (the web app never loads JAX); "
                "reload to see it.")
 for job in status.live_jobs:
-    last = job.progress[-1]["step"] if job.progress else 0
+    last = job.step
     st.page_link("pages/1_Explore.py", icon="⏳", query_params=params_from_config(job.config),
                  label=f"{job.status}: {run_label(job.config)}, step {last} / {job.total_steps}")

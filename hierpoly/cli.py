@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -108,13 +109,15 @@ def _progress_printer(total: int):
     bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=0.5)
 
     def update(job):
-        row = job.progress[-1] if job.progress else None
+        row = job.last
         if row is not None:
-            bar.update(row["step"] - bar.n)
-            if row["test_loss"] is not None and row["feature_corr"] is not None:
-                bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", corr=f"{row['feature_corr']:.3f}")
+            bar.update(row.step - bar.n)
+            if math.isfinite(row.test_loss) and math.isfinite(row.feature_corr):
+                bar.set_postfix(test_loss=f"{row.test_loss:.4f}", corr=f"{row.feature_corr:.3f}")
+            if not row.is_history:
+                bar.set_description(row.phase)
         else:
-            bar.set_description(job.status)
+            bar.set_description(job.status if job.status != "queued" else f"queued ({job.message})")
 
     return bar, update
 
@@ -131,7 +134,7 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
         "key": cfg.key(), "config": cfg.to_dict(), "status": result.status if result else job.status,
         "message": result.message if result else job.message, "test_loss": metrics.get("test_loss"),
         "feature_corr": metrics.get("feature_corr"), "train_loss": metrics.get("train_loss"),
-        "steps": meta.get("steps", job.progress[-1]["step"] if job.progress else 0),
+        "steps": meta.get("steps", job.step),
         "seconds": round(meta.get("seconds", time.perf_counter() - t0), 3), "elapsed": round(time.perf_counter() - t0, 3),
         "device": meta.get("device"), "versions": meta.get("versions"), "cached": cached, "job_id": job.job_id,
     }
@@ -210,8 +213,7 @@ def cmd_jobs(args) -> int:
         print(json.dumps([j.to_dict() for j in listed]))
         return 0
     for j in listed:
-        row = j.progress[-1] if j.progress else None
-        done = f"{row['step']}/{j.total_steps}" if row else f"0/{j.total_steps}"
+        done = f"{j.step}/{j.total_steps}"
         print(f"{j.job_id}  {j.status:9s}  {done:>13s}  pid {j.pid or '-':>7}  {j.key[:12]}  {j.message}")
     return 0
 

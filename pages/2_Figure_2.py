@@ -84,7 +84,7 @@ def grid_progress() -> None:
     if running and running[0].progress:
         j = running[0]
         text += f" · now d={j.config.d} n={j.config.n} seed {j.config.seed} {j.config.arch}: " \
-                f"step {j.progress[-1]['step']} / {j.total_steps}"
+                f"step {j.step} / {j.total_steps}"
     st.progress(done_now / max(len(grid_keys), 1), text=text)
 
 
