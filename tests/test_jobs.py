@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+pytestmark = pytest.mark.process
+
 from hierpoly.config import RunConfig
 from hierpoly.runs import budget, jobs
 from hierpoly.runs.store import Store
@@ -21,15 +23,16 @@ LONG = dict(TINY, steps=200_000, patience=10**6)
 
 
 @pytest.fixture(autouse=True)
-def no_stray_workers():
-    """Kill the workers of jobs still live when a test ends (only ours: pids from this store's jobs)."""
+def no_stray_workers(monkeypatch):
+    """Idle workers exit soon; kill the workers still busy or idle when a test ends (only this store's)."""
+    monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "3")
     yield
-    for job in jobs.list_jobs():
-        if job.status in jobs.LIVE and job.pid:
-            try:
-                os.kill(job.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    pids = [job.pid for job in jobs.list_jobs() if job.status in jobs.LIVE and job.pid] + jobs.idle_worker_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(predicate, timeout: float, poll: float = 0.2):
@@ -61,7 +64,7 @@ def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
     key = outs[0]["key"]
     listed = [j for j in jobs.list_jobs() if j.key == key]
     assert len(listed) == 1 and listed[0].status == "done"
-    steps = [row["step"] for row in listed[0].progress]
+    steps = [row.step for row in listed[0].progress if row.is_history]
     assert steps == sorted(set(steps)) and steps[-1] == 200  # one training's rows, not several interleaved
     # an identical run is answered from the store
     t0 = time.monotonic()
@@ -82,7 +85,7 @@ def test_kill_9_gives_failed_then_resubmit_completes():
     store = Store()
     cfg = RunConfig(**TINY, steps=3000, patience=10**6)
     job_id = jobs.submit(cfg, store)
-    job = wait_for(lambda: (j := jobs.get(job_id, store)).progress and j.progress[-1]["step"] >= 100 and j, 120)
+    job = wait_for(lambda: (j := jobs.get(job_id, store)).step >= 100 and j, 120)
     assert job.status == "running" and job.pid
     os.kill(job.pid, signal.SIGKILL)
     t0 = time.monotonic()
