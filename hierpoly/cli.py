@@ -203,12 +203,17 @@ def _add_store_commands(sub) -> None:
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
+    p = sub.add_parser("doctor", help="check the store and the job table; --repair removes what cannot be read")
+    p.add_argument("--repair", action="store_true", help="say what will be removed, then remove it")
 
 
 def cmd_jobs(args) -> int:
     from hierpoly.runs import jobs
 
     listed = jobs.list_jobs()
+    for job_id, reason in jobs.damaged().items():
+        print(f"warning: job record {job_id} cannot be read ({reason}): run `python -m hierpoly doctor --repair`",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([j.to_dict() for j in listed]))
         return 0
@@ -257,6 +262,28 @@ def cmd_export(args) -> int:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from hierpoly.runs import doctor
+    from hierpoly.runs.store import default_dir
+
+    directory = default_dir()
+    findings = doctor.check(directory)
+    if not findings:
+        print(f"ok: the store and the job table at {directory} are readable")
+        return 0
+    if not args.repair:
+        for finding in findings:
+            print(finding.line())
+        print(f"{len(findings)} problem(s): run `python -m hierpoly doctor --repair` to fix them as listed")
+        return 1
+    doctor.repair(directory, findings)
+    left = doctor.check(directory)
+    for finding in left:
+        print(f"still wrong: {finding.line()}")
+    print(f"repaired the store at {directory}" if not left else f"{len(left)} problem(s) remain")
+    return 0 if not left else 1
 
 
 def cmd_import(args) -> int:
@@ -469,6 +496,7 @@ def _cmd_bench(args) -> int:
 
 COMMANDS = {"run": cmd_run, "target": cmd_target}
 COMMANDS.update({"jobs": cmd_jobs, "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import})
+COMMANDS["doctor"] = cmd_doctor
 COMMANDS.update({"sweep": cmd_sweep, "figure2": cmd_figure2})
 COMMANDS["bench"] = _cmd_bench
 

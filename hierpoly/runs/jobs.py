@@ -604,3 +604,42 @@ def finish(store: Store, job_id: str, status: str, message: str) -> None:
         if mine or status == "done":  # a stored result is done, whoever was declared lost
             rec.update(status=status, message=message)
             _save(t, rec)
+
+
+# ------------------------------------------------------------------ doctor
+def stale(store: Store | None = None) -> dict[str, str]:
+    """Jobs still marked running whose worker is gone: {job_id: reason} (any read marks them)."""
+    store = _store(store)
+    t = table(store)
+    now = time.time()
+    with _guard(store):
+        records, _ = _records(t)
+        return {r["job_id"]: reason for r in records if (reason := _lost_reason(t, r, now))}
+
+
+def orphans(store: Store | None = None) -> list[str]:
+    """Table entries that belong to no readable job (claims, progress, beats, cancels)."""
+    store = _store(store)
+    t = table(store)
+    with _guard(store):
+        records, _ = _records(t)
+        ids = {r["job_id"] for r in records}
+        out = []
+        for name in t.iterkeys():
+            prefix, _, rest = name.partition(":")
+            if prefix == "claim":
+                value = t.get(name)
+                if not isinstance(value, str) or value not in ids:
+                    out.append(name)
+            elif prefix in ("progress", "beat", "cancel") and rest not in ids:
+                out.append(name)
+        return out
+
+
+def remove_entries(names: list[str], store: Store | None = None) -> None:
+    """Delete job-table entries by name (doctor's repair of orphans)."""
+    store = _store(store)
+    t = table(store)
+    with _guard(store), t.transact():
+        for name in names:
+            t.delete(name)
