@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from hierpoly.runs.codec import MEMBERS, Result, StoreError, decode_doc, from_by
 
 REPO = Path(__file__).resolve().parents[2]
 INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them
+SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size (SQLite's pages, the job table)
 REPAIR_HINT = "run `python -m hierpoly doctor --repair`"
 
 
@@ -149,16 +151,44 @@ class Store:
         decoded before the transaction commits. Raises StoreError, leaving the store unchanged.
         """
         values = {result.key: to_bytes(result) for result in results}
+        self._check_space(sum(len(v) for v in values.values()))
         written = []
-        with self._guard(), self._cache.transact():
-            for key, value in values.items():
-                if not overwrite and self._readable(key):
-                    continue
-                self._cache.set(key, value)
-                if self._cache.get(key) != value:
-                    raise StoreError(f"result {key[:16]} did not read back as written")
-                written.append(key)
+        try:
+            with self._guard(), self._cache.transact():
+                for key, value in values.items():
+                    if not overwrite and self._readable(key):
+                        continue
+                    self._cache.set(key, value)
+                    if self._cache.get(key) != value:
+                        raise StoreError(f"result {key[:16]} did not read back as written")
+                    written.append(key)
+        except StoreError:
+            self._shrink_log()
+            raise
         return written
+
+    def _check_space(self, size: int) -> None:
+        """Refuse before writing when the disk cannot hold size bytes twice (the log, then the database)."""
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return  # unknown: the transaction still keeps the store whole
+        if free < 2 * size + SPACE_MARGIN:
+            raise StoreError(f"the disk holding the store at {self.directory} is full: writing needs about "
+                             f"{(2 * size + SPACE_MARGIN) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; free some "
+                             "space or point HIERPOLY_CACHE_DIR at another disk; nothing was changed")
+
+    def _shrink_log(self) -> None:
+        """Give back the write-ahead log a failed transaction grew (it would keep a full disk full)."""
+        self._cache.close()  # reopened on next use
+        try:
+            con = sqlite3.connect(str(self.directory / "cache.db"), timeout=5)
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass  # best effort: other readers may hold the log; SQLite reuses it either way
 
     def _readable(self, key: str) -> bool:
         try:
