@@ -5,8 +5,9 @@ Run with `streamlit run app.py`; pages are auto-discovered from pages/.
 import streamlit as st
 
 from hierpoly import __version__
+from hierpoly.runs import policy
 from hierpoly.views.forms import params_from_config, run_label
-from hierpoly.views.system import format_bytes, open_store, system_status
+from hierpoly.views.system import format_bytes, open_checked, system_status
 
 st.set_page_config(page_title="hierpoly explorer", page_icon="🧮", layout="wide")
 st.title("Three-layer networks learn hierarchical polynomials")
@@ -36,7 +37,12 @@ cols[3].page_link("pages/4_Learn.py", label="Learn", icon="🎓")
 cols[3].caption("A classroom tour that runs in seconds on a laptop.")
 
 st.subheader("System")
-store = open_store()
+store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+for problem in problems:
+    st.warning(problem, icon="⚠️")
+if store is None:
+    st.stop()
+st.sidebar.caption(policy.describe())
 status = system_status(store)
 cols = st.columns(4)
 cols[0].metric("JAX device", status.device, help=f"source: {status.device_source}")
@@ -47,6 +53,6 @@ if status.device_source == "pending":
     st.caption("The JAX backend is being probed in a separate process (the web app never loads JAX); "
                "reload to see it.")
 for job in status.live_jobs:
-    last = job.progress[-1]["step"] if job.progress else 0
+    last = job.step
     st.page_link("pages/1_Explore.py", icon="⏳", query_params=params_from_config(job.config),
                  label=f"{job.status}: {run_label(job.config)}, step {last} / {job.total_steps}")

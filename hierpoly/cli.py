@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 
@@ -108,13 +109,15 @@ def _progress_printer(total: int):
     bar = tqdm(total=total, file=sys.stderr, unit="step", dynamic_ncols=True, mininterval=0.5)
 
     def update(job):
-        row = job.progress[-1] if job.progress else None
+        row = job.last
         if row is not None:
-            bar.update(row["step"] - bar.n)
-            if row["test_loss"] is not None and row["feature_corr"] is not None:
-                bar.set_postfix(test_loss=f"{row['test_loss']:.4f}", corr=f"{row['feature_corr']:.3f}")
+            bar.update(row.step - bar.n)
+            if math.isfinite(row.test_loss) and math.isfinite(row.feature_corr):
+                bar.set_postfix(test_loss=f"{row.test_loss:.4f}", corr=f"{row.feature_corr:.3f}")
+            if not row.is_history:
+                bar.set_description(row.phase)
         else:
-            bar.set_description(job.status)
+            bar.set_description(job.status if job.status != "queued" else f"queued ({job.message})")
 
     return bar, update
 
@@ -131,7 +134,7 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
         "key": cfg.key(), "config": cfg.to_dict(), "status": result.status if result else job.status,
         "message": result.message if result else job.message, "test_loss": metrics.get("test_loss"),
         "feature_corr": metrics.get("feature_corr"), "train_loss": metrics.get("train_loss"),
-        "steps": meta.get("steps", job.progress[-1]["step"] if job.progress else 0),
+        "steps": meta.get("steps", job.step),
         "seconds": round(meta.get("seconds", time.perf_counter() - t0), 3), "elapsed": round(time.perf_counter() - t0, 3),
         "device": meta.get("device"), "versions": meta.get("versions"), "cached": cached, "job_id": job.job_id,
     }
@@ -200,18 +203,22 @@ def _add_store_commands(sub) -> None:
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
+    p = sub.add_parser("doctor", help="check the store and the job table; --repair removes what cannot be read")
+    p.add_argument("--repair", action="store_true", help="say what will be removed, then remove it")
 
 
 def cmd_jobs(args) -> int:
     from hierpoly.runs import jobs
 
     listed = jobs.list_jobs()
+    for job_id, reason in jobs.damaged().items():
+        print(f"warning: job record {job_id} cannot be read ({reason}): run `python -m hierpoly doctor --repair`",
+              file=sys.stderr)
     if args.json:
         print(json.dumps([j.to_dict() for j in listed]))
         return 0
     for j in listed:
-        row = j.progress[-1] if j.progress else None
-        done = f"{row['step']}/{j.total_steps}" if row else f"0/{j.total_steps}"
+        done = f"{j.step}/{j.total_steps}"
         print(f"{j.job_id}  {j.status:9s}  {done:>13s}  pid {j.pid or '-':>7}  {j.key[:12]}  {j.message}")
     return 0
 
@@ -255,6 +262,28 @@ def cmd_export(args) -> int:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))
     return 0
+
+
+def cmd_doctor(args) -> int:
+    from hierpoly.runs import doctor
+    from hierpoly.runs.store import default_dir
+
+    directory = default_dir()
+    findings = doctor.check(directory)
+    if not findings:
+        print(f"ok: the store and the job table at {directory} are readable")
+        return 0
+    if not args.repair:
+        for finding in findings:
+            print(finding.line())
+        print(f"{len(findings)} problem(s): run `python -m hierpoly doctor --repair` to fix them as listed")
+        return 1
+    doctor.repair(directory, findings)
+    left = doctor.check(directory)
+    for finding in left:
+        print(f"still wrong: {finding.line()}")
+    print(f"repaired the store at {directory}" if not left else f"{len(left)} problem(s) remain")
+    return 0 if not left else 1
 
 
 def cmd_import(args) -> int:
@@ -467,6 +496,7 @@ def _cmd_bench(args) -> int:
 
 COMMANDS = {"run": cmd_run, "target": cmd_target}
 COMMANDS.update({"jobs": cmd_jobs, "cancel": cmd_cancel, "export": cmd_export, "import": cmd_import})
+COMMANDS["doctor"] = cmd_doctor
 COMMANDS.update({"sweep": cmd_sweep, "figure2": cmd_figure2})
 COMMANDS["bench"] = _cmd_bench
 

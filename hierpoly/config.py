@@ -144,7 +144,7 @@ def _validate(cfg: RunConfig) -> None:
     need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
     need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
     need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
-    need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
+    need(0 <= cfg.seed < 2**31, f"seed must be between 0 and 2^31 - 1 = {2**31 - 1}, got {cfg.seed}")
     need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
     need(16 <= cfg.n_eval <= 2**26, f"n_eval must be between 16 and 2^26 = {2**26}, got {cfg.n_eval}")
     need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")

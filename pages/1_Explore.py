@@ -1,14 +1,21 @@
 """Explore: pick a config, run it in the background, watch it learn, share its URL."""
+import uuid
+
 import streamlit as st
 
 from hierpoly.config import ARCHS, MODES, SIGMA1
-from hierpoly.runs import budget, jobs
+from hierpoly.runs import budget, jobs, policy
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, plots
-from hierpoly.views.system import open_store
+from hierpoly.views.system import open_checked
 
 st.set_page_config(page_title="Explore · hierpoly", page_icon="🔭", layout="wide")
-store = open_store()
+store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+for problem in problems:
+    st.warning(problem, icon="⚠️")
+if store is None:
+    st.stop()
+st.sidebar.caption(policy.describe())
 CUSTOM = "custom coefficients"
 PREFIX = "ex_"  # widget keys
 
@@ -47,6 +54,7 @@ if url_params != st.session_state.get("ex_url") or PREFIX + "d" not in st.sessio
     dropped = _apply(parsed.values)
     st.session_state["ex_url_errors"] = {**parsed.errors, **dropped}
     st.session_state["ex_locked"] = parsed.locked
+    st.session_state["ex_sig"] = str(url_params.get(policy.SIGNATURE_PARAM, "")) or None
     st.session_state["ex_url"] = url_params
 locked = st.session_state.get("ex_locked", False)
 url_errors = st.session_state.get("ex_url_errors", {})
@@ -57,7 +65,7 @@ st.caption("Train the three-layer network on h = g ∘ p and watch it learn the 
 if locked:
     st.info("🔒 Classroom link: the settings are fixed by the link you opened.")
 for name, message in url_errors.items():
-    st.warning(f"Ignored `{name}` from the link: {message}")
+    st.warning(f"Ignored `{name}` from the link: `{message.replace('`', chr(39))}`")  # link text shown as code
 
 
 def _error(name: str, value) -> None:
@@ -134,8 +142,11 @@ if check.config is None:
 # --------------------------------------------------------- controls -> URL
 cfg = check.config
 params = forms.params_from_config(cfg)
+signature = st.session_state.get("ex_sig")
 if locked:
     params[forms.LOCK_PARAM] = "1"
+    if signature:
+        params[policy.SIGNATURE_PARAM] = signature
 if st.query_params.to_dict() != params:
     st.query_params.from_dict(params)
 st.session_state["ex_url"] = params
@@ -149,15 +160,24 @@ live = job is not None and job.status in jobs.LIVE
 st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, steps = {cfg.steps}, "
             f"lr = {cfg.lr if cfg.lr is not None else '1/L'} · key `{key[:12]}`")
 col_run, col_cancel, col_share = st.columns([1, 1, 4])
-run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live, key="ex_run")
-cancel_clicked = col_cancel.button("■ Cancel", disabled=not live, key="ex_cancel")
+# --- mode: gallery launches nothing; classroom refuses an edited locked link (policy.py)
+link_refused = locked and policy.current_mode() == "classroom" and not policy.signature_matches(cfg, signature, store)
+if link_refused:
+    st.error("This locked link was changed after it was made (its signature does not match), so it cannot be "
+             "run. Open the link your teacher gave you again.")
+run_clicked = cancel_clicked = False
+if policy.can_launch():
+    run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or link_refused,
+                                 key="ex_run")
+    cancel_clicked = col_cancel.button("■ Cancel", disabled=not live, key="ex_cancel")
 base = (st.context.url or "").split("?")[0]
 col_share.code(base + forms.url_query(params), language=None)
 
 if run_clicked:
     try:
-        jobs.submit(cfg, store)
-    except budget.BudgetError as err:
+        visitor = st.session_state.setdefault("visitor", uuid.uuid4().hex)
+        policy.submit_from_web(cfg, store, visitor, locked=locked, signature=signature)
+    except policy.REFUSALS as err:
         st.error(f"Not launched: {err}")
         st.stop()
     st.rerun()
@@ -226,7 +246,7 @@ elif job is not None and job.status in ("failed", "diverged", "cancelled"):
 else:
     est = budget.estimate(cfg)
     st.info(f"Not run yet. Press Run to train it in the background (about {est.flops:.2g} floating-point "
-            "operations).")
+            f"operations, about {policy.estimated_seconds(cfg):.0f} s of CPU).")
 
 others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key != key]
 if others:

@@ -1,12 +1,19 @@
 """Figure 2: test loss and feature correlation against n for several d, and the collapse at n/d^k."""
+import uuid
+
 import streamlit as st
 
-from hierpoly.runs import analysis, budget, jobs, sweeps
+from hierpoly.runs import analysis, jobs, policy, sweeps
 from hierpoly.views import forms, plots
-from hierpoly.views.system import open_store
+from hierpoly.views.system import open_checked
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")
-store = open_store()
+store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+for problem in problems:
+    st.warning(problem, icon="⚠️")
+if store is None:
+    st.stop()
+st.sidebar.caption(policy.describe())
 st.title("Figure 2: the samples needed grow like d^k")
 st.caption("Each point is the mean over seeds of stored runs, the band ± one standard deviation. "
            "Against n the curves of larger d shift right; against n/d^k they fall on one curve.")
@@ -60,12 +67,14 @@ st.plotly_chart(plots.coverage_heatmap(coverage), key="f2_heatmap", config=plots
 cols = st.columns([2, 1])
 cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × {spec.seeds} seeds × "
                  f"{len(spec.archs)} architectures); {len(missing)} missing.")
-if cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing, key="f2_queue"):
+if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
+                                          key="f2_queue"):
     refused = []
+    visitor = st.session_state.setdefault("visitor", uuid.uuid4().hex)
     for cfg in missing:
         try:
-            jobs.submit(cfg, store)
-        except budget.BudgetError as err:
+            policy.submit_from_web(cfg, store, visitor)
+        except policy.REFUSALS as err:
             refused.append(f"d={cfg.d} n={cfg.n}: {err}")
     if refused:
         st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]}")
@@ -84,7 +93,7 @@ def grid_progress() -> None:
     if running and running[0].progress:
         j = running[0]
         text += f" · now d={j.config.d} n={j.config.n} seed {j.config.seed} {j.config.arch}: " \
-                f"step {j.progress[-1]['step']} / {j.total_steps}"
+                f"step {j.step} / {j.total_steps}"
     st.progress(done_now / max(len(grid_keys), 1), text=text)
 
 

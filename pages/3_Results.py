@@ -1,22 +1,31 @@
 """Results: every stored run (and unfinished job); filter, compare, open, delete, export and import bundles."""
 import streamlit as st
 
-from hierpoly.runs import bundles, jobs
+from hierpoly.runs import bundles, jobs, policy
 from hierpoly.runs.codec import StoreError
 from hierpoly.views import catalog, forms, plots
-from hierpoly.views.system import format_bytes, open_store
+from hierpoly.views.system import format_bytes, open_checked
 
 st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
-store = open_store()
+store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+for problem in problems:
+    st.warning(problem, icon="⚠️")
+if store is None:
+    st.stop()
+st.sidebar.caption(policy.describe())
 st.title("Results")
 st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())} in `{store.directory}`.")
 
 summaries = store.summaries()
 unreadable = summaries.attrs.get("unreadable", [])
 if unreadable:
+    reasons = summaries.attrs.get("problems", {})
     st.warning(f"{len(unreadable)} stored results cannot be read: made by an older version of hierpoly (their "
-               "settings now mean another run) or damaged. They are not shown or used.")
-    if st.button(f"Delete the {len(unreadable)} unreadable results", key="res_delete_unreadable"):
+               "settings now mean another run), damaged, or their value file is gone. They are not shown or used; "
+               "their configs can be run again.")
+    st.dataframe([{"key": key[:16], "problem": reasons.get(key, "")} for key in unreadable], hide_index=True)
+    if policy.can_launch() and st.button(f"Delete the {len(unreadable)} unreadable results",
+                                         key="res_delete_unreadable"):
         for key in unreadable:
             store.delete(key)
         st.rerun()
@@ -55,14 +64,16 @@ else:
                                 key="res_export")
         cols[1].download_button("Histories (CSV)", forms.histories_csv(results), file_name="histories.csv",
                                 mime="text/csv", key="res_csv")
-        confirm = cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
-        if cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):
+        confirm = policy.can_launch() and cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
+        if confirm and cols[2].button("Delete selection", key="res_delete"):
             deleted = sum(store.delete(k) for k in selection)
             st.session_state.pop("res_selection", None)
             st.session_state.pop("res_confirm", None)
             st.toast(f"Deleted {deleted} result(s).")
             st.rerun()
 
+if not policy.can_launch():  # gallery: nothing is imported from the web
+    st.stop()
 st.subheader("Import a bundle")
 st.caption("A bundle is a zip exported from this app or `python -m hierpoly export`. It is checked member by "
            "member (hashes, configs, array types) and refused whole if anything is wrong.")

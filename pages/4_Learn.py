@@ -1,12 +1,19 @@
 """Learn: a guided tour for a class, every step runnable in seconds on a laptop CPU."""
+import uuid
+
 import streamlit as st
 
-from hierpoly.runs import jobs
+from hierpoly.runs import jobs, policy
 from hierpoly.views import forms, plots, tour
-from hierpoly.views.system import open_store
+from hierpoly.views.system import open_checked
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
-store = open_store()
+store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+for problem in problems:
+    st.warning(problem, icon="⚠️")
+if store is None:
+    st.stop()
+st.sidebar.caption(policy.describe())
 st.title("A guided tour")
 st.markdown("Five steps, each a few seconds on a laptop. Marked **[seed]**: stated in the paper's summary; "
             "**[reconstructed]**: our reading of the paper's setup.")
@@ -57,9 +64,13 @@ job = jobs.for_key(key, store)
 if result is None and (job is None or job.status not in jobs.LIVE):
     if job is not None:
         st.warning(f"The last attempt {job.status}: {job.message}")
-    if st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, {cfg.steps} steps, about ten seconds)", type="primary",
-                 key="learn_run"):
-        jobs.submit(cfg, store)
+    if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, {cfg.steps} steps, about ten "
+                                         "seconds)", type="primary", key="learn_run"):
+        try:
+            policy.submit_from_web(cfg, store, st.session_state.setdefault("visitor", uuid.uuid4().hex))
+        except policy.REFUSALS as err:
+            st.error(f"Not launched: {err}")
+            st.stop()
         st.rerun()
 
 
@@ -110,7 +121,9 @@ c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 
 c_mode = cols[2].selectbox("mode", ["joint", "layerwise"], key="learn_c_mode")
 c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
 classroom = tour.tour_config(d=int(c_d), n=max(4, round(c_mult * int(c_d) ** 3)), mode=c_mode, seed=int(c_seed))
-params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1"}
+# signed: in classroom mode the server launches a locked config only while the signature matches
+params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
+          policy.SIGNATURE_PARAM: policy.sign(classroom, store)}
 st.page_link("pages/1_Explore.py", label="Open the classroom link", icon="🔒", query_params=params)
 base = (st.context.url or "").split("?")[0].rsplit("/", 1)[0]
 st.code(f"{base}/Explore{forms.url_query(params)}", language=None)

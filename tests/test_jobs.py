@@ -14,6 +14,8 @@ from hierpoly.config import RunConfig
 from hierpoly.runs import budget, jobs
 from hierpoly.runs.store import Store
 
+pytestmark = pytest.mark.process
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(d=4, n=256, m2=50, n_test=256)
 # long enough to be killed or cancelled mid-run; never stops on a plateau
@@ -21,15 +23,16 @@ LONG = dict(TINY, steps=200_000, patience=10**6)
 
 
 @pytest.fixture(autouse=True)
-def no_stray_workers():
-    """Kill the workers of jobs still live when a test ends (only ours: pids from this store's jobs)."""
+def no_stray_workers(monkeypatch):
+    """Idle workers exit soon; kill the workers still busy or idle when a test ends (only this store's)."""
+    monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "3")
     yield
-    for job in jobs.list_jobs():
-        if job.status in jobs.LIVE and job.pid:
-            try:
-                os.kill(job.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    pids = [job.pid for job in jobs.list_jobs() if job.status in jobs.LIVE and job.pid] + jobs.idle_worker_pids()
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def wait_for(predicate, timeout: float, poll: float = 0.2):
@@ -61,7 +64,7 @@ def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
     key = outs[0]["key"]
     listed = [j for j in jobs.list_jobs() if j.key == key]
     assert len(listed) == 1 and listed[0].status == "done"
-    steps = [row["step"] for row in listed[0].progress]
+    steps = [row.step for row in listed[0].progress if row.is_history]
     assert steps == sorted(set(steps)) and steps[-1] == 200  # one training's rows, not several interleaved
     # an identical run is answered from the store
     t0 = time.monotonic()
@@ -82,7 +85,7 @@ def test_kill_9_gives_failed_then_resubmit_completes():
     store = Store()
     cfg = RunConfig(**TINY, steps=3000, patience=10**6)
     job_id = jobs.submit(cfg, store)
-    job = wait_for(lambda: (j := jobs.get(job_id, store)).progress and j.progress[-1]["step"] >= 100 and j, 120)
+    job = wait_for(lambda: (j := jobs.get(job_id, store)).step >= 100 and j, 120)
     assert job.status == "running" and job.pid
     os.kill(job.pid, signal.SIGKILL)
     t0 = time.monotonic()
@@ -141,3 +144,64 @@ def test_budget_refuses_before_launch(monkeypatch, cache_dir):
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "Traceback" not in stderr and stderr.strip().count("\n") == 0
     assert "GiB" in stderr
+
+
+def test_one_worker_serves_queued_jobs_one_after_another(cache_dir, monkeypatch):
+    monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "20")
+    store = Store()
+    first = jobs.submit(RunConfig(**TINY, steps=200), store)
+    second = jobs.submit(RunConfig(**TINY, steps=200, seed=1), store)
+    done = [jobs.wait(job_id, timeout=240, store=store) for job_id in (first, second)]
+    assert [j.status for j in done] == ["done", "done"], [j.message for j in done]
+    assert done[0].pid == done[1].pid  # warm: the second job ran in the first job's process
+    assert jobs.idle_worker_pids(store) == [done[0].pid]  # and it waits for more
+    third = jobs.wait(jobs.submit(RunConfig(**TINY, steps=200, seed=2), store), timeout=240, store=store)
+    assert third.status == "done" and third.pid == done[0].pid
+
+
+def test_a_worker_whose_heartbeat_stops_is_failed_by_its_lease(monkeypatch):
+    monkeypatch.setattr(jobs, "LEASE_S", 3.0)  # the reader decides, so the lease is the reader's
+    store = Store()
+    job_id = jobs.submit(RunConfig(**LONG), store)
+    job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
+    os.kill(job.pid, signal.SIGSTOP)  # alive, but silent
+    try:
+        failed = wait_for(lambda: (j := jobs.get(job_id, store)).status == "failed" and j, 60, poll=0.5)
+        assert "no heartbeat" in failed.message
+    finally:
+        os.kill(job.pid, signal.SIGKILL)
+
+
+def test_a_worker_that_raises_marks_its_job_failed_with_the_reason(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "no_such_backend")  # the worker's JAX cannot start
+    store = Store()
+    job = jobs.wait(jobs.submit(RunConfig(**TINY, steps=200), store), timeout=180, store=store)
+    assert job.status == "failed" and "no_such_backend" in job.message and "\n" not in job.message
+
+
+def test_a_job_whose_result_was_stored_reports_done_after_its_worker_dies():
+    from test_store import make_result
+
+    store = Store()
+    cfg = RunConfig(**LONG)
+    job_id = jobs.submit(cfg, store)
+    job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
+    stored = make_result()
+    store.put(type(stored)(cfg, "done", "stored", stored.metrics, stored.history, stored.samples, stored.meta))
+    os.kill(job.pid, signal.SIGKILL)  # killed after the commit, before its last word
+    done = wait_for(lambda: (j := jobs.get(job_id, store)).finished and j, 60, poll=0.5)
+    assert done.status == "done" and "stored" in done.message
+
+
+def test_ctrl_c_detaches_run_and_the_job_goes_on(cache_dir):
+    store = Store()
+    proc = cli("run", "--d", "4", "--n", "256", "--m2", "50", "--n-test", "256", "--steps", "200000",
+               cache_dir=cache_dir)
+    job = wait_for(lambda: next((j for j in jobs.list_jobs(store) if j.step > 0), None), 120)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "goes on in the background" in stderr and "Traceback" not in stderr
+    later = wait_for(lambda: (j := jobs.get(job.job_id, store)).step > job.step and j, 60)
+    assert later.status in ("running", "done")  # it may reach its plateau meanwhile
+    jobs.cancel(job.job_id, store)
+    assert jobs.wait(job.job_id, timeout=60, store=store).status in ("cancelled", "done")

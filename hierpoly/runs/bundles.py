@@ -8,16 +8,18 @@ sha256 of every other member.
 Import reads only allowlisted member names, into memory, under limits on member
 count, sizes and compression ratio; verifies every sha256; recomputes each
 config's key; checks arrays are plain, finite, of the expected dtype and shape
-(``allow_pickle=False``); and adds all results or none. It never writes a file.
+(``allow_pickle=False``); and adds all results or none, in one store transaction. It never writes a file.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import json
 import os
 import re
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from hierpoly.runs.codec import MEMBERS, StoreError, decode, encode, read_zip
@@ -133,49 +135,65 @@ def import_bundle(store: Store, data: bytes, overwrite: bool = False) -> list[st
     """Add a bundle's results to the store; returns the keys added. All or nothing.
 
     Keys already stored are kept unless overwrite. Raises BundleError before
-    touching the store when anything in the bundle is wrong.
+    touching the store when anything in the bundle is wrong, and StoreError (the
+    store unchanged) when writing fails, a full disk included: the results go in
+    as one transaction (``Store.put_many``).
     """
     results = read_bundle(data)
-    todo = [k for k in sorted(results) if overwrite or not store.has(k)]
-    previous = {k: store.raw(k) for k in todo}
-    done = []
+    return store.put_many([results[k] for k in sorted(results)], overwrite=overwrite)
+
+
+@contextmanager
+def _import_lock(store: Store):
+    """An exclusive lock on the store's directory for loading shipped bundles (released if the process dies)."""
     try:
-        for key in todo:
-            store.put(results[key], overwrite=True)
-            done.append(key)
-    except Exception:
-        for key in done:  # roll back: restore what was there before
-            if previous[key] is None:
-                store.delete(key)
-            else:
-                store._cache.set(key, previous[key])
-        raise
-    return todo
+        handle = open(store.directory / "precomputed.lock", "a+b")
+    except OSError as err:
+        raise StoreError(f"cannot lock the store at {store.directory}: {err.strerror or err}") from None
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _manifest_keys(path: Path) -> list[str]:
+    """The keys a bundle file lists, from its manifest only."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            info = zf.getinfo("manifest.json")
+            if info.file_size > 16 << 20:
+                raise BundleError(f"{path.name}: manifest too large")
+            return [e["key"] for e in json.loads(zf.read(info))["results"]]
+    except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError) as err:
+        raise BundleError(f"{path.name}: not a readable bundle ({err})") from None
 
 
 def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str]:
     """Import every *.zip bundle in folder (default cache/precomputed) whose keys the store lacks.
 
-    Cheap when already loaded: only each bundle's manifest is read. A bad bundle raises BundleError.
+    Cheap when already loaded: only each bundle's manifest is read. Otherwise the import
+    runs under an exclusive lock on the store, so concurrent first starts load each
+    bundle exactly once, and each bundle goes in whole or not at all. A bad bundle
+    raises BundleError; a store that cannot take it (full disk) raises StoreError.
     HIERPOLY_LOAD_PRECOMPUTED=0 turns off loading the default folder (tests that need an empty store).
     """
     if folder is None and os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":
         return []
     folder = PRECOMPUTED if folder is None else Path(folder)
+    wanted = {path: _manifest_keys(path) for path in (sorted(folder.glob("*.zip")) if folder.is_dir() else [])}
+    if all(store.has(k) for keys in wanted.values() for k in keys):
+        return []  # the usual start: everything is loaded, no lock needed
     added = []
-    for path in sorted(folder.glob("*.zip")) if folder.is_dir() else []:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                info = zf.getinfo("manifest.json")
-                if info.file_size > 16 << 20:
-                    raise BundleError(f"{path.name}: manifest too large")
-                keys = [e["key"] for e in json.loads(zf.read(info))["results"]]
-        except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError) as err:
-            raise BundleError(f"{path.name}: not a readable bundle ({err})") from None
-        if all(store.has(k) for k in keys):
-            continue
-        try:
-            added += import_bundle(store, path.read_bytes())
-        except BundleError as err:
-            raise BundleError(f"{path.name}: {err}") from None
+    with _import_lock(store):  # concurrent first starts: one imports, the others find it done
+        for path, keys in wanted.items():
+            if all(store.has(k) for k in keys):
+                continue
+            try:
+                added += import_bundle(store, path.read_bytes())
+            except BundleError as err:
+                raise BundleError(f"{path.name}: {err}") from None
+            except OSError as err:
+                raise BundleError(f"{path.name}: cannot read it ({err.strerror or err})") from None
     return added

@@ -96,7 +96,7 @@ class LocalExecutor:
                         rows.append(outcome(cfg, job.status, job.message, store))
                     else:
                         if job.status == "running" and job.progress:
-                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.progress[-1]['step']}")
+                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.step}")
                         continue
                     del pending[job_id]
                     on_done(rows[-1])

@@ -1,22 +1,27 @@
 """Background training jobs whose state lives in the store directory.
 
-A job is one config trained by one worker process (``python -m hierpoly.runs.worker``,
+A job is one config trained by a worker process (``python -m hierpoly.runs.worker``,
 a fresh interpreter: JAX is never forked), started detached so it outlives the
-CLI or the Streamlit script that submitted it. Every process sees the same job
-table, a diskcache in ``<store>/jobs``:
+CLI or the Streamlit script that submitted it. A worker serves queued jobs one
+after another while there is work, so compiled programs stay warm, and exits
+after an idle timeout. Every process sees the same job table, a diskcache in
+``<store>/jobs``:
 
-    job:<id>       JSON record (status, message, pid, times, total_steps)
+    job:<id>       JSON record (status, message, pid, times, total_steps, owner)
     claim:<key>    id of the latest job for a config key (one live job per key)
-    progress:<id>  JSON list of progress rows, written by the worker between chunks
+    progress:<id>  JSON list of ``Progress.to_json()`` rows, written by the worker
     beat:<id>      the worker's last heartbeat (time.time())
     cancel:<id>    present when cancellation was asked for
+    idle:<pid>     a worker waiting for work (JSON: pid, start, host, beat)
 
 Liveness is decided by whoever reads, never by the worker's exit path: a running
 job whose pid is gone (same host) or whose heartbeat is older than LEASE_S is
-marked ``failed`` ("worker lost"). So a ``kill -9`` or a machine restart leaves an
-honest ``failed``, and the config can be submitted again.
+marked ``failed`` ("worker lost") — or ``done`` when its result reached the store
+before the worker died. So a ``kill -9`` or a machine restart leaves an honest
+status, and the config can be submitted again.
 
-Importing this module does not import JAX.
+A damaged record is skipped and reported (``damaged``); a damaged table raises a
+one-line StoreError. Importing this module does not import JAX.
 """
 from __future__ import annotations
 
@@ -28,18 +33,35 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import contextmanager
+from dataclasses import dataclass
 
-from hierpoly.config import RunConfig
+from hierpoly.config import ConfigError, RunConfig
+from hierpoly.progress import Progress
 from hierpoly.runs.budget import check_budget
-from hierpoly.runs.store import REPO, Store, open_cache
+from hierpoly.runs.codec import StoreError
+from hierpoly.runs.store import GUARDED, REPO, Store, damage_error, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
-LEASE_S = 20.0  # a heartbeat older than this means the worker is lost (issue: failed within 30 s)
+LEASE_S = 20.0  # a heartbeat older than this means the worker is lost
 HEARTBEAT_S = 2.0
+IDLE_FRESH_S = 5.0  # an idle worker that has not polled for this long is not counted on
+_REQUIRED = {"job_id": str, "key": str, "config": dict, "status": str, "message": str, "created": (int, float),
+             "total_steps": int}
 _children: list[subprocess.Popen] = []  # workers this process started, reaped when polled
+
+
+class QueueFull(ValueError):
+    """A submission refused because the queue (or the visitor's share of it) is full."""
+
+
+@dataclass(frozen=True)
+class QueueLimits:
+    """Caps on live (queued or running) jobs, checked atomically at submission."""
+
+    total: int | None = None  # all visitors together
+    per_owner: int | None = None  # one browser session
 
 
 @dataclass(frozen=True)
@@ -50,24 +72,35 @@ class Job:
     key: str
     config: RunConfig
     status: str  # queued | running | done | failed | diverged | cancelled
-    message: str
+    message: str  # queued: the position and why it waits
     pid: int | None
     created: float
     updated: float
     heartbeat: float
-    progress: list = field(default_factory=list)  # rows {step, train_loss, test_loss, feature_corr, seconds}
+    progress: tuple[Progress, ...] = ()  # every row the worker wrote, oldest first
     total_steps: int = 0  # layer-wise: 2 * steps
+    owner: str | None = None  # who submitted it (a browser session), if known
+    position: int | None = None  # queued: 1 = next to start
 
     @property
     def finished(self) -> bool:
         return self.status not in LIVE
 
+    @property
+    def last(self) -> Progress | None:
+        """The newest progress row, or None."""
+        return self.progress[-1] if self.progress else None
+
+    @property
+    def step(self) -> int:
+        return self.last.step if self.last is not None else 0
+
     def to_dict(self) -> dict:
         return {
             "job_id": self.job_id, "key": self.key, "status": self.status, "message": self.message,
             "pid": self.pid, "created": self.created, "updated": self.updated, "heartbeat": self.heartbeat,
-            "total_steps": self.total_steps, "progress": self.progress[-1] if self.progress else None,
-            "progress_rows": len(self.progress), "config": self.config.to_dict(),
+            "total_steps": self.total_steps, "progress": self.last.to_json() if self.last else None,
+            "progress_rows": len(self.progress), "position": self.position, "config": self.config.to_dict(),
         }
 
 
@@ -79,17 +112,69 @@ def _store(store: Store | None) -> Store:
     return store if store is not None else Store()
 
 
+@contextmanager
+def _guard(store: Store):
+    """Database errors in the job table become one-line StoreErrors."""
+    try:
+        yield
+    except GUARDED as err:
+        raise damage_error(err, "the job table", store.directory / "jobs") from None
+
+
 def table(store: Store):
     """The job table of a store (one diskcache per directory and process)."""
-    path = str(store.directory / "jobs")
-    if path not in _caches:
-        _caches[path] = open_cache(Path(path))
-    return _caches[path]
+    path = store.directory / "jobs"
+    if str(path) not in _caches:
+        with _guard(store):
+            _caches[str(path)] = open_cache(path)
+    return _caches[str(path)]
+
+
+def forget_table(store: Store) -> None:
+    """Close this process's handle on a store's job table (doctor replaces damaged tables)."""
+    cache = _caches.pop(str(store.directory / "jobs"), None)
+    if cache is not None:
+        cache.close()
+
+
+def _parse(raw) -> dict:
+    """A job record from its stored text; ValueError with the reason when it is damaged."""
+    if not isinstance(raw, str):
+        raise ValueError("not text")
+    rec = json.loads(raw)
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    for name, kind in _REQUIRED.items():
+        if not isinstance(rec.get(name), kind):
+            raise ValueError(f"field {name} missing or of the wrong type")
+    RunConfig.from_dict(rec["config"])
+    return rec
+
+
+def _read(t, name: str) -> dict | None:
+    """The record under a table key, or None when absent or damaged."""
+    try:
+        return _parse(t.get(name)) if name in t else None
+    except (ValueError, TypeError, KeyError, ConfigError, StoreError):
+        return None
 
 
 def _load(t, job_id: str) -> dict | None:
-    raw = t.get(f"job:{job_id}")
-    return json.loads(raw) if raw else None
+    return _read(t, f"job:{job_id}")
+
+
+def _records(t) -> tuple[list[dict], dict[str, str]]:
+    """Every readable job record, and {job_id: reason} for the damaged ones."""
+    good, bad = [], {}
+    for name in list(t.iterkeys()):
+        if not name.startswith("job:"):
+            continue
+        try:
+            good.append(_parse(t.get(name)))
+        except (ValueError, TypeError, KeyError, ConfigError, StoreError) as err:
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            bad[name[len("job:"):]] = detail
+    return good, bad
 
 
 def _save(t, rec: dict) -> None:
@@ -97,21 +182,58 @@ def _save(t, rec: dict) -> None:
     t.set(f"job:{rec['job_id']}", json.dumps(rec))
 
 
-def _snapshot(t, rec: dict) -> Job:
-    progress = json.loads(t.get(f"progress:{rec['job_id']}") or "[]")
-    beat = t.get(f"beat:{rec['job_id']}")
+def _progress(t, job_id: str) -> tuple[Progress, ...]:
+    try:
+        rows = json.loads(t.get(f"progress:{job_id}") or "[]")
+        return tuple(Progress.from_json(row) for row in rows)
+    except (ValueError, TypeError, AttributeError, StoreError):
+        return ()  # damaged progress: the job itself is still reported
+
+
+def _beat(t, rec: dict) -> float:
+    try:
+        return float(t.get(f"beat:{rec['job_id']}"))
+    except (TypeError, ValueError, StoreError):
+        return float(rec.get("heartbeat") or rec["created"])
+
+
+def _snapshot(t, rec: dict, position: int | None = None) -> Job:
     return Job(
         job_id=rec["job_id"], key=rec["key"], config=RunConfig.from_dict(rec["config"]), status=rec["status"],
-        message=rec["message"], pid=rec.get("pid"), created=rec["created"], updated=rec["updated"],
-        heartbeat=float(beat) if beat else rec.get("heartbeat", rec["created"]),
-        progress=progress, total_steps=rec["total_steps"],
+        message=rec["message"], pid=rec.get("pid"), created=rec["created"], updated=rec.get("updated", rec["created"]),
+        heartbeat=_beat(t, rec), progress=_progress(t, rec["job_id"]), total_steps=rec["total_steps"],
+        owner=rec.get("owner"), position=position,
     )
 
 
+def _queue_views(t, records: list[dict], only: str | None = None) -> list[Job]:
+    """Snapshots of records (or of job `only`); queued ones carry their position and the reason they wait."""
+    queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
+    running = sum(r["status"] == "running" for r in records)
+    order = {r["job_id"]: i + 1 for i, r in enumerate(queued)}
+    out = []
+    for rec in records if only is None else [r for r in records if r["job_id"] == only]:
+        position = order.get(rec["job_id"])
+        if position is not None:
+            rec = dict(rec, message=_wait_reason(position, len(queued), running))
+        out.append(_snapshot(t, rec, position))
+    return out
+
+
+def _wait_reason(position: int, queued: int, running: int) -> str:
+    slots = max_workers()
+    if running >= slots:
+        why = f"all {slots} worker slot{'s' if slots != 1 else ''} busy (HIERPOLY_MAX_WORKERS)"
+    else:
+        why = "a worker is starting"
+    return f"position {position} of {queued} in the queue: {why}"
+
+
+# ------------------------------------------------------------ liveness
 def _process_start(pid: int) -> str | None:
     """Start time of a process (clock ticks since boot) from /proc, or None when not readable."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = open(f"/proc/{pid}/stat").read()
     except OSError:
         return None
     return stat.rsplit(")", 1)[1].split()[19]
@@ -120,7 +242,7 @@ def _process_start(pid: int) -> str | None:
 def _process_alive(pid: int, start: str | None) -> bool:
     """Whether pid is a live (not zombie) process, and the same one when its start time is known."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = open(f"/proc/{pid}/stat").read()
     except FileNotFoundError:
         return False
     except OSError:  # no /proc: fall back to a signal-0 probe
@@ -141,8 +263,7 @@ def _lost_reason(t, rec: dict, now: float) -> str | None:
     """Why a running job's worker is known to be gone, or None while it may be alive."""
     if rec["status"] != "running":
         return None
-    beat = t.get(f"beat:{rec['job_id']}")
-    last = float(beat) if beat else rec.get("heartbeat", rec["created"])
+    last = _beat(t, rec)
     pid = rec.get("pid")
     if pid and rec.get("host") == socket.gethostname() and not _process_alive(pid, rec.get("pid_start")):
         return f"worker lost: process {pid} is gone"
@@ -151,34 +272,80 @@ def _lost_reason(t, rec: dict, now: float) -> str | None:
     return None
 
 
+def _idle_workers(t, now: float) -> int:
+    """Workers waiting for work (fresh and alive); stale entries are removed."""
+    count = 0
+    for name in [n for n in t.iterkeys() if n.startswith("idle:")]:
+        try:
+            entry = json.loads(t.get(name))
+            fresh = now - float(entry["beat"]) < IDLE_FRESH_S
+            alive = entry.get("host") != socket.gethostname() or _process_alive(int(entry["pid"]), entry.get("start"))
+        except (TypeError, ValueError, KeyError, StoreError):
+            fresh = alive = False
+        if fresh and alive:
+            count += 1
+        else:
+            t.delete(name)
+    return count
+
+
+def idle_worker_pids(store: Store | None = None) -> list[int]:
+    """Pids of workers waiting for work (for tests and `doctor`)."""
+    t = table(_store(store))
+    pids = []
+    for name in [n for n in t.iterkeys() if n.startswith("idle:")]:
+        try:
+            pids.append(int(json.loads(t.get(name))["pid"]))
+        except (TypeError, ValueError, KeyError, StoreError):
+            continue
+    return pids
+
+
 def _reap_children() -> None:
     for proc in list(_children):
         if proc.poll() is not None:
             _children.remove(proc)
 
 
-def _supervise(store: Store) -> None:
-    """Mark lost workers failed, then start queued jobs while slots are free."""
+def _mark_lost(t, store: Store, records: list[dict], now: float) -> None:
+    """Lost workers: their jobs become failed, or done when the result reached the store."""
+    for rec in records:
+        reason = _lost_reason(t, rec, now)
+        if reason is None:
+            continue
+        if store.has(rec["key"]):
+            rec.update(status="done", message=f"done (its result was stored; {reason})")
+        else:
+            rec.update(status="failed", message=reason)
+        _save(t, rec)
+
+
+def _supervise(store: Store) -> list[dict]:
+    """Mark lost workers, start queued jobs while slots are free; returns the readable records."""
     _reap_children()
     t = table(store)
     now = time.time()
-    to_start = []
-    with t.transact():
-        records = [json.loads(t[k]) for k in t.iterkeys() if k.startswith("job:")]
-        for rec in records:
-            reason = _lost_reason(t, rec, now)
-            if reason:
-                rec.update(status="failed", message=reason)
+    with _guard(store):
+        with t.transact():
+            records, _ = _records(t)
+            _mark_lost(t, store, records, now)
+            running = sum(r["status"] == "running" for r in records)
+            queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
+            # idle workers take queued jobs themselves (warm programs); start new ones only beyond them
+            wanted = min(max(0, max_workers() - running), len(queued)) - _idle_workers(t, now)
+            to_start = queued[: max(0, wanted)]
+            for rec in to_start:
+                # a launch holds its slot through the heartbeat lease until the worker beats
+                rec.update(status="running", message="starting", heartbeat=time.time(), host=socket.gethostname())
                 _save(t, rec)
-        running = sum(r["status"] == "running" for r in records)
-        queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
-        for rec in queued[: max(0, max_workers() - running)]:
-            # a launch holds its slot through the heartbeat lease until the worker beats
-            rec.update(status="running", message="starting", heartbeat=time.time(), host=socket.gethostname())
-            _save(t, rec)
-            to_start.append(rec)
-    for rec in to_start:
-        _launch(store, rec)
+        for rec in to_start:
+            _launch(store, rec)
+    return records
+
+
+def supervise(store: Store | None = None) -> None:
+    """Mark lost workers failed (or done), then start queued jobs while worker slots are free."""
+    _supervise(_store(store))
 
 
 def max_workers() -> int:
@@ -206,43 +373,67 @@ def _launch(store: Store, rec: dict) -> None:
     except OSError as err:
         with t.transact():
             cur = _load(t, rec["job_id"])
-            cur.update(status="failed", message=f"could not start a worker: {err}")
-            _save(t, cur)
+            if cur is not None:
+                cur.update(status="failed", message=f"could not start a worker: {err}")
+                _save(t, cur)
         return
     _children.append(proc)
     with t.transact():
         cur = _load(t, rec["job_id"])
-        if cur["status"] == "running" and not cur.get("pid"):
+        if cur is not None and cur["status"] == "running" and not cur.get("pid"):
             cur.update(pid=proc.pid, pid_start=_process_start(proc.pid))
             _save(t, cur)
 
 
 # --------------------------------------------------------------- public API
-def submit(config: RunConfig, store: Store | None = None) -> str:
+def _check_limits(records: list[dict], owner: str | None, limits: QueueLimits | None) -> None:
+    if limits is None:
+        return
+    live = [r for r in records if r["status"] in LIVE]
+    if limits.total is not None and len(live) >= limits.total:
+        raise QueueFull(f"the queue is full ({len(live)} runs queued or running, at most {limits.total}): "
+                        "try again when one has finished")
+    mine = sum(r.get("owner") == owner for r in live) if owner is not None else 0
+    if limits.per_owner is not None and owner is not None and mine >= limits.per_owner:
+        raise QueueFull(f"you already have {mine} runs queued or running (at most {limits.per_owner} per visitor): "
+                        "wait for one to finish or cancel it")
+
+
+def submit(config: RunConfig, store: Store | None = None, *, owner: str | None = None,
+           limits: QueueLimits | None = None) -> str:
     """Queue a config and return its job id; one live job per key, however many submit at once.
 
-    A key already in the store gives a job in status done at once. Raises BudgetError
-    when the config does not fit this machine.
+    Args:
+        config: the run.
+        store: the store (default: $HIERPOLY_CACHE_DIR).
+        owner: who submits (a browser session), counted against ``limits.per_owner``.
+        limits: queue caps checked atomically with the claim; a config already live is not refused.
+    Returns:
+        the job id. A key already in the store gives a job in status done at once.
+    Raises:
+        BudgetError when the config does not fit this machine; QueueFull over the limits.
     """
     store = _store(store)
     key = config.key()
     t = table(store)
-    if not store.has(key):
+    stored = store.has(key)
+    if not stored:
         check_budget(config)
     _supervise(store)  # lost workers first, so their keys can be claimed again
     now = time.time()
-    with t.transact():  # one SQLite write lock across processes: claims are atomic
+    with _guard(store), t.transact():  # one SQLite write lock across processes: claims are atomic
         current = t.get(f"claim:{key}")
-        rec = _load(t, current) if current else None
-        stored = store.has(key)
+        rec = _load(t, current) if isinstance(current, str) else None
         if rec is not None and (rec["status"] in LIVE or (rec["status"] == "done" and stored)):
             return rec["job_id"]
+        if not stored:
+            _check_limits(_records(t)[0], owner, limits)
         job_id = uuid.uuid4().hex[:16]
         total = config.steps * (2 if config.mode == "layerwise" else 1)
         rec = {
             "job_id": job_id, "key": key, "config": config.to_dict(), "status": "done" if stored else "queued",
             "message": "already in the store" if stored else "waiting for a worker", "pid": None,
-            "created": now, "updated": now, "heartbeat": now, "total_steps": total,
+            "created": now, "updated": now, "heartbeat": now, "total_steps": total, "owner": owner,
         }
         _save(t, rec)
         t.set(f"claim:{key}", job_id)
@@ -252,28 +443,48 @@ def submit(config: RunConfig, store: Store | None = None) -> str:
 
 
 def get(job_id: str, store: Store | None = None) -> Job | None:
-    """The job as it stands now (lost workers already marked failed), or None."""
+    """The job as it stands now (lost workers already marked), or None (also for a damaged record)."""
     store = _store(store)
-    _supervise(store)
-    t = table(store)
-    rec = _load(t, job_id)
-    return _snapshot(t, rec) if rec else None
+    records = _supervise(store)
+    with _guard(store):
+        views = _queue_views(table(store), records, only=job_id)
+    return views[0] if views else None
 
 
 def for_key(key: str, store: Store | None = None) -> Job | None:
     """The most recent job for a config key, or None."""
     store = _store(store)
-    job_id = table(store).get(f"claim:{key}")
-    return get(job_id, store) if job_id else None
+    with _guard(store):
+        job_id = table(store).get(f"claim:{key}")
+    return get(job_id, store) if isinstance(job_id, str) else None
 
 
 def list_jobs(store: Store | None = None) -> list[Job]:
-    """Every job, newest first."""
+    """Every readable job, newest first (damaged records are left out: see `damaged`)."""
     store = _store(store)
-    _supervise(store)
-    t = table(store)
-    jobs = [_snapshot(t, json.loads(t[k])) for k in t.iterkeys() if k.startswith("job:")]
+    records = _supervise(store)
+    with _guard(store):
+        jobs = _queue_views(table(store), records)
     return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+
+def damaged(store: Store | None = None) -> dict[str, str]:
+    """Job records that cannot be read: {job_id: reason}."""
+    store = _store(store)
+    with _guard(store):
+        return _records(table(store))[1]
+
+
+def remove(job_id: str, store: Store | None = None) -> None:
+    """Delete a job record and everything kept for it (doctor removes damaged records this way)."""
+    store = _store(store)
+    t = table(store)
+    with _guard(store), t.transact():
+        for prefix in ("job", "progress", "beat", "cancel"):
+            t.delete(f"{prefix}:{job_id}")
+        for name in [n for n in t.iterkeys() if n.startswith("claim:")]:
+            if t.get(name) == job_id:
+                t.delete(name)
 
 
 def cancel(job_id: str, store: Store | None = None) -> bool:
@@ -281,7 +492,7 @@ def cancel(job_id: str, store: Store | None = None) -> bool:
     store = _store(store)
     _supervise(store)
     t = table(store)
-    with t.transact():
+    with _guard(store), t.transact():
         rec = _load(t, job_id)
         if rec is None or rec["status"] not in LIVE:
             return False
@@ -308,30 +519,64 @@ def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, on_update
 
 
 # ------------------------------------------------------------ worker side
+def _take(t, rec: dict) -> dict:
+    """Mark a record as run by this process."""
+    rec.update(status="running", pid=os.getpid(), pid_start=_process_start(os.getpid()), host=socket.gethostname(),
+               message="running")
+    _save(t, rec)
+    t.set(f"beat:{rec['job_id']}", repr(time.time()))
+    return rec
+
+
 def claim_start(store: Store, job_id: str) -> dict | None:
-    """Called by the worker: record its pid; None when the job is no longer meant to run."""
+    """Called by a worker for the job it was launched for; None when that job is no longer meant to run."""
     t = table(store)
     with t.transact():
         rec = _load(t, job_id)
-        if rec is None or rec["status"] != "running":
+        if rec is None or rec["status"] != "running" or rec.get("pid") not in (None, os.getpid()):
             return None
-        rec.update(pid=os.getpid(), pid_start=_process_start(os.getpid()), host=socket.gethostname(), message="running")
-        _save(t, rec)
-        t.set(f"beat:{job_id}", repr(time.time()))
-    return rec
+        return _take(t, rec)
+
+
+def _idle_entry(t) -> None:
+    me = os.getpid()
+    entry = {"pid": me, "start": _process_start(me), "host": socket.gethostname(), "beat": time.time()}
+    t.set(f"idle:{me}", json.dumps(entry))
+
+
+def next_job(store: Store, retire: bool = False) -> dict | None:
+    """Called by an idle worker: take the oldest queued job when a slot is free, else wait registered as idle.
+
+    retire: the worker is about to exit: unregister, unless a job can still be taken
+    (one transaction, so a job queued meanwhile is never left without a worker).
+    """
+    t = table(store)
+    with t.transact():
+        records, _ = _records(t)
+        running = sum(r["status"] == "running" for r in records)
+        queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
+        if queued and running < max_workers():
+            t.delete(f"idle:{os.getpid()}")
+            return _take(t, queued[0])
+        if retire:
+            t.delete(f"idle:{os.getpid()}")
+        else:
+            _idle_entry(t)
+    return None
 
 
 def heartbeat(store: Store, job_id: str) -> None:
     table(store).set(f"beat:{job_id}", repr(time.time()))
 
 
-def add_progress(store: Store, job_id: str, row: dict) -> None:
+def add_progress(store: Store, job_id: str, row: Progress) -> None:
     """Append a progress row (only the worker writes these)."""
     t = table(store)
-    rows = json.loads(t.get(f"progress:{job_id}") or "[]")
-    rows.append(row)
-    t.set(f"progress:{job_id}", json.dumps(rows))
-    t.set(f"beat:{job_id}", repr(time.time()))
+    with t.transact():
+        rows = json.loads(t.get(f"progress:{job_id}") or "[]")
+        rows.append(row.to_json())
+        t.set(f"progress:{job_id}", json.dumps(rows))
+        t.set(f"beat:{job_id}", repr(time.time()))
 
 
 def stop_requested(store: Store, job_id: str) -> bool:
@@ -344,12 +589,57 @@ def stop_requested(store: Store, job_id: str) -> bool:
 
 
 def finish(store: Store, job_id: str, status: str, message: str) -> None:
-    """The worker's last word on its job, unless a reader already declared it lost."""
+    """The worker's last word on its job, unless a reader already declared it lost.
+
+    The worker registers as idle in the same transaction, so no reader starts a second
+    worker for the next queued job in the moment before this one takes it.
+    """
     t = table(store)
     with t.transact():
+        _idle_entry(t)
         rec = _load(t, job_id)
-        if rec is None or rec["status"] != "running" or rec.get("pid") not in (None, os.getpid()):
-            if not (status == "done" and rec is not None):
-                return
-        rec.update(status=status, message=message)
-        _save(t, rec)
+        if rec is None:
+            return
+        mine = rec["status"] == "running" and rec.get("pid") in (None, os.getpid())
+        if mine or status == "done":  # a stored result is done, whoever was declared lost
+            rec.update(status=status, message=message)
+            _save(t, rec)
+
+
+# ------------------------------------------------------------------ doctor
+def stale(store: Store | None = None) -> dict[str, str]:
+    """Jobs still marked running whose worker is gone: {job_id: reason} (any read marks them)."""
+    store = _store(store)
+    t = table(store)
+    now = time.time()
+    with _guard(store):
+        records, _ = _records(t)
+        return {r["job_id"]: reason for r in records if (reason := _lost_reason(t, r, now))}
+
+
+def orphans(store: Store | None = None) -> list[str]:
+    """Table entries that belong to no readable job (claims, progress, beats, cancels)."""
+    store = _store(store)
+    t = table(store)
+    with _guard(store):
+        records, _ = _records(t)
+        ids = {r["job_id"] for r in records}
+        out = []
+        for name in t.iterkeys():
+            prefix, _, rest = name.partition(":")
+            if prefix == "claim":
+                value = t.get(name)
+                if not isinstance(value, str) or value not in ids:
+                    out.append(name)
+            elif prefix in ("progress", "beat", "cancel") and rest not in ids:
+                out.append(name)
+        return out
+
+
+def remove_entries(names: list[str], store: Store | None = None) -> None:
+    """Delete job-table entries by name (doctor's repair of orphans)."""
+    store = _store(store)
+    t = table(store)
+    with _guard(store), t.transact():
+        for name in names:
+            t.delete(name)

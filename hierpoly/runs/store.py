@@ -3,11 +3,24 @@
 Nothing here ever unpickles: the diskcache ``Disk`` used refuses to store or fetch
 pickled values. The cache never evicts (``eviction_policy='none'``): diskcache's
 default 1 GiB limit would cull results while ``set`` still returns True.
+
+Values are kept inside SQLite (not in side files) so that ``put_many`` is one
+transaction: a failed or interrupted import, a full disk included, leaves the
+store as it was. Stores written by older versions keep some values in files;
+those are still read, and a value whose file is gone counts as missing.
+
+Damage never escapes as a raw database error: opening and reading raise
+``StoreError`` with one line saying what is wrong and what to do, and listing
+reports unreadable entries one by one (``problems``, ``summaries``).
 """
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
+import shutil
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import diskcache
@@ -15,6 +28,9 @@ import diskcache
 from hierpoly.runs.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
+INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them
+SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size (SQLite's pages, the job table)
+REPAIR_HINT = "run `python -m hierpoly doctor --repair`"
 
 
 class _NoPickleDisk(diskcache.Disk):
@@ -51,7 +67,29 @@ def open_cache(directory: Path) -> diskcache.Cache:
         size_limit=2**62,
         statistics=False,
         tag_index=False,
+        disk_min_file_size=INLINE_BYTES,
     )
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """SQLite's SQLITE_FULL or an OS ENOSPC/EDQUOT."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower()
+
+
+def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
+    """One line for a database or file error met while reading or writing `what` at `directory`."""
+    if is_disk_full(err):
+        return StoreError(f"the disk holding {what} at {directory} is full: free some space or point "
+                          "HIERPOLY_CACHE_DIR at another disk; nothing was changed")
+    if isinstance(err, diskcache.Timeout):
+        return StoreError(f"{what} at {directory} is busy (locked by another process for too long); try again")
+    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return StoreError(f"{what} at {directory} cannot be read ({detail}): {REPAIR_HINT}")
+
+
+GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 
 def default_dir() -> Path:
@@ -68,41 +106,109 @@ class Store:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = open_cache(self.directory)
-        except OSError as err:
-            raise StoreError(f"cannot open the store at {self.directory}: {err.strerror or err}") from None
+        except GUARDED as err:
+            raise damage_error(err, "the store", self.directory) from None
+
+    @contextmanager
+    def _guard(self):
+        """Database and file errors become one-line StoreErrors."""
+        try:
+            yield
+        except GUARDED as err:
+            raise damage_error(err, "the store", self.directory) from None
+
+    def raw(self, key: str) -> bytes | None:
+        """The stored bytes of a result, or None when absent or its value file is gone."""
+        with self._guard():
+            value = self._cache.get(key)  # diskcache answers None when a value file is missing
+        if value is not None and not isinstance(value, bytes):
+            raise StoreError(f"stored value for {key[:16]} is not a result")
+        return value
 
     def get(self, key: str) -> Result | None:
         """The stored result, or None; a stored value that fails validation raises StoreError."""
-        value = self._cache.get(key)
+        value = self.raw(key)
         if value is None:
             return None
-        if not isinstance(value, bytes):
-            raise StoreError(f"stored value for {key[:16]} is not a result")
         result = from_bytes(value)
         if result.key != key:
             raise StoreError(f"stored value for {key[:16]} belongs to another config")
         return result
 
     def put(self, result: Result, overwrite: bool = False) -> None:
-        """Store a finished run once (the first write wins unless overwrite), then read it back to verify."""
-        value = to_bytes(result)
-        key = result.key
-        if overwrite:
-            self._cache.set(key, value)
-        elif not self._cache.add(key, value):
-            return  # already stored: results are written once
-        if self._cache.get(key) != value:
-            raise StoreError(f"result {key[:16]} did not read back as written")
-        from_bytes(value)  # and decodes
+        """Store a finished run once (the first write wins unless overwrite), then read it back to verify.
+
+        A key whose stored value cannot be fetched (its value file is gone, or it holds a
+        refused encoding) counts as missing, so a rerun replaces it.
+        """
+        self.put_many([result], overwrite=overwrite)
+
+    def put_many(self, results: Iterable[Result], overwrite: bool = False) -> list[str]:
+        """Add results in one transaction, all or none; returns the keys written.
+
+        Keys already stored (and readable) are kept unless overwrite: a concurrent
+        writer's results are never replaced or removed. Every value is read back and
+        decoded before the transaction commits. Raises StoreError, leaving the store unchanged.
+        """
+        values = {result.key: to_bytes(result) for result in results}
+        self._check_space(sum(len(v) for v in values.values()))
+        written = []
+        try:
+            with self._guard(), self._cache.transact():
+                for key, value in values.items():
+                    if not overwrite and self._readable(key):
+                        continue
+                    self._cache.set(key, value)
+                    if self._cache.get(key) != value:
+                        raise StoreError(f"result {key[:16]} did not read back as written")
+                    written.append(key)
+        except StoreError:
+            self._shrink_log()
+            raise
+        return written
+
+    def _check_space(self, size: int) -> None:
+        """Refuse before writing when the disk cannot hold size bytes twice (the log, then the database)."""
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return  # unknown: the transaction still keeps the store whole
+        if free < 2 * size + SPACE_MARGIN:
+            raise StoreError(f"the disk holding the store at {self.directory} is full: writing needs about "
+                             f"{(2 * size + SPACE_MARGIN) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; free some "
+                             "space or point HIERPOLY_CACHE_DIR at another disk; nothing was changed")
+
+    def _shrink_log(self) -> None:
+        """Give back the write-ahead log a failed transaction grew (it would keep a full disk full)."""
+        self._cache.close()  # reopened on next use
+        try:
+            con = sqlite3.connect(str(self.directory / "cache.db"), timeout=5)
+            try:
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass  # best effort: other readers may hold the log; SQLite reuses it either way
+
+    def _readable(self, key: str) -> bool:
+        try:
+            return self._cache.get(key) is not None
+        except StoreError:
+            return False
 
     def has(self, key: str) -> bool:
-        return key in self._cache
+        """Whether a value can be fetched for key (a row whose value file is gone does not count)."""
+        with self._guard():
+            return self._readable(key)
 
     def delete(self, key: str) -> bool:
-        return bool(self._cache.delete(key))
+        with self._guard():
+            return bool(self._cache.delete(key))
 
     def keys(self) -> list[str]:
-        return sorted(self._cache.iterkeys())
+        """Every key with a row in the store, readable or not."""
+        with self._guard():
+            return sorted(self._cache.iterkeys())
 
     def results(self) -> Iterator[Result]:
         """Every readable result; those that fail validation are skipped (see `summaries`)."""
@@ -114,57 +220,82 @@ class Store:
             if result is not None:
                 yield result
 
-    def raw(self, key: str) -> bytes | None:
-        """The stored bytes of a result (for bundles)."""
-        return self._cache.get(key)
+    def check(self, key: str, full: bool = False) -> tuple[dict | None, str | None]:
+        """(result.json as decoded, None) for a readable entry, else (None, why not in one line).
+
+        full: decode every member (arrays too), not just result.json.
+        """
+        try:
+            value = self.raw(key)
+            if value is None:
+                return None, "its value file is missing"
+            if full:
+                result = from_bytes(value)
+                if result.key != key:
+                    raise StoreError("stored under another config's key")
+            doc = decode_doc(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20)["result.json"])
+            if doc["key"] != key:
+                raise StoreError("stored under another config's key")
+        except StoreError as err:
+            return None, str(err)
+        return doc, None
+
+    def problems(self, full: bool = True) -> dict[str, str]:
+        """Every entry that cannot be used, with the reason: {key: reason}."""
+        out = {}
+        for key in self.keys():
+            _, reason = self.check(key, full=full)
+            if reason is not None:
+                out[key] = reason
+        return out
 
     def summaries(self):
         """One row per stored result (reads only result.json of each): a pandas DataFrame.
 
         Results that fail validation — from an older version of hierpoly (their keys no
-        longer match their configs) or damaged — get no row; their keys are listed in
-        ``table.attrs["unreadable"]`` so a page can say so instead of failing.
+        longer match their configs), damaged, or whose value file is gone — get no row;
+        their keys are listed in ``table.attrs["unreadable"]`` and the reasons in
+        ``table.attrs["problems"]`` so a page can say so instead of failing.
         """
         import pandas as pd
 
-        rows, unreadable = [], []
+        rows, problems = [], {}
         for key in self.keys():
-            value = self._cache.get(key)
-            if value is None:
-                continue
-            try:
-                if not isinstance(value, bytes):
-                    raise StoreError("not a result")
-                doc = decode_doc(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20)["result.json"])
-                if doc["key"] != key:
-                    raise StoreError("stored under another config's key")
-            except StoreError:
-                unreadable.append(key)
-                continue
-            cfg, meta, metrics = doc["config"], doc["meta"], doc["metrics"]
-            rows.append(
-                {
-                    "key": key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "sigma1": cfg.sigma1,
-                    "m1": cfg.m1, "m2": cfg.m2, "arch": cfg.arch, "mode": cfg.mode, "seed": cfg.seed,
-                    "steps": cfg.steps, "lr": cfg.lr, "n_test": cfg.n_test, "status": doc["status"],
-                    "test_loss": metrics.get("test_loss"), "feature_corr": metrics.get("feature_corr"),
-                    "train_loss": metrics.get("train_loss"), "steps_run": meta.get("steps"),
-                    "seconds": meta.get("seconds"), "created": meta.get("created"),
-                }
-            )
-        columns = [
-            "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
-            "status", "test_loss", "feature_corr", "train_loss", "steps_run", "seconds", "created",
-        ]
-        table = pd.DataFrame(rows, columns=columns)
-        table.attrs["unreadable"] = unreadable
+            doc, reason = self.check(key)
+            if doc is None:
+                problems[key] = reason
+            else:
+                rows.append(_summary_row(key, doc))
+        table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+        table.attrs["unreadable"] = list(problems)
+        table.attrs["problems"] = problems
         return table
 
     def size_bytes(self) -> int:
-        return int(self._cache.volume())
+        with self._guard():
+            return int(self._cache.volume())
 
     def __len__(self) -> int:
-        return len(self._cache)
+        with self._guard():
+            return len(self._cache)
 
     def close(self) -> None:
         self._cache.close()
+
+
+SUMMARY_COLUMNS = [
+    "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
+    "status", "test_loss", "feature_corr", "train_loss", "steps_run", "seconds", "created",
+]
+
+
+def _summary_row(key: str, doc: dict) -> dict:
+    cfg, meta, metrics = doc["config"], doc["meta"], doc["metrics"]
+    return {
+        "key": key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "sigma1": cfg.sigma1,
+        "m1": cfg.m1, "m2": cfg.m2, "arch": cfg.arch, "mode": cfg.mode, "seed": cfg.seed,
+        "steps": cfg.steps, "lr": cfg.lr, "n_test": cfg.n_test, "status": doc["status"],
+        "test_loss": metrics.get("test_loss"), "feature_corr": metrics.get("feature_corr"),
+        "train_loss": metrics.get("train_loss"), "steps_run": meta.get("steps"),
+        "seconds": meta.get("seconds"), "created": meta.get("created"),
+    }

@@ -1,18 +1,35 @@
-"""`python -m hierpoly.runs.worker JOB_ID`: train one job and store its result.
+"""`python -m hierpoly.runs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
 
-Started detached by jobs.py in a fresh interpreter. It beats a heartbeat from a
-thread (a chunk may outlast the lease), writes progress between chunks, stops
-when cancelled, stores only ``done`` results, and then starts the next queued job.
+Started detached by jobs.py in a fresh interpreter for one job; after it, the
+same process takes the next queued job while there is work, so JAX's compiled
+programs are reused, and exits after $HIERPOLY_WORKER_IDLE_S seconds without
+work. It beats a heartbeat from a thread (a chunk may outlast the lease),
+writes progress between chunks, stops when cancelled and stores only ``done``
+results. Every guarantee of jobs.py holds per job: a kill -9 marks the job it
+was running failed, cancel stops it, the concurrency cap counts it.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 import traceback
 
 from hierpoly.config import RunConfig
+from hierpoly.progress import Progress
 from hierpoly.runs import jobs
 from hierpoly.runs.store import Store
+
+IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
+
+
+def idle_seconds() -> float:
+    """How long a worker waits for more work: $HIERPOLY_WORKER_IDLE_S, default 60."""
+    try:
+        return max(0.0, float(os.environ.get("HIERPOLY_WORKER_IDLE_S", "60")))
+    except ValueError:
+        return 60.0
 
 
 def _beat(store: Store, job_id: str, stop: threading.Event) -> None:
@@ -23,25 +40,20 @@ def _beat(store: Store, job_id: str, stop: threading.Event) -> None:
             pass
 
 
-def run_job(job_id: str, store: Store) -> str:
-    """Train the job's config; returns the final status."""
-    rec = jobs.claim_start(store, job_id)
-    if rec is None:
-        return "skipped"
+def run_job(store: Store, rec: dict) -> str:
+    """Train one claimed job's config, store a done result, record the final status; returns it."""
+    job_id = rec["job_id"]
     stop = threading.Event()
     threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True).start()
     try:
         from hierpoly.runs import runner
 
         cfg = RunConfig.from_dict(rec["config"])
-
-        def on_progress(row):
-            jobs.add_progress(store, job_id, {
-                "step": row.step, "train_loss": _finite(row.train_loss), "test_loss": _finite(row.test_loss),
-                "feature_corr": _finite(row.feature_corr), "seconds": row.seconds,
-            })
-
-        ended = runner.execute(cfg, on_progress=on_progress, should_stop=lambda: jobs.stop_requested(store, job_id))
+        ended = runner.execute(
+            cfg,
+            on_progress=lambda row: jobs.add_progress(store, job_id, _as_progress(row)),
+            should_stop=lambda: jobs.stop_requested(store, job_id),
+        )
         if ended.result is not None:
             store.put(ended.result)
         jobs.finish(store, job_id, ended.status, ended.message)
@@ -55,8 +67,32 @@ def run_job(job_id: str, store: Store) -> str:
         stop.set()
 
 
-def _finite(x: float) -> float | None:
-    return x if x == x and abs(x) != float("inf") else None  # JSON has no NaN
+def _as_progress(row) -> Progress:
+    """The one progress record, from a training loop's row of the same fields."""
+    if isinstance(row, Progress):
+        return row
+    names = ("step", "train_loss", "test_loss", "feature_corr", "seconds", "phase", "fraction")
+    return Progress(**{name: getattr(row, name) for name in names if hasattr(row, name)})
+
+
+def wait_for_work(store: Store, idle_s: float) -> dict | None:
+    """The next queued job this worker may take, or None after idle_s seconds without one."""
+    deadline = time.monotonic() + idle_s
+    while time.monotonic() < deadline:
+        rec = jobs.next_job(store)
+        if rec is not None:
+            return rec
+        time.sleep(IDLE_POLL_S)
+    return jobs.next_job(store, retire=True)
+
+
+def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
+    """Run rec, then queued jobs while there are any; returns the statuses in order."""
+    statuses = []
+    while rec is not None:
+        statuses.append(run_job(store, rec))
+        rec = wait_for_work(store, idle_s)
+    return statuses
 
 
 def main(argv=None) -> int:
@@ -65,9 +101,8 @@ def main(argv=None) -> int:
         print("usage: python -m hierpoly.runs.worker JOB_ID", file=sys.stderr)
         return 2
     store = Store()
-    status = run_job(argv[0], store)
-    jobs._supervise(store)  # this slot is free: start the next queued job
-    return 0 if status in ("done", "skipped") else 1
+    statuses = serve(store, jobs.claim_start(store, argv[0]), idle_seconds())
+    return 0 if all(s == "done" for s in statuses) else 1
 
 
 if __name__ == "__main__":

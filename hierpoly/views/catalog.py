@@ -29,7 +29,7 @@ def runs_table(summaries: pd.DataFrame, jobs: Sequence = ()) -> pd.DataFrame:
             continue
         seen.add(job.key)
         cfg = job.config
-        last = job.progress[-1] if job.progress else {}
+        last = job.last.to_json() if job.last is not None else {}
         rows.append({
             "key": job.key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "mode": cfg.mode, "arch": cfg.arch,
             "m1": cfg.m1, "m2": cfg.m2, "seed": cfg.seed, "steps": cfg.steps, "status": job.status,

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.progress import Progress
 from hierpoly.targets import TargetError, parse_link
 
 INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval")
@@ -180,8 +181,11 @@ class ProgressView:
 
 
 def history_frame(rows) -> pd.DataFrame:
-    """Progress rows (list of dicts) or a dict of arrays as a DataFrame sorted by step."""
+    """Progress records (training rows only), dicts, or a dict of arrays as a DataFrame sorted by step."""
     columns = ["step", "train_loss", "test_loss", "feature_corr", "seconds"]
+    if rows is not None and not isinstance(rows, Mapping):
+        rows = [{c: getattr(r, c) for c in columns} if isinstance(r, Progress) else r
+                for r in rows if not isinstance(r, Progress) or r.is_history]
     if rows is None or len(rows) == 0:
         return pd.DataFrame({name: pd.Series(dtype=float) for name in columns})
     frame = pd.DataFrame(rows if not isinstance(rows, Mapping) else {k: np.asarray(v) for k, v in rows.items()})
@@ -206,7 +210,7 @@ def progress_view(status: str, message: str, rows, total: int, heartbeat_age: fl
         if d_step > 0 and d_sec >= 0:
             eta = max(total - step, 0) * d_sec / d_step
     if status == "queued":
-        text = "queued: waiting for a worker"
+        text = f"queued: {message}" if message else "queued: waiting for a worker"
     else:
         text = f"{status}: step {step} / {total}"
         if eta is not None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from hierpoly.runs.bundles import BundleError
+from hierpoly.runs.codec import StoreError
 from hierpoly.runs.store import REPO, Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
@@ -52,10 +54,16 @@ def device_probe(timeout: float = 120.0) -> dict | None:
     return None
 
 
+_load_problems: dict[str, str] = {}  # store directory -> why the shipped bundles did not load
+
+
 @lru_cache(maxsize=8)
 def _shared_store(directory: str) -> Store:
     store = Store(directory)
-    _load_shipped(store)
+    try:
+        _load_shipped(store)
+    except (BundleError, StoreError) as err:  # the store still serves what it holds
+        _load_problems[directory] = f"The shipped results were not loaded: {err}"
     return store
 
 
@@ -68,16 +76,35 @@ def open_store() -> Store:
     return _shared_store(str(default_dir()))
 
 
+def open_checked() -> tuple[Store | None, list[str]]:
+    """The app's store and one-line problems for a banner; the store is None when it cannot be used.
+
+    Never raises for a damaged store, job table or job record: pages show the lines instead.
+    """
+    from hierpoly.runs import jobs, policy
+
+    try:
+        policy.current_mode()
+        store = open_store()
+        damaged = jobs.damaged(store)
+    except (StoreError, policy.PolicyError) as err:
+        return None, [str(err)]
+    problems = [_load_problems[str(store.directory)]] if str(store.directory) in _load_problems else []
+    if damaged:
+        problems.append(f"{len(damaged)} job record(s) cannot be read and are not shown: "
+                        "run `python -m hierpoly doctor --repair`")
+    return store, problems
+
+
 def _clear_store_cache() -> None:
     """Forget the opened stores (tests that delete their directories)."""
     _shared_store.cache_clear()
+    _load_problems.clear()
 
 
 def _load_shipped(store: Store) -> None:
-    try:
-        from hierpoly.runs.bundles import load_precomputed
-    except ImportError:  # bundles not available: nothing shipped to load
-        return
+    from hierpoly.runs.bundles import load_precomputed
+
     load_precomputed(store)
 
 
@@ -113,7 +140,10 @@ def system_status(store: Store) -> SystemStatus:
         summaries = store.summaries()
         if len(summaries):
             newest = summaries.sort_values("created").iloc[-1]
-            result = store.get(newest["key"])
+            try:
+                result = store.get(newest["key"])
+            except StoreError:
+                result = None
             if result is not None and isinstance(result.meta.get("device"), dict):
                 info, source = result.meta["device"], "newest result"
     live = [job for job in jobs.list_jobs(store) if job.status in ("queued", "running")]

@@ -1,0 +1,175 @@
+"""Where the app runs and what a web visitor may launch: ``HIERPOLY_MODE``.
+
+    local      one's own machine (the default): the web app launches what the
+               machine's budget allows (budget.py), as the CLI does
+    classroom  a machine a class can reach: each web-launched run must fit a small
+               budget of estimated CPU seconds, each visitor (browser session) may
+               have a few runs queued or running, and the whole queue is capped;
+               a locked link made on the Learn page carries an HMAC signature of
+               its config and launches only while the signature matches
+    gallery    read-only: browse, compare, download and replay stored and shipped
+               results; nothing can be launched or imported from the web
+
+The CLI is the operator's tool and keeps the machine's own, larger budget. The
+signing secret is a random file in the store directory (``secret.key``, mode 0600),
+so links stay valid across restarts and never leave the server.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import dataclass
+
+from hierpoly.config import RunConfig
+from hierpoly.runs import jobs
+from hierpoly.runs.budget import BudgetError, estimate
+from hierpoly.runs.store import Store
+
+MODES = ("local", "classroom", "gallery")
+SIGNATURE_PARAM = "sig"  # the URL parameter of a locked link's signature
+FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate: 1e17 flops ≈ 900 hours
+SECRET_BYTES = 32
+
+
+class PolicyError(ValueError):
+    """A launch refused by the mode the app runs in, with a one-line reason."""
+
+
+REFUSALS = (PolicyError, jobs.QueueFull, BudgetError)  # every reason a web launch is refused
+
+
+@dataclass(frozen=True)
+class ClassroomLimits:
+    """What a classroom visitor may launch."""
+
+    seconds_per_run: float  # estimated CPU seconds of one unlocked run
+    per_visitor: int  # runs queued or running per browser session
+    queue: int  # runs queued or running in all
+
+
+def current_mode() -> str:
+    """$HIERPOLY_MODE: local (default), classroom or gallery."""
+    value = os.environ.get("HIERPOLY_MODE", "local").strip().lower() or "local"
+    if value not in MODES:
+        raise PolicyError(f"HIERPOLY_MODE must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def _env_number(name: str, default: float, integer: bool = False) -> float:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text) if integer else float(text)
+    except ValueError:
+        raise PolicyError(f"{name} must be a {'whole ' if integer else ''}number, got {text!r}") from None
+    if not value > 0:
+        raise PolicyError(f"{name} must be positive, got {text!r}")
+    return value
+
+
+def classroom_limits() -> ClassroomLimits:
+    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2) and $HIERPOLY_QUEUE_LIMIT (20)."""
+    return ClassroomLimits(
+        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS", 60.0),
+        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", 2, integer=True)),
+        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", 20, integer=True)),
+    )
+
+
+def estimated_seconds(cfg: RunConfig) -> float:
+    """CPU seconds of a run: training and the final evaluation's forward pass at FLOPS_PER_SECOND."""
+    evaluation = 2.0 * cfg.n_eval * (cfg.d * cfg.m1 + cfg.m2)
+    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND", FLOPS_PER_SECOND)
+    return (estimate(cfg).flops + evaluation) / rate
+
+
+def _secret(store: Store) -> bytes:
+    """The store's signing secret, made once (O_EXCL: concurrent first calls agree on one)."""
+    path = store.directory / "secret.key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as err:
+        raise PolicyError(f"cannot create the signing secret in {store.directory}: {err.strerror or err}") from None
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(SECRET_BYTES))
+    try:
+        text = path.read_text().strip()
+    except OSError as err:
+        raise PolicyError(f"cannot read the signing secret {path}: {err.strerror or err}") from None
+    if len(text) < 2 * SECRET_BYTES:
+        raise PolicyError(f"the signing secret {path} is damaged: delete it (locked links made so far stop working)")
+    return text.encode()
+
+
+def sign(cfg: RunConfig, store: Store) -> str:
+    """The signature of a locked link: HMAC-SHA256 of the config's key with the store's secret."""
+    return hmac.new(_secret(store), cfg.key().encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def signature_matches(cfg: RunConfig, signature: str | None, store: Store) -> bool:
+    return isinstance(signature, str) and hmac.compare_digest(sign(cfg, store), signature.strip().lower())
+
+
+def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature: str | None = None,
+               mode: str | None = None) -> jobs.QueueLimits | None:
+    """The queue limits a web launch of cfg runs under; PolicyError when the mode refuses it.
+
+    Args:
+        cfg: the config to launch.
+        store: the store (holds the signing secret).
+        locked: the page was opened from a locked link.
+        signature: that link's signature.
+        mode: default ``current_mode()``.
+    """
+    mode = mode or current_mode()
+    if mode == "gallery":
+        raise PolicyError("this explorer is a gallery (HIERPOLY_MODE=gallery): it shows stored results; "
+                          "nothing can be launched from the web")
+    if mode == "local":
+        return None
+    limits = classroom_limits()
+    if locked and not signature_matches(cfg, signature, store):
+        raise PolicyError("this locked link was changed after it was made (its signature does not match): "
+                          "open the link your teacher gave you again")
+    seconds = estimated_seconds(cfg)
+    if not locked and seconds > limits.seconds_per_run:
+        raise PolicyError(f"this run needs about {_duration(seconds)} of CPU; in classroom mode a run may use "
+                          f"{_duration(limits.seconds_per_run)}: lower n, d, m1, m2, steps or evaluation points")
+    return jobs.QueueLimits(total=limits.queue, per_owner=limits.per_visitor)
+
+
+def submit_from_web(cfg: RunConfig, store: Store, visitor: str, *, locked: bool = False,
+                    signature: str | None = None) -> str:
+    """Launch cfg for a web visitor under the mode's rules; returns the job id.
+
+    Raises one of REFUSALS with a one-line reason.
+    """
+    limits = web_limits(cfg, store, locked=locked, signature=signature)
+    return jobs.submit(cfg, store, owner=visitor, limits=limits)
+
+
+def can_launch(mode: str | None = None) -> bool:
+    """Whether the web app may start runs or import bundles (not in a gallery)."""
+    return (mode or current_mode()) != "gallery"
+
+
+def describe(mode: str | None = None) -> str:
+    """One line for the sidebar: the mode and what it allows."""
+    mode = mode or current_mode()
+    if mode == "gallery":
+        return "Gallery mode: browse, compare and download stored results; nothing is launched here."
+    if mode == "classroom":
+        limits = classroom_limits()
+        return (f"Classroom mode: each run may use about {_duration(limits.seconds_per_run)} of CPU; "
+                f"at most {limits.per_visitor} runs per visitor and {limits.queue} in all, queued or running.")
+    return "Local mode: runs are limited only by this machine's memory and work budget."
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"

@@ -1,0 +1,126 @@
+"""Damage is reported in one line or listed as unreadable, never a traceback; doctor --repair restores the store.
+
+Real files: a database with a garbage header, a garbage job record, a pickled value
+row and a deleted value file, made the way a crash, an old version or a person would.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import diskcache
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_store import make_result
+
+from hierpoly import cli
+from hierpoly.runs import jobs
+from hierpoly.runs.codec import StoreError, to_bytes
+from hierpoly.runs.store import Store
+from hierpoly.views.system import _clear_store_cache
+
+REPO = Path(__file__).resolve().parent.parent
+PICKLED_KEY = "ab" * 32
+
+
+def run_cli(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line(text: str) -> bool:
+    return text.strip() != "" and text.strip().count("\n") == 0 and "Traceback" not in text
+
+
+def old_style_cache(directory: Path) -> diskcache.Cache:
+    """The store opened as an older hierpoly or a stranger would: pickle allowed, values over 32 kB in files."""
+    return diskcache.Cache(str(directory), eviction_policy="none", disk_min_file_size=2**15)
+
+
+def damage(kind: str, directory: Path) -> str:
+    """Damage a store holding one good result; returns the affected key or job id."""
+    store = Store(directory)
+    store.put(make_result(seed=1))
+    if kind == "database":
+        store.close()
+        with open(directory / "cache.db", "r+b") as fh:
+            fh.write(b"this is no longer a database" * 8)
+        return "cache.db"
+    if kind == "job record":
+        jobs.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
+        jobs.table(store).set("job:0123456789abcdef", "{not json")
+        return "0123456789abcdef"
+    if kind == "pickled value":
+        old_style_cache(directory).set(PICKLED_KEY, {"a": "pickle"})
+        return PICKLED_KEY
+    result = make_result(seed=2, n_samples=2000)  # above 32 kB: an old store kept it in a file
+    old_style_cache(directory).set(result.key, to_bytes(result))
+    for path in directory.glob("*/*/*.val"):
+        path.unlink()
+    return result.key
+
+
+def test_damaged_database_is_one_line_everywhere_and_doctor_repairs(cache_dir, capsys):
+    damage("database", cache_dir)
+    with pytest.raises(StoreError, match="doctor --repair"):
+        Store(cache_dir)
+    for args in (["jobs"], ["figure2", "--preset", "tiny"], ["run", "--d", "4", "--n", "256"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 1 and one_line(err) and "doctor --repair" in err, (args, err)
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and "store database" in out
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0 and "moved the damaged database" in out, out
+    store = Store(cache_dir)
+    store.put(make_result(seed=3))
+    assert store.has(make_result(seed=3).key)
+    assert run_cli(capsys, "doctor")[0] == 0
+
+
+def test_garbage_job_record_is_listed_and_removed(cache_dir, capsys):
+    bad = damage("job record", cache_dir)
+    code, out, err = run_cli(capsys, "jobs")
+    assert code == 0 and "done" in out and bad in err and one_line(err)
+    assert jobs.damaged() == {bad: jobs.damaged()[bad]}
+    assert [j.status for j in jobs.list_jobs()] == ["done"]
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and f"job record {bad}" in out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert jobs.damaged() == {} and run_cli(capsys, "doctor")[0] == 0
+
+
+@pytest.mark.parametrize("kind", ["pickled value", "value file"])
+def test_unreadable_value_is_listed_never_raised_and_can_be_rerun(kind, cache_dir, capsys):
+    key = damage(kind, cache_dir)
+    store = Store(cache_dir)
+    table = store.summaries()
+    assert table.attrs["unreadable"] == [key] and len(table) == 1
+    reason = table.attrs["problems"][key]
+    assert ("unpickle" in reason) if kind == "pickled value" else ("missing" in reason)
+    assert not store.has(key) and len(list(store.results())) == 1
+    code, _, err = run_cli(capsys, "figure2", "--preset", "tiny")
+    assert code == 0 and "Traceback" not in err
+    if kind == "value file":  # a rerun replaces the dangling row
+        result = make_result(seed=2, n_samples=2000)
+        assert store.get(key) is None
+        store.put(result)
+        assert store.get(key).metrics == result.metrics and Store(cache_dir).problems() == {}
+        return
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and key in out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert key not in store.keys() and len(store) == 1
+
+
+@pytest.mark.parametrize("kind", ["database", "job record", "pickled value", "value file"])
+@pytest.mark.parametrize("page", ["app.py", "pages/3_Results.py"])
+def test_pages_show_a_banner_not_a_traceback(kind, page, cache_dir):
+    damage(kind, cache_dir)
+    _clear_store_cache()
+    at = AppTest.from_file(str(REPO / page), default_timeout=60).run()
+    assert not at.exception, at.exception
+    shown = " ".join(w.value for w in [*at.warning, *at.error])
+    if kind in ("database", "job record"):
+        assert "doctor --repair" in shown, shown
+    elif page.endswith("Results.py"):
+        assert "cannot be read" in shown, shown
