@@ -1,6 +1,6 @@
 """AppTest of every page, with an empty store and with really trained stored results.
 
-Stored results come from real training (``train.run`` + ``runner.to_result``)
+Stored results come from real training (``runner.execute``)
 of tiny configs in a session fixture; the Explore launch test runs a real worker
 process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
@@ -41,16 +41,14 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly.engine import train
-    from hierpoly.runs.runner import to_result
+    from hierpoly.runs import runner
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)
     for cfg in _stored_configs():
-        t0 = time.perf_counter()
-        out = train.run(cfg)
-        assert out.status == "done", out.message
-        store.put(to_result(cfg, out, time.perf_counter() - t0))
+        ended = runner.execute(cfg)
+        assert ended.status == "done", ended.message
+        store.put(ended.result)
     store.close()
     return directory
 
