@@ -65,7 +65,7 @@ else:
         cols[1].download_button("Histories (CSV)", forms.histories_csv(results), file_name="histories.csv",
                                 mime="text/csv", key="res_csv")
         confirm = policy.can_launch() and cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
-        if confirm and cols[2].button("Delete selection", key="res_delete"):
+        if policy.can_launch() and cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):
             deleted = sum(store.delete(k) for k in selection)
             st.session_state.pop("res_selection", None)
             st.session_state.pop("res_confirm", None)
