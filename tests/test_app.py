@@ -41,16 +41,14 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly.engine import train
-    from hierpoly.runs.runner import to_result
+    from hierpoly.runs.runner import execute
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)
     for cfg in _stored_configs():
-        t0 = time.perf_counter()
-        out = train.run(cfg)
+        out = execute(cfg)
         assert out.status == "done", out.message
-        store.put(to_result(cfg, out, time.perf_counter() - t0))
+        store.put(out.result)
     store.close()
     return directory
 

@@ -279,3 +279,31 @@ def link_fit(samples: Mapping[str, np.ndarray], link: str, C: float | None = Non
     grid = np.linspace(g.min(), g.max(), points) if len(g) else np.zeros(0)
     h_true = C * np.polynomial.polynomial.polyval((grid - beta) / alpha, coefs)
     return LinkFit(float(alpha), float(beta), float(C), pd.DataFrame({"g": grid, "h_true": h_true}))
+
+
+# ------------------------------------------------------------- plain words
+def outcome_text(result) -> str:
+    """How a stored run ended, in words a student knows."""
+    cfg, steps = result.config, int(result.meta.get("steps") or 0)
+    stopped_by = (result.meta.get("extra") or {}).get("stopped_by")
+    if cfg.arch == "kernel":
+        return "Fitted in one go (ridge regression on random features): a kernel method has no training steps."
+    if cfg.mode == "layerwise":
+        return f"Finished both stages of layer-wise training ({steps:,} gradient steps in all)."
+    if stopped_by == "plateau" or result.message.startswith("converged"):
+        return (f"Finished early, at step {steps:,}: the training loss had stopped improving "
+                f"(by less than {cfg.tol:.1%} over {cfg.patience:,} steps).")
+    if stopped_by == "step cap" or result.message.startswith("reached the step cap"):
+        return f"Finished: it used all {cfg.steps:,} training steps it was allowed (the step cap)."
+    return f"Finished: {result.message}."
+
+
+HEAVY_TAIL = (
+    "**Why the correlation can be high while the test loss is not small.** The target h = C·p³ is heavy-tailed: "
+    "most inputs give a tiny h, a rare few a huge one. The test loss averages over {n_eval:,} fresh inputs, "
+    "including those rare ones whose feature p lies beyond anything in the training data. There the network "
+    "is linear in its feature (its second layer is ReLU) while h is cubic, so it misses them badly, and those "
+    "few inputs carry a large share of E[h²] = 1. The feature correlation measures how well g follows p on "
+    "all inputs alike, so a network can have learned p (correlation near 1) and still have a sizeable test loss. "
+    "A test loss of 1 is what predicting 0 everywhere scores."
+)
