@@ -20,7 +20,8 @@ def hero() -> None:
         if cells["d"].nunique() >= 2:
             st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)
-            st.caption(f"The `{name}` grid from the stored results: the mean over seeds of each cell.")
+            st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results, "
+                       "the mean over seeds of each cell.")
             return
     st.info("No Figure 2 grid is stored yet, so the collapse cannot be drawn. Queue one on the Figure 2 page, "
             "or import a bundle on the Results page.")
@@ -39,8 +40,8 @@ every $d$: about $d^k$ samples suffice, where a kernel method needs about $d^{kq
 """
     )
     st.page_link("pages/1_Explore.py", label="Watch a network find p", icon="🔭")
-    st.page_link("pages/2_Figure_2.py", label="Figure 2: the measurements behind this curve", icon="📈")
-    st.page_link("pages/4_Learn.py", label="A guided tour for a class", icon="🎓")
+    st.page_link("pages/2_Figure_2.py", label="Figure 2 in full", icon="📈")
+    st.page_link("pages/4_Learn.py", label="A tour for a class", icon="🎓")
     st.page_link("pages/3_Results.py", label="Every stored run", icon="🗂️")
 
 st.subheader("This machine")

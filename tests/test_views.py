@@ -114,3 +114,4 @@ def test_figure2_seed_dots_share_their_d_colour():
     lines = {t.name: t.line.color for t in fig.data if t.mode == "lines+markers" and t.name}
     dots = [t for t in fig.data if t.mode == "markers"]
     assert dots and all(d.marker.color == lines[d.legendgroup] for d in dots)
+    assert all(t.mode for t in fig.data)  # no trace left to plotly's default markers in its own palette

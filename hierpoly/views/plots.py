@@ -227,7 +227,8 @@ def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
     if metric.endswith("loss"):  # a log axis cannot show values ≤ 0
         lo = np.maximum(lo, mean * 0.1)
     if np.any(std > 0):
-        fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+        # mode "lines": plotly's default would put unrelated-coloured markers on the band's corners
+        fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
                         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
                         legendgroup=name, row=1, col=col)
     seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
@@ -252,7 +253,7 @@ def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = N
                       annotation_position="bottom right")
     fig.update_xaxes(type="log", title=f"n / d^{k}: samples in units of d^{k}", dtick=LOG2_DTICK, tick0=0, tickformat="~g")
     fig.update_yaxes(title="feature correlation corr(g, p)", range=[-0.05, 1.05])
-    return _layout(fig, f"Every d on one curve: the network needs about d^{k} samples", height=420)
+    return _layout(fig, "Every d on one curve", height=420)
 
 
 def coverage_heatmap(coverage: pd.DataFrame) -> go.Figure:
