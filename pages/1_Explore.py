@@ -159,7 +159,7 @@ def show_result(result) -> None:
                    help=f"square loss over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
     cols[1].metric("feature correlation", f"{metrics['feature_corr']:.3f}",
                    help="Pearson corr(g, p) of the learned feature g with p, on the same points")
-    cols[2].metric("train loss", f"{metrics['train_loss']:.3f}")
+    cols[2].metric("train loss", f"{metrics['train_loss']:.3g}")
     cols[3].metric("wall time", monitor.format_seconds(result.meta.get("seconds", 0.0)))
     with st.expander("Why can the correlation be high while the test loss is not small?",
                      expanded=metrics["feature_corr"] >= 0.9 and metrics["test_loss"] >= 0.2):

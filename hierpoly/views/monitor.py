@@ -299,7 +299,7 @@ def outcome_text(result) -> str:
 
 
 HEAVY_TAIL = (
-    "**Why the correlation can be high while the test loss is not small.** The target h = C·p³ is heavy-tailed: "
+    "The target h = C·p³ is heavy-tailed: "
     "most inputs give a tiny h, a rare few a huge one. The test loss averages over {n_eval:,} fresh inputs, "
     "including those rare ones whose feature p lies beyond anything in the training data. There the network "
     "is linear in its feature (its second layer is ReLU) while h is cubic, so it misses them badly, and those "
