@@ -389,33 +389,6 @@ def cmd_sweep(args) -> int:
     return 1 if bad else 0
 
 
-def _figure2_report(spec, store, threshold: float) -> tuple[dict, object]:
-    """The JSON of `figure2` and the aggregated cells (for the figure)."""
-    import math
-
-    from hierpoly.runs import analysis, sweeps
-
-    runs = sweeps.stored_runs(spec, store)
-    cells = analysis.aggregate(runs)
-    table = analysis.figure2_cells(cells)
-    kappa = analysis.exponent(runs, threshold=threshold)
-
-    def clean(value):
-        if hasattr(value, "item"):
-            value = value.item()
-        return None if isinstance(value, float) and not math.isfinite(value) else value
-
-    cover = sweeps.coverage(spec, store)
-    short = cover[cover["stored"] < cover["wanted"]]
-    report = {
-        "preset": spec.name, "k": spec.k, "threshold": threshold, "seeds_wanted": spec.seeds,
-        "cells": [{c: clean(v) for c, v in row.items()} for row in table.to_dict("records")],
-        "kappa": kappa.to_dict(),
-        "missing": [{c: clean(v) for c, v in row.items()} for row in short.to_dict("records")],
-    }
-    return report, cells
-
-
 def _write_figure2(cells, k: int, out: str) -> list[str]:
     """HTML always (both x axes); PNG/SVG too when asked and kaleido is installed. Returns notes."""
     from pathlib import Path
@@ -460,10 +433,11 @@ def cmd_figure2(args) -> int:
         return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
     store = Store()
     _load_precomputed(store)
-    report, cells = _figure2_report(spec, store, args.threshold)
+    figure = sweeps.figure2_report(spec, store, args.threshold)
+    report = figure.to_json()
     if args.out:
         try:
-            for note in _write_figure2(cells, spec.k, args.out):
+            for note in _write_figure2(figure.cells, spec.k, args.out):
                 print(note, file=sys.stderr)
         except OSError as err:
             return _fail(f"cannot write {args.out}: {err.strerror or err}")

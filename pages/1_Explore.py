@@ -1,46 +1,27 @@
 """Explore: pick a config, run it in the background, watch it learn, share its URL."""
-import uuid
-
 import streamlit as st
 
 from hierpoly.config import ARCHS, MODES, SIGMA1
 from hierpoly.runs import budget, jobs, policy
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
-from hierpoly.views import forms, plots
-from hierpoly.views.system import open_checked
+from hierpoly.views import forms, monitor, plots, tour, widgets
 
-st.set_page_config(page_title="Explore · hierpoly", page_icon="🔭", layout="wide")
-store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
-for problem in problems:
-    st.warning(problem, icon="⚠️")
-if store is None:
-    st.stop()
-st.sidebar.caption(policy.describe())
 CUSTOM = "custom coefficients"
 PREFIX = "ex_"  # widget keys
+store = widgets.store_or_stop()
 
 
 # ------------------------------------------------ URL -> controls (once per new URL)
-def _apply(values: dict) -> dict:
-    """Put config values into the controls' session state (None: the mode's default); returns why any was dropped."""
-    merged = {**forms.DEFAULT_VALUES, **values}
-    link = str(merged.get("link", "cubic"))
-    preset = link.strip().lower() in LINK_PRESETS
-    state = st.session_state
-    state[PREFIX + "link"] = link.strip().lower() if preset else CUSTOM
-    state[PREFIX + "coefs"] = "" if preset else link
-    for name in ("d", "n", "m2", "seed", "n_test", "n_eval", "m1", "steps", "lr", "weight_decay", "b_scale", "tol", "patience"):
-        state[PREFIX + name] = merged.get(name)
-    state[PREFIX + "seed"] = merged.get("seed", 0)
-    state[PREFIX + "m2"] = merged.get("m2", 1000)
-    dropped = {}
-    for name, options, default in (("k", SUPPORTED_K, 3), ("mode", MODES, "joint"), ("sigma1", SIGMA1, "cube"),
-                                   ("arch", ARCHS, "three_layer")):
-        value = merged.get(name, default)
-        if value not in options:
-            dropped[name] = forms.field_error(name, value) or f"{value!r} is not one of {options}"
-            value = default
-        state[PREFIX + name] = value
+def _apply(url_values: dict) -> dict:
+    """Put the form's starting values into the controls' state; returns why any URL value was dropped."""
+    values, dropped = forms.form_values(url_values, tour.tour_config())
+    link = str(values["link"]).strip().lower()
+    preset = link in LINK_PRESETS
+    st.session_state[PREFIX + "link"] = link if preset else CUSTOM
+    st.session_state[PREFIX + "coefs"] = "" if preset else values["link"]
+    for name in forms.FIELDS:
+        if name != "link":
+            st.session_state[PREFIX + name] = values[name]
     return dropped
 
 
@@ -58,6 +39,9 @@ if url_params != st.session_state.get("ex_url") or PREFIX + "d" not in st.sessio
     st.session_state["ex_url"] = url_params
 locked = st.session_state.get("ex_locked", False)
 url_errors = st.session_state.get("ex_url_errors", {})
+# a classroom link opens with the sidebar out of the way: the class watches, the settings are fixed
+st.set_page_config(page_title="Explore · hierpoly", page_icon="🔭", layout="wide",
+                   initial_sidebar_state="collapsed" if locked else "auto")
 
 st.title("Explore one run")
 st.caption("Train the three-layer network on h = g ∘ p and watch it learn the feature p. "
@@ -74,67 +58,56 @@ def _error(name: str, value) -> None:
         st.error(message, icon="⚠️")
 
 
-# ------------------------------------------------------------------- controls
-with st.sidebar:
-    st.header("Settings")
-    d = st.number_input("d: input dimension", key=PREFIX + "d", step=1, disabled=locked)
-    _error("d", d)
-    n = st.number_input("n: training samples", key=PREFIX + "n", step=256, disabled=locked,
-                        help="The paper's scale: n ≈ d^k. Layer-wise training splits n into D1 and D2.")
-    _error("n", n)
-    k = st.selectbox("k: degree of the feature p", SUPPORTED_K, key=PREFIX + "k", disabled=locked)
-    link_choice = st.selectbox("link g", [*LINK_PRESETS, CUSTOM], key=PREFIX + "link", disabled=locked,
-                               help="g(z) = C·poly(z) with C chosen so that E[h²] = 1 exactly.")
-    link = link_choice
-    if link_choice == CUSTOM:
-        link = st.text_input("coefficients c0, c1, c2, … of g", key=PREFIX + "coefs", disabled=locked,
-                             placeholder="0, 1, 0, 1")
-    _error("link", link)
-    mode = st.selectbox("training mode", MODES, key=PREFIX + "mode", disabled=locked,
-                        help="joint: Adam on all parameters (Figure 2). layerwise: Algorithm 1, two ridge stages.")
-    sigma1 = st.selectbox("σ1: first activation", SIGMA1, key=PREFIX + "sigma1", disabled=locked)
-    m1 = st.number_input("m1: first width (empty = d² joint, C(d+k, k) layer-wise)", key=PREFIX + "m1", step=1,
-                         disabled=locked, placeholder="auto")
-    _error("m1", m1)
-    m2 = st.number_input("m2: second width", key=PREFIX + "m2", step=50, disabled=locked)
-    _error("m2", m2)
-    steps = st.number_input("steps (joint: cap; layer-wise: T1 = T2; empty = default)", key=PREFIX + "steps",
-                            step=100, disabled=locked, placeholder="auto")
-    _error("steps", steps)
-    lr = st.number_input("learning rate (empty = default)", key=PREFIX + "lr", format="%g", step=1e-3,
-                         disabled=locked, placeholder="auto")
-    _error("lr", lr)
-    seed = st.number_input("seed", key=PREFIX + "seed", step=1, disabled=locked)
-    _error("seed", seed)
-    with st.expander("More settings"):
-        n_test = st.number_input("monitor points (the live curves)", key=PREFIX + "n_test", step=256, disabled=locked)
-        _error("n_test", n_test)
-        n_eval = st.number_input("evaluation points (the final test loss: h is heavy-tailed)", key=PREFIX + "n_eval",
-                                 step=65536, disabled=locked, placeholder="1048576")
-        _error("n_eval", n_eval)
-        weight_decay = st.number_input("weight decay ξ (layer-wise)", key=PREFIX + "weight_decay",
-                                       format="%g", disabled=locked, placeholder="1e-06")
-        _error("weight_decay", weight_decay)
-        b_scale = st.number_input("b ~ Uniform[-b, b]", key=PREFIX + "b_scale", format="%g",
-                                  disabled=locked, placeholder="4")
-        _error("b_scale", b_scale)
-        tol = st.number_input("joint: stop when the train loss improves by less than (relative)", key=PREFIX + "tol",
-                              format="%g", step=1e-4, disabled=locked, placeholder="0.001")
-        _error("tol", tol)
-        patience = st.number_input("joint: … over this many steps", key=PREFIX + "patience", step=100,
-                                   disabled=locked, placeholder="500")
-        _error("patience", patience)
-        arch = st.selectbox("model", ARCHS, key=PREFIX + "arch", disabled=locked,
-                            help="three_layer: the paper's network; kernel and two_layer: Figure 2's baselines")
+def _number(name: str, label: str, **options):
+    value = st.number_input(label, key=PREFIX + name, disabled=locked, **options)
+    _error(name, value)
+    return value
 
-values = dict(d=d, n=n, k=k, link=link, mode=mode, sigma1=sigma1, m1=m1, m2=m2, steps=steps, lr=lr, seed=seed,
-              n_test=n_test, n_eval=n_eval, weight_decay=weight_decay, b_scale=b_scale, tol=tol, patience=patience, arch=arch)
-check = forms.build_config(values)
+
+# ------------------------------------------------------------------- controls
+def controls() -> dict:
+    """The sidebar's widgets; returns the form's values (None: the config's derived default)."""
+    values = {}
+    with st.sidebar:
+        st.header("Settings")
+        values["d"] = _number("d", "d: input dimension", step=1)
+        values["n"] = _number("n", "n: training samples", step=256,
+                              help="The paper's scale: n ≈ d^k. Layer-wise training splits n into D1 and D2.")
+        values["k"] = st.selectbox("k: degree of the feature p", SUPPORTED_K, key=PREFIX + "k", disabled=locked)
+        choice = st.selectbox("link g", [*LINK_PRESETS, CUSTOM], key=PREFIX + "link", disabled=locked,
+                              help="g(z) = C·poly(z) with C chosen so that E[h²] = 1 exactly.")
+        values["link"] = choice if choice != CUSTOM else st.text_input(
+            "coefficients c0, c1, c2, … of g", key=PREFIX + "coefs", disabled=locked, placeholder="0, 1, 0, 1")
+        _error("link", values["link"])
+        values["mode"] = st.selectbox("training mode", MODES, key=PREFIX + "mode", disabled=locked,
+                                      help="joint: Adam on all parameters (Figure 2). layerwise: Algorithm 1.")
+        values["sigma1"] = st.selectbox("σ1: first activation", SIGMA1, key=PREFIX + "sigma1", disabled=locked)
+        values["m1"] = _number("m1", "m1: first width (empty = d² joint, C(d+k, k) layer-wise)", step=1,
+                               placeholder="auto")
+        values["m2"] = _number("m2", "m2: second width", step=50)
+        values["steps"] = _number("steps", "steps (joint: cap; layer-wise: T1 = T2; empty = default)", step=100,
+                                  placeholder="auto")
+        values["lr"] = _number("lr", "learning rate (empty = default)", format="%g", step=1e-3, placeholder="auto")
+        values["seed"] = _number("seed", "seed", step=1)
+        with st.expander("More settings"):
+            values["n_test"] = _number("n_test", "monitor points (the live curves)", step=256)
+            values["n_eval"] = _number("n_eval", "evaluation points (the final test loss: h is heavy-tailed)",
+                                       step=65536)
+            values["weight_decay"] = _number("weight_decay", "weight decay ξ (layer-wise)", format="%g")
+            values["b_scale"] = _number("b_scale", "b ~ Uniform[-b, b]", format="%g")
+            values["tol"] = _number("tol", "joint: stop when the train loss improves by less than (relative)",
+                                    format="%g", step=1e-4)
+            values["patience"] = _number("patience", "joint: … over this many steps", step=100)
+            values["arch"] = st.selectbox("model", ARCHS, key=PREFIX + "arch", disabled=locked,
+                                          help="three_layer: the paper's network; kernel, two_layer: the baselines")
+    return values
+
+
+check = forms.build_config(controls())
 if "" in check.errors:
     st.sidebar.error(check.errors[""], icon="⚠️")
 for warning in check.warnings:
     st.sidebar.warning(warning)
-
 if check.config is None:
     st.error("Fix the highlighted settings in the sidebar; nothing is launched until they are valid.")
     st.stop()
@@ -158,9 +131,9 @@ job = jobs.for_key(key, store)
 live = job is not None and job.status in jobs.LIVE
 
 st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, steps = {cfg.steps}, "
-            f"lr = {cfg.lr if cfg.lr is not None else '1/L'} · key `{key[:12]}`")
-col_run, col_cancel, col_share = st.columns([1, 1, 4])
-# --- mode: gallery launches nothing; classroom refuses an edited locked link (policy.py)
+            f"lr = {cfg.lr if cfg.lr is not None else '1/L'}")
+col_run, col_cancel = st.columns([1, 5])
+# gallery launches nothing; in classroom mode an edited locked link is refused (runs/policy.py)
 link_refused = locked and policy.current_mode() == "classroom" and not policy.signature_matches(cfg, signature, store)
 if link_refused:
     st.error("This locked link was changed after it was made (its signature does not match), so it cannot be "
@@ -170,13 +143,14 @@ if policy.can_launch():
     run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or link_refused,
                                  key="ex_run")
     cancel_clicked = col_cancel.button("■ Cancel", disabled=not live, key="ex_cancel")
-base = (st.context.url or "").split("?")[0]
-col_share.code(base + forms.url_query(params), language=None)
+with st.expander("Share this run"):
+    st.markdown(f"Run key `{key[:12]}`: the same settings give the same key, and the store serves it.")
+    st.code(forms.share_url((st.context.url or "").split("?")[0].rsplit("/", 1)[0], "Explore", params),
+            language=None, wrap_lines=True)
 
 if run_clicked:
     try:
-        visitor = st.session_state.setdefault("visitor", uuid.uuid4().hex)
-        policy.submit_from_web(cfg, store, visitor, locked=locked, signature=signature)
+        policy.submit_from_web(cfg, store, widgets.visitor(), locked=locked, signature=signature)
     except policy.REFUSALS as err:
         st.error(f"Not launched: {err}")
         st.stop()
@@ -186,67 +160,69 @@ if cancel_clicked and job is not None:
     st.rerun()
 
 
-# ---------------------------------------------------------------- live view
-@st.fragment(run_every=1.0)
-def live_panel(job_id: str) -> None:
-    """Reads the job table only; when the job ends, redraws the whole page."""
-    current = jobs.get(job_id, store)
-    if current is None or current.status not in jobs.LIVE:
-        st.rerun()
-    view = forms.progress_view(current.status, current.message, current.progress, current.total_steps)
-    st.progress(view.fraction, text=view.text)
+# ---------------------------------------------------------------- the result
+def show_result(result) -> None:
+    """Metrics in words, the learned feature (replayed when snapshots were stored), link, curves, metadata."""
+    metrics = result.metrics
+    st.success(f"Stored result. {monitor.outcome_text(result)}")
+    cols = st.columns([1, 1.5, 1, 1])  # the longest label gets the room it needs at projector width
+    cols[0].metric("test loss", f"{metrics['test_loss']:.3f}",
+                   help=f"square loss over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
+    cols[1].metric("feature correlation", f"{metrics['feature_corr']:.3f}",
+                   help="Pearson corr(g, p) of the learned feature g with p, on the same points")
+    cols[2].metric("train loss", f"{metrics['train_loss']:.3g}")
+    cols[3].metric("wall time", monitor.format_seconds(result.meta.get("seconds", 0.0)))
+    with st.expander("Why can the correlation be high while the test loss is not small?",
+                     expanded=metrics["feature_corr"] >= 0.9 and metrics["test_loss"] >= 0.2):
+        st.markdown(monitor.HEAVY_TAIL.format(n_eval=result.config.n_eval))
+    hist = monitor.history_frame(result.history)
+    if result.samples and len(result.samples.get("p", ())):
+        show_samples(result, hist)
+    else:
+        st.info("This result carries no test-point samples (a baseline), so there are no scatter plots.")
+        st.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
+    st.plotly_chart(plots.loss_figure(hist), key="chart_loss", config=plots.CHART_CONFIG)
+    st.download_button("Download the history (CSV)", monitor.histories_csv([result]),
+                       file_name=f"history_{key[:12]}.csv", mime="text/csv", key="ex_csv")
+    with st.expander("Run details: key, work, metadata"):
+        st.markdown(f"key `{key}` · about {budget.estimate(cfg).flops:.2g} floating-point operations at the cap")
+        st.json({"config": cfg.to_dict(), "message": result.message, "meta": result.meta})
+
+
+def show_samples(result, hist) -> None:
+    """The learned feature against p (a replay when snapshots were stored), the learned link, predictions."""
+    samples, metrics = result.samples, result.metrics
     left, right = st.columns(2)
-    left.plotly_chart(plots.loss_figure(view.history), key="chart_live_loss", config=plots.CHART_CONFIG)
-    right.plotly_chart(plots.corr_figure(view.history), key="chart_live_corr", config=plots.CHART_CONFIG)
-    st.caption("The job runs in its own process: closing this tab does not stop it; open the same URL to come back.")
+    with left:
+        if not widgets.replay(result, "ex"):
+            st.plotly_chart(plots.feature_scatter(samples, metrics["feature_corr"]), key="chart_scatter",
+                            config=plots.CHART_CONFIG)
+    fit = monitor.link_fit(samples, cfg.link, result.meta.get("C"))
+    right.plotly_chart(plots.link_figure(samples, fit.curve, fit.alpha, fit.beta), key="chart_link",
+                       config=plots.CHART_CONFIG)
+    right.caption(f"The learned feature is a rescaled p: g ≈ {plots.affine(fit.alpha, fit.beta)}. On that scale "
+                  "the true link is g ↦ C·poly((g − β)/α), the black curve; when the hierarchy is learned, "
+                  "the points (g(x), h_θ(x)) lie on it.")
+    left, right = st.columns(2)
+    left.plotly_chart(plots.prediction_scatter(samples, metrics["test_loss"]), key="chart_pred",
+                      config=plots.CHART_CONFIG)
+    right.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
 
 
 if result is not None:
-    st.success(f"Stored result: {result.message}")
-    m = result.metrics
-    cols = st.columns(4)
-    cols[0].metric("test loss", f"{m['test_loss']:.4f}",
-                   help=f"over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
-    cols[1].metric("feature correlation", f"{m['feature_corr']:.3f}", help="Pearson corr(g, p) on the same points")
-    cols[2].metric("train loss", f"{m['train_loss']:.4f}")
-    cols[3].metric("wall time", forms.format_seconds(result.meta.get("seconds", 0.0)))
-    samples = result.samples
-    if samples and len(samples.get("p", ())):
-        left, right = st.columns(2)
-        left.plotly_chart(plots.feature_scatter(samples, m["feature_corr"]), key="chart_scatter",
-                          config=plots.CHART_CONFIG)
-        right.plotly_chart(plots.prediction_scatter(samples, m["test_loss"]), key="chart_pred",
-                           config=plots.CHART_CONFIG)
-        fit = forms.link_fit(samples, cfg.link, result.meta.get("C"))
-        left.plotly_chart(plots.link_figure(samples, fit.curve, fit.alpha, fit.beta), key="chart_link",
-                          config=plots.CHART_CONFIG)
-        right.markdown(
-            "**Reading the learned link.** The network computes h_θ from the learned feature g alone. "
-            f"The learned feature is a rescaled p: a least-squares fit gives g ≈ {plots.affine(fit.alpha, fit.beta)}. "
-            "On that scale the true link is g ↦ C·poly((g − β)/α), the black curve; when the hierarchy is "
-            "learned, the points (g(x), h_θ(x)) lie on it."
-        )
-    else:
-        st.info("This result carries no test-point samples (a baseline), so there are no scatter plots.")
-    hist = forms.history_frame(result.history)
-    left, right = st.columns(2)
-    left.plotly_chart(plots.loss_figure(hist), key="chart_loss", config=plots.CHART_CONFIG)
-    right.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
-    st.download_button("Download the history (CSV)", forms.histories_csv([result]), file_name=f"history_{key[:12]}.csv",
-                       mime="text/csv", key="ex_csv")
-    with st.expander("Run metadata"):
-        st.json({"key": key, "config": cfg.to_dict(), "message": result.message, "meta": result.meta})
+    show_result(result)
 elif live:
-    live_panel(job.job_id)
+    widgets.live_job(job.job_id, store, "ex")
 elif job is not None and job.status in ("failed", "diverged", "cancelled"):
     st.error(f"The last run of this config {job.status}: {job.message}. Press Run to try again.")
     if job.progress:
-        hist = forms.history_frame(job.progress)
-        st.plotly_chart(plots.loss_figure(hist), key="chart_failed_loss", config=plots.CHART_CONFIG)
+        st.plotly_chart(plots.loss_figure(monitor.history_frame(job.progress)), key="chart_failed_loss",
+                        config=plots.CHART_CONFIG)
 else:
-    est = budget.estimate(cfg)
-    st.info(f"Not run yet. Press Run to train it in the background (about {est.flops:.2g} floating-point "
-            f"operations, about {policy.estimated_seconds(cfg):.0f} s of CPU).")
+    estimate = monitor.time_estimate(cfg, store.summaries())
+    when = (f"about {monitor.format_seconds(estimate.seconds)} at most on this machine (at the pace of "
+            f"{estimate.runs} stored runs like it)" if estimate else "no run like it is stored yet to time it by")
+    st.info(f"Not run yet. Press Run to train it in the background: {when}.")
 
 others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key != key]
 if others:

@@ -1,88 +1,150 @@
-"""Figure 2: test loss and feature correlation against n for several d, and the collapse at n/d^k."""
-import uuid
+"""Figure 2: test loss and feature correlation against n for several d, and the collapse at n/d^k.
 
+The preset, the x-axis and the baselines shown live in the URL, so a link opens the collapse directly.
+"""
 import streamlit as st
 
-from hierpoly.runs import analysis, jobs, policy, sweeps
-from hierpoly.views import forms, plots
-from hierpoly.views.system import open_checked
+from hierpoly.config import MODES
+from hierpoly.runs import executors, jobs, policy, sweeps
+from hierpoly.views import forms, plots, widgets
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")
-store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
-for problem in problems:
-    st.warning(problem, icon="⚠️")
-if store is None:
-    st.stop()
-st.sidebar.caption(policy.describe())
-st.title("Figure 2: the samples needed grow like d^k")
-st.caption("Each point is the mean over seeds of stored runs, the band ± one standard deviation. "
-           "Against n the curves of larger d shift right; against n/d^k they fall on one curve.")
+store = widgets.store_or_stop()
+PRESETS = ["cpu", "paper", "tiny", "custom"]
+X_AXES = {"n": "n", "n_over_dk": "n / d^k (the collapse)"}
+BASELINES = {"kernel": "kernel baseline", "two_layer": "two-layer baseline"}
 
-# ------------------------------------------------------------------ the grid
-with st.sidebar:
-    st.header("Grid")
-    name = st.radio("preset", ["cpu", "paper", "tiny", "custom"], key="f2_preset",
-                    captions=["d = 8…20, a laptop", "d = 16…40, a GPU", "d = 4, 6, seconds", "your own grid"])
-    seeds = st.number_input("seeds per cell", min_value=1, max_value=20, value=3 if name != "tiny" else 1,
-                            key=f"f2_seeds_{name}")
-    baselines = st.checkbox("with the kernel and two-layer baselines", value=True, key="f2_baselines")
-    spec, error = None, None
-    try:
-        if name == "custom":
-            ds = forms.parse_number_list(st.text_input("d values", "6, 8", key="f2_ds"), "d values")
-            by = st.radio("n grid", ["multiples of d^k", "n values"], horizontal=True, key="f2_by")
-            if by == "n values":
-                ns = forms.parse_number_list(st.text_input("n values", "256, 1024, 4096", key="f2_ns"), "n values")
-                mult = None
-            else:
-                ns = None
-                mult = forms.parse_number_list(st.text_input("multiples of d^k", "0.25, 1, 4", key="f2_mult"),
-                                                 "multiples", integer=False)
-            mode = st.selectbox("mode", ["joint", "layerwise"], key="f2_mode")
-            steps = st.number_input("steps (0 = default)", min_value=0, value=0, step=100, key="f2_steps")
-            spec = sweeps.custom(ds, ns=ns, multiples=mult, seeds=int(seeds), mode=mode, baselines=baselines,
-                                 steps=int(steps) or None)
-        else:
-            spec = sweeps.preset(name, seeds=int(seeds), baselines=baselines)
-    except (ValueError, sweeps.SweepError) as err:
-        error = str(err)
-        st.error(error, icon="⚠️")
-    x_axis = st.radio("x-axis", ["n", "n_over_dk"], format_func={"n": "n", "n_over_dk": "n / d^k (collapse)"}.get,
-                      key="f2_x", horizontal=True)
 
-if spec is None:
-    st.error(f"The grid is not valid: {error}")
-    st.stop()
-if spec.doc:
-    with st.expander(f"About the `{spec.name}` preset"):
-        st.text(spec.doc)
+def url_to_state() -> None:
+    """Read preset, x-axis and baselines from a new URL into the controls (once per URL)."""
+    params = st.query_params.to_dict()
+    if params == st.session_state.get("f2_url"):
+        return
+    st.session_state["f2_url"] = params
+    if params.get("preset") in PRESETS:
+        st.session_state["f2_preset"] = params["preset"]
+    if params.get("x") in X_AXES:
+        st.session_state["f2_x"] = params["x"]
+    if "baselines" in params:
+        st.session_state["f2_show"] = [b for b in params["baselines"].split(",") if b in BASELINES]
 
-coverage = sweeps.coverage(spec, store)
-runs = sweeps.stored_runs(spec, store)
-total, stored = int(coverage["wanted"].sum()), int(coverage["stored"].clip(upper=coverage["wanted"]).sum())
-missing = sweeps.missing(spec, store)
-grid_keys = {cfg.key() for cfg in spec.configs()}
 
-st.plotly_chart(plots.coverage_heatmap(coverage), key="f2_heatmap", config=plots.CHART_CONFIG)
-cols = st.columns([2, 1])
-cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × {spec.seeds} seeds × "
-                 f"{len(spec.archs)} architectures); {len(missing)} missing.")
-if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
-                                          key="f2_queue"):
-    refused = []
-    visitor = st.session_state.setdefault("visitor", uuid.uuid4().hex)
-    for cfg in missing:
+def state_to_url(preset: str, x_axis: str, show: list) -> None:
+    params = {"preset": preset, "x": x_axis, "baselines": ",".join(show)}
+    if st.query_params.to_dict() != params:
+        st.query_params.from_dict(params)
+    st.session_state["f2_url"] = params
+
+
+def grid():
+    """The sidebar's grid controls; the SweepSpec, or None after showing why it is invalid."""
+    with st.sidebar:
+        st.header("Grid")
+        name = st.radio("preset", PRESETS, key="f2_preset",
+                        captions=["d = 8…20, a laptop", "d = 16…40, a GPU", "d = 4, 6, seconds", "your own grid"])
+        seeds = st.number_input("seeds per cell", min_value=1, max_value=20, value=sweeps.preset(name).seeds
+                                if name != "custom" else 1, key=f"f2_seeds_{name}")
+        baselines = st.checkbox("with the kernel and two-layer baselines", value=True, key="f2_baselines")
         try:
-            policy.submit_from_web(cfg, store, visitor)
-        except policy.REFUSALS as err:
-            refused.append(f"d={cfg.d} n={cfg.n}: {err}")
-    if refused:
-        st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]}")
-    st.rerun()
+            if name != "custom":
+                return name, sweeps.preset(name, seeds=int(seeds), baselines=baselines)
+            return name, custom_grid(int(seeds), baselines)
+        except (ValueError, sweeps.SweepError) as err:
+            st.error(str(err), icon="⚠️")
+            return name, None
+
+
+def custom_grid(seeds: int, baselines: bool) -> sweeps.SweepSpec:
+    ds = forms.parse_number_list(st.text_input("d values", "6, 8", key="f2_ds"), "d values")
+    by = st.radio("n grid", ["multiples of d^k", "n values"], horizontal=True, key="f2_by")
+    ns = mult = None
+    if by == "n values":
+        ns = forms.parse_number_list(st.text_input("n values", "256, 1024, 4096", key="f2_ns"), "n values")
+    else:
+        mult = forms.parse_number_list(st.text_input("multiples of d^k", "0.25, 1, 4", key="f2_mult"), "multiples",
+                                       integer=False)
+    mode = st.selectbox("mode", MODES, key="f2_mode")
+    steps = st.number_input("steps (0 = default)", min_value=0, value=0, step=100, key="f2_steps")
+    return sweeps.custom(ds, ns=ns, multiples=mult, seeds=seeds, mode=mode, baselines=baselines,
+                         steps=int(steps) or None)
+
+
+@st.cache_data(max_entries=8, show_spinner="Bootstrapping κ…")
+def report(_spec: sweeps.SweepSpec, spec_id: str, stored: tuple) -> sweeps.Figure2Report:
+    """The CLI's Figure 2 report, recomputed only when the grid or its stored runs change."""
+    return sweeps.figure2_report(_spec, store)
+
+
+def figure(rep: sweeps.Figure2Report) -> None:
+    """The two panels first, with the x-axis and the baselines to compare chosen above them."""
+    cols = st.columns([2, 3])
+    x_axis = cols[0].radio("x-axis", list(X_AXES), format_func=X_AXES.get, key="f2_x", horizontal=True)
+    st.session_state.setdefault("f2_show", list(BASELINES))
+    show = cols[1].pills("compare with", list(BASELINES), format_func=BASELINES.get, selection_mode="multi",
+                         key="f2_show")
+    state_to_url(rep.spec.name, x_axis, show)
+    fmt = st.session_state.get("f2_format", "svg")
+    fig = plots.figure2(rep.cells, x=x_axis, k=rep.spec.k, runs=rep.runs, show=show)
+    st.plotly_chart(fig, key="f2_figure", config={**plots.CHART_CONFIG, "toImageButtonOptions": {"format": fmt}})
+    st.caption(
+        "Lines: the mean over seeds, band ± one standard deviation, dots the seeds, one colour per d. "
+        f"Against n/d^{rep.spec.k} the **feature correlation** of every d rises at about the same place: "
+        f"the network needs about d^{rep.spec.k} samples to learn p. The **test loss** falls with n too but does "
+        "not collapse as neatly: it is dominated by the rare inputs outside the training data (heavy tail; see "
+        "Explore). The two-layer baseline can score above 1 at small n: it fits its few samples, heavy-tailed "
+        "targets included, and predicts worse than 0 on fresh inputs. The kernel baseline stays near its floor."
+    )
+    downloads(rep, fig)
+
+
+def downloads(rep: sweeps.Figure2Report, fig) -> None:
+    cols = st.columns(3)
+    cols[0].download_button("Table (CSV)", rep.table.to_csv(index=False).encode(),
+                            file_name=f"figure2_{rep.spec.name}.csv", mime="text/csv", key="f2_csv")
+    cols[1].download_button("Figure (interactive HTML)", fig.to_html(include_plotlyjs="cdn").encode(),
+                            file_name=f"figure2_{rep.spec.name}.html", mime="text/html", key="f2_html")
+    cols[2].radio("image format of the chart's camera button", ["svg", "png"], horizontal=True, key="f2_format",
+                  help="PNG and SVG are drawn by your browser from the chart's toolbar (camera icon); "
+                       "drawing them on the server would need kaleido and a Chrome install.")
+
+
+def exponent(rep: sweeps.Figure2Report) -> None:
+    kappa = rep.kappa
+    if kappa.estimate is None:
+        st.caption(f"Exponent κ not available yet: {kappa.reason}.")
+        return
+    ci = f" (95% bootstrap interval {kappa.low:.2f} – {kappa.high:.2f})" if kappa.low is not None else ""
+    st.metric("exponent κ in n*(d) ∝ d^κ", f"{kappa.estimate:.2f}", help=f"theory: κ ≈ k = {rep.spec.k}")
+    st.caption(f"n*(d): where the mean feature correlation crosses {kappa.threshold}{ci}.")
+
+
+def _submit(cfg, store) -> str:
+    return policy.submit_from_web(cfg, store, widgets.visitor())
+
+
+def coverage(spec: sweeps.SweepSpec, rep: sweeps.Figure2Report | None) -> None:
+    """Which cells are stored, and queueing the missing ones (in an expander unless nothing is stored)."""
+    cover = rep.coverage if rep is not None else sweeps.coverage(spec, store)
+    total, stored = int(cover["wanted"].sum()), int(cover["stored"].clip(upper=cover["wanted"]).sum())
+    missing = sweeps.missing(spec, store)
+    with st.expander(f"Grid: {stored} of {total} runs stored, {len(missing)} missing", expanded=rep is None):
+        st.plotly_chart(plots.coverage_heatmap(cover), key="f2_heatmap", config=plots.CHART_CONFIG)
+        cols = st.columns([2, 1])
+        cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × {spec.seeds} seeds × "
+                         f"{len(spec.archs)} architectures); {len(missing)} missing.")
+        if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
+                                                  key="f2_queue"):
+            _, refused = executors.submit_all(missing, store, submit=_submit)
+            if refused:
+                st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]['message']}")
+            st.rerun()
+        grid_keys = {cfg.key() for cfg in spec.configs()}
+        if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.list_jobs(store)):
+            grid_progress(grid_keys)
 
 
 @st.fragment(run_every=2.0)
-def grid_progress() -> None:
+def grid_progress(grid_keys: set) -> None:
     """Overall progress of this grid's jobs; reads the job table only."""
     live = [j for j in jobs.list_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
     if not live:
@@ -90,38 +152,26 @@ def grid_progress() -> None:
     done_now = sum(store.has(k) for k in grid_keys)
     running = [j for j in live if j.status == "running"]
     text = f"{done_now} / {len(grid_keys)} runs stored, {len(running)} running, {len(live) - len(running)} queued"
-    if running and running[0].progress:
-        j = running[0]
-        text += f" · now d={j.config.d} n={j.config.n} seed {j.config.seed} {j.config.arch}: " \
-                f"step {j.step} / {j.total_steps}"
     st.progress(done_now / max(len(grid_keys), 1), text=text)
 
 
-if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.list_jobs(store)):
-    grid_progress()
-
-# ------------------------------------------------------------------ the figure
-if runs.empty:
-    st.info("No run of this grid is stored yet. Queue the missing runs, or import a bundle on the Results page.")
+# ------------------------------------------------------------------ the page
+url_to_state()
+st.title("Figure 2: the samples needed grow like d^k")
+name, spec = grid()
+if spec is None:
+    st.error("The grid is not valid: fix it in the sidebar.")
     st.stop()
-cells = analysis.aggregate(runs)
-st.plotly_chart(plots.figure2(cells, x=x_axis, k=spec.k), key="f2_figure", config=plots.CHART_CONFIG)
-st.caption("Download the figure as SVG from the camera icon of the chart's toolbar.")
-
-@st.cache_data(max_entries=8, show_spinner="Bootstrapping κ…")
-def _exponent(runs):
-    return analysis.exponent(runs)  # the CLI's replicates too, so both report one interval
-
-
-kappa = _exponent(runs)
-if kappa.estimate is not None:
-    ci = f" (95% bootstrap interval {kappa.low:.2f} – {kappa.high:.2f})" if kappa.low is not None else ""
-    st.metric("exponent κ in n*(d) ∝ d^κ", f"{kappa.estimate:.2f}", help=f"theory: κ ≈ k = {spec.k}")
-    st.caption(f"n*(d): where the mean feature correlation crosses {kappa.threshold}{ci}.")
-else:
-    st.caption(f"Exponent κ not available yet: {kappa.reason}.")
-
-table = analysis.figure2_cells(cells)
-st.dataframe(table, hide_index=True, width="stretch")
-st.download_button("Download the table (CSV)", table.to_csv(index=False).encode(), file_name=f"figure2_{spec.name}.csv",
-                   mime="text/csv", key="f2_csv")
+stored_keys = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in spec.configs()}))
+rep = report(spec, repr(spec), stored_keys) if stored_keys else None
+if rep is None or rep.runs.empty:
+    st.info("No run of this grid is stored yet. Queue the missing runs below, or import a bundle on the Results page.")
+    coverage(spec, None)
+    st.stop()
+figure(rep)
+exponent(rep)
+st.dataframe(rep.table, hide_index=True, width="stretch")
+coverage(spec, rep)
+if spec.doc:
+    with st.expander(f"About the `{spec.name}` preset"):
+        st.text(spec.doc)

@@ -3,16 +3,11 @@ import streamlit as st
 
 from hierpoly.runs import bundles, jobs, policy
 from hierpoly.runs.codec import StoreError
-from hierpoly.views import catalog, forms, plots
-from hierpoly.views.system import format_bytes, open_checked
+from hierpoly.views import catalog, forms, monitor, plots, widgets
+from hierpoly.views.system import format_bytes
 
 st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
-store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
-for problem in problems:
-    st.warning(problem, icon="⚠️")
-if store is None:
-    st.stop()
-st.sidebar.caption(policy.describe())
+store = widgets.store_or_stop()
 st.title("Results")
 st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())} in `{store.directory}`.")
 
@@ -56,13 +51,13 @@ else:
                          query_params=forms.params_from_config(result.config))
         st.subheader("Compare")
         metric = st.radio("curve", ["test_loss", "train_loss", "feature_corr"], horizontal=True, key="res_metric")
-        histories = {labels[r.key]: forms.history_frame(r.history) for r in results}
+        histories = {labels[r.key]: monitor.history_frame(r.history) for r in results}
         st.plotly_chart(plots.overlay_figure(histories, metric), key="res_overlay", config=plots.CHART_CONFIG)
         cols = st.columns(3)
         cols[0].download_button("Export selection as a bundle", bundles.export_bundle(store, selection),
                                 file_name=f"hierpoly_{len(selection)}_results.zip", mime="application/zip",
                                 key="res_export")
-        cols[1].download_button("Histories (CSV)", forms.histories_csv(results), file_name="histories.csv",
+        cols[1].download_button("Histories (CSV)", monitor.histories_csv(results), file_name="histories.csv",
                                 mime="text/csv", key="res_csv")
         confirm = policy.can_launch() and cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
         if policy.can_launch() and cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):

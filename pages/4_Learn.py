@@ -1,19 +1,12 @@
 """Learn: a guided tour for a class, every step runnable in seconds on a laptop CPU."""
-import uuid
-
 import streamlit as st
 
-from hierpoly.runs import jobs, policy
-from hierpoly.views import forms, plots, tour
-from hierpoly.views.system import open_checked
+from hierpoly.config import MODES
+from hierpoly.runs import jobs, policy, sweeps
+from hierpoly.views import forms, monitor, plots, tour, widgets
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
-store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
-for problem in problems:
-    st.warning(problem, icon="⚠️")
-if store is None:
-    st.stop()
-st.sidebar.caption(policy.describe())
+store = widgets.store_or_stop()
 st.title("A guided tour")
 st.markdown("Five steps, each a few seconds on a laptop. Marked **[seed]**: stated in the paper's summary; "
             "**[reconstructed]**: our reading of the paper's setup.")
@@ -64,38 +57,30 @@ job = jobs.for_key(key, store)
 if result is None and (job is None or job.status not in jobs.LIVE):
     if job is not None:
         st.warning(f"The last attempt {job.status}: {job.message}")
-    if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, {cfg.steps} steps, about ten "
-                                         "seconds)", type="primary", key="learn_run"):
+    estimate = monitor.time_estimate(cfg, store.summaries())
+    took = f", at most about {monitor.format_seconds(estimate.seconds)} here" if estimate else ""
+    if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps} steps{took})",
+                                         type="primary", key="learn_run"):
         try:
-            policy.submit_from_web(cfg, store, st.session_state.setdefault("visitor", uuid.uuid4().hex))
+            policy.submit_from_web(cfg, store, widgets.visitor())
         except policy.REFUSALS as err:
             st.error(f"Not launched: {err}")
             st.stop()
         st.rerun()
 
 
-@st.fragment(run_every=1.0)
-def tour_progress(job_id: str) -> None:
-    """Reads the job table only; redraws the page when the run ends."""
-    current = jobs.get(job_id, store)
-    if current is None or current.status not in jobs.LIVE:
-        st.rerun()
-    view = forms.progress_view(current.status, current.message, current.progress, current.total_steps)
-    st.progress(view.fraction, text=view.text)
-    st.plotly_chart(plots.corr_figure(view.history), key="learn_live_corr", config=plots.CHART_CONFIG)
-
-
 if result is not None:
     left, right = st.columns(2)
-    if result.samples:
-        left.plotly_chart(plots.feature_scatter(result.samples, result.metrics["feature_corr"]), key="learn_scatter",
-                          config=plots.CHART_CONFIG)
-    right.plotly_chart(plots.corr_figure(forms.history_frame(result.history)), key="learn_corr",
+    with left:
+        if result.samples and not widgets.replay(result, "learn"):
+            st.plotly_chart(plots.feature_scatter(result.samples, result.metrics["feature_corr"]),
+                            key="learn_scatter", config=plots.CHART_CONFIG)
+    right.plotly_chart(plots.corr_figure(monitor.history_frame(result.history)), key="learn_corr",
                        config=plots.CHART_CONFIG)
     st.page_link("pages/1_Explore.py", label="Open this run in Explore", icon="🔭",
                  query_params=forms.params_from_config(cfg))
 elif job is not None and job.status in jobs.LIVE:
-    tour_progress(job.job_id)
+    widgets.live_job(job.job_id, store, "learn", curves=False)
 
 # ------------------------------------------------------------------ 4. why d^k
 st.header("4 · Why d^k samples and not d^(kq)")
@@ -118,12 +103,11 @@ st.markdown("Pick the run your class should see; the link opens Explore with the
 cols = st.columns(4)
 c_d = cols[0].number_input("d", min_value=2, max_value=12, value=cfg.d, key="learn_c_d")
 c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], index=4, key="learn_c_mult")
-c_mode = cols[2].selectbox("mode", ["joint", "layerwise"], key="learn_c_mode")
+c_mode = cols[2].selectbox("mode", MODES, key="learn_c_mode")
 c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
-classroom = tour.tour_config(d=int(c_d), n=max(4, round(c_mult * int(c_d) ** 3)), mode=c_mode, seed=int(c_seed))
+classroom = tour.tour_config(d=int(c_d), n=sweeps.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
 # signed: in classroom mode the server launches a locked config only while the signature matches
 params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
           policy.SIGNATURE_PARAM: policy.sign(classroom, store)}
 st.page_link("pages/1_Explore.py", label="Open the classroom link", icon="🔒", query_params=params)
-base = (st.context.url or "").split("?")[0].rsplit("/", 1)[0]
-st.code(f"{base}/Explore{forms.url_query(params)}", language=None)
+widgets.classroom_link(params, "learn")

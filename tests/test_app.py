@@ -1,11 +1,12 @@
 """AppTest of every page, with an empty store and with really trained stored results.
 
-Stored results come from real training (``runner.execute``)
+Stored results come from real training (``train.run`` + ``runner.to_result``)
 of tiny configs in a session fixture; the Explore launch test runs a real worker
 process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ from hierpoly.runs.store import Store
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
 
-PAGES = ("pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
+PAGES = ("pages/0_Home.py", "pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
 TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
 GRID = sweeps.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
 TIMEOUT = 60
@@ -41,14 +42,14 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly.runs import runner
+    from hierpoly.runs.runner import execute
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)
     for cfg in _stored_configs():
-        ended = runner.execute(cfg)
-        assert ended.status == "done", ended.message
-        store.put(ended.result)
+        out = execute(cfg)
+        assert out.status == "done", out.message
+        store.put(out.result)
     store.close()
     return directory
 
@@ -72,6 +73,18 @@ def stored_store(trained_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
     _clear_store_cache()
     yield Store(directory)
+    _cancel_live(directory)
+    _clear_store_cache()
+
+
+@pytest.fixture
+def bundle_store(tmp_path, monkeypatch):
+    """A fresh store that loads the shipped bundle on first open, as on a fresh clone."""
+    directory = tmp_path / "store"
+    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "1")
+    _clear_store_cache()
+    yield directory
     _cancel_live(directory)
     _clear_store_cache()
 
@@ -113,6 +126,53 @@ def test_page_with_stored_results(stored_store, page):
     assert at.title
 
 
+@pytest.mark.parametrize("page", (None, *PAGES))
+def test_page_with_the_shipped_bundle(bundle_store, page):
+    at = _app(page)
+    _ok(at)
+    assert at.title
+
+
+def _chart_titles(at: AppTest) -> list[str]:
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+
+
+def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
+    at = _app()
+    _ok(at)
+    titles = _chart_titles(at)
+    assert len(titles) == 1 and "Every d on one curve" in titles[0]
+
+
+def test_home_without_results_says_where_to_get_them(empty_store):
+    at = _app()
+    _ok(at)
+    assert not at.get("plotly_chart")
+    assert any("No Figure 2 grid is stored yet" in i.value for i in at.info)
+
+
+def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
+    at = _app("pages/2_Figure_2.py", {"preset": "cpu", "x": "n_over_dk", "baselines": "kernel"})
+    _ok(at)
+    assert at.radio(key="f2_x").value == "n_over_dk"
+    titles = _chart_titles(at)
+    assert titles[0] == "Figure 2: against n / d^3" and titles[1].startswith("Stored cells")  # figure, then heatmap
+    names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
+    assert "kernel baseline" in names and "two-layer baseline" not in names
+    assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
+    assert any("κ" in m.label for m in at.metric)
+    assert {b.label for b in at.get("download_button")} >= {"Table (CSV)", "Figure (interactive HTML)"}
+
+
+@pytest.mark.skipif(not hasattr(__import__("hierpoly.runs.codec", fromlist=["Result"]).Result, "snapshots"),
+                    reason="stored results carry no feature snapshots before the engine records them")
+def test_a_stored_run_shows_its_replay_at_once(stored_store):
+    at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
+    _ok(at)
+    slider = at.get("select_slider")
+    assert slider and slider[0].key == "ex_replay"
+
+
 def test_home_reports_the_store(stored_store):
     at = _app()
     metrics = {m.label: m.value for m in at.metric}
@@ -133,6 +193,7 @@ def test_query_params_restore_a_stored_run(stored_store):
     assert {m.label for m in at.metric} >= {"test loss", "feature correlation"}
     assert len(at.get("plotly_chart")) == 5  # feature scatter, prediction, link, loss, correlation
     assert at.button(key="ex_run").disabled
+    assert any("all 200 training steps" in s.value or "early, at step" in s.value for s in at.success)
 
 
 def test_every_config_field_round_trips_through_the_url(empty_store):
@@ -328,7 +389,12 @@ def test_learn_tour(empty_store):
     assert len(at.get("plotly_chart")) >= 4
     at.slider(key="learn_d").set_value(16).run()
     _ok(at)
-    assert any("lock=1" in c.value for c in at.code)
+    link = [c.value for c in at.code if "lock=1" in c.value]
+    assert link and "/Explore?" in link[0] and link[0].startswith("http")
+    assert at.get("image")  # the QR code
+    at.text_input(key="learn_base").set_value("http://10.0.0.5:8501").run()
+    _ok(at)
+    assert any(c.value.startswith("http://10.0.0.5:8501/Explore?") for c in at.code)
 
 
 def test_pages_never_import_jax(tmp_path):

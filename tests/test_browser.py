@@ -131,6 +131,59 @@ def test_run_live_then_share(server, browser):
     page.close()
 
 
+def _cut_metric_labels(page) -> list[str]:
+    return page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMetricLabel"]')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+
+
+def test_home_hero_and_a_shared_collapse_link(server, browser):
+    base, store_dir = server
+    _store_bundle(store_dir)
+    for width, height in ((1400, 1000), (1024, 768)):
+        page = browser.new_page(viewport={"width": width, "height": height})
+        page.goto(base)
+        page.get_by_text("Every d on one curve").first.wait_for(timeout=60_000)  # the hero chart
+        assert _cut_metric_labels(page) == []
+        page.goto(f"{base}/Figure_2?preset=cpu&x=n_over_dk&baselines=kernel")
+        page.get_by_text("Figure 2: against n / d^3").first.wait_for(timeout=60_000)
+        assert _cut_metric_labels(page) == []
+        _no_exception(page)
+        page.close()
+
+
+def _store_bundle(store_dir) -> None:
+    """The shipped bundle in the server's store (the server itself starts empty for the run tests)."""
+    from hierpoly.runs.bundles import import_bundle
+
+    store = Store(store_dir)
+    if len(store) < 100:
+        import_bundle(store, (REPO / "cache" / "precomputed" / "cpu.zip").read_bytes())
+
+
+def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
+    base, store_dir = server
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    page.goto(f"{base}/Explore?d=5&n=500&m2=50&steps=3000&tol=0.0&n_test=256&n_eval=4194304&seed=11")
+    page.get_by_role("button", name="▶ Run").click()
+    page.get_by_text("compiling").first.wait_for(timeout=120_000)
+    titles = set()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not page.get_by_text("Stored result").count():
+        titles |= {t.inner_text() for t in page.locator("text=/^Step [0-9,]+: corr/").all()}
+        if page.get_by_text("evaluating").count():
+            titles.add("evaluating")
+        page.wait_for_timeout(300)
+    page.get_by_text("Stored result").first.wait_for(timeout=60_000)
+    assert "evaluating" in titles
+    job = jobs.list_jobs(Store(store_dir))[0]
+    if not any(getattr(row, "feature_sample", None) or (isinstance(row, dict) and row.get("feature_sample"))
+               for row in job.progress):
+        pytest.skip("the training loop reports no feature samples yet, so there is no live scatter to watch")
+    assert len(titles - {"evaluating"}) >= 2, titles  # the scatter moved at least twice while training
+    _no_exception(page)
+    page.close()
+
+
 def test_bad_bundle_is_refused(server, browser, tmp_path):
     base, store_dir = server
     before = len(Store(store_dir))

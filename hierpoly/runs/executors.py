@@ -75,16 +75,11 @@ class LocalExecutor:
         self.poll = poll
 
     def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.runs import budget, jobs
+        from hierpoly.runs import jobs
 
-        rows, ids = [], {}
-        for cfg in configs:
-            try:
-                ids[jobs.submit(cfg, store)] = cfg
-            except budget.BudgetError as err:
-                rows.append(outcome(cfg, "refused", str(err)))
-                on_done(rows[-1])
-        pending = dict(ids)
+        pending, rows = submit_all(configs, store)
+        for row in rows:
+            on_done(row)
         try:
             while pending:
                 snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
@@ -107,6 +102,23 @@ class LocalExecutor:
                 jobs.cancel(job_id, store)
             raise
         return rows
+
+
+def submit_all(configs: list[RunConfig], store, submit: Callable | None = None) -> tuple[dict[str, RunConfig], list[dict]]:
+    """Submit each config as a background job without waiting: ({job_id: config}, rows of the refused ones).
+
+    ``submit(cfg, store)`` defaults to ``jobs.submit``; the web passes its mode's rules (``policy``).
+    """
+    from hierpoly.runs import budget, jobs
+
+    submit = submit or jobs.submit
+    ids, refused = {}, []
+    for cfg in configs:
+        try:
+            ids[submit(cfg, store)] = cfg
+        except (budget.BudgetError, jobs.QueueFull) as err:
+            refused.append(outcome(cfg, "refused", str(err)))
+    return ids, refused
 
 
 def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:

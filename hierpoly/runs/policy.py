@@ -33,7 +33,7 @@ FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate: 1e17 flops ≈ 900 
 SECRET_BYTES = 32
 
 
-class PolicyError(ValueError):
+class PolicyError(BudgetError):
     """A launch refused by the mode the app runs in, with a one-line reason."""
 
 

@@ -13,16 +13,23 @@ Importing this module does not import JAX.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
-from hierpoly.runs import executors
+from hierpoly.runs import analysis, executors
 from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
+MIN_N = 4  # the smallest n of a grid cell: layer-wise training splits n into D1 and D2
+
+
+def n_for(multiple: float, d: int, k: int) -> int:
+    """n = multiple · d^k, rounded, and at least MIN_N (also the Learn page's classroom runs)."""
+    return max(MIN_N, round(multiple * d**k))
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,7 @@ class SweepSpec:
         """The n grid of one d, ascending and without repeats."""
         if self.ns is not None:
             return tuple(sorted(set(self.ns)))
-        return tuple(sorted({max(2, round(m * d**self.k)) for m in self.multiples}))
+        return tuple(sorted({n_for(m, d, self.k) for m in self.multiples}))
 
     def cells(self) -> list[tuple[int, int]]:
         return [(d, n) for d in self.ds for n in self.n_values(d)]
@@ -181,13 +188,60 @@ def stored_runs(spec: SweepSpec, store) -> pd.DataFrame:
 
 def coverage(spec: SweepSpec, store) -> pd.DataFrame:
     """One row per (arch, d, n): seeds stored and wanted, for the grid heatmap and missing-cell reports."""
-    runs = stored_runs(spec, store)
+    return _coverage(spec, stored_runs(spec, store))
+
+
+def _coverage(spec: SweepSpec, runs: pd.DataFrame) -> pd.DataFrame:
     counts = runs.groupby(["arch", "d", "n"])["seed"].nunique() if len(runs) else pd.Series(dtype=int)
     rows = [
         {"arch": a, "d": d, "n": n, "n_over_dk": n / d**spec.k, "stored": int(counts.get((a, d, n), 0)), "wanted": spec.seeds}
         for d, n in spec.cells() for a in spec.archs
     ]
     return pd.DataFrame(rows, columns=["arch", "d", "n", "n_over_dk", "stored", "wanted"])
+
+
+# ------------------------------------------------------------- the report
+@dataclass(frozen=True)
+class Figure2Report:
+    """Figure 2 of one grid from the store: what the CLI's ``figure2`` prints and the page shows."""
+
+    spec: SweepSpec
+    threshold: float
+    runs: pd.DataFrame  # the grid's stored runs, one row per run
+    cells: pd.DataFrame  # analysis.aggregate: one row per (arch, d, n)
+    table: pd.DataFrame  # analysis.figure2_cells: one row per (d, n), baselines beside the network
+    kappa: analysis.Exponent
+    coverage: pd.DataFrame  # one row per (arch, d, n): seeds stored and wanted
+
+    @property
+    def short(self) -> pd.DataFrame:
+        """The (arch, d, n) cells with fewer seeds stored than wanted."""
+        return self.coverage[self.coverage["stored"] < self.coverage["wanted"]]
+
+    def to_json(self) -> dict:
+        """Plain JSON (non-finite numbers become None): the CLI's ``figure2 --json``."""
+        return {
+            "preset": self.spec.name, "k": self.spec.k, "threshold": self.threshold, "seeds_wanted": self.spec.seeds,
+            "cells": [_clean_row(row) for row in self.table.to_dict("records")],
+            "kappa": self.kappa.to_dict(),
+            "missing": [_clean_row(row) for row in self.short.to_dict("records")],
+        }
+
+
+def _clean_row(row: dict) -> dict:
+    out = {}
+    for name, value in row.items():
+        value = value.item() if hasattr(value, "item") else value
+        out[name] = None if isinstance(value, float) and not math.isfinite(value) else value
+    return out
+
+
+def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD) -> Figure2Report:
+    """The table, κ and coverage of a grid from the stored runs (one pass over the store)."""
+    runs = stored_runs(spec, store)
+    cells = analysis.aggregate(runs)
+    return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells),
+                         analysis.exponent(runs, threshold=threshold), _coverage(spec, runs))
 
 
 # ---------------------------------------------------------------- executors

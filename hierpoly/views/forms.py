@@ -1,38 +1,34 @@
-"""Page logic of the explorer that is not widget composition (no Streamlit, no JAX).
+"""Run configs in URLs and forms (no Streamlit, no JAX).
 
 - URL query parameters <-> run configs: ``params_from_config`` writes the
   smallest set of parameters that rebuilds the same config (same ``key()``);
   ``values_from_params`` reads them back, one error per bad parameter.
+- The values a form starts from: ``form_values`` (the URL's, the rest from
+  ``RunConfig``'s own defaults; a start config when the URL has none).
 - Form validation with the error attached to the control that caused it:
   ``build_config``.
-- Live progress of a job as a view model with an ETA: ``progress_view``.
-- The learned link against the true link on the learned feature's scale: ``link_fit``.
-- Histories of several results as one CSV: ``histories_csv``.
+- Shareable links: ``share_url`` and the classroom link's base, ``classroom_base``.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
+import ipaddress
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode, urlsplit
 
-import numpy as np
-import pandas as pd
-
-from hierpoly.config import ConfigError, RunConfig
-from hierpoly.progress import Progress
-from hierpoly.targets import TargetError, parse_link
+from hierpoly.config import ARCHS, MODES, SIGMA1, ConfigError, RunConfig
+from hierpoly.targets import SUPPORTED_K, TargetError
 
 INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval")
 FLOAT_FIELDS = ("lr", "weight_decay", "tol", "b_scale")
 STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
+CHOICES = {"k": SUPPORTED_K, "mode": MODES, "sigma1": SIGMA1, "arch": ARCHS}  # fields picked from a list
 LOCK_PARAM = "lock"  # ?lock=1: the classroom link, controls pre-filled and locked
-DEFAULT_VALUES = {"d": 6, "n": 864, "m2": 200, "steps": 1000, "n_test": 2048}  # seconds on a laptop CPU
 # A config every single field is checked against, to tell which control an error belongs to.
 _PROBE_BASE = {"d": 4, "n": 256}
-ACTIVE = ("queued", "running")
 
 
 # ------------------------------------------------------------- query params
@@ -103,9 +99,81 @@ def _parse(name: str, text: str):
 
 def url_query(params: Mapping[str, str]) -> str:
     """`?a=1&b=2` for a shared link, URL-encoded."""
-    from urllib.parse import urlencode
-
     return "?" + urlencode(dict(params)) if params else ""
+
+
+# ------------------------------------------------------------ starting values
+def form_values(url_values: Mapping, start: RunConfig) -> tuple[dict, dict]:
+    """Every field's starting value for the form, and why any URL value was dropped.
+
+    With no config values in the URL the form starts at ``start``; otherwise a field
+    the URL leaves out takes ``RunConfig``'s default, as ``params_from_config`` left
+    it out for being the default. Fields whose value is derived from others (the
+    widths, step caps and rates that default to None) start empty when they equal
+    what would be derived. A choice outside its list falls back, with the reason.
+    """
+    if url_values:
+        defaults = {f.name: f.default for f in dataclasses.fields(RunConfig) if f.default is not dataclasses.MISSING}
+        base = {**defaults, "d": start.d, "n": start.n}
+    else:
+        base = {**start.to_dict(), **{name: None for name in derived_fields(start)}}
+    values = {**base, **url_values}
+    dropped = {}
+    for name, options in CHOICES.items():
+        if values[name] not in options:
+            dropped[name] = field_error(name, values[name]) or f"{values[name]!r} is not one of {options}"
+            values[name] = base[name] if base[name] in options else options[0]
+    return values, dropped
+
+
+def derived_fields(cfg: RunConfig) -> list[str]:
+    """Fields left to their derived default (None in RunConfig) that the config has not overridden."""
+    out = []
+    for field in dataclasses.fields(RunConfig):
+        if field.default is None:
+            try:
+                if dataclasses.replace(cfg, **{field.name: None}).key() == cfg.key():
+                    out.append(field.name)
+            except ConfigError:
+                pass
+    return out
+
+
+# ---------------------------------------------------------------- shared links
+def share_url(base: str, page: str, params: Mapping[str, str]) -> str:
+    """The whole link to a page with its query: base 'http://host:8501', page 'Explore'."""
+    return f"{base.rstrip('/')}/{page}{url_query(params)}"
+
+
+def classroom_base(teacher_base: str, browser_url: str, server_ip: str | None, port: int) -> tuple[str, str]:
+    """The base URL students can reach, and where it came from.
+
+    The teacher's own base wins; else the browser's address unless it is a loopback
+    address (a teacher on localhost would hand out 127.0.0.1); else this server's
+    network address. Raises ValueError for a base that is not an http(s) URL.
+    """
+    teacher_base = (teacher_base or "").strip()
+    if teacher_base:
+        parts = urlsplit(teacher_base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"the base URL must look like http://host:port, got {teacher_base!r}")
+        return teacher_base.rstrip("/"), "the base URL you set"
+    parts = urlsplit(browser_url or "")
+    path = parts.path.rsplit("/", 1)[0] if parts.path.count("/") > 1 else ""
+    if parts.hostname and not _loopback(parts.hostname):
+        return f"{parts.scheme}://{parts.netloc}{path}", "the address in your browser"
+    if server_ip and not _loopback(server_ip):
+        return f"http://{server_ip}:{port}{path}", "this server's network address"
+    return f"http://localhost:{port}{path}", "this machine only: set a base URL your students can reach"
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 # ------------------------------------------------------------------ the form
@@ -151,125 +219,6 @@ def field_error(name: str, value) -> str | None:
     return None
 
 
-def link_text_error(text: str) -> str | None:
-    """The reason custom link coefficients cannot be used, or None."""
-    try:
-        parse_link(text)
-    except TargetError as err:
-        return str(err)
-    return None
-
-
-def total_steps(cfg: RunConfig) -> int:
-    """Steps the progress bar counts: T1 + T2 for layer-wise, the step cap for joint."""
-    return cfg.steps * (2 if cfg.mode == "layerwise" else 1)
-
-
-# -------------------------------------------------------------- live progress
-@dataclass(frozen=True)
-class ProgressView:
-    """What the live panel shows for one job."""
-
-    status: str
-    message: str
-    step: int
-    total: int
-    fraction: float  # 0..1 for st.progress
-    eta_seconds: float | None  # None until two progress rows exist
-    text: str  # one line for the progress bar
-    history: pd.DataFrame  # step, train_loss, test_loss, feature_corr, seconds
-
-
-def history_frame(rows) -> pd.DataFrame:
-    """Progress records (training rows only), dicts, or a dict of arrays as a DataFrame sorted by step."""
-    columns = ["step", "train_loss", "test_loss", "feature_corr", "seconds"]
-    if rows is not None and not isinstance(rows, Mapping):
-        rows = [{c: getattr(r, c) for c in columns} if isinstance(r, Progress) else r
-                for r in rows if not isinstance(r, Progress) or r.is_history]
-    if rows is None or len(rows) == 0:
-        return pd.DataFrame({name: pd.Series(dtype=float) for name in columns})
-    frame = pd.DataFrame(rows if not isinstance(rows, Mapping) else {k: np.asarray(v) for k, v in rows.items()})
-    return frame.sort_values("step").reset_index(drop=True) if "step" in frame else frame
-
-
-def progress_view(status: str, message: str, rows, total: int, heartbeat_age: float | None = None) -> ProgressView:
-    """Progress, ETA and the history so far of a job.
-
-    ETA: the remaining steps at the average pace since the first recorded chunk
-    (the first chunk includes compilation, so it is left out). Joint training may
-    stop earlier at a plateau, so the ETA is an upper bound.
-    """
-    hist = history_frame(rows)
-    step = int(hist["step"].iloc[-1]) if len(hist) else 0
-    total = max(int(total), 1)
-    eta = None
-    if len(hist) >= 3:
-        # rows: step 0 (init), first chunk (compile), later chunks
-        d_step = float(hist["step"].iloc[-1] - hist["step"].iloc[1])
-        d_sec = float(hist["seconds"].iloc[-1] - hist["seconds"].iloc[1])
-        if d_step > 0 and d_sec >= 0:
-            eta = max(total - step, 0) * d_sec / d_step
-    if status == "queued":
-        text = f"queued: {message}" if message else "queued: waiting for a worker"
-    else:
-        text = f"{status}: step {step} / {total}"
-        if eta is not None:
-            text += f", about {format_seconds(eta)} left (at most)"
-        elif status == "running":
-            text += ", compiling"
-    if heartbeat_age is not None and heartbeat_age > 10:
-        text += f" (last heartbeat {heartbeat_age:.0f} s ago)"
-    return ProgressView(status, message, step, total, min(step / total, 1.0), eta, text, hist)
-
-
-def format_seconds(seconds: float) -> str:
-    """12 s, 3 min 5 s, 1 h 2 min."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
-
-
-# ------------------------------------------------------------- learned link
-@dataclass(frozen=True)
-class LinkFit:
-    """g ≈ α p + β on the test samples, and the true link on the learned feature's scale."""
-
-    alpha: float
-    beta: float
-    C: float
-    curve: pd.DataFrame  # g, h_true
-
-
-def link_fit(samples: Mapping[str, np.ndarray], link: str, C: float | None = None, points: int = 200) -> LinkFit:
-    """The true link expressed as a function of the learned feature.
-
-    The network's output is h_θ = (function of g). The true target is h = C·poly(p).
-    The learned feature is a rescaled p (g ≈ α p + β, fitted by least squares on the
-    samples), so on the learned feature's scale the true link is
-    g ↦ C·poly((g − β)/α); a network that learned the hierarchy puts its points
-    (g, h_θ) on this curve. C is taken from the result's metadata, or recovered
-    exactly from the samples (h = C·poly(p) holds pointwise).
-    """
-    p = np.asarray(samples["p"], dtype=np.float64)
-    g = np.asarray(samples["g"], dtype=np.float64)
-    coefs = parse_link(link)
-    poly_p = np.polynomial.polynomial.polyval(p, coefs)
-    if C is None:
-        h = np.asarray(samples["h"], dtype=np.float64)
-        denom = float(poly_p @ poly_p)
-        C = float(h @ poly_p / denom) if denom > 0 else 1.0
-    design = np.stack([p, np.ones_like(p)], axis=1)
-    (alpha, beta), *_ = np.linalg.lstsq(design, g, rcond=None)
-    if not np.isfinite(alpha) or abs(alpha) < 1e-12:  # g carries no p: draw the link on the p scale
-        alpha, beta = 1.0, 0.0
-    grid = np.linspace(g.min(), g.max(), points) if len(g) else np.zeros(0)
-    h_true = C * np.polynomial.polynomial.polyval((grid - beta) / alpha, coefs)
-    return LinkFit(float(alpha), float(beta), float(C), pd.DataFrame({"g": grid, "h_true": h_true}))
-
-
 def parse_number_list(text: str, what: str, integer: bool = True) -> tuple:
     """'8, 12, 16' -> (8, 12, 16); a clear ValueError for anything else (never evaluated)."""
     parts = [part.strip() for part in text.replace(";", ",").split(",") if part.strip()]
@@ -286,23 +235,6 @@ def parse_number_list(text: str, what: str, integer: bool = True) -> tuple:
             raise ValueError(f"{what}: {part!r} must be positive")
         out.append(value)
     return tuple(out)
-
-
-# ------------------------------------------------------------------ export
-def histories_csv(results: Sequence) -> bytes:
-    """The histories of several results as one CSV, with each run's key and config columns."""
-    frames = []
-    for result in results:
-        hist = history_frame(result.history)
-        cfg = result.config.to_dict()
-        for name in ("d", "n", "k", "link", "mode", "m1", "m2", "seed"):
-            hist.insert(0, name, cfg[name])
-        hist.insert(0, "key", result.key)
-        frames.append(hist)
-    frame = pd.concat(frames, ignore_index=True) if frames else history_frame(None)
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    return buffer.getvalue().encode()
 
 
 def run_label(cfg: RunConfig) -> str:

@@ -20,12 +20,22 @@ TEMPLATE = "plotly_white"
 CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", "scale": 2}}
 
 
+LOG2_DTICK = float(np.log10(2))  # log-axis ticks at powers of two (n/d^k = 2^j)
+
+
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
+    # the legend sits under the x-axis title, so it never runs into the chart's title at projector widths
     fig.update_layout(
-        title=title, template=TEMPLATE, height=height, margin=dict(l=50, r=20, t=50, b=45),
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="right", x=1.0),
+        title=dict(text=title, x=0.0, xanchor="left"), template=TEMPLATE, height=height,
+        margin=dict(l=55, r=20, t=50, b=85),
+        legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0),
     )
     return fig
+
+
+def d_colors(ds) -> dict:
+    """One colour per d, the same in every panel and for every model of that d."""
+    return {d: PALETTE[i % len(PALETTE)] for i, d in enumerate(sorted({int(d) for d in ds}))}
 
 
 def _rgba(hex_color: str, alpha: float) -> str:
@@ -68,6 +78,28 @@ def feature_scatter(samples: Mapping[str, np.ndarray], corr: float | None = None
     fig.update_xaxes(title="true feature p(x)")
     fig.update_yaxes(title="learned feature g(x)")
     return _layout(fig, f"Learned feature vs p(x): corr = {corr:.3f}")
+
+
+def snapshot_figure(snapshot) -> go.Figure:
+    """The learned feature against p on the sample points at one step, both standardised.
+
+    Standardising makes the picture independent of g's scale, which changes a lot
+    while training: a learned feature puts the points on the diagonal (up to sign).
+    """
+    p, g = np.asarray(snapshot.p, float), np.asarray(snapshot.g, float)
+    ok = np.isfinite(g)
+    p_std = (p - p.mean()) / (p.std() or 1.0)
+    g_std = np.where(ok, (g - np.nanmean(g)) / (np.nanstd(g) or 1.0), np.nan)
+    corr = snapshot.corr
+    reach = float(np.nanmax(np.abs(p_std))) * 1.05 if len(p) else 1.0
+    fig = go.Figure(go.Scattergl(x=p_std, y=g_std, mode="markers", name="sample points",
+                                 marker=dict(size=5, color=PALETTE[0], opacity=0.6)))
+    sign = 1.0 if corr >= 0 else -1.0
+    fig.add_scatter(x=[-reach, reach], y=[-sign * reach, sign * reach], mode="lines", name="g = ±p (learned)",
+                    line=dict(color="gray", dash="dash"))
+    fig.update_xaxes(title="true feature p(x), standardised", range=[-reach, reach])
+    fig.update_yaxes(title="learned feature g(x), standardised", range=[-reach, reach])
+    return _layout(fig, f"Step {snapshot.step:,}: corr(g, p) = {corr:.3f}", height=380)
 
 
 def prediction_scatter(samples: Mapping[str, np.ndarray], test_loss: float | None = None) -> go.Figure:
@@ -116,8 +148,13 @@ def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str) -> go.Fig
 
 
 # ---------------------------------------------------------------- Figure 2
-def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFrame | None = None) -> go.Figure:
-    """Figure 2: test loss and feature correlation against n, one line per d, band = mean ± std over seeds.
+BASELINE_DASH = {"kernel": "dot", "two_layer": "dash"}
+BASELINE_NAMES = {"kernel": "kernel baseline", "two_layer": "two-layer baseline"}
+
+
+def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFrame | None = None,
+            runs: pd.DataFrame | None = None, show=("kernel", "two_layer")) -> go.Figure:
+    """Figure 2: test loss and feature correlation against n, one colour per d, band = mean ± std over seeds.
 
     Args:
         cells: one row per (d, n) with d, n, n_over_dk, test_loss_mean, test_loss_std,
@@ -126,6 +163,8 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
         x: "n" or "n_over_dk" (the collapse: all d on one curve).
         k: feature degree, for the axis label.
         baselines: optional rows with the same columns and an ``arch`` column (kernel, two_layer).
+        runs: optional one row per run (d, n, k, arch, test_loss, feature_corr): the seeds as dots.
+        show: which baselines to draw (in the loss panel, in their d's colour, dotted or dashed).
     Returns:
         a figure with two panels sharing the log x-axis.
     """
@@ -135,25 +174,49 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
         if baselines is None:
             baselines = cells[cells["arch"] != "three_layer"]
         cells = cells[cells["arch"] == "three_layer"]
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss", "Feature correlation corr(g, p)"),
+    colors = d_colors(cells["d"])
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss (1 = predicting 0)", "Feature correlation corr(g, p)"),
                         horizontal_spacing=0.1)
-    for i, (d, group) in enumerate(cells.sort_values(["d", "n"]).groupby("d", sort=True)):
-        color = PALETTE[i % len(PALETTE)]
+    for d, group in cells.sort_values(["d", "n"]).groupby("d", sort=True):
         for col, metric in ((1, "test_loss"), (2, "feature_corr")):
-            _band_line(fig, group, x, metric, f"d = {d}", color, col, show_legend=col == 1, dash=None)
+            _band_line(fig, group, x, metric, f"d = {d}", colors[int(d)], col, show_legend=col == 1, dash=None)
+    if runs is not None and len(runs):
+        _seed_dots(fig, runs[runs["arch"] == "three_layer"], x, colors)
     if baselines is not None and len(baselines):
-        for i, ((arch, d), group) in enumerate(baselines.sort_values(["d", "n"]).groupby(["arch", "d"], sort=True)):
-            color = PALETTE[(sorted(cells["d"].unique()).index(d) if d in set(cells["d"]) else i) % len(PALETTE)]
-            dash = "dot" if arch == "kernel" else "dash"
-            _band_line(fig, group, x, "test_loss", f"{arch}, d = {d}", color, 1, show_legend=True, dash=dash)
+        _baselines(fig, baselines[baselines["arch"].isin(list(show))], x, colors)
     xtitle = "n (training samples)" if x == "n" else f"n / d^{k}"
-    fig.update_xaxes(type="log", title=xtitle)
-    fig.update_yaxes(type="log", title="test loss", row=1, col=1)
+    if x == "n":
+        fig.update_xaxes(type="log", title=xtitle, dtick=1, tickformat="~s")
+    else:
+        fig.update_xaxes(type="log", title=xtitle, dtick=LOG2_DTICK, tick0=0, tickformat="~g")
+    fig.update_yaxes(type="log", title="test loss", dtick=1, row=1, col=1)
     fig.update_yaxes(title="corr(g, p)", range=[-0.05, 1.05], row=1, col=2)
-    _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=520)
-    # many series: the legend goes under the panels, clear of the subplot titles
-    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.2, xanchor="left", x=0.0),
-                             margin=dict(b=130))
+    return _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=480)
+
+
+def _seed_dots(fig, runs: pd.DataFrame, x: str, colors: dict) -> None:
+    """Each seed's value as a small dot in its d's colour."""
+    runs = runs.assign(n_over_dk=runs["n"] / runs["d"].astype(float) ** runs["k"])
+    for d, group in runs.groupby("d", sort=True):
+        for col, metric in ((1, "test_loss"), (2, "feature_corr")):
+            fig.add_scatter(x=group[x], y=group[metric], mode="markers", legendgroup=f"d = {d}", showlegend=False,
+                            marker=dict(size=5, color=colors.get(int(d), "gray"), opacity=0.45),
+                            hovertemplate=f"d = {d}, one seed<br>x=%{{x:.4g}}<br>%{{y:.4g}}<extra></extra>",
+                            row=1, col=col)
+
+
+def _baselines(fig, baselines: pd.DataFrame, x: str, colors: dict) -> None:
+    """Baseline loss curves in their d's colour; one legend entry per baseline toggles all its curves."""
+    for arch, by_arch in baselines.sort_values(["d", "n"]).groupby("arch", sort=True):
+        name = BASELINE_NAMES.get(arch, arch)
+        fig.add_scatter(x=[None], y=[None], mode="lines", name=name, legendgroup=arch,
+                        line=dict(color="gray", dash=BASELINE_DASH.get(arch)), row=1, col=1)
+        for d, group in by_arch.groupby("d", sort=True):
+            fig.add_scatter(x=group[x], y=group["test_loss_mean"], mode="lines+markers", legendgroup=arch,
+                            showlegend=False, line=dict(color=colors.get(int(d), "gray"), dash=BASELINE_DASH.get(arch)),
+                            marker=dict(size=4),
+                            hovertemplate=f"{name}, d = {d}<br>x=%{{x:.4g}}<br>mean=%{{y:.4g}}<extra></extra>",
+                            row=1, col=1)
 
 
 def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
@@ -164,7 +227,8 @@ def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
     if metric.endswith("loss"):  # a log axis cannot show values ≤ 0
         lo = np.maximum(lo, mean * 0.1)
     if np.any(std > 0):
-        fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+        # mode "lines": plotly's default would put unrelated-coloured markers on the band's corners
+        fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
                         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
                         legendgroup=name, row=1, col=col)
     seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
@@ -172,6 +236,24 @@ def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
                     line=dict(color=color, dash=dash), customdata=seeds,
                     hovertemplate="x=%{x:.4g}<br>mean=%{y:.4g}<br>seeds=%{customdata}<extra>" + name + "</extra>",
                     row=1, col=col)
+
+
+def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = None) -> go.Figure:
+    """The collapse: the network's feature correlation against n/d^k, one line per d (the Home page's chart)."""
+    if "arch" in cells:
+        cells = cells[cells["arch"] == "three_layer"]
+    colors = d_colors(cells["d"])
+    fig = go.Figure()
+    for d, group in cells.sort_values(["d", "n"]).groupby("d", sort=True):
+        fig.add_scatter(x=group["n_over_dk"], y=group["feature_corr_mean"], mode="lines+markers", name=f"d = {d}",
+                        line=dict(color=colors[int(d)], width=3), marker=dict(size=7),
+                        hovertemplate=f"d = {d}<br>n/d^{k}=%{{x:.3g}}<br>corr=%{{y:.3f}}<extra></extra>")
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=dict(color="gray", dash="dot"), annotation_text=f"corr = {threshold}",
+                      annotation_position="bottom right")
+    fig.update_xaxes(type="log", title=f"n / d^{k}: samples in units of d^{k}", dtick=LOG2_DTICK, tick0=0, tickformat="~g")
+    fig.update_yaxes(title="feature correlation corr(g, p)", range=[-0.05, 1.05])
+    return _layout(fig, "Every d on one curve", height=420)
 
 
 def coverage_heatmap(coverage: pd.DataFrame) -> go.Figure:
@@ -244,6 +326,6 @@ def sample_count_figure(counts: pd.DataFrame, k: int, q: int) -> go.Figure:
                     line=dict(color=PALETTE[0]))
     fig.add_scatter(x=counts["d"], y=counts["kernel"], mode="lines+markers", name=f"kernel: d^{k * q}",
                     line=dict(color=PALETTE[1]))
-    fig.update_xaxes(type="log", title="d")
-    fig.update_yaxes(type="log", title="samples n", exponentformat="power")
+    fig.update_xaxes(type="log", title="d", dtick=LOG2_DTICK, tick0=0)
+    fig.update_yaxes(type="log", title="samples n", exponentformat="power", dtick=3)
     return _layout(fig, f"Samples needed: d^k = d^{k} against d^(kq) = d^{k * q}")

@@ -1,0 +1,120 @@
+"""Streamlit blocks that more than one page shows: a job's live panel, a run's replay, a classroom link.
+
+Pages compose these; the numbers come from ``monitor`` and ``forms``, the
+figures from ``plots``. No JAX.
+"""
+from __future__ import annotations
+
+import io
+import socket
+import uuid
+
+import streamlit as st
+
+from hierpoly.runs import jobs, policy
+from hierpoly.views import forms, monitor, plots
+from hierpoly.views.system import open_checked
+
+PHASE_MARKS = {"done": "✓ {}", "now": "**▶ {}**", "next": "{}"}
+
+
+def store_or_stop():
+    """The app's store, with its problems as banners and the mode in the sidebar; stops the page if unusable."""
+    store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
+    for problem in problems:
+        st.warning(problem, icon="⚠️")
+    st.sidebar.caption(policy.describe())
+    if store is None:
+        st.stop()
+    return store
+
+
+def visitor() -> str:
+    """This browser session's id: the classroom's per-visitor queue limit counts by it."""
+    return st.session_state.setdefault("visitor", uuid.uuid4().hex)
+
+
+def phase_line(view: monitor.ProgressView) -> str:
+    """'✓ starting → ✓ compiling → **▶ training** → evaluating'."""
+    return " → ".join(PHASE_MARKS[state].format(name) for name, state in view.phases)
+
+
+def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = 1.0) -> None:
+    """A job's phases, progress, live curves and feature scatter, redrawn every `every` seconds.
+
+    Reads the job table only; when the job ends the whole page reruns, so it shows the result.
+    """
+
+    @st.fragment(run_every=every)
+    def panel() -> None:
+        job = jobs.get(job_id, store)
+        if job is None or job.status not in jobs.LIVE:
+            st.rerun()
+        view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval)
+        st.markdown(phase_line(view))
+        st.progress(view.fraction, text=view.text)
+        snapshot = monitor.live_snapshot(job.progress)
+        left, right = st.columns(2)
+        with left:
+            if snapshot is not None:
+                st.plotly_chart(plots.snapshot_figure(snapshot), key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
+            else:
+                st.caption("The learned feature against p appears here once training reports it.")
+        right.plotly_chart(plots.corr_figure(view.history), key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
+        if curves:
+            st.plotly_chart(plots.loss_figure(view.history), key=f"{prefix}_live_loss", config=plots.CHART_CONFIG)
+        st.caption("The job runs in its own process: closing this tab does not stop it; "
+                   "open the same URL to come back.")
+
+    panel()
+
+
+def replay(result, prefix: str) -> bool:
+    """A slider over a stored run's feature snapshots and the scatter at the chosen step; False if it has none."""
+    frames = monitor.replay_frames(result)
+    if not frames:
+        return False
+    steps = [frame.step for frame in frames]
+    step = st.select_slider("replay: training step", steps, value=steps[-1], key=f"{prefix}_replay",
+                            help="Drag to watch the cloud of (p, g) straighten into a line as the correlation rises.")
+    frame = frames[steps.index(step)]
+    st.plotly_chart(plots.snapshot_figure(frame), key=f"{prefix}_replay_scatter", config=plots.CHART_CONFIG)
+    return True
+
+
+def server_ip() -> str | None:
+    """This machine's address on its network (no packet is sent), or None."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect(("10.255.255.255", 1))  # a route lookup only: UDP connect sends nothing
+            return sock.getsockname()[0]
+    except OSError:
+        return None
+
+
+def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | None:
+    """The whole classroom link, shown wrapped and as a QR code; the teacher may set its base URL."""
+    teacher_base = st.text_input(
+        "base URL your students open (empty: found automatically)", key=f"{prefix}_base", placeholder="http://10.0.0.5:8501",
+        help="The address of this app as the class reaches it, e.g. the projector machine's network address.")
+    port = int(st.get_option("server.port") or 8501)
+    try:
+        base, source = forms.classroom_base(teacher_base, st.context.url or "", server_ip(), port)
+    except ValueError as err:
+        st.error(str(err), icon="⚠️")
+        return None
+    url = forms.share_url(base, page, params)
+    left, right = st.columns([3, 1])
+    left.code(url, language=None, wrap_lines=True)
+    left.caption(f"Base from {source}.")
+    right.image(qr_png(url), caption="scan to open", width=180)
+    return url
+
+
+def qr_png(text: str) -> bytes:
+    """A QR code of `text` as PNG bytes (segno: pure Python)."""
+    import segno
+
+    buffer = io.BytesIO()
+    segno.make(text, error="m").save(buffer, kind="png", scale=6, border=2)
+    return buffer.getvalue()

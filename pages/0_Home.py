@@ -1,0 +1,59 @@
+"""Home: the result at a glance, the state of this machine, and where to go next."""
+import streamlit as st
+
+from hierpoly import __version__
+from hierpoly.runs import analysis, sweeps
+from hierpoly.views import forms, monitor, plots, widgets
+from hierpoly.views.system import format_bytes, system_status
+
+store = widgets.store_or_stop()
+st.title("Three-layer networks learn hierarchical polynomials")
+st.caption(f"hierpoly explorer {__version__} · Wang, Nichani & Lee, *Learning Hierarchical Polynomials with "
+           "Three-Layer Neural Networks*, ICLR 2024")
+
+
+def hero() -> None:
+    """The collapse from the largest preset with stored runs for two or more d; a pointer when there is none."""
+    for name in ("paper", "cpu", "tiny"):
+        spec = sweeps.preset(name, baselines=False)
+        cells = analysis.aggregate(sweeps.stored_runs(spec, store))
+        if cells["d"].nunique() >= 2:
+            st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
+                            config=plots.CHART_CONFIG)
+            st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results, "
+                       "the mean over seeds of each cell.")
+            return
+    st.info("No Figure 2 grid is stored yet, so the collapse cannot be drawn. Queue one on the Figure 2 page, "
+            "or import a bundle on the Results page.")
+
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    hero()
+with right:
+    st.markdown(
+        r"""
+**The network learns the feature first.** The target is $h = g \circ p$: a cubic link $g$ of a degree-$k$
+feature $p(x) = \sum_i \lambda_i h_k(x_i)$ of a Gaussian input $x \in \mathbb{R}^d$. Measured in units of
+$d^k$ samples, the correlation between the network's learned feature and $p$ rises at the same place for
+every $d$: about $d^k$ samples suffice, where a kernel method needs about $d^{kq}$ ($d^3$ against $d^9$ here).
+"""
+    )
+    st.page_link("pages/1_Explore.py", label="Watch a network find p", icon="🔭")
+    st.page_link("pages/2_Figure_2.py", label="Figure 2 in full", icon="📈")
+    st.page_link("pages/4_Learn.py", label="A tour for a class", icon="🎓")
+    st.page_link("pages/3_Results.py", label="Every stored run", icon="🗂️")
+
+st.subheader("This machine")
+status = system_status(store)
+cols = st.columns(3)
+cols[0].metric("stored results", status.results)
+cols[1].metric("store size", format_bytes(status.size_bytes), help=str(status.store_dir))
+cols[2].metric("jobs queued or running", len(status.live_jobs))
+st.caption(f"JAX device: {status.device}" + (" (from the newest stored result; the app never loads JAX itself, "
+                                              "a separate process is asking it, reload to see)"
+                                              if status.device_source != "probe" else ""))
+for job in status.live_jobs:
+    view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval)
+    st.page_link("pages/1_Explore.py", icon="⏳", query_params=forms.params_from_config(job.config),
+                 label=f"{forms.run_label(job.config)}: {view.text}")

@@ -1,0 +1,117 @@
+"""The page-side views without Streamlit: progress phases, feature snapshots, time estimates, form values, links."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierpoly.config import RunConfig
+from hierpoly.progress import Progress
+from hierpoly.views import forms, monitor, plots
+
+
+def _row(step, phase="training", fraction=None, sample=(), seconds=None):
+    return Progress(step=step, train_loss=1.0, test_loss=1.0, feature_corr=0.5,
+                    seconds=float(step if seconds is None else seconds), phase=phase, fraction=fraction,
+                    feature_sample=tuple(sample))
+
+
+def test_phases_from_records_and_their_json():
+    total = 1000
+    assert monitor.progress_view("queued", [], total).phase == "queued"
+    assert monitor.progress_view("running", [], total).phase == "starting"
+    rows = [_row(0, "starting"), _row(0, "compiling")]
+    view = monitor.progress_view("running", rows, total)
+    assert view.phase == "compiling" and view.fraction == 0.0 and "compiling" in view.text
+    assert dict(view.phases) == {"starting": "done", "compiling": "now", "training": "next", "evaluating": "next"}
+    rows += [_row(100, seconds=10.0), _row(300, seconds=20.0)]
+    view = monitor.progress_view("running", [r.to_json() for r in rows], total)  # dicts from the job table too
+    assert view.phase == "training" and view.fraction == pytest.approx(0.3)
+    assert view.eta_seconds == pytest.approx(700 * 10.0 / 200)  # the pace after compilation
+    assert list(view.history["step"]) == [100, 300]  # only training rows are history
+    view = monitor.progress_view("running", [*rows, _row(300, "evaluating", fraction=0.25)], total, n_eval=2**20)
+    assert view.phase == "evaluating" and view.fraction == 0.25 and "1,048,576" in view.text
+
+
+def test_step_cap_reached_without_an_evaluating_row_reads_as_evaluating():
+    view = monitor.progress_view("running", [_row(0), _row(500), _row(1000)], 1000)
+    assert view.phase == "evaluating"
+
+
+def test_live_snapshot_pairs_the_newest_feature_sample_with_p():
+    p = np.arange(8.0)
+    rows = [_row(0, "starting", sample=p), _row(10, sample=-p), _row(20, sample=2 * p + 1)]
+    snap = monitor.live_snapshot(rows)
+    assert snap.step == 20 and snap.corr == pytest.approx(1.0)
+    assert monitor.live_snapshot(rows[1:]) is None  # p not reported yet
+    assert monitor.live_snapshot(rows[1:2], p=p).corr == pytest.approx(-1.0)
+
+
+def test_replay_frames_from_stored_snapshots():
+    p = np.linspace(-1, 1, 300).astype(np.float32)
+    g = np.stack([np.cos(7 * p[:256]), p[:256] * 3]).astype(np.float32)
+    result = SimpleNamespace(snapshots={"step": np.array([0, 500]), "g": g}, samples={"p": p})
+    frames = monitor.replay_frames(result)
+    assert [f.step for f in frames] == [0, 500] and len(frames[1].p) == 256
+    assert frames[1].corr == pytest.approx(1.0) and abs(frames[0].corr) < 0.5
+    assert monitor.replay_frames(SimpleNamespace(samples={"p": p})) == []  # results stored before snapshots
+    fig = plots.snapshot_figure(frames[1])
+    assert "Step 500" in fig.layout.title.text
+
+
+def test_time_estimate_scales_with_work():
+    summaries = pd.DataFrame([dict(arch="three_layer", mode="joint", d=4, n=256, m1=16, m2=50, steps_run=100,
+                                   seconds=2.0)])
+    cfg = RunConfig(d=4, n=512, m1=16, m2=50, steps=200)
+    est = monitor.time_estimate(cfg, summaries)
+    assert est.runs == 1 and est.seconds == pytest.approx(8.0)  # twice the samples, twice the steps
+    assert monitor.time_estimate(RunConfig(d=4, n=512, arch="kernel"), summaries) is None
+    assert monitor.time_estimate(cfg, summaries.iloc[:0]) is None
+
+
+def test_form_values_take_runconfig_defaults_for_fields_the_url_leaves_out():
+    start = RunConfig(d=6, n=864, m2=200, steps=1000)
+    cfg = RunConfig(d=8, n=512)  # m2 = 1000 and steps = 4000 by default: absent from its link
+    values, dropped = forms.form_values(forms.values_from_params(forms.params_from_config(cfg)).values, start)
+    assert dropped == {} and values["m2"] == 1000
+    assert forms.build_config(values).config == cfg
+    values, _ = forms.form_values({}, start)  # no link: the start config, derived fields left empty
+    assert values["m2"] == 200 and values["steps"] == 1000 and values["m1"] is None
+    assert forms.build_config(values).config == start
+    values, dropped = forms.form_values({"d": 4, "n": 64, "mode": "sideways"}, start)
+    assert values["mode"] == "joint" and "mode" in dropped
+
+
+def test_classroom_base():
+    assert forms.classroom_base("http://10.0.0.5:8501/", "http://127.0.0.1:8501/Learn", None, 8501) == (
+        "http://10.0.0.5:8501", "the base URL you set")
+    base, _ = forms.classroom_base("", "http://127.0.0.1:8501/Learn", "192.168.1.20", 8501)
+    assert base == "http://192.168.1.20:8501"
+    base, _ = forms.classroom_base("", "https://class.example.org/app/Learn", "192.168.1.20", 8501)
+    assert base == "https://class.example.org/app"
+    with pytest.raises(ValueError, match="http://host:port"):
+        forms.classroom_base("class.example.org", "", None, 8501)
+    assert forms.share_url("http://h:1", "Explore", {"d": "4", "lock": "1"}) == "http://h:1/Explore?d=4&lock=1"
+
+
+def test_outcome_text_in_plain_words():
+    cfg = RunConfig(d=4, n=256, steps=200)
+    capped = SimpleNamespace(config=cfg, message="reached the step cap of 200", meta={"steps": 200, "extra": {}})
+    assert "all 200 training steps" in monitor.outcome_text(capped)
+    plateau = SimpleNamespace(config=cfg, message="converged: train loss plateaued at step 120",
+                              meta={"steps": 120, "extra": {"stopped_by": "plateau"}})
+    assert "early, at step 120" in monitor.outcome_text(plateau)
+
+
+def test_figure2_seed_dots_share_their_d_colour():
+    runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=s, test_loss=0.5, feature_corr=0.9)
+                         for d in (4, 6) for n in (32, 128) for s in (0, 1)])
+    from hierpoly.runs import analysis
+
+    fig = plots.figure2(analysis.aggregate(runs), x="n_over_dk", k=3, runs=runs)
+    lines = {t.name: t.line.color for t in fig.data if t.mode == "lines+markers" and t.name}
+    dots = [t for t in fig.data if t.mode == "markers"]
+    assert dots and all(d.marker.color == lines[d.legendgroup] for d in dots)
+    assert all(t.mode for t in fig.data)  # no trace left to plotly's default markers in its own palette
