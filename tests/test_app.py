@@ -1,6 +1,6 @@
 """AppTest of every page, with an empty store and with really trained stored results.
 
-Stored results come from real training (``train.run`` + ``runner.to_result``)
+Stored results come from real training (``runner.execute``)
 of tiny configs in a session fixture; the Explore launch test runs a real worker
 process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
