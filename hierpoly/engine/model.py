@@ -21,10 +21,14 @@ b (m2,), c (m2,).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 
 from hierpoly.config import RunConfig
+from hierpoly.engine.piecewise import relu_sum_fast
 
 Params = dict[str, jax.Array]
 
@@ -95,3 +99,26 @@ def apply(
     """h_θ(x), equation (1): (n,). `sample_chunk`: compute the feature in blocks (`feature_chunked`)."""
     g = feature(params, x, sigma1) if sample_chunk is None else feature_chunked(params, x, sigma1, sample_chunk)
     return link_out(params, g, relu_sum)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """How h_θ is computed: static structure only, hashable, so compiled programs key on it.
+
+    The defaults are the production path; ``Forward(sigma1, relu_sum_dense, None)`` is the
+    plain formulation (dense (n, m2) ReLU matrix, no sample blocks) the tests and bench compare with.
+    """
+
+    sigma1: str = "cube"
+    relu_sum: Callable = relu_sum_fast  # (z, a, b, c) -> (1/m2) Σ c_j ReLU(a_j z + b_j)
+    sample_chunk: int | None = SAMPLE_CHUNK
+
+    def feature(self, params: Params, x: jax.Array) -> jax.Array:
+        """g(x): (n,)."""
+        if self.sample_chunk is None:
+            return feature(params, x, self.sigma1)
+        return feature_chunked(params, x, self.sigma1, self.sample_chunk)
+
+    def link_out(self, params: Params, g: jax.Array) -> jax.Array:
+        """h_θ from the feature g: (n,)."""
+        return link_out(params, g, self.relu_sum)
