@@ -61,22 +61,21 @@ def evaluate_target(x: jax.Array, tgt: Target) -> tuple[jax.Array, jax.Array]:
     return targets.link(p, tuple(tgt.coefs), tgt.C), p
 
 
+@partial(jax.jit, static_argnames=("k",))
+def _target_values(x, lam, coefs, C, *, k: int):
+    return evaluate_target(x, Target(lam, coefs, C, k))
+
+
 def target_fn(cfg: RunConfig, lam: jax.Array):
-    """x ↦ (h(x), p(x)) for this config and signs λ, and the exact C."""
+    """x ↦ (h(x), p(x)) for this config and signs λ (the program `draw` uses), and the exact C."""
     tgt = target(cfg, lam)
-    return partial(evaluate_target, tgt=tgt), float(tgt.C)
-
-
-@partial(jax.jit, static_argnames=("shape", "k"))
-def _draw(key, lam, coefs, C, *, shape: tuple[int, int], k: int):
-    x = jax.random.normal(key, shape)
-    y, p = evaluate_target(x, Target(lam, coefs, C, k))
-    return x, y, p
+    return partial(_target_values, lam=tgt.lam, coefs=tgt.coefs, C=tgt.C, k=tgt.k), float(tgt.C)
 
 
 def draw(key: jax.Array, rows: int, tgt: Target) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`rows` Gaussian inputs from `key` and the target on them: x (rows, d), h (rows,), p (rows,)."""
-    return _draw(key, tgt.lam, tgt.coefs, tgt.C, shape=(rows, tgt.lam.shape[0]), k=tgt.k)
+    x = jax.random.normal(key, (rows, tgt.lam.shape[0]))
+    return (x, *_target_values(x, tgt.lam, tgt.coefs, tgt.C, k=tgt.k))
 
 
 def make_data(cfg: RunConfig) -> Data:
