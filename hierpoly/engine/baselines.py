@@ -121,19 +121,19 @@ def run(
 # ------------------------------------------------------------------------ shared
 def _report(reporter: loop.Reporter, step: int, train_loss, pred_test, data: Data) -> None:
     """A history row of a predictor whose output on the monitor points is `pred_test` (it stands in for g)."""
-    pred_test = jnp.asarray(pred_test, jnp.float32)
+    pred_test = np.asarray(pred_test, np.float32)
     test_loss, corr = relative_test_loss(pred_test, data.y_test), pearson(pred_test, data.p_test)
     reporter.row(0, step, train_loss, test_loss, corr, pred_test[: evaluation.SNAPSHOT_POINTS])
 
 
-def _result(cfg, ended: tuple, params, pred_train, pred_test, data: Data, reporter, metrics_of) -> TrainResult:
+def _result(cfg, ended: tuple, params, train_loss, pred_test, data: Data, reporter, metrics_of) -> TrainResult:
     """`metrics_of(on_fraction)`: the population metrics, needed only when the run is done."""
     status, message, steps, extra = ended
     metrics, samples = {}, {}
     if status == "done":
         reporter.phase("evaluating", steps, 0.0)
         on_fraction = lambda f: reporter.phase("evaluating", steps, f)  # noqa: E731
-        metrics = {"train_loss": float(mse(pred_train, data.y_train)), **metrics_of(on_fraction)}
+        metrics = {"train_loss": float(train_loss), **metrics_of(on_fraction)}
         samples = evaluation.samples(pred_test, pred_test, data)  # the output stands in for g
     return TrainResult(
         status=status, message=message, steps=steps, metrics=metrics, history=reporter.histories[0], samples=samples,
@@ -192,17 +192,18 @@ def _pick_penalty(cfg: RunConfig, params, data: Data, width: int):
 def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop) -> TrainResult:
     width = kernel_width(cfg)
     params = _first_block(cfg, width)
-    zero_train, zero_test = jnp.zeros_like(data.y_train), jnp.zeros_like(data.y_test)
-    _report(reporter, 0, mse(zero_train, data.y_train), zero_test, data)
+    zero_loss, zero_test = np.mean(np.asarray(data.y_train, np.float64) ** 2), np.zeros(cfg.n_test)
+    _report(reporter, 0, zero_loss, zero_test, data)
     if should_stop is not None and should_stop():
-        return _result(cfg, ("cancelled", "cancelled before the fit", 0, {}), params, zero_train, zero_test, data, reporter, None)
+        return _result(cfg, ("cancelled", "cancelled before the fit", 0, {}), params, zero_loss, zero_test, data, reporter, None)
     penalties, best, val_losses, G, b = _pick_penalty(cfg, params, data, width)
     (w,) = _ridge(G, b, [penalties[best]])
     pred_train = _predict(params, w, data.x_train, cfg.sigma1)
     pred_test = _predict(params, w, data.x_test, cfg.sigma1)
     if not (np.isfinite(w).all() and np.isfinite(pred_test).all()):
         ended = ("diverged", "the ridge fit is not finite", 1, {})
-        return _result(cfg, ended, params, pred_train, pred_test, data, reporter, None)
+        return _result(cfg, ended, params, np.nan, pred_test, data, reporter, None)
+    train_loss = float(mse(pred_train, data.y_train))
     _report(reporter, 1, np.mean((pred_train - np.asarray(data.y_train)) ** 2), pred_test, data)
     params = {**params, "u": jnp.asarray(w * width, jnp.float32)}  # model.feature divides by the width
     extra = {"width": width, "ridge_relative": RIDGE_GRID[best], "validation_losses": val_losses}
@@ -213,7 +214,7 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
         return out, out
 
     metrics_of = lambda on_fraction: evaluation.host_population_metrics(cfg, data.lam, output_as_feature, on_fraction)  # noqa: E731
-    return _result(cfg, ("done", message, 1, extra), params, pred_train, pred_test, data, reporter, metrics_of)
+    return _result(cfg, ("done", message, 1, extra), params, train_loss, pred_test, data, reporter, metrics_of)
 
 
 # --------------------------------------------------------------------- two_layer
@@ -233,25 +234,25 @@ def score_first_block(state, monitor, forward: model.Forward):
     return evaluation.monitor_scores(state[0], *monitor, predict=evaluation.first_block_output, forward=forward)
 
 
-_first_block_outputs = jax.jit(evaluation.first_block_output, static_argnames=("forward",))
+_first_block_loss = jax.jit(first_block_loss, static_argnames=("forward",))
 
 
 def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
     params, forward = _first_block(cfg, cfg.m1), model.Forward(cfg.sigma1)
-    monitor = (data.x_test, data.y_test, data.p_test)
-    test_loss, corr, sample = score_first_block((params, None), monitor, forward)
-    reporter.row(0, 0, first_block_loss(params, (data.x_train, data.y_train), forward), test_loss, corr, sample)
+    task, monitor = loop.Task(two_layer_step, score_first_block, forward), (data.x_test, data.y_test, data.p_test)
+    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # u = 0: the output is 0
+    loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
     end = loop.run_loop(
-        loop.Task(two_layer_step, score_first_block, forward), loop.adam_state(params), (data.x_train, data.y_train),
-        monitor, {"lr": jnp.float32(cfg.lr)}, loop.rules(cfg.steps, cfg.tol, cfg.patience), reporter, should_stop,
-        chunk_steps=chunk,
+        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(cfg.lr)},
+        loop.rules(cfg.steps, cfg.tol, cfg.patience), reporter, should_stop, chunk_steps=chunk,
     )
     params = end.state[0]
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
-    pred_train = _first_block_outputs(params, data.x_train, forward)[0]
-    pred_test = _first_block_outputs(params, data.x_test, forward)[0]
+    pred_test = loop.scores(task, end.state, monitor, batched=False)[2][0]
 
     def metrics_of(on_fraction):
         return evaluation.population_metrics(cfg, data.lam, evaluation.first_block_output, params, forward, on_fraction)
 
-    return _result(cfg, (status, message, end.steps[0], extra), params, pred_train, pred_test, data, reporter, metrics_of)
+    train_loss = _first_block_loss(params, (data.x_train, data.y_train), forward) if status == "done" else np.nan
+    ended = (status, message, end.steps[0], extra)
+    return _result(cfg, ended, params, train_loss, pred_test, data, reporter, metrics_of)

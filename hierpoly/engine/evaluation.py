@@ -41,11 +41,10 @@ def first_block_output(params, x, forward: model.Forward):
     return out, out
 
 
-@partial(jax.jit, static_argnames=("predict", "forward"))
 def monitor_scores(params, x, y, p, *, predict: Callable, forward: model.Forward):
-    """Test loss, feature correlation and g on the first SNAPSHOT_POINTS monitor points."""
+    """Test loss and feature correlation on the monitor points, and h_θ, g on the first SAMPLE_ROWS of them."""
     pred, g = predict(params, x, forward)
-    return relative_test_loss(pred, y), pearson(g, p), g[:SNAPSHOT_POINTS]
+    return relative_test_loss(pred, y), pearson(g, p), pred[:SAMPLE_ROWS], g[:SAMPLE_ROWS]
 
 
 @partial(jax.jit, static_argnames=("predict", "forward", "rows", "k"))

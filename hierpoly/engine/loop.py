@@ -33,6 +33,7 @@ import numpy as np
 import optax
 
 from hierpoly.engine import model
+from hierpoly.engine.evaluation import SNAPSHOT_POINTS
 from hierpoly.progress import Progress
 
 PLATEAU_WINDOW = 100  # steps between checks of the plateau rule
@@ -128,10 +129,18 @@ def chunk_seeds(state, clock, batch, hyper, rules, n, *, step, forward):
 
 
 @partial(jax.jit, static_argnames=("score", "forward", "batched"))
-def scores(state, monitor, *, score: Callable, forward: model.Forward, batched: bool):
-    """(test loss, feature correlation, g sample) of the state on the monitor points (per seed when batched)."""
+def _scores(state, monitor, *, score: Callable, forward: model.Forward, batched: bool):
     one = partial(score, forward=forward)
     return jax.vmap(one)(state, monitor) if batched else one(state, monitor)
+
+
+def scores(task: Task, state, monitor, batched: bool) -> tuple[np.ndarray, ...]:
+    """Per seed: test loss (s,), feature correlation (s,), h_θ and g on the first monitor points (s, rows).
+
+    One compiled program serves every row of a run, its first and its samples.
+    """
+    out = jax.device_get(_scores(state, monitor, score=task.score, forward=task.forward, batched=batched))
+    return tuple(np.asarray(v) if batched else np.asarray(v)[None] for v in out)
 
 
 @dataclass(frozen=True)
@@ -282,7 +291,13 @@ def _report_rows(task: Task, state, monitor, before: Clock, now: Clock, reporter
     seeds = [i for i in range(len(now.step)) if before.status[i] == RUNNING and now.status[i] != DIVERGED]
     if not seeds:
         return
-    test_loss, corr, sample = scores(state, monitor, score=task.score, forward=task.forward, batched=batched)
-    test_loss, corr, sample = np.atleast_1d(test_loss), np.atleast_1d(corr), np.asarray(sample).reshape(len(now.step), -1)
+    test_loss, corr, _, g = scores(task, state, monitor, batched)
     for i in seeds:
-        reporter.row(i, offset + now.step[i], now.last_loss[i], test_loss[i], corr[i], sample[i])
+        reporter.row(i, offset + now.step[i], now.last_loss[i], test_loss[i], corr[i], g[i, :SNAPSHOT_POINTS])
+
+
+def report_start(task: Task, state, monitor, train_losses, reporter: Reporter, batched: bool = False) -> None:
+    """The step-0 row of every seed, scored by the same program as the loop's rows."""
+    test_loss, corr, _, g = scores(task, state, monitor, batched)
+    for i, train_loss in enumerate(np.atleast_1d(train_losses)):
+        reporter.row(i, 0, train_loss, test_loss[i], corr[i], g[i, :SNAPSHOT_POINTS])

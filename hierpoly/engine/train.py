@@ -64,7 +64,6 @@ def score_network(state, monitor, forward: model.Forward):
 
 
 _train_loss = jax.jit(network_loss, static_argnames=("forward",))
-_outputs = jax.jit(evaluation.network_output, static_argnames=("forward",))
 
 
 # -------------------------------------------------------------------- layer-wise
@@ -123,23 +122,26 @@ def run(
     params = model.init(keys(cfg.seed)["init"], cfg)
     forward = model.Forward(cfg.sigma1, relu_sum)
     reporter.phase("starting", 0)
-    _first_row(reporter, 0, data, params, forward)
+    joint = loop.Task(joint_step, score_network, forward)
+    loop.report_start(joint, loop.adam_state(params), _monitor(data), _zero_loss(data), reporter)
     trainer = _run_joint if cfg.mode == "joint" else _run_layerwise
     params, status, message, steps, extra = trainer(cfg, data, params, forward, reporter, should_stop, chunk)
-    return _result(cfg, data, params, (status, message, steps, extra), reporter, 0, forward)
+    return _result(cfg, data, params, (status, message, steps, extra), reporter, 0, joint)
 
 
-def _first_row(reporter: loop.Reporter, seed: int, data: Data, params, forward: model.Forward) -> None:
-    """Step 0: the network outputs 0 at init, so the train loss is mean(y²)."""
-    test_loss, corr, sample = score_network((params, None), (data.x_test, data.y_test, data.p_test), forward)
-    reporter.row(seed, 0, mse(jnp.zeros_like(data.y_train), data.y_train), test_loss, corr, sample)
+def _monitor(data: Data) -> tuple:
+    return data.x_test, data.y_test, data.p_test
+
+
+def _zero_loss(data: Data) -> float:
+    """The train loss at init, where the network outputs exactly 0: mean(y²)."""
+    return float(np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32))
 
 
 def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
     end = loop.run_loop(
         loop.Task(joint_step, score_network, forward), loop.adam_state(params), (data.x_train, data.y_train),
-        (data.x_test, data.y_test, data.p_test), {"lr": jnp.float32(cfg.lr)}, _rules(cfg), reporter, should_stop,
-        chunk_steps=chunk,
+        _monitor(data), {"lr": jnp.float32(cfg.lr)}, _rules(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
     return end.state[0], status, message, end.steps[0], extra
@@ -179,20 +181,21 @@ def _stage_outcome(ending: str, stage: int, steps: int, before: int) -> tuple[st
     return "cancelled", f"cancelled at stage {stage} step {steps}", before + steps, {}
 
 
-def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Reporter, seed: int, forward) -> TrainResult:
+def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Reporter, seed: int, task) -> TrainResult:
     """The final metrics and samples of a finished run (metrics only when it is done)."""
     status, message, steps, extra = ended
     metrics, samples = {}, {}
     if status == "done":
         reporter.phase("evaluating", steps, 0.0, seed)
         metrics = {
-            "train_loss": float(_train_loss(params, (data.x_train, data.y_train), forward)),
+            "train_loss": float(_train_loss(params, (data.x_train, data.y_train), task.forward)),
             **evaluation.population_metrics(
-                cfg, data.lam, evaluation.network_output, params, forward,
+                cfg, data.lam, evaluation.network_output, params, task.forward,
                 on_fraction=lambda f: reporter.phase("evaluating", steps, f, seed),
             ),
         }
-        samples = evaluation.samples(*_outputs(params, data.x_test[: evaluation.SAMPLE_ROWS], forward), data)
+        _, _, pred, g = loop.scores(task, loop.adam_state(params), _monitor(data), batched=False)
+        samples = evaluation.samples(pred[0], g[0], data)
     return TrainResult(
         status=status, message=message, steps=steps, metrics=metrics, history=reporter.histories[seed],
         samples=samples, params={k: np.asarray(v) for k, v in params.items()}, seconds=reporter.seconds(),
@@ -239,19 +242,18 @@ def run_seeds(
     cfg, reporter = cfgs[0], loop.Reporter(len(cfgs), on_progress)
     data = [make_data(c) for c in cfgs]
     params = [model.init(keys(c.seed)["init"], c) for c in cfgs]
-    forward = model.Forward(cfg.sigma1, relu_sum)
+    joint = loop.Task(joint_step, score_network, model.Forward(cfg.sigma1, relu_sum))
     reporter.phase("starting", 0)
-    for i in range(len(cfgs)):
-        _first_row(reporter, i, data[i], params[i], forward)
+    state, monitor = _stack([loop.adam_state(p) for p in params]), _stack([_monitor(d) for d in data])
+    loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)
     end = loop.run_loop(
-        loop.Task(joint_step, score_network, forward), _stack([loop.adam_state(p) for p in params]),
-        _stack([(d.x_train, d.y_train) for d in data]), _stack([(d.x_test, d.y_test, d.p_test) for d in data]),
-        {"lr": jnp.float32(cfg.lr)}, _rules(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
+        joint, state, _stack([(d.x_train, d.y_train) for d in data]), monitor, {"lr": jnp.float32(cfg.lr)},
+        _rules(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
     )
     results = []
     for i, c in enumerate(cfgs):
         status, message, extra = loop.outcome(end.endings[i], end.steps[i], cfg.steps)
         ended = (status, message, end.steps[i], {"batched_seeds": len(cfgs), **extra})
-        results.append(_result(c, data[i], _seed(end.state[0], i), ended, reporter, i, forward))
+        results.append(_result(c, data[i], _seed(end.state[0], i), ended, reporter, i, joint))
     seconds = reporter.seconds()
     return [dataclasses.replace(r, seconds=seconds) for r in results]
