@@ -18,7 +18,7 @@ from hierpoly.runs.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 # plateau at a window end before the cap, so the rule is exercised
-PLATEAU = RunConfig(d=4, n=256, m2=30, steps=1000, tol=0.05, patience=200, n_test=300, n_eval=4096)
+PLATEAU = RunConfig(d=4, n=256, m2=30, steps=1000, lr=3e-3, tol=0.5, patience=100, n_test=300, n_eval=4096)
 
 
 def test_chunk_lengths_never_change_results():
