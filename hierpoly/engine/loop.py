@@ -39,7 +39,7 @@ from hierpoly.progress import Progress
 PLATEAU_WINDOW = 100  # steps between checks of the plateau rule
 NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence stop the run
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
-MIN_ROWS = 100  # a run's history has at least about this many rows, however short the run
+MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
 
 RUNNING, PLATEAU, CAP, DIVERGED = 0, 1, 2, 3
 ENDINGS = {PLATEAU: "plateau", CAP: "step cap", DIVERGED: "diverged", RUNNING: "cancelled"}
