@@ -142,3 +142,24 @@ def test_a_fresh_process_loads_compiled_programs_from_the_store(tmp_path):
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout.splitlines()[-1])["feature_corr"] >= -1
     assert "Persistent compilation cache hit" in second.stderr
+
+
+def test_chunks_grow_to_about_a_second_in_powers_of_two():
+    sizes = loop.ChunkSizes(cap=100_000)  # at most 100000 / MIN_ROWS steps a chunk: 2048 as a power of two
+    assert sizes.next() == 1
+    sizes.observe(1, 30.0)  # the first chunk compiles: its time says nothing about a step
+    assert sizes.next() == 1
+    sizes.observe(1, 0.001)  # 1 ms a step: ~1000 steps a second, but growing at most 4x a chunk
+    assert sizes.next() == 4
+    for _ in range(10):
+        sizes.observe(sizes.next(), sizes.next() * 0.001)
+    assert sizes.next() == 512  # the power of two under one second's worth
+    sizes.observe(512, 5.0)  # the machine got slower: back under a second at once
+    assert sizes.next() == 64
+    fast = loop.ChunkSizes(cap=1000)
+    for _ in range(12):
+        fast.observe(fast.next(), 1e-6)
+    assert fast.next() == 16  # 1000 steps: at least MIN_ROWS = 50 rows
+    assert loop.ChunkSizes(cap=10, fixed=3).next() == 3
+    with pytest.raises(ValueError, match="at least 1"):
+        loop.ChunkSizes(cap=10, fixed=0)
