@@ -36,7 +36,7 @@ from hierpoly.engine import model
 from hierpoly.engine.evaluation import SNAPSHOT_POINTS
 from hierpoly.progress import Progress
 
-PLATEAU_WINDOW = 100  # steps between checks of the plateau rule
+PLATEAU_WINDOW = 100  # steps between checks of the plateau rule (the stored results were judged every 100 steps)
 NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence stop the run
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
 MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
