@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.engine import baselines, train
+from hierpoly.engine import baselines
+from hierpoly.engine import data as engine_data
 from hierpoly.runs.codec import check
 from hierpoly.runs.runner import to_result
 
@@ -20,7 +21,7 @@ def test_kernel_floor_exact_values_and_monte_carlo():
     # Monte Carlo: the explicit projection has the exact energy (proj² is light-tailed; h is not,
     # so orthogonality of h - P h cannot be checked this way with any precision)
     cfg = RunConfig(d=4, n=64)
-    data = train.make_data(cfg)
+    data = engine_data.make_data(cfg)
     x = jax.random.normal(jax.random.PRNGKey(7), (200_000, 4))
     proj = np.asarray(baselines.best_low_degree(x, data.lam, 3, data.C), np.float64)
     assert np.mean(proj**2) == pytest.approx(1 - baselines.kernel_floor(4), rel=0.03)
@@ -37,7 +38,7 @@ def test_kernel_reaches_the_degree_k_floor_at_large_n():
     cfg = RunConfig(d=4, n=2048, arch="kernel", n_test=8192)
     res = baselines.run(cfg)
     assert res.status == "done" and res.extra["width"] == 35  # C(7, 3)
-    data = train.make_data(cfg)
+    data = engine_data.make_data(cfg)
     zero = float(np.mean(np.asarray(data.y_test) ** 2))
     best = float(np.mean((np.asarray(baselines.best_low_degree(data.x_test, data.lam, 3, data.C)) - np.asarray(data.y_test)) ** 2)) / zero
     # test losses are relative to the zero predictor's on the same points (metrics.relative_test_loss)
@@ -57,7 +58,7 @@ def test_kernel_width_spans_degree_k():
 def test_two_layer_trains_and_reports_like_the_network():
     cfg = RunConfig(d=4, n=512, arch="two_layer", steps=300, n_test=1024, m2=50)
     rows = []
-    res = baselines.run(cfg, on_progress=rows.append, chunk=100)
+    res = baselines.run(cfg, on_progress=lambda row: rows.append(row) if row.is_history else None, chunk=100)
     assert res.status == "done" and res.steps == 300
     assert [r.step for r in rows] == [0, 100, 200, 300]
     assert set(res.params) == {"u", "s", "V"} and res.params["V"].shape == (16, 4)

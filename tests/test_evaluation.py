@@ -1,18 +1,16 @@
 """The final evaluation: streamed over n_eval fresh points, equal to the one-shot metrics."""
-from functools import partial
-
 import jax
 import numpy as np
 import pytest
 
 from hierpoly.config import ConfigError, RunConfig
-from hierpoly.engine import baselines, metrics, model, train
+from hierpoly.engine import baselines, evaluation, metrics, model, train
 
 
 def _eval_points(cfg):
     """All of a run's evaluation points at once, drawn as population_metrics draws them."""
     key = train.keys(cfg.seed)["eval"]
-    sizes = [min(train.EVAL_CHUNK, cfg.n_eval - s) for s in range(0, cfg.n_eval, train.EVAL_CHUNK)]
+    sizes = [min(evaluation.EVAL_CHUNK, cfg.n_eval - s) for s in range(0, cfg.n_eval, evaluation.EVAL_CHUNK)]
     return np.concatenate([np.asarray(jax.random.normal(jax.random.fold_in(key, i), (m, cfg.d))) for i, m in enumerate(sizes)])
 
 
@@ -30,12 +28,12 @@ def test_sums_over_uneven_chunks_give_the_one_shot_metrics():
 
 
 def test_population_metrics_stream_the_runs_own_points(monkeypatch):
-    monkeypatch.setattr(train, "EVAL_CHUNK", 700)  # 3 chunks, the last one short
+    monkeypatch.setattr(evaluation, "EVAL_CHUNK", 700)  # 3 chunks, the last one short
     cfg = RunConfig(d=5, n=64, m2=20, n_eval=2000)
     data = train.make_data(cfg)
     params = model.init(train.keys(cfg.seed)["init"], cfg)
     params = {**params, "u": params["u"] + 1.0, "c": params["c"] + 0.5}  # a network that predicts something
-    got = train.population_metrics(cfg, data.lam, partial(train.predict, params, sigma1=cfg.sigma1))
+    got = evaluation.population_metrics(cfg, data.lam, evaluation.network_output, params, model.Forward(cfg.sigma1))
     x = _eval_points(cfg)
     fn, _ = train.target_fn(cfg, data.lam)
     y, p = fn(x)
@@ -43,7 +41,7 @@ def test_population_metrics_stream_the_runs_own_points(monkeypatch):
     assert got["test_loss"] == pytest.approx(float(metrics.relative_test_loss(model.link_out(params, g), y)), rel=1e-4)
     assert got["feature_corr"] == pytest.approx(float(metrics.pearson(g, p)), rel=1e-4)
     assert not {r.tobytes() for r in x} & {r.tobytes() for r in np.asarray(data.x_test)}  # fresh: not the monitor points
-    exact = train.population_metrics(cfg, data.lam, lambda x: fn(x))  # predicting h, with p as the feature
+    exact = evaluation.host_population_metrics(cfg, data.lam, lambda x: fn(x))  # predicting h, with p as the feature
     assert exact == {"test_loss": 0.0, "feature_corr": pytest.approx(1.0)}
 
 
@@ -52,7 +50,7 @@ def test_a_finished_run_reports_the_population_metrics_of_its_parameters():
     result = train.run(cfg)
     params = {k: jax.numpy.asarray(v) for k, v in result.params.items()}
     data = train.make_data(cfg)
-    again = train.population_metrics(cfg, data.lam, partial(train.predict, params, sigma1=cfg.sigma1))
+    again = evaluation.population_metrics(cfg, data.lam, evaluation.network_output, params, model.Forward(cfg.sigma1))
     assert result.metrics["test_loss"] == pytest.approx(again["test_loss"], rel=1e-6)
     assert result.metrics["feature_corr"] == pytest.approx(again["feature_corr"], rel=1e-6)
     assert result.metrics["test_loss"] != pytest.approx(result.history[-1].test_loss, rel=1e-3)  # monitor ≠ final

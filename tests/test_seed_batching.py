@@ -6,8 +6,9 @@ import pytest
 
 from hierpoly.config import RunConfig
 from hierpoly.engine import train
+from hierpoly.progress import Progress
 
-# tol/patience chosen so the three seeds stop at different steps (plateau at 250 and 200, cap at 400)
+# tol/patience chosen so the three seeds stop at different steps (plateau or cap)
 BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.1, n_test=64)
 CHUNK = 50
 
@@ -15,8 +16,8 @@ CHUNK = 50
 @pytest.fixture(scope="module")
 def both():
     cfgs = [dataclasses.replace(BASE, seed=s) for s in range(3)]
-    rows: list[tuple[int, train.Progress]] = []
-    batched = train.run_seeds(cfgs, on_progress=lambda i, row: rows.append((i, row)), chunk=CHUNK)
+    rows: list[tuple[int, Progress]] = []
+    batched = train.run_seeds(cfgs, on_progress=lambda i, row: rows.append((i, row)) if row.is_history else None, chunk=CHUNK)
     alone = [train.run(c, chunk=CHUNK) for c in cfgs]
     return cfgs, batched, alone, rows
 

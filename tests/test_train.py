@@ -16,8 +16,8 @@ def test_ridge_gd_converges_to_the_closed_form():
     phi = jax.random.normal(jax.random.PRNGKey(0), (300, 20)) * jnp.linspace(0.3, 1.0, 20)
     y = jax.random.normal(jax.random.PRNGKey(1), (300,))
     xi = 0.05
-    lr = train.largest_stable_lr(phi, xi)
-    w, losses = train.ridge_gd_chunk(jnp.zeros(20), phi, y, lr, xi, n_steps=3000)
+    hyper = {"lr": train.largest_stable_lr(phi, xi), "xi": xi}
+    w, losses = jax.lax.scan(lambda w, _: train.ridge_step(w, (phi, y), hyper), jnp.zeros(20), None, length=3000)
     np.testing.assert_allclose(w, train.ridge_solution(phi, y, xi), rtol=1e-4, atol=1e-5)
     assert np.all(np.diff(np.asarray(losses)) <= 1e-6)  # GD on a convex quadratic at 1/L: monotone
 
@@ -46,7 +46,7 @@ def test_layerwise_stages_reach_their_ridge_solutions():
 def test_joint_training_learns_the_feature():
     cfg = RunConfig(d=4, n=2048, m2=100, steps=800, lr=0.01, n_test=1024)
     rows = []
-    result = train.run(cfg, on_progress=rows.append)
+    result = train.run(cfg, on_progress=lambda row: rows.append(row) if row.is_history else None, chunk=100)
     assert result.status == "done"
     assert result.metrics["feature_corr"] > 0.9
     assert rows[-1].test_loss < 0.1  # on the 1024 monitor points
@@ -79,7 +79,7 @@ def test_absurd_learning_rate_diverges_with_the_step():
 def test_cancellation_between_chunks():
     calls = []
     result = train.run(RunConfig(**TINY, steps=1000), chunk=50, should_stop=lambda: len(calls) >= 2,
-                       on_progress=calls.append)
+                       on_progress=lambda row: calls.append(row) if row.is_history else None)
     assert result.status == "cancelled"
     assert result.steps == 50  # the hook is checked before each chunk: init row, one chunk, then stop
     assert result.metrics == {}

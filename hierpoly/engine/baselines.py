@@ -1,7 +1,7 @@
 """Figure 2's baselines, trained on the same data as the three-layer network.
 
 A baseline config is the three-layer config with ``arch`` replaced, so it sees the
-same seed, hence the same signs λ, training set and test set (``train.make_data``),
+same seed, hence the same signs λ, training set and test set (``data.make_data``),
 and reports the same metrics and progress rows as ``train.run``.
 
 kernel **[our construction of the paper's comparison]**
@@ -22,30 +22,30 @@ two_layer **[our construction]**
     f(x) = (1/m) Σ_i u_i σ1(v_i·x + s_i), m = cfg.m1 (d² by default) — the network's
     first block alone, trained on h with (u, s, V) all learned jointly by full-batch
     Adam at the config's rate, from the same initialisation, under the same
-    convergence rule and step cap as joint training (train.py).
+    convergence rule and step cap as joint training (the one loop, loop.py).
 
 For both, ``feature_corr`` is the Pearson correlation between the predictor's
 output and the true feature p(x) (a baseline has no separate learned feature), and
 the samples' ``g`` column holds that output as well. Final metrics are over the same
-n_eval evaluation points as the network's (``train.population_metrics``).
+n_eval evaluation points as the network's (``evaluation.population_metrics``).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from collections.abc import Callable
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from hierpoly import targets
 from hierpoly.config import RunConfig, poly_space_dim
-from hierpoly.engine import model, train
+from hierpoly.engine import evaluation, loop, model
+from hierpoly.engine.data import Data, keys, make_data
+from hierpoly.engine.loop import TrainResult
 from hierpoly.engine.metrics import mse, pearson, relative_test_loss
+from hierpoly.progress import Progress
 
 RIDGE_GRID = tuple(10.0**e for e in range(-10, 2))  # penalties relative to the mean feature energy
 HOLDOUT = 0.2  # fraction of the training set used to pick the ridge penalty
@@ -103,72 +103,48 @@ def kernel_floor(d: int, k: int = 3, link: str = "cubic", n_minus: int = 0) -> f
 
 def run(
     cfg: RunConfig,
-    on_progress: Callable[[train.Progress], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
-    chunk: int = 100,
-) -> train.TrainResult:
+    chunk: int | None = None,
+) -> TrainResult:
     """Train the baseline named by ``cfg.arch`` (kernel or two_layer) on the run's data."""
+    if cfg.arch not in ("kernel", "two_layer"):
+        raise ValueError(f"baselines.run handles kernel and two_layer, got arch {cfg.arch!r}")
+    reporter = loop.Reporter(1, None if on_progress is None else lambda _, row: on_progress(row))
+    data = make_data(cfg)
+    reporter.phase("starting", 0)
     if cfg.arch == "kernel":
-        return _run_kernel(cfg, on_progress, should_stop)
-    if cfg.arch == "two_layer":
-        return _run_two_layer(cfg, on_progress, should_stop, chunk)
-    raise ValueError(f"baselines.run handles kernel and two_layer, got arch {cfg.arch!r}")
+        return _run_kernel(cfg, data, reporter, should_stop)
+    return _run_two_layer(cfg, data, reporter, should_stop, chunk)
 
 
 # ------------------------------------------------------------------------ shared
-def _report(history, on_progress, t0, step, train_loss, pred_test, data) -> None:
-    row = train.Progress(
-        step,
-        float(train_loss),
-        float(relative_test_loss(pred_test, data.y_test)),
-        float(pearson(pred_test, data.p_test)),
-        time.perf_counter() - t0,
-    )
-    history.append(row)
-    if on_progress is not None:
-        on_progress(row)
+def _report(reporter: loop.Reporter, step: int, train_loss, pred_test, data: Data) -> None:
+    """A history row of a predictor whose output on the monitor points is `pred_test` (it stands in for g)."""
+    pred_test = np.asarray(pred_test, np.float32)
+    test_loss, corr = relative_test_loss(pred_test, data.y_test), pearson(pred_test, data.p_test)
+    reporter.row(0, step, train_loss, test_loss, corr, pred_test[: evaluation.SNAPSHOT_POINTS])
 
 
-def _samples(pred_test, data: train.Data) -> dict[str, np.ndarray]:
-    rows = train.SAMPLE_ROWS
-    pred = np.asarray(pred_test[:rows], np.float32)
-    return {
-        "p": np.asarray(data.p_test[:rows], np.float32),
-        "g": pred,  # a baseline has no separate feature: its output stands in
-        "h": np.asarray(data.y_test[:rows], np.float32),
-        "h_pred": pred,
-    }
-
-
-def _result(cfg, status, message, steps, params, pred_train, pred_test, data, history, t0, extra, fitted=None) -> train.TrainResult:
-    """`fitted(x)`: the predictor on new points, for the final metrics (needed when done)."""
-    metrics = {}
+def _result(cfg, ended: tuple, params, train_loss, pred_test, data: Data, reporter, metrics_of) -> TrainResult:
+    """`metrics_of(on_fraction)`: the population metrics, needed only when the run is done."""
+    status, message, steps, extra = ended
+    metrics, samples = {}, {}
     if status == "done":
-        def output_as_feature(x):  # a baseline has no separate feature: its output stands in
-            out = fitted(x)
-            return out, out
-
-        metrics = {
-            "train_loss": float(mse(pred_train, data.y_train)),
-            **train.population_metrics(cfg, data.lam, output_as_feature),
-        }
-    return train.TrainResult(
-        status=status,
-        message=message,
-        steps=steps,
-        metrics=metrics,
-        history=history,
-        samples=_samples(pred_test, data) if status == "done" else {},
-        params={k: np.asarray(v) for k, v in params.items()},
-        seconds=time.perf_counter() - t0,
-        data_C=data.C,
+        reporter.phase("evaluating", steps, 0.0)
+        on_fraction = lambda f: reporter.phase("evaluating", steps, f)  # noqa: E731
+        metrics = {"train_loss": float(train_loss), **metrics_of(on_fraction)}
+        samples = evaluation.samples(pred_test, pred_test, data)  # the output stands in for g
+    return TrainResult(
+        status=status, message=message, steps=steps, metrics=metrics, history=reporter.histories[0], samples=samples,
+        params={k: np.asarray(v) for k, v in params.items()}, seconds=reporter.seconds(), data_C=data.C,
         extra={"baseline": cfg.arch, **extra},
     )
 
 
 def _first_block(cfg: RunConfig, width: int) -> dict[str, jax.Array]:
     """(u, s, V) of model.init for this seed at the given width; u = 0."""
-    params = model.init(train.keys(cfg.seed)["init"], dataclasses.replace(cfg, m1=width))
+    params = model.init(keys(cfg.seed)["init"], dataclasses.replace(cfg, m1=width))
     return {name: params[name] for name in ("u", "s", "V")}
 
 
@@ -199,103 +175,84 @@ def _ridge(G: np.ndarray, b: np.ndarray, penalties) -> list[np.ndarray]:
     return [Q @ (qb / (np.maximum(evals, 0.0) + lam)) for lam in penalties]
 
 
-def _run_kernel(cfg, on_progress, should_stop) -> train.TrainResult:
-    t0 = time.perf_counter()
-    data = train.make_data(cfg)
+def _pick_penalty(cfg: RunConfig, params, data: Data, width: int):
+    """The ridge penalty picked on a held-out fifth, and φᵀφ, φᵀy over the whole training set."""
+    n_fit = max(1, int(round(cfg.n * (1 - HOLDOUT))))
+    x_val, y_val = data.x_train[n_fit:], np.asarray(data.y_train[n_fit:], np.float64)
+    G, b = _gram(params, data.x_train[:n_fit], data.y_train[:n_fit], cfg.sigma1)
+    scale = max(float(np.trace(G)) / width, 1e-30)  # mean feature energy: makes the grid scale-free
+    penalties = [r * scale for r in RIDGE_GRID]
+    if x_val.shape[0] == 0:
+        return penalties, len(RIDGE_GRID) // 2, [], G, b
+    val_losses = [float(np.mean((_predict(params, w, x_val, cfg.sigma1) - y_val) ** 2)) for w in _ridge(G, b, penalties)]
+    G_val, b_val = _gram(params, x_val, data.y_train[n_fit:], cfg.sigma1)
+    return penalties, int(np.nanargmin(val_losses)), val_losses, G + G_val, b + b_val
+
+
+def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop) -> TrainResult:
     width = kernel_width(cfg)
     params = _first_block(cfg, width)
-    history: list[train.Progress] = []
-    zero_test = jnp.zeros_like(data.y_test)
-    _report(history, on_progress, t0, 0, mse(jnp.zeros_like(data.y_train), data.y_train), zero_test, data)
+    zero_loss, zero_test = np.mean(np.asarray(data.y_train, np.float64) ** 2), np.zeros(cfg.n_test)
+    _report(reporter, 0, zero_loss, zero_test, data)
     if should_stop is not None and should_stop():
-        zero_train = jnp.zeros_like(data.y_train)
-        return _result(cfg, "cancelled", "cancelled before the fit", 0, params, zero_train, zero_test, data, history, t0, {})
-    # Pick the ridge penalty on a held-out fifth, then refit on everything.
-    n_fit = max(1, int(round(cfg.n * (1 - HOLDOUT))))
-    x_fit, y_fit = data.x_train[:n_fit], data.y_train[:n_fit]
-    x_val, y_val = data.x_train[n_fit:], np.asarray(data.y_train[n_fit:], np.float64)
-    G_fit, b_fit = _gram(params, x_fit, y_fit, cfg.sigma1)
-    scale = max(float(np.trace(G_fit)) / width, 1e-30)  # mean feature energy: makes the grid scale-free
-    penalties = [r * scale for r in RIDGE_GRID]
-    if x_val.shape[0] > 0:
-        ws = _ridge(G_fit, b_fit, penalties)
-        val_losses = [float(np.mean((_predict(params, w, x_val, cfg.sigma1) - y_val) ** 2)) for w in ws]
-        best = int(np.nanargmin(val_losses))
-        G_val, b_val = _gram(params, x_val, data.y_train[n_fit:], cfg.sigma1)
-        G_fit, b_fit = G_fit + G_val, b_fit + b_val
-    else:
-        val_losses, best = [], len(RIDGE_GRID) // 2
-    (w,) = _ridge(G_fit, b_fit, [penalties[best]])
+        return _result(cfg, ("cancelled", "cancelled before the fit", 0, {}), params, zero_loss, zero_test, data, reporter, None)
+    penalties, best, val_losses, G, b = _pick_penalty(cfg, params, data, width)
+    (w,) = _ridge(G, b, [penalties[best]])
     pred_train = _predict(params, w, data.x_train, cfg.sigma1)
     pred_test = _predict(params, w, data.x_test, cfg.sigma1)
     if not (np.isfinite(w).all() and np.isfinite(pred_test).all()):
-        return _result(cfg, "diverged", "the ridge fit is not finite", 1, params, pred_train, pred_test, data, history, t0, {})
-    _report(history, on_progress, t0, 1, np.mean((pred_train - np.asarray(data.y_train)) ** 2), pred_test, data)
+        ended = ("diverged", "the ridge fit is not finite", 1, {})
+        return _result(cfg, ended, params, np.nan, pred_test, data, reporter, None)
+    train_loss = float(mse(pred_train, data.y_train))
+    _report(reporter, 1, np.mean((pred_train - np.asarray(data.y_train)) ** 2), pred_test, data)
     params = {**params, "u": jnp.asarray(w * width, jnp.float32)}  # model.feature divides by the width
     extra = {"width": width, "ridge_relative": RIDGE_GRID[best], "validation_losses": val_losses}
     message = f"closed-form ridge on {width} random features (relative penalty {RIDGE_GRID[best]:g})"
-    fitted = lambda x: _predict(params, w, x, cfg.sigma1)
-    return _result(cfg, "done", message, 1, params, pred_train, pred_test, data, history, t0, extra, fitted)
+
+    def output_as_feature(x):  # a baseline has no separate feature: its output stands in
+        out = _predict(params, w, x, cfg.sigma1)
+        return out, out
+
+    metrics_of = lambda on_fraction: evaluation.host_population_metrics(cfg, data.lam, output_as_feature, on_fraction)  # noqa: E731
+    return _result(cfg, ("done", message, 1, extra), params, train_loss, pred_test, data, reporter, metrics_of)
 
 
 # --------------------------------------------------------------------- two_layer
-def _two_layer_loss(params, x, y, sigma1: str):
-    return mse(model.feature(params, x, sigma1), y)
+def first_block_loss(params, batch, forward: model.Forward):
+    """Square loss of the first block alone on batch = (x, y)."""
+    x, y = batch
+    return mse(model.feature(params, x, forward.sigma1), y)
 
 
-_two_layer_predict = jax.jit(model.feature_chunked, static_argnames=("sigma1", "chunk"))
+def two_layer_step(state, batch, hyper, forward: model.Forward):
+    """One full-batch Adam step on (u, s, V)."""
+    return loop.adam_step(first_block_loss, state, batch, hyper, forward)
 
 
-@partial(jax.jit, static_argnames=("tx", "sigma1", "n_steps"))
-def _two_layer_chunk(params, opt_state, x, y, *, tx, sigma1: str, n_steps: int):
-    """n_steps of full-batch Adam on (u, s, V); losses before each step."""
-
-    def step(carry, _):
-        params, opt_state = carry
-        loss, grads = jax.value_and_grad(_two_layer_loss)(params, x, y, sigma1)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
-
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), None, length=n_steps)
-    return params, opt_state, losses
+def score_first_block(state, monitor, forward: model.Forward):
+    """Monitor scores of the two-layer state (params, Adam state)."""
+    return evaluation.monitor_scores(state[0], *monitor, predict=evaluation.first_block_output, forward=forward)
 
 
-def _run_two_layer(cfg, on_progress, should_stop, chunk: int) -> train.TrainResult:
-    t0 = time.perf_counter()
-    data = train.make_data(cfg)
-    params = _first_block(cfg, cfg.m1)
-    tx = train.joint_optimizer(cfg)
-    opt_state = tx.init(params)
-    history: list[train.Progress] = []
+_first_block_loss = jax.jit(first_block_loss, static_argnames=("forward",))
 
-    def predict(p):
-        return model.feature(p, data.x_train, cfg.sigma1), model.feature(p, data.x_test, cfg.sigma1)
 
-    def finish(status, message, steps, p, extra):
-        pred_train, pred_test = predict(p)
-        fitted = partial(_two_layer_predict, p, sigma1=cfg.sigma1)
-        return _result(cfg, status, message, steps, p, pred_train, pred_test, data, history, t0, extra, fitted)
+def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
+    params, forward = _first_block(cfg, cfg.m1), model.Forward(cfg.sigma1)
+    task, monitor = loop.Task(two_layer_step, score_first_block, forward), (data.x_test, data.y_test, data.p_test)
+    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # u = 0: the output is 0
+    loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
+    end = loop.run_loop(
+        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(cfg.lr)},
+        loop.rules(cfg.steps, cfg.tol, cfg.patience), reporter, should_stop, chunk_steps=chunk,
+    )
+    params = end.state[0]
+    status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
+    pred_test = loop.scores(task, end.state, monitor, batched=False)[2][0]
 
-    _report(history, on_progress, t0, 0, _two_layer_loss(params, data.x_train, data.y_train, cfg.sigma1), predict(params)[1], data)
-    best, best_at, step = math.inf, 0, 0
-    while step < cfg.steps:
-        if should_stop is not None and should_stop():
-            return finish("cancelled", f"cancelled at step {step}", step, params, {})
-        n_steps = min(chunk, cfg.steps - step)
-        new_params, opt_state, losses = _two_layer_chunk(
-            params, opt_state, data.x_train, data.y_train, tx=tx, sigma1=cfg.sigma1, n_steps=n_steps
-        )
-        losses = np.asarray(losses)
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size or not all(np.isfinite(np.asarray(v)).all() for v in new_params.values()):
-            at = step + (int(bad[0]) if bad.size else n_steps)
-            return finish("diverged", f"training loss became non-finite at step {at}", at, params, {})
-        params, step = new_params, step + n_steps
-        _report(history, on_progress, t0, step, losses[-1], predict(params)[1], data)
-        # the plateau rule of joint training (train.py)
-        chunk_best = float(losses.min())
-        if chunk_best < best * (1 - cfg.tol):
-            best, best_at = chunk_best, step
-        elif step - best_at >= cfg.patience:
-            return finish("done", f"converged: train loss plateaued at step {step}", step, params, {"stopped_by": "plateau"})
-    return finish("done", f"reached the step cap of {cfg.steps}", step, params, {"stopped_by": "step cap"})
+    def metrics_of(on_fraction):
+        return evaluation.population_metrics(cfg, data.lam, evaluation.first_block_output, params, forward, on_fraction)
+
+    train_loss = _first_block_loss(params, (data.x_train, data.y_train), forward) if status == "done" else np.nan
+    ended = (status, message, end.steps[0], extra)
+    return _result(cfg, ended, params, train_loss, pred_test, data, reporter, metrics_of)

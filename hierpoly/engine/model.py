@@ -21,10 +21,15 @@ b (m2,), c (m2,).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 
 from hierpoly.config import RunConfig
+from hierpoly.engine.piecewise import relu_sum_fast
 
 Params = dict[str, jax.Array]
 
@@ -36,17 +41,22 @@ ACTIVATIONS = {
 
 
 def init(key: jax.Array, cfg: RunConfig) -> Params:
-    """Draw θ(0) as in the paper (see module docstring)."""
+    """Draw θ(0) as in the paper (see module docstring); one compiled program per shape."""
+    return _init(key, jnp.float32(cfg.b_scale), m1=cfg.m1, d=cfg.d, m2=cfg.m2)
+
+
+@partial(jax.jit, static_argnames=("m1", "d", "m2"))
+def _init(key: jax.Array, b_scale: jax.Array, *, m1: int, d: int, m2: int) -> Params:
     k_v, k_s, k_a, k_b = jax.random.split(key, 4)
-    V = jax.random.normal(k_v, (cfg.m1, cfg.d))
+    V = jax.random.normal(k_v, (m1, d))
     V = V / jnp.linalg.norm(V, axis=1, keepdims=True) / jnp.sqrt(2.0)  # uniform on S^{d-1}(1/√2)
     return {
-        "u": jnp.zeros(cfg.m1),
-        "s": jax.random.normal(k_s, (cfg.m1,)) * jnp.sqrt(0.5),
+        "u": jnp.zeros(m1),
+        "s": jax.random.normal(k_s, (m1,)) * jnp.sqrt(0.5),
         "V": V,
-        "a": jax.random.rademacher(k_a, (cfg.m2,), dtype=jnp.float32),
-        "b": jax.random.uniform(k_b, (cfg.m2,), minval=-cfg.b_scale, maxval=cfg.b_scale),
-        "c": jnp.zeros(cfg.m2),
+        "a": jax.random.rademacher(k_a, (m2,), dtype=jnp.float32),
+        "b": jax.random.uniform(k_b, (m2,), minval=-b_scale, maxval=b_scale),
+        "c": jnp.zeros(m2),
     }
 
 
@@ -95,3 +105,26 @@ def apply(
     """h_θ(x), equation (1): (n,). `sample_chunk`: compute the feature in blocks (`feature_chunked`)."""
     g = feature(params, x, sigma1) if sample_chunk is None else feature_chunked(params, x, sigma1, sample_chunk)
     return link_out(params, g, relu_sum)
+
+
+@dataclass(frozen=True)
+class Forward:
+    """How h_θ is computed: static structure only, hashable, so compiled programs key on it.
+
+    The defaults are the production path; ``Forward(sigma1, relu_sum_dense, None)`` is the
+    plain formulation (dense (n, m2) ReLU matrix, no sample blocks) the tests and bench compare with.
+    """
+
+    sigma1: str = "cube"
+    relu_sum: Callable = relu_sum_fast  # (z, a, b, c) -> (1/m2) Σ c_j ReLU(a_j z + b_j)
+    sample_chunk: int | None = SAMPLE_CHUNK
+
+    def feature(self, params: Params, x: jax.Array) -> jax.Array:
+        """g(x): (n,)."""
+        if self.sample_chunk is None:
+            return feature(params, x, self.sigma1)
+        return feature_chunked(params, x, self.sigma1, self.sample_chunk)
+
+    def link_out(self, params: Params, g: jax.Array) -> jax.Array:
+        """h_θ from the feature g: (n,)."""
+        return link_out(params, g, self.relu_sum)

@@ -22,7 +22,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from hierpoly.runs.codec import MEMBERS, StoreError, decode, encode, read_zip
+from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
 from hierpoly.runs.store import REPO, Store
 
 BUNDLE_VERSION = 1
@@ -31,7 +31,7 @@ MAX_MEMBERS = 1 + len(MEMBERS) * MAX_RESULTS
 MAX_BYTES = 512 << 20  # uncompressed, all members together
 MAX_BUNDLE_BYTES = 256 << 20  # the zip itself
 MAX_RATIO = 50.0  # uncompressed / compressed per member; float arrays rarely pass 5
-_MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz)$")
+_MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz|snapshots\.npz)$")
 PRECOMPUTED = REPO / "cache" / "precomputed"
 
 
@@ -97,13 +97,13 @@ def read_bundle(data: bytes) -> dict:
         for entry in manifest["results"]:
             key = entry["key"]
             parts = {m: members.get(f"results/{key}/{m}") for m in MEMBERS}
-            if any(blob is None for blob in parts.values()):
+            if any(parts[m] is None for m in REQUIRED_MEMBERS):
                 raise StoreError(f"result {key[:16]} is incomplete")
             result = decode(parts)
             if result.key != key or result.config.to_dict() != entry["config"]:
                 raise StoreError(f"result {key[:16]}: its config does not match the manifest")
             results[key] = result
-        if len(results) * len(MEMBERS) != len(members):
+        if sum(len(r.snapshots) > 0 for r in results.values()) + len(results) * len(REQUIRED_MEMBERS) != len(members):
             raise StoreError("members not listed in the manifest's results")
     except StoreError as err:
         raise BundleError(f"bundle refused: {err}") from None

@@ -6,6 +6,8 @@ members, the same members a bundle carries per result (bundles.py):
     result.json    config, status, message, metrics, meta (JSON, finite numbers only)
     history.npz    equal-length columns step, train_loss, test_loss, feature_corr, seconds
     samples.npz    float32 columns p, g, h, h_pred (≤ SAMPLE_ROWS rows; may be empty)
+    snapshots.npz  optional: step int64 (r,) and g float32 (r, SNAPSHOT_POINTS), the learned
+                   feature on the first monitor points as training went (pairs with samples' p)
 
 Nothing here ever unpickles: arrays are read with ``allow_pickle=False``.
 """
@@ -33,7 +35,10 @@ SAMPLE_COLUMNS = ("p", "g", "h", "h_pred")  # float32
 MAX_SAMPLE_ROWS = 2000
 MAX_HISTORY_ROWS = 200_000
 MAX_JSON_BYTES = 1 << 20
-MEMBERS = ("result.json", "history.npz", "samples.npz")
+SNAPSHOT_POINTS = 256  # columns of snapshots' g: the first monitor points
+MAX_SNAPSHOT_ROWS = 128  # the runner thins to about 100; bounded so a bundle stays small
+REQUIRED_MEMBERS = ("result.json", "history.npz", "samples.npz")
+MEMBERS = REQUIRED_MEMBERS + ("snapshots.npz",)  # every member a result may have
 METRICS = ("train_loss", "test_loss", "feature_corr")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: equal results give equal bytes
 
@@ -53,6 +58,7 @@ class Result:
     history: dict = field(compare=False)  # column -> (rows,) array, see HISTORY_COLUMNS
     samples: dict = field(compare=False)  # column -> (≤ 2000,) float32 array
     meta: dict = field(compare=False)  # versions, device, git_commit, seconds, created, C, steps, extra
+    snapshots: dict = field(compare=False, default_factory=dict)  # {} or step (r,) int64, g (r, 256) float32
 
     @property
     def key(self) -> str:
@@ -149,7 +155,7 @@ def _read_npz(data: bytes, columns, what: str) -> dict[str, np.ndarray]:
 
 
 def encode(result: Result) -> dict[str, bytes]:
-    """The three members of a result (see module docstring); validates first."""
+    """The members of a result (see module docstring; snapshots.npz only when it has some); validates first."""
     check(result)
     doc = {
         "format": FORMAT_VERSION,
@@ -160,11 +166,14 @@ def encode(result: Result) -> dict[str, bytes]:
         "metrics": result.metrics,
         "meta": _jsonable(result.meta),
     }
-    return {
+    members = {
         "result.json": json.dumps(doc, sort_keys=True, allow_nan=False).encode(),
         "history.npz": _npz_bytes({c: result.history[c] for c in HISTORY_COLUMNS}),
         "samples.npz": _npz_bytes({c: result.samples[c] for c in SAMPLE_COLUMNS if c in result.samples}),
     }
+    if result.snapshots:
+        members["snapshots.npz"] = _npz_bytes({c: result.snapshots[c] for c in ("step", "g")})
+    return members
 
 
 def _no_constants(name):
@@ -194,15 +203,16 @@ def decode_doc(blob: bytes) -> dict:
     return doc
 
 
-def decode(members: dict[str, bytes]) -> Result:
-    """A Result from its three members, every part validated (see `check`)."""
-    missing = [m for m in MEMBERS if m not in members]
+def decode(members: dict[str, bytes | None]) -> Result:
+    """A Result from its members (snapshots.npz may be absent or None), every part validated (see `check`)."""
+    missing = [m for m in REQUIRED_MEMBERS if members.get(m) is None]
     if missing:
         raise StoreError(f"result is missing {', '.join(missing)}")
     doc = decode_doc(members["result.json"])
     history = _read_npz(members["history.npz"], HISTORY_COLUMNS, "history")
     samples = _read_npz(members["samples.npz"], SAMPLE_COLUMNS, "samples")
-    result = Result(doc["config"], doc["status"], doc["message"], doc["metrics"], history, samples, doc["meta"])
+    snapshots = _read_npz(members["snapshots.npz"], ("step", "g"), "snapshots") if members.get("snapshots.npz") else {}
+    result = Result(doc["config"], doc["status"], doc["message"], doc["metrics"], history, samples, doc["meta"], snapshots)
     check(result)
     return result
 
@@ -227,6 +237,24 @@ def check(result: Result) -> None:
     rows = None
     for name in result.samples:
         rows = _check_column(f"samples.{name}", result.samples[name], np.dtype("float32"), rows, MAX_SAMPLE_ROWS)
+    _check_snapshots(result.snapshots)
+
+
+def _check_snapshots(snapshots: dict) -> None:
+    """Empty, or step (r,) int64 and g (r, ≤ SNAPSHOT_POINTS) float32, finite, r ≤ MAX_SNAPSHOT_ROWS."""
+    if not snapshots:
+        return
+    if set(snapshots) != {"step", "g"}:
+        raise StoreError("snapshots must be empty or have exactly the columns step, g")
+    rows = _check_column("snapshots.step", snapshots["step"], np.dtype("int64"), None, MAX_SNAPSHOT_ROWS)
+    g = snapshots["g"]
+    if not isinstance(g, np.ndarray) or g.dtype != np.float32 or g.ndim != 2 or g.shape[1] > SNAPSHOT_POINTS:
+        got = f"{g.dtype}{g.shape}" if isinstance(g, np.ndarray) else type(g).__name__
+        raise StoreError(f"snapshots.g must be a (rows, ≤ {SNAPSHOT_POINTS}) float32 array, got {got}")
+    if g.shape[0] != rows:
+        raise StoreError(f"snapshots.g has {g.shape[0]} rows, snapshots.step {rows}")
+    if not np.isfinite(g).all():
+        raise StoreError("snapshots.g holds non-finite values")
 
 
 def _check_column(name: str, arr, dtype: np.dtype, rows: int | None, max_rows: int) -> int:
@@ -248,4 +276,4 @@ def to_bytes(result: Result) -> bytes:
 
 
 def from_bytes(value: bytes) -> Result:
-    return decode(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20))
+    return decode(read_zip(value, set(MEMBERS), len(MEMBERS), 128 << 20))  # snapshots.npz optional

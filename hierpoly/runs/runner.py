@@ -9,11 +9,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from hierpoly.config import RunConfig
-from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, Result, _jsonable
+from hierpoly.runs import store
+from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
+
+SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small
+_compilation_cache: list[Path] = []  # the directory set up in this process, once
 
 
 @dataclass(frozen=True)
@@ -35,11 +40,12 @@ def execute(
 
     Args:
         cfg: the run.
-        on_progress: called with each ``engine.train.Progress`` row between chunks.
+        on_progress: called with each ``hierpoly.progress.Progress`` row (phases and training rows).
         should_stop: polled between chunks; True cancels the run.
     Returns:
         the Outcome, with the stored-format Result when the run is done.
     """
+    use_compilation_cache()
     from hierpoly.engine import baselines, train
 
     t0 = time.perf_counter()
@@ -50,12 +56,30 @@ def execute(
 
 def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None) -> list[Outcome]:
     """Configs that differ only in their seed, trained as one program where possible (``train.run_seeds``)."""
+    use_compilation_cache()
     from hierpoly.engine import train
 
     if not train.seeds_batchable(cfgs):
         return [execute(c, None if on_progress is None else _bind(on_progress, i)) for i, c in enumerate(cfgs)]
     trained = train.run_seeds(cfgs, on_progress=on_progress)
     return [_outcome(c, t, t.seconds) for c, t in zip(cfgs, trained)]
+
+
+def use_compilation_cache(directory: Path | None = None) -> Path:
+    """JAX's persistent compilation cache in `<store>/xla`, set up once per process (later calls keep the first).
+
+    A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling.
+    """
+    if not _compilation_cache:
+        import jax
+
+        path = Path(directory) if directory is not None else store.default_dir() / "xla"
+        path.mkdir(parents=True, exist_ok=True)
+        jax.config.update("jax_compilation_cache_dir", str(path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs add up too
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        _compilation_cache.append(path)
+    return _compilation_cache[0]
 
 
 def _bind(on_progress: Callable, i: int) -> Callable:
@@ -86,4 +110,15 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
         "extra": _jsonable(trained.extra),
     }
     metrics = {name: float(trained.metrics[name]) for name in METRICS if name in trained.metrics}
-    return Result(cfg, trained.status, trained.message, metrics, history, samples, meta)
+    return Result(cfg, trained.status, trained.message, metrics, history, samples, meta, snapshots(rows))
+
+
+def snapshots(rows, keep: int = SNAPSHOT_ROWS) -> dict:
+    """The learned feature of the training rows that carry one, thinned evenly to `keep` rows (first and last kept)."""
+    rows = [r for r in rows if r.is_history and r.feature_sample and np.isfinite(r.feature_sample).all()]
+    if not rows:
+        return {}
+    width = min(min(len(r.feature_sample) for r in rows), SNAPSHOT_POINTS)
+    picks = np.unique(np.round(np.linspace(0, len(rows) - 1, min(keep, len(rows)))).astype(int))
+    g = np.asarray([rows[i].feature_sample[:width] for i in picks], np.float32)
+    return {"step": np.asarray([rows[i].step for i in picks], np.int64), "g": g}
