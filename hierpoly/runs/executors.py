@@ -143,7 +143,7 @@ class InlineExecutor:
             label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
 
             def note(i, row, label=label):
-                on_note(f"{label}: step {row.step}")
+                on_note(f"{label}: step {row.step}" if row.is_history else f"{label}: {row.phase}")
 
             for ended in runner.execute_seeds(group, on_progress=note):
                 if ended.result is not None:

@@ -17,7 +17,6 @@ import time
 import traceback
 
 from hierpoly.config import RunConfig
-from hierpoly.progress import Progress
 from hierpoly.runs import jobs
 from hierpoly.runs.store import Store
 
@@ -51,7 +50,7 @@ def run_job(store: Store, rec: dict) -> str:
         cfg = RunConfig.from_dict(rec["config"])
         ended = runner.execute(
             cfg,
-            on_progress=lambda row: jobs.add_progress(store, job_id, _as_progress(row)),
+            on_progress=lambda row: jobs.add_progress(store, job_id, row),
             should_stop=lambda: jobs.stop_requested(store, job_id),
         )
         if ended.result is not None:
@@ -65,14 +64,6 @@ def run_job(store: Store, rec: dict) -> str:
         return "failed"
     finally:
         stop.set()
-
-
-def _as_progress(row) -> Progress:
-    """The one progress record, from a training loop's row of the same fields."""
-    if isinstance(row, Progress):
-        return row
-    names = ("step", "train_loss", "test_loss", "feature_corr", "seconds", "phase", "fraction")
-    return Progress(**{name: getattr(row, name) for name in names if hasattr(row, name)})
 
 
 def wait_for_work(store: Store, idle_s: float) -> dict | None:
