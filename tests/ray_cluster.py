@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -89,17 +90,6 @@ class Cluster:
                     pass
         return found
 
-    def workers(self, title: str) -> list[int]:
-        """The cluster's Ray workers now titled ``ray::<title>`` (running a task of that name)."""
-        found = []
-        for pid in self.pids():
-            try:
-                if Path(f"/proc/{pid}/cmdline").read_bytes().startswith(f"ray::{title}".encode()):
-                    found.append(pid)
-            except OSError:
-                pass
-        return found
-
 
 def start(dashboard: bool = True) -> Cluster:
     """A head node with token auth on, 2 CPUs; the dashboard (the Jobs API) only when asked for."""
@@ -162,3 +152,4 @@ def stop(cluster: Cluster, grace: float = 30.0) -> None:
     if cluster.process.poll() is None:
         cluster.process.kill()
     cluster.process.wait()
+    shutil.rmtree(cluster.temp_dir, ignore_errors=True)
