@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -345,7 +346,8 @@ def cmd_sweep(args) -> int:
 
         try:
             executor = RayExecutor(address=args.address)
-            executor.connect()  # a dead address or a refused token: one line, in seconds, before any progress bar
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON's (see below)
+                executor.connect()  # a dead address or a refused token: one line, in seconds, before any progress bar
         except sweeps.SweepError as err:
             return _fail(str(err))
     store = Store()
@@ -357,8 +359,9 @@ def cmd_sweep(args) -> int:
         if p.running:
             bar.set_postfix_str(p.running)
 
-    try:
-        rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
     except sweeps.SweepError as err:
         return _fail(str(err))
     finally:

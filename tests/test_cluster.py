@@ -221,7 +221,8 @@ def test_jobs_api_route_brings_the_results_back_as_a_validated_bundle(cluster, t
     """`ray job submit --working-dir .` runs the sweep on the cluster; `sweep --fetch` imports what it printed."""
     grid = ["--d", "4", "--n", "32", "--steps", "100", "--no-baselines"]
     job_id = f"hierpoly-test-{uuid.uuid4().hex[:8]}"
-    runtime_env = {"excludes": ["/cache", ".git"], "env_vars": {"HIERPOLY_LOAD_PRECOMPUTED": "0"}}
+    job_store = str(tmp_path / "on_the_head")  # the job's store, as the README advises (else inside the job's upload)
+    runtime_env = {"excludes": ["/cache", ".git"], "env_vars": {"HIERPOLY_CACHE_DIR": job_store, "HIERPOLY_LOAD_PRECOMPUTED": "0"}}
     submit = subprocess.run(
         [sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", cluster.jobs_address,
          "--submission-id", job_id, "--working-dir", ".", "--runtime-env-json", json.dumps(runtime_env),

@@ -21,7 +21,11 @@ row per config (``outcome``).
             config's row is ``failed`` with the error. Ctrl-C cancels the outstanding
             tasks and re-raises. Workers import hierpoly from this checkout through
             PYTHONPATH; for ``ray://`` addresses the checkout is shipped as the job's
-            ``working_dir``.
+            ``working_dir`` (``ray.init(runtime_env=...)``: Ray uploads a local folder
+            only at the job level). An explicit address is probed first, so a dead
+            one or a refused token is a one-line error in seconds, not Ray's 30 s
+            retry loop. For the Ray Jobs API route a job prints its results as a
+            bundle into its log and ``fetch_job_bundle`` reads it back.
 
 Importing this module imports neither JAX nor Ray.
 """
