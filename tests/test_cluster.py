@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -242,9 +243,19 @@ def test_jobs_api_route_brings_the_results_back_as_a_validated_bundle(cluster, t
 # --------------------------------------------------------------- one local Ray
 @pytest.fixture(scope="module")
 def local_ray():
+    """Ray in this process, with a token of its own: without one, Ray 2.60 writes ~/.ray/auth_token,
+    which then turns token auth on for every later `ray start` on the machine."""
+    saved = {name: os.environ.get(name) for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.pop("RAY_AUTH_MODE", None)  # unset: ray.init turns token auth on itself, with the token below
+    os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def sweep_with_a_kill(spec, store, max_retries: int) -> tuple[list[dict], list[int]]:
