@@ -173,11 +173,12 @@ def test_ray_client_with_the_token_matches_the_local_executor(cluster, local_tin
 
 
 @on_cluster
-def test_ray_client_without_the_token_fails_in_seconds_naming_RAY_AUTH_MODE(cluster, tmp_path):
-    """Ray alone retries for 30 s and reports a bare timeout; the probe names the fix at once."""
+@pytest.mark.parametrize("route", ["client_address", "gcs_address"])
+def test_without_the_token_a_sweep_fails_in_seconds_naming_RAY_AUTH_MODE(cluster, tmp_path, route):
+    """Ray alone retries for 20-30 s and reports a bare timeout; the probe names the fix at once (ray:// and HOST:PORT)."""
     env = cluster.env(token=False, HIERPOLY_CACHE_DIR=str(tmp_path / "store"))
     t0 = time.monotonic()
-    out = hierpoly_cli(["sweep", "--preset", "tiny", "--executor", "ray", "--address", cluster.client_address], env, timeout=60)
+    out = hierpoly_cli(["sweep", "--preset", "tiny", "--executor", "ray", "--address", getattr(cluster, route)], env, timeout=60)
     seconds = time.monotonic() - t0
     assert out.returncode == 2, out.stderr[-3000:]
     [line] = error_lines(out.stderr)
