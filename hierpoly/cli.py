@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -322,7 +323,16 @@ def _add_sweep_commands(sub) -> None:
     sub.choices["sweep"].add_argument("--executor", default="local", help="where runs execute (local; others registered)")
     sub.choices["sweep"].add_argument(
         "--address", default=None,
-        help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray)",
+        help="with --executor ray: auto | HOST:PORT | ray://HOST:PORT (default: $RAY_ADDRESS, else a local Ray); "
+        "with --fetch: the Jobs API, http://HEAD:8265",
+    )
+    sub.choices["sweep"].add_argument(
+        "--print-bundle", action="store_true",
+        help="after the sweep, print the grid's stored results as a bundle on stdout (for a `ray job submit` job)",
+    )
+    sub.choices["sweep"].add_argument(
+        "--fetch", default=None, metavar="JOB_ID",
+        help="run nothing: import the bundle a finished Ray job printed (--print-bundle), read through --address",
     )
 
 
@@ -351,6 +361,10 @@ def cmd_sweep(args) -> int:
         spec = _spec_from_args(args)
     except sweeps.SweepError as err:
         return _fail(str(err))
+    if args.fetch is not None:
+        return _fetch_sweep(args, spec)
+    if args.print_bundle and args.json:
+        return _fail("--print-bundle writes the bundle on stdout: leave out --json")
     if args.executor not in sweeps.EXECUTORS:
         return _fail(f"unknown executor {args.executor!r}; available: {', '.join(sweeps.EXECUTORS)}")
     executor = args.executor
@@ -361,6 +375,8 @@ def cmd_sweep(args) -> int:
 
         try:
             executor = RayExecutor(address=args.address)
+            with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON's (see below)
+                executor.connect()  # a dead address or a refused token: one line, in seconds, before any progress bar
         except sweeps.SweepError as err:
             return _fail(str(err))
     store = Store()
@@ -372,8 +388,9 @@ def cmd_sweep(args) -> int:
         if p.running:
             bar.set_postfix_str(p.running)
 
-    try:
-        rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
     except sweeps.SweepError as err:
         return _fail(str(err))
     finally:
@@ -386,7 +403,43 @@ def cmd_sweep(args) -> int:
         print(f"sweep {spec.name}: {len(rows)} runs, {len(rows) - ran} already stored, {ran} run now, {len(bad)} not done")
         for r in bad:
             print(f"  d={r['d']} n={r['n']} seed {r['seed']} {r['arch']}: {r['status']}: {r['message']}")
+    if args.print_bundle:
+        _print_bundle(spec, store)
     return 1 if bad else 0
+
+
+def _print_bundle(spec, store) -> None:
+    """The grid's stored results as a bundle in the log (what `sweep --fetch` reads back)."""
+    from hierpoly.runs import bundles
+    from hierpoly.runs.executors import bundle_to_log
+
+    keys = [cfg.key() for cfg in spec.configs() if store.has(cfg.key())]
+    if keys:
+        print(bundle_to_log(bundles.export_bundle(store, keys)), flush=True)
+
+
+def _fetch_sweep(args, spec) -> int:
+    """`sweep --fetch JOB_ID`: import a finished Ray job's bundle, then report the grid as the local store has it."""
+    from hierpoly.runs import bundles, sweeps
+    from hierpoly.runs.executors import fetch_job_bundle
+    from hierpoly.runs.store import Store
+
+    if args.address is None:
+        return _fail("--fetch needs --address http://HEAD:8265 (the Ray Jobs API)")
+    try:
+        status, data = fetch_job_bundle(args.address, args.fetch)
+        store = Store()
+        added = bundles.import_bundle(store, data)
+    except (sweeps.SweepError, bundles.BundleError) as err:
+        return _fail(str(err))
+    rows = [sweeps.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else sweeps.outcome(cfg, "missing", "not in the job's bundle")
+            for cfg in spec.configs()]
+    missing = sum(r["status"] != "done" for r in rows)
+    if args.json:
+        print(json.dumps({"preset": spec.name, "job": args.fetch, "job_status": status, "added": len(added), "cells": rows}))
+    else:
+        print(f"sweep {spec.name}: job {args.fetch} {status}, {len(added)} results added, {len(rows) - missing}/{len(rows)} of the grid stored")
+    return 1 if missing else 0
 
 
 def _write_figure2(cells, k: int, out: str) -> list[str]:

@@ -21,13 +21,19 @@ row per config (``outcome``).
             config's row is ``failed`` with the error. Ctrl-C cancels the outstanding
             tasks and re-raises. Workers import hierpoly from this checkout through
             PYTHONPATH; for ``ray://`` addresses the checkout is shipped as the job's
-            ``working_dir``.
+            ``working_dir`` (``ray.init(runtime_env=...)``: Ray uploads a local folder
+            only at the job level). An explicit address is probed first, so a dead
+            one or a refused token is a one-line error in seconds, not Ray's 30 s
+            retry loop. For the Ray Jobs API route a job prints its results as a
+            bundle into its log and ``fetch_job_bundle`` reads it back.
 
 Importing this module imports neither JAX nor Ray.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -157,6 +163,12 @@ class InlineExecutor:
 INSTALL_HINT = "the ray executor needs Ray: pip install -r requirements-ray.txt"
 SHIP_EXCLUDES = [".git", "cache", "node_modules", "__pycache__", "*.zip", ".pytest_cache"]
 TASK_NAME = "hierpoly_train"  # workers running a task show up as `ray::hierpoly_train`
+PROBE_SECONDS = 5.0  # a live head answers a probe in well under a second
+AUTH_HINT = (
+    "set RAY_AUTH_MODE=token and give this machine the cluster's token "
+    "(RAY_AUTH_TOKEN=... or the file ~/.ray/auth_token; `ray get-auth-token` prints it on the head node)"
+)
+JOB_CONFIG_VAR = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a driver started by `ray job submit`
 
 
 class ClusterError(SweepError):
@@ -204,6 +216,77 @@ def error_message(err: BaseException) -> str:
     return f"{type(err).__name__}: {lines[0].strip() if lines else 'no message'}"
 
 
+def is_auth_failure(err: BaseException) -> bool:
+    """Whether Ray refused us for a missing or wrong token (its errors say so in their type or text)."""
+    text = f"{type(err).__name__} {err}"
+    return "AuthenticationError" in text or "Unauthenticated" in text or "InvalidAuthToken" in text
+
+
+def split_address(address: str) -> tuple[str, str, int]:
+    """("client", host, port) for ray://HOST:PORT, ("gcs", host, port) for HOST:PORT."""
+    kind, rest = ("client", address[len("ray://"):]) if address.startswith("ray://") else ("gcs", address)
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if "://" in rest or not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ClusterError(f"--address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    return kind, host.strip("[]"), int(port)
+
+
+def probe(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """Raise ClusterError within seconds when nothing answers at ``address`` or it refuses our token.
+
+    Ray itself retries a dead or refusing address for 20-30 s and then reports a bare
+    timeout; one RPC on the channel Ray would use (TLS and the token header as this
+    process's RAY_AUTH_MODE says) tells the cases apart at once.
+    """
+    import socket
+
+    kind, host, port = split_address(address)
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as err:
+        raise ClusterError(f"nothing answers at {address}: {err.strerror or err} (is the head up, the port right, the tunnel open?)") from None
+    import grpc
+    from ray._private.grpc_utils import init_grpc_channel
+
+    server = "Ray Client server (ray start's --ray-client-server-port, 10001 by default)" if kind == "client" else "Ray GCS"
+    try:
+        channel = init_grpc_channel(f"{host}:{port}")
+        try:
+            _ping(channel, kind, timeout)
+        finally:
+            channel.close()
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise ClusterError(f"the cluster at {address} requires token authentication: {AUTH_HINT}") from None
+        raise ClusterError(f"{address} does not answer as a {server}: {err.code().name}: {err.details()}") from None
+    except Exception as err:  # e.g. RAY_AUTH_MODE=token but no token on this machine
+        if is_auth_failure(err):
+            raise ClusterError(f"no token to present to the cluster at {address}: {AUTH_HINT}") from None
+        raise
+
+
+def _ping(channel, kind: str, timeout: float) -> None:
+    """The cheapest call each server answers: the client server's PING, the GCS's cluster id."""
+    if kind == "client":
+        from ray.core.generated import ray_client_pb2, ray_client_pb2_grpc
+
+        request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
+        ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(request, timeout=timeout)
+    else:
+        from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc
+
+        gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(gcs_service_pb2.GetClusterIdRequest(), timeout=timeout)
+
+
+def job_ships_code() -> bool:
+    """Whether this driver runs inside a Ray job whose working_dir already carries the checkout."""
+    try:
+        job = json.loads(os.environ.get(JOB_CONFIG_VAR, "{}"))
+    except ValueError:
+        return False
+    return bool(((job.get("runtime_env") or {}) if isinstance(job, dict) else {}).get("working_dir"))
+
+
 class RayExecutor:
     """Every missing config a Ray task on the cluster at ``address`` (see module docstring).
 
@@ -224,9 +307,12 @@ class RayExecutor:
         if not isinstance(max_retries, int) or max_retries < 0:
             raise ClusterError(f"max_retries must be a whole number ≥ 0, got {max_retries!r}")
         self.address = address.strip() if address else None
+        if self.address not in (None, "auto"):
+            split_address(self.address)  # a malformed address is refused before Ray is imported
         self.max_retries = max_retries
         self.ship_code = ship_code if ship_code is not None else bool(self.address and self.address.startswith("ray://"))
         self.poll = poll
+        self._connection = None  # (ray, whether we started it), between connect() and the end of run()
 
     # --------------------------------------------------------------- connection
     def _connect(self):
@@ -237,35 +323,63 @@ class RayExecutor:
             raise ClusterError(INSTALL_HINT) from None
         if ray.is_initialized():
             return ray, False
+        if self.address not in (None, "auto"):
+            probe(self.address)
+        elif os.environ.get("RAY_ADDRESS", "").strip() not in ("", "auto"):
+            split_address(os.environ["RAY_ADDRESS"].strip())  # a bad $RAY_ADDRESS, named as such
+        where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
         try:
-            if self.address and "://" in self.address:  # Ray Client forwards init options to the server: send none
-                ray.init(address=self.address)
+            if self.address and self.address.startswith("ray://"):  # Ray Client: the server takes these options
+                ray.init(address=self.address, runtime_env=self.job_runtime_env(), log_to_driver=False)
             else:  # worker output stays in the cluster's logs: stdout is the CLI's JSON
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+                ray.init(
+                    address=self.address, runtime_env=self.job_runtime_env(),
+                    include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                )
         except Exception as err:  # ConnectionError, ValueError for a bad address, ...
-            where = self.address or os.environ.get("RAY_ADDRESS") or "a new local instance"
+            if is_auth_failure(err):
+                raise ClusterError(f"the cluster at {where} refused this client: {AUTH_HINT}") from None
             raise ClusterError(f"cannot start or reach Ray at {where}: {error_message(err)}") from None
         return ray, True
 
-    def runtime_env(self, gpus: bool) -> dict:
-        """How workers find hierpoly (PYTHONPATH or the shipped checkout) and which JAX backend they use."""
-        env_vars = {} if gpus else {"JAX_PLATFORMS": "cpu"}  # no CUDA probing on CPU nodes
+    def job_runtime_env(self) -> dict:
+        """How workers find hierpoly, set once for the job: Ray uploads a local working_dir only at this level."""
+        if job_ships_code():  # `ray job submit --working-dir .`: the job's own copy is already on every node
+            return {}
         if self.ship_code:
-            return {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES, "env_vars": env_vars}
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-        return {"env_vars": {**env_vars, "PYTHONPATH": path}}
+            return {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES}
+        return {"env_vars": {"PYTHONPATH": self.python_path()}}
+
+    @staticmethod
+    def python_path() -> str:
+        """This checkout first, then the caller's PYTHONPATH (workers on this machine or a shared filesystem)."""
+        return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+    def task_runtime_env(self, gpus: bool, started: bool) -> dict:
+        """Per task, merged by Ray into the job's: the JAX backend, and the code path when someone else connected."""
+        env_vars = {} if gpus else {"JAX_PLATFORMS": "cpu"}  # no CUDA probing on CPU nodes
+        if not started and not job_ships_code():  # a Ray connected before us has no job env of ours
+            env_vars["PYTHONPATH"] = self.python_path()
+        return {"env_vars": env_vars}
+
+    def connect(self) -> None:
+        """Connect now (a bad address or a refused token fails here, in seconds); ``run`` reuses the connection."""
+        if self._connection is None:
+            self._connection = self._connect()
 
     # ---------------------------------------------------------------------- run
     def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
         """One Ray task per distinct missing config; rows as each finishes (see ``sweeps.outcome``)."""
-        ray, started = self._connect()
+        self.connect()
+        ray, started = self._connection
         try:
-            return self._run(ray, configs, store, on_done, on_note)
+            return self._run(ray, configs, store, on_done, on_note, started)
         finally:
+            self._connection = None
             if started:
                 ray.shutdown()
 
-    def _run(self, ray, configs, store, on_done, on_note) -> list[dict]:
+    def _run(self, ray, configs, store, on_done, on_note, started: bool = False) -> list[dict]:
         gpus = ray.cluster_resources().get("GPU", 0) >= 1
         task = ray.remote(train_to_bytes).options(
             name=TASK_NAME,
@@ -273,7 +387,7 @@ class RayExecutor:
             num_cpus=1,
             max_retries=self.max_retries,
             retry_exceptions=True,
-            runtime_env=self.runtime_env(gpus),
+            runtime_env=self.task_runtime_env(gpus, started),
         )
         unique = list({cfg.key(): cfg for cfg in configs}.values())  # one task per key, even if listed twice
         rows, pending, unit, last_note = [], {}, "GPU" if gpus else "CPU", 0.0
@@ -305,6 +419,57 @@ class RayExecutor:
                     pass
             raise
         return rows
+
+
+# ------------------------------------------------- the Ray Jobs API route
+# A job started by `ray job submit` keeps its store on the cluster; the Jobs API gives back
+# only the job's status and log. So the job prints its results as a bundle into its log
+# (`sweep ... --print-bundle`) and `sweep ... --fetch JOB_ID` reads it back, then imports it
+# through the validating bundle reader (hashes, keys, finite arrays), like any bundle.
+BUNDLE_BEGIN = "-----BEGIN HIERPOLY BUNDLE-----"
+BUNDLE_END = "-----END HIERPOLY BUNDLE-----"
+FINISHED = ("SUCCEEDED", "FAILED")  # a failed sweep job still prints what it stored
+
+
+def bundle_to_log(data: bytes) -> str:
+    """A bundle as log text: base64 in 76-character lines between two marker lines."""
+    text = base64.b64encode(data).decode("ascii")
+    return "\n".join([BUNDLE_BEGIN, *(text[i:i + 76] for i in range(0, len(text), 76)), BUNDLE_END])
+
+
+def bundle_from_log(log: str) -> bytes:
+    """The last complete bundle in a job's log (not yet validated: see ``bundles.read_bundle``)."""
+    lines = [line.strip() for line in log.splitlines()]
+    ends = [i for i, line in enumerate(lines) if line == BUNDLE_END]
+    begins = [i for i, line in enumerate(lines) if line == BUNDLE_BEGIN and ends and i < ends[-1]]
+    if not begins:
+        raise ClusterError("the job's log holds no complete bundle: was it run with `sweep ... --print-bundle`?")
+    body = "".join(lines[begins[-1] + 1:ends[-1]])
+    try:
+        return base64.b64decode(body, validate=True)
+    except ValueError:
+        raise ClusterError("the bundle in the job's log is damaged (not base64)") from None
+
+
+def fetch_job_bundle(address: str, job_id: str) -> tuple[str, bytes]:
+    """(status, bundle bytes) of a finished job, read through the Ray Jobs API at ``address`` (http://HEAD:8265)."""
+    if not address.startswith(("http://", "https://")):
+        raise ClusterError(f"--fetch reads the Ray Jobs API: give --address http://HEAD:8265, got {address!r}")
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError:
+        raise ClusterError(f"{INSTALL_HINT} (the Jobs API client comes with ray[default])") from None
+    try:
+        client = JobSubmissionClient(address)
+        status = getattr(client.get_job_status(job_id), "value", "")
+        log = client.get_job_logs(job_id) if status in FINISHED else ""
+    except Exception as err:  # ConnectionError, RuntimeError carrying the HTTP status, ...
+        if is_auth_failure(err) or "401" in str(err) or "403" in str(err):
+            raise ClusterError(f"the Jobs API at {address} refused this client: {AUTH_HINT}") from None
+        raise ClusterError(f"cannot read job {job_id!r} at {address}: {error_message(err)}") from None
+    if status not in FINISHED:
+        raise ClusterError(f"job {job_id} is {status or 'in an unknown state'}: fetch it once it has finished (ray job status {job_id})")
+    return status, bundle_from_log(log)
 
 
 EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "inline": InlineExecutor, "ray": RayExecutor}
