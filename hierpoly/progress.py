@@ -26,7 +26,8 @@ class Progress:
     seconds: float  # since the run started
     phase: str = "training"  # one of PHASES
     fraction: float | None = None  # share of the phase done (evaluating: of n_eval), when known
-    feature_sample: tuple[float, ...] = field(default=(), compare=False)  # g on the first monitor points
+    # training rows: g on the first monitor points; the "starting" row: p on those same points
+    feature_sample: tuple[float, ...] = field(default=(), compare=False)
 
     @property
     def is_history(self) -> bool:

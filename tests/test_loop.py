@@ -58,6 +58,10 @@ def test_progress_phases_and_feature_samples():
     history = [r for r in rows if r.is_history]
     assert history == result.history and len(history) == 41  # 40 steps under MIN_ROWS rows: one row a step
     assert all(len(r.feature_sample) == evaluation.SNAPSHOT_POINTS for r in history)
+    # the starting row carries p on the very points whose g the history rows carry
+    p_test = np.asarray(train.make_data(cfg).p_test[: evaluation.SNAPSHOT_POINTS])
+    np.testing.assert_allclose(rows[0].feature_sample, p_test, rtol=1e-6)
+    np.testing.assert_allclose(result.samples["p"][: evaluation.SNAPSHOT_POINTS], p_test, rtol=1e-6)
     assert np.all(np.asarray(history[0].feature_sample) == 0.0)  # u = 0 at init
     # the last row's feature is the trained network's g on the first monitor points (the samples' g)
     np.testing.assert_array_equal(np.float32(history[-1].feature_sample), result.samples["g"][: evaluation.SNAPSHOT_POINTS])

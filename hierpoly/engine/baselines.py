@@ -112,7 +112,7 @@ def run(
         raise ValueError(f"baselines.run handles kernel and two_layer, got arch {cfg.arch!r}")
     reporter = loop.Reporter(1, None if on_progress is None else lambda _, row: on_progress(row))
     data = make_data(cfg)
-    reporter.phase("starting", 0)
+    reporter.start([data.p_test])
     if cfg.arch == "kernel":
         return _run_kernel(cfg, data, reporter, should_stop)
     return _run_two_layer(cfg, data, reporter, should_stop, chunk)

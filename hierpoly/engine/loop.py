@@ -170,6 +170,12 @@ class Reporter:
         for i in range(self.seeds) if seed is None else (seed,):
             self._send(i, row)
 
+    def start(self, p_samples) -> None:
+        """Each seed's "starting" row, carrying p on the points whose g the history rows will carry."""
+        for i, p in enumerate(p_samples):
+            sample = tuple(float(v) for v in np.asarray(p[:SNAPSHOT_POINTS]))
+            self._send(i, Progress(0, np.nan, np.nan, np.nan, self.seconds(), phase="starting", feature_sample=sample))
+
     def row(self, seed: int, step: int, train_loss, test_loss, feature_corr, sample=()) -> None:
         """A training row: one line of the seed's history."""
         row = Progress(

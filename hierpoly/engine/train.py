@@ -121,7 +121,7 @@ def run(
     data = make_data(cfg)
     params = model.init(keys(cfg.seed)["init"], cfg)
     forward = model.Forward(cfg.sigma1, relu_sum)
-    reporter.phase("starting", 0)
+    reporter.start([data.p_test])
     joint = loop.Task(joint_step, score_network, forward)
     loop.report_start(joint, loop.adam_state(params), _monitor(data), _zero_loss(data), reporter)
     trainer = _run_joint if cfg.mode == "joint" else _run_layerwise
@@ -243,7 +243,7 @@ def run_seeds(
     data = [make_data(c) for c in cfgs]
     params = [model.init(keys(c.seed)["init"], c) for c in cfgs]
     joint = loop.Task(joint_step, score_network, model.Forward(cfg.sigma1, relu_sum))
-    reporter.phase("starting", 0)
+    reporter.start([d.p_test for d in data])
     state, monitor = _stack([loop.adam_state(p) for p in params]), _stack([_monitor(d) for d in data])
     loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)
     end = loop.run_loop(
