@@ -303,7 +303,7 @@ def _spec_from_args(args):
     if args.preset is not None:
         if any(v is not None for v in (args.d, args.n, args.multiples, args.steps)):
             raise sweeps.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
-        return sweeps.preset(args.preset, seeds=args.seeds, baselines=not args.no_baselines)
+        return sweeps.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
     if args.d is None:
         raise sweeps.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
     return sweeps.custom(

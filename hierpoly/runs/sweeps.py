@@ -21,6 +21,7 @@ import pandas as pd
 from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
 from hierpoly.runs import executors
 from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
+from hierpoly.targets import SUPPORTED_K, parse_link
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
 
@@ -39,6 +40,7 @@ class SweepSpec:
     link: str = "cubic"
     sigma1: str = "cube"
     mode: str = "joint"  # joint (Figure 2) or layerwise
+    m1: int | None = None  # None: the config's default (d^2 joint, C(d+k, k) layer-wise)
     m2: int = 1000
     steps: int | None = None  # None: the config's default cap (4000 joint) with the plateau rule
     n_test: int = 8192  # monitor points (progress rows, plot samples)
@@ -57,6 +59,7 @@ class SweepSpec:
             need(len(self.ns) > 0 and all(isinstance(n, int) and n >= 2 for n in self.ns), f"n values must be whole numbers ≥ 2, got {self.ns}")
         if self.multiples is not None:
             need(len(self.multiples) > 0 and all(m > 0 for m in self.multiples), f"multiples of d^k must be positive, got {self.multiples}")
+        need(self.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {self.k}")
         need(isinstance(self.seeds, int) and self.seeds >= 1, f"seeds must be a whole number ≥ 1, got {self.seeds}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:  # every config of the grid must validate before anything runs
@@ -80,7 +83,7 @@ class SweepSpec:
     def config(self, d: int, n: int, seed: int = 0, arch: str = "three_layer") -> RunConfig:
         """The run of one cell; a baseline's is the network's with ``arch`` replaced."""
         cfg = RunConfig(
-            d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m2=self.m2, mode=self.mode,
+            d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m1=self.m1, m2=self.m2, mode=self.mode,
             steps=self.steps, seed=seed, n_test=self.n_test, n_eval=self.n_eval,
         )
         return cfg if arch == "three_layer" else dataclasses.replace(cfg, arch=arch)
@@ -94,6 +97,42 @@ class SweepSpec:
     def with_options(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def q(self) -> int:
+        """The link's degree: kernels need about d^{kq} samples, the network about d^k."""
+        return len(parse_link(self.link)) - 1
+
+    @property
+    def target(self) -> dict:
+        """What one κ belongs to: feature degree, link, σ1 and training mode (the arch is per run)."""
+        return {"k": self.k, "q": self.q, "link": self.configs()[0].link, "sigma1": self.sigma1, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class SweepFamily:
+    """Several grids run and read together, each of one target (the exponent table's rows)."""
+
+    name: str
+    grids: tuple[SweepSpec, ...]
+    doc: str = ""
+
+    def __post_init__(self):
+        if not self.grids:
+            raise SweepError(f"sweep family {self.name!r} has no grids")
+
+    @property
+    def seeds(self) -> int:
+        return max(g.seeds for g in self.grids)
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of every grid once (grids may share runs), grid after grid, each cheapest first.
+
+        Grid after grid, so a sweep stopped early leaves whole grids (each gives a κ), not
+        the small-n corner of all of them (which gives none).
+        """
+        unique = {cfg.key(): cfg for grid in self.grids for cfg in grid.configs()}
+        return list(unique.values())
 
 
 # ------------------------------------------------------------------- presets
@@ -136,14 +175,47 @@ def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
     )
 
 
-PRESETS: dict[str, Callable[..., SweepSpec]] = {"paper": paper, "cpu": cpu, "tiny": tiny}
+EXPONENT_LINKS = ("quadratic", "cubic", "quartic")  # link degree q = 2, 3, 4
 
 
-def preset(name: str, seeds: int | None = None, baselines: bool = True) -> SweepSpec:
-    """A preset by name; ``seeds`` overrides its seed count."""
+def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
+    """The exponent table: κ in n*(d) ∝ d^κ for k ∈ {1, 2, 3} and links of degree q ∈ {2, 3, 4}.
+
+    Seven grids of the three-layer network (joint Adam, m1 = d^2, m2 = 1000, 4000-step cap
+    with the plateau rule, 2^20 evaluation points), n = d^k · 2^j:
+      k = 1, q = 2, 3, 4: d ∈ {8, 16, 32}, j = 0..4 (n = d … 16 d);
+      k = 2, q = 2, 3, 4: d ∈ {6, 8, 10, 12}, j = -1..3 (n = d^2/2 … 8 d^2);
+      k = 3, q = 3: the cpu preset's network runs (d ∈ {8, 12, 16, 20}, j = -3..3), reused as shipped.
+    Only the network: κ is about it; the kernel's d^{kq} is printed beside it, not run.
+    Run: ``python -m hierpoly sweep --preset exponents --executor inline`` (about half an
+    hour on a 2-core CPU beside the shipped cpu runs; resumable), then
+    ``python -m hierpoly figure2 --preset exponents``.
+    Should show: κ close to k for every q (within 0.5 for k = 1, 2), far below the kernel's
+    kq; for k = 3 at d ≤ 20, κ below 3 (finite d: the transition is still sharpening).
+    """
+    grids = [custom((8, 16, 32), multiples=tuple(2.0**j for j in range(0, 5)), seeds=seeds, baselines=baselines,
+                    k=1, link=link) for link in EXPONENT_LINKS]
+    grids += [custom((6, 8, 10, 12), multiples=tuple(2.0**j for j in range(-1, 4)), seeds=seeds, baselines=baselines,
+                     k=2, link=link) for link in EXPONENT_LINKS]
+    grids.append(cpu(seeds=seeds, baselines=baselines))
+    grids = [dataclasses.replace(g, name=f"k={g.k} {g.link}") for g in grids]
+    return SweepFamily("exponents", tuple(grids), doc=exponents.__doc__)
+
+
+PRESETS: dict[str, Callable[..., SweepSpec | SweepFamily]] = {"paper": paper, "cpu": cpu, "tiny": tiny, "exponents": exponents}
+
+
+def preset(name: str, seeds: int | None = None, baselines: bool | None = None) -> SweepSpec | SweepFamily:
+    """A preset by name; ``seeds`` and ``baselines`` override its own (None: the preset's)."""
     if name not in PRESETS:
         raise SweepError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name](baselines=baselines) if seeds is None else PRESETS[name](seeds=seeds, baselines=baselines)
+    options = {k: v for k, v in (("seeds", seeds), ("baselines", baselines)) if v is not None}
+    return PRESETS[name](**options)
+
+
+def grids(spec: SweepSpec | SweepFamily) -> tuple[SweepSpec, ...]:
+    """The single-target grids of a spec or family."""
+    return spec.grids if isinstance(spec, SweepFamily) else (spec,)
 
 
 def custom(
