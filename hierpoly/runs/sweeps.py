@@ -229,12 +229,16 @@ def custom(
 
 
 # ------------------------------------------------------------ what is stored
-def stored_runs(spec: SweepSpec, store) -> pd.DataFrame:
+def stored_runs(spec: SweepSpec | SweepFamily, store) -> pd.DataFrame:
     """The store's summaries of this grid's runs, any seed (more seeds than the spec's count count too).
 
     A stored run belongs to the grid when its key is the key of ``spec.config`` at its
-    own (d, n, seed, arch): every other setting must match exactly.
+    own (d, n, seed, arch): every other setting must match exactly. A family's runs are
+    those of any of its grids, each once.
     """
+    if isinstance(spec, SweepFamily):
+        tables = [stored_runs(grid, store) for grid in spec.grids]
+        return pd.concat(tables, ignore_index=True).drop_duplicates("key").reset_index(drop=True)
     table = store.summaries()
     if table.empty:
         return table
