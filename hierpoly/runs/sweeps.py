@@ -183,8 +183,8 @@ def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
 
     Seven grids of the three-layer network (joint Adam, m1 = d^2, m2 = 1000, 4000-step cap
     with the plateau rule, 2^20 evaluation points), n = d^k · 2^j:
-      k = 1, q = 2, 3, 4: d ∈ {8, 16, 32}, j = 0..4 (n = d … 16 d);
-      k = 2, q = 2, 3, 4: d ∈ {6, 8, 10, 12}, j = -1..3 (n = d^2/2 … 8 d^2);
+      k = 1, q = 2, 3, 4: d ∈ {8, 16, 24}, j = 0..5 (n = d … 32 d);
+      k = 2, q = 2, 3, 4: d ∈ {6, 8, 10, 12}, j = -1..4 (n = d^2/2 … 16 d^2);
       k = 3, q = 3: the cpu preset's network runs (d ∈ {8, 12, 16, 20}, j = -3..3), reused as shipped.
     Only the network: κ is about it; the kernel's d^{kq} is printed beside it, not run.
     Run: ``python -m hierpoly sweep --preset exponents --executor inline`` (about half an
@@ -193,9 +193,9 @@ def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
     Should show: κ close to k for every q (within 0.5 for k = 1, 2), far below the kernel's
     kq; for k = 3 at d ≤ 20, κ below 3 (finite d: the transition is still sharpening).
     """
-    grids = [custom((8, 16, 32), multiples=tuple(2.0**j for j in range(0, 5)), seeds=seeds, baselines=baselines,
+    grids = [custom((8, 16, 24), multiples=tuple(2.0**j for j in range(0, 6)), seeds=seeds, baselines=baselines,
                     k=1, link=link) for link in EXPONENT_LINKS]
-    grids += [custom((6, 8, 10, 12), multiples=tuple(2.0**j for j in range(-1, 4)), seeds=seeds, baselines=baselines,
+    grids += [custom((6, 8, 10, 12), multiples=tuple(2.0**j for j in range(-1, 5)), seeds=seeds, baselines=baselines,
                      k=2, link=link) for link in EXPONENT_LINKS]
     grids.append(cpu(seeds=seeds, baselines=baselines))
     grids = [dataclasses.replace(g, name=f"k={g.k} {g.link}") for g in grids]
