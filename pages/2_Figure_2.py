@@ -134,7 +134,9 @@ def exponent_table_section() -> None:
         return
     frame = analysis.exponent_frame(entries)
     st.plotly_chart(plots.exponent_figure(frame), key="f2_exponents", config=plots.CHART_CONFIG)
-    st.dataframe(frame, hide_index=True, width="stretch")
+    two_places = {c: st.column_config.NumberColumn(format="%.2f") for c in frame.columns
+                  if c.startswith(("kappa", "low", "high"))}
+    st.dataframe(frame, hide_index=True, width="stretch", column_config=two_places)
     below = [f"k = {e['k']}, q = {e['q']}" for e in entries if e["high"] is not None and e["high"] < e["k"]]
     st.markdown(EXPONENT_NOTE + (f"\n\nIntervals wholly below k here: {'; '.join(below)}." if below else ""))
     with st.expander("About the `exponents` preset"):
