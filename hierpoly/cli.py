@@ -386,18 +386,18 @@ def _clean(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _grid_report(spec, store, threshold: float) -> tuple[dict, object, list[dict]]:
+def _grid_report(spec, store, threshold: float, summaries) -> tuple[dict, object, list[dict]]:
     """One grid's cells, missing runs and κ (every threshold, the collapse), its cells, its exponent entries."""
     from hierpoly.runs import analysis, sweeps
 
-    runs = sweeps.stored_runs(spec, store)
+    runs = sweeps.stored_runs(spec, store, summaries)
     cells = analysis.aggregate(runs)
     table = analysis.figure2_cells(cells)
     entries = analysis.exponent_table(runs, threshold=threshold)
     criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
     kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion)
     kappa = {c: kappa[c] for c in kappa if c not in ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds")}
-    cover = sweeps.coverage(spec, store)
+    cover = sweeps.coverage(spec, store, summaries)
     short = cover[cover["stored"] < cover["wanted"]]
     report = {
         "name": spec.name, **spec.target, "seeds_wanted": spec.seeds,
@@ -418,8 +418,9 @@ def _figure2_report(spec, store, threshold: float) -> tuple[dict, object]:
     from hierpoly.runs import sweeps
 
     reports, first_cells, exponents = [], None, []
+    summaries = store.summaries()  # read once for every grid
     for grid in sweeps.grids(spec):
-        report, cells, entries = _grid_report(grid, store, threshold)
+        report, cells, entries = _grid_report(grid, store, threshold, summaries)
         reports.append(report)
         exponents += entries
         first_cells = cells if first_cells is None else first_cells

@@ -229,17 +229,17 @@ def custom(
 
 
 # ------------------------------------------------------------ what is stored
-def stored_runs(spec: SweepSpec | SweepFamily, store) -> pd.DataFrame:
+def stored_runs(spec: SweepSpec | SweepFamily, store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's summaries of this grid's runs, any seed (more seeds than the spec's count count too).
 
     A stored run belongs to the grid when its key is the key of ``spec.config`` at its
     own (d, n, seed, arch): every other setting must match exactly. A family's runs are
-    those of any of its grids, each once.
+    those of any of its grids, each once. ``summaries``: ``store.summaries()`` already read.
     """
+    table = store.summaries() if summaries is None else summaries
     if isinstance(spec, SweepFamily):
-        tables = [stored_runs(grid, store) for grid in spec.grids]
+        tables = [stored_runs(grid, store, table) for grid in spec.grids]
         return pd.concat(tables, ignore_index=True).drop_duplicates("key").reset_index(drop=True)
-    table = store.summaries()
     if table.empty:
         return table
     cells, archs = set(spec.cells()), set(spec.archs)
@@ -255,9 +255,9 @@ def stored_runs(spec: SweepSpec | SweepFamily, store) -> pd.DataFrame:
     return table[[belongs(row) for row in table.itertuples(index=False)]].reset_index(drop=True)
 
 
-def coverage(spec: SweepSpec, store) -> pd.DataFrame:
+def coverage(spec: SweepSpec, store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (arch, d, n): seeds stored and wanted, for the grid heatmap and missing-cell reports."""
-    runs = stored_runs(spec, store)
+    runs = stored_runs(spec, store, summaries)
     counts = runs.groupby(["arch", "d", "n"])["seed"].nunique() if len(runs) else pd.Series(dtype=int)
     rows = [
         {"arch": a, "d": d, "n": n, "n_over_dk": n / d**spec.k, "stored": int(counts.get((a, d, n), 0)), "wanted": spec.seeds}
