@@ -280,7 +280,8 @@ def _threshold_exponent(grid: SeedGrid | None, threshold: float, boots: np.ndarr
     """κ from n*(d) at one threshold: the seed means' fit, and the same fit on each bootstrap row."""
     empty = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
     if grid is None:
-        return Exponent(None, None, None, None, threshold, empty, 0, "no stored runs", criterion)
+        return Exponent(None, None, None, None, threshold, empty, 0,
+                        "need n*(d) for at least two d, have none: no run of this grid is stored", criterion)
     ds, stars = grid.n_star(grid.means(np.ones((1, len(grid.seeds)))), threshold)
     n_star = pd.DataFrame({"d": ds.astype(int), "n_star": stars[0]})
     kappa, c = (float(v[0]) for v in _fits(ds, stars))
