@@ -191,3 +191,10 @@ def test_criterion_follows_what_the_first_layer_can_represent():
     assert analysis.exponent(runs, n_boot=5).estimate is None
     with pytest.raises(analysis.AnalysisError, match="criterion"):
         analysis.exponent(runs, criterion="accuracy")
+
+
+def test_p_in_degree_k_follows_parity():
+    # odd k: p is odd, so only the odd powers of the link show p at degree k
+    assert [analysis.p_in_degree_k(1, link) for link in ("quadratic", "cubic", "quartic")] == [False, True, False]
+    assert analysis.p_in_degree_k(3, "cubic") and not analysis.p_in_degree_k(3, "0,0,1,0,1")
+    assert analysis.p_in_degree_k(1, "0,0,1,0.5") and all(analysis.p_in_degree_k(2, q) for q in ("quadratic", "quartic"))
