@@ -396,7 +396,7 @@ def _grid_report(spec, store, threshold: float, summaries) -> tuple[dict, object
     entries = analysis.exponent_table(runs, threshold=threshold)
     criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
     kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion)
-    kappa = {c: kappa[c] for c in kappa if c not in ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds", "p_in_degree_k")}
+    kappa = {c: kappa[c] for c in kappa if c not in ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds", "first_stage_signal")}
     cover = sweeps.coverage(spec, store, summaries)
     short = cover[cover["stored"] < cover["wanted"]]
     report = {
@@ -494,12 +494,12 @@ def _print_exponents(report: dict) -> None:
     """The exponent table, as text: κ per (k, q) beside the network's k and the kernel's kq."""
     print(f"Exponent table ({report['preset']}): n*(d) ∝ d^κ, 95% seed-bootstrap intervals (seed noise only)")
     print(f"{'k':>2} {'q':>2} {'link':>10} {'d':>14} {'criterion':>12} {'κ @ 0.8':>18} {'κ @ 0.9':>18} {'κ @ 0.95':>18} "
-          f"{'collapse':>18} {'kq':>3}  p in h's degree-k part")
+          f"{'collapse':>18} {'kq':>3}  E[g'(z)] ≠ 0")
     for e in report["exponents"]:
         at = {b["threshold"]: _kappa_text(b) for b in e["by_threshold"]}
         print(f"{e['k']:>2} {e['q']:>2} {e['link']:>10} {','.join(map(str, e['ds'])):>14} {e['criterion']:>12} "
               f"{at.get(0.8, '-'):>18} {at.get(0.9, '-'):>18} {at.get(0.95, '-'):>18} {_kappa_text(e['collapse']):>18} "
-              f"{e['kernel_kq']:>3}  {'yes' if e['p_in_degree_k'] else 'no (h even, k odd)'}")
+              f"{e['kernel_kq']:>3}  {'yes' if e['first_stage_signal'] else 'no: even link, outside the theory'}")
     missing = sum(len(g["missing"]) for g in report["grids"])
     if missing:
         print(f"{missing} (cell, arch) pairs have fewer seeds than wanted: run python -m hierpoly sweep --preset {report['preset']}")

@@ -193,8 +193,11 @@ def test_criterion_follows_what_the_first_layer_can_represent():
         analysis.exponent(runs, criterion="accuracy")
 
 
-def test_p_in_degree_k_follows_parity():
-    # odd k: p is odd, so only the odd powers of the link show p at degree k
-    assert [analysis.p_in_degree_k(1, link) for link in ("quadratic", "cubic", "quartic")] == [False, True, False]
-    assert analysis.p_in_degree_k(3, "cubic") and not analysis.p_in_degree_k(3, "0,0,1,0,1")
-    assert analysis.p_in_degree_k(1, "0,0,1,0.5") and all(analysis.p_in_degree_k(2, q) for q in ("quadratic", "quartic"))
+def test_first_stage_signal_is_steins_coefficient_of_the_link():
+    assert [analysis.first_stage_signal(link) for link in ("quadratic", "cubic", "quartic", "linear")] == [False, True, False, True]
+    assert analysis.first_stage_signal("0,0,1,0.5") and not analysis.first_stage_signal("1,0,2,0,3")
+    # why even links fail for k = 2: h_2(z)^2 = h_4(z)·sqrt(24)/2 + 2·sqrt(2)·h_2(z) + 1, so the degree-2
+    # part of p^2 is 2·sqrt(2)·Σ_i h_2(x_i): the signs λ_i are gone, and with them p
+    z = np.random.default_rng(0).standard_normal(400_000)
+    h2, h4 = (z**2 - 1) / math.sqrt(2), (z**4 - 6 * z**2 + 3) / math.sqrt(24)
+    assert np.allclose(h2**2, math.sqrt(24) / 2 * h4 + 2 * math.sqrt(2) * h2 + 1)

@@ -250,16 +250,17 @@ def criterion_for(k: int, link: str, sigma1: str = "cube") -> str:
     return "feature_corr"
 
 
-def p_in_degree_k(k: int, link: str) -> bool:
-    """Whether h's degree-k Hermite part carries p: the first-stage signal the d^k rate rests on.
+def first_stage_signal(link: str) -> bool:
+    """Whether E[g'(z)] ≠ 0 for Gaussian z: the theory's condition for h's degree-k part to point at p.
 
-    For odd k, p is odd in x, so every even power p^j is even and has no degree-k part;
-    h = Σ c_j p^j then shows p at degree k only through its odd powers. An even link with
-    odd k (k = 1: h = (λ·x)^2, a single-index model of information exponent 2) leaves the
-    first stage nothing to find, and nothing in the theory promises d^k there.
+    p/√d is close to Gaussian, so by Stein's lemma P_k h ≈ E[g'(z)]·p to leading order in d;
+    that projection is what the first stage finds, and the d^k rate rests on it. Odd powers
+    z^j give E[j z^(j-1)] > 0, even powers 0: an even link (z², z⁴) leaves only lower-order
+    terms, which do not point at p (for k = 2, P_2 p² ∝ Σ_i h_2(x_i), whatever the signs λ;
+    for k = 1, exactly 0). Then nothing in the theory promises d^k. (A link whose odd
+    powers cancel in E[g'] at p's scale reads True here; the presets have none.)
     """
-    coefs = parse_link(link)
-    return k % 2 == 0 or any(c != 0.0 for j, c in enumerate(coefs) if j % 2 == 1)
+    return any(c != 0.0 for j, c in enumerate(parse_link(link)) if j % 2 == 1)
 
 
 def _one_target(runs: pd.DataFrame) -> None:
@@ -397,7 +398,7 @@ def exponent_table(runs: pd.DataFrame, threshold: float = THRESHOLD, thresholds:
         q = len(parse_link(link)) - 1
         criterion = criterion_for(int(k), link, sigma1)
         head = {"k": int(k), "q": q, "link": link, "sigma1": sigma1, "mode": mode, "arch": arch, "kernel_kq": int(k) * q,
-                "p_in_degree_k": p_in_degree_k(int(k), link), "ds": sorted(int(d) for d in group["d"].unique())}
+                "first_stage_signal": first_stage_signal(link), "ds": sorted(int(d) for d in group["d"].unique())}
         entries.append({**head, **kappas(group, threshold, thresholds, arch, n_boot, seed=seed, criterion=criterion)})
     return sorted(entries, key=lambda e: (e["k"], e["q"], e["link"], e["sigma1"], e["mode"]))
 
@@ -406,7 +407,7 @@ def exponent_frame(entries: list[dict]) -> pd.DataFrame:
     """The exponent table flat, for display and plots: one row per target, κ and interval per threshold."""
     rows = []
     for e in entries:
-        row = {c: e[c] for c in ("k", "q", "link", "sigma1", "mode", "criterion", "kernel_kq", "p_in_degree_k")}
+        row = {c: e[c] for c in ("k", "q", "link", "sigma1", "mode", "criterion", "kernel_kq", "first_stage_signal")}
         row.update(d=", ".join(map(str, e["ds"])), kappa=e["estimate"], low=e["low"], high=e["high"])
         for b in e["by_threshold"]:
             row.update({f"kappa@{b['threshold']}": b["estimate"], f"low@{b['threshold']}": b["low"],
