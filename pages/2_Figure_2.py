@@ -126,7 +126,7 @@ def _exponent_table(family_runs):
 
 def exponent_table_section() -> None:
     """κ per (k, q) from the `exponents` preset's stored runs: the table, the κ-vs-k figure, what it shows."""
-    st.header("Exponent table: κ ≈ k whatever the link's degree q")
+    st.header("Exponent table: κ against k, for links of degree q")
     family = sweeps.preset("exponents")
     entries = _exponent_table(sweeps.stored_runs(family, store))
     if not entries:

@@ -201,3 +201,10 @@ def test_first_stage_signal_is_steins_coefficient_of_the_link():
     z = np.random.default_rng(0).standard_normal(400_000)
     h2, h4 = (z**2 - 1) / math.sqrt(2), (z**4 - 6 * z**2 + 3) / math.sqrt(24)
     assert np.allclose(h2**2, math.sqrt(24) / 2 * h4 + 2 * math.sqrt(2) * h2 + 1)
+
+
+def test_collapse_fit_needs_curves_that_pass_mid_transition():
+    runs = law_runs(2.0)
+    runs["feature_corr"] = 0.1 + 0.01 * np.log(runs["n"])  # rises with n but never reaches 0.5
+    est = analysis.collapse_exponent(runs, n_boot=5)
+    assert est.estimate is None and "passes 0.5" in est.reason

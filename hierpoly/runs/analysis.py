@@ -198,7 +198,11 @@ class SeedGrid:
         x = np.stack([np.ones_like(self.ns), np.log(self.ns), np.log(self.ds)], axis=1)
         out = np.full(means.shape[0], math.nan)
         for b, row in enumerate(means):
-            inside = np.isfinite(row) & (row > COLLAPSE_WINDOW[0]) & (row < COLLAPSE_WINDOW[1])
+            # only the d whose curve passes mid-transition (0.5) inside its n grid: a flat or
+            # noisy curve would let the fit read a slope into noise
+            crossing_ds = [d for d in np.unique(self.ds) if np.nanmin(row[self.ds == d], initial=np.inf) < 0.5
+                           < np.nanmax(row[self.ds == d], initial=-np.inf)]
+            inside = np.isin(self.ds, crossing_ds) & (row > COLLAPSE_WINDOW[0]) & (row < COLLAPSE_WINDOW[1])
             if np.unique(self.ds[inside]).size < 2 or inside.sum() < 4:
                 continue
             coef = np.linalg.lstsq(x[inside], np.log(row[inside] / (1 - row[inside])), rcond=None)[0]
@@ -313,8 +317,8 @@ def _collapse_exponent(grid: SeedGrid | None, boots: np.ndarray, ci: float, crit
     empty = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
     kappa = math.nan if grid is None else float(grid.collapse_kappa(grid.means(np.ones((1, len(grid.seeds)))))[0])
     if not math.isfinite(kappa):
-        reason = (f"the collapse fit needs cells of at least two d with mean score in {COLLAPSE_WINDOW} "
-                  "rising with n")
+        reason = (f"the collapse fit needs at least two d whose mean score passes 0.5 inside the grid, "
+                  f"with cells in {COLLAPSE_WINDOW} rising with n")
         return Exponent(None, None, None, None, None, empty, 0, reason, criterion, "collapse")
     kappas = grid.collapse_kappa(boots)
     low, high = _interval(kappas, ci)
