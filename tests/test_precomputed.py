@@ -30,6 +30,18 @@ CPU_CELLS = {
 # κ (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and from the collapse fit
 CPU_KAPPA = {0.8: (2.48, 2.39, 2.59), 0.9: (2.51, 2.38, 2.59), 0.95: (2.85, 2.15, 2.99), "collapse": (2.19, 2.13, 2.44)}
 
+# The exponent table of `figure2 --preset exponents` (k = 3 row: the cpu bundle's runs), pinned as printed:
+# (k, q): {threshold or "collapse": (κ, low, high)}; a threshold left out has no κ (no crossing inside the grid).
+EXPONENTS = {
+    (1, 2): {0.8: (1.73, 1.64, 1.89), 0.9: (1.74, 1.63, 1.88), 0.95: (1.80, 1.66, 2.01), "collapse": (1.63, 1.35, 1.69)},
+    (1, 3): {0.8: (1.60, 1.31, 1.75), 0.9: (1.59, 1.43, 1.67), 0.95: (1.59, 1.33, 1.67), "collapse": (1.51, 1.08, 1.61)},
+    (1, 4): {"collapse": (1.63, 1.28, 1.86)},
+    (2, 2): {},
+    (2, 3): {0.8: (1.99, 1.88, 2.20), 0.9: (1.95, 1.81, 2.09), 0.95: (2.03, 1.94, 2.23), "collapse": (1.97, 1.60, 2.11)},
+    (2, 4): {},
+    (3, 3): {0.8: (2.48, 2.39, 2.59), 0.9: (2.51, 2.38, 2.59), 0.95: (2.85, 2.15, 2.99), "collapse": (2.19, 2.13, 2.44)},
+}
+
 
 def _figure2(preset: str, tmp_path) -> dict:
     """`figure2 --preset P --json` in a fresh process on an empty store: what a fresh clone answers."""
@@ -75,3 +87,33 @@ def test_figure2_answers_from_the_shipped_bundles_alone(tmp_path):
         assert (b["estimate"], b["low"], b["high"]) == pytest.approx(CPU_KAPPA[b["threshold"]], abs=0.005), b
     collapse = kappa["collapse"]
     assert (collapse["estimate"], collapse["low"], collapse["high"]) == pytest.approx(CPU_KAPPA["collapse"], abs=0.005)
+
+
+def _triple(entry: dict) -> tuple | None:
+    return None if entry["estimate"] is None else (entry["estimate"], entry["low"], entry["high"])
+
+
+@pytest.mark.process
+def test_exponent_table_answers_from_the_shipped_bundles_alone(tmp_path):
+    out = _figure2("exponents", tmp_path)
+    rows = {(e["k"], e["q"]): e for e in out["exponents"]}
+    assert list(rows) == list(EXPONENTS)  # one entry per (k, q) grid, sorted
+    for (k, q), e in rows.items():
+        assert {"k", "q", "link", "estimate", "low", "high"} <= set(e) and e["kernel_kq"] == k * q
+        assert e["first_stage_signal"] == (q % 2 == 1)
+        assert all(g["missing"] == [] for g in out["grids"])  # every run of the preset is shipped
+        pinned = EXPONENTS[(k, q)]
+        assert _triple(e) == (pytest.approx(pinned[0.9], abs=0.005) if 0.9 in pinned else None), (k, q)
+        for b in e["by_threshold"]:
+            expected = pinned.get(b["threshold"])
+            assert _triple(b) == (None if expected is None else pytest.approx(expected, abs=0.005)), (k, q, b)
+        expected = pinned.get("collapse")
+        assert _triple(e["collapse"]) == (None if expected is None else pytest.approx(expected, abs=0.005)), (k, q)
+    # the claims the README makes: the odd link gives κ near k and far below the kernel's kq; k = 1 reads above 1
+    assert abs(rows[(2, 3)]["estimate"] - 2) < 0.5 and rows[(2, 3)]["low"] < 2 < rows[(2, 3)]["high"]
+    assert 1.5 < rows[(1, 3)]["estimate"] < 3 and rows[(3, 3)]["high"] < 3
+    assert all(rows[(k, 3)]["high"] < k * 3 - 1 for k in (1, 2, 3))
+    # the even links with k = 2 are not learned inside the grid: the correlation stays low at 16 d^2
+    for q in (2, 4):
+        grid = next(g for g in out["grids"] if (g["k"], g["q"]) == (2, q))
+        assert max(c["feature_corr_mean"] for c in grid["cells"]) < 0.5
