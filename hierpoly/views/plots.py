@@ -274,6 +274,12 @@ def exponent_figure(table: pd.DataFrame) -> go.Figure:
         )
         fig.add_scatter(x=x, y=group["kernel_kq"], mode="markers", name=f"kernel d^(kq), q = {q}",
                         marker=dict(size=10, color=color, symbol="diamond-open"))
+        none = ~np.isfinite(kappa)  # no crossing inside the grid: marked on the axis, not left out
+        if none.any():
+            fig.add_scatter(x=x[none], y=np.zeros(int(none.sum())), mode="markers", name=f"no κ in the grid, q = {q}",
+                            marker=dict(size=11, color=color, symbol="x-thin", line=dict(width=2, color=color)))
     fig.update_xaxes(title="feature degree k", tickvals=ks, range=span)
     fig.update_yaxes(title="exponent κ in n*(d) ∝ d^κ", rangemode="tozero")
-    return _layout(fig, "Samples needed: measured κ against k (the kernel needs kq)", height=440)
+    _layout(fig, "Samples needed: measured κ against k (the kernel needs kq)", height=480)
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
+                             margin=dict(b=120))
