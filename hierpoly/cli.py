@@ -314,8 +314,9 @@ def _add_sweep_commands(sub) -> None:
         p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
         p.add_argument("--multiples", type=float, nargs="+", default=None, help="custom grid: n = multiple · d^k")
         p.add_argument("--seeds", type=int, default=None, help="seeds per cell (preset default: its own)")
-        p.add_argument("--mode", default="joint", help="custom grid: joint | layerwise")
+        p.add_argument("--mode", default=None, help="custom grid: joint | layerwise (default joint)")
         p.add_argument("--steps", type=int, default=None, help="custom grid: step cap")
+        _add_target_args(p)
         p.add_argument("--no-baselines", action="store_true", help="only the three-layer network")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--threshold", type=float, default=0.9, help="feature correlation that defines n*(d)")
@@ -336,18 +337,34 @@ def _add_sweep_commands(sub) -> None:
     )
 
 
+_GRID_OPTIONS = ("k", "link", "sigma1", "m1", "m2", "n_test", "n_eval")  # SweepSpec fields a custom grid may set
+
+
+def _add_target_args(p: argparse.ArgumentParser) -> None:
+    """A custom grid's target and widths; unset options keep SweepSpec's defaults."""
+    p.add_argument("--k", type=int, default=None, help=f"custom grid: feature degree, one of {SUPPORTED_K} (default 3)")
+    p.add_argument("--link", default=None,
+                   help=f"custom grid: link preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...' (default cubic)")
+    p.add_argument("--sigma1", default=None, help=f"custom grid: first activation, {' | '.join(SIGMA1)} (default cube)")
+    p.add_argument("--m1", type=int, default=None, help="custom grid: first width (default d^2 joint, C(d+k,k) layer-wise)")
+    p.add_argument("--m2", type=int, default=None, help="custom grid: second width (default 1000)")
+    p.add_argument("--n-test", type=int, default=None, help="custom grid: monitor points (default 8192)")
+    p.add_argument("--n-eval", type=int, default=None, help="custom grid: final evaluation points (default 2^20)")
+
+
 def _spec_from_args(args):
     from hierpoly.runs import sweeps
 
+    options = {name: getattr(args, name) for name in _GRID_OPTIONS if getattr(args, name) is not None}
     if args.preset is not None:
-        if any(v is not None for v in (args.d, args.n, args.multiples, args.steps)):
+        if options or any(v is not None for v in (args.d, args.n, args.multiples, args.steps, args.mode)):
             raise sweeps.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
-        return sweeps.preset(args.preset, seeds=args.seeds, baselines=not args.no_baselines)
+        return sweeps.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
     if args.d is None:
         raise sweeps.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
     return sweeps.custom(
-        args.d, ns=args.n, multiples=args.multiples, seeds=args.seeds or 1, mode=args.mode,
-        baselines=not args.no_baselines, steps=args.steps,
+        args.d, ns=args.n, multiples=args.multiples, seeds=args.seeds or 1, mode=args.mode or "joint",
+        baselines=not args.no_baselines, steps=args.steps, **options,
     )
 
 
@@ -474,6 +491,69 @@ def _num(cell: dict, name: str) -> str:
     return "-" if cell.get(name) is None else f"{cell[name]:.4f}"
 
 
+def _print_grid(report: dict, threshold: float) -> None:
+    """One grid's Figure 2 table and κ, as text."""
+    print(f"Figure 2, {report['name']} grid (k = {report['k']}, link {report['link']}): mean ± std over seeds")
+    print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'test loss':>17} {'corr(g, p)':>17} {'kernel loss':>11} {'2-layer loss':>12}")
+    for c in report["cells"]:
+        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {_pm(c, 'test_loss'):>17} "
+              f"{_pm(c, 'feature_corr'):>17} {_num(c, 'kernel_test_loss_mean'):>11} {_num(c, 'two_layer_test_loss_mean'):>12}")
+    kappa = report["kappa"]
+    score = "mean corr" if kappa["criterion"] == "feature_corr" else "1 − mean test loss"
+    if kappa["estimate"] is None:
+        print(f"κ: not estimated: {kappa['reason']}")
+    else:
+        print(f"κ = {_kappa_text(kappa)} (n* where {score} crosses {threshold}; theory: κ ≈ {report['k']})")
+        print("   " + "; ".join(f"at {b['threshold']}: {_kappa_text(b)}" for b in kappa["by_threshold"])
+              + f"; collapse fit: {_kappa_text(kappa['collapse'])}  (95% intervals: seed bootstrap, seed noise only)")
+    if report["missing"]:
+        print(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {report['seeds_wanted']}: "
+              "run python -m hierpoly sweep with the same grid")
+
+
+def _kappa_text(kappa: dict) -> str:
+    if kappa["estimate"] is None:
+        return "-"
+    return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "")
+
+
+def _print_exponents(report: dict) -> None:
+    """The exponent table, as text: κ per (k, q) beside the network's k and the kernel's kq."""
+    print(f"Exponent table ({report['preset']}): n*(d) ∝ d^κ, 95% seed-bootstrap intervals (seed noise only)")
+    print(f"{'k':>2} {'q':>2} {'link':>10} {'d':>14} {'criterion':>12} {'κ @ 0.8':>18} {'κ @ 0.9':>18} {'κ @ 0.95':>18} "
+          f"{'collapse':>18} {'kq':>3}  E[g'(z)] ≠ 0")
+    for e in report["exponents"]:
+        at = {b["threshold"]: _kappa_text(b) for b in e["by_threshold"]}
+        print(f"{e['k']:>2} {e['q']:>2} {e['link']:>10} {','.join(map(str, e['ds'])):>14} {e['criterion']:>12} "
+              f"{at.get(0.8, '-'):>18} {at.get(0.9, '-'):>18} {at.get(0.95, '-'):>18} {_kappa_text(e['collapse']):>18} "
+              f"{e['kernel_kq']:>3}  {'yes' if e['first_stage_signal'] else 'no: even link, outside the theory'}")
+    missing = sum(len(g["missing"]) for g in report["grids"])
+    if missing:
+        print(f"{missing} (cell, arch) pairs have fewer seeds than wanted: run python -m hierpoly sweep --preset {report['preset']}")
+
+
+def _write_exponents(report: dict, out: str) -> list[str]:
+    """The κ-vs-k figure as HTML (PNG/SVG too when asked and kaleido is installed)."""
+    from pathlib import Path
+
+    from hierpoly.runs import analysis
+    from hierpoly.views import plots
+
+    path = Path(out)
+    fig = plots.exponent_figure(analysis.exponent_frame(report["exponents"]))
+    html_path = path if path.suffix.lower() in (".html", ".htm") else path.with_suffix(".html")
+    html_path.write_text(fig.to_html(include_plotlyjs=True))
+    notes = [f"wrote {html_path}"]
+    if path.suffix.lower() in (".png", ".svg", ".pdf"):
+        try:
+            fig.write_image(str(path))
+            notes.append(f"wrote {path}")
+        except (ImportError, ValueError, RuntimeError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
+    return notes
+
+
 def cmd_figure2(args) -> int:
     from hierpoly.runs import sweeps
     from hierpoly.runs.store import Store
@@ -486,30 +566,21 @@ def cmd_figure2(args) -> int:
         return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
     store = Store()
     _load_precomputed(store)
-    figure = sweeps.figure2_report(spec, store, args.threshold)
-    report = figure.to_json()
+    report, reports = sweeps.figure2_json(spec, store, args.threshold)
+    family = isinstance(spec, sweeps.SweepFamily)
     if args.out:
         try:
-            for note in _write_figure2(figure.cells, spec.k, args.out):
-                print(note, file=sys.stderr)
+            notes = _write_exponents(report, args.out) if family else _write_figure2(reports[0].cells, spec.k, args.out)
         except OSError as err:
             return _fail(f"cannot write {args.out}: {err.strerror or err}")
+        for note in notes:
+            print(note, file=sys.stderr)
     if args.json:
         print(json.dumps(report))
-        return 0
-    print(f"Figure 2, {spec.name} grid (k = {spec.k}): mean ± std over seeds")
-    print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'test loss':>17} {'corr(g, p)':>17} {'kernel loss':>11} {'2-layer loss':>12}")
-    for c in report["cells"]:
-        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {_pm(c, 'test_loss'):>17} "
-              f"{_pm(c, 'feature_corr'):>17} {_num(c, 'kernel_test_loss_mean'):>11} {_num(c, 'two_layer_test_loss_mean'):>12}")
-    kappa = report["kappa"]
-    if kappa["estimate"] is None:
-        print(f"κ: not estimated: {kappa['reason']}")
+    elif family:
+        _print_exponents(report)
     else:
-        ci = f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else ""
-        print(f"κ = {kappa['estimate']:.2f}{ci} (n* where mean corr crosses {args.threshold}; theory: κ ≈ {spec.k})")
-    if report["missing"]:
-        print(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {spec.seeds}: run python -m hierpoly sweep with the same grid")
+        _print_grid({**report, "name": spec.name, "seeds_wanted": spec.seeds}, args.threshold)
     return 0
 
 

@@ -105,3 +105,106 @@ def test_bad_tables_are_refused():
         analysis.aggregate(pd.DataFrame({"d": [1]}))
     with pytest.raises(analysis.AnalysisError, match="threshold"):
         analysis.exponent(synthetic_runs(3.0), threshold=1.5)
+
+
+# ------------------------------------------------------- κ a reader can believe
+def law_runs(kappa: float, k: int = 3, link: str = "cubic", seed: int = 0, ds=(8, 16, 32, 64), shift: float = 1.0):
+    """corr = 1 / (1 + shift · d^κ / n) on n = d^κ · 2^j: logit(corr) = log n − κ log d − log shift exactly."""
+    rows = []
+    for d in ds:
+        for j in np.arange(-4, 8, 0.5):
+            n = d**kappa * 2.0**j
+            corr = 1 / (1 + shift * d**kappa / n)
+            rows.append({"arch": "three_layer", "d": d, "n": n, "k": k, "link": link, "sigma1": "cube", "mode": "joint",
+                         "seed": seed, "feature_corr": corr, "test_loss": 1 - corr})
+    return pd.DataFrame(rows)
+
+
+def test_vectorised_crossings_agree_with_the_scalar_definition():
+    rng = np.random.default_rng(1)
+    n = np.sort(rng.uniform(10, 1e4, 9))
+    scores = rng.uniform(0, 1, (200, 9))
+    many = analysis._crossings(n, scores, 0.7)
+    one = np.array([analysis.crossing(n, row, 0.7) for row in scores])
+    assert np.array_equal(np.isnan(many), np.isnan(one)) and np.allclose(many[~np.isnan(many)], one[~np.isnan(one)])
+
+
+def test_bootstrap_resamples_whole_seeds():
+    """Seed 0 follows d^2, seed 1 d^3 in every cell. Whole-seed replicates hold seed 0 twice, seed 1
+    twice or both, so the interval's ends are exactly the one-seed fits; resampling cells
+    independently would mix the two laws cell by cell and never reach them."""
+    rows = [{"arch": "three_layer", "d": d, "n": n, "k": 3, "seed": s, "feature_corr": 1 / (1 + d**law / n), "test_loss": 0.0}
+            for s, law in ((0, 2.0), (1, 3.0)) for d in (4, 8, 16) for n in 2.0 ** np.arange(0, 20, 0.25)]
+    runs = pd.DataFrame(rows)
+    alone = [analysis.exponent(runs[runs["seed"] == s], n_boot=5).estimate for s in (0, 1)]
+    both = analysis.exponent(runs, n_boot=400, seed=3)
+    assert alone == pytest.approx([2.0, 3.0], abs=0.02) and (both.low, both.high) == pytest.approx(tuple(alone), abs=1e-12)
+    assert alone[0] < both.estimate < alone[1]
+    grid = analysis.SeedGrid.from_runs(runs, "feature_corr")
+    assert np.allclose(grid.means(np.ones((1, 2)))[0], runs.groupby(["d", "n"])["feature_corr"].mean().to_numpy())
+    assert np.allclose(grid.means(np.array([[2.0, 0.0]]))[0], runs[runs["seed"] == 0].sort_values(["d", "n"])["feature_corr"])
+
+
+@pytest.mark.parametrize("kappa", [1.0, 2.0, 3.0])
+def test_collapse_fit_is_exact_on_a_logistic_law(kappa):
+    est = analysis.collapse_exponent(law_runs(kappa, shift=3.0), n_boot=5)
+    assert est.method == "collapse" and est.estimate == pytest.approx(kappa, abs=1e-9)
+
+
+def test_kappas_at_each_threshold_and_the_collapse():
+    runs = pd.concat([law_runs(2.0, seed=s, shift=1 + 0.1 * s) for s in range(3)])
+    out = analysis.kappas(runs, n_boot=50)
+    assert [b["threshold"] for b in out["by_threshold"]] == [0.8, 0.9, 0.95]
+    for b in out["by_threshold"]:  # a pure power law: every threshold gives κ = 2 (up to log-n interpolation)
+        assert b["estimate"] == pytest.approx(2.0, abs=0.02) and b["low"] <= b["estimate"] <= b["high"]
+    assert out["estimate"] == out["by_threshold"][1]["estimate"] and out["collapse"]["estimate"] == pytest.approx(2.0, abs=1e-6)
+    assert out["criterion"] == "feature_corr" and out["collapse"]["replicates"] == 50
+    again = analysis.kappas(runs, n_boot=50)
+    assert again == out  # seeded bootstrap: deterministic
+
+
+def test_exponent_table_groups_by_target_and_never_mixes():
+    runs = pd.concat([law_runs(2.0, k=2, link="quartic"), law_runs(3.0, k=3, link="cubic"),
+                      law_runs(2.0, k=2, link="quadratic"), law_runs(3.0).assign(arch="kernel", feature_corr=0.0)])
+    entries = analysis.exponent_table(runs, n_boot=10)
+    assert [(e["k"], e["q"], e["link"]) for e in entries] == [(2, 2, "quadratic"), (2, 4, "quartic"), (3, 3, "cubic")]
+    for e in entries:
+        assert e["estimate"] == pytest.approx(e["k"], abs=0.02) and e["kernel_kq"] == e["k"] * e["q"]
+        assert e["ds"] == [8, 16, 32, 64] and e["arch"] == "three_layer"
+    with pytest.raises(analysis.AnalysisError, match="mix targets"):
+        analysis.exponent(runs)
+    with pytest.raises(analysis.AnalysisError, match="mix targets"):
+        analysis.figure2_cells(analysis.aggregate(runs))
+    cells = analysis.aggregate(runs)
+    assert len(cells) == len(runs.drop_duplicates(["arch", "k", "link", "d", "n"]))  # targets stay apart
+    frame = analysis.exponent_frame(entries)
+    assert list(frame["kappa"]) == [e["estimate"] for e in entries] and "kappa@0.95" in frame
+
+
+def test_criterion_follows_what_the_first_layer_can_represent():
+    # k = 1: cubic units with biases can fit p², p³ (= h for q ≤ 3): corr(g, p) is no measure
+    assert [analysis.criterion_for(1, link) for link in ("quadratic", "cubic", "quartic")] == ["explained"] * 3
+    assert [analysis.criterion_for(2, link) for link in ("quadratic", "cubic", "quartic")] == ["feature_corr"] * 3
+    assert analysis.criterion_for(3, "cubic") == "feature_corr" and analysis.criterion_for(1, "cubic", "relu") == "feature_corr"
+    runs = law_runs(1.0, k=1).assign(feature_corr=0.0)  # the correlation stays flat; the loss falls
+    assert analysis.exponent(runs, criterion="explained", n_boot=5).estimate == pytest.approx(1.0, abs=0.02)
+    assert analysis.exponent(runs, n_boot=5).estimate is None
+    with pytest.raises(analysis.AnalysisError, match="criterion"):
+        analysis.exponent(runs, criterion="accuracy")
+
+
+def test_first_stage_signal_is_steins_coefficient_of_the_link():
+    assert [analysis.first_stage_signal(link) for link in ("quadratic", "cubic", "quartic", "linear")] == [False, True, False, True]
+    assert analysis.first_stage_signal("0,0,1,0.5") and not analysis.first_stage_signal("1,0,2,0,3")
+    # why even links fail for k = 2: h_2(z)^2 = h_4(z)·sqrt(24)/2 + 2·sqrt(2)·h_2(z) + 1, so the degree-2
+    # part of p^2 is 2·sqrt(2)·Σ_i h_2(x_i): the signs λ_i are gone, and with them p
+    z = np.random.default_rng(0).standard_normal(400_000)
+    h2, h4 = (z**2 - 1) / math.sqrt(2), (z**4 - 6 * z**2 + 3) / math.sqrt(24)
+    assert np.allclose(h2**2, math.sqrt(24) / 2 * h4 + 2 * math.sqrt(2) * h2 + 1)
+
+
+def test_collapse_fit_needs_curves_that_pass_mid_transition():
+    runs = law_runs(2.0)
+    runs["feature_corr"] = 0.1 + 0.01 * np.log(runs["n"])  # rises with n but never reaches 0.5
+    est = analysis.collapse_exponent(runs, n_boot=5)
+    assert est.estimate is None and "passes 0.5" in est.reason

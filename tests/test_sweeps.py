@@ -1,6 +1,7 @@
 """Sweep grids, the local executor end to end (real worker processes) and `figure2` from the store."""
 import dataclasses
 import json
+import math
 import os
 import subprocess
 import sys
@@ -58,6 +59,40 @@ def test_custom_grids_and_errors():
         sweeps.preset("huge")
 
 
+def test_custom_grids_for_any_target():
+    spec = sweeps.custom([6, 8], multiples=[1, 4], k=2, link="quartic", m1=20, m2=50, sigma1="square", baselines=False)
+    assert spec.n_values(6) == (36, 144) and spec.n_values(8) == (64, 256)  # multiples of d^k, k = 2
+    assert spec.q == 4 and spec.target == {"k": 2, "q": 4, "link": "quartic", "sigma1": "square", "mode": "joint"}
+    assert all((c.k, c.link, c.m1, c.m2, c.sigma1) == (2, "quartic", 20, 50, "square") for c in spec.configs())
+    assert sweeps.custom([6], ns=[50], link="0,0,0,0,1").configs()[0].link == "quartic"  # one key per link
+    for kwargs, message in [
+        (dict(k=7), "feature degree k must be one of 1, 2, 3, 4, got 7"),
+        (dict(link="0"), "the link must depend on z"),
+        (dict(m1=0), "width m1 must be at least 1"),
+        (dict(sigma1="tanh"), "sigma1 must be one of"),
+    ]:
+        with pytest.raises(sweeps.SweepError, match=message):
+            sweeps.custom([6], ns=[50], **kwargs)
+
+
+def test_exponents_preset_reuses_the_cpu_runs_and_brackets_k():
+    family = sweeps.preset("exponents")
+    targets = [(g.k, g.q) for g in family.grids]
+    assert targets == [(1, 2), (1, 3), (1, 4), (2, 2), (2, 3), (2, 4), (3, 3)]
+    assert all(g.seeds >= 3 and not g.baselines for g in family.grids) and "Run:" in family.doc
+    cpu_keys = {c.key() for c in sweeps.preset("cpu").configs()}
+    k3 = family.grids[-1]
+    assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 84  # the shipped runs count
+    for grid in family.grids:  # n = d^k · 2^j, from below d^k to well above it
+        for d in grid.ds:
+            ratios = [n / d**grid.k for n in grid.n_values(d)]
+            assert ratios[0] <= 1 and ratios[-1] >= 8 and all(abs(math.log2(r) - round(math.log2(r))) < 0.02 for r in ratios)
+    configs = family.configs()
+    assert len({c.key() for c in configs}) == len(configs) == sum(len(g.configs()) for g in family.grids)
+    assert [c.k for c in configs] == sorted(c.k for c in configs)  # grid after grid: a stopped sweep leaves whole grids
+    assert sweeps.preset("exponents", seeds=5).seeds == 5 and sweeps.preset("exponents", baselines=True).grids[0].baselines
+
+
 def test_unknown_executor(tmp_path):
     with pytest.raises(sweeps.SweepError, match="unknown executor 'nope'"):
         sweeps.run_sweep(sweeps.custom([4], ns=[8], steps=1, n_test=16), executor="nope", store=Store(tmp_path))
@@ -65,7 +100,7 @@ def test_unknown_executor(tmp_path):
 
 # ------------------------------------------------------- end to end (tiny)
 def _env(store_dir: Path, jax_cache: Path) -> dict:
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_MAX_WORKERS="2")
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_MAX_WORKERS="2", PYTHONPATH=str(REPO))
     # workers are fresh interpreters: share compiled programs between them (speed only)
     env.update(JAX_COMPILATION_CACHE_DIR=str(jax_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     return env
@@ -165,7 +200,32 @@ def test_stored_runs_match_configs_exactly(tiny_sweep):
 
 
 def test_cli_errors_are_one_line(tmp_path):
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(tmp_path))
-    for args in (["sweep", "--preset", "tiny", "--d", "4"], ["sweep"], ["figure2", "--d", "4"], ["sweep", "--preset", "tiny", "--executor", "nope"]):
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
+    for args in (["sweep", "--preset", "tiny", "--k", "2"], ["figure2", "--d", "4", "--n", "10", "--k", "7"],
+                 ["sweep", "--d", "4", "--n", "10", "--link", "banana"], ["sweep", "--d", "4", "--n", "10", "--m1", "0"],["sweep", "--preset", "tiny", "--d", "4"], ["sweep"], ["figure2", "--d", "4"], ["sweep", "--preset", "tiny", "--executor", "nope"]):
         proc = _cli(args, env, timeout=60)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and proc.stderr.startswith("error:"), (args, proc.stderr)
+
+
+@pytest.mark.process
+def test_cli_custom_grid_of_another_target_runs_and_reads_back(tmp_path):
+    """A k = 2, quartic-link grid through `sweep` (real worker processes), read back by `figure2` with the same options."""
+    env = _env(tmp_path / "store", tmp_path / "jax")
+    grid = ["--d", "4", "6", "--multiples", "1", "4", "--k", "2", "--link", "quartic", "--seeds", "1",
+            "--steps", "30", "--m2", "50", "--n-test", "256", "--n-eval", "4096", "--no-baselines"]
+    proc = _cli(["sweep", *grid, "--json"], env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(proc.stdout)["cells"]
+    assert sorted((r["d"], r["n"]) for r in rows) == [(4, 16), (4, 64), (6, 36), (6, 144)]
+    store = Store(tmp_path / "store")
+    for r in rows:
+        cfg = store.get(r["key"]).config
+        assert (cfg.k, cfg.link, cfg.m2, cfg.n_eval, cfg.steps) == (2, "quartic", 50, 4096, 30) and r["status"] == "done"
+    proc = _cli(["figure2", *grid, "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert (report["k"], report["q"], report["link"], report["missing"]) == (2, 4, "quartic", [])
+    assert [(c["d"], c["n"], c["seeds"]) for c in report["cells"]] == [(4, 16, 1), (4, 64, 1), (6, 36, 1), (6, 144, 1)]
+    assert [e["kernel_kq"] for e in report["exponents"]] == [8] and report["kappa"]["criterion"] == "feature_corr"
+    other = _cli(["figure2", *grid[:-1], "--json"], env)  # with baselines: another grid, none of it stored
+    assert len(json.loads(other.stdout)["missing"]) == 8

@@ -22,6 +22,7 @@ import pandas as pd
 from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
 from hierpoly.runs import analysis, executors
 from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
+from hierpoly.targets import SUPPORTED_K, parse_link
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
 MIN_N = 4  # the smallest n of a grid cell: layer-wise training splits n into D1 and D2
@@ -46,6 +47,7 @@ class SweepSpec:
     link: str = "cubic"
     sigma1: str = "cube"
     mode: str = "joint"  # joint (Figure 2) or layerwise
+    m1: int | None = None  # None: the config's default (d^2 joint, C(d+k, k) layer-wise)
     m2: int = 1000
     steps: int | None = None  # None: the config's default cap (4000 joint) with the plateau rule
     n_test: int = 8192  # monitor points (progress rows, plot samples)
@@ -64,6 +66,7 @@ class SweepSpec:
             need(len(self.ns) > 0 and all(isinstance(n, int) and n >= 2 for n in self.ns), f"n values must be whole numbers ≥ 2, got {self.ns}")
         if self.multiples is not None:
             need(len(self.multiples) > 0 and all(m > 0 for m in self.multiples), f"multiples of d^k must be positive, got {self.multiples}")
+        need(self.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {self.k}")
         need(isinstance(self.seeds, int) and self.seeds >= 1, f"seeds must be a whole number ≥ 1, got {self.seeds}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:  # every config of the grid must validate before anything runs
@@ -87,7 +90,7 @@ class SweepSpec:
     def config(self, d: int, n: int, seed: int = 0, arch: str = "three_layer") -> RunConfig:
         """The run of one cell; a baseline's is the network's with ``arch`` replaced."""
         cfg = RunConfig(
-            d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m2=self.m2, mode=self.mode,
+            d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m1=self.m1, m2=self.m2, mode=self.mode,
             steps=self.steps, seed=seed, n_test=self.n_test, n_eval=self.n_eval,
         )
         return cfg if arch == "three_layer" else dataclasses.replace(cfg, arch=arch)
@@ -101,6 +104,42 @@ class SweepSpec:
     def with_options(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
         return dataclasses.replace(self, **changes)
+
+    @property
+    def q(self) -> int:
+        """The link's degree: kernels need about d^{kq} samples, the network about d^k."""
+        return len(parse_link(self.link)) - 1
+
+    @property
+    def target(self) -> dict:
+        """What one κ belongs to: feature degree, link, σ1 and training mode (the arch is per run)."""
+        return {"k": self.k, "q": self.q, "link": self.configs()[0].link, "sigma1": self.sigma1, "mode": self.mode}
+
+
+@dataclass(frozen=True)
+class SweepFamily:
+    """Several grids run and read together, each of one target (the exponent table's rows)."""
+
+    name: str
+    grids: tuple[SweepSpec, ...]
+    doc: str = ""
+
+    def __post_init__(self):
+        if not self.grids:
+            raise SweepError(f"sweep family {self.name!r} has no grids")
+
+    @property
+    def seeds(self) -> int:
+        return max(g.seeds for g in self.grids)
+
+    def configs(self) -> list[RunConfig]:
+        """Every run of every grid once (grids may share runs), grid after grid, each cheapest first.
+
+        Grid after grid, so a sweep stopped early leaves whole grids (each gives a κ), not
+        the small-n corner of all of them (which gives none).
+        """
+        unique = {cfg.key(): cfg for grid in self.grids for cfg in grid.configs()}
+        return list(unique.values())
 
 
 # ------------------------------------------------------------------- presets
@@ -143,14 +182,51 @@ def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
     )
 
 
-PRESETS: dict[str, Callable[..., SweepSpec]] = {"paper": paper, "cpu": cpu, "tiny": tiny}
+EXPONENT_LINKS = ("quadratic", "cubic", "quartic")  # link degree q = 2, 3, 4
 
 
-def preset(name: str, seeds: int | None = None, baselines: bool = True) -> SweepSpec:
-    """A preset by name; ``seeds`` overrides its seed count."""
+def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
+    """The exponent table: κ in n*(d) ∝ d^κ for k ∈ {1, 2, 3} and links of degree q ∈ {2, 3, 4}.
+
+    Seven grids of the three-layer network (joint Adam, m1 = d^2, m2 = 1000, 4000-step cap
+    with the plateau rule, 2^20 evaluation points), n = d^k · 2^j:
+      k = 1, q = 2, 3, 4: d ∈ {8, 16, 24}, j = 0..5 (n = d … 32 d);
+      k = 2, q = 2, 3, 4: d ∈ {6, 8, 10, 12}, j = -1..4 (n = d^2/2 … 16 d^2);
+      k = 3, q = 3: the cpu preset's network runs (d ∈ {8, 12, 16, 20}, j = -3..3), reused as shipped.
+    Only the network: κ is about it; the kernel's d^{kq} is printed beside it, not run.
+    Run: ``python -m hierpoly sweep --preset exponents --executor inline`` (378 runs beside
+    the shipped cpu ones: about 40 minutes on a shared 2-core CPU; resumable), then
+    ``python -m hierpoly figure2 --preset exponents``.
+    Should show (measured, shipped in cache/precomputed/exponents.zip): with the odd link
+    (q = 3, E[g'] ≠ 0, the theory's condition) κ = 1.59 (k = 1), 1.95 (k = 2), 2.51 (k = 3),
+    far below the kernel's kq = 3, 6, 9; finite d pulls k = 3 below 3 and k = 1 above 1.
+    The even links (q = 2, 4) are outside the theory: for k = 2 the network does not learn
+    them inside the grid (no κ); for k = 1 the quadratic gives κ = 1.74, the quartic no
+    crossing by n = 32 d at d = 16, 24.
+    """
+    grids = [custom((8, 16, 24), multiples=tuple(2.0**j for j in range(0, 6)), seeds=seeds, baselines=baselines,
+                    k=1, link=link) for link in EXPONENT_LINKS]
+    grids += [custom((6, 8, 10, 12), multiples=tuple(2.0**j for j in range(-1, 5)), seeds=seeds, baselines=baselines,
+                     k=2, link=link) for link in EXPONENT_LINKS]
+    grids.append(cpu(seeds=seeds, baselines=baselines))
+    grids = [dataclasses.replace(g, name=f"k={g.k} {g.link}") for g in grids]
+    return SweepFamily("exponents", tuple(grids), doc=exponents.__doc__)
+
+
+PRESETS: dict[str, Callable[..., SweepSpec | SweepFamily]] = {"paper": paper, "cpu": cpu, "tiny": tiny, "exponents": exponents}
+
+
+def preset(name: str, seeds: int | None = None, baselines: bool | None = None) -> SweepSpec | SweepFamily:
+    """A preset by name; ``seeds`` and ``baselines`` override its own (None: the preset's)."""
     if name not in PRESETS:
         raise SweepError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return PRESETS[name](baselines=baselines) if seeds is None else PRESETS[name](seeds=seeds, baselines=baselines)
+    options = {k: v for k, v in (("seeds", seeds), ("baselines", baselines)) if v is not None}
+    return PRESETS[name](**options)
+
+
+def grids(spec: SweepSpec | SweepFamily) -> tuple[SweepSpec, ...]:
+    """The single-target grids of a spec or family."""
+    return spec.grids if isinstance(spec, SweepFamily) else (spec,)
 
 
 def custom(
@@ -164,13 +240,17 @@ def custom(
 
 
 # ------------------------------------------------------------ what is stored
-def stored_runs(spec: SweepSpec, store) -> pd.DataFrame:
+def stored_runs(spec: SweepSpec | SweepFamily, store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's summaries of this grid's runs, any seed (more seeds than the spec's count count too).
 
     A stored run belongs to the grid when its key is the key of ``spec.config`` at its
-    own (d, n, seed, arch): every other setting must match exactly.
+    own (d, n, seed, arch): every other setting must match exactly. A family's runs are
+    those of any of its grids, each once. ``summaries``: ``store.summaries()`` already read.
     """
-    table = store.summaries()
+    table = store.summaries() if summaries is None else summaries
+    if isinstance(spec, SweepFamily):
+        tables = [stored_runs(grid, store, table) for grid in spec.grids]
+        return pd.concat(tables, ignore_index=True).drop_duplicates("key").reset_index(drop=True)
     if table.empty:
         return table
     cells, archs = set(spec.cells()), set(spec.archs)
@@ -186,9 +266,9 @@ def stored_runs(spec: SweepSpec, store) -> pd.DataFrame:
     return table[[belongs(row) for row in table.itertuples(index=False)]].reset_index(drop=True)
 
 
-def coverage(spec: SweepSpec, store) -> pd.DataFrame:
+def coverage(spec: SweepSpec, store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (arch, d, n): seeds stored and wanted, for the grid heatmap and missing-cell reports."""
-    return _coverage(spec, stored_runs(spec, store))
+    return _coverage(spec, stored_runs(spec, store, summaries))
 
 
 def _coverage(spec: SweepSpec, runs: pd.DataFrame) -> pd.DataFrame:
@@ -210,7 +290,8 @@ class Figure2Report:
     runs: pd.DataFrame  # the grid's stored runs, one row per run
     cells: pd.DataFrame  # analysis.aggregate: one row per (arch, d, n)
     table: pd.DataFrame  # analysis.figure2_cells: one row per (d, n), baselines beside the network
-    kappa: analysis.Exponent
+    kappa: dict  # analysis.kappas: κ at `threshold`, by_threshold, collapse
+    exponents: list[dict]  # analysis.exponent_table: this grid's target, with its κ (empty when nothing stored)
     coverage: pd.DataFrame  # one row per (arch, d, n): seeds stored and wanted
 
     @property
@@ -219,13 +300,16 @@ class Figure2Report:
         return self.coverage[self.coverage["stored"] < self.coverage["wanted"]]
 
     def to_json(self) -> dict:
-        """Plain JSON (non-finite numbers become None): the CLI's ``figure2 --json``."""
+        """Plain JSON (non-finite numbers become None): one grid of the CLI's ``figure2 --json``."""
         return {
-            "preset": self.spec.name, "k": self.spec.k, "threshold": self.threshold, "seeds_wanted": self.spec.seeds,
+            "name": self.spec.name, **self.spec.target, "seeds_wanted": self.spec.seeds,
             "cells": [_clean_row(row) for row in self.table.to_dict("records")],
-            "kappa": self.kappa.to_dict(),
+            "kappa": self.kappa,
             "missing": [_clean_row(row) for row in self.short.to_dict("records")],
         }
+
+
+_TARGET_FIELDS = ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds", "first_stage_signal")
 
 
 def _clean_row(row: dict) -> dict:
@@ -236,12 +320,36 @@ def _clean_row(row: dict) -> dict:
     return out
 
 
-def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD) -> Figure2Report:
-    """The table, κ and coverage of a grid from the stored runs (one pass over the store)."""
-    runs = stored_runs(spec, store)
+def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD,
+                   summaries: pd.DataFrame | None = None) -> Figure2Report:
+    """The table, κ (every threshold, the collapse) and coverage of one grid from its stored runs."""
+    runs = stored_runs(spec, store, summaries)
     cells = analysis.aggregate(runs)
-    return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells),
-                         analysis.exponent(runs, threshold=threshold), _coverage(spec, runs))
+    entries = analysis.exponent_table(runs, threshold=threshold)
+    criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
+    kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion)
+    kappa = {name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}
+    return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells), kappa, entries,
+                         _coverage(spec, runs))
+
+
+def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analysis.THRESHOLD
+                 ) -> tuple[dict, list[Figure2Report]]:
+    """``figure2 --json`` of a grid or a family, and each grid's report (the store is read once).
+
+    One grid: its cells, ``kappa`` and ``exponents`` (one entry). A family (the exponents
+    preset): ``exponents``, one entry per grid (k, q, link, estimate, low, high, …), and
+    ``grids``, each grid's own report.
+    """
+    summaries = store.summaries()
+    reports = [figure2_report(grid, store, threshold, summaries) for grid in grids(spec)]
+    head = {"preset": spec.name, "threshold": threshold, "seeds_wanted": spec.seeds}
+    exponents = [entry for rep in reports for entry in rep.exponents]
+    if isinstance(spec, SweepFamily):
+        return {**head, "exponents": exponents, "grids": [rep.to_json() for rep in reports]}, reports
+    grid = reports[0].to_json()
+    return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing")},
+            "exponents": exponents}, reports
 
 
 # ---------------------------------------------------------------- executors

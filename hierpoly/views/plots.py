@@ -329,3 +329,39 @@ def sample_count_figure(counts: pd.DataFrame, k: int, q: int) -> go.Figure:
     fig.update_xaxes(type="log", title="d", dtick=LOG2_DTICK, tick0=0)
     fig.update_yaxes(type="log", title="samples n", exponentformat="power", dtick=3)
     return _layout(fig, f"Samples needed: d^k = d^{k} against d^(kq) = d^{k * q}")
+
+
+# ------------------------------------------------------------ exponent table
+def exponent_figure(table: pd.DataFrame) -> go.Figure:
+    """κ against k, one marker per link degree q with its interval, the line κ = k and the kernel's kq.
+
+    Args:
+        table: ``analysis.exponent_frame`` rows: k, q, kappa, low, high (None/NaN: no estimate), kernel_kq.
+    Returns:
+        one panel; points of one k are spread a little by q so their intervals do not overlap.
+    """
+    fig = go.Figure()
+    ks = sorted(table["k"].unique()) if len(table) else [1, 2, 3]
+    span = [min(ks) - 0.4, max(ks) + 0.4]
+    fig.add_scatter(x=span, y=span, mode="lines", name="κ = k (the network, theory)", line=dict(color="gray", dash="dash"))
+    for i, (q, group) in enumerate(table.sort_values("k").groupby("q", sort=True) if len(table) else []):
+        color, x = PALETTE[i % len(PALETTE)], group["k"].to_numpy(float) + 0.12 * (q - 3)
+        kappa = pd.to_numeric(group["kappa"], errors="coerce").to_numpy(float)
+        low = pd.to_numeric(group["low"], errors="coerce").to_numpy(float)
+        high = pd.to_numeric(group["high"], errors="coerce").to_numpy(float)
+        fig.add_scatter(
+            x=x, y=kappa, mode="markers", name=f"measured κ, q = {q}", marker=dict(size=10, color=color),
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(high - kappa), arrayminus=np.nan_to_num(kappa - low)),
+            text=group["link"], hovertemplate="k = %{x:.0f}, link %{text}: κ = %{y:.2f}<extra></extra>",
+        )
+        fig.add_scatter(x=x, y=group["kernel_kq"], mode="markers", name=f"kernel d^(kq), q = {q}",
+                        marker=dict(size=10, color=color, symbol="diamond-open"))
+        none = ~np.isfinite(kappa)  # no crossing inside the grid: marked on the axis, not left out
+        if none.any():
+            fig.add_scatter(x=x[none], y=np.zeros(int(none.sum())), mode="markers", name=f"no κ in the grid, q = {q}",
+                            marker=dict(size=11, color=color, symbol="x-thin", line=dict(width=2, color=color)))
+    fig.update_xaxes(title="feature degree k", tickvals=ks, range=span)
+    fig.update_yaxes(title="exponent κ in n*(d) ∝ d^κ", rangemode="tozero")
+    _layout(fig, "Samples needed: measured κ against k (the kernel needs kq)", height=480)
+    return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
+                             margin=dict(b=120))
