@@ -38,7 +38,7 @@ def poly_space_dim(d: int, k: int) -> int:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run of the three-layer network on h = g ∘ p (see PAPER.md)."""
+    """One training run of the three-layer network on h = g ∘ p (the README says what each part is)."""
 
     d: int  # input dimension; x ~ N(0, I_d)
     n: int  # training samples (layer-wise: split in half into D1 and D2)

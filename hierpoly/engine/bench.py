@@ -212,18 +212,8 @@ def measure_demo(quick: bool, log: Callable[[str], None]) -> dict:
     return {"args": " ".join(args), "seconds_cold": walls["cold"], "seconds_warm": walls["warm"]}
 
 
-def measure_figure2(log: Callable[[str], None], quick: bool) -> list[dict]:
-    """Per three-layer cell (d, n) of the shipped cpu preset: median steps to stop × measured ms/step."""
-    from hierpoly.runs import bundles
-
-    path = bundles.PRECOMPUTED / "cpu.zip"
-    if quick or not path.exists():
-        return []
-    cells: dict[tuple[int, int], list[int]] = {}
-    for result in bundles.read_bundle(path.read_bytes()).values():
-        cfg = result.config
-        if cfg.arch == "three_layer" and cfg.mode == "joint":
-            cells.setdefault((cfg.d, cfg.n), []).append(int(result.meta["steps"]))
+def measure_figure2(log: Callable[[str], None], cells: dict[tuple[int, int], list[int]]) -> list[dict]:
+    """Per three-layer cell (d, n) of the cpu preset: median steps to stop (from the shipped runs) × measured ms/step."""
     out = []
     for (d, n), steps in sorted(cells.items()):
         cfg = RunConfig(d=d, n=n, n_test=16)
@@ -243,8 +233,13 @@ def _production_chunk(cfg: RunConfig) -> Callable[[], object]:
     return _warm(lambda: chunk(*args, jnp.int32(4)))
 
 
-def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> dict:
-    """Every measurement of the module docstring, as the JSON-ready dict `bench --json` prints."""
+def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+              figure2_steps: dict[tuple[int, int], list[int]] | None = None) -> dict:
+    """Every measurement of the module docstring, as the JSON-ready dict `bench --json` prints.
+
+    ``figure2_steps``: per cpu-preset cell (d, n), the steps its stored runs took (the CLI reads them
+    from the shipped bundle); their cells are timed unless ``quick``.
+    """
     pl = plan(quick, jax.default_backend())
     peak_fn = matmul_peak_fn(1024 if quick else 2048)
     cases = [measure_case(d, n, pl, peak_fn, log) for d, n in pl.cases]
@@ -257,7 +252,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
         "cases": cases,
         "seed_batching": measure_seed_batching(pl, log),
         "demo_run": measure_demo(quick, log),
-        "figure2_cells": measure_figure2(log, quick),
+        "figure2_cells": [] if quick or not figure2_steps else measure_figure2(log, figure2_steps),
         "device": device_info(),
         "quick": quick,
     }

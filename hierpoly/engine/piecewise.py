@@ -3,7 +3,7 @@
     f(z) = (1/m2) Σ_j c_j ReLU(a_j z + b_j)
 
 is piecewise linear in the scalar z with the m2 breakpoints t_j = -b_j / a_j
-(PAPER.md §7). Unit j is *active* at z when a_j z + b_j > 0 (strictly: jax.nn.relu
+(the naive form materialises an (n, m2) matrix). Unit j is *active* at z when a_j z + b_j > 0 (strictly: jax.nn.relu
 has derivative 0 at 0, and the dense reference follows it), i.e.
 
     a_j > 0: z > t_j            a_j < 0: z < t_j            a_j = 0: always if b_j > 0, else never.

@@ -2,7 +2,7 @@
 
 Every builder takes plain data (DataFrames, dicts of numpy arrays, small
 dataclasses) and returns a ``plotly.graph_objects.Figure``; nothing here
-computes science or reads the store (STYLE.md: compute in one place, plot in
+computes science or reads the store (compute in one place, plot in
 another). Importing this module does not import JAX.
 """
 from __future__ import annotations
