@@ -164,8 +164,6 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert {b.label for b in at.get("download_button")} >= {"Table (CSV)", "Figure (interactive HTML)"}
 
 
-@pytest.mark.skipif(not hasattr(__import__("hierpoly.runs.codec", fromlist=["Result"]).Result, "snapshots"),
-                    reason="stored results carry no feature snapshots before the engine records them")
 def test_a_stored_run_shows_its_replay_at_once(stored_store):
     at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
     _ok(at)
