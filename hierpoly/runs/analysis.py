@@ -75,6 +75,11 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         **{f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std", "min", "max")},
     ).reset_index()
     out["n_over_dk"] = out["n"] / out["d"].astype(float) ** out["k"]
+    if "stopped_by" in runs.columns:  # the share of seeds whose stopping rule fired (not the cap); NaN: no rule
+        rule = runs.assign(converged=runs["stopped_by"].map({"plateau": 1.0, "step cap": 0.0}))
+        fractions = rule.groupby(keys, sort=False)["converged"].mean().rename("converged_fraction").reset_index()
+        out = out.merge(fractions, on=keys, how="left")
+        columns = columns + ["converged_fraction"]
     return out[columns].sort_values(target + ["d", "n"]).reset_index(drop=True)
 
 

@@ -285,7 +285,7 @@ class Store:
 
 SUMMARY_COLUMNS = [
     "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
-    "status", "test_loss", "feature_corr", "train_loss", "steps_run", "seconds", "created",
+    "status", "test_loss", "feature_corr", "train_loss", "steps_run", "stopped_by", "seconds", "created",
 ]
 
 
@@ -297,5 +297,6 @@ def _summary_row(key: str, doc: dict) -> dict:
         "steps": cfg.steps, "lr": cfg.lr, "n_test": cfg.n_test, "status": doc["status"],
         "test_loss": metrics.get("test_loss"), "feature_corr": metrics.get("feature_corr"),
         "train_loss": metrics.get("train_loss"), "steps_run": meta.get("steps"),
+        "stopped_by": (meta.get("extra") or {}).get("stopped_by"),  # plateau, step cap; None: no gradient steps
         "seconds": meta.get("seconds"), "created": meta.get("created"),
     }

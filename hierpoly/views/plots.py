@@ -195,13 +195,17 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
 
 
 def _seed_dots(fig, runs: pd.DataFrame, x: str, colors: dict) -> None:
-    """Each seed's value as a small dot in its d's colour."""
+    """Each seed's value as a small dot in its d's colour; hollow when the run stopped at the step cap."""
     runs = runs.assign(n_over_dk=runs["n"] / runs["d"].astype(float) ** runs["k"])
+    capped = runs["stopped_by"].eq("step cap") if "stopped_by" in runs.columns else pd.Series(False, index=runs.index)
     for d, group in runs.groupby("d", sort=True):
+        symbols = np.where(capped[group.index], "circle-open", "circle")
+        stops = np.where(capped[group.index], "step cap (not converged)", "stopping rule")
         for col, metric in ((1, "test_loss"), (2, "feature_corr")):
             fig.add_scatter(x=group[x], y=group[metric], mode="markers", legendgroup=f"d = {d}", showlegend=False,
-                            marker=dict(size=5, color=colors.get(int(d), "gray"), opacity=0.45),
-                            hovertemplate=f"d = {d}, one seed<br>x=%{{x:.4g}}<br>%{{y:.4g}}<extra></extra>",
+                            marker=dict(size=6, color=colors.get(int(d), "gray"), opacity=0.5, symbol=symbols),
+                            customdata=stops,
+                            hovertemplate=f"d = {d}, one seed, %{{customdata}}<br>x=%{{x:.4g}}<br>%{{y:.4g}}<extra></extra>",
                             row=1, col=col)
 
 
