@@ -162,7 +162,7 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     Everything else as ``paper``. Run: ``python -m hierpoly sweep --preset cpu``
     (hours on a 2-core CPU: the largest cell is n = 64000 at d = 20), then
     ``python -m hierpoly figure2 --preset cpu``.
-    Should show (issue 6): for every d, mean correlation ≤ 0.7 at the smallest n and
+    Should show: for every d, mean correlation ≤ 0.7 at the smallest n and
     ≥ 0.95 at the largest; network test loss ≤ 0.2 at the largest n while the kernel
     baseline stays ≥ 0.5 (its floor 1 − ||P_{≤3} h||² ≈ 0.73–0.79); κ in [2.4, 3.6].
     """
