@@ -6,6 +6,7 @@ Skipped with a reason when /usr/bin/chromium is missing, unless HIERPOLY_REQUIRE
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -107,6 +108,10 @@ def test_every_page_opens(server, browser):
     page.close()
 
 
+CHART_TITLES = "() => [...document.querySelectorAll('text.gtitle')].map(e => e.textContent)"  # plotly's SVG titles
+FEATURE_CHART = re.compile(r"Learned feature vs p\(x\)|Step [0-9,]+: corr\(g, p\)")
+
+
 def test_run_live_then_share(server, browser):
     base, store_dir = server
     page = browser.new_page()
@@ -115,7 +120,8 @@ def test_run_live_then_share(server, browser):
     run.wait_for(timeout=60_000)
     run.click()
     page.locator('[data-testid="stProgress"]').first.wait_for(timeout=60_000)  # live progress
-    page.get_by_text("Learned feature vs p(x)").first.wait_for(timeout=180_000)  # then the scatter
+    page.get_by_text("Stored result").first.wait_for(timeout=180_000)  # then the result,
+    page.get_by_text(FEATURE_CHART).first.wait_for(timeout=60_000)  # with the learned feature (replayed)
     _no_exception(page)
     shared = page.url
     assert "d=4" in shared and "n=256" in shared
@@ -124,7 +130,7 @@ def test_run_live_then_share(server, browser):
     other = browser.new_page()  # a colleague opens the shared link: the same run, from the store
     other.goto(shared)
     other.get_by_text("Stored result").first.wait_for(timeout=60_000)
-    other.get_by_text("Learned feature vs p(x)").first.wait_for(timeout=60_000)
+    other.get_by_text(FEATURE_CHART).first.wait_for(timeout=60_000)
     assert other.get_by_text("feature correlation").count() >= 1
     _no_exception(other)
     other.close()
@@ -169,7 +175,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     titles = set()
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not page.get_by_text("Stored result").count():
-        titles |= {t.inner_text() for t in page.locator("text=/^Step [0-9,]+: corr/").all()}
+        titles |= {title for title in page.evaluate(CHART_TITLES) if FEATURE_CHART.match(title)}
         if page.get_by_text("evaluating").count():
             titles.add("evaluating")
         page.wait_for_timeout(300)

@@ -204,3 +204,15 @@ def test_ctrl_c_detaches_run_and_the_job_goes_on(cache_dir):
     assert later.status in ("running", "done")  # it may reach its plateau meanwhile
     jobs.cancel(job.job_id, store)
     assert jobs.wait(job.job_id, timeout=60, store=store).status in ("cancelled", "done")
+
+
+@pytest.mark.slow
+def test_a_large_run_cancels_within_seconds(cache_dir):
+    """Chunks are sized by time, so even d = 40, n = 200000 is never long without a cancellation check."""
+    store = Store()
+    job_id = jobs.submit(RunConfig(d=40, n=200_000, n_test=1024, patience=10**6), store)
+    wait_for(lambda: any(row.is_history and row.step > 0 for row in jobs.get(job_id, store).progress), 600, poll=0.5)
+    t0 = time.monotonic()
+    assert jobs.cancel(job_id, store)
+    wait_for(lambda: jobs.get(job_id, store).status == "cancelled", 60, poll=0.2)
+    assert time.monotonic() - t0 < 10
