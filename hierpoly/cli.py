@@ -599,8 +599,10 @@ def _shipped_steps() -> dict[tuple[int, int], list[int]]:
 
 def _cmd_bench(args) -> int:
     from hierpoly.engine import bench
+    from hierpoly.runs import latency
 
     out = bench.run_bench(quick=args.quick, figure2_steps=None if args.quick else _shipped_steps())
+    out["demo_run"] = latency.measure_demo(args.quick, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(out) if args.json else bench.format_report(out))
     return 0
 

@@ -32,6 +32,5 @@ def test_quick_bench_reports_every_figure():
     assert set(case["breakdown"]) >= {"first_block_share", "first_block_peak_fraction", "second_block_share",
                                       "optimizer_share", "round_trip_ms"}
     assert all(v > 0 for v in case["breakdown"].values())
-    assert out["demo_run"]["seconds_cold"] > 0 and out["demo_run"]["seconds_warm"] > 0
     assert "lax.scan of optax Adam" in out["reference"] and "seconds_batched" in out["seed_batching"]
     assert "\n" in bench.format_report(out)

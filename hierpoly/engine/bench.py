@@ -24,11 +24,8 @@ Timings are after compilation. A benchmark, not a test: nothing here asserts a s
 from __future__ import annotations
 
 import dataclasses
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from functools import partial
@@ -46,7 +43,6 @@ from hierpoly.engine.piecewise import relu_sum_fast
 CPU_CASES = [(16, 16384), (20, 64000)]
 GPU_CASES = [(40, 512000)]
 QUICK_CASES = [(6, 2048)]
-DEMO = ["--d", "6", "--n", "864", "--m2", "200", "--steps", "1000"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -193,25 +189,6 @@ def measure_seed_batching(pl: Plan, log: Callable[[str], None]) -> dict:
     }
 
 
-def measure_demo(quick: bool, log: Callable[[str], None]) -> dict:
-    """Wall seconds of ``python -m hierpoly run <demo> --json`` in fresh processes: cold, then warm (another seed)."""
-    args = ["--d", "4", "--n", "256", "--m2", "50", "--steps", "100", "--n-eval", "4096"] if quick else DEMO
-    with tempfile.TemporaryDirectory() as store:
-        env = {**os.environ, "HIERPOLY_CACHE_DIR": store, "HIERPOLY_LOAD_PRECOMPUTED": "0", "PYTHONPATH": str(REPO)}
-        walls = {}
-        for label, seed in (("cold", "0"), ("warm", "1")):
-            t0 = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, "-m", "hierpoly", "run", *args, "--seed", seed, "--json"],
-                cwd=REPO, env=env, capture_output=True, text=True, timeout=900,
-            )
-            walls[label] = time.perf_counter() - t0
-            if done.returncode != 0:
-                raise RuntimeError(f"demo run failed: {done.stderr.strip().splitlines()[-1:]}")
-            log(f"demo run {label}: {walls[label]:.1f} s")
-    return {"args": " ".join(args), "seconds_cold": walls["cold"], "seconds_warm": walls["warm"]}
-
-
 def measure_figure2(log: Callable[[str], None], cells: dict[tuple[int, int], list[int]]) -> list[dict]:
     """Per three-layer cell (d, n) of the cpu preset: median steps to stop (from the shipped runs) × measured ms/step."""
     out = []
@@ -251,7 +228,6 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
         "matmul_peak_gflops": peak,
         "cases": cases,
         "seed_batching": measure_seed_batching(pl, log),
-        "demo_run": measure_demo(quick, log),
         "figure2_cells": [] if quick or not figure2_steps else measure_figure2(log, figure2_steps),
         "device": device_info(),
         "quick": quick,
@@ -269,12 +245,14 @@ def format_report(out: dict) -> str:
             f"{c['d']:>4} {c['n']:>8} {c['ms_per_step_reference']:>13.1f} {c['ms_per_step']:>9.1f} {c['speedup']:>8.1f}"
             f" {b['first_block_share']:>9.0%} {b['first_block_peak_fraction']:>11.0%}"
         )
-    sb, demo = out["seed_batching"], out["demo_run"]
+    sb, demo = out["seed_batching"], out.get("demo_run")
     lines.append(
         f"3 seeds (d={sb['d']}, n={sb['n']}, {sb['steps']} steps): batched {sb['seconds_batched']:.2f} s, "
         f"sequential {sb['seconds_sequential']:.2f} s, speedup {sb['speedup']:.2f}"
     )
-    lines.append(f"demo run ({demo['args']}): cold {demo['seconds_cold']:.1f} s, warm {demo['seconds_warm']:.1f} s")
+    if demo:
+        lines.append(f"demo run ({demo['args']}): cold {demo['seconds_cold']:.1f} s, warm {demo['seconds_warm']:.1f} s; "
+                     f"first live point after {demo['first_point_cold']:.1f} s cold, {demo['first_point_warm']:.1f} s warm")
     for cell in out["figure2_cells"]:
         lines.append(f"figure 2 d={cell['d']} n={cell['n']}: {cell['seconds_to_plateau']:.1f} s to plateau")
     return "\n".join(lines)
