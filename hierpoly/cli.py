@@ -31,7 +31,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--d", type=int, required=True, help="input dimension")
     p.add_argument("--n", type=int, required=True, help="training samples")
     p.add_argument("--k", type=int, default=3, help=f"feature degree, one of {SUPPORTED_K}")
-    p.add_argument("--link", default="cubic", help=f"preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...'")
+    p.add_argument("--link", default="cubic", help=f"preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...'; std:LINK applies it to p/√d")
     p.add_argument("--sigma1", default="cube", help=f"first activation: {', '.join(SIGMA1)}")
     p.add_argument("--m1", type=int, default=None, help="first width (default d^2 joint, C(d+k,k) layer-wise)")
     p.add_argument("--m2", type=int, default=1000, help="second width")
@@ -84,13 +84,14 @@ def cmd_target(args) -> int:
     from hierpoly import targets
     from hierpoly.engine import train
 
-    coefs = targets.parse_link(args.link)
+    link = targets.raw_link(args.link, args.d)  # a std: link: its coefficients on the raw p
+    coefs = targets.parse_link(link)
     n_minus = 0
     if args.k % 2 == 0:
         n_minus = int(np.sum(np.asarray(targets.lambdas(train.keys(args.seed)["lam"], args.d)) < 0))
     norm = targets.normalisation(args.d, args.k, coefs, n_minus)
     out = {
-        "d": args.d, "k": args.k, "link": targets.canonical_link(args.link), "coefficients": list(coefs),
+        "d": args.d, "k": args.k, "link": link, "coefficients": list(coefs),
         "C": norm.C, "moments": {f"E[p^{m}]": v for m, v in enumerate(norm.moments)},
         "normalised_moments": {f"E[(p/sqrt(d))^{m}]": v / args.d ** (m / 2) for m, v in enumerate(norm.moments)},
         "n_minus": n_minus,
@@ -98,7 +99,7 @@ def cmd_target(args) -> int:
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"C = {norm.C:.6e}  for g(z) = C·({targets.canonical_link(args.link)}) on p = Σ λ_i h_{args.k}(x_i), d = {args.d}")
+        print(f"C = {norm.C:.6e}  for g(z) = C·({link}) on p = Σ λ_i h_{args.k}(x_i), d = {args.d}")
         for m, v in enumerate(norm.moments):
             print(f"  E[p^{m}] = {v:.6g}")
     return 0
@@ -344,7 +345,8 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
     """A custom grid's target and widths; unset options keep SweepSpec's defaults."""
     p.add_argument("--k", type=int, default=None, help=f"custom grid: feature degree, one of {SUPPORTED_K} (default 3)")
     p.add_argument("--link", default=None,
-                   help=f"custom grid: link preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...' (default cubic)")
+                   help=f"custom grid: link preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...', "
+                        "std:LINK on p/√d (default cubic)")
     p.add_argument("--sigma1", default=None, help=f"custom grid: first activation, {' | '.join(SIGMA1)} (default cube)")
     p.add_argument("--m1", type=int, default=None, help="custom grid: first width (default d^2 joint, C(d+k,k) layer-wise)")
     p.add_argument("--m2", type=int, default=None, help="custom grid: second width (default 1000)")

@@ -12,7 +12,7 @@ import json
 import math
 from dataclasses import dataclass
 
-from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link
+from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link, raw_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
@@ -43,7 +43,7 @@ class RunConfig:
     d: int  # input dimension; x ~ N(0, I_d)
     n: int  # training samples (layer-wise: split in half into D1 and D2)
     k: int = 3  # degree of the feature p = Σ λ_i h_k(x_i); the paper's is 3
-    link: str = "cubic"  # preset name or coefficients "c0,c1,..." of g; the paper's is cubic
+    link: str = "cubic"  # preset name or coefficients "c0,c1,..." of g (std:... on p/√d); the paper's is cubic
     sigma1: str = "cube"  # first activation: cube (paper), square or relu; σ2 is ReLU
     m1: int | None = None  # first width; None: d^2 (joint, paper) or C(d+k, k) (layer-wise)
     m2: int = 1000  # second width (paper: 1000)
@@ -68,7 +68,7 @@ class RunConfig:
             fill["steps"] = 4000 if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
-        fill["link"] = canonical_link(self.link)
+        fill["link"] = raw_link(self.link, self.d)  # a std: link becomes this d's raw coefficients
         for name in ("lr", "weight_decay", "tol", "b_scale"):  # 1 and 1.0 must give one key
             value = fill.get(name, getattr(self, name))
             fill[name] = None if value is None else float(value)

@@ -6,6 +6,10 @@
   (the paper fixes k = 3; k = 1..4 is our generalisation).
 - Link ``g(z) = C · Σ_j coef_j z^j`` applied to the raw feature ``p(x)``; the
   paper's link is ``C z^3`` **[seed]**. ``C`` makes ``E_x[h(x)^2] = 1`` exactly.
+  A link written ``std:LINK`` means LINK applied to the standardised ``p/√d`` (E[p²] = d),
+  the units of the theory's fixed g: a mixed link such as z + z² on the raw p changes
+  shape with d (its z² part dominates as d grows), on ``p/√d`` it does not. A run
+  resolves it to raw coefficients for its own d (``raw_link``).
 
 Exactness: ``p`` is a sum of ``d`` independent terms, so its cumulants add,
 ``κ_m(p) = Σ_i κ_m(λ_i h_k)``; moments follow from cumulants. Everything is done
@@ -30,7 +34,11 @@ LINK_PRESETS: dict[str, tuple[float, ...]] = {
     "quadratic": (0.0, 0.0, 1.0),
     "cubic+linear": (0.0, 1.0, 0.0, 1.0),
     "quartic": (0.0, 0.0, 0.0, 0.0, 1.0),
+    # h_1 + h_q: E[g'] = 1 and, on a Gaussian z, half the variance in the degree-1 part
+    "h1+h2": (-1 / math.sqrt(2), 1.0, 1 / math.sqrt(2)),
+    "h1+h4": (3 / math.sqrt(24), 1.0, -6 / math.sqrt(24), 0.0, 1 / math.sqrt(24)),
 }
+STANDARD = "std:"  # prefix: the link acts on p/√d instead of p
 MAX_LINK_DEGREE = 6
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
@@ -65,8 +73,13 @@ def hermite(k: int, z):
 
 
 def parse_link(text: str) -> tuple[float, ...]:
-    """A preset name, or comma-separated numbers c0, c1, ... meaning Σ c_j z^j. Never evaluated."""
+    """A preset name, or comma-separated numbers c0, c1, ... meaning Σ c_j z^j. Never evaluated.
+
+    A ``std:`` link gives its coefficients in units of p/√d (same degree and parity).
+    """
     name = text.strip().lower()
+    if name.startswith(STANDARD):
+        name = name[len(STANDARD):].strip()
     if name in LINK_PRESETS:
         return LINK_PRESETS[name]
     parts = [p.strip() for p in name.replace(";", ",").split(",")]
@@ -88,12 +101,32 @@ def parse_link(text: str) -> tuple[float, ...]:
 
 
 def canonical_link(text: str) -> str:
-    """The preset name if the link is one, else its coefficients written canonically."""
+    """The preset name if the link is one, else its coefficients written canonically (``std:`` kept)."""
     coefs = parse_link(text)
+    prefix = STANDARD if is_standard(text) else ""
     for name, preset in LINK_PRESETS.items():
         if preset == coefs:
-            return name
-    return ",".join(repr(c) for c in coefs)
+            return prefix + name
+    return prefix + ",".join(repr(c) for c in coefs)
+
+
+def is_standard(text: str) -> bool:
+    """Whether the link is written in units of p/√d (``std:``)."""
+    return text.strip().lower().startswith(STANDARD)
+
+
+def raw_link(text: str, d: int) -> str:
+    """The link on the raw p for dimension d: a ``std:`` link's c_j become c_j d^((q-j)/2), canonical.
+
+    g(p/√d) = Σ c_j d^(-j/2) p^j; the common factor d^(q/2) keeps the numbers near 1, and C absorbs it.
+    """
+    if not is_standard(text):
+        return canonical_link(text)
+    if d < 1:
+        raise TargetError(f"dimension d must be at least 1, got {d}")
+    coefs = parse_link(text)
+    q = len(coefs) - 1
+    return canonical_link(",".join(repr(c * d ** ((q - j) / 2)) for j, c in enumerate(coefs)))
 
 
 def lambdas(key, d: int):

@@ -224,13 +224,16 @@ EXPONENT_NOTE = """
 on one d grid; κ is the slope of log n*(d) against log d, n*(d) being where the network's
 seed-mean score crosses the threshold (corr(g, p); for k = 1 the explained variance
 1 − test loss, since a linear p lets the first layer learn p² or h itself). A kernel needs
-about d^(kq) samples (open diamonds); the theory gives the network d^k (dashed line) — when
-E[g′(z)] ≠ 0, so that h's degree-k part points at p (column `first_stage_signal`). Only
-the odd link (cubic, q = 3) meets that here: the even links z² and z⁴ are outside the
-theory, and for k = 2 the network does not learn them at all inside the grid. At these
-small d the slope is not yet the asymptotic one: for k = 3 the crossing moves from
-n/d³ ≈ 0.9 at d = 8 to 0.5 at d = 20 because the transition sharpens as d grows, which
-pulls κ below k; for k = 1 it moves the other way. The 95% intervals are a bootstrap over
+about d^(kq) samples (open diamonds); the theory gives the network d^k (dashed line) when
+E[g′(z)] ≠ 0, so that h's degree-k part points at p. Every link here meets it: the cubic
+z³, and h₁ + h₂, h₁ + h₄ applied to p/√d (`std:` links: half of E[h²] along p at every d;
+on the raw p a mixed link's top power takes over as d grows). The cubic rows are far
+below kq, and k = 2 reads 2. At these small d the slope is not yet the asymptotic one:
+for k = 3 the transition sharpens as d grows, which pulls κ below k; for k = 1 the
+explained variance at n = 8d falls with d, which pushes κ above 1 at every threshold. With
+the mixed links and k = 2, corr(g, p) levels off below 0.9 at small d (its ceiling rises
+with d), so κ at 0.9 is missing or rests on two d — read the collapse column; for k = 1
+the network does not fit h₁ + h₄ inside the grid. The 95% intervals are a bootstrap over
 whole seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.8,
 0.9, 0.95 columns and the collapse fit), the step cap, or this finite-d bias.
 """

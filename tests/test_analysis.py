@@ -196,6 +196,8 @@ def test_criterion_follows_what_the_first_layer_can_represent():
 def test_first_stage_signal_is_steins_coefficient_of_the_link():
     assert [analysis.first_stage_signal(link) for link in ("quadratic", "cubic", "quartic", "linear")] == [False, True, False, True]
     assert analysis.first_stage_signal("0,0,1,0.5") and not analysis.first_stage_signal("1,0,2,0,3")
+    assert analysis.first_stage_signal("std:h1+h2") and analysis.first_stage_signal("std:h1+h4")
+    assert not analysis.first_stage_signal("std:quartic")
     # why even links fail for k = 2: h_2(z)^2 = h_4(z)·sqrt(24)/2 + 2·sqrt(2)·h_2(z) + 1, so the degree-2
     # part of p^2 is 2·sqrt(2)·Σ_i h_2(x_i): the signs λ_i are gone, and with them p
     z = np.random.default_rng(0).standard_normal(400_000)

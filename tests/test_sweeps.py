@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hierpoly import targets
 from hierpoly.runs import jobs, sweeps
 from hierpoly.runs.store import Store
 
@@ -65,6 +66,14 @@ def test_custom_grids_for_any_target():
     assert spec.q == 4 and spec.target == {"k": 2, "q": 4, "link": "quartic", "sigma1": "square", "mode": "joint"}
     assert all((c.k, c.link, c.m1, c.m2, c.sigma1) == (2, "quartic", 20, 50, "square") for c in spec.configs())
     assert sweeps.custom([6], ns=[50], link="0,0,0,0,1").configs()[0].link == "quartic"  # one key per link
+    std = sweeps.custom([4, 16], ns=[50], k=1, link="std:h1+h2", baselines=False)  # g on p/√d: raw links per d
+    assert std.target["link"] == "std:h1+h2" and std.q == 2
+    assert [c.link for c in std.configs()] == [targets.raw_link("std:h1+h2", d) for d in (4, 16)]
+    for cfg in std.configs():  # h1 + h2 on p/√d, times d: (-d/√2, √d, 1/√2) on p
+        d = cfg.d
+        assert targets.parse_link(cfg.link) == pytest.approx((-d / math.sqrt(2), math.sqrt(d), 1 / math.sqrt(2)))
+    assert {c.key() for c in sweeps.custom([6, 8], ns=[50], link="std:cubic").configs()} == {
+        c.key() for c in sweeps.custom([6, 8], ns=[50]).configs()}  # a monomial is the same target either way
     for kwargs, message in [
         (dict(k=7), "feature degree k must be one of 1, 2, 3, 4, got 7"),
         (dict(link="0"), "the link must depend on z"),

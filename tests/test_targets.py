@@ -119,3 +119,27 @@ def test_link_parsing_and_canonical_names():
 def test_unsupported_k_refused():
     with pytest.raises(TargetError, match="k must be one of"):
         normalisation(4, 5, LINK_PRESETS["cubic"])
+
+
+def test_hermite_sum_links_are_h1_plus_hq():
+    z = np.linspace(-3, 3, 13)
+    for name, q in (("h1+h2", 2), ("h1+h4", 4)):
+        coefs = LINK_PRESETS[name]
+        assert len(coefs) - 1 == q
+        np.testing.assert_allclose(targets.link(z, coefs, 1.0), hermite(1, z) + hermite(q, z), atol=1e-12)
+
+
+@pytest.mark.parametrize("d,k", [(8, 1), (10, 2), (5, 3)])
+def test_standard_link_is_the_link_on_p_over_root_d(d, k):
+    """raw_link turns g(p/√d) into coefficients on p: the normalised targets agree at every p."""
+    std = (0.5, 1.0, -2.0, 0.0, 0.25)
+    raw = parse_link(targets.raw_link("std:" + ",".join(map(str, std)), d))
+    p = np.linspace(-3 * math.sqrt(d), 3 * math.sqrt(d), 11)
+    h_raw = targets.link(p, raw, normalisation(d, k, raw).C)
+    std_on_p = tuple(c * d ** (-j / 2) for j, c in enumerate(std))  # the same g, written on p
+    np.testing.assert_allclose(h_raw, targets.link(p, std_on_p, normalisation(d, k, std_on_p).C), rtol=1e-10)
+    assert parse_link("std:h1+h4") == LINK_PRESETS["h1+h4"]  # degree and parity are the std link's own
+    assert targets.canonical_link(" STD: 0,0,0,1 ") == "std:cubic" and targets.raw_link("std:cubic", d) == "cubic"
+    assert targets.raw_link("0,1,1", d) == "0.0,1.0,1.0"  # a raw link is left as written
+    with pytest.raises(TargetError):
+        parse_link("std:banana")

@@ -267,7 +267,9 @@ def first_stage_signal(link: str) -> bool:
     z^j give E[j z^(j-1)] > 0, even powers 0: an even link (z², z⁴) leaves only lower-order
     terms, which do not point at p (for k = 2, P_2 p² ∝ Σ_i h_2(x_i), whatever the signs λ;
     for k = 1, exactly 0). Then nothing in the theory promises d^k. (A link whose odd
-    powers cancel in E[g'] at p's scale reads True here; the presets have none.)
+    powers cancel in E[g'] at p's scale reads True here; the presets have none. A mixed
+    link on the raw p reads True but its odd part's share fades as d grows; a ``std:``
+    link, on p/√d, keeps it.)
     """
     return any(c != 0.0 for j, c in enumerate(parse_link(link)) if j % 2 == 1)
 
