@@ -73,7 +73,7 @@ def test_round_trip_through_dict():
         (dict(d=4.5, n=10), "d must be a whole number"),
         (dict(d=4, n=10, steps=0), "steps must be at least 1"),
         (dict(d=4, n=10, seed=-1), "seed must be ≥ 0"),
-        (dict(d=4, n=10, seed=99999999999999999999999), "seed must be below 2^31"),  # a worker would overflow
+        (dict(d=4, n=10, seed=99999999999999999999999), "seed must be below 2\\^31"),  # a worker would overflow
     ],
 )
 def test_bad_values_refused_with_clear_messages(fields, message):
