@@ -202,3 +202,40 @@ def test_bad_bundle_is_refused(server, browser, tmp_path):
     page.get_by_text("Bundle refused").first.wait_for(timeout=30_000)
     assert len(Store(store_dir)) == before
     page.close()
+
+
+def test_results_imports_a_good_bundle_and_exports_it_back(server, browser, tmp_path):
+    """A real bundle goes in through the page, and the page's export carries exactly that result back out."""
+    from hierpoly.config import RunConfig
+    from hierpoly.runs import bundles, runner
+
+    base, store_dir = server
+    ended = runner.execute(RunConfig(d=3, n=64, m2=10, steps=20, n_test=64, n_eval=256, seed=7))
+    source = Store(tmp_path / "source")
+    source.put(ended.result)
+    key = ended.result.key
+    good = tmp_path / "good.zip"
+    good.write_bytes(bundles.export_bundle(source, [key]))
+
+    page = browser.new_page()
+    page.goto(f"{base}/Results")
+    page.get_by_role("heading", name="Import a bundle").wait_for(timeout=60_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(good))
+    page.get_by_text("good.zip").first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Import").click()
+    page.get_by_text("Imported 1 result(s)").first.wait_for(timeout=30_000)
+    assert Store(store_dir).get(key) == ended.result
+
+    page.reload()
+    selection = page.get_by_label("Select runs to open, compare, delete or export")
+    selection.wait_for(timeout=60_000)
+    selection.click()
+    page.keyboard.type(key[:8])  # the labels end with the key's first characters
+    page.get_by_role("option", name=re.compile(key[:8])).first.click()
+    page.keyboard.press("Escape")  # close the dropdown that covers the buttons below it
+    with page.expect_download(timeout=60_000) as download:
+        page.get_by_role("button", name="Export selection as a bundle").click()
+    exported = bundles.read_bundle(Path(download.value.path()).read_bytes())
+    assert list(exported) == [key] and exported[key] == ended.result
+    _no_exception(page)
+    page.close()
