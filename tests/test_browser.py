@@ -5,6 +5,7 @@ Skipped with a reason when /usr/bin/chromium is missing, unless HIERPOLY_REQUIRE
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -44,14 +45,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """`streamlit run app.py` on a free port with its own empty store; yields (base URL, store dir)."""
-    _require_browser()
-    store_dir = tmp_path_factory.mktemp("browser") / "store"
+@contextlib.contextmanager
+def _streamlit(store_dir: Path, log_path: Path):
+    """`streamlit run app.py` on a free port with the given store; yields its base URL, then stops it."""
     port = _free_port()
     env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_LOAD_PRECOMPUTED="0")
-    log = open(tmp_path_factory.mktemp("logs") / "streamlit.log", "wb")
+    log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
          "--server.address", "127.0.0.1"],
@@ -70,17 +69,28 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail(f"streamlit did not start (see {log.name})")
         time.sleep(0.5)
-    yield base, store_dir
-    store = Store(store_dir)
-    for job in jobs.list_jobs(store):
-        if job.status in jobs.LIVE:
-            jobs.cancel(job.job_id, store)
-    proc.terminate()
     try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`streamlit run app.py` on a free port with its own empty store; yields (base URL, store dir)."""
+    _require_browser()
+    store_dir = tmp_path_factory.mktemp("browser") / "store"
+    with _streamlit(store_dir, tmp_path_factory.mktemp("logs") / "streamlit.log") as base:
+        yield base, store_dir
+        store = Store(store_dir)
+        for job in jobs.list_jobs(store):
+            if job.status in jobs.LIVE:
+                jobs.cancel(job.job_id, store)
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +249,18 @@ def test_results_imports_a_good_bundle_and_exports_it_back(server, browser, tmp_
     assert list(exported) == [key] and exported[key] == ended.result
     _no_exception(page)
     page.close()
+
+
+def test_a_deep_link_as_a_fresh_servers_first_request_keeps_the_navigation(browser, tmp_path):
+    """A classroom link is often the first thing a server is asked for: it must still read Home, Explore, …"""
+    with _streamlit(tmp_path / "store", tmp_path / "streamlit.log") as base:
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.goto(f"{base}/Explore?d=5&n=500&seed=3")
+        page.get_by_text("Explore one run").first.wait_for(timeout=120_000)
+        nav = page.locator('[data-testid="stSidebarNav"] a')
+        nav.first.wait_for(timeout=30_000)
+        labels = [" ".join(a.inner_text().split()) for a in nav.all()]
+        assert [label.split()[-1] for label in labels] == ["Home", "Explore", "2", "Results", "Learn"], labels
+        assert "d=5" in page.url and page.locator('[data-testid="stSidebar"] input').first.input_value() == "5"
+        _no_exception(page)
+        page.close()

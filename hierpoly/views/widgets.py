@@ -18,8 +18,24 @@ from hierpoly.views.system import open_checked
 PHASE_MARKS = {"done": "✓ {}", "now": "**▶ {}**", "next": "{}"}
 
 
+def through_the_app() -> None:
+    """Send a deep link that reached a page file directly back through app.py's navigation.
+
+    With a pages/ folder, Streamlit's first request in a server process runs the linked page
+    file itself (its older multipage mode: a sidebar naming app.py "app", no icons) until
+    app.py's ``st.navigation`` has run once. Leaving that mode and rerunning makes app.py run
+    and route to the same page (the page's URL path gives it the same id in both modes).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def store_or_stop():
     """The app's store, with its problems as banners and the mode in the sidebar; stops the page if unusable."""
+    through_the_app()
     store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
     for problem in problems:
         st.warning(problem, icon="⚠️")
