@@ -28,7 +28,8 @@ def through_the_app() -> None:
     """
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not st.session_state.get("_routed"):
+        st.session_state["_routed"] = True  # once per session: a rerun must never swallow a click
         PagesManager.uses_pages_directory = False
         st.rerun()
 
