@@ -6,6 +6,7 @@ process through ``jobs``. The store directory is chosen by HIERPOLY_CACHE_DIR.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -54,39 +55,37 @@ def trained_dir(tmp_path_factory):
     return directory
 
 
+@contextlib.contextmanager
+def _app_store(directory, monkeypatch, load_shipped: bool):
+    """The app's store at `directory` for one test (shipped bundles loaded on first open or not)."""
+    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "1" if load_shipped else "0")
+    _clear_store_cache()
+    try:
+        yield
+    finally:
+        _cancel_live(directory)
+        _clear_store_cache()
+
+
 @pytest.fixture
 def empty_store(tmp_path, monkeypatch):
-    directory = tmp_path / "store"
-    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
-    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
-    _clear_store_cache()
-    yield Store(directory)
-    _cancel_live(directory)
-    _clear_store_cache()
+    with _app_store(tmp_path / "store", monkeypatch, load_shipped=False):
+        yield Store(tmp_path / "store")
 
 
 @pytest.fixture
 def stored_store(trained_dir, tmp_path, monkeypatch):
-    directory = tmp_path / "store"
-    shutil.copytree(trained_dir, directory)
-    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
-    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
-    _clear_store_cache()
-    yield Store(directory)
-    _cancel_live(directory)
-    _clear_store_cache()
+    shutil.copytree(trained_dir, tmp_path / "store")
+    with _app_store(tmp_path / "store", monkeypatch, load_shipped=False):
+        yield Store(tmp_path / "store")
 
 
 @pytest.fixture
 def bundle_store(tmp_path, monkeypatch):
     """A fresh store that loads the shipped bundle on first open, as on a fresh clone."""
-    directory = tmp_path / "store"
-    monkeypatch.setenv("HIERPOLY_CACHE_DIR", str(directory))
-    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "1")
-    _clear_store_cache()
-    yield directory
-    _cancel_live(directory)
-    _clear_store_cache()
+    with _app_store(tmp_path / "store", monkeypatch, load_shipped=True):
+        yield tmp_path / "store"
 
 
 def _cancel_live(directory) -> None:

@@ -198,17 +198,23 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     page.close()
 
 
+def _import_on_results_page(browser, base: str, bundle: Path):
+    """A new page on Results with `bundle` uploaded and Import pressed."""
+    page = browser.new_page()
+    page.goto(f"{base}/Results")
+    page.get_by_role("heading", name="Import a bundle").wait_for(timeout=60_000)
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bundle))
+    page.get_by_text(bundle.name).first.wait_for(timeout=30_000)
+    page.get_by_role("button", name="Import").click()
+    return page
+
+
 def test_bad_bundle_is_refused(server, browser, tmp_path):
     base, store_dir = server
     before = len(Store(store_dir))
     bad = tmp_path / "bad.zip"
     bad.write_bytes(b"this is not a zip file")
-    page = browser.new_page()
-    page.goto(f"{base}/Results")
-    page.get_by_role("heading", name="Import a bundle").wait_for(timeout=60_000)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
-    page.get_by_text("bad.zip").first.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Import").click()
+    page = _import_on_results_page(browser, base, bad)
     page.get_by_text("Bundle refused").first.wait_for(timeout=30_000)
     assert len(Store(store_dir)) == before
     page.close()
@@ -227,12 +233,7 @@ def test_results_imports_a_good_bundle_and_exports_it_back(server, browser, tmp_
     good = tmp_path / "good.zip"
     good.write_bytes(bundles.export_bundle(source, [key]))
 
-    page = browser.new_page()
-    page.goto(f"{base}/Results")
-    page.get_by_role("heading", name="Import a bundle").wait_for(timeout=60_000)
-    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(good))
-    page.get_by_text("good.zip").first.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Import").click()
+    page = _import_on_results_page(browser, base, good)
     page.get_by_text("Imported 1 result(s)").first.wait_for(timeout=30_000)
     assert Store(store_dir).get(key) == ended.result
 

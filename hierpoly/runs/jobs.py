@@ -570,10 +570,19 @@ def heartbeat(store: Store, job_id: str) -> None:
 
 
 def add_progress(store: Store, job_id: str, row: Progress) -> None:
-    """Append a progress row (only the worker writes these)."""
+    """Append a progress row (only the worker writes these).
+
+    Only the newest training row keeps its feature sample (the live scatter draws that one;
+    the stored result's snapshots come from the run itself): every reader parses these rows,
+    every second, for every job ever run, so they must not grow by 256 numbers a row.
+    """
     t = table(store)
     with t.transact():
         rows = json.loads(t.get(f"progress:{job_id}") or "[]")
+        if row.is_history and row.feature_sample:
+            for old in rows:
+                if old.get("phase", "training") == "training":
+                    old["feature_sample"] = []
         rows.append(row.to_json())
         t.set(f"progress:{job_id}", json.dumps(rows))
         t.set(f"beat:{job_id}", repr(time.time()))

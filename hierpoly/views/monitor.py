@@ -29,9 +29,8 @@ import pandas as pd
 
 from hierpoly.config import RunConfig
 from hierpoly.progress import PHASES, Progress
+from hierpoly.runs.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
-
-HISTORY_COLUMNS = ["step", "train_loss", "test_loss", "feature_corr", "seconds"]
 
 
 def records(rows) -> list[Progress]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from hierpoly.runs.bundles import BundleError
+from hierpoly.runs.bundles import BundleError, load_precomputed
 from hierpoly.runs.codec import StoreError
 from hierpoly.runs.store import REPO, Store, default_dir
 
@@ -61,7 +61,7 @@ _load_problems: dict[str, str] = {}  # store directory -> why the shipped bundle
 def _shared_store(directory: str) -> Store:
     store = Store(directory)
     try:
-        _load_shipped(store)
+        load_precomputed(store)
     except (BundleError, StoreError) as err:  # the store still serves what it holds
         _load_problems[directory] = f"The shipped results were not loaded: {err}"
     return store
@@ -100,12 +100,6 @@ def _clear_store_cache() -> None:
     """Forget the opened stores (tests that delete their directories)."""
     _shared_store.cache_clear()
     _load_problems.clear()
-
-
-def _load_shipped(store: Store) -> None:
-    from hierpoly.runs.bundles import load_precomputed
-
-    load_precomputed(store)
 
 
 @dataclass(frozen=True)
