@@ -16,7 +16,8 @@ from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link, raw_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
-SCHEMA_VERSION = 3  # 2: test_loss relative to the zero predictor; 3: final metrics over n_eval points
+SCHEMA_VERSION = 4  # 2: test_loss relative to the zero predictor; 3: final metrics over n_eval points;
+# 4: plain MSE with its standard error, lr drops on plateau, ReLU two-layer baseline, layer-wise η2, ξ2, T2
 
 SIGMA1 = ("cube", "square", "relu")
 MODES = ("joint", "layerwise")
@@ -54,6 +55,8 @@ class RunConfig:
     weight_decay: float = 1e-6  # layer-wise: ξ1 = ξ2 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
     tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
     patience: int = 500  # joint: window of the plateau rule, in steps
+    lr_drops: int = 2  # joint: the plateau rule first lowers the learning rate this many times, then stops
+    lr_decay: float = 0.3  # joint: factor on the learning rate at each drop
     b_scale: float = 4.0  # τ_b = Uniform[-b_scale, b_scale] for the biases b (our choice)
     seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
     n_test: int = 8192  # fresh monitor points: test loss and correlation while training, plot samples
@@ -69,7 +72,7 @@ class RunConfig:
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
         fill["link"] = raw_link(self.link, self.d)  # a std: link becomes this d's raw coefficients
-        for name in ("lr", "weight_decay", "tol", "b_scale"):  # 1 and 1.0 must give one key
+        for name in ("lr", "weight_decay", "tol", "lr_decay", "b_scale"):  # 1 and 1.0 must give one key
             value = fill.get(name, getattr(self, name))
             fill[name] = None if value is None else float(value)
         for name, value in fill.items():
@@ -115,12 +118,12 @@ def _validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval"):
+    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "lr_drops", "seed", "n_test", "n_eval"):
         value = getattr(cfg, name)
         if value is None and name in ("m1", "steps"):
             continue
         need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
-    for name in ("lr", "weight_decay", "tol", "b_scale"):
+    for name in ("lr", "weight_decay", "tol", "lr_decay", "b_scale"):
         value = getattr(cfg, name)
         if value is None and name == "lr":
             continue
@@ -143,6 +146,8 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.weight_decay >= 0, f"weight decay must be ≥ 0, got {cfg.weight_decay}")
     need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
     need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
+    need(0 <= cfg.lr_drops <= 10, f"lr_drops must be between 0 and 10, got {cfg.lr_drops}")
+    need(0 < cfg.lr_decay <= 1, f"lr_decay must be in (0, 1], got {cfg.lr_decay}")
     need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
     need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
     need(cfg.seed < 2**31, f"seed must be below 2^31 = {2**31} (JAX keys take 32 bits), got {cfg.seed}")

@@ -46,6 +46,36 @@ def test_the_rules_step_by_step():
     assert (int(clock.status), int(clock.step), bool(keep)) == (loop.DIVERGED, 1, False)
 
 
+def test_the_plateau_rule_lowers_the_rate_before_it_stops():
+    rule = loop.rules(cap=1000, tol=0.5, patience=100, drops=2, decay=0.1)
+    clock, events = loop.start_clock(), []
+    for step in range(1000):
+        before = int(clock.drops)
+        clock, _ = loop.advance(clock, rule, np.float32(1.0), np.bool_(True))  # never improves after window 1
+        if int(clock.drops) != before or int(clock.status) != loop.RUNNING:
+            events.append((step + 1, int(clock.drops), int(clock.status)))
+        if int(clock.status) != loop.RUNNING:
+            break
+    # fires at 200 (drop 1), waits `patience` again: 300 (drop 2), then 400 stops on the rule
+    assert events == [(200, 1, loop.RUNNING), (300, 2, loop.RUNNING), (400, 2, loop.PLATEAU)]
+    hyper = {"lr": np.float32(0.5), "xi": np.float32(1.0)}
+    assert float(loop.scaled(hyper, clock, rule)["lr"]) == pytest.approx(0.5 * 0.01)
+    assert float(loop.scaled(hyper, clock, rule)["xi"]) == 1.0 and loop.scaled({"xi": 1.0}, clock, rule) == {"xi": 1.0}
+
+
+def test_a_drop_continues_the_run_where_the_rule_would_have_stopped_it():
+    cfg = dataclasses.replace(PLATEAU, steps=600, lr_drops=1, lr_decay=0.25)
+    dropped = train.run(cfg, chunk=10)
+    assert dropped.extra["lr_drops"] == 1 and dropped.extra["stopped_by"] == "plateau"
+    assert "after 1 learning-rate drop" in dropped.message
+    no_drops = train.run(dataclasses.replace(cfg, lr_drops=0), chunk=10)
+    assert no_drops.steps < dropped.steps  # the first firing stopped it
+    rows = len(no_drops.history)  # identical up to the drop: the same steps at the same rate
+    assert [r.train_loss for r in no_drops.history] == [r.train_loss for r in dropped.history][:rows]
+    after = np.diff([r.train_loss for r in dropped.history][rows - 1:])
+    assert np.all(np.isfinite(after)) and len(after) > 0
+
+
 def test_progress_phases_and_feature_samples():
     cfg = dataclasses.replace(PLATEAU, steps=40, n_test=300)
     rows = []

@@ -26,7 +26,8 @@ def make_result(seed: int = 0, rows: int = 5, n_samples: int = 100, **changes) -
     history["step"] = np.arange(rows, dtype=np.int64) * 100
     fields = dict(
         config=cfg, status="done", message="reached the step cap of 200",
-        metrics={"train_loss": 0.01 + seed, "test_loss": 0.02, "feature_corr": 0.9},
+        metrics={"train_loss": 0.01 + seed, "test_loss": 0.02, "test_loss_se": 0.001, "mean_h2": 0.98,
+                 "test_loss_cv": 0.021, "test_loss_cv_se": 0.0008, "feature_corr": 0.9},
         history=history,
         samples={c: rng.standard_normal(n_samples).astype(np.float32) for c in ("p", "g", "h", "h_pred")},
         meta={"seconds": 1.5, "created": "2026-01-01T00:00:00+0000", "steps": 200, "C": 0.5, "extra": {}},
@@ -66,7 +67,8 @@ def test_written_once():
     "changes, reason",
     [
         ({"status": "diverged"}, "only finished runs"),
-        ({"metrics": {"train_loss": float("nan"), "test_loss": 0.1, "feature_corr": 0.5}}, "finite"),
+        ({"metrics": {**make_result().metrics, "train_loss": float("nan")}}, "finite"),
+        ({"metrics": {**make_result().metrics, "test_loss_se": None}}, "test_loss_se"),
         ({"samples": {c: np.zeros(10, np.float64) for c in ("p", "g", "h", "h_pred")}}, "float32"),
         ({"samples": {c: np.zeros(3000, np.float32) for c in ("p", "g", "h", "h_pred")}}, "rows"),
     ],

@@ -244,10 +244,10 @@ def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_s
     loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
     end = loop.run_loop(
         task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(cfg.lr)},
-        loop.rules(cfg.steps, cfg.tol, cfg.patience), reporter, should_stop, chunk_steps=chunk,
+        loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     params = end.state[0]
-    status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
+    status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps, end.drops[0])
     pred_test = loop.scores(task, end.state, monitor, batched=False)[2][0]
 
     def metrics_of(on_fraction):

@@ -61,7 +61,7 @@ def _chunk_rows(n_eval: int) -> list[int]:
 def population_metrics(
     cfg: RunConfig, lam, predict: Callable, params, forward: model.Forward, on_fraction: Callable | None = None
 ) -> dict[str, float]:
-    """Test loss and feature correlation of `predict` over cfg.n_eval fresh points.
+    """The final metrics of `predict` over cfg.n_eval fresh points (`metrics.from_sums`: MSE with its SE, …).
 
     Args:
         predict: a module-level predictor (module docstring), compiled with `forward`.
@@ -94,8 +94,7 @@ def _collect(pending: list, n_eval: int, on_fraction: Callable | None) -> dict[s
         done += rows
         if on_fraction is not None:
             on_fraction(done / n_eval)
-    test_loss, corr = from_sums(sums, n_eval)
-    return {"test_loss": test_loss, "feature_corr": corr}
+    return from_sums(sums, n_eval)
 
 
 def samples(pred_test, g_test, data: Data) -> dict[str, np.ndarray]:

@@ -12,7 +12,10 @@ end never changes a result: only how often the host hears about it.
   finite state (status ``diverged``);
 - plateau: at the end of every window of PLATEAU_WINDOW steps (and at the cap) the
   window's best loss must beat the best so far by more than ``tol`` (relative), else,
-  once ``patience`` steps have passed since the last improvement, stop.
+  once ``patience`` steps have passed since the last improvement, the plateau rule fires:
+  the first ``rules.drops`` times it multiplies the learning rate by ``rules.decay`` and
+  starts the patience again (Adam's noise at the old rate hides a plateau); the next time
+  it stops the run (status ``plateau``: converged).
 The per-run values (cap, tol, patience, learning rate, ...) are arguments of the
 compiled programs, and so is the chunk length: a new run compiles nothing new.
 
@@ -50,11 +53,18 @@ class Rules(NamedTuple):
 
     cap: jax.Array  # int32 () step cap
     tol: jax.Array  # float32 () relative improvement the plateau rule asks for
-    patience: jax.Array  # int32 () steps without improvement before the plateau rule stops
+    patience: jax.Array  # int32 () steps without improvement before the plateau rule fires
+    drops: jax.Array  # int32 () times the rule lowers the learning rate before it stops the run
+    decay: jax.Array  # float32 () factor on the learning rate at each drop
 
 
-def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU) -> Rules:
-    return Rules(jnp.int32(cap), jnp.float32(tol), jnp.int32(patience))
+def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU, drops: int = 0, decay: float = 1.0) -> Rules:
+    return Rules(jnp.int32(cap), jnp.float32(tol), jnp.int32(patience), jnp.int32(drops), jnp.float32(decay))
+
+
+def rules_for(cfg) -> Rules:
+    """The rules of a run trained by Adam to convergence (joint training, the two-layer baseline)."""
+    return rules(cfg.steps, cfg.tol, cfg.patience, cfg.lr_drops, cfg.lr_decay)
 
 
 class Clock(NamedTuple):
@@ -66,13 +76,21 @@ class Clock(NamedTuple):
     best: jax.Array  # float32 best window loss so far
     best_at: jax.Array  # int32 step at which it was reached
     window_min: jax.Array  # float32 best loss in the current window
+    drops: jax.Array  # int32 learning-rate drops so far
 
 
 def start_clock(seeds: int | None = None) -> Clock:
     shape = () if seeds is None else (seeds,)
     zeros = jnp.zeros(shape, jnp.int32)
     inf = jnp.full(shape, jnp.inf, jnp.float32)
-    return Clock(zeros, zeros, inf, inf, zeros, inf)
+    return Clock(zeros, zeros, inf, inf, zeros, inf, zeros)
+
+
+def scaled(hyper: dict, clock: Clock, rules: Rules) -> dict:
+    """The step's hyperparameters with the learning rate lowered by the drops so far."""
+    if "lr" not in hyper:
+        return hyper
+    return {**hyper, "lr": hyper["lr"] * rules.decay ** clock.drops.astype(jnp.float32)}
 
 
 def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array) -> tuple[Clock, jax.Array]:
@@ -84,15 +102,18 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
     window_end = (done % PLATEAU_WINDOW == 0) | (done >= rules.cap)
     improved = window_end & (window_min < clock.best * (1 - rules.tol))
     best_at = jnp.where(improved, done, clock.best_at)
-    plateau = window_end & ~improved & (done - best_at >= rules.patience)
+    fired = window_end & ~improved & (done - best_at >= rules.patience)
+    drop = fired & (clock.drops < rules.drops)  # lower the rate and wait `patience` again
+    plateau = fired & ~drop
     status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(done >= rules.cap, CAP, RUNNING)))
     return Clock(
         step=jnp.where(diverged, jnp.where(loss_finite, done, clock.step), done),
         status=status.astype(jnp.int32),
         last_loss=loss.astype(jnp.float32),
         best=jnp.where(improved, window_min, clock.best),
-        best_at=best_at,
+        best_at=jnp.where(drop, done, best_at),
         window_min=jnp.where(window_end, jnp.inf, window_min),
+        drops=clock.drops + drop.astype(jnp.int32),
     ), ~diverged
 
 
@@ -109,7 +130,7 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
 
     def body(carry):
         i, state, clock = carry
-        new_state, loss = step(state, batch, hyper, forward)
+        new_state, loss = step(state, batch, scaled(hyper, clock, rules), forward)
         clock, keep = advance(clock, rules, loss, _all_finite(new_state))
         state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, state)
         return i + 1, state, clock
@@ -222,12 +243,13 @@ def adam_state(params) -> tuple:
     return params, optax.adam(1.0).init(params)
 
 
-def outcome(ending: str, steps: int, cap: int) -> tuple[str, str, dict]:
+def outcome(ending: str, steps: int, cap: int, drops: int = 0) -> tuple[str, str, dict]:
     """Status, message and extra of a run trained by gradient steps under the rules above."""
+    lowered = f" after {drops} learning-rate drop{'s' * (drops != 1)}" if drops else ""
     if ending == "plateau":
-        return "done", f"converged: train loss plateaued at step {steps}", {"stopped_by": "plateau"}
+        return "done", f"converged: train loss plateaued at step {steps}{lowered}", {"stopped_by": "plateau", "lr_drops": drops}
     if ending == "step cap":
-        return "done", f"reached the step cap of {cap}", {"stopped_by": "step cap"}
+        return "done", f"reached the step cap of {cap}{lowered} (not converged)", {"stopped_by": "step cap", "lr_drops": drops}
     if ending == "diverged":
         return "diverged", f"training loss became non-finite at step {steps}", {}
     return "cancelled", f"cancelled at step {steps}", {}
@@ -263,6 +285,7 @@ class End:
     state: Any
     endings: list[str]  # plateau, step cap, diverged or cancelled
     steps: list[int]
+    drops: list[int]  # learning-rate drops taken
 
 
 def run_loop(
@@ -284,7 +307,7 @@ def run_loop(
         before, now = now, _host(clock)
         sizes.observe(steps, time.perf_counter() - t0)
         _report_rows(task, state, monitor, before, now, reporter, batched, offset)
-    return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step])
+    return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops])
 
 
 def _host(clock: Clock) -> Clock:

@@ -11,16 +11,13 @@ def mse(pred, target):
 
 
 def relative_test_loss(pred, target):
-    """Square loss relative to the zero predictor's on the same points: mse(pred, h) / mean(h^2).
+    """The live curves' test loss: mse(pred, h) / mean(h^2) on the monitor points (a biased ratio).
 
-    E[h^2] = 1 exactly, so this estimates the paper's test loss E[(h_θ - h)^2]; but h is
-    heavy-tailed (E[h^4] is in the thousands at d = 8), so the plain mean over 8192 test
-    points swings by a factor of 3 between seeds, and the same tail sits in both numerator
-    and denominator. The ratio is stable: the zero predictor scores exactly 1 on any test set.
-
-    Stable is not unbiased: a few thousand points rarely see the far tail where a ReLU
-    network, linear beyond its training data, misses a cubic link most. At d = 8 a run's
-    loss over 8192 points is typically half its loss over 2^20 (see `from_sums`).
+    h is heavy-tailed (E[h^4] is in the thousands at d = 8), so the plain mean over 8192 monitor
+    points swings by a factor of 3 between seeds; the ratio is stable (the zero predictor scores
+    exactly 1 on any set) and so draws a readable curve, but it is biased low, and a few thousand
+    points rarely see the far tail where a ReLU network, linear beyond its data, misses a cubic link
+    most. A run's reported test loss is the plain MSE over n_eval points with its standard error (`from_sums`).
     """
     return mse(pred, target) / jnp.mean(target**2)
 
@@ -34,23 +31,40 @@ def pearson(a, b):
 
 
 # Streaming the final evaluation: sums per chunk, combined in float64 on the host.
-SUM_NAMES = ("err2", "y2", "g", "p", "g2", "p2", "gp")
+# e = (h_θ - h)² and q = h² per point: e, e², q, q², e·q give the MSE, its standard error and the control variate.
+SUM_NAMES = ("e", "e2", "q", "q2", "eq", "g", "p", "g2", "p2", "gp")
 
 
 def chunk_sums(pred, y, g, p):
-    """The sums `from_sums` needs, over one chunk of evaluation points: (7,)."""
-    return jnp.stack([jnp.sum((pred - y) ** 2), jnp.sum(y * y), g.sum(), p.sum(), jnp.sum(g * g), jnp.sum(p * p), jnp.sum(g * p)])
+    """The sums `from_sums` needs, over one chunk of evaluation points: (10,)."""
+    e, q = (pred - y) ** 2, y * y
+    return jnp.stack([e.sum(), (e * e).sum(), q.sum(), (q * q).sum(), (e * q).sum(),
+                      g.sum(), p.sum(), jnp.sum(g * g), jnp.sum(p * p), jnp.sum(g * p)])
 
 
-def from_sums(sums, count: int) -> tuple[float, float]:
-    """(relative test loss, Pearson(g, p)) from `chunk_sums` added over `count` points.
+def from_sums(sums, count: int) -> dict[str, float]:
+    """The final metrics from `chunk_sums` added over `count` evaluation points.
 
-    The same two numbers as `relative_test_loss` and `pearson` on all the points at once,
-    without holding them: the final metrics of a run use 2^20 points (RunConfig.n_eval),
-    enough for the heavy tail to show (the loss over 8192 points is biased low, above).
+    - test_loss: plain MSE, unbiased for E[(h_θ - h)²] since the points are fresh; test_loss_se its
+      standard error, from the per-point squared errors (sample variance / count).
+    - mean_h2: the points' mean h², a diagnostic (E[h²] = 1 exactly: far from 1 means the tail was
+      over- or under-sampled, and the MSE with it).
+    - test_loss_cv, test_loss_cv_se: the control-variate estimate MSE − β̂ (mean h² − 1), β̂ = cov(e, h²)/var(h²),
+      and its standard error: the same expectation, with the part of the noise that h²'s tail explains removed.
+    - feature_corr: Pearson(g, p) over the points.
+    The loss over all points at once equals `mse`; the correlation equals `pearson`.
     """
-    err2, y2, g, p, g2, p2, gp = (float(v) for v in np.asarray(sums, np.float64))
-    var_g, var_p = g2 / count - (g / count) ** 2, p2 / count - (p / count) ** 2
-    cov = gp / count - (g / count) * (p / count)
+    e, e2, q, q2, eq, g, p, g2, p2, gp = (float(v) / count for v in np.asarray(sums, np.float64))
+    bessel = count / max(count - 1, 1)
+    var_e, var_q, cov_eq = (e2 - e * e) * bessel, (q2 - q * q) * bessel, (eq - e * q) * bessel
+    beta = cov_eq / var_q if var_q > 0 else 0.0
+    var_g, var_p, cov = g2 - g * g, p2 - p * p, gp - g * p
     corr = cov / np.sqrt(var_g * var_p) if var_g > 0 and var_p > 0 else 0.0
-    return err2 / y2, float(np.clip(corr, -1.0, 1.0))
+    return {
+        "test_loss": e,
+        "test_loss_se": float(np.sqrt(max(var_e, 0.0) / count)),
+        "mean_h2": q,
+        "test_loss_cv": e - beta * (q - 1.0),
+        "test_loss_cv_se": float(np.sqrt(max(var_e - beta * cov_eq, 0.0) / count)),
+        "feature_corr": float(np.clip(corr, -1.0, 1.0)),
+    }

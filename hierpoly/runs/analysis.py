@@ -75,12 +75,40 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         **{f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std", "min", "max")},
     ).reset_index()
     out["n_over_dk"] = out["n"] / out["d"].astype(float) ** out["k"]
-    if "stopped_by" in runs.columns:  # the share of seeds whose stopping rule fired (not the cap); NaN: no rule
-        rule = runs.assign(converged=runs["stopped_by"].map({"plateau": 1.0, "step cap": 0.0}))
-        fractions = rule.groupby(keys, sort=False)["converged"].mean().rename("converged_fraction").reset_index()
+    if "test_loss_se" in runs.columns:
+        out = out.merge(_loss_errors(runs, keys), on=keys, how="left")
+        columns = columns + ["test_loss_se", "test_loss_eval_se"]
+    if "converged" in runs.columns or "stopped_by" in runs.columns:
+        flags = runs[keys].assign(converged_fraction=_converged(runs))
+        fractions = flags.groupby(keys, sort=False)["converged_fraction"].mean().reset_index()
         out = out.merge(fractions, on=keys, how="left")
         columns = columns + ["converged_fraction"]
     return out[columns].sort_values(target + ["d", "n"]).reset_index(drop=True)
+
+
+def _loss_errors(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Per cell: the standard error of the seed-mean test loss, and the part due to the evaluation alone.
+
+    test_loss_se = std over seeds / √seeds (the spread between seeds already holds each run's evaluation
+    noise); one seed: that run's own evaluation SE. test_loss_eval_se = √(Σ se_i²) / seeds.
+    """
+    def errors(group: pd.DataFrame) -> pd.Series:
+        count, se = len(group), group["test_loss_se"].astype(float)
+        between = group["test_loss"].astype(float).std(ddof=1) / math.sqrt(count) if count > 1 else se.iloc[0]
+        return pd.Series({"test_loss_se": between, "test_loss_eval_se": math.sqrt(float((se**2).sum())) / count})
+
+    return runs.groupby(keys, sort=False)[["test_loss", "test_loss_se"]].apply(errors).reset_index()
+
+
+def _converged(runs: pd.DataFrame) -> pd.Series:
+    """1.0 where the stopping rule fired, 0.0 where the cap stopped the run, NaN where there is no rule."""
+    if "converged" in runs.columns:
+        flag = runs["converged"].map({True: 1.0, False: 0.0})
+    else:
+        flag = pd.Series(np.nan, index=runs.index)
+    if "stopped_by" in runs.columns:  # results without the flag: judge by how they stopped
+        flag = flag.fillna(runs["stopped_by"].map({"plateau": 1.0, "step cap": 0.0}))
+    return flag.astype(float).rename("converged_fraction")
 
 
 def collapse(cells: pd.DataFrame) -> pd.DataFrame:
@@ -433,7 +461,8 @@ def figure2_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (d, n) of the network with the baselines' means beside it.
 
     Columns: d, n, n_over_dk, seeds, the network's test_loss/feature_corr mean, std, min, max,
-    and for each baseline arch ``{arch}_test_loss_mean``, ``{arch}_test_loss_std``,
+    test_loss_se and converged_fraction when the runs have them, and for each baseline arch
+    ``{arch}_test_loss_mean``, ``{arch}_test_loss_std``, ``{arch}_test_loss_se``,
     ``{arch}_feature_corr_mean``, ``{arch}_seeds`` (NaN where that baseline is not stored).
     """
     mixed = [c for c in TARGET[:-1] if c in cells.columns and cells[c].nunique() > 1]
@@ -442,8 +471,8 @@ def figure2_cells(cells: pd.DataFrame) -> pd.DataFrame:
     net = cells[cells["arch"] == "three_layer"].drop(columns=["arch"])
     out = net.reset_index(drop=True)
     for arch in ("kernel", "two_layer"):
-        base = cells[cells["arch"] == arch][["d", "n", "test_loss_mean", "test_loss_std", "feature_corr_mean", "seeds"]]
-        base = base.rename(columns={c: f"{arch}_{c}" for c in ("test_loss_mean", "test_loss_std", "feature_corr_mean", "seeds")})
+        names = [c for c in ("test_loss_mean", "test_loss_std", "test_loss_se", "feature_corr_mean", "seeds") if c in cells]
+        base = cells[cells["arch"] == arch][["d", "n", *names]].rename(columns={c: f"{arch}_{c}" for c in names})
         out = out.merge(base, on=["d", "n"], how="outer")
     # baseline-only cells have no network row: fill their grid coordinates
     k = cells["k"].iloc[0] if len(cells) else 3

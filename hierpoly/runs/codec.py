@@ -39,7 +39,9 @@ SNAPSHOT_POINTS = 256  # columns of snapshots' g: the first monitor points
 MAX_SNAPSHOT_ROWS = 128  # the runner thins to about 100; bounded so a bundle stays small
 REQUIRED_MEMBERS = ("result.json", "history.npz", "samples.npz")
 MEMBERS = REQUIRED_MEMBERS + ("snapshots.npz",)  # every member a result may have
-METRICS = ("train_loss", "test_loss", "feature_corr")
+# test_loss: plain MSE over n_eval fresh points, test_loss_se its standard error, mean_h2 the points'
+# mean h² (a diagnostic: E[h²] = 1), test_loss_cv[_se] the control-variate estimate (engine/metrics.py)
+METRICS = ("train_loss", "test_loss", "test_loss_se", "mean_h2", "test_loss_cv", "test_loss_cv_se", "feature_corr")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: equal results give equal bytes
 
 
@@ -54,10 +56,10 @@ class Result:
     config: RunConfig
     status: str  # only "done" results are stored
     message: str
-    metrics: dict  # train_loss, test_loss, feature_corr
+    metrics: dict  # METRICS
     history: dict = field(compare=False)  # column -> (rows,) array, see HISTORY_COLUMNS
     samples: dict = field(compare=False)  # column -> (≤ 2000,) float32 array
-    meta: dict = field(compare=False)  # versions, device, git_commit, seconds, created, C, steps, extra
+    meta: dict = field(compare=False)  # versions, device, git_commit, seconds, created, C, steps, stopped_by, converged, extra
     snapshots: dict = field(compare=False, default_factory=dict)  # {} or step (r,) int64, g (r, 256) float32
 
     @property

@@ -107,10 +107,26 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "C": float(trained.data_C),
         "steps": int(trained.steps),
+        **stopping(cfg, trained.extra),
         "extra": _jsonable(trained.extra),
     }
     metrics = {name: float(trained.metrics[name]) for name in METRICS if name in trained.metrics}
     return Result(cfg, trained.status, trained.message, metrics, history, samples, meta, snapshots(rows))
+
+
+def stopping(cfg: RunConfig, extra: dict) -> dict:
+    """Why a run stopped, and whether that means it converged.
+
+    plateau: the stopping rule fired (converged); step cap: not converged; closed form: the kernel's
+    exact ridge fit (converged); fixed steps: layer-wise training runs its T1 + T2 steps by design
+    (converged: None, not judged).
+    """
+    if cfg.arch == "kernel":
+        return {"stopped_by": "closed form", "converged": True}
+    if cfg.mode == "layerwise" and cfg.arch == "three_layer":
+        return {"stopped_by": "fixed steps", "converged": None}
+    stopped_by = extra.get("stopped_by")
+    return {"stopped_by": stopped_by, "converged": stopped_by == "plateau"}
 
 
 def snapshots(rows, keep: int = SNAPSHOT_ROWS) -> dict:

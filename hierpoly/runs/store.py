@@ -285,7 +285,8 @@ class Store:
 
 SUMMARY_COLUMNS = [
     "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
-    "status", "test_loss", "feature_corr", "train_loss", "steps_run", "stopped_by", "seconds", "created",
+    "status", "test_loss", "test_loss_se", "mean_h2", "feature_corr", "train_loss", "steps_run", "stopped_by",
+    "converged", "seconds", "created",
 ]
 
 
@@ -295,8 +296,10 @@ def _summary_row(key: str, doc: dict) -> dict:
         "key": key, "d": cfg.d, "n": cfg.n, "k": cfg.k, "link": cfg.link, "sigma1": cfg.sigma1,
         "m1": cfg.m1, "m2": cfg.m2, "arch": cfg.arch, "mode": cfg.mode, "seed": cfg.seed,
         "steps": cfg.steps, "lr": cfg.lr, "n_test": cfg.n_test, "status": doc["status"],
-        "test_loss": metrics.get("test_loss"), "feature_corr": metrics.get("feature_corr"),
+        "test_loss": metrics.get("test_loss"), "test_loss_se": metrics.get("test_loss_se"),
+        "mean_h2": metrics.get("mean_h2"), "feature_corr": metrics.get("feature_corr"),
         "train_loss": metrics.get("train_loss"), "steps_run": meta.get("steps"),
-        "stopped_by": (meta.get("extra") or {}).get("stopped_by"),  # plateau, step cap; None: no gradient steps
+        "stopped_by": meta.get("stopped_by"),  # plateau, step cap, closed form, fixed steps (runner.stopping)
+        "converged": meta.get("converged"),
         "seconds": meta.get("seconds"), "created": meta.get("created"),
     }
