@@ -35,6 +35,27 @@ def test_aggregate_exact_values():
     assert cells.loc["kernel", "seeds"] == 1 and math.isnan(cells.loc["kernel", "test_loss_std"])
 
 
+def test_cell_standard_errors_and_converged_fraction():
+    runs = pd.DataFrame({
+        "arch": ["three_layer"] * 3 + ["kernel"], "d": [4] * 4, "n": [32] * 4, "k": [3] * 4, "seed": [0, 1, 2, 0],
+        "test_loss": [0.1, 0.2, 0.6, 0.9], "test_loss_se": [0.03, 0.04, 0.12, 0.05], "feature_corr": [0.5, 0.7, 0.9, 0.1],
+        "stopped_by": ["plateau", "step cap", "plateau", "closed form"], "converged": [True, False, True, True],
+    })
+    cells = analysis.aggregate(runs).set_index("arch")
+    net, kernel = cells.loc["three_layer"], cells.loc["kernel"]
+    assert net["test_loss_se"] == pytest.approx(np.std([0.1, 0.2, 0.6], ddof=1) / np.sqrt(3))
+    assert net["test_loss_eval_se"] == pytest.approx(np.sqrt(0.03**2 + 0.04**2 + 0.12**2) / 3)
+    assert kernel["test_loss_se"] == pytest.approx(0.05)  # one seed: its own evaluation error
+    assert net["converged_fraction"] == pytest.approx(2 / 3) and kernel["converged_fraction"] == 1.0
+    # older results carry only stopped_by; layer-wise runs (converged None) are not judged
+    judged = analysis.aggregate(runs.drop(columns="converged").assign(arch="three_layer", seed=[0, 1, 2, 3]))
+    assert judged["converged_fraction"].iloc[0] == pytest.approx(2 / 3)
+    unjudged = analysis.aggregate(runs.assign(converged=None, stopped_by="fixed steps"))
+    assert unjudged["converged_fraction"].isna().all()
+    table = analysis.figure2_cells(analysis.aggregate(runs))
+    assert table["kernel_test_loss_se"].iloc[0] == pytest.approx(0.05) and "test_loss_se" in table
+
+
 def test_crossing_interpolates_in_log_n():
     # corr 0.8 at n = 100, 1.0 at n = 10000: 0.9 is half way in log n, n* = 1000
     assert analysis.crossing(np.array([10000, 100]), np.array([1.0, 0.8]), 0.9) == pytest.approx(1000)

@@ -91,7 +91,7 @@ def test_exponents_preset_reuses_the_cpu_runs_and_brackets_k():
     assert all(g.seeds >= 3 and not g.baselines for g in family.grids) and "Run:" in family.doc
     cpu_keys = {c.key() for c in sweeps.preset("cpu").configs()}
     k3 = family.grids[-1]
-    assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 84  # the shipped runs count
+    assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 84 + 16 * 2  # the network runs, crossing cells with 5 seeds
     for grid in family.grids:  # n = d^k · 2^j, from below d^k to well above it
         for d in grid.ds:
             ratios = [n / d**grid.k for n in grid.n_values(d)]
@@ -238,3 +238,16 @@ def test_cli_custom_grid_of_another_target_runs_and_reads_back(tmp_path):
     assert [e["kernel_kq"] for e in report["exponents"]] == [8] and report["kappa"]["criterion"] == "feature_corr"
     other = _cli(["figure2", *grid[:-1], "--json"], env)  # with baselines: another grid, none of it stored
     assert len(json.loads(other.stdout)["missing"]) == 8
+
+
+def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
+    spec = sweeps.cpu()
+    seeds = {(c.d, c.n, c.arch): 0 for c in spec.configs()}
+    for c in spec.configs():
+        seeds[(c.d, c.n, c.arch)] += 1
+    assert seeds[(16, 2048, "three_layer")] == 5 and seeds[(16, 2048, "kernel")] == 3
+    assert seeds[(16, 512, "three_layer")] == 3 and seeds[(20, 16000, "three_layer")] == 5
+    assert len(spec.configs()) == 28 * 3 * 3 + 16 * 2  # 16 crossing cells with two more network seeds
+    assert sweeps.cpu(seeds=6).seeds_for(16, 2048) == 6  # never fewer than the grid's own count
+    with pytest.raises(sweeps.SweepError, match="multiples"):
+        sweeps.custom((4,), ns=(64,), crossing_multiples=(1.0,))

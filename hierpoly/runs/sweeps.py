@@ -25,6 +25,8 @@ from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # 
 from hierpoly.targets import SUPPORTED_K, canonical_link, parse_link
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
+# where the cpu grid's seed-mean correlation crosses 0.8, 0.9 and 0.95 (measured): 5 network seeds there
+CPU_CROSSINGS = (0.25, 0.5, 1.0, 2.0)
 MIN_N = 4  # the smallest n of a grid cell: layer-wise training splits n into D1 and D2
 
 
@@ -42,6 +44,8 @@ class SweepSpec:
     ns: tuple[int, ...] | None = None  # the same n values for every d
     multiples: tuple[float, ...] | None = None  # n = round(multiple · d^k) for each d
     seeds: int = 3  # seeds 0 .. seeds-1 per cell
+    crossing_multiples: tuple[float, ...] = ()  # cells n = multiple · d^k around the crossings: more network seeds
+    crossing_seeds: int = 5  # network seeds in those cells (κ's interval is a bootstrap over seeds)
     baselines: bool = True  # also the kernel and two_layer baselines on the same data
     k: int = 3  # feature degree
     link: str = "cubic"
@@ -68,6 +72,9 @@ class SweepSpec:
             need(len(self.multiples) > 0 and all(m > 0 for m in self.multiples), f"multiples of d^k must be positive, got {self.multiples}")
         need(self.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {self.k}")
         need(isinstance(self.seeds, int) and self.seeds >= 1, f"seeds must be a whole number ≥ 1, got {self.seeds}")
+        need(isinstance(self.crossing_seeds, int) and self.crossing_seeds >= 1,
+             f"crossing_seeds must be a whole number ≥ 1, got {self.crossing_seeds}")
+        need(not self.crossing_multiples or self.multiples is not None, "crossing_multiples need a grid of multiples")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:  # every config of the grid must validate before anything runs
             self.configs()
@@ -97,9 +104,15 @@ class SweepSpec:
 
     def configs(self) -> list[RunConfig]:
         """Every run of the grid, cheapest cells first (so the figure fills from the left)."""
-        out = [self.config(d, n, s, a) for d, n in self.cells() for a in self.archs for s in range(self.seeds)]
+        out = [self.config(d, n, s, a) for d, n in self.cells() for a in self.archs for s in range(self.seeds_for(d, n, a))]
         # the two-layer baseline last: it costs as much as the network and no criterion needs it first
         return sorted(out, key=lambda c: (c.arch == "two_layer", c.n * c.d * c.m1, ARCHS.index(c.arch), c.seed))
+
+    def seeds_for(self, d: int, n: int, arch: str = "three_layer") -> int:
+        """Seeds wanted in one cell: ``crossing_seeds`` for the network in a crossing cell (never fewer than ``seeds``)."""
+        if arch == "three_layer" and n in {n_for(m, d, self.k) for m in self.crossing_multiples}:
+            return max(self.seeds, self.crossing_seeds)
+        return self.seeds
 
     def with_options(self, **changes) -> SweepSpec:
         """A copy with some fields changed (e.g. seeds=5, baselines=False), validated again."""
@@ -159,14 +172,16 @@ def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
 def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20}, n = d^3 · 2^j, j = -3..3 (28 cells).
 
-    Everything else as ``paper``. Run: ``python -m hierpoly sweep --preset cpu``
+    Everything else as ``paper``; 5 network seeds in the cells around the crossings (n = d^3/4 … 2 d^3).
+    Run: ``python -m hierpoly sweep --preset cpu``
     (hours on a 2-core CPU: the largest cell is n = 64000 at d = 20), then
     ``python -m hierpoly figure2 --preset cpu``.
     Should show: for every d, mean correlation ≤ 0.7 at the smallest n and
     ≥ 0.95 at the largest; network test loss ≤ 0.2 at the largest n while the kernel
     baseline stays ≥ 0.5 (its floor 1 − ||P_{≤3} h||² ≈ 0.73–0.79); κ in [2.4, 3.6].
     """
-    return SweepSpec("cpu", (8, 12, 16, 20), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines, doc=cpu.__doc__)
+    return SweepSpec("cpu", (8, 12, 16, 20), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
+                     crossing_multiples=CPU_CROSSINGS, doc=cpu.__doc__)
 
 
 def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
@@ -283,7 +298,8 @@ def coverage(spec: SweepSpec, store, summaries: pd.DataFrame | None = None) -> p
 def _coverage(spec: SweepSpec, runs: pd.DataFrame) -> pd.DataFrame:
     counts = runs.groupby(["arch", "d", "n"])["seed"].nunique() if len(runs) else pd.Series(dtype=int)
     rows = [
-        {"arch": a, "d": d, "n": n, "n_over_dk": n / d**spec.k, "stored": int(counts.get((a, d, n), 0)), "wanted": spec.seeds}
+        {"arch": a, "d": d, "n": n, "n_over_dk": n / d**spec.k, "stored": int(counts.get((a, d, n), 0)),
+         "wanted": spec.seeds_for(d, n, a)}
         for d, n in spec.cells() for a in spec.archs
     ]
     return pd.DataFrame(rows, columns=["arch", "d", "n", "n_over_dk", "stored", "wanted"])

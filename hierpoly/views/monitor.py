@@ -284,16 +284,18 @@ def link_fit(samples: Mapping[str, np.ndarray], link: str, C: float | None = Non
 def outcome_text(result) -> str:
     """How a stored run ended, in words a student knows."""
     cfg, steps = result.config, int(result.meta.get("steps") or 0)
-    stopped_by = (result.meta.get("extra") or {}).get("stopped_by")
+    stopped_by = result.meta.get("stopped_by") or (result.meta.get("extra") or {}).get("stopped_by")
     if cfg.arch == "kernel":
         return "Fitted in one go (ridge regression on random features): a kernel method has no training steps."
     if cfg.mode == "layerwise":
         return f"Finished both stages of layer-wise training ({steps:,} gradient steps in all)."
     if stopped_by == "plateau" or result.message.startswith("converged"):
-        return (f"Finished early, at step {steps:,}: the training loss had stopped improving "
-                f"(by less than {cfg.tol:.1%} over {cfg.patience:,} steps).")
+        drops = int((result.meta.get("extra") or {}).get("lr_drops") or 0)
+        lowered = f", even after lowering the learning rate {drops} time{'s' * (drops != 1)}" if drops else ""
+        return (f"Converged at step {steps:,}: the training loss had stopped improving "
+                f"(by less than {cfg.tol:.1%} over {cfg.patience:,} steps{lowered}).")
     if stopped_by == "step cap" or result.message.startswith("reached the step cap"):
-        return f"Finished: it used all {cfg.steps:,} training steps it was allowed (the step cap)."
+        return f"Not converged: it used all {cfg.steps:,} training steps it was allowed (the step cap)."
     return f"Finished: {result.message}."
 
 

@@ -236,8 +236,10 @@ def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
                         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
                         legendgroup=name, row=1, col=col)
     seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
+    se = f"{metric}_se"  # error bars: the standard error of the seed mean (analysis.aggregate)
+    bars = dict(type="data", array=np.nan_to_num(group[se].to_numpy(dtype=float)), thickness=1.5) if se in group else None
     fig.add_scatter(x=xs, y=mean, mode="lines+markers", name=name, legendgroup=name, showlegend=show_legend,
-                    line=dict(color=color, dash=dash), customdata=seeds,
+                    line=dict(color=color, dash=dash), customdata=seeds, error_y=bars,
                     hovertemplate="x=%{x:.4g}<br>mean=%{y:.4g}<br>seeds=%{customdata}<extra>" + name + "</extra>",
                     row=1, col=col)
 
