@@ -57,6 +57,7 @@ class RunConfig:
     patience: int = 500  # joint: window of the plateau rule, in steps
     lr_drops: int = 2  # joint: the plateau rule first lowers the learning rate this many times, then stops
     lr_decay: float = 0.3  # joint: factor on the learning rate at each drop
+    feature_tol: float = 0.01  # joint: stop when g moved by less than this (relative) over `patience` steps; 0: off
     b_scale: float = 4.0  # τ_b = Uniform[-b_scale, b_scale] for the biases b (our choice)
     seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
     n_test: int = 8192  # fresh monitor points: test loss and correlation while training, plot samples
@@ -72,7 +73,7 @@ class RunConfig:
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
         fill["link"] = raw_link(self.link, self.d)  # a std: link becomes this d's raw coefficients
-        for name in ("lr", "weight_decay", "tol", "lr_decay", "b_scale"):  # 1 and 1.0 must give one key
+        for name in ("lr", "weight_decay", "tol", "lr_decay", "feature_tol", "b_scale"):  # 1 and 1.0 must give one key
             value = fill.get(name, getattr(self, name))
             fill[name] = None if value is None else float(value)
         for name, value in fill.items():
@@ -123,7 +124,7 @@ def _validate(cfg: RunConfig) -> None:
         if value is None and name in ("m1", "steps"):
             continue
         need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
-    for name in ("lr", "weight_decay", "tol", "lr_decay", "b_scale"):
+    for name in ("lr", "weight_decay", "tol", "lr_decay", "feature_tol", "b_scale"):
         value = getattr(cfg, name)
         if value is None and name == "lr":
             continue
@@ -148,6 +149,7 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
     need(0 <= cfg.lr_drops <= 10, f"lr_drops must be between 0 and 10, got {cfg.lr_drops}")
     need(0 < cfg.lr_decay <= 1, f"lr_decay must be in (0, 1], got {cfg.lr_decay}")
+    need(0 <= cfg.feature_tol < 1, f"feature_tol must be in [0, 1), got {cfg.feature_tol}")
     need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
     need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
     need(cfg.seed < 2**31, f"seed must be below 2^31 = {2**31} (JAX keys take 32 bits), got {cfg.seed}")

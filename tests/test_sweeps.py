@@ -247,7 +247,8 @@ def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
         seeds[(c.d, c.n, c.arch)] += 1
     assert seeds[(16, 2048, "three_layer")] == 5 and seeds[(16, 2048, "kernel")] == 3
     assert seeds[(16, 512, "three_layer")] == 3 and seeds[(20, 16000, "three_layer")] == 5
-    assert len(spec.configs()) == 28 * 3 * 3 + 16 * 2  # 16 crossing cells with two more network seeds
+    assert seeds[(16, 2048, "two_layer")] == 1
+    assert len(spec.configs()) == 28 * 3 * 2 + 28 + 16 * 2  # 16 crossing cells with two more network seeds
     assert sweeps.cpu(seeds=6).seeds_for(16, 2048) == 6  # never fewer than the grid's own count
     with pytest.raises(sweeps.SweepError, match="multiples"):
         sweeps.custom((4,), ns=(64,), crossing_multiples=(1.0,))

@@ -16,6 +16,12 @@ end never changes a result: only how often the host hears about it.
   the first ``rules.drops`` times it multiplies the learning rate by ``rules.decay`` and
   starts the patience again (Adam's noise at the old rate hides a plateau); the next time
   it stops the run (status ``plateau``: converged).
+- feature settled: every ``patience`` steps (at a window end) the task's probe, the learned
+  feature g on the first PROBE_POINTS training inputs, is compared with its value
+  ``patience`` steps before; a relative change ||Δg|| / ||g|| below ``feature_tol`` stops the
+  run (status ``feature settled``: converged). Past interpolation the train loss falls
+  towards 0 by noise while g keeps moving (and the correlation with it), so the loss alone
+  says little there; g is what Figure 2 reports. ``feature_tol = 0`` turns the rule off.
 The per-run values (cap, tol, patience, learning rate, ...) are arguments of the
 compiled programs, and so is the chunk length: a new run compiles nothing new.
 
@@ -40,12 +46,14 @@ from hierpoly.engine.evaluation import SNAPSHOT_POINTS
 from hierpoly.progress import Progress
 
 PLATEAU_WINDOW = 100  # steps between checks of the plateau rule (the stored results were judged every 100 steps)
+PROBE_POINTS = 256  # training inputs on which the feature rule watches g
 NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence stop the run
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
 MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
 
-RUNNING, PLATEAU, CAP, DIVERGED = 0, 1, 2, 3
-ENDINGS = {PLATEAU: "plateau", CAP: "step cap", DIVERGED: "diverged", RUNNING: "cancelled"}
+RUNNING, PLATEAU, CAP, DIVERGED, SETTLED = 0, 1, 2, 3, 4
+ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", CAP: "step cap", DIVERGED: "diverged", RUNNING: "cancelled"}
+CONVERGED = ("plateau", "feature settled")  # endings where a stopping rule fired
 
 
 class Rules(NamedTuple):
@@ -56,15 +64,18 @@ class Rules(NamedTuple):
     patience: jax.Array  # int32 () steps without improvement before the plateau rule fires
     drops: jax.Array  # int32 () times the rule lowers the learning rate before it stops the run
     decay: jax.Array  # float32 () factor on the learning rate at each drop
+    feature_tol: jax.Array  # float32 () relative change of g over `patience` steps that counts as settled; 0: off
 
 
-def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU, drops: int = 0, decay: float = 1.0) -> Rules:
-    return Rules(jnp.int32(cap), jnp.float32(tol), jnp.int32(patience), jnp.int32(drops), jnp.float32(decay))
+def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU, drops: int = 0, decay: float = 1.0,
+          feature_tol: float = 0.0) -> Rules:
+    return Rules(jnp.int32(cap), jnp.float32(tol), jnp.int32(patience), jnp.int32(drops), jnp.float32(decay),
+                 jnp.float32(feature_tol))
 
 
 def rules_for(cfg) -> Rules:
     """The rules of a run trained by Adam to convergence (joint training, the two-layer baseline)."""
-    return rules(cfg.steps, cfg.tol, cfg.patience, cfg.lr_drops, cfg.lr_decay)
+    return rules(cfg.steps, cfg.tol, cfg.patience, cfg.lr_drops, cfg.lr_decay, cfg.feature_tol)
 
 
 class Clock(NamedTuple):
@@ -77,13 +88,22 @@ class Clock(NamedTuple):
     best_at: jax.Array  # int32 step at which it was reached
     window_min: jax.Array  # float32 best loss in the current window
     drops: jax.Array  # int32 learning-rate drops so far
+    ref: jax.Array  # float32 (probe,) the probe at the last feature check
+    ref_at: jax.Array  # int32 step of the last feature check
 
 
-def start_clock(seeds: int | None = None) -> Clock:
+def start_clock(seeds: int | None = None, probe: int = 1) -> Clock:
+    """A clock at step 0; `probe`: the length of the task's probe (1 when it has none)."""
     shape = () if seeds is None else (seeds,)
     zeros = jnp.zeros(shape, jnp.int32)
     inf = jnp.full(shape, jnp.inf, jnp.float32)
-    return Clock(zeros, zeros, inf, inf, zeros, inf, zeros)
+    return Clock(zeros, zeros, inf, inf, zeros, inf, zeros, jnp.zeros((*shape, probe), jnp.float32), zeros)
+
+
+def feature_check_due(clock: Clock, rules: Rules) -> jax.Array:
+    """Whether the step about to be taken ends a window at which the feature rule compares g."""
+    done = clock.step + 1
+    return (rules.feature_tol > 0) & (done % PLATEAU_WINDOW == 0) & (done - clock.ref_at >= rules.patience)
 
 
 def scaled(hyper: dict, clock: Clock, rules: Rules) -> dict:
@@ -93,9 +113,17 @@ def scaled(hyper: dict, clock: Clock, rules: Rules) -> dict:
     return {**hyper, "lr": hyper["lr"] * rules.decay ** clock.drops.astype(jnp.float32)}
 
 
-def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array) -> tuple[Clock, jax.Array]:
-    """The stopping rules after one step whose loss (before the step) is `loss`; and whether to keep the step."""
+def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array,
+            probe: jax.Array | None = None) -> tuple[Clock, jax.Array]:
+    """The stopping rules after one step whose loss (before the step) is `loss`; and whether to keep the step.
+
+    `probe`: the task's probe after the step, when `feature_check_due` said so (else ignored; None: no probe).
+    """
     done = clock.step + 1
+    check = feature_check_due(clock, rules) & (probe is not None)
+    probe = clock.ref if probe is None else probe.astype(jnp.float32)
+    moved = jnp.linalg.norm(probe - clock.ref) / jnp.maximum(jnp.linalg.norm(probe), 1e-30)
+    settled = check & (moved < rules.feature_tol)
     loss_finite = jnp.isfinite(loss)
     diverged = ~(loss_finite & state_finite)
     window_min = jnp.minimum(clock.window_min, loss)
@@ -105,7 +133,8 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
     fired = window_end & ~improved & (done - best_at >= rules.patience)
     drop = fired & (clock.drops < rules.drops)  # lower the rate and wait `patience` again
     plateau = fired & ~drop
-    status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(done >= rules.cap, CAP, RUNNING)))
+    status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(
+        settled, SETTLED, jnp.where(done >= rules.cap, CAP, RUNNING))))
     return Clock(
         step=jnp.where(diverged, jnp.where(loss_finite, done, clock.step), done),
         status=status.astype(jnp.int32),
@@ -114,6 +143,8 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
         best_at=jnp.where(drop, done, best_at),
         window_min=jnp.where(window_end, jnp.inf, window_min),
         drops=clock.drops + drop.astype(jnp.int32),
+        ref=jnp.where(check, probe, clock.ref),
+        ref_at=jnp.where(check, done, clock.ref_at),
     ), ~diverged
 
 
@@ -121,7 +152,8 @@ def _all_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(tree)]))
 
 
-def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable, forward: model.Forward):
+def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable, forward: model.Forward,
+           probe: Callable | None = None):
     """Up to n steps, fewer when the rules stop the run; a rejected (diverged) step leaves the state as it was."""
 
     def running(carry):
@@ -131,7 +163,11 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
     def body(carry):
         i, state, clock = carry
         new_state, loss = step(state, batch, scaled(hyper, clock, rules), forward)
-        clock, keep = advance(clock, rules, loss, _all_finite(new_state))
+        g = None
+        if probe is not None:  # computed only at the steps where the feature rule looks
+            g = jax.lax.cond(feature_check_due(clock, rules), lambda: probe(new_state, batch, forward).astype(jnp.float32),
+                             lambda: clock.ref)
+        clock, keep = advance(clock, rules, loss, _all_finite(new_state), g)
         state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, state)
         return i + 1, state, clock
 
@@ -139,13 +175,13 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
     return state, clock
 
 
-chunk = jax.jit(_steps, static_argnames=("step", "forward"))
+chunk = jax.jit(_steps, static_argnames=("step", "forward", "probe"))
 
 
-@partial(jax.jit, static_argnames=("step", "forward"))
-def chunk_seeds(state, clock, batch, hyper, rules, n, *, step, forward):
+@partial(jax.jit, static_argnames=("step", "forward", "probe"))
+def chunk_seeds(state, clock, batch, hyper, rules, n, *, step, forward, probe=None):
     """`chunk` for seeds stacked on a leading axis of state, clock and batch."""
-    one = partial(_steps, step=step, forward=forward)
+    one = partial(_steps, step=step, forward=forward, probe=probe)
     return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(state, clock, batch, hyper, rules, n)
 
 
@@ -171,6 +207,7 @@ class Task:
     step: Callable  # (state, batch, hyper, forward) -> (state, loss before the step)
     score: Callable  # (state, monitor, forward) -> (test_loss, feature_corr, g on SNAPSHOT_POINTS)
     forward: model.Forward
+    probe: Callable | None = None  # (state, batch, forward) -> (≤ PROBE_POINTS,) for the feature rule; None: no rule
 
 
 @dataclass
@@ -246,6 +283,8 @@ def adam_state(params) -> tuple:
 def outcome(ending: str, steps: int, cap: int, drops: int = 0) -> tuple[str, str, dict]:
     """Status, message and extra of a run trained by gradient steps under the rules above."""
     lowered = f" after {drops} learning-rate drop{'s' * (drops != 1)}" if drops else ""
+    if ending == "feature settled":
+        return "done", f"converged: the learned feature settled at step {steps}{lowered}", {"stopped_by": ending, "lr_drops": drops}
     if ending == "plateau":
         return "done", f"converged: train loss plateaued at step {steps}{lowered}", {"stopped_by": "plateau", "lr_drops": drops}
     if ending == "step cap":
@@ -294,8 +333,9 @@ def run_loop(
     offset: int = 0,
 ) -> End:
     """Train until every seed stops or `should_stop()` says so; rows are reported at step offset + step."""
-    clock, sizes = start_clock(reporter.seeds if batched else None), ChunkSizes(int(rule.cap), chunk_steps)
-    call = partial(chunk_seeds if batched else chunk, step=task.step, forward=task.forward)
+    probe_size = 1 if task.probe is None else _probe_size(task, state, batch, batched)
+    clock, sizes = start_clock(reporter.seeds if batched else None, probe_size), ChunkSizes(int(rule.cap), chunk_steps)
+    call = partial(chunk_seeds if batched else chunk, step=task.step, forward=task.forward, probe=task.probe)
     now = _host(clock)
     while (now.status == RUNNING).any():
         if should_stop is not None and should_stop():
@@ -310,9 +350,16 @@ def run_loop(
     return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops])
 
 
+def _probe_size(task: Task, state, batch, batched: bool) -> int:
+    """The length of the task's probe, from its shape alone (nothing is computed)."""
+    one = (lambda tree: jax.tree_util.tree_map(lambda leaf: leaf[0], tree)) if batched else (lambda tree: tree)
+    return int(jax.eval_shape(partial(task.probe, forward=task.forward), one(state), one(batch)).shape[0])
+
+
 def _host(clock: Clock) -> Clock:
     """The clock on the host, one entry per seed."""
-    return Clock(*(np.atleast_1d(np.asarray(v)) for v in jax.device_get(clock)))
+    host = jax.device_get(clock)
+    return Clock(*(np.atleast_1d(np.asarray(v)) for v in host[:-2]), np.asarray(host.ref), np.atleast_1d(host.ref_at))
 
 
 def _report_rows(task: Task, state, monitor, before: Clock, now: Clock, reporter: Reporter, batched: bool, offset: int):

@@ -12,8 +12,9 @@ metrics use `n_eval` = 2^20 more fresh points, streamed (`evaluation.population_
 because h's heavy tail makes a few thousand points read the loss low by up to half (metrics.py).
 
 Joint: all of (u, s, V, a, b, c) with Adam at one base rate (µP, model.py), full
-batch. Convergence rule (loop.py): stop at the step cap, or when the best train loss has
-improved by less than `tol` (relative) over the last `patience` steps.
+batch. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate
+`lr_drops` times before it stops the run), the feature rule (g on the first training inputs
+moved by less than `feature_tol` over `patience` steps), and the step cap.
 
 Layer-wise **[reconstructed split]**: n is split in half, D1 = first ⌊n/2⌋
 samples, D2 = the rest. Stage 1: T1 steps of GD on u over L̂_{D1} with weight
@@ -56,6 +57,11 @@ def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: 
 def joint_step(state, batch, hyper, forward: model.Forward):
     """One full-batch Adam step on all of θ."""
     return loop.adam_step(network_loss, state, batch, hyper, forward)
+
+
+def probe_network(state, batch, forward: model.Forward):
+    """The learned feature g on the first training inputs: what the feature rule watches (loop.py)."""
+    return forward.feature(state[0], batch[0][: loop.PROBE_POINTS])
 
 
 def score_network(state, monitor, forward: model.Forward):
@@ -122,7 +128,7 @@ def run(
     params = model.init(keys(cfg.seed)["init"], cfg)
     forward = model.Forward(cfg.sigma1, relu_sum)
     reporter.start([data.p_test])
-    joint = loop.Task(joint_step, score_network, forward)
+    joint = loop.Task(joint_step, score_network, forward, probe_network)
     loop.report_start(joint, loop.adam_state(params), _monitor(data), _zero_loss(data), reporter)
     trainer = _run_joint if cfg.mode == "joint" else _run_layerwise
     params, status, message, steps, extra = trainer(cfg, data, params, forward, reporter, should_stop, chunk)
@@ -140,7 +146,7 @@ def _zero_loss(data: Data) -> float:
 
 def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
     end = loop.run_loop(
-        loop.Task(joint_step, score_network, forward), loop.adam_state(params), (data.x_train, data.y_train),
+        loop.Task(joint_step, score_network, forward, probe_network), loop.adam_state(params), (data.x_train, data.y_train),
         _monitor(data), {"lr": jnp.float32(cfg.lr)}, loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps, end.drops[0])
@@ -238,7 +244,7 @@ def run_seeds(
     cfg, reporter = cfgs[0], loop.Reporter(len(cfgs), on_progress)
     data = [make_data(c) for c in cfgs]
     params = [model.init(keys(c.seed)["init"], c) for c in cfgs]
-    joint = loop.Task(joint_step, score_network, model.Forward(cfg.sigma1, relu_sum))
+    joint = loop.Task(joint_step, score_network, model.Forward(cfg.sigma1, relu_sum), probe_network)
     reporter.start([d.p_test for d in data])
     state, monitor = _stack([loop.adam_state(p) for p in params]), _stack([_monitor(d) for d in data])
     loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)

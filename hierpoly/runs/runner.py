@@ -117,7 +117,7 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
 def stopping(cfg: RunConfig, extra: dict) -> dict:
     """Why a run stopped, and whether that means it converged.
 
-    plateau: the stopping rule fired (converged); step cap: not converged; closed form: the kernel's
+    plateau, feature settled: a stopping rule fired (converged); step cap: not converged; closed form: the kernel's
     exact ridge fit (converged); fixed steps: layer-wise training runs its T1 + T2 steps by design
     (converged: None, not judged).
     """
@@ -126,7 +126,7 @@ def stopping(cfg: RunConfig, extra: dict) -> dict:
     if cfg.mode == "layerwise" and cfg.arch == "three_layer":
         return {"stopped_by": "fixed steps", "converged": None}
     stopped_by = extra.get("stopped_by")
-    return {"stopped_by": stopped_by, "converged": stopped_by == "plateau"}
+    return {"stopped_by": stopped_by, "converged": stopped_by in ("plateau", "feature settled")}
 
 
 def snapshots(rows, keep: int = SNAPSHOT_ROWS) -> dict:

@@ -46,6 +46,7 @@ class SweepSpec:
     seeds: int = 3  # seeds 0 .. seeds-1 per cell
     crossing_multiples: tuple[float, ...] = ()  # cells n = multiple · d^k around the crossings: more network seeds
     crossing_seeds: int = 5  # network seeds in those cells (κ's interval is a bootstrap over seeds)
+    two_layer_seeds: int | None = None  # seeds of the two-layer baseline (None: ``seeds``); it costs as much as the network
     baselines: bool = True  # also the kernel and two_layer baselines on the same data
     k: int = 3  # feature degree
     link: str = "cubic"
@@ -75,6 +76,8 @@ class SweepSpec:
         need(isinstance(self.crossing_seeds, int) and self.crossing_seeds >= 1,
              f"crossing_seeds must be a whole number ≥ 1, got {self.crossing_seeds}")
         need(not self.crossing_multiples or self.multiples is not None, "crossing_multiples need a grid of multiples")
+        need(self.two_layer_seeds is None or (isinstance(self.two_layer_seeds, int) and self.two_layer_seeds >= 1),
+             f"two_layer_seeds must be a whole number ≥ 1, got {self.two_layer_seeds}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         try:  # every config of the grid must validate before anything runs
             self.configs()
@@ -112,6 +115,8 @@ class SweepSpec:
         """Seeds wanted in one cell: ``crossing_seeds`` for the network in a crossing cell (never fewer than ``seeds``)."""
         if arch == "three_layer" and n in {n_for(m, d, self.k) for m in self.crossing_multiples}:
             return max(self.seeds, self.crossing_seeds)
+        if arch == "two_layer" and self.two_layer_seeds is not None:
+            return self.two_layer_seeds
         return self.seeds
 
     def with_options(self, **changes) -> SweepSpec:
@@ -172,7 +177,8 @@ def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
 def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20}, n = d^3 · 2^j, j = -3..3 (28 cells).
 
-    Everything else as ``paper``; 5 network seeds in the cells around the crossings (n = d^3/4 … 2 d^3).
+    Everything else as ``paper``; 5 network seeds in the cells around the crossings (n = d^3/4 … 2 d^3),
+    one seed of the two-layer baseline (it costs as much as the network; on a GPU, ask for more).
     Run: ``python -m hierpoly sweep --preset cpu``
     (hours on a 2-core CPU: the largest cell is n = 64000 at d = 20), then
     ``python -m hierpoly figure2 --preset cpu``.
@@ -181,7 +187,7 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     baseline stays ≥ 0.5 (its floor 1 − ||P_{≤3} h||² ≈ 0.73–0.79); κ in [2.4, 3.6].
     """
     return SweepSpec("cpu", (8, 12, 16, 20), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
-                     crossing_multiples=CPU_CROSSINGS, doc=cpu.__doc__)
+                     crossing_multiples=CPU_CROSSINGS, two_layer_seeds=1, doc=cpu.__doc__)
 
 
 def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:
