@@ -166,7 +166,8 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.weight_decay >= 0, f"weight decay must be ≥ 0, got {cfg.weight_decay}")
     need(cfg.steps2 is None or cfg.steps2 >= 1, f"steps2 (T2) must be at least 1, got {cfg.steps2}")
     need(cfg.lr2 is None or cfg.lr2 > 0, f"stage-2 learning rate lr2 must be positive, got {cfg.lr2}")
-    need(cfg.weight_decay2 is None or cfg.weight_decay2 >= 0, f"stage-2 weight decay must be ≥ 0, got {cfg.weight_decay2}")
+    need(cfg.weight_decay2 is None or cfg.weight_decay2 >= 0,
+         f"stage-2 weight decay must be ≥ 0, got {cfg.weight_decay2}")
     for name in STAGE2:
         need(cfg.mode == "layerwise" or getattr(cfg, name) is None,
              f"{name} applies to layer-wise training (Algorithm 1's stage 2) only; leave it empty in joint mode")

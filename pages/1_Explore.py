@@ -150,7 +150,8 @@ live = job is not None and job.status in jobs.LIVE
 
 if cfg.mode == "layerwise":
     rates = "/".join(f"{lr:g}" if lr is not None else "1/L" for lr in (cfg.lr, cfg.lr2))
-    steps_text = f"T1/T2 = {cfg.steps}/{cfg.steps2}, η1/η2 = {rates}, ξ1/ξ2 = {cfg.weight_decay:g}/{cfg.weight_decay2:g}"
+    decays = f"{cfg.weight_decay:g}/{cfg.weight_decay2:g}"
+    steps_text = f"T1/T2 = {cfg.steps}/{cfg.steps2}, η1/η2 = {rates}, ξ1/ξ2 = {decays}"
 else:
     steps_text = f"steps = {cfg.steps}, lr = {cfg.lr:g}"
 st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, {steps_text}")
