@@ -36,9 +36,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--m1", type=int, default=None, help="first width (default d^2 joint, C(d+k,k) layer-wise)")
     p.add_argument("--m2", type=int, default=1000, help="second width")
     p.add_argument("--mode", default="joint", help=f"{' | '.join(MODES)}")
-    p.add_argument("--steps", type=int, default=None, help="joint: step cap; layer-wise: T1 = T2")
-    p.add_argument("--lr", type=float, default=None, help="joint: Adam base rate; layer-wise: GD rate (default 1/L)")
-    p.add_argument("--weight-decay", type=float, default=None, help="layer-wise ξ1 = ξ2")
+    p.add_argument("--steps", type=int, default=None, help="joint: step cap; layer-wise: T1")
+    p.add_argument("--lr", type=float, default=None, help="joint: Adam base rate; layer-wise: η1 (default 1/L)")
+    p.add_argument("--weight-decay", type=float, default=None, help="layer-wise ξ1")
+    p.add_argument("--steps2", type=int, default=None, help="layer-wise T2 (default T1)")
+    p.add_argument("--lr2", type=float, default=None, help="layer-wise η2 (default as stage 1: --lr, else 1/L)")
+    p.add_argument("--weight-decay2", type=float, default=None, help="layer-wise ξ2 (default ξ1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=None, help="monitor points while training (default 8192)")
     p.add_argument("--n-eval", type=int, default=None, help="points of the final test loss and correlation (default 2^20)")
@@ -48,6 +51,7 @@ def config_from_args(args) -> RunConfig:
     fields = dict(
         d=args.d, n=args.n, k=args.k, link=args.link, sigma1=args.sigma1, m1=args.m1, m2=args.m2,
         mode=args.mode, steps=args.steps, lr=args.lr, seed=args.seed,
+        steps2=args.steps2, lr2=args.lr2, weight_decay2=args.weight_decay2,
     )
     if args.weight_decay is not None:
         fields["weight_decay"] = args.weight_decay

@@ -26,6 +26,8 @@ MODES = ("joint", "layerwise")
 # Algorithm 1 alone); two_layer = a two-layer network of comparable size trained with Adam.
 ARCHS = ("three_layer", "kernel", "two_layer")
 SIGMA1_DEGREE = {"cube": 3, "square": 2, "relu": None}  # None: not a polynomial
+# Algorithm 1's stage-2 fields (T2, η2, ξ2) and the stage-1 fields they default to.
+STAGE2 = {"steps2": "steps", "lr2": "lr", "weight_decay2": "weight_decay"}
 
 
 class ConfigError(ValueError):
@@ -50,9 +52,13 @@ class RunConfig:
     m2: int = 1000  # second width (paper: 1000)
     arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
-    steps: int | None = None  # joint: step cap; layer-wise: T1 = T2; None: 4000 / 5000
-    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: GD rate, None: 1/L
-    weight_decay: float = 1e-6  # layer-wise: ξ1 = ξ2 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
+    steps: int | None = None  # joint: step cap; layer-wise: T1; None: 4000 / 5000
+    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: η1, None: 1/L
+    weight_decay: float = 1e-6  # layer-wise: ξ1 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
+    # Algorithm 1's stage 2 (layer-wise only; joint refuses them). None: as stage 1, resolved below.
+    steps2: int | None = None  # T2; None: T1
+    lr2: float | None = None  # η2; None: lr when given, else stage 2's own 1/L (stays None)
+    weight_decay2: float | None = None  # ξ2; None: ξ1
     tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
     patience: int = 500  # joint: window of the plateau rule, in steps
     lr_drops: int = 2  # joint: the plateau rule first lowers the learning rate this many times, then stops
@@ -72,8 +78,12 @@ class RunConfig:
             fill["steps"] = 4000 if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
+        if self.mode == "layerwise":  # stage 2 left to None repeats stage 1 (lr None stays: its own 1/L)
+            for name, first in STAGE2.items():
+                if getattr(self, name) is None:
+                    fill[name] = fill.get(first, getattr(self, first))
         fill["link"] = raw_link(self.link, self.d)  # a std: link becomes this d's raw coefficients
-        for name in ("lr", "weight_decay", "tol", "lr_decay", "feature_tol", "b_scale"):  # 1 and 1.0 must give one key
+        for name in ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale"):  # 1 and 1.0: one key
             value = fill.get(name, getattr(self, name))
             fill[name] = None if value is None else float(value)
         for name, value in fill.items():
@@ -89,6 +99,11 @@ class RunConfig:
         if unknown:
             raise ConfigError(f"unknown config fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+    @property
+    def total_steps(self) -> int:
+        """Steps at most: T1 + T2 for layer-wise, the step cap for joint."""
+        return self.steps + (self.steps2 if self.mode == "layerwise" else 0)
 
     def key(self) -> str:
         """sha256 of the canonical JSON of the config and the schema version."""
@@ -119,14 +134,14 @@ def _validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name in ("d", "n", "k", "m1", "m2", "steps", "patience", "lr_drops", "seed", "n_test", "n_eval"):
+    for name in ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "lr_drops", "seed", "n_test", "n_eval"):
         value = getattr(cfg, name)
-        if value is None and name in ("m1", "steps"):
+        if value is None and name in ("m1", "steps", "steps2"):
             continue
         need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
-    for name in ("lr", "weight_decay", "tol", "lr_decay", "feature_tol", "b_scale"):
+    for name in ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale"):
         value = getattr(cfg, name)
-        if value is None and name == "lr":
+        if value is None and name in ("lr", "lr2", "weight_decay2"):
             continue
         need(
             isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
@@ -145,6 +160,13 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.steps is None or cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}")
     need(cfg.lr is None or cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}")
     need(cfg.weight_decay >= 0, f"weight decay must be ≥ 0, got {cfg.weight_decay}")
+    need(cfg.steps2 is None or cfg.steps2 >= 1, f"steps2 (T2) must be at least 1, got {cfg.steps2}")
+    need(cfg.lr2 is None or cfg.lr2 > 0, f"stage-2 learning rate lr2 must be positive, got {cfg.lr2}")
+    need(cfg.weight_decay2 is None or cfg.weight_decay2 >= 0,
+         f"stage-2 weight decay must be ≥ 0, got {cfg.weight_decay2}")
+    for name in STAGE2:
+        need(cfg.mode == "layerwise" or getattr(cfg, name) is None,
+             f"{name} applies to layer-wise training (Algorithm 1's stage 2) only; leave it empty in joint mode")
     need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
     need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
     need(0 <= cfg.lr_drops <= 10, f"lr_drops must be between 0 and 10, got {cfg.lr_drops}")

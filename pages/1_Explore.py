@@ -58,10 +58,26 @@ def _error(name: str, value) -> None:
         st.error(message, icon="⚠️")
 
 
-def _number(name: str, label: str, **options):
-    value = st.number_input(label, key=PREFIX + name, disabled=locked, **options)
+def _number(name: str, label: str, off: bool = False, **options):
+    """A number control; `off` greys it out and gives None (a setting this mode has not got)."""
+    value = st.number_input(label, key=PREFIX + name, disabled=locked or off, **options)
+    if off:
+        return None
     _error(name, value)
     return value
+
+
+def stage2_controls(joint: bool) -> dict:
+    """Algorithm 1's η2, ξ2, T2: greyed out and left out of the config in joint mode (which refuses them)."""
+    note = " (layer-wise only)" if joint else ""
+    return {
+        "steps2": _number("steps2", f"layer-wise T2: stage-2 steps (empty = T1){note}", off=joint, step=100,
+                          placeholder="as stage 1"),
+        "lr2": _number("lr2", f"layer-wise η2: stage-2 learning rate (empty = as stage 1){note}", off=joint,
+                       format="%g", step=1e-3, placeholder="as stage 1"),
+        "weight_decay2": _number("weight_decay2", f"layer-wise ξ2: stage-2 weight decay (empty = ξ1){note}",
+                                 off=joint, format="%g", placeholder="as stage 1"),
+    }
 
 
 # ------------------------------------------------------------------- controls
@@ -85,15 +101,17 @@ def controls() -> dict:
         values["m1"] = _number("m1", "m1: first width (empty = d² joint, C(d+k, k) layer-wise)", step=1,
                                placeholder="auto")
         values["m2"] = _number("m2", "m2: second width", step=50)
-        values["steps"] = _number("steps", "steps (joint: cap; layer-wise: T1 = T2; empty = default)", step=100,
-                                  placeholder="auto")
-        values["lr"] = _number("lr", "learning rate (empty = default)", format="%g", step=1e-3, placeholder="auto")
+        values["steps"] = _number("steps", "steps (joint: cap; layer-wise: T1, stage 1; empty = default)",
+                                  step=100, placeholder="auto")
+        values["lr"] = _number("lr", "learning rate (joint: Adam; layer-wise: η1, stage 1; empty = default)",
+                               format="%g", step=1e-3, placeholder="auto")
         values["seed"] = _number("seed", "seed", step=1)
         with st.expander("More settings"):
             values["n_test"] = _number("n_test", "monitor points (the live curves)", step=256)
             values["n_eval"] = _number("n_eval", "evaluation points (the final test loss: h is heavy-tailed)",
                                        step=65536)
-            values["weight_decay"] = _number("weight_decay", "weight decay ξ (layer-wise)", format="%g")
+            values["weight_decay"] = _number("weight_decay", "layer-wise ξ1: stage-1 weight decay", format="%g")
+            values.update(stage2_controls(values["mode"] == "joint"))
             values["b_scale"] = _number("b_scale", "b ~ Uniform[-b, b]", format="%g")
             values["tol"] = _number("tol", "joint: stop when the train loss improves by less than (relative)",
                                     format="%g", step=1e-4)
@@ -130,8 +148,13 @@ result = store.get(key)
 job = jobs.for_key(key, store)
 live = job is not None and job.status in jobs.LIVE
 
-st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, steps = {cfg.steps}, "
-            f"lr = {cfg.lr if cfg.lr is not None else '1/L'}")
+if cfg.mode == "layerwise":
+    rates = "/".join(f"{lr:g}" if lr is not None else "1/L" for lr in (cfg.lr, cfg.lr2))
+    decays = f"{cfg.weight_decay:g}/{cfg.weight_decay2:g}"
+    steps_text = f"T1/T2 = {cfg.steps}/{cfg.steps2}, η1/η2 = {rates}, ξ1/ξ2 = {decays}"
+else:
+    steps_text = f"steps = {cfg.steps}, lr = {cfg.lr:g}"
+st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, {steps_text}")
 col_run, col_cancel = st.columns([1, 5])
 # gallery launches nothing; in classroom mode an edited locked link is refused (runs/policy.py)
 link_refused = locked and policy.current_mode() == "classroom" and not policy.signature_matches(cfg, signature, store)

@@ -203,6 +203,20 @@ def test_every_config_field_round_trips_through_the_url(empty_store):
     assert forms.build_config(forms.values_from_params(at.query_params).values).config == cfg
 
 
+def test_stage2_settings_round_trip_and_joint_mode_greys_them_out(empty_store):
+    cfg = RunConfig(d=4, n=256, mode="layerwise", steps=100, steps2=300, lr2=0.5, weight_decay2=1e-3)
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
+    _ok(at)
+    assert at.number_input(key="ex_steps2").value == 300 and not at.number_input(key="ex_lr2").disabled
+    assert forms.build_config(forms.values_from_params(at.query_params).values).config == cfg
+    assert any("T1/T2 = 100/300" in m.value for m in at.markdown)
+    at.selectbox(key="ex_mode").set_value("joint").run()
+    _ok(at)
+    assert all(at.number_input(key=f"ex_{name}").disabled for name in ("steps2", "lr2", "weight_decay2"))
+    assert not at.error and not set(at.query_params) & {"steps2", "lr2", "weight_decay2"}
+    assert forms.build_config(forms.values_from_params(at.query_params).values).config.mode == "joint"
+
+
 def test_changing_a_control_rewrites_the_url(empty_store):
     at = _app("pages/1_Explore.py", forms.params_from_config(RunConfig(**TINY)))
     at.number_input(key="ex_seed").set_value(3).run()

@@ -58,6 +58,8 @@ BAD_ARGUMENTS = [
     (["run", "--d", "4", "--n", "100", "--m1", "0"], "m1 must be at least 1"),
     (["run", "--d", "four", "--n", "100"], "invalid int value"),
     (["run", "--n", "100"], "required"),
+    (["run", "--d", "4", "--n", "100", "--steps2", "50"], "steps2 applies to layer-wise training"),
+    (["run", "--d", "4", "--n", "100", "--mode", "layerwise", "--lr2", "0"], "lr2 must be positive"),
     (["target", "--d", "4", "--k", "7"], "k must be one of"),
     (["frobnicate"], "invalid choice"),
 ]
@@ -85,3 +87,15 @@ def test_bad_arguments_in_a_real_process(args, message, tmp_path):
     lines = [line for line in res.stderr.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], res.stderr
     assert res.stdout == ""
+
+
+def test_stage2_flags_reach_the_config():
+    args = hierpoly_cli.build_parser().parse_args(
+        ["run", "--d", "4", "--n", "100", "--mode", "layerwise", "--steps", "30", "--steps2", "70", "--lr2", "0.5",
+         "--weight-decay", "1e-4", "--weight-decay2", "0.02"])
+    cfg = hierpoly_cli.config_from_args(args)
+    stages = (cfg.steps, cfg.steps2, cfg.lr, cfg.lr2, cfg.weight_decay, cfg.weight_decay2)
+    assert stages == (30, 70, None, 0.5, 1e-4, 0.02)
+    plain = hierpoly_cli.config_from_args(hierpoly_cli.build_parser().parse_args(
+        ["run", "--d", "4", "--n", "100", "--mode", "layerwise", "--steps", "30"]))
+    assert (plain.steps2, plain.lr2, plain.weight_decay2) == (30, None, plain.weight_decay)

@@ -1,5 +1,7 @@
 """Configs: validation messages, default resolution, stable keys."""
 import dataclasses
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly.config import ConfigError, RunConfig, poly_space_dim
+from hierpoly.config import SCHEMA_VERSION, STAGE2, ConfigError, RunConfig, poly_space_dim
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,16 +27,41 @@ def test_layerwise_default_width_spans_degree_k_polynomials():
 
 
 def test_every_field_changes_the_key():
-    base = RunConfig(d=8, n=4096)
+    base, layerwise = RunConfig(d=8, n=4096), RunConfig(d=8, n=4096, mode="layerwise")
     changes = dict(
         d=9, n=4097, k=2, link="linear", sigma1="relu", m1=65, m2=999, arch="kernel", mode="layerwise",
         steps=10, lr=5e-2, weight_decay=1e-3, tol=1e-2, patience=7, b_scale=3.0, seed=1, n_test=100, n_eval=4096,
     )
-    assert set(changes) == {f.name for f in dataclasses.fields(RunConfig)}
-    keys = {base.key()}
+    stage2 = dict(steps2=10, lr2=5e-2, weight_decay2=1e-3)  # layer-wise only
+    assert set(changes) | set(stage2) == {f.name for f in dataclasses.fields(RunConfig)}
+    keys = {base.key(), layerwise.key()}
     for name, value in changes.items():
         keys.add(dataclasses.replace(base, **{name: value}).key())
-    assert len(keys) == len(changes) + 1
+    for name, value in stage2.items():
+        keys.add(dataclasses.replace(layerwise, **{name: value}).key())
+    assert len(keys) == len(changes) + len(stage2) + 2
+
+
+def test_stage2_fields_resolve_so_one_run_has_one_key():
+    lw = dict(d=6, n=1000, mode="layerwise")
+    cfg = RunConfig(**lw, steps=300, weight_decay=1e-3)
+    assert (cfg.steps2, cfg.weight_decay2, cfg.lr2) == (300, 1e-3, None)  # lr None: stage 2's own 1/L
+    assert cfg.total_steps == 600
+    assert cfg.key() == RunConfig(**lw, steps=300, steps2=300, weight_decay=1e-3, weight_decay2=0.001).key()
+    assert RunConfig(**lw, lr=0.1).lr2 == 0.1
+    assert RunConfig(**lw, lr=0.1).key() == RunConfig(**lw, lr=0.1, lr2=0.1).key()
+    assert RunConfig(**lw, lr=0.1).key() != RunConfig(**lw, lr=0.1, lr2=0.2).key()
+    assert RunConfig(**lw, lr2=1).key() == RunConfig(**lw, lr2=1.0).key() != RunConfig(**lw).key()
+    assert RunConfig(**lw, steps2=40).total_steps == 5040
+    assert RunConfig.from_dict(RunConfig(**lw, steps2=40).to_dict()).key() == RunConfig(**lw, steps2=40).key()
+    assert RunConfig(d=8, n=4096).total_steps == 4000 and RunConfig(d=8, n=4096).steps2 is None
+
+
+@pytest.mark.parametrize("name,value", [("steps2", 100), ("lr2", 0.1), ("weight_decay2", 1e-3)])
+def test_joint_mode_refuses_stage2_fields(name, value):
+    with pytest.raises(ConfigError, match=f"{name} applies to layer-wise training .* only"):
+        RunConfig(d=4, n=64, **{name: value})
+    assert getattr(RunConfig(d=4, n=64, mode="layerwise", **{name: value}), name) == value
 
 
 @pytest.mark.process
@@ -72,6 +99,14 @@ def test_round_trip_through_dict():
         (dict(d=4, n=10, arch="cnn"), "arch must be one of"),
         (dict(d=4.5, n=10), "d must be a whole number"),
         (dict(d=4, n=10, steps=0), "steps must be at least 1"),
+        (dict(d=4, n=10, mode="layerwise", steps2=0), "steps2 \\(T2\\) must be at least 1"),
+        (dict(d=4, n=10, mode="layerwise", steps2=2.5), "steps2 must be a whole number"),
+        (dict(d=4, n=10, mode="layerwise", steps2=True), "steps2 must be a whole number"),
+        (dict(d=4, n=10, mode="layerwise", lr2=0.0), "lr2 must be positive"),
+        (dict(d=4, n=10, mode="layerwise", lr2=float("inf")), "lr2 must be a finite number"),
+        (dict(d=4, n=10, mode="layerwise", weight_decay2=-1e-3), "stage-2 weight decay must be ≥ 0"),
+        (dict(d=4, n=10, mode="layerwise", weight_decay2=float("nan")), "weight_decay2 must be a finite number"),
+        (dict(d=4, n=10, mode="layerwise", weight_decay2="0.1"), "weight_decay2 must be a finite number"),
         (dict(d=4, n=10, seed=-1), "seed must be ≥ 0"),
         (dict(d=4, n=10, seed=99999999999999999999999), "seed must be below 2\\^31"),  # a worker would overflow
     ],

@@ -23,9 +23,15 @@ def test_ridge_gd_converges_to_the_closed_form():
 
 
 def test_layerwise_stages_reach_their_ridge_solutions():
-    cfg = RunConfig(d=3, n=2000, m1=20, m2=30, mode="layerwise", steps=20000, weight_decay=1e-2, n_test=256)
-    result = train.run(cfg, chunk=5000)
-    assert result.status == "done"
+    # each stage with its own ξ and T: stage 2 runs T2 = 12000 steps at ξ2 = 10 ξ1
+    cfg = RunConfig(d=3, n=2000, m1=20, m2=30, mode="layerwise", steps=20000, weight_decay=1e-2, steps2=12000,
+                    weight_decay2=1e-1, n_test=256)
+    rows = []
+    result = train.run(cfg, chunk=4000, on_progress=lambda row: rows.append(row) if row.is_history else None)
+    assert result.status == "done" and result.message == "ran T1 = 20000, T2 = 12000 steps"
+    assert result.steps == rows[-1].step == 32000 and [r.step for r in rows][-4:] == [20000, 24000, 28000, 32000]
+    assert {k: result.extra[k] for k in ("xi1", "xi2", "T1", "T2")} == {"xi1": 1e-2, "xi2": 1e-1, "T1": 20000,
+                                                                       "T2": 12000}
     data = train.make_data(cfg)
     params0 = model.init(train.keys(cfg.seed)["init"], cfg)
     half = cfg.n // 2
@@ -38,8 +44,46 @@ def test_layerwise_stages_reach_their_ridge_solutions():
     params1 = {**params0, "u": jnp.asarray(result.params["u"])}
     g2 = model.feature(params1, data.x_train[half:], cfg.sigma1)
     psi2 = jax.nn.relu(g2[:, None] * params0["a"] + params0["b"]) / cfg.m2
-    c_star = train.ridge_solution(psi2, data.y_train[half:] - g2, cfg.weight_decay)
+    c_star = train.ridge_solution(psi2, data.y_train[half:] - g2, cfg.weight_decay2)
     np.testing.assert_allclose(result.params["c"], c_star, rtol=5e-3, atol=5e-3 * float(jnp.abs(c_star).max()))
+    # and not ξ1's solution: the two differ far beyond the tolerance above
+    c_xi1 = train.ridge_solution(psi2, data.y_train[half:] - g2, cfg.weight_decay)
+    assert float(jnp.abs(result.params["c"] - c_xi1).max()) > 0.1 * float(jnp.abs(c_xi1).max())
+
+
+LAYERWISE = dict(d=4, n=512, m2=50, n_test=256, n_eval=4096, mode="layerwise")
+
+
+def test_layerwise_stage2_steps_at_its_own_rate():
+    """η2 given is used: stage 2's c equals T2 plain GD steps at η2 from c = 0 (float64 reference)."""
+    cfg = RunConfig(**LAYERWISE, steps=200, steps2=7, lr2=3.0, weight_decay2=1e-3)
+    result = train.run(cfg)
+    assert result.status == "done" and result.steps == 207
+    data, params0 = train.make_data(cfg), model.init(train.keys(cfg.seed)["init"], cfg)
+    half = cfg.n // 2
+    phi1 = model.first_features(params0, data.x_train[:half], cfg.sigma1) / cfg.m1
+    assert result.extra["lr1"] == pytest.approx(train.largest_stable_lr(phi1, cfg.weight_decay))  # η1: 1/L
+    assert result.extra["lr2"] == 3.0 != pytest.approx(result.extra["lr1"])
+    params1 = {**params0, "u": jnp.asarray(result.params["u"])}
+    g2 = model.feature(params1, data.x_train[half:], cfg.sigma1)
+    psi = np.asarray(jax.nn.relu(g2[:, None] * params0["a"] + params0["b"]) / cfg.m2, np.float64)
+    target = np.asarray(data.y_train[half:] - g2, np.float64)
+    c = np.zeros(cfg.m2)
+    for _ in range(cfg.steps2):
+        c = c - 3.0 * (2.0 * psi.T @ (psi @ c - target) / len(target) + 1e-3 * c)
+    np.testing.assert_allclose(result.params["c"], c, rtol=1e-3, atol=1e-4 * np.abs(c).max())
+    at_one_over_l = train.run(dataclasses.replace(cfg, lr2=None))  # a different rate gives a different c
+    assert np.abs(at_one_over_l.params["c"] - c).max() > 0.01 * np.abs(c).max()
+
+
+def test_layerwise_too_large_stage2_rate_diverges_in_stage_2():
+    cfg = RunConfig(**LAYERWISE, steps=100, steps2=400, lr2=1e4)
+    result = train.run(cfg, chunk=50)
+    assert result.status == "diverged" and result.message.startswith("stage 2 loss became non-finite")
+    assert 100 <= result.steps < 500  # stage 1 at its own 1/L ran all T1 = 100 steps
+    assert result.extra["lr2"] == 1e4 and result.extra["lr1"] < 1e3
+    assert result.metrics == {}
+    assert train.run(dataclasses.replace(cfg, lr2=None), chunk=50).status == "done"
 
 
 @pytest.mark.slow

@@ -132,3 +132,35 @@ def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):
     assert [len(r.feature_sample) for r in rows] == [8, 0, 8, 0]
     snapshot = monitor.live_snapshot(rows)
     assert snapshot.step == 20 and np.allclose(snapshot.g, 2 * p) and np.allclose(snapshot.p, p)
+
+
+@pytest.mark.parametrize("stage2", [
+    dict(steps2=300), dict(lr2=0.25), dict(weight_decay2=1e-3), dict(steps2=7, lr2=2.5, weight_decay2=0.0),
+    dict(lr=0.1, lr2=0.1, steps=300, steps2=300),  # repeats stage 1: left out of the link
+])
+def test_stage2_settings_round_trip_through_the_url(stage2):
+    cfg = RunConfig(d=6, n=1000, mode="layerwise", **stage2)
+    params = forms.params_from_config(cfg)
+    for name in ("steps2", "lr2", "weight_decay2"):
+        first = {"steps2": "steps", "lr2": "lr", "weight_decay2": "weight_decay"}[name]
+        assert (name in params) == (getattr(cfg, name) not in (None, getattr(cfg, first))), name
+    query = forms.url_query(params)
+    parsed = forms.values_from_params(dict(pair.split("=") for pair in query[1:].split("&")))
+    assert parsed.errors == {}
+    values, dropped = forms.form_values(parsed.values, RunConfig(d=4, n=64))
+    built = forms.build_config(values).config
+    assert dropped == {} and built == cfg and built.key() == cfg.key()
+    # a form started from the config itself shows a stage-2 field empty when it only repeats stage 1
+    start, _ = forms.form_values({}, cfg)
+    assert forms.build_config(start).config == cfg
+    assert (start["steps2"] is None) == (cfg.steps2 == cfg.steps)
+
+
+def test_stage2_form_errors_land_on_their_controls():
+    assert forms.field_error("lr2", 0.5) is None  # checked in layer-wise mode, where it exists
+    assert "lr2 must be positive" in forms.field_error("lr2", -1.0)
+    assert "steps2 must be a whole number" in forms.field_error("steps2", 2.5)
+    assert "weight decay must be ≥ 0" in forms.field_error("weight_decay2", -1.0)
+    assert "lr2 must be a number" in forms.values_from_params({"lr2": "fast"}).errors["lr2"]
+    check = forms.build_config({"d": 4, "n": 64, "mode": "joint", "steps2": 100})
+    assert check.config is None and "layer-wise" in check.errors[""]

@@ -17,11 +17,12 @@ batch. Convergence rules (loop.py): the plateau rule on the train loss (it lower
 moved by less than `feature_tol` over `patience` steps), and the step cap.
 
 Layer-wise **[reconstructed split]**: n is split in half, D1 = first ⌊n/2⌋
-samples, D2 = the rest. Stage 1: T1 steps of GD on u over L̂_{D1} with weight
-decay, u ← u - η1 (∇L̂_{D1}(u) + ξ u), with c = 0 so h_θ = g. Stage 2: T2 steps
-of GD on c over L̂_{D2}, likewise. a, b, s, V stay fixed. Each stage is a ridge
-regression whose minimiser is `ridge_solution`. `lr = None` means η = 1/L with
-L the largest eigenvalue of the stage's Hessian (the largest stable step).
+samples, D2 = the rest. Stage 1: T1 = `steps` steps of GD on u over L̂_{D1} with
+weight decay ξ1, u ← u - η1 (∇L̂_{D1}(u) + ξ1 u), with c = 0 so h_θ = g. Stage 2:
+T2 = `steps2` steps of GD on c over L̂_{D2} at rate η2 = `lr2` with ξ2 = `weight_decay2`,
+likewise. a, b, s, V stay fixed. Each stage is a ridge regression whose minimiser is
+`ridge_solution`. A rate of None means η = 1/L with L the largest eigenvalue of that
+stage's Hessian (the largest stable step).
 """
 from __future__ import annotations
 
@@ -154,33 +155,39 @@ def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_sto
 
 
 def _run_layerwise(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
-    half, xi = cfg.n // 2, jnp.float32(cfg.weight_decay)
+    half = cfg.n // 2
     monitor = (params, data.x_test, data.y_test, data.p_test)
-    # Stage 1: ridge in u over D1 with c = 0 (h_θ = g).
+    stage = partial(loop.run_loop, reporter=reporter, should_stop=should_stop, chunk_steps=chunk)
+    # Stage 1: T1 steps of ridge GD in u over D1 with c = 0 (h_θ = g).
     phi1 = model.first_features(params, data.x_train[:half], cfg.sigma1) / cfg.m1
     lr1 = cfg.lr or largest_stable_lr(phi1, cfg.weight_decay)
-    stage = partial(loop.run_loop, rule=loop.rules(cfg.steps), reporter=reporter, should_stop=should_stop, chunk_steps=chunk)
+    extra = {"lr1": lr1, "xi1": cfg.weight_decay, "T1": cfg.steps, "xi2": cfg.weight_decay2, "T2": cfg.steps2}
     end = stage(loop.Task(ridge_step, score_first_stage, forward), params["u"], (phi1, data.y_train[:half]), monitor,
-                {"lr": jnp.float32(lr1), "xi": xi})
+                _ridge_hyper(lr1, cfg.weight_decay), rule=loop.rules(cfg.steps))
     params, done = {**params, "u": end.state}, end.steps[0]
     if end.endings[0] != "step cap":
-        return (params, *_stage_outcome(end.endings[0], 1, done, 0))
-    # Stage 2: ridge in c over D2, target y - g (the skip connection carries g).
+        return (params, *_stage_outcome(end.endings[0], 1, done, 0, extra))
+    # Stage 2: T2 steps of ridge GD in c over D2, target y - g (the skip connection carries g).
     g2 = model.feature(params, data.x_train[half:], cfg.sigma1)
     psi2 = jax.nn.relu(g2[:, None] * params["a"] + params["b"]) / cfg.m2
-    lr2 = cfg.lr or largest_stable_lr(psi2, cfg.weight_decay)
+    extra["lr2"] = cfg.lr2 or largest_stable_lr(psi2, cfg.weight_decay2)
     end = stage(loop.Task(ridge_step, score_second_stage, forward), params["c"], (psi2, data.y_train[half:] - g2),
-                (params, *monitor[1:]), {"lr": jnp.float32(lr2), "xi": xi}, offset=done)
+                (params, *monitor[1:]), _ridge_hyper(extra["lr2"], cfg.weight_decay2), rule=loop.rules(cfg.steps2),
+                offset=done)
     params = {**params, "c": end.state}
     if end.endings[0] != "step cap":
-        return (params, *_stage_outcome(end.endings[0], 2, end.steps[0], done))
-    return params, "done", f"ran T1 = T2 = {cfg.steps} steps", done + end.steps[0], {"lr1": lr1, "lr2": lr2}
+        return (params, *_stage_outcome(end.endings[0], 2, end.steps[0], done, extra))
+    return params, "done", f"ran T1 = {cfg.steps}, T2 = {cfg.steps2} steps", done + end.steps[0], extra
 
 
-def _stage_outcome(ending: str, stage: int, steps: int, before: int) -> tuple[str, str, int, dict]:
+def _ridge_hyper(lr: float, xi: float) -> dict:
+    return {"lr": jnp.float32(lr), "xi": jnp.float32(xi)}
+
+
+def _stage_outcome(ending: str, stage: int, steps: int, before: int, extra: dict) -> tuple[str, str, int, dict]:
     if ending == "diverged":
-        return "diverged", f"stage {stage} loss became non-finite at step {before + steps}", before + steps, {}
-    return "cancelled", f"cancelled at stage {stage} step {steps}", before + steps, {}
+        return "diverged", f"stage {stage} loss became non-finite at step {before + steps}", before + steps, extra
+    return "cancelled", f"cancelled at stage {stage} step {steps}", before + steps, extra
 
 
 def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Reporter, seed: int, task) -> TrainResult:

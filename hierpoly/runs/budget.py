@@ -57,8 +57,7 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
 
 def estimate(cfg: RunConfig) -> Estimate:
     per_step = 6.0 * cfg.n * cfg.d * cfg.m1 + 6.0 * cfg.n * cfg.m2  # ≈ forward + backward of both blocks
-    steps = cfg.steps * (2 if cfg.mode == "layerwise" else 1)
-    return Estimate(memory_bytes(cfg), per_step, per_step * steps)
+    return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps)
 
 
 def available_bytes() -> int:
@@ -104,10 +103,11 @@ def check_budget(config: RunConfig) -> None:
         )
     cap = max_flops()
     if est.flops > cap:
-        steps = int(cap / est.flops_per_step) // (2 if config.mode == "layerwise" else 1)
+        steps = int(cap / est.flops_per_step)
+        which = " (T1 + T2 together)" if config.mode == "layerwise" else ""
         raise BudgetError(
             f"this run needs about {est.flops:.2g} floating-point operations, above the {cap:.2g} per job "
-            f"(HIERPOLY_MAX_FLOPS): at most {steps} steps fit at this n"
+            f"(HIERPOLY_MAX_FLOPS): at most {steps} steps{which} fit at this n"
         )
 
 

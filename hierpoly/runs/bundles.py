@@ -22,6 +22,7 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from hierpoly.config import ConfigError, RunConfig
 from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
 from hierpoly.runs.store import REPO, Store
 
@@ -100,7 +101,7 @@ def read_bundle(data: bytes) -> dict:
             if any(parts[m] is None for m in REQUIRED_MEMBERS):
                 raise StoreError(f"result {key[:16]} is incomplete")
             result = decode(parts)
-            if result.key != key or result.config.to_dict() != entry["config"]:
+            if result.key != key or not _lists_config(entry["config"], result.config):
                 raise StoreError(f"result {key[:16]}: its config does not match the manifest")
             results[key] = result
         if sum(len(r.snapshots) > 0 for r in results.values()) + len(results) * len(REQUIRED_MEMBERS) != len(members):
@@ -108,6 +109,14 @@ def read_bundle(data: bytes) -> dict:
     except StoreError as err:
         raise BundleError(f"bundle refused: {err}") from None
     return results
+
+
+def _lists_config(listed: dict, cfg: RunConfig) -> bool:
+    """The manifest's config is `cfg`, read as a config: fields added since the bundle was made take defaults."""
+    try:
+        return RunConfig.from_dict(listed) == cfg
+    except (ConfigError, TypeError):
+        return False
 
 
 def _manifest(blob: bytes) -> dict:

@@ -429,7 +429,7 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
         if not stored:
             _check_limits(_records(t)[0], owner, limits)
         job_id = uuid.uuid4().hex[:16]
-        total = config.steps * (2 if config.mode == "layerwise" else 1)
+        total = config.total_steps
         rec = {
             "job_id": job_id, "key": key, "config": config.to_dict(), "status": "done" if stored else "queued",
             "message": "already in the store" if stored else "waiting for a worker", "pid": None,

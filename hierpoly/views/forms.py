@@ -18,17 +18,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from hierpoly.config import ARCHS, MODES, SIGMA1, ConfigError, RunConfig
+from hierpoly.config import ARCHS, MODES, SIGMA1, STAGE2, ConfigError, RunConfig
 from hierpoly.targets import SUPPORTED_K, TargetError
 
-INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "patience", "seed", "n_test", "n_eval")
-FLOAT_FIELDS = ("lr", "weight_decay", "tol", "b_scale")
+INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "seed", "n_test", "n_eval")
+FLOAT_FIELDS = ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "b_scale")
 STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 CHOICES = {"k": SUPPORTED_K, "mode": MODES, "sigma1": SIGMA1, "arch": ARCHS}  # fields picked from a list
 LOCK_PARAM = "lock"  # ?lock=1: the classroom link, controls pre-filled and locked
 # A config every single field is checked against, to tell which control an error belongs to.
 _PROBE_BASE = {"d": 4, "n": 256}
+_PROBE_STAGE2 = {**_PROBE_BASE, "mode": "layerwise"}  # stage-2 fields exist in layer-wise mode only
 
 
 # ------------------------------------------------------------- query params
@@ -211,7 +212,7 @@ def field_error(name: str, value) -> str | None:
     if name not in FIELDS:
         return f"unknown setting {name!r}"
     try:
-        RunConfig(**{**_PROBE_BASE, name: value})
+        RunConfig(**{**(_PROBE_STAGE2 if name in STAGE2 else _PROBE_BASE), name: value})
     except (ConfigError, TargetError) as err:
         return str(err)
     except TypeError as err:  # a value of the wrong kind

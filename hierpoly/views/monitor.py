@@ -40,7 +40,7 @@ def records(rows) -> list[Progress]:
 
 def total_steps(cfg: RunConfig) -> int:
     """Steps the progress bar counts: T1 + T2 for layer-wise, the step cap for joint."""
-    return cfg.steps * (2 if cfg.mode == "layerwise" else 1)
+    return cfg.total_steps
 
 
 # ------------------------------------------------------------------ history
