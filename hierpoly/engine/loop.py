@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hierpoly.config import RunConfig
 from hierpoly.engine import model
 from hierpoly.engine.evaluation import SNAPSHOT_POINTS
 from hierpoly.progress import Progress
@@ -55,6 +56,11 @@ class Rules(NamedTuple):
 
 def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU) -> Rules:
     return Rules(jnp.int32(cap), jnp.float32(tol), jnp.int32(patience))
+
+
+def rules_for(cfg: RunConfig) -> Rules:
+    """The stopping rules of a config trained by Adam (joint training, the two-layer baseline)."""
+    return rules(cfg.steps, cfg.tol, cfg.patience)
 
 
 class Clock(NamedTuple):

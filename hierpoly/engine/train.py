@@ -141,14 +141,10 @@ def _zero_loss(data: Data) -> float:
 def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
     end = loop.run_loop(
         loop.Task(joint_step, score_network, forward), loop.adam_state(params), (data.x_train, data.y_train),
-        _monitor(data), {"lr": jnp.float32(cfg.lr)}, _rules(cfg), reporter, should_stop, chunk_steps=chunk,
+        _monitor(data), {"lr": jnp.float32(cfg.lr)}, loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
     return end.state[0], status, message, end.steps[0], extra
-
-
-def _rules(cfg: RunConfig) -> loop.Rules:
-    return loop.rules(cfg.steps, cfg.tol, cfg.patience)
 
 
 def _run_layerwise(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
@@ -248,7 +244,7 @@ def run_seeds(
     loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)
     end = loop.run_loop(
         joint, state, _stack([(d.x_train, d.y_train) for d in data]), monitor, {"lr": jnp.float32(cfg.lr)},
-        _rules(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
+        loop.rules_for(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
     )
     results = []
     for i, c in enumerate(cfgs):
