@@ -57,6 +57,9 @@ from hierpoly.progress import Progress
 
 RIDGE_GRID = tuple(10.0 ** (e / 2) for e in range(-24, 9))  # 1e-12 .. 1e4 in half-decades, relative (ridge_scale)
 CV_FOLDS = 5  # contiguous folds of the training set that pick the ridge penalty
+TUNING_RATES = (0.3, 1.0, 3.0)  # the two-layer rates tried, as multiples of cfg.lr (3e-3, 1e-2, 3e-2 by default)
+TUNING_FIT = 0.8  # share of the training set the tuning trials train on; the rest scores them
+TUNING_CAP = 4  # a tuning trial's step cap is the run's divided by this
 _ROWS = 8192  # rows of features built at a time (memory)
 
 
@@ -274,14 +277,19 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
 
 
 # --------------------------------------------------------------------- two_layer
+def two_layer_width(cfg: RunConfig) -> int:
+    """m with m(d+2) parameters ≈ the three-layer network's m1(d+2) + 3 m2 (V, s, u; a, b, c)."""
+    return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
+
+
 def first_block_loss(params, batch, forward: model.Forward):
     """Square loss of the first block alone on batch = (x, y)."""
     x, y = batch
-    return mse(model.feature(params, x, forward.sigma1), y)
+    return mse(forward.feature(params, x), y)
 
 
 def two_layer_step(state, batch, hyper, forward: model.Forward):
-    """One full-batch Adam step on (u, s, V)."""
+    """One full-batch Adam step on (u, s, V) at rate hyper["lr"]."""
     return loop.adam_step(first_block_loss, state, batch, hyper, forward)
 
 
@@ -293,14 +301,53 @@ def score_first_block(state, monitor, forward: model.Forward):
 _first_block_loss = jax.jit(first_block_loss, static_argnames=("forward",))
 
 
+def tuning_split(n: int) -> int:
+    """Rows the tuning trials train on: the first TUNING_FIT of n, leaving at least one row to score them."""
+    return min(n - 1, max(1, int(n * TUNING_FIT)))
+
+
+def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk):
+    """Each rate of cfg.lr × TUNING_RATES trained on the first rows, scored (plain MSE) on the rest.
+
+    Returns (rates, holdout losses; inf where the trial diverged), or None when cancelled.
+    """
+    fit = tuning_split(cfg.n)
+    train, held = (data.x_train[:fit], data.y_train[:fit]), (data.x_train[fit:], data.y_train[fit:])
+    cap = max(1, cfg.steps // TUNING_CAP)
+    rule, rates, losses = loop.rules_for(cfg)._replace(cap=jnp.int32(cap)), [cfg.lr * f for f in TUNING_RATES], []
+    for i, lr in enumerate(rates):
+        reporter.phase("tuning", 0, i / len(rates))
+
+        def show(_, row, i=i):  # a trial's training rows are tuning progress, not the run's history
+            if row.is_history:
+                reporter.phase("tuning", 0, (i + min(row.step / cap, 1.0)) / len(rates))
+
+        end = loop.run_loop(task, loop.adam_state(params), train, (data.x_test, data.y_test, data.p_test),
+                            {"lr": jnp.float32(lr)}, rule, loop.Reporter(1, show), should_stop, chunk_steps=chunk)
+        if end.endings[0] == "cancelled":
+            return None
+        loss = float(_first_block_loss(end.state[0], held, task.forward)) if end.endings[0] != "diverged" else np.inf
+        losses.append(loss if np.isfinite(loss) else np.inf)
+    reporter.phase("tuning", 0, 1.0)
+    return rates, losses
+
+
 def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
-    params, forward = _first_block(cfg, cfg.m1), model.Forward(cfg.sigma1)
+    width, forward = two_layer_width(cfg), model.Forward("relu")
+    params = _first_block(cfg, width)
     task, monitor = loop.Task(two_layer_step, score_first_block, forward), (data.x_test, data.y_test, data.p_test)
-    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # u = 0: the output is 0
+    tuned, zero_test = _tune(cfg, task, params, data, reporter, should_stop, chunk), np.zeros(cfg.n_test)
+    if tuned is None or not np.isfinite(tuned[1]).any():
+        ended = ("cancelled", "cancelled while tuning the learning rate", 0, {}) if tuned is None else (
+            "diverged", f"training loss became non-finite in every tuning trial (rates {tuned[0]})", 0, {})
+        return _result(cfg, ended, params, np.nan, zero_test, data, reporter, None)
+    rates, losses = tuned
+    lr = rates[int(np.argmin(losses))]
+    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # a = 0: the output is 0
     loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
     end = loop.run_loop(
-        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(cfg.lr)},
-        loop.rules(cfg.steps, cfg.tol, cfg.patience), reporter, should_stop, chunk_steps=chunk,
+        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(lr)},
+        loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     params = end.state[0]
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps)
@@ -310,5 +357,7 @@ def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_s
         return evaluation.population_metrics(cfg, data.lam, evaluation.first_block_output, params, forward, on_fraction)
 
     train_loss = _first_block_loss(params, (data.x_train, data.y_train), forward) if status == "done" else np.nan
-    ended = (status, message, end.steps[0], extra)
-    return _result(cfg, ended, params, train_loss, pred_test, data, reporter, metrics_of)
+    extra = {"width": width, "rates": rates, "holdout_losses": losses, "lr": lr,
+             "tuning_steps": max(1, cfg.steps // TUNING_CAP), **extra}
+    message = f"ReLU two-layer, width {width}, rate {lr:.3g} (tuned on a holdout): {message}"
+    return _result(cfg, (status, message, end.steps[0], extra), params, train_loss, pred_test, data, reporter, metrics_of)
