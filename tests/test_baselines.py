@@ -144,28 +144,69 @@ def test_kernel_width_spans_degree_k():
     assert baselines.kernel_width(RunConfig(d=4, n=100, m1=50)) == 50
 
 
-def test_two_layer_trains_and_reports_like_the_network():
+def test_two_layer_width_matches_the_networks_parameter_count():
+    assert baselines.two_layer_width(RunConfig(d=20, n=100)) == 536  # (400·22 + 3000) / 22
+    for cfg in (RunConfig(d=4, n=64, m2=50), RunConfig(d=20, n=100), RunConfig(d=7, n=64, m1=30, m2=11)):
+        m, net = baselines.two_layer_width(cfg), model.init(jax.random.PRNGKey(0), cfg)
+        three = sum(v.size for v in net.values())
+        assert three == cfg.m1 * (cfg.d + 2) + 3 * cfg.m2 and abs(m * (cfg.d + 2) - three) <= (cfg.d + 2) / 2
+
+
+def test_two_layer_tunes_its_rate_trains_and_reports_like_the_network():
     cfg = RunConfig(d=4, n=512, arch="two_layer", steps=300, n_test=1024, m2=50)
     rows = []
-    res = baselines.run(cfg, on_progress=lambda row: rows.append(row) if row.is_history else None, chunk=100)
+    res = baselines.run(cfg, on_progress=rows.append, chunk=100)
     assert res.status == "done" and res.steps == 300
-    assert [r.step for r in rows] == [0, 100, 200, 300]
-    assert set(res.params) == {"u", "s", "V"} and res.params["V"].shape == (16, 4)
-    assert rows[-1].train_loss < rows[1].train_loss  # it learns
-    assert res.metrics["train_loss"] < rows[0].train_loss
+    phases = [r.phase for r in rows]
+    assert phases.index("tuning") < phases.index("training") and "tuning" not in phases[phases.index("training"):]
+    tuning = [r.fraction for r in rows if r.phase == "tuning"]
+    assert tuning[0] == 0.0 and tuning[-1] == 1.0 and tuning == sorted(tuning)
+    assert [r.step for r in rows if r.is_history] == [r.step for r in res.history] == [0, 100, 200, 300]
+    width = baselines.two_layer_width(cfg)
+    assert set(res.params) == {"u", "s", "V"} and res.params["V"].shape == (width, 4) and res.extra["width"] == width
+    losses = res.extra["holdout_losses"]
+    assert res.extra["rates"] == pytest.approx([3e-3, 1e-2, 3e-2]) and res.extra["lr"] == res.extra["rates"][int(np.argmin(losses))]
+    assert res.extra["tuning_steps"] == 75 and res.extra["stopped_by"] == "step cap"
+    assert res.history[-1].train_loss < res.history[1].train_loss  # it learns
     assert 0 < res.metrics["feature_corr"] <= 1
     assert np.isfinite(res.samples["h_pred"]).all() and res.samples["g"].shape == (1024,)
     check(to_result(cfg, res, res.seconds))
-    # deterministic: the same config gives the same numbers
-    again = baselines.run(cfg, chunk=100)
-    assert again.metrics == res.metrics
+    again = baselines.run(cfg, chunk=100)  # deterministic
+    assert again.metrics == res.metrics and again.extra == res.extra
+
+
+def test_two_layer_sees_the_networks_data_and_the_holdout_losses_are_plain_mse():
+    cfg = RunConfig(d=4, n=300, arch="two_layer", steps=40, n_test=256, m2=20, n_eval=1024)
+    res = baselines.run(cfg)
+    net = train.run(dataclasses.replace(cfg, arch="three_layer"))
+    for name in ("p", "h"):  # the same monitor points and target
+        np.testing.assert_array_equal(res.samples[name], net.samples[name])
+    data = engine_data.make_data(dataclasses.replace(cfg, arch="three_layer"))
+    params = {k: jax.numpy.asarray(v) for k, v in res.params.items()}
+    f = model.feature(params, data.x_train, "relu")  # ReLU units, whatever cfg.sigma1 says
+    assert res.metrics["train_loss"] == pytest.approx(float(np.mean((np.asarray(f) - np.asarray(data.y_train)) ** 2)), rel=1e-4)
+    fit = baselines.tuning_split(cfg.n)
+    assert fit == 240 and baselines.tuning_split(2) == 1
+
+
+def test_a_relu_two_layer_net_beats_every_cubic():
+    """At d = 4, k = 3 no degree-≤3 predictor beats P_{≤3} h (the kernel's floor); the ReLU net does, on the same
+    points by more than 3 paired standard errors. A net of cubic units could not."""
+    cfg = RunConfig(d=4, n=8192, arch="two_layer", steps=2000, m2=100, tol=0.0, n_eval=2**17)
+    res = baselines.run(cfg)
+    data = engine_data.make_data(cfg)
+    x, y = _eval_points(cfg, data)
+    f = np.asarray(model.feature({k: jax.numpy.asarray(v) for k, v in res.params.items()}, x, "relu"), np.float64)
+    proj = np.asarray(baselines.best_low_degree(x, data.lam, 3, data.C), np.float64)
+    diff = (f - y) ** 2 - (proj - y) ** 2
+    assert np.mean(diff) + 3 * np.std(diff) / np.sqrt(diff.size) < 0, (np.mean(diff), res.metrics)
 
 
 def test_two_layer_cancel_and_divergence():
     cfg = RunConfig(d=4, n=64, arch="two_layer", steps=200, n_test=64, m2=10)
     res = baselines.run(cfg, should_stop=lambda: True)
-    assert res.status == "cancelled" and res.metrics == {}
-    bad = baselines.run(dataclasses.replace(cfg, lr=1e6), chunk=50)
+    assert res.status == "cancelled" and res.metrics == {} and "tuning" in res.message
+    bad = baselines.run(dataclasses.replace(cfg, lr=1e30), chunk=50)
     assert bad.status == "diverged" and "non-finite" in bad.message
 
 
