@@ -4,14 +4,15 @@ The loop reports a ``Progress`` between compiled chunks; the worker writes
 ``to_json()`` into the job table; pages and the CLI read it back with
 ``from_json``. Training rows (``phase == "training"``) are a run's history; the
 other phases say what the run is doing when there is no new training row
-(starting, compiling its first chunk, evaluating on n_eval points).
+(starting, tuning: the two-layer baseline's learning-rate trials, compiling the
+first chunk, evaluating on n_eval points).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
 
-PHASES = ("starting", "compiling", "training", "evaluating")
+PHASES = ("starting", "tuning", "compiling", "training", "evaluating")  # tuning: its trials compile their own
 METRIC_FIELDS = ("train_loss", "test_loss", "feature_corr")
 
 
@@ -25,7 +26,7 @@ class Progress:
     feature_corr: float  # corr(g, p) on the monitor points
     seconds: float  # since the run started
     phase: str = "training"  # one of PHASES
-    fraction: float | None = None  # share of the phase done (evaluating: of n_eval), when known
+    fraction: float | None = None  # share of the phase done (evaluating: of n_eval; tuning: of the trials), when known
     # training rows: g on the first monitor points; the "starting" row: p on those same points
     feature_sample: tuple[float, ...] = field(default=(), compare=False)
 

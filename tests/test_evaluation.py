@@ -81,7 +81,8 @@ def test_baselines_are_scored_on_the_same_points(arch):
     fn, _ = train.target_fn(cfg, data.lam)
     y, p = fn(x)
     params = {k: jax.numpy.asarray(v) for k, v in result.params.items()}
-    out = model.feature(params, x, cfg.sigma1)  # both baselines predict with their first block (u carries the fit)
+    sigma1 = "relu" if arch == "two_layer" else cfg.sigma1  # the two-layer baseline has ReLU units
+    out = model.feature(params, x, sigma1)  # both baselines predict with their first block (u carries the fit)
     want = _reference(out, y, out, p)
     assert all(result.metrics[name] == pytest.approx(want[name], rel=1e-3) for name in want)
 

@@ -35,6 +35,18 @@ def test_phases_from_records_and_their_json():
     assert view.phase == "evaluating" and view.fraction == 0.25 and "1,048,576" in view.text
 
 
+def test_tuning_phase_shows_only_in_runs_that_tune():
+    rows = [_row(0, "starting"), _row(0, "tuning", fraction=0.0), _row(0, "tuning", fraction=2 / 3)]
+    view = monitor.progress_view("running", [r.to_json() for r in rows], 1000)
+    assert view.phase == "tuning" and view.fraction == pytest.approx(2 / 3) and "67% done" in view.text
+    assert [name for name, _ in view.phases] == ["starting", "tuning", "compiling", "training", "evaluating"]
+    assert dict(view.phases)["tuning"] == "now" and dict(view.phases)["compiling"] == "next"
+    view = monitor.progress_view("running", [*rows, _row(0, "tuning", fraction=1.0), _row(0)], 1000)  # final run starts
+    assert view.phase == "compiling" and dict(view.phases)["tuning"] == "done"
+    view = monitor.progress_view("running", [_row(0, "starting"), _row(0)], 1000)  # a run that does not tune
+    assert "tuning" not in dict(view.phases)
+
+
 def test_step_cap_reached_without_an_evaluating_row_reads_as_evaluating():
     view = monitor.progress_view("running", [_row(0), _row(500), _row(1000)], 1000)
     assert view.phase == "evaluating"

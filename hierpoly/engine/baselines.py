@@ -8,21 +8,28 @@ kernel **[our construction of the paper's comparison]**
     Random features: the first layer's features φ_i(x) = σ1(v_i·x + s_i) at
     initialisation (``model.init``, the same draw as the network's), fitted to h
     directly by ridge regression — Algorithm 1's stage 1 alone, with no second
-    block. Width ``kernel_width(cfg) = max(cfg.m1, C(d+k, k))``: with σ1 = cube,
-    C(d+k, k) generic features span every polynomial of degree ≤ k (k = 3), so the
-    predictor is the best degree-≤k fit and its test loss cannot go below
-    ``kernel_floor(d, k) = 1 − ||P_{≤k} h||²`` (≈ 0.73–0.81 for d = 4..20), however
-    large n is. The fit is closed form (float64 normal equations): the ridge
-    penalty is picked from a grid by validation on a held-out fifth of the training
-    set, then refitted on all of it — the best this predictor can do, not a
-    straw man. No gradient steps: progress has two rows (step 0: the zero
-    predictor; step 1: the fit).
+    block. Width ``kernel_width(cfg) = max(cfg.m1, C(d+k, k))``: with σ1 = cube and
+    k = 3, C(d+3, 3) generic features span every polynomial of degree ≤ 3.
+    Floor: the predictor is a polynomial of degree ≤ 3, so its test loss is at least
+    1 − ||P_{≤3} h||², however large n is. For k = 3 that is ``kernel_floor(d, 3)``
+    (≈ 0.73–0.81 for d = 4..20); for k = 2, h = C p³ is even, so P_{≤3} h = P_{≤2} h and
+    the floor is ``kernel_floor(d, 2)``; for k = 1, h is itself a cubic: no floor above 0.
+    The fit is closed form (float64): the relative ridge penalty is picked from
+    RIDGE_GRID by K-fold cross-validation (CV_FOLDS contiguous folds of the training
+    set, mean validation MSE), then refitted on all of it — the best this predictor
+    can do, not a straw man. No gradient steps: progress has two rows (step 0: the
+    zero predictor; step 1: the fit).
 
 two_layer **[our construction]**
-    f(x) = (1/m) Σ_i u_i σ1(v_i·x + s_i), m = cfg.m1 (d² by default) — the network's
-    first block alone, trained on h with (u, s, V) all learned jointly by full-batch
-    Adam at the config's rate, from the same initialisation, under the same
-    convergence rule and step cap as joint training (the one loop, loop.py).
+    A ReLU network f(x) = (1/m) Σ_j a_j ReLU(w_j·x + b_j), the same µP parametrisation as
+    the network's first block (model.py) with σ1 = ReLU: readout a = 0 at init under the
+    1/m multiplier, w_j uniform on the sphere of radius 1/√2, b_j ~ N(0, 1/2) (stored as u,
+    V, s); the config's σ1 does not apply. Width ``two_layer_width(cfg)``: about the
+    three-layer network's parameter count. All of (a, w, b) are trained by full-batch Adam
+    under the joint training's loop and stopping rules (``loop.rules_for``); the rate is
+    chosen from cfg.lr × TUNING_RATES by training on the first TUNING_FIT of the training
+    set with a quarter of the step cap and scoring plain MSE on the rest (progress phase
+    "tuning"), then the run trains on all n at the chosen rate.
 
 For both, ``feature_corr`` is the Pearson correlation between the predictor's
 output and the true feature p(x) (a baseline has no separate learned feature), and
@@ -34,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,8 +55,11 @@ from hierpoly.engine.loop import TrainResult
 from hierpoly.engine.metrics import mse, pearson, relative_test_loss
 from hierpoly.progress import Progress
 
-RIDGE_GRID = tuple(10.0**e for e in range(-10, 2))  # penalties relative to the mean feature energy
-HOLDOUT = 0.2  # fraction of the training set used to pick the ridge penalty
+RIDGE_GRID = tuple(10.0 ** (e / 2) for e in range(-24, 9))  # 1e-12 .. 1e4 in half-decades, relative (ridge_scale)
+CV_FOLDS = 5  # contiguous folds of the training set that pick the ridge penalty
+TUNING_RATES = (0.3, 1.0, 3.0)  # the two-layer rates tried, as multiples of cfg.lr (3e-3, 1e-2, 3e-2 by default)
+TUNING_FIT = 0.8  # share of the training set the tuning trials train on; the rest scores them
+TUNING_CAP = 4  # a tuning trial's step cap is the run's divided by this
 _ROWS = 8192  # rows of features built at a time (memory)
 
 
@@ -85,7 +96,10 @@ def best_low_degree(x, lam, k: int, C: float):
 
 
 def kernel_floor(d: int, k: int = 3, link: str = "cubic", n_minus: int = 0) -> float:
-    """Exact 1 − ||P_{≤k} h||² for h = C p³: the lowest test loss of any degree-≤k predictor.
+    """Exact 1 − ||P_{≤k} h||² for h = C p³ of feature degree k: the lowest test loss of a degree-≤k predictor.
+
+    The kernel baseline (degree ≤ 3) is bounded below by kernel_floor(d, 3) for k = 3 and by
+    kernel_floor(d, 2) for k = 2 (h is even there, so P_{≤3} h = P_{≤2} h); for k = 1, h is a cubic.
 
     The j ≥ 1 terms of ``low_degree_coefficients`` are orthonormal across l; the constant
     (j = 0, even k only) adds up to c_0 Σ_l λ_l. Only the paper's cubic link is supported.
@@ -149,6 +163,69 @@ def _first_block(cfg: RunConfig, width: int) -> dict[str, jax.Array]:
 
 
 # ------------------------------------------------------------------------ kernel
+class Moments(NamedTuple):
+    """What a ridge fit and its validation need of a block of rows: φᵀφ, φᵀy, yᵀy and the row count."""
+
+    G: np.ndarray
+    b: np.ndarray
+    yy: float
+    rows: int
+
+
+def fold_bounds(n: int, folds: int = CV_FOLDS) -> list[tuple[int, int]]:
+    """[start, stop) of contiguous folds of n rows: `folds` of them, or n of one row each when n < folds."""
+    edges = np.linspace(0, n, min(folds, n) + 1).round().astype(int)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+def fold_moments(params, x, y, sigma1: str, bounds) -> list[Moments]:
+    """The `Moments` of each fold: one pass over the rows, in float64."""
+    out = []
+    for start, stop in bounds:
+        G, b = _gram(params, x[start:stop], y[start:stop], sigma1)
+        y_fold = np.asarray(y[start:stop], np.float64)
+        out.append(Moments(G, b, float(y_fold @ y_fold), stop - start))
+    return out
+
+
+def ridge_scale(G: np.ndarray) -> float:
+    """The mean feature energy trace(φᵀφ)/m: a relative penalty r means λ = r·ridge_scale (scale-free)."""
+    return max(float(np.trace(G)) / G.shape[0], 1e-30)
+
+
+def ridge_fits(G: np.ndarray, b: np.ndarray, penalties) -> np.ndarray:
+    """argmin_w ||φw - y||² + λ||w||² for each λ, as the columns of (m, L): one eigendecomposition of G = φᵀφ."""
+    evals, Q = np.linalg.eigh(G)
+    lam = np.asarray(penalties, np.float64)[None, :]
+    return Q @ ((Q.T @ b)[:, None] / (np.maximum(evals, 0.0)[:, None] + lam))
+
+
+def cv_curve(folds: list[Moments], relative=RIDGE_GRID) -> np.ndarray:
+    """(K, L): each fold's validation MSE for each relative penalty, the fit made on the other folds.
+
+    Gram matrices only: the other folds' are G_all − G_fold, and the fold's squared error
+    wᵀG_fold w − 2wᵀb_fold + yᵀy needs no features; one eigendecomposition per fold serves the grid.
+    """
+    G_all, b_all = sum(f.G for f in folds), sum(f.b for f in folds)
+    out = []
+    for f in folds:
+        G, b = G_all - f.G, b_all - f.b
+        W = ridge_fits(G, b, ridge_scale(G) * np.asarray(relative))
+        out.append((np.einsum("il,ij,jl->l", W, f.G, W) - 2 * (W.T @ f.b) + f.yy) / f.rows)
+    return np.array(out)
+
+
+def choose_penalty(cfg: RunConfig, params, data: Data) -> tuple[int, np.ndarray, list[Moments], str]:
+    """The relative penalty's index in RIDGE_GRID by K-fold CV on the training set, the mean CV curve,
+    each fold's moments (they add up to the whole set's) and a note on the folds used."""
+    bounds = fold_bounds(cfg.n)
+    folds = fold_moments(params, data.x_train, data.y_train, cfg.sigma1, bounds)
+    curve = cv_curve(folds).mean(axis=0)
+    note = f"{len(bounds)}-fold CV" if len(bounds) == CV_FOLDS else f"n = {cfg.n} < {CV_FOLDS} rows: leave-one-out CV"
+    best = int(np.nanargmin(curve)) if np.isfinite(curve).any() else -1
+    return best, curve, folds, note
+
+
 def _gram(params, x, y, sigma1: str) -> tuple[np.ndarray, np.ndarray]:
     """φᵀφ and φᵀy in float64, building φ a block of rows at a time."""
     m = params["V"].shape[0]
@@ -168,27 +245,6 @@ def _predict(params, w: np.ndarray, x, sigma1: str) -> np.ndarray:
     return np.concatenate(out)
 
 
-def _ridge(G: np.ndarray, b: np.ndarray, penalties) -> list[np.ndarray]:
-    """argmin_w ||φw - y||² + λ||w||² for each λ, from one eigendecomposition of G = φᵀφ."""
-    evals, Q = np.linalg.eigh(G)
-    qb = Q.T @ b
-    return [Q @ (qb / (np.maximum(evals, 0.0) + lam)) for lam in penalties]
-
-
-def _pick_penalty(cfg: RunConfig, params, data: Data, width: int):
-    """The ridge penalty picked on a held-out fifth, and φᵀφ, φᵀy over the whole training set."""
-    n_fit = max(1, int(round(cfg.n * (1 - HOLDOUT))))
-    x_val, y_val = data.x_train[n_fit:], np.asarray(data.y_train[n_fit:], np.float64)
-    G, b = _gram(params, data.x_train[:n_fit], data.y_train[:n_fit], cfg.sigma1)
-    scale = max(float(np.trace(G)) / width, 1e-30)  # mean feature energy: makes the grid scale-free
-    penalties = [r * scale for r in RIDGE_GRID]
-    if x_val.shape[0] == 0:
-        return penalties, len(RIDGE_GRID) // 2, [], G, b
-    val_losses = [float(np.mean((_predict(params, w, x_val, cfg.sigma1) - y_val) ** 2)) for w in _ridge(G, b, penalties)]
-    G_val, b_val = _gram(params, x_val, data.y_train[n_fit:], cfg.sigma1)
-    return penalties, int(np.nanargmin(val_losses)), val_losses, G + G_val, b + b_val
-
-
 def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop) -> TrainResult:
     width = kernel_width(cfg)
     params = _first_block(cfg, width)
@@ -196,18 +252,21 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
     _report(reporter, 0, zero_loss, zero_test, data)
     if should_stop is not None and should_stop():
         return _result(cfg, ("cancelled", "cancelled before the fit", 0, {}), params, zero_loss, zero_test, data, reporter, None)
-    penalties, best, val_losses, G, b = _pick_penalty(cfg, params, data, width)
-    (w,) = _ridge(G, b, [penalties[best]])
-    pred_train = _predict(params, w, data.x_train, cfg.sigma1)
+    best, curve, folds, note = choose_penalty(cfg, params, data)
+    G, b = sum(f.G for f in folds), sum(f.b for f in folds)
+    w = ridge_fits(G, b, [RIDGE_GRID[best] * ridge_scale(G)])[:, 0] if best >= 0 else np.full(width, np.nan)
     pred_test = _predict(params, w, data.x_test, cfg.sigma1)
     if not (np.isfinite(w).all() and np.isfinite(pred_test).all()):
         ended = ("diverged", "the ridge fit is not finite", 1, {})
         return _result(cfg, ended, params, np.nan, pred_test, data, reporter, None)
-    train_loss = float(mse(pred_train, data.y_train))
-    _report(reporter, 1, np.mean((pred_train - np.asarray(data.y_train)) ** 2), pred_test, data)
+    train_loss = float(np.mean((_predict(params, w, data.x_train, cfg.sigma1) - np.asarray(data.y_train, np.float64)) ** 2))
+    _report(reporter, 1, train_loss, pred_test, data)
     params = {**params, "u": jnp.asarray(w * width, jnp.float32)}  # model.feature divides by the width
-    extra = {"width": width, "ridge_relative": RIDGE_GRID[best], "validation_losses": val_losses}
-    message = f"closed-form ridge on {width} random features (relative penalty {RIDGE_GRID[best]:g})"
+    at_edge = best in (0, len(RIDGE_GRID) - 1)
+    extra = {"width": width, "ridge_relative": RIDGE_GRID[best], "ridge_grid": list(RIDGE_GRID),
+             "cv_losses": curve.tolist(), "ridge_at_edge": at_edge, "cv": note}
+    message = f"closed-form ridge on {width} random features, relative penalty {RIDGE_GRID[best]:.3g} by {note}"
+    message += " (at an edge of the grid)" if at_edge else ""
 
     def output_as_feature(x):  # a baseline has no separate feature: its output stands in
         out = _predict(params, w, x, cfg.sigma1)
@@ -218,15 +277,25 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
 
 
 # --------------------------------------------------------------------- two_layer
+def two_layer_width(cfg: RunConfig) -> int:
+    """m with m(d+2) parameters ≈ the three-layer network's m1(d+2) + 3 m2 (V, s, u; a, b, c)."""
+    return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
+
+
 def first_block_loss(params, batch, forward: model.Forward):
     """Square loss of the first block alone on batch = (x, y)."""
     x, y = batch
-    return mse(model.feature(params, x, forward.sigma1), y)
+    return mse(forward.feature(params, x), y)
 
 
 def two_layer_step(state, batch, hyper, forward: model.Forward):
-    """One full-batch Adam step on (u, s, V)."""
+    """One full-batch Adam step on (u, s, V) at rate hyper["lr"]."""
     return loop.adam_step(first_block_loss, state, batch, hyper, forward)
+
+
+def probe_first_block(state, batch, forward: model.Forward):
+    """The output on the first training inputs: what the feature rule watches (it stands in for g)."""
+    return evaluation.first_block_output(state[0], batch[0][: loop.PROBE_POINTS], forward)[0]
 
 
 def score_first_block(state, monitor, forward: model.Forward):
@@ -237,13 +306,52 @@ def score_first_block(state, monitor, forward: model.Forward):
 _first_block_loss = jax.jit(first_block_loss, static_argnames=("forward",))
 
 
+def tuning_split(n: int) -> int:
+    """Rows the tuning trials train on: the first TUNING_FIT of n, leaving at least one row to score them."""
+    return min(n - 1, max(1, int(n * TUNING_FIT)))
+
+
+def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk):
+    """Each rate of cfg.lr × TUNING_RATES trained on the first rows, scored (plain MSE) on the rest.
+
+    Returns (rates, holdout losses; inf where the trial diverged), or None when cancelled.
+    """
+    fit = tuning_split(cfg.n)
+    train, held = (data.x_train[:fit], data.y_train[:fit]), (data.x_train[fit:], data.y_train[fit:])
+    cap = max(1, cfg.steps // TUNING_CAP)
+    rule, rates, losses = loop.rules_for(cfg)._replace(cap=jnp.int32(cap)), [cfg.lr * f for f in TUNING_RATES], []
+    for i, lr in enumerate(rates):
+        reporter.phase("tuning", 0, i / len(rates))
+
+        def show(_, row, i=i):  # a trial's training rows are tuning progress, not the run's history
+            if row.is_history:
+                reporter.phase("tuning", 0, (i + min(row.step / cap, 1.0)) / len(rates))
+
+        end = loop.run_loop(task, loop.adam_state(params), train, (data.x_test, data.y_test, data.p_test),
+                            {"lr": jnp.float32(lr)}, rule, loop.Reporter(1, show), should_stop, chunk_steps=chunk)
+        if end.endings[0] == "cancelled":
+            return None
+        loss = float(_first_block_loss(end.state[0], held, task.forward)) if end.endings[0] != "diverged" else np.inf
+        losses.append(loss if np.isfinite(loss) else np.inf)
+    reporter.phase("tuning", 0, 1.0)
+    return rates, losses
+
+
 def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
-    params, forward = _first_block(cfg, cfg.m1), model.Forward(cfg.sigma1)
-    task, monitor = loop.Task(two_layer_step, score_first_block, forward), (data.x_test, data.y_test, data.p_test)
-    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # u = 0: the output is 0
+    width, forward = two_layer_width(cfg), model.Forward("relu")
+    params = _first_block(cfg, width)
+    task, monitor = loop.Task(two_layer_step, score_first_block, forward, probe_first_block), (data.x_test, data.y_test, data.p_test)
+    tuned, zero_test = _tune(cfg, task, params, data, reporter, should_stop, chunk), np.zeros(cfg.n_test)
+    if tuned is None or not np.isfinite(tuned[1]).any():
+        ended = ("cancelled", "cancelled while tuning the learning rate", 0, {}) if tuned is None else (
+            "diverged", f"training loss became non-finite in every tuning trial (rates {tuned[0]})", 0, {})
+        return _result(cfg, ended, params, np.nan, zero_test, data, reporter, None)
+    rates, losses = tuned
+    lr = rates[int(np.argmin(losses))]
+    zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # a = 0: the output is 0
     loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
     end = loop.run_loop(
-        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(cfg.lr)},
+        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(lr)},
         loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     params = end.state[0]
@@ -254,5 +362,7 @@ def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_s
         return evaluation.population_metrics(cfg, data.lam, evaluation.first_block_output, params, forward, on_fraction)
 
     train_loss = _first_block_loss(params, (data.x_train, data.y_train), forward) if status == "done" else np.nan
-    ended = (status, message, end.steps[0], extra)
-    return _result(cfg, ended, params, train_loss, pred_test, data, reporter, metrics_of)
+    extra = {"width": width, "rates": rates, "holdout_losses": losses, "lr": lr,
+             "tuning_steps": max(1, cfg.steps // TUNING_CAP), **extra}
+    message = f"ReLU two-layer, width {width}, rate {lr:.3g} (tuned on a holdout): {message}"
+    return _result(cfg, (status, message, end.steps[0], extra), params, train_loss, pred_test, data, reporter, metrics_of)

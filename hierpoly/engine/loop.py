@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hierpoly.config import RunConfig
 from hierpoly.engine import model
 from hierpoly.engine.evaluation import SNAPSHOT_POINTS
 from hierpoly.progress import Progress
@@ -73,7 +74,7 @@ def rules(cap: int, tol: float = 0.0, patience: int = NO_PLATEAU, drops: int = 0
                  jnp.float32(feature_tol))
 
 
-def rules_for(cfg) -> Rules:
+def rules_for(cfg: RunConfig) -> Rules:
     """The rules of a run trained by Adam to convergence (joint training, the two-layer baseline)."""
     return rules(cfg.steps, cfg.tol, cfg.patience, cfg.lr_drops, cfg.lr_decay, cfg.feature_tol)
 

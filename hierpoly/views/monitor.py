@@ -1,8 +1,9 @@
 """What a page shows of one run, while it trains and after (no Streamlit, no JAX).
 
-- A job's progress records as a view: the phase it is in (starting, compiling,
-  training, evaluating), that phase's own progress, an ETA in seconds, and the
-  history so far: ``progress_view``.
+- A job's progress records as a view: the phase it is in (starting, tuning —
+  only in runs that tune, the two-layer baseline —, compiling, training,
+  evaluating), that phase's own progress, an ETA in seconds, and the history so
+  far: ``progress_view``.
 - The learned feature against p: live from each training record's
   ``feature_sample`` (g on the first monitor points), and replayed from a stored
   result's ``snapshots`` ({"step": (r,), "g": (r, 256)}), paired with
@@ -101,10 +102,13 @@ def progress_view(status: str, rows, total: int, n_eval: int | None = None) -> P
     step = int(hist["step"].iloc[-1]) if len(hist) else 0
     phase = _phase(status, progress, step, total)
     eta = _eta(hist, total) if phase == "training" else None
-    fraction = {"training": step / total, "evaluating": _eval_fraction(progress)}.get(phase, 0.0)
+    fraction = {"training": step / total, "evaluating": _phase_fraction(progress, "evaluating"),
+                "tuning": _phase_fraction(progress, "tuning")}.get(phase, 0.0)
     text = _phase_text(phase, step, total, eta, fraction, n_eval)
-    order = PHASES.index(phase) if phase in PHASES else -1
-    marks = tuple((name, "done" if i < order else "now" if i == order else "next") for i, name in enumerate(PHASES))
+    tunes = any(row.phase == "tuning" for row in progress)
+    phases = tuple(name for name in PHASES if tunes or name != "tuning")  # tuning: only runs that have it
+    order = phases.index(phase) if phase in phases else -1
+    marks = tuple((name, "done" if i < order else "now" if i == order else "next") for i, name in enumerate(phases))
     return ProgressView(status, phase, marks, min(max(fraction, 0.0), 1.0), eta, text, hist, step, total)
 
 
@@ -132,9 +136,9 @@ def _eta(hist: pd.DataFrame, total: int) -> float | None:
     return max(total - int(moving["step"].iloc[-1]), 0) * d_sec / d_step
 
 
-def _eval_fraction(progress: list[Progress]) -> float:
+def _phase_fraction(progress: list[Progress], phase: str) -> float:
     last = progress[-1] if progress else None
-    return float(last.fraction) if last is not None and last.phase == "evaluating" and last.fraction else 0.0
+    return float(last.fraction) if last is not None and last.phase == phase and last.fraction else 0.0
 
 
 def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: float, n_eval: int | None) -> str:
@@ -144,6 +148,8 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
         return "starting: a worker is drawing the data"
     if phase == "compiling":
         return "compiling: JAX builds the training step (the first run of a shape waits longest)"
+    if phase == "tuning":
+        return f"tuning: trying learning rates on a holdout of the training data, {fraction:.0%} done"
     if phase == "evaluating":
         points = f" on {n_eval:,} fresh points" if n_eval else ""
         return f"evaluating: the final test loss and correlation{points}, {fraction:.0%} done"
