@@ -116,6 +116,12 @@ def controls() -> dict:
             values["tol"] = _number("tol", "joint: stop when the train loss improves by less than (relative)",
                                     format="%g", step=1e-4)
             values["patience"] = _number("patience", "joint: … over this many steps", step=100)
+            values["lr_drops"] = _number("lr_drops", "joint: lower the learning rate this many times before stopping",
+                                         step=1)
+            values["lr_decay"] = _number("lr_decay", "joint: factor on the learning rate at each drop", format="%g")
+            values["feature_tol"] = _number(
+                "feature_tol", "joint: also stop when g moves by less than (relative, over `patience` steps; 0 = never)",
+                format="%g", step=1e-3)
             values["arch"] = st.selectbox("model", ARCHS, key=PREFIX + "arch", disabled=locked,
                                           help="three_layer: the paper's network; kernel, two_layer: the baselines")
     return values

@@ -30,7 +30,8 @@ def test_every_field_changes_the_key():
     base, layerwise = RunConfig(d=8, n=4096), RunConfig(d=8, n=4096, mode="layerwise")
     changes = dict(
         d=9, n=4097, k=2, link="linear", sigma1="relu", m1=65, m2=999, arch="kernel", mode="layerwise",
-        steps=10, lr=5e-2, weight_decay=1e-3, tol=1e-2, patience=7, b_scale=3.0, seed=1, n_test=100, n_eval=4096,
+        steps=10, lr=5e-2, weight_decay=1e-3, tol=1e-2, patience=7, lr_drops=0, lr_decay=0.5, feature_tol=0.0,
+        b_scale=3.0, seed=1, n_test=100, n_eval=4096,
     )
     stage2 = dict(steps2=10, lr2=5e-2, weight_decay2=1e-3)  # layer-wise only
     assert set(changes) | set(stage2) == {f.name for f in dataclasses.fields(RunConfig)}
@@ -119,3 +120,13 @@ def test_bad_values_refused_with_clear_messages(fields, message):
 def test_configs_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         RunConfig(d=4, n=10).d = 5
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(lr_drops=-1), "lr_drops must be between 0 and 10"), (dict(lr_drops=1.5), "lr_drops must be a whole number"),
+    (dict(lr_decay=0.0), r"lr_decay must be in \(0, 1\]"), (dict(lr_decay=1.5), r"lr_decay must be in \(0, 1\]"),
+    (dict(feature_tol=-0.1), r"feature_tol must be in \[0, 1\)"), (dict(feature_tol=float("nan")), "feature_tol must be a finite"),
+])
+def test_the_convergence_settings_are_validated(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig(d=4, n=64, **changes)

@@ -21,8 +21,8 @@ from urllib.parse import urlencode, urlsplit
 from hierpoly.config import ARCHS, MODES, SIGMA1, STAGE2, ConfigError, RunConfig
 from hierpoly.targets import SUPPORTED_K, TargetError
 
-INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "seed", "n_test", "n_eval")
-FLOAT_FIELDS = ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "b_scale")
+INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "lr_drops", "seed", "n_test", "n_eval")
+FLOAT_FIELDS = ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale")
 STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 CHOICES = {"k": SUPPORTED_K, "mode": MODES, "sigma1": SIGMA1, "arch": ARCHS}  # fields picked from a list
