@@ -19,6 +19,8 @@ from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link, raw_link
 SCHEMA_VERSION = 4  # 2: test_loss relative to the zero predictor; 3: final metrics over n_eval points;
 # 4: plain MSE with its standard error, lr drops on plateau, ReLU two-layer baseline, layer-wise η2, ξ2, T2
 
+# joint: a cap the stopping rules beat (transition cells settle by 13-32k steps on the cpu grid); it bounds a run's cost
+JOINT_CAP = 64000
 SIGMA1 = ("cube", "square", "relu")
 MODES = ("joint", "layerwise")
 # three_layer: the paper's network (1). The others are Figure 2's baselines on the same data:
@@ -53,7 +55,7 @@ class RunConfig:
     m2: int = 1000  # second width (paper: 1000)
     arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
-    steps: int | None = None  # joint: step cap; layer-wise: T1; None: 4000 / 5000
+    steps: int | None = None  # joint: step cap; layer-wise: T1; None: 64000 / 5000
     lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: η1, None: 1/L
     weight_decay: float = 1e-6  # layer-wise: ξ1 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
     # Algorithm 1's stage 2 (layer-wise only; joint refuses them). None: as stage 1, resolved below.
@@ -61,7 +63,7 @@ class RunConfig:
     lr2: float | None = None  # η2; None: lr when given, else stage 2's own 1/L (stays None)
     weight_decay2: float | None = None  # ξ2; None: ξ1
     tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
-    patience: int = 500  # joint: window of the plateau rule, in steps
+    patience: int = 1000  # joint: window of the plateau and feature rules, in steps
     lr_drops: int = 2  # joint: the plateau rule first lowers the learning rate this many times, then stops
     lr_decay: float = 0.3  # joint: factor on the learning rate at each drop
     feature_tol: float = 0.01  # joint: stop when g moved by less than this (relative) over `patience` steps; 0: off
@@ -76,7 +78,7 @@ class RunConfig:
         if self.m1 is None:
             fill["m1"] = self.d**2 if self.mode == "joint" else poly_space_dim(self.d, self.k)
         if self.steps is None:
-            fill["steps"] = 4000 if self.mode == "joint" else 5000
+            fill["steps"] = JOINT_CAP if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
         if self.mode == "layerwise":  # stage 2 left to None repeats stage 1 (lr None stays: its own 1/L)

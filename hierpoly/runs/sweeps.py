@@ -164,7 +164,7 @@ class SweepFamily:
 def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     """The paper's Figure 2 grid (GPU-sized): d ∈ {16, 24, 32, 40}, n = d^3 · 2^j, j = -3..3.
 
-    m1 = d^2, m2 = 1000, joint Adam to convergence (plateau rule, 4000-step cap, lr 1e-2);
+    m1 = d^2, m2 = 1000, joint Adam to convergence (the plateau and feature rules, lr 1e-2, cap JOINT_CAP);
     test loss and correlation over 2^20 fresh points per run.
     Run: ``python -m hierpoly sweep --preset paper`` on a GPU machine (up to
     n = 512000 at d = 40), or on a cluster with ``--executor ray``.
@@ -215,8 +215,8 @@ def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
     g(s) = h_1(s) + h_q(s) on the standardised s = p/√d (E[g'] = 1, half the variance in
     the degree-1 part). A mixed link must act on p/√d: on the raw p its top power takes
     over as d grows (for k = 1, z + z² has 1/(1 + 3d) of E[h²] along p), which pushes κ up by up to 1.
-    Seven grids of the three-layer network (joint Adam, m1 = d^2, m2 = 1000, 4000-step cap
-    with the plateau rule, 2^20 evaluation points), n = d^k · 2^j:
+    Seven grids of the three-layer network (joint Adam, m1 = d^2, m2 = 1000, to convergence
+    as in ``paper``, 2^20 evaluation points), n = d^k · 2^j:
       k = 1, q = 2, 3, 4: d ∈ {8, 16, 24}, j = 0..5 (n = d … 32 d);
       k = 2, q = 3: d ∈ {6, 8, 10, 12}, j = -1..4 (n = d^2/2 … 16 d^2); q = 2, 4: j = 0..5;
       k = 3, q = 3: the cpu preset's network runs (d ∈ {8, 12, 16, 20}, j = -3..3), reused as shipped.
