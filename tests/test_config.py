@@ -1,6 +1,5 @@
 """Configs: validation messages, default resolution, stable keys."""
 import dataclasses
-import hashlib
 import json
 import os
 import subprocess
@@ -9,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly.config import SCHEMA_VERSION, STAGE2, ConfigError, RunConfig, poly_space_dim
+from hierpoly.config import JOINT_CAP, ConfigError, RunConfig, poly_space_dim
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_resolve_to_the_same_key():
-    assert RunConfig(d=8, n=4096).key() == RunConfig(d=8, n=4096, m1=64, steps=4000, lr=1e-2, n_eval=2**20, link="0,0,0,1").key()
+    assert RunConfig(d=8, n=4096).key() == RunConfig(d=8, n=4096, m1=64, steps=JOINT_CAP, lr=1e-2, n_eval=2**20, link="0,0,0,1").key()
     assert RunConfig(d=8, n=4096, lr=1).key() == RunConfig(d=8, n=4096, lr=1.0).key()
 
 
@@ -55,7 +54,7 @@ def test_stage2_fields_resolve_so_one_run_has_one_key():
     assert RunConfig(**lw, lr2=1).key() == RunConfig(**lw, lr2=1.0).key() != RunConfig(**lw).key()
     assert RunConfig(**lw, steps2=40).total_steps == 5040
     assert RunConfig.from_dict(RunConfig(**lw, steps2=40).to_dict()).key() == RunConfig(**lw, steps2=40).key()
-    assert RunConfig(d=8, n=4096).total_steps == 4000 and RunConfig(d=8, n=4096).steps2 is None
+    assert RunConfig(d=8, n=4096).total_steps == JOINT_CAP and RunConfig(d=8, n=4096).steps2 is None
 
 
 @pytest.mark.parametrize("name,value", [("steps2", 100), ("lr2", 0.1), ("weight_decay2", 1e-3)])

@@ -84,7 +84,10 @@ def test_baselines_are_scored_on_the_same_points(arch):
     sigma1 = "relu" if arch == "two_layer" else cfg.sigma1  # the two-layer baseline has ReLU units
     out = model.feature(params, x, sigma1)  # both baselines predict with their first block (u carries the fit)
     want = _reference(out, y, out, p)
-    assert all(result.metrics[name] == pytest.approx(want[name], rel=1e-3) for name in want)
+    # the control variate's SE is a difference of float32 sums: exact to a small share of the plain SE
+    tolerance = {"test_loss_cv_se": 1e-3 * want["test_loss_se"]}
+    got = {name: result.metrics[name] for name in want}
+    assert got == {name: pytest.approx(v, rel=1e-3, abs=tolerance.get(name, 0)) for name, v in want.items()}
 
 
 @pytest.mark.parametrize("n_eval", [15, 2**26 + 1, 1.5])

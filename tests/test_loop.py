@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.engine import baselines, evaluation, loop, train
+from hierpoly.engine import baselines, evaluation, loop, model, train
 from hierpoly.runs import bundles, codec, runner
 from hierpoly.runs.store import Store
 
@@ -197,3 +197,24 @@ def test_chunks_grow_to_about_a_second_in_powers_of_two():
     assert loop.ChunkSizes(cap=10, fixed=3).next() == 3
     with pytest.raises(ValueError, match="at least 1"):
         loop.ChunkSizes(cap=10, fixed=0)
+
+
+def test_the_feature_rule_stops_when_g_on_the_first_training_inputs_settles():
+    cfg = dataclasses.replace(PLATEAU, steps=3000, tol=0.0, patience=100, lr_drops=0, feature_tol=0.08)
+    settled = train.run(cfg, chunk=50)
+    assert settled.extra["stopped_by"] == "feature settled" and settled.steps % 100 == 0 < settled.steps < 3000
+    assert settled.message.startswith("converged: the learned feature settled")
+    data = train.make_data(cfg)
+    probe = data.x_train[: loop.PROBE_POINTS]
+
+    def g_at(step):  # the same run without the rule, stopped by the cap at `step`
+        out = train.run(dataclasses.replace(cfg, steps=step, feature_tol=0.0), chunk=50)
+        return np.asarray(model.feature({k: jax.numpy.asarray(v) for k, v in out.params.items()}, probe, cfg.sigma1))
+
+    def moved(a, b):
+        return np.linalg.norm(b - a) / np.linalg.norm(b)
+
+    s = settled.steps
+    np.testing.assert_allclose(g_at(s), model.feature({k: jax.numpy.asarray(v) for k, v in settled.params.items()},
+                                                      probe, cfg.sigma1), rtol=1e-5, atol=1e-6)
+    assert moved(g_at(s - 100), g_at(s)) < 0.08 <= moved(g_at(s - 200), g_at(s - 100))

@@ -9,7 +9,7 @@ from hierpoly.engine import train
 from hierpoly.progress import Progress
 
 # tol/patience chosen so the three seeds stop at different steps (plateau or cap)
-BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.1, n_test=64)
+BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.3, lr_drops=1, feature_tol=0.0, n_test=64)
 CHUNK = 50
 
 

@@ -111,10 +111,14 @@ def test_classroom_base():
 def test_outcome_text_in_plain_words():
     cfg = RunConfig(d=4, n=256, steps=200)
     capped = SimpleNamespace(config=cfg, message="reached the step cap of 200", meta={"steps": 200, "extra": {}})
-    assert "all 200 training steps" in monitor.outcome_text(capped)
+    assert "Not converged: it used all 200 training steps" in monitor.outcome_text(capped)
     plateau = SimpleNamespace(config=cfg, message="converged: train loss plateaued at step 120",
-                              meta={"steps": 120, "extra": {"stopped_by": "plateau"}})
-    assert "early, at step 120" in monitor.outcome_text(plateau)
+                              meta={"steps": 120, "stopped_by": "plateau", "extra": {"lr_drops": 2}})
+    assert monitor.outcome_text(plateau).startswith("Converged at step 120: the training loss had stopped improving")
+    assert "lowering the learning rate 2 times" in monitor.outcome_text(plateau)
+    settled = SimpleNamespace(config=cfg, message="converged: the learned feature settled at step 3,000",
+                              meta={"steps": 3000, "stopped_by": "feature settled", "extra": {}})
+    assert "g had stopped moving (by less than 1.0% over 1,000 steps)" in monitor.outcome_text(settled)
 
 
 def test_figure2_seed_dots_share_their_d_colour():

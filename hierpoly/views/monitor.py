@@ -295,6 +295,9 @@ def outcome_text(result) -> str:
         return "Fitted in one go (ridge regression on random features): a kernel method has no training steps."
     if cfg.mode == "layerwise":
         return f"Finished both stages of layer-wise training ({steps:,} gradient steps in all)."
+    if stopped_by == "feature settled":
+        return (f"Converged at step {steps:,}: the learned feature g had stopped moving "
+                f"(by less than {cfg.feature_tol:.1%} over {cfg.patience:,} steps).")
     if stopped_by == "plateau" or result.message.startswith("converged"):
         drops = int((result.meta.get("extra") or {}).get("lr_drops") or 0)
         lowered = f", even after lowering the learning rate {drops} time{'s' * (drops != 1)}" if drops else ""
