@@ -42,6 +42,12 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps2", type=int, default=None, help="layer-wise T2 (default T1)")
     p.add_argument("--lr2", type=float, default=None, help="layer-wise η2 (default as stage 1: --lr, else 1/L)")
     p.add_argument("--weight-decay2", type=float, default=None, help="layer-wise ξ2 (default ξ1)")
+    p.add_argument("--tol", type=float, default=None, help="joint: the plateau rule's relative improvement (default 1e-3)")
+    p.add_argument("--patience", type=int, default=None, help="joint: steps of the plateau and feature rules (default 1000)")
+    p.add_argument("--lr-drops", type=int, default=None, help="joint: rate drops before the plateau rule stops (default 2)")
+    p.add_argument("--lr-decay", type=float, default=None, help="joint: factor on the rate at each drop (default 0.3)")
+    p.add_argument("--feature-tol", type=float, default=None,
+                   help="joint: stop when g moves by less than this over --patience steps; 0: off (default 0.01)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-test", type=int, default=None, help="monitor points while training (default 8192)")
     p.add_argument("--n-eval", type=int, default=None, help="points of the final test loss and correlation (default 2^20)")
@@ -53,12 +59,9 @@ def config_from_args(args) -> RunConfig:
         mode=args.mode, steps=args.steps, lr=args.lr, seed=args.seed,
         steps2=args.steps2, lr2=args.lr2, weight_decay2=args.weight_decay2,
     )
-    if args.weight_decay is not None:
-        fields["weight_decay"] = args.weight_decay
-    if args.n_test is not None:
-        fields["n_test"] = args.n_test
-    if args.n_eval is not None:
-        fields["n_eval"] = args.n_eval
+    for name in ("weight_decay", "tol", "patience", "lr_drops", "lr_decay", "feature_tol", "n_test", "n_eval"):
+        if getattr(args, name) is not None:  # unset: RunConfig's default
+            fields[name] = getattr(args, name)
     return RunConfig(**fields)
 
 
@@ -73,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="ms per training step: production path vs the plain formulation")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout (progress goes to stderr)")
     p.add_argument("--quick", action="store_true", help="a seconds-long variant with small sizes (for tests)")
+    p = sub.add_parser("check-convergence", help="train stored network runs on to twice their steps: does Figure 2 move?")
+    p.add_argument("--preset", required=True, help="the grid whose stored runs are checked (e.g. cpu)")
+    p.add_argument("--multiples", type=float, nargs="+", default=None,
+                   help="cells n = multiple · d^k to check (default: the grid's crossing cells)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all stored)")
+    p.add_argument("--json", action="store_true", help="print {runs, cells} as one JSON object on stdout")
     p = sub.add_parser("target", help="the exact normalisation constant C of a target")
     p.add_argument("--d", type=int, required=True)
     p.add_argument("--k", type=int, default=3)
@@ -618,6 +627,47 @@ COMMANDS.update({"jobs": cmd_jobs, "cancel": cmd_cancel, "export": cmd_export, "
 COMMANDS["doctor"] = cmd_doctor
 COMMANDS.update({"sweep": cmd_sweep, "figure2": cmd_figure2})
 COMMANDS["bench"] = _cmd_bench
+
+
+def cmd_check_convergence(args) -> int:
+    from tqdm import tqdm
+
+    from hierpoly.runs import convergence, sweeps
+    from hierpoly.runs.store import Store
+
+    try:
+        spec = sweeps.preset(args.preset)
+        if isinstance(spec, sweeps.SweepFamily):
+            raise sweeps.SweepError(f"preset {args.preset!r} is a family of grids: check one grid (e.g. cpu)")
+        store = Store()
+        _load_precomputed(store)
+        bar = tqdm(total=0, file=sys.stderr, unit="run", dynamic_ncols=True)
+
+        def progress(done, total, note):
+            bar.total, bar.n = total, done
+            bar.set_postfix_str(note, refresh=True)
+
+        rows = convergence.run_check(spec, store, args.multiples, args.seeds, progress)
+        bar.close()
+    except (sweeps.SweepError, convergence.CheckError) as err:
+        return _fail(str(err))
+    cells = convergence.by_cell(rows)
+    if args.json:
+        print(json.dumps({"preset": spec.name, "runs": _records(rows), "cells": _records(cells)}))
+    elif rows.empty:
+        print(f"no stored network runs in the checked cells of {spec.name}: run `sweep --preset {spec.name}` first")
+    else:
+        print(cells.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _records(frame) -> list[dict]:
+    """Rows as plain JSON values; NaN becomes None."""
+    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else (v.item() if hasattr(v, "item") else v))
+             for k, v in row.items()} for row in frame.to_dict("records")]
+
+
+COMMANDS["check-convergence"] = cmd_check_convergence
 
 
 def main(argv=None) -> int:

@@ -1,7 +1,9 @@
-"""Convergence made visible: each cell's share of seeds whose stopping rule fired, from the shipped runs too."""
+"""Convergence made visible: each cell's share of seeds whose stopping rule fired; training on past the stop."""
+import dataclasses
 import math
 
 import pandas as pd
+import pytest
 
 from hierpoly.runs import analysis, bundles, sweeps
 from hierpoly.runs.store import Store
@@ -27,3 +29,41 @@ def test_the_shipped_cpu_runs_say_how_they_stopped(tmp_path):
     seeds = [cell["seeds"] for cell in report["cells"]]
     # 11 of the 84 network runs stopped on the plateau rule, the other 73 at the 4000-step cap
     assert round(sum(f * s for f, s in zip(fractions, seeds))) == 11 and sum(seeds) == 84
+
+
+@pytest.mark.slow
+def test_check_trains_each_crossing_run_on_and_resumes(tmp_path):
+    from hierpoly.runs import convergence
+
+    spec = sweeps.custom((4,), multiples=(0.5, 2.0), seeds=2, baselines=False, steps=200, m2=50, n_test=256, n_eval=4096)
+    store = Store(tmp_path / "store")
+    sweeps.run_sweep(spec, "inline", store)
+    with pytest.raises(convergence.CheckError, match="names no crossing cells"):
+        convergence.run_check(spec, store)
+    notes = []
+    rows = convergence.run_check(spec, store, multiples=(0.5,), on_progress=lambda i, total, note: notes.append(note))
+    assert list(rows[["d", "n", "seed"]].itertuples(index=False, name=None)) == [(4, 32, 0), (4, 32, 1)]
+    assert (rows["stopped_by"] == "step cap").all() and (rows["steps_2x"] == 400).all()
+    for row in rows.itertuples(index=False):  # the longer run is the same run with the cap doubled
+        cfg = spec.config(4, 32, seed=row.seed)
+        longer = store.get(convergence.continued(cfg, 200).key())
+        assert longer.config == dataclasses.replace(cfg, steps=400, feature_tol=0.0)
+        assert row.delta_corr == pytest.approx(longer.metrics["feature_corr"] - store.get(cfg.key()).metrics["feature_corr"])
+    assert notes[0].startswith("d=4 n=32 seed 0: 200 → 400 steps") and notes[-1] == "done"
+    size = len(store)
+    again = convergence.run_check(spec, store, multiples=(0.5,))  # stored: nothing trains again
+    assert len(store) == size and again.equals(rows)
+    cells = convergence.by_cell(rows)
+    assert cells.loc[0, "seeds"] == 2 and cells.loc[0, "delta_corr_mean"] == pytest.approx(rows["delta_corr"].mean())
+    assert cells.loc[0, "converged_fraction"] == 0.0
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--preset", "exponents"], "is a family of grids"), (["--preset", "nope"], "unknown preset"),
+])
+def test_check_convergence_refuses_in_one_line(argv, message, capsys):
+    from hierpoly import cli
+
+    assert cli.main(["check-convergence", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
