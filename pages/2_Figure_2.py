@@ -142,8 +142,8 @@ def coverage(spec: sweeps.SweepSpec, rep: sweeps.Figure2Report | None) -> None:
     with st.expander(f"Grid: {stored} of {total} runs stored, {len(missing)} missing", expanded=rep is None):
         st.plotly_chart(plots.coverage_heatmap(cover), key="f2_heatmap", config=plots.CHART_CONFIG)
         cols = st.columns([2, 1])
-        cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × {spec.seeds} seeds × "
-                         f"{len(spec.archs)} architectures); {len(missing)} missing.")
+        cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × "
+                         f"{len(spec.archs)} architectures, {sweeps.seeds_text(spec)}); {len(missing)} missing.")
         if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
                                                   key="f2_queue"):
             _, refused = executors.submit_all(missing, store, submit=_submit)

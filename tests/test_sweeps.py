@@ -251,5 +251,7 @@ def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
     assert seeds[(16, 2048, "two_layer")] == 1
     assert len(spec.configs()) == 28 * 3 * 2 + 28 + 16 * 2  # 16 crossing cells with two more network seeds
     assert sweeps.cpu(seeds=6).seeds_for(16, 2048) == 6  # never fewer than the grid's own count
+    assert sweeps.seeds_text(spec) == "3 seeds, 5 for the network around the crossings, 1 for the two-layer baseline"
+    assert sweeps.seeds_text(sweeps.tiny()) == "1 seed"
     with pytest.raises(sweeps.SweepError, match="multiples"):
         sweeps.custom((4,), ns=(64,), crossing_multiples=(1.0,))

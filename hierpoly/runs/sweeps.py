@@ -269,6 +269,16 @@ def custom(
     )
 
 
+def seeds_text(spec: SweepSpec) -> str:
+    """How many seeds a grid wants, in words: '3 seeds' or '3 seeds, 5 for the network around the crossings, …'."""
+    parts = [f"{spec.seeds} seed{'s' * (spec.seeds != 1)}"]
+    if spec.crossing_multiples and spec.crossing_seeds > spec.seeds:
+        parts.append(f"{spec.crossing_seeds} for the network around the crossings")
+    if spec.baselines and spec.two_layer_seeds is not None and spec.two_layer_seeds != spec.seeds:
+        parts.append(f"{spec.two_layer_seeds} for the two-layer baseline")
+    return ", ".join(parts)
+
+
 # ------------------------------------------------------------ what is stored
 def stored_runs(spec: SweepSpec | SweepFamily, store, summaries: pd.DataFrame | None = None) -> pd.DataFrame:
     """The store's summaries of this grid's runs, any seed (more seeds than the spec's count count too).
