@@ -33,8 +33,17 @@ SIGMA1_DEGREE = {"cube": 3, "square": 2, "relu": None}  # None: not a polynomial
 STAGE2 = {"steps2": "steps", "lr2": "lr", "weight_decay2": "weight_decay"}
 
 
+# the joint stopping rules' settings: layer-wise training and the kernel fit never read them
+_JOINT_ONLY = ("tol", "patience", "lr_drops", "lr_decay", "feature_tol")
+
+
 class ConfigError(ValueError):
     """A config value that cannot be run, with a message for a person."""
+
+
+def two_layer_width(cfg: RunConfig) -> int:
+    """The ReLU two-layer baseline's width m: m(d+2) parameters ≈ the network's m1(d+2) + 3 m2 (V, s, u; a, b, c)."""
+    return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
 
 
 def poly_space_dim(d: int, k: int) -> int:
@@ -89,6 +98,10 @@ class RunConfig:
         for name in ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale"):  # 1 and 1.0: one key
             value = fill.get(name, getattr(self, name))
             fill[name] = None if value is None else float(value)
+        if self.mode != "joint" or self.arch == "kernel":  # settings these runs never read: one key for one run
+            fill.update({f.name: f.default for f in dataclasses.fields(self) if f.name in _JOINT_ONLY})
+        if self.arch == "kernel":
+            fill.update(steps=JOINT_CAP, lr=1e-2)  # a closed-form fit: no steps, no rate
         for name, value in fill.items():
             object.__setattr__(self, name, value)
 
@@ -156,6 +169,8 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {cfg.arch!r}")
     need(cfg.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     need(cfg.mode != "layerwise" or cfg.n >= 4, "layer-wise training splits n into D1 and D2: n must be at least 4")
+    need(cfg.arch == "three_layer" or cfg.mode == "joint",
+         f"the {cfg.arch} baseline is trained as a whole (mode joint); layer-wise training is the three-layer network's")
     need(cfg.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {cfg.k}")
     need(cfg.sigma1 in SIGMA1, f"sigma1 must be one of {', '.join(SIGMA1)}, got {cfg.sigma1!r}")
     need(cfg.m1 is None or cfg.m1 >= 1, f"width m1 must be at least 1, got {cfg.m1}")

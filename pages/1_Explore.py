@@ -195,8 +195,10 @@ def show_result(result) -> None:
     metrics = result.metrics
     st.success(f"Stored result. {monitor.outcome_text(result)}")
     cols = st.columns([1, 1.5, 1, 1])  # the longest label gets the room it needs at projector width
-    cols[0].metric("test loss", f"{metrics['test_loss']:.3f}",
-                   help=f"square loss over {result.config.n_eval:,} fresh points; predicting 0 scores 1")
+    se = metrics.get("test_loss_se")
+    cols[0].metric("test loss", f"{metrics['test_loss']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
+                   help=f"mean square error over {result.config.n_eval:,} fresh points ± its standard error; "
+                        "predicting 0 scores E[h²] = 1 on average")
     cols[1].metric("feature correlation", f"{metrics['feature_corr']:.3f}",
                    help="Pearson corr(g, p) of the learned feature g with p, on the same points")
     cols[2].metric("train loss", f"{metrics['train_loss']:.3g}")

@@ -89,7 +89,7 @@ def figure(rep: sweeps.Figure2Report) -> None:
     st.caption(
         "Lines: the mean over seeds with error bars ± one standard error of that mean, band ± one standard "
         "deviation, dots the seeds (hollow: stopped at the step cap, not converged), one colour per d. The test loss "
-        "is the plain mean squared error over 2^20 fresh points (unbiased: E[h²] = 1), not a ratio. "
+        "is the plain mean squared error over each run's fresh evaluation points (unbiased: E[h²] = 1), not a ratio. "
         f"Against n/d^{rep.spec.k} the **feature correlation** of every d rises at about the same place: "
         f"the network needs about d^{rep.spec.k} samples to learn p. The **test loss** falls with n too but does "
         "not collapse as neatly: it is dominated by the rare inputs outside the training data (heavy tail; see "

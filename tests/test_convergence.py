@@ -47,7 +47,7 @@ def test_check_trains_each_crossing_run_on_and_resumes(tmp_path):
     for row in rows.itertuples(index=False):  # the longer run is the same run with the cap doubled
         cfg = spec.config(4, 32, seed=row.seed)
         longer = store.get(convergence.continued(cfg, 200).key())
-        assert longer.config == dataclasses.replace(cfg, steps=400, feature_tol=0.0)
+        assert longer.config == dataclasses.replace(cfg, steps=400, feature_tol=0.0, lr_drops=cfg.lr_drops + 1)
         assert row.delta_corr == pytest.approx(longer.metrics["feature_corr"] - store.get(cfg.key()).metrics["feature_corr"])
     assert notes[0].startswith("d=4 n=32 seed 0: 200 → 400 steps") and notes[-1] == "done"
     size = len(store)

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hierpoly import targets
-from hierpoly.config import RunConfig, poly_space_dim
+from hierpoly.config import RunConfig, poly_space_dim, two_layer_width  # noqa: F401  (width: re-exported)
 from hierpoly.engine import evaluation, loop, model
 from hierpoly.engine.data import Data, keys, make_data
 from hierpoly.engine.loop import TrainResult
@@ -277,11 +277,6 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
 
 
 # --------------------------------------------------------------------- two_layer
-def two_layer_width(cfg: RunConfig) -> int:
-    """m with m(d+2) parameters ≈ the three-layer network's m1(d+2) + 3 m2 (V, s, u; a, b, c)."""
-    return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
-
-
 def first_block_loss(params, batch, forward: model.Forward):
     """Square loss of the first block alone on batch = (x, y)."""
     x, y = batch

@@ -54,7 +54,6 @@ MIN_ROWS = 50  # a run's history has at least about this many rows, however shor
 
 RUNNING, PLATEAU, CAP, DIVERGED, SETTLED = 0, 1, 2, 3, 4
 ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", CAP: "step cap", DIVERGED: "diverged", RUNNING: "cancelled"}
-CONVERGED = ("plateau", "feature settled")  # endings where a stopping rule fired
 
 
 class Rules(NamedTuple):
@@ -124,7 +123,7 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
     check = feature_check_due(clock, rules) & (probe is not None)
     probe = clock.ref if probe is None else probe.astype(jnp.float32)
     moved = jnp.linalg.norm(probe - clock.ref) / jnp.maximum(jnp.linalg.norm(probe), 1e-30)
-    settled = check & (moved < rules.feature_tol)
+    settled = check & (clock.ref_at > 0) & (moved < rules.feature_tol)  # the first check only sets the reference
     loss_finite = jnp.isfinite(loss)
     diverged = ~(loss_finite & state_finite)
     window_min = jnp.minimum(clock.window_min, loss)
@@ -132,7 +131,7 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
     improved = window_end & (window_min < clock.best * (1 - rules.tol))
     best_at = jnp.where(improved, done, clock.best_at)
     fired = window_end & ~improved & (done - best_at >= rules.patience)
-    drop = fired & (clock.drops < rules.drops)  # lower the rate and wait `patience` again
+    drop = fired & (clock.drops < rules.drops) & (done < rules.cap)  # lower the rate and wait `patience` again
     plateau = fired & ~drop
     status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(
         settled, SETTLED, jnp.where(done >= rules.cap, CAP, RUNNING))))
@@ -165,7 +164,7 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
         i, state, clock = carry
         new_state, loss = step(state, batch, scaled(hyper, clock, rules), forward)
         g = None
-        if probe is not None:  # computed only at the steps where the feature rule looks
+        if probe is not None:  # only at the steps where the feature rule looks (under vmap: every step, then selected)
             g = jax.lax.cond(feature_check_due(clock, rules), lambda: probe(new_state, batch, forward).astype(jnp.float32),
                              lambda: clock.ref)
         clock, keep = advance(clock, rules, loss, _all_finite(new_state), g)
@@ -358,7 +357,7 @@ def _probe_size(task: Task, state, batch, batched: bool) -> int:
 
 
 def _host(clock: Clock) -> Clock:
-    """The clock on the host, one entry per seed."""
+    """The clock on the host, one entry per seed (ref: (probe,) alone, (seeds, probe) batched)."""
     host = jax.device_get(clock)
     return Clock(*(np.atleast_1d(np.asarray(v)) for v in host[:-2]), np.asarray(host.ref), np.atleast_1d(host.ref_at))
 

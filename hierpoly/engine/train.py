@@ -4,12 +4,12 @@ Both run through the one training loop (loop.py): compiled chunks of steps with 
 stopping rules inside, progress and cancellation between chunks. Nothing here knows
 about Streamlit or the store.
 
-Training losses are mean squared errors, L̂(θ) = (1/n) Σ (h_θ(x) - y)^2. The test
-loss is the same on fresh points divided by their mean y^2 (`metrics.relative_test_loss`:
-the zero predictor scores 1); feature correlation is Pearson's between g and p there.
-Progress rows measure both on the `n_test` monitor points (8192); a finished run's
-metrics use `n_eval` = 2^20 more fresh points, streamed (`evaluation.population_metrics`),
-because h's heavy tail makes a few thousand points read the loss low by up to half (metrics.py).
+Training losses are mean squared errors, L̂(θ) = (1/n) Σ (h_θ(x) - y)^2. A finished run's
+test loss is the same on `n_eval` = 2^20 fresh points with its standard error, streamed
+(`evaluation.population_metrics`, `metrics.from_sums`); feature correlation is Pearson's
+between g and p there. Progress rows measure both on the `n_test` monitor points (8192),
+the loss as a ratio to their mean y^2 (`metrics.relative_test_loss`: a stable live curve,
+biased low by h's heavy tail).
 
 Joint: all of (u, s, V, a, b, c) with Adam at one base rate (µP, model.py), full
 batch. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate

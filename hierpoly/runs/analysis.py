@@ -36,7 +36,7 @@ from hierpoly.targets import parse_link
 METRICS = ("test_loss", "feature_corr")
 THRESHOLD = 0.9
 THRESHOLDS = (0.8, 0.9, 0.95)  # κ at each: how far it moves with the threshold is part of the answer
-CRITERIA = ("feature_corr", "explained")  # explained: 1 − test loss (test loss is relative to E[h²] = 1)
+CRITERIA = ("feature_corr", "explained")  # explained: 1 − test loss (the MSE, in units of E[h²] = 1)
 COLLAPSE_WINDOW = (0.05, 0.99)  # cells whose mean score lies here enter the collapse fit (logits stay finite)
 TARGET = ("k", "link", "sigma1", "mode", "arch")  # what one κ belongs to
 N_BOOT = 1000
@@ -90,12 +90,15 @@ def _loss_errors(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per cell: the standard error of the seed-mean test loss, and the part due to the evaluation alone.
 
     test_loss_se = std over seeds / √seeds (the spread between seeds already holds each run's evaluation
-    noise); one seed: that run's own evaluation SE. test_loss_eval_se = √(Σ se_i²) / seeds.
+    noise; NaN for one seed: one run says nothing of the spread between seeds).
+    test_loss_eval_se = √(Σ se_i²) / seeds, the evaluation's part alone. Runs without a loss do not count.
     """
     def errors(group: pd.DataFrame) -> pd.Series:
+        group = group[np.isfinite(group["test_loss"].astype(float))]
         count, se = len(group), group["test_loss_se"].astype(float)
-        between = group["test_loss"].astype(float).std(ddof=1) / math.sqrt(count) if count > 1 else se.iloc[0]
-        return pd.Series({"test_loss_se": between, "test_loss_eval_se": math.sqrt(float((se**2).sum())) / count})
+        between = group["test_loss"].astype(float).std(ddof=1) / math.sqrt(count) if count > 1 else math.nan
+        evaluation = math.sqrt(float((se**2).sum())) / count if count else math.nan
+        return pd.Series({"test_loss_se": between, "test_loss_eval_se": evaluation})
 
     return runs.groupby(keys, sort=False)[["test_loss", "test_loss_se"]].apply(errors).reset_index()
 
@@ -107,7 +110,7 @@ def _converged(runs: pd.DataFrame) -> pd.Series:
     else:
         flag = pd.Series(np.nan, index=runs.index)
     if "stopped_by" in runs.columns:  # results without the flag: judge by how they stopped
-        flag = flag.fillna(runs["stopped_by"].map({"plateau": 1.0, "feature settled": 1.0, "step cap": 0.0}))
+        flag = flag.fillna(runs["stopped_by"].map({"plateau": 1.0, "feature settled": 1.0, "step cap": 0.0}))  # runner.CONVERGED
     return flag.astype(float).rename("converged_fraction")
 
 

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.config import RunConfig, poly_space_dim
+from hierpoly.config import RunConfig, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 
@@ -55,7 +55,14 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     return int(data + blocks + params + ridge)
 
 
+TWO_LAYER_STEPS = 1.0 + 3 * 0.8 / 4  # the final run, plus three tuning trials on 0.8 n for a quarter of the cap
+
+
 def estimate(cfg: RunConfig) -> Estimate:
+    """Worst case: every step up to the cap (a run the rules stop early costs less)."""
+    if cfg.arch == "two_layer":
+        per_step = 6.0 * cfg.n * cfg.d * two_layer_width(cfg)
+        return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps * TWO_LAYER_STEPS)
     per_step = 6.0 * cfg.n * cfg.d * cfg.m1 + 6.0 * cfg.n * cfg.m2  # ≈ forward + backward of both blocks
     return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps)
 

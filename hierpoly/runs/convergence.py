@@ -3,8 +3,9 @@
 A run that converged stopped on a rule before its cap, so doubling the cap changes nothing
 about it by construction. The question that matters is whether training on would: here each
 stored joint network run of the chosen cells is trained again with the cap at twice the
-steps it took and the feature rule off (its plateau rule as before), so it follows the stored
-run step for step up to where that one stopped, then keeps going. A capped run gets the
+steps it took, the feature rule off and one more learning-rate drop allowed, so it follows
+the stored run step for step up to where that one stopped, then keeps going (where the
+plateau rule stopped it, it drops the rate once more instead). A capped run gets the
 literal test: the same run with the cap doubled. The check runs are ordinary stored runs
 (their own keys), so a check stopped half way resumes.
 """
@@ -28,8 +29,9 @@ class CheckError(ValueError):
 
 
 def continued(cfg: RunConfig, steps_run: int) -> RunConfig:
-    """The run trained on: cap at twice the steps it took, the feature rule off, everything else equal."""
-    return dataclasses.replace(cfg, steps=max(2 * int(steps_run), 1), feature_tol=0.0)
+    """The run trained on: cap at twice the steps it took, the feature rule off, one more rate drop allowed
+    (where the plateau rule stopped it, it drops the rate once more instead), everything else equal."""
+    return dataclasses.replace(cfg, steps=max(2 * int(steps_run), 1), feature_tol=0.0, lr_drops=min(cfg.lr_drops + 1, 10))
 
 
 def checked_runs(spec: sweeps.SweepSpec, store, multiples=None, seeds=None) -> pd.DataFrame:
@@ -81,7 +83,7 @@ def by_cell(rows: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["d", "n", "seeds", "delta_corr_mean", "delta_corr_se", "converged_fraction"])
     out = rows.groupby(["d", "n"]).agg(
         seeds=("seed", "nunique"), delta_corr_mean=("delta_corr", "mean"), delta_corr_std=("delta_corr", "std"),
-        converged_fraction=("stopped_by", lambda s: float(s.isin(["plateau", "feature settled"]).mean())),
+        converged_fraction=("stopped_by", lambda s: float(s.isin(runner.CONVERGED).mean())),
     ).reset_index()
     out["delta_corr_se"] = out["delta_corr_std"] / out["seeds"].map(math.sqrt)
     return out.drop(columns="delta_corr_std")

@@ -78,7 +78,7 @@ class Job:
     updated: float
     heartbeat: float
     progress: tuple[Progress, ...] = ()  # every row the worker wrote, oldest first
-    total_steps: int = 0  # layer-wise: 2 * steps
+    total_steps: int = 0  # RunConfig.total_steps: the cap (joint), T1 + T2 (layer-wise)
     owner: str | None = None  # who submitted it (a browser session), if known
     position: int | None = None  # queued: 1 = next to start
 

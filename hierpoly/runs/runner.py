@@ -17,6 +17,7 @@ from hierpoly.config import RunConfig
 from hierpoly.runs import store
 from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
 
+CONVERGED = ("plateau", "feature settled")  # the endings where a stopping rule fired (engine/loop.py)
 SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small
 _compilation_cache: list[Path] = []  # the directory set up in this process, once
 
@@ -126,7 +127,7 @@ def stopping(cfg: RunConfig, extra: dict) -> dict:
     if cfg.mode == "layerwise" and cfg.arch == "three_layer":
         return {"stopped_by": "fixed steps", "converged": None}
     stopped_by = extra.get("stopped_by")
-    return {"stopped_by": stopped_by, "converged": stopped_by in ("plateau", "feature settled")}
+    return {"stopped_by": stopped_by, "converged": stopped_by in CONVERGED}
 
 
 def snapshots(rows, keep: int = SNAPSHOT_ROWS) -> dict:

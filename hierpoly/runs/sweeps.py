@@ -54,7 +54,7 @@ class SweepSpec:
     mode: str = "joint"  # joint (Figure 2) or layerwise
     m1: int | None = None  # None: the config's default (d^2 joint, C(d+k, k) layer-wise)
     m2: int = 1000
-    steps: int | None = None  # None: the config's default cap (4000 joint) with the plateau rule
+    steps: int | None = None  # None: the config's default cap (JOINT_CAP) with the stopping rules
     n_test: int = 8192  # monitor points (progress rows, plot samples)
     n_eval: int = 2**20  # points of the final test loss and correlation
     doc: str = ""  # how to run it and what it should show
@@ -178,7 +178,7 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20}, n = d^3 · 2^j, j = -3..3 (28 cells).
 
     Everything else as ``paper``; 5 network seeds in the cells around the crossings (n = d^3/4 … 2 d^3),
-    one seed of the two-layer baseline (it costs as much as the network; on a GPU, ask for more).
+    one seed of the two-layer baseline (with its rate tuning it costs several network runs).
     Run: ``python -m hierpoly sweep --preset cpu``
     (hours on a 2-core CPU: the largest cell is n = 64000 at d = 20), then
     ``python -m hierpoly figure2 --preset cpu``.

@@ -47,10 +47,11 @@ def _rgba(hex_color: str, alpha: float) -> str:
 def loss_figure(history: pd.DataFrame, title: str = "Loss during training") -> go.Figure:
     """Train and test loss against step, log y (history columns: step, train_loss, test_loss)."""
     fig = go.Figure()
+    labels = {"train_loss": "train loss", "test_loss": "test loss (monitor points ÷ their mean h²)"}
     for name, color in (("train_loss", PALETTE[0]), ("test_loss", PALETTE[1])):
         if name in history and len(history):
             y = history[name].to_numpy(dtype=float)
-            fig.add_scatter(x=history["step"], y=np.where(y > 0, y, np.nan), name=name.replace("_", " "),
+            fig.add_scatter(x=history["step"], y=np.where(y > 0, y, np.nan), name=labels[name],
                             mode="lines+markers", line=dict(color=color), marker=dict(size=4))
     fig.update_yaxes(type="log", title="square loss")
     fig.update_xaxes(title="step")
