@@ -129,3 +129,17 @@ def test_configs_are_frozen():
 def test_the_convergence_settings_are_validated(changes, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig(d=4, n=64, **changes)
+
+
+def test_settings_a_run_never_reads_stay_out_of_its_key():
+    kernel = RunConfig(d=6, n=500, arch="kernel")
+    assert RunConfig(d=6, n=500, arch="kernel", steps=7, lr=0.5, tol=0.2, patience=3, feature_tol=0.5).key() == kernel.key()
+    layerwise = RunConfig(d=6, n=500, mode="layerwise")
+    assert RunConfig(d=6, n=500, mode="layerwise", tol=0.2, lr_drops=0, feature_tol=0.0).key() == layerwise.key()
+    joint = RunConfig(d=6, n=500)  # joint training reads them all
+    assert len({joint.key(), RunConfig(d=6, n=500, tol=0.2).key(), RunConfig(d=6, n=500, feature_tol=0.0).key()}) == 3
+    with pytest.raises(ConfigError, match="tol must be in"):  # bad values are refused before they are dropped
+        RunConfig(d=6, n=500, arch="kernel", tol=2.0)
+    for arch in ("kernel", "two_layer"):
+        with pytest.raises(ConfigError, match=f"the {arch} baseline is trained as a whole"):
+            RunConfig(d=6, n=500, arch=arch, mode="layerwise")

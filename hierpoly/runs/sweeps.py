@@ -98,12 +98,15 @@ class SweepSpec:
         return [(d, n) for d in self.ds for n in self.n_values(d)]
 
     def config(self, d: int, n: int, seed: int = 0, arch: str = "three_layer") -> RunConfig:
-        """The run of one cell; a baseline's is the network's with ``arch`` replaced."""
+        """The run of one cell; a baseline's is the network's with ``arch`` replaced (and trained jointly)."""
         cfg = RunConfig(
             d=d, n=n, k=self.k, link=self.link, sigma1=self.sigma1, m1=self.m1, m2=self.m2, mode=self.mode,
             steps=self.steps, seed=seed, n_test=self.n_test, n_eval=self.n_eval,
         )
-        return cfg if arch == "three_layer" else dataclasses.replace(cfg, arch=arch)
+        if arch == "three_layer":
+            return cfg
+        # the baselines train as a whole whatever the network's mode (same data, same first-layer width)
+        return dataclasses.replace(cfg, arch=arch, mode="joint", steps2=None, lr2=None, weight_decay2=None)
 
     def configs(self) -> list[RunConfig]:
         """Every run of the grid, cheapest cells first (so the figure fills from the left)."""
