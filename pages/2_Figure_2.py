@@ -191,9 +191,10 @@ if spec.doc:
 
 # ------------------------------------------------------------------ the exponent table
 @st.cache_data(max_entries=4, show_spinner="Bootstrapping κ for every target…")
-def _exponent_table(_family, stored: tuple) -> list[dict]:
-    """The CLI's exponent entries, recomputed only when the family's stored runs change."""
-    return sweeps.figure2_json(_family, store)[0]["exponents"]
+def _exponent_table(_family, stored: tuple) -> tuple[list[dict], list[str]]:
+    """The CLI's exponent entries and the names of the grids still missing runs (recomputed when the stored runs change)."""
+    report = sweeps.figure2_json(_family, store)[0]
+    return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]]
 
 
 def exponent_table_section() -> None:
@@ -201,7 +202,7 @@ def exponent_table_section() -> None:
     st.header("Exponent table: κ against k, for links of degree q")
     family = sweeps.preset("exponents")
     stored = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in family.configs()}))
-    entries = _exponent_table(family, stored) if stored else []
+    entries, unfinished = _exponent_table(family, stored) if stored else ([], [])
     if not entries:
         st.info("No run of the `exponents` preset is stored: `python -m hierpoly sweep --preset exponents`.")
         return
@@ -216,6 +217,9 @@ def exponent_table_section() -> None:
     facts = [f"{label}: {', '.join(rows)}." for label, rows in (
         ("Interval wholly below k", below), ("Interval wholly above k", above), ("No κ (no crossing inside the grid)", lost))
         if rows]
+    if unfinished:
+        facts.append(f"Grids with runs still missing ({', '.join(unfinished)}): "
+                     "`python -m hierpoly sweep --preset exponents` fills them in (resumable).")
     st.markdown(EXPONENT_NOTE + ("\n\n" + " ".join(facts) if facts else ""))
     with st.expander("About the `exponents` preset"):
         st.text(family.doc)
@@ -227,17 +231,14 @@ on one d grid; κ is the slope of log n*(d) against log d, n*(d) being where the
 seed-mean score crosses the threshold (corr(g, p); for k = 1 the explained variance
 1 − test loss, since a linear p lets the first layer learn p² or h itself). A kernel needs
 about d^(kq) samples (open diamonds); the theory gives the network d^k (dashed line) when
-E[g′(z)] ≠ 0, so that h's degree-k part points at p. Every link here meets it: the cubic
-z³, and h₁ + h₂, h₁ + h₄ applied to p/√d (`std:` links: half of E[h²] along p at every d;
-on the raw p a mixed link's top power takes over as d grows). The cubic rows are far
-below kq, and k = 2 reads 2. At these small d the slope is not yet the asymptotic one:
-for k = 3 the transition sharpens as d grows, which pulls κ below k; for k = 1 the
-explained variance at n = 8d falls with d, which pushes κ above 1 at every threshold. With
-the mixed links and k = 2, corr(g, p) levels off below 0.9 at small d (its ceiling rises
-with d), so κ at 0.9 is missing or rests on two d — read the collapse column; for k = 1
-the network does not fit h₁ + h₄ inside the grid. The 95% intervals are a bootstrap over
-whole seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.8,
-0.9, 0.95 columns and the collapse fit), the step cap, or this finite-d bias.
+E[g′(z)] ≠ 0, so that h's degree-k part points at p. Every link of the preset meets it: the
+cubic z³, and h₁ + h₂, h₁ + h₄ applied to p/√d (`std:` links: half of E[h²] along p at
+every d; on the raw p a mixed link's top power takes over as d grows). A row appears once
+its grid has runs stored; the shipped results hold the k = 3 row (the cpu preset's runs).
+At these small d the slope is not yet the asymptotic one: for k = 3 the transition
+sharpens as d grows, which pulls κ below k. The 95% intervals are a bootstrap over whole
+seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.8, 0.9, 0.95
+columns and the collapse fit) or this finite-d bias.
 """
 
 exponent_table_section()

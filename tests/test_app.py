@@ -150,6 +150,15 @@ def test_home_without_results_says_where_to_get_them(empty_store):
     assert any("No Figure 2 grid is stored yet" in i.value for i in at.info)
 
 
+def test_figure2_exponent_table_shows_the_shipped_row_and_names_the_grids_to_run(bundle_store):
+    at = _app("pages/2_Figure_2.py", {"preset": "cpu"})
+    _ok(at)
+    table = at.dataframe[-1].value
+    assert list(zip(table["k"], table["q"])) == [(3, 3)]
+    note = next(m.value for m in at.markdown if m.value.startswith("**What it shows.** Each row"))
+    assert "Grids with runs still missing (k=1 std:h1+h2," in note and "k=3 cubic" not in note
+
+
 def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     at = _app("pages/2_Figure_2.py", {"preset": "cpu", "x": "n_over_dk", "baselines": "kernel"})
     _ok(at)

@@ -197,8 +197,8 @@ def measure_figure2(log: Callable[[str], None], cells: dict[tuple[int, int], lis
         call = _production_chunk(cfg)
         ms = _median_seconds(call, 3) / 4 * 1e3
         out.append({"d": d, "n": n, "steps": statistics.median(steps), "ms_per_step": ms,
-                    "seconds_to_plateau": statistics.median(steps) * ms / 1e3})
-        log(f"figure 2 cell d={d} n={n}: {out[-1]['steps']:.0f} steps × {ms:.2f} ms = {out[-1]['seconds_to_plateau']:.1f} s")
+                    "seconds_to_stop": statistics.median(steps) * ms / 1e3})
+        log(f"figure 2 cell d={d} n={n}: {out[-1]['steps']:.0f} steps × {ms:.2f} ms = {out[-1]['seconds_to_stop']:.1f} s")
     return out
 
 
@@ -254,5 +254,5 @@ def format_report(out: dict) -> str:
         lines.append(f"demo run ({demo['args']}): cold {demo['seconds_cold']:.1f} s, warm {demo['seconds_warm']:.1f} s; "
                      f"first live point after {demo['first_point_cold']:.1f} s cold, {demo['first_point_warm']:.1f} s warm")
     for cell in out["figure2_cells"]:
-        lines.append(f"figure 2 d={cell['d']} n={cell['n']}: {cell['seconds_to_plateau']:.1f} s to plateau")
+        lines.append(f"figure 2 d={cell['d']} n={cell['n']}: {cell['seconds_to_stop']:.1f} s to stop")
     return "\n".join(lines)
