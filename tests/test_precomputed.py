@@ -32,6 +32,11 @@ CPU_CELLS = {
 # κ (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and from the collapse fit
 CPU_KAPPA = {0.8: (2.48, 2.39, 2.59), 0.9: (2.51, 2.38, 2.59), 0.95: (2.85, 2.15, 2.99), "collapse": (2.19, 2.13, 2.44)}
 
+@pytest.fixture(scope="module")
+def cpu_report(tmp_path_factory) -> dict:
+    return _figure2("cpu", tmp_path_factory.mktemp("cpu"))
+
+
 def _figure2(preset: str, tmp_path) -> dict:
     """`figure2 --preset P --json` in a fresh process on an empty store: what a fresh clone answers."""
     env = {**os.environ, "HIERPOLY_CACHE_DIR": str(tmp_path / "empty"), "PYTHONPATH": str(REPO)}
@@ -53,8 +58,8 @@ def test_the_shipped_bundles_are_small_and_import_cleanly(tmp_path):
 
 
 @pytest.mark.process
-def test_figure2_answers_from_the_shipped_bundles_alone(tmp_path):
-    out = _figure2("cpu", tmp_path)
+def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
+    out = cpu_report
     spec = sweeps.preset("cpu")
     assert len(out["cells"]) == len(spec.cells()) == 28
     assert all(cell["seeds"] >= 3 for cell in out["cells"])
@@ -82,8 +87,8 @@ def test_figure2_answers_from_the_shipped_bundles_alone(tmp_path):
 
 
 @pytest.mark.process
-def test_at_the_largest_n_the_network_beats_both_baselines_and_the_kernel_sits_above_its_floor(tmp_path):
-    out = _figure2("cpu", tmp_path)
+def test_at_the_largest_n_the_network_beats_both_baselines_and_the_kernel_sits_above_its_floor(cpu_report):
+    out = cpu_report
     for d in (12, 16, 20):
         top = max((c for c in out["cells"] if c["d"] == d), key=lambda c: c["n"])
         assert top["test_loss_mean"] + 2 * top["test_loss_se"] <= 0.2, top
