@@ -195,15 +195,15 @@ def test_a_job_whose_result_was_stored_reports_done_after_its_worker_dies():
 def test_ctrl_c_detaches_run_and_the_job_goes_on(cache_dir):
     store = Store()
     proc = cli("run", "--d", "4", "--n", "256", "--m2", "50", "--n-test", "256", "--steps", "200000",
-               cache_dir=cache_dir)
+               "--patience", "1000000", cache_dir=cache_dir)  # LONG: no rule stops it before the Ctrl-C
     job = wait_for(lambda: next((j for j in jobs.list_jobs(store) if j.step > 0), None), 120)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "goes on in the background" in stderr and "Traceback" not in stderr
     later = wait_for(lambda: (j := jobs.get(job.job_id, store)).step > job.step and j, 60)
-    assert later.status in ("running", "done")  # it may reach its plateau meanwhile
+    assert later.status == "running"
     jobs.cancel(job.job_id, store)
-    assert jobs.wait(job.job_id, timeout=60, store=store).status in ("cancelled", "done")
+    assert jobs.wait(job.job_id, timeout=60, store=store).status == "cancelled"
 
 
 @pytest.mark.slow
