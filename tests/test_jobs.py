@@ -194,8 +194,10 @@ def test_a_job_whose_result_was_stored_reports_done_after_its_worker_dies():
 
 def test_ctrl_c_detaches_run_and_the_job_goes_on(cache_dir):
     store = Store()
+    # as from a terminal: a suite started in the background (`... &`) passes SIGINT on ignored, and Python keeps it so
     proc = cli("run", "--d", "4", "--n", "256", "--m2", "50", "--n-test", "256", "--steps", str(LONG["steps"]),
-               "--patience", str(LONG["patience"]), cache_dir=cache_dir)
+               "--patience", str(LONG["patience"]), cache_dir=cache_dir,
+               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     job = wait_for(lambda: next((j for j in jobs.list_jobs(store) if j.step > 0), None), 120)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
