@@ -18,8 +18,8 @@ pytestmark = pytest.mark.process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = dict(d=4, n=256, m2=50, n_test=256)
-# long enough to be killed or cancelled mid-run; never stops on a plateau
-LONG = dict(TINY, steps=20_000_000, patience=10**6)  # minutes of work (200000 such steps take under 10 s), no rule stops it
+# minutes of work, long enough to be killed or cancelled mid-run (200000 such steps take under 10 s); no rule stops it
+LONG = dict(TINY, steps=20_000_000, patience=10**6)
 
 
 @pytest.fixture(autouse=True)

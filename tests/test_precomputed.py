@@ -36,6 +36,7 @@ CPU_CELLS = {
 # κ (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and from the collapse fit
 CPU_KAPPA = {0.8: (2.53, 2.43, 2.58), 0.9: (1.58, 1.21, 2.74), 0.95: (1.50, 1.08, 2.40), "collapse": (2.18, 2.03, 2.47)}
 
+
 @pytest.fixture(scope="module")
 def cpu_report(tmp_path_factory) -> dict:
     return _figure2("cpu", tmp_path_factory.mktemp("cpu"))
@@ -77,8 +78,6 @@ def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     assert sorted(got) == sorted(CPU_CELLS)
     for cell, pinned in CPU_CELLS.items():
         assert got[cell] == pytest.approx(pinned, abs=5e-5), cell
-    # every network run stopped on a rule, not at the cap
-    assert sum(c["converged_fraction"] * c["seeds"] for c in out["cells"]) == pytest.approx(sum(c["seeds"] for c in out["cells"]))
     # κ and its interval at each threshold, and from the collapse
     kappa = out["kappa"]
     assert (kappa["threshold"], kappa["criterion"]) == (0.9, "feature_corr")
