@@ -63,6 +63,22 @@ def test_the_plateau_rule_lowers_the_rate_before_it_stops():
     assert float(loop.scaled(hyper, clock, rule)["xi"]) == 1.0 and loop.scaled({"xi": 1.0}, clock, rule) == {"xi": 1.0}
 
 
+def test_the_holdout_rule_keeps_the_lowest_and_stops_patience_steps_after_it():
+    rule = loop.rules(cap=10_000, patience=300)
+    clock, scored = loop.start_clock()._replace(val_best=np.float32(1.0)), []  # step 0 scored 1.0
+    while int(clock.status) == loop.RUNNING:
+        done = int(clock.step) + 1
+        held = np.float32(0.5 + abs(done - 40) / 100)  # lowest at step 40, not a check step: 32 and 64 are
+        if bool(loop.holdout_check_due(clock)):
+            scored.append(done)
+        clock, _ = loop.advance(clock, rule, np.float32(1 / done), np.bool_(True), holdout=held)  # train loss falls
+    assert scored[:8] == [1, 2, 4, 8, 16, 32, 64, 100] and 128 in scored and 256 in scored
+    assert (int(clock.val_at), float(clock.val_best)) == (32, pytest.approx(0.58))
+    assert (int(clock.status), int(clock.step)) == (loop.HOLDOUT, 400)  # the first check ≥ 32 + 300
+    clock, _ = loop.advance(loop.start_clock(), rule, np.float32(1.0), np.bool_(True))  # no holdout: no rule
+    assert float(clock.val_best) == np.inf and int(clock.status) == loop.RUNNING
+
+
 def test_a_drop_continues_the_run_where_the_rule_would_have_stopped_it():
     cfg = dataclasses.replace(PLATEAU, steps=600, lr_drops=1, lr_decay=0.25)
     dropped = train.run(cfg, chunk=10)

@@ -26,10 +26,15 @@ two_layer **[our construction]**
     1/m multiplier, w_j uniform on the sphere of radius 1/√2, b_j ~ N(0, 1/2) (stored as u,
     V, s); the config's σ1 does not apply. Width ``two_layer_width(cfg)``: about the
     three-layer network's parameter count. All of (a, w, b) are trained by full-batch Adam
-    under the joint training's loop and stopping rules (``loop.rules_for``); the rate is
-    chosen from cfg.lr × TUNING_RATES by training on the first TUNING_FIT of the training
-    set with a quarter of the step cap and scoring plain MSE on the rest (progress phase
-    "tuning"), then the run trains on all n at the chosen rate.
+    under the joint training's loop and stopping rules (``loop.rules_for``). A holdout picks
+    both the rate and the stopping step, as one would for a baseline meant to win: each rate
+    of cfg.lr × TUNING_RATES trains on the first TUNING_FIT of the training set under the
+    rules plus the holdout rule (``loop``: the plain MSE on the rest, scored along the way;
+    the trial ends ``patience`` steps after its lowest), progress phase "tuning". The run
+    then trains on all n at the rate with the lowest holdout loss, for the steps at which
+    it was reached (step 0, the zero predictor, included): ``stopped_by`` is "holdout".
+    Trained to its cap instead, this net interpolates the heavy-tailed h and does worse
+    than predicting 0.
 
 For both, ``feature_corr`` is the Pearson correlation between the predictor's
 output and the true feature p(x) (a baseline has no separate learned feature), and
@@ -41,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import jax
@@ -57,9 +63,8 @@ from hierpoly.progress import Progress
 
 RIDGE_GRID = tuple(10.0 ** (e / 2) for e in range(-24, 9))  # 1e-12 .. 1e4 in half-decades, relative (ridge_scale)
 CV_FOLDS = 5  # contiguous folds of the training set that pick the ridge penalty
-TUNING_RATES = (0.3, 1.0, 3.0)  # the two-layer rates tried, as multiples of cfg.lr (3e-3, 1e-2, 3e-2 by default)
+TUNING_RATES = (0.1, 0.3, 1.0, 3.0)  # the two-layer rates tried, as multiples of cfg.lr (1e-3 .. 3e-2 by default)
 TUNING_FIT = 0.8  # share of the training set the tuning trials train on; the rest scores them
-TUNING_CAP = 4  # a tuning trial's step cap is the run's divided by this
 _ROWS = 8192  # rows of features built at a time (memory)
 
 
@@ -278,9 +283,13 @@ def _run_kernel(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop
 
 # --------------------------------------------------------------------- two_layer
 def first_block_loss(params, batch, forward: model.Forward):
-    """Square loss of the first block alone on batch = (x, y)."""
-    x, y = batch
-    return mse(forward.feature(params, x), y)
+    """Square loss of the first block alone on batch = (x, y, ...): a tuning trial's batch also holds the holdout."""
+    return mse(forward.feature(params, batch[0]), batch[1])
+
+
+def holdout_loss(state, batch, forward: model.Forward):
+    """Square loss on a tuning trial's held-out rows, batch = (x, y, x_held, y_held): what the holdout rule watches."""
+    return first_block_loss(state[0], batch[2:], forward)
 
 
 def two_layer_step(state, batch, hyper, forward: model.Forward):
@@ -306,30 +315,43 @@ def tuning_split(n: int) -> int:
     return min(n - 1, max(1, int(n * TUNING_FIT)))
 
 
-def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk):
-    """Each rate of cfg.lr × TUNING_RATES trained on the first rows, scored (plain MSE) on the rest.
+@dataclass(frozen=True)
+class Tuning:
+    """The tuning trials: per rate, the lowest holdout loss (inf: the trial diverged), its step and how the trial ended."""
 
-    Returns (rates, holdout losses; inf where the trial diverged), or None when cancelled.
-    """
+    rates: list[float]
+    losses: list[float]
+    steps: list[int]
+    endings: list[str]
+
+    @property
+    def best(self) -> int:
+        return int(np.argmin(self.losses))
+
+
+def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk) -> Tuning | None:
+    """Each rate of cfg.lr × TUNING_RATES trained on the first rows under the holdout rule; None when cancelled."""
     fit = tuning_split(cfg.n)
-    train, held = (data.x_train[:fit], data.y_train[:fit]), (data.x_train[fit:], data.y_train[fit:])
-    cap = max(1, cfg.steps // TUNING_CAP)
-    rule, rates, losses = loop.rules_for(cfg)._replace(cap=jnp.int32(cap)), [cfg.lr * f for f in TUNING_RATES], []
-    for i, lr in enumerate(rates):
-        reporter.phase("tuning", 0, i / len(rates))
+    batch = (data.x_train[:fit], data.y_train[:fit], data.x_train[fit:], data.y_train[fit:])
+    trial, rule = dataclasses.replace(task, validate=holdout_loss), loop.rules_for(cfg)
+    tuning = Tuning([cfg.lr * f for f in TUNING_RATES], [], [], [])
+    for i, lr in enumerate(tuning.rates):
+        reporter.phase("tuning", 0, i / len(tuning.rates))
 
         def show(_, row, i=i):  # a trial's training rows are tuning progress, not the run's history
             if row.is_history:
-                reporter.phase("tuning", 0, (i + min(row.step / cap, 1.0)) / len(rates))
+                reporter.phase("tuning", 0, (i + min(row.step / cfg.steps, 1.0)) / len(tuning.rates))
 
-        end = loop.run_loop(task, loop.adam_state(params), train, (data.x_test, data.y_test, data.p_test),
+        end = loop.run_loop(trial, loop.adam_state(params), batch, (data.x_test, data.y_test, data.p_test),
                             {"lr": jnp.float32(lr)}, rule, loop.Reporter(1, show), should_stop, chunk_steps=chunk)
         if end.endings[0] == "cancelled":
             return None
-        loss = float(_first_block_loss(end.state[0], held, task.forward)) if end.endings[0] != "diverged" else np.inf
-        losses.append(loss if np.isfinite(loss) else np.inf)
+        finite = end.endings[0] != "diverged" and np.isfinite(end.val_best[0])
+        tuning.losses.append(end.val_best[0] if finite else np.inf)
+        tuning.steps.append(end.val_at[0])
+        tuning.endings.append(end.endings[0])
     reporter.phase("tuning", 0, 1.0)
-    return rates, losses
+    return tuning
 
 
 def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
@@ -337,27 +359,29 @@ def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_s
     params = _first_block(cfg, width)
     task, monitor = loop.Task(two_layer_step, score_first_block, forward, probe_first_block), (data.x_test, data.y_test, data.p_test)
     tuned, zero_test = _tune(cfg, task, params, data, reporter, should_stop, chunk), np.zeros(cfg.n_test)
-    if tuned is None or not np.isfinite(tuned[1]).any():
+    if tuned is None or not np.isfinite(tuned.losses).any():
         ended = ("cancelled", "cancelled while tuning the learning rate", 0, {}) if tuned is None else (
-            "diverged", f"training loss became non-finite in every tuning trial (rates {tuned[0]})", 0, {})
+            "diverged", f"training loss became non-finite in every tuning trial (rates {tuned.rates})", 0, {})
         return _result(cfg, ended, params, np.nan, zero_test, data, reporter, None)
-    rates, losses = tuned
-    lr = rates[int(np.argmin(losses))]
+    lr, chosen, trial_ending = tuned.rates[tuned.best], tuned.steps[tuned.best], tuned.endings[tuned.best]
     zero_loss = np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32)  # a = 0: the output is 0
     loop.report_start(task, loop.adam_state(params), monitor, zero_loss, reporter)
-    end = loop.run_loop(
-        task, loop.adam_state(params), (data.x_train, data.y_train), monitor, {"lr": jnp.float32(lr)},
-        loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
-    )
-    params = end.state[0]
-    status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps, end.drops[0])
-    pred_test = loop.scores(task, end.state, monitor, batched=False)[2][0]
+    state, ending, steps, drops = loop.adam_state(params), "step cap", 0, 0
+    if chosen > 0:
+        end = loop.run_loop(task, state, (data.x_train, data.y_train), monitor, {"lr": jnp.float32(lr)},
+                            loop.rules_for(cfg)._replace(cap=jnp.int32(chosen)), reporter, should_stop, chunk_steps=chunk)
+        state, ending, steps, drops = end.state, end.endings[0], end.steps[0], end.drops[0]
+    if ending == "step cap" and trial_ending != "step cap":  # it ran the steps the holdout chose
+        ending = "holdout"
+    params = state[0]
+    status, message, extra = loop.outcome(ending, steps, cfg.steps, drops)
+    pred_test = loop.scores(task, state, monitor, batched=False)[2][0]
 
     def metrics_of(on_fraction):
         return evaluation.population_metrics(cfg, data.lam, evaluation.first_block_output, params, forward, on_fraction)
 
     train_loss = _first_block_loss(params, (data.x_train, data.y_train), forward) if status == "done" else np.nan
-    extra = {"width": width, "rates": rates, "holdout_losses": losses, "lr": lr,
-             "tuning_steps": max(1, cfg.steps // TUNING_CAP), **extra}
-    message = f"ReLU two-layer, width {width}, rate {lr:.3g} (tuned on a holdout): {message}"
-    return _result(cfg, (status, message, end.steps[0], extra), params, train_loss, pred_test, data, reporter, metrics_of)
+    extra = {"width": width, "rates": tuned.rates, "holdout_losses": tuned.losses, "holdout_steps": tuned.steps,
+             "tuning_endings": tuned.endings, "lr": lr, **extra}
+    message = f"ReLU two-layer, width {width}, rate {lr:.3g} and {chosen} steps chosen on a holdout: {message}"
+    return _result(cfg, (status, message, steps, extra), params, train_loss, pred_test, data, reporter, metrics_of)

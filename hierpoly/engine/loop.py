@@ -22,6 +22,10 @@ end never changes a result: only how often the host hears about it.
   run (status ``feature settled``: converged). Past interpolation the train loss falls
   towards 0 by noise while g keeps moving (and the correlation with it), so the loss alone
   says little there; g is what Figure 2 reports. ``feature_tol = 0`` turns the rule off.
+- holdout (tasks with a ``validate``, i.e. the two-layer baseline's tuning trials): the loss
+  on held-out rows is scored at step 0, at steps 1, 2, 4, ..., 64 (a net can overfit within
+  tens of steps) and at every window end; the lowest and its step are kept, and ``patience``
+  steps without a new lowest stop the run (status ``holdout``: converged).
 The per-run values (cap, tol, patience, learning rate, ...) are arguments of the
 compiled programs, and so is the chunk length: a new run compiles nothing new.
 
@@ -52,8 +56,9 @@ NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence st
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
 MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
 
-RUNNING, PLATEAU, CAP, DIVERGED, SETTLED = 0, 1, 2, 3, 4
-ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", CAP: "step cap", DIVERGED: "diverged", RUNNING: "cancelled"}
+RUNNING, PLATEAU, CAP, DIVERGED, SETTLED, HOLDOUT = 0, 1, 2, 3, 4, 5
+ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", HOLDOUT: "holdout", CAP: "step cap", DIVERGED: "diverged",
+           RUNNING: "cancelled"}
 
 
 class Rules(NamedTuple):
@@ -88,6 +93,8 @@ class Clock(NamedTuple):
     best_at: jax.Array  # int32 step at which it was reached
     window_min: jax.Array  # float32 best loss in the current window
     drops: jax.Array  # int32 learning-rate drops so far
+    val_best: jax.Array  # float32 lowest holdout loss so far (inf: no holdout)
+    val_at: jax.Array  # int32 the step at which it was reached
     ref: jax.Array  # float32 (probe,) the probe at the last feature check
     ref_at: jax.Array  # int32 step of the last feature check
 
@@ -97,13 +104,19 @@ def start_clock(seeds: int | None = None, probe: int = 1) -> Clock:
     shape = () if seeds is None else (seeds,)
     zeros = jnp.zeros(shape, jnp.int32)
     inf = jnp.full(shape, jnp.inf, jnp.float32)
-    return Clock(zeros, zeros, inf, inf, zeros, inf, zeros, jnp.zeros((*shape, probe), jnp.float32), zeros)
+    return Clock(zeros, zeros, inf, inf, zeros, inf, zeros, inf, zeros, jnp.zeros((*shape, probe), jnp.float32), zeros)
 
 
 def feature_check_due(clock: Clock, rules: Rules) -> jax.Array:
     """Whether the step about to be taken ends a window at which the feature rule compares g."""
     done = clock.step + 1
     return (rules.feature_tol > 0) & (done % PLATEAU_WINDOW == 0) & (done - clock.ref_at >= rules.patience)
+
+
+def holdout_check_due(clock: Clock) -> jax.Array:
+    """Whether the step about to be taken is one after which the holdout rule scores the held-out rows."""
+    done = clock.step + 1
+    return (done % PLATEAU_WINDOW == 0) | ((done & (done - 1)) == 0)
 
 
 def scaled(hyper: dict, clock: Clock, rules: Rules) -> dict:
@@ -114,16 +127,22 @@ def scaled(hyper: dict, clock: Clock, rules: Rules) -> dict:
 
 
 def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array,
-            probe: jax.Array | None = None) -> tuple[Clock, jax.Array]:
+            probe: jax.Array | None = None, holdout: jax.Array | None = None) -> tuple[Clock, jax.Array]:
     """The stopping rules after one step whose loss (before the step) is `loss`; and whether to keep the step.
 
     `probe`: the task's probe after the step, when `feature_check_due` said so (else ignored; None: no probe).
+    `holdout`: the held-out loss after the step, when `holdout_check_due` said so (else ignored; None: no holdout).
     """
     done = clock.step + 1
     check = feature_check_due(clock, rules) & (probe is not None)
     probe = clock.ref if probe is None else probe.astype(jnp.float32)
     moved = jnp.linalg.norm(probe - clock.ref) / jnp.maximum(jnp.linalg.norm(probe), 1e-30)
     settled = check & (clock.ref_at > 0) & (moved < rules.feature_tol)  # the first check only sets the reference
+    scored = holdout_check_due(clock) & (holdout is not None)
+    holdout = clock.val_best if holdout is None else holdout.astype(jnp.float32)
+    lower = scored & (holdout < clock.val_best)
+    val_at = jnp.where(lower, done, clock.val_at)
+    passed = scored & ~lower & (done - val_at >= rules.patience)
     loss_finite = jnp.isfinite(loss)
     diverged = ~(loss_finite & state_finite)
     window_min = jnp.minimum(clock.window_min, loss)
@@ -133,8 +152,8 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
     fired = window_end & ~improved & (done - best_at >= rules.patience)
     drop = fired & (clock.drops < rules.drops) & (done < rules.cap)  # lower the rate and wait `patience` again
     plateau = fired & ~drop
-    status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(
-        settled, SETTLED, jnp.where(done >= rules.cap, CAP, RUNNING))))
+    status = jnp.where(diverged, DIVERGED, jnp.where(plateau, PLATEAU, jnp.where(settled, SETTLED, jnp.where(
+        passed, HOLDOUT, jnp.where(done >= rules.cap, CAP, RUNNING)))))
     return Clock(
         step=jnp.where(diverged, jnp.where(loss_finite, done, clock.step), done),
         status=status.astype(jnp.int32),
@@ -143,6 +162,8 @@ def advance(clock: Clock, rules: Rules, loss: jax.Array, state_finite: jax.Array
         best_at=jnp.where(drop, done, best_at),
         window_min=jnp.where(window_end, jnp.inf, window_min),
         drops=clock.drops + drop.astype(jnp.int32),
+        val_best=jnp.where(lower, holdout, clock.val_best),
+        val_at=val_at,
         ref=jnp.where(check, probe, clock.ref),
         ref_at=jnp.where(check, done, clock.ref_at),
     ), ~diverged
@@ -153,7 +174,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable, forward: model.Forward,
-           probe: Callable | None = None):
+           probe: Callable | None = None, validate: Callable | None = None):
     """Up to n steps, fewer when the rules stop the run; a rejected (diverged) step leaves the state as it was."""
 
     def running(carry):
@@ -167,7 +188,11 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
         if probe is not None:  # only at the steps where the feature rule looks (under vmap: every step, then selected)
             g = jax.lax.cond(feature_check_due(clock, rules), lambda: probe(new_state, batch, forward).astype(jnp.float32),
                              lambda: clock.ref)
-        clock, keep = advance(clock, rules, loss, _all_finite(new_state), g)
+        held = None
+        if validate is not None:
+            held = jax.lax.cond(holdout_check_due(clock), lambda: validate(new_state, batch, forward).astype(jnp.float32),
+                                lambda: clock.val_best)
+        clock, keep = advance(clock, rules, loss, _all_finite(new_state), g, held)
         state = jax.tree_util.tree_map(lambda new, old: jnp.where(keep, new, old), new_state, state)
         return i + 1, state, clock
 
@@ -175,13 +200,13 @@ def _steps(state, clock: Clock, batch, hyper, rules: Rules, n, *, step: Callable
     return state, clock
 
 
-chunk = jax.jit(_steps, static_argnames=("step", "forward", "probe"))
+chunk = jax.jit(_steps, static_argnames=("step", "forward", "probe", "validate"))
 
 
-@partial(jax.jit, static_argnames=("step", "forward", "probe"))
-def chunk_seeds(state, clock, batch, hyper, rules, n, *, step, forward, probe=None):
+@partial(jax.jit, static_argnames=("step", "forward", "probe", "validate"))
+def chunk_seeds(state, clock, batch, hyper, rules, n, *, step, forward, probe=None, validate=None):
     """`chunk` for seeds stacked on a leading axis of state, clock and batch."""
-    one = partial(_steps, step=step, forward=forward, probe=probe)
+    one = partial(_steps, step=step, forward=forward, probe=probe, validate=validate)
     return jax.vmap(one, in_axes=(0, 0, 0, None, None, None))(state, clock, batch, hyper, rules, n)
 
 
@@ -208,6 +233,7 @@ class Task:
     score: Callable  # (state, monitor, forward) -> (test_loss, feature_corr, g on SNAPSHOT_POINTS)
     forward: model.Forward
     probe: Callable | None = None  # (state, batch, forward) -> (≤ PROBE_POINTS,) for the feature rule; None: no rule
+    validate: Callable | None = None  # (state, batch, forward) -> loss on held-out rows the batch carries; None: no rule
 
 
 @dataclass
@@ -285,6 +311,8 @@ def outcome(ending: str, steps: int, cap: int, drops: int = 0) -> tuple[str, str
     lowered = f" after {drops} learning-rate drop{'s' * (drops != 1)}" if drops else ""
     if ending == "feature settled":
         return "done", f"converged: the learned feature settled at step {steps}{lowered}", {"stopped_by": ending, "lr_drops": drops}
+    if ending == "holdout":
+        return "done", f"converged: stopped at step {steps}, where the holdout loss was lowest", {"stopped_by": ending, "lr_drops": drops}
     if ending == "plateau":
         return "done", f"converged: train loss plateaued at step {steps}{lowered}", {"stopped_by": "plateau", "lr_drops": drops}
     if ending == "step cap":
@@ -322,9 +350,11 @@ class End:
     """How a loop ended: the final state and, per seed, how it stopped and after how many steps."""
 
     state: Any
-    endings: list[str]  # plateau, step cap, diverged or cancelled
+    endings: list[str]  # plateau, feature settled, holdout, step cap, diverged or cancelled
     steps: list[int]
     drops: list[int]  # learning-rate drops taken
+    val_best: list[float]  # lowest holdout loss (inf without a holdout)
+    val_at: list[int]  # the step at which it was reached
 
 
 def run_loop(
@@ -335,7 +365,10 @@ def run_loop(
     """Train until every seed stops or `should_stop()` says so; rows are reported at step offset + step."""
     probe_size = 1 if task.probe is None else _probe_size(task, state, batch, batched)
     clock, sizes = start_clock(reporter.seeds if batched else None, probe_size), ChunkSizes(int(rule.cap), chunk_steps)
-    call = partial(chunk_seeds if batched else chunk, step=task.step, forward=task.forward, probe=task.probe)
+    if task.validate is not None:  # step 0 is a candidate too: the untrained net
+        clock = clock._replace(val_best=_validate(state, batch, validate=task.validate, forward=task.forward, batched=batched))
+    call = partial(chunk_seeds if batched else chunk, step=task.step, forward=task.forward, probe=task.probe,
+                   validate=task.validate)
     now = _host(clock)
     while (now.status == RUNNING).any():
         if should_stop is not None and should_stop():
@@ -347,7 +380,14 @@ def run_loop(
         before, now = now, _host(clock)
         sizes.observe(steps, time.perf_counter() - t0)
         _report_rows(task, state, monitor, before, now, reporter, batched, offset)
-    return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops])
+    return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops],
+               [float(v) for v in now.val_best], [int(s) for s in now.val_at])
+
+
+@partial(jax.jit, static_argnames=("validate", "forward", "batched"))
+def _validate(state, batch, *, validate: Callable, forward: model.Forward, batched: bool):
+    one = partial(validate, forward=forward)
+    return (jax.vmap(one)(state, batch) if batched else one(state, batch)).astype(jnp.float32)
 
 
 def _probe_size(task: Task, state, batch, batched: bool) -> int:

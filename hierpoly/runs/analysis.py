@@ -110,7 +110,8 @@ def _converged(runs: pd.DataFrame) -> pd.Series:
     else:
         flag = pd.Series(np.nan, index=runs.index)
     if "stopped_by" in runs.columns:  # results without the flag: judge by how they stopped
-        flag = flag.fillna(runs["stopped_by"].map({"plateau": 1.0, "feature settled": 1.0, "step cap": 0.0}))  # runner.CONVERGED
+        rules = {"plateau": 1.0, "feature settled": 1.0, "holdout": 1.0, "step cap": 0.0}  # runner.CONVERGED
+        flag = flag.fillna(runs["stopped_by"].map(rules))
     return flag.astype(float).rename("converged_fraction")
 
 

@@ -17,7 +17,7 @@ from hierpoly.config import RunConfig
 from hierpoly.runs import store
 from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
 
-CONVERGED = ("plateau", "feature settled")  # the endings where a stopping rule fired (engine/loop.py)
+CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
 SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small
 _compilation_cache: list[Path] = []  # the directory set up in this process, once
 
@@ -118,9 +118,9 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
 def stopping(cfg: RunConfig, extra: dict) -> dict:
     """Why a run stopped, and whether that means it converged.
 
-    plateau, feature settled: a stopping rule fired (converged); step cap: not converged; closed form: the kernel's
-    exact ridge fit (converged); fixed steps: layer-wise training runs its T1 + T2 steps by design
-    (converged: None, not judged).
+    plateau, feature settled, holdout (the two-layer baseline's chosen step): a stopping rule fired (converged);
+    step cap: not converged; closed form: the kernel's exact ridge fit (converged); fixed steps: layer-wise
+    training runs its T1 + T2 steps by design (converged: None, not judged).
     """
     if cfg.arch == "kernel":
         return {"stopped_by": "closed form", "converged": True}

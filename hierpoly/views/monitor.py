@@ -149,7 +149,7 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
     if phase == "compiling":
         return "compiling: JAX builds the training step (the first run of a shape waits longest)"
     if phase == "tuning":
-        return f"tuning: trying learning rates on a holdout of the training data, {fraction:.0%} done"
+        return f"tuning: trying learning rates and stopping steps on a holdout of the training data, {fraction:.0%} done"
     if phase == "evaluating":
         points = f" on {n_eval:,} fresh points" if n_eval else ""
         return f"evaluating: the final test loss and correlation{points}, {fraction:.0%} done"
@@ -298,6 +298,9 @@ def outcome_text(result) -> str:
     if stopped_by == "feature settled":
         return (f"Converged at step {steps:,}: the learned feature g had stopped moving "
                 f"(by less than {cfg.feature_tol:.1%} over {cfg.patience:,} steps).")
+    if stopped_by == "holdout":
+        return (f"Stopped at step {steps:,}, where the loss on held-out training rows was lowest "
+                f"(the rate and this step were chosen on them; training on only overfits).")
     if stopped_by == "plateau" or result.message.startswith("converged"):
         drops = int((result.meta.get("extra") or {}).get("lr_drops") or 0)
         lowered = f", even after lowering the learning rate {drops} time{'s' * (drops != 1)}" if drops else ""
