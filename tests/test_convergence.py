@@ -34,6 +34,14 @@ def test_the_shipped_cpu_runs_say_how_they_stopped(tmp_path):
     assert all(cell["converged_fraction"] == 1.0 for cell in report["cells"])
     kernel = grid.runs[grid.runs["arch"] == "kernel"]
     assert (kernel["stopped_by"] == "closed form").all()
+    # the two-layer baseline stops where its holdout says; against predicting 0 on the same evaluation points
+    # (mean h², which cancels their heavy-tail noise) it gains little, and more than 0.01 only at the largest n
+    two_layer = grid.runs[grid.runs["arch"] == "two_layer"]
+    assert len(two_layer) == 28 and (two_layer["stopped_by"] == "holdout").all() and two_layer["converged"].all()
+    gain = two_layer["mean_h2"] - two_layer["test_loss"]
+    assert gain.between(-0.006, 0.062).all(), gain.describe()
+    learned = {(int(r.d), int(r.n)) for r in two_layer[gain > 0.01].itertuples()}
+    assert learned == {(12, 13824), (16, 16384), (16, 32768), (20, 32000), (20, 64000)}
 
 
 @pytest.mark.slow
