@@ -1,6 +1,7 @@
 """The page-side views without Streamlit: progress phases, feature snapshots, time estimates, form values, links."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -119,6 +120,9 @@ def test_outcome_text_in_plain_words():
     settled = SimpleNamespace(config=cfg, message="converged: the learned feature settled at step 3,000",
                               meta={"steps": 3000, "stopped_by": "feature settled", "extra": {}})
     assert "g had stopped moving (by less than 1.0% over 1,000 steps)" in monitor.outcome_text(settled)
+    held = SimpleNamespace(config=dataclasses.replace(cfg, arch="two_layer"), message="ReLU two-layer ...",
+                           meta={"steps": 128, "stopped_by": "holdout", "extra": {}})
+    assert monitor.outcome_text(held).startswith("Stopped at step 128, where the loss on held-out training rows")
 
 
 def test_figure2_seed_dots_share_their_d_colour():
