@@ -334,6 +334,8 @@ def _add_sweep_commands(sub) -> None:
         p.add_argument("--no-baselines", action="store_true", help="only the three-layer network")
         p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--threshold", type=float, default=0.9, help="feature correlation that defines n*(d)")
+    p.add_argument("--statistic", choices=("median", "mean"), default="median",
+                   help="seed statistic per cell that κ is read from (default median; mean: the sensitivity figure)")
     p.add_argument("--out", default=None, help="write the figure: .html always, .png/.svg when kaleido is installed")
     sub.choices["sweep"].add_argument("--executor", default="local", help="where runs execute (local; others registered)")
     sub.choices["sweep"].add_argument(
@@ -474,15 +476,18 @@ def _fetch_sweep(args, spec) -> int:
     return 1 if missing else 0
 
 
-def _write_figure2(cells, k: int, out: str) -> list[str]:
-    """HTML always (both x axes); PNG/SVG too when asked and kaleido is installed. Returns notes."""
+def _write_figure2(rep, statistic: str, out: str) -> list[str]:
+    """HTML always (both x axes, the κ-axis view, n*(d) log–log); PNG/SVG of the collapse too when asked
+    and kaleido is installed. Returns notes."""
     from pathlib import Path
 
     from hierpoly.views import plots
 
     path = Path(out)
-    net, base = cells[cells["arch"] == "three_layer"], cells[cells["arch"] != "three_layer"]
-    figs = [plots.figure2(net, x=x, k=k, baselines=base) for x in ("n", "n_over_dk")]
+    cells, k, kappa = rep.cells, rep.spec.k, rep.kappa
+    figs = [plots.figure2(cells, x=x, k=k, runs=rep.runs, statistic=statistic) for x in ("n", "n_over_dk")]
+    figs += [plots.kappa_axis_figure(cells, k, k * rep.spec.q, kappa["criterion"], statistic, rep.threshold),
+             plots.n_star_figure(kappa, k)]
     html_path = path if path.suffix.lower() in (".html", ".htm") else path.with_suffix(".html")
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     html_path.write_text("<html><head><meta charset='utf-8'><title>Figure 2</title></head><body>" + "".join(parts) + "</body></html>")
@@ -506,21 +511,37 @@ def _num(cell: dict, name: str) -> str:
     return "-" if cell.get(name) is None else f"{cell[name]:.4f}"
 
 
+def _spread(cell: dict, name: str) -> str:
+    median, low, high = (cell.get(f"{name}_{s}") for s in ("median", "min", "max"))
+    return "-" if median is None else f"{median:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _print_grid(report: dict, threshold: float) -> None:
     """One grid's Figure 2 table and κ, as text."""
-    print(f"Figure 2, {report['name']} grid (k = {report['k']}, link {report['link']}): mean ± std over seeds")
-    print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'test loss':>17} {'corr(g, p)':>17} {'kernel loss':>11} {'2-layer loss':>12}")
+    print(f"Figure 2, {report['name']} grid (k = {report['k']}, link {report['link']}): "
+          f"median [min, max] over seeds, the mean ± std beside it, and the share of seeds past {threshold}")
+    print(f"{'d':>3} {'n':>7} {'n/d^k':>7} {'seeds':>5} {'corr(g, p) median':>24} {'corr mean':>17} {'past':>5} "
+          f"{'test loss median':>24} {'kernel loss':>11} {'2-layer loss':>12}")
     for c in report["cells"]:
-        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {_pm(c, 'test_loss'):>17} "
-              f"{_pm(c, 'feature_corr'):>17} {_num(c, 'kernel_test_loss_mean'):>11} {_num(c, 'two_layer_test_loss_mean'):>12}")
+        past = "-" if c.get("success_fraction") is None else f"{c['success_fraction']:.0%}"
+        print(f"{c['d']:>3} {c['n']:>7} {c['n_over_dk']:>7.3g} {c['seeds']:>5} {_spread(c, 'corr'):>24} "
+              f"{_pm(c, 'feature_corr'):>17} {past:>5} {_spread(c, 'test_loss'):>24} "
+              f"{_num(c, 'kernel_test_loss_mean'):>11} {_num(c, 'two_layer_test_loss_mean'):>12}")
     kappa = report["kappa"]
-    score = "mean corr" if kappa["criterion"] == "feature_corr" else "1 − mean test loss"
+    what = "corr" if kappa["criterion"] == "feature_corr" else "1 − test loss"
     if kappa["estimate"] is None:
         print(f"κ: not estimated: {kappa['reason']}")
     else:
-        print(f"κ = {_kappa_text(kappa)} (n* where {score} crosses {threshold}; theory: κ ≈ {report['k']})")
+        print(f"κ = {_kappa_text(kappa)} (n* where the seed {kappa['statistic']} {what} crosses {threshold}; "
+              f"theory: κ ≈ {report['k']})")
         print("   " + "; ".join(f"at {b['threshold']}: {_kappa_text(b)}" for b in kappa["by_threshold"])
               + f"; collapse fit: {_kappa_text(kappa['collapse'])}  (95% intervals: seed bootstrap, seed noise only)")
+        if kappa["local_slopes"]:
+            print("   local slope between successive d: " + "; ".join(
+                f"{s['d_low']}→{s['d_high']}: {_kappa_text({'estimate': s['slope'], **s})}" for s in kappa["local_slopes"]))
+        other = kappa["sensitivity"]
+        print(f"   with the seed {other['statistic']} instead: " + "; ".join(
+            f"at {b['threshold']}: {_kappa_text(b)}" for b in other["by_threshold"]))
     if report["missing"]:
         print(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {report['seeds_wanted']}: "
               "run python -m hierpoly sweep with the same grid")
@@ -529,6 +550,11 @@ def _print_grid(report: dict, threshold: float) -> None:
 def _kappa_text(kappa: dict) -> str:
     if kappa["estimate"] is None:
         return "-"
+    split = kappa.get("split")
+    if split:  # two scenarios, not one interval
+        return (f"{kappa['estimate']:.2f} (bootstrap split by seed {split['seed']}: "
+                f"{split['without']['low']:.2f}–{split['without']['high']:.2f} without it, "
+                f"{split['with']['low']:.2f}–{split['with']['high']:.2f} with it)")
     return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "")
 
 
@@ -581,11 +607,11 @@ def cmd_figure2(args) -> int:
         return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
     store = Store()
     _load_precomputed(store)
-    report, reports = sweeps.figure2_json(spec, store, args.threshold)
+    report, reports = sweeps.figure2_json(spec, store, args.threshold, args.statistic)
     family = isinstance(spec, sweeps.SweepFamily)
     if args.out:
         try:
-            notes = _write_exponents(report, args.out) if family else _write_figure2(reports[0].cells, spec.k, args.out)
+            notes = _write_exponents(report, args.out) if family else _write_figure2(reports[0], args.statistic, args.out)
         except OSError as err:
             return _fail(f"cannot write {args.out}: {err.strerror or err}")
         for note in notes:

@@ -13,6 +13,7 @@ store = widgets.store_or_stop()
 PRESETS = ["cpu", "paper", "tiny", "custom"]
 X_AXES = {"n": "n", "n_over_dk": "n / d^k (the collapse)"}
 BASELINES = {"kernel": "kernel baseline", "two_layer": "two-layer baseline"}
+STATISTICS = {"median": "median over seeds", "mean": "mean over seeds"}
 
 
 def url_to_state() -> None:
@@ -25,12 +26,14 @@ def url_to_state() -> None:
         st.session_state["f2_preset"] = params["preset"]
     if params.get("x") in X_AXES:
         st.session_state["f2_x"] = params["x"]
+    if params.get("stat") in STATISTICS:
+        st.session_state["f2_stat"] = params["stat"]
     if "baselines" in params:
         st.session_state["f2_show"] = [b for b in params["baselines"].split(",") if b in BASELINES]
 
 
-def state_to_url(preset: str, x_axis: str, show: list) -> None:
-    params = {"preset": preset, "x": x_axis, "baselines": ",".join(show)}
+def state_to_url(preset: str, x_axis: str, show: list, statistic: str) -> None:
+    params = {"preset": preset, "x": x_axis, "baselines": ",".join(show), "stat": statistic}
     if st.query_params.to_dict() != params:
         st.query_params.from_dict(params)
     st.session_state["f2_url"] = params
@@ -70,25 +73,32 @@ def custom_grid(seeds: int, baselines: bool) -> sweeps.SweepSpec:
 
 
 @st.cache_data(max_entries=8, show_spinner="Bootstrapping κ…")
-def report(_spec: sweeps.SweepSpec, spec_id: str, stored: tuple) -> sweeps.Figure2Report:
-    """The CLI's Figure 2 report, recomputed only when the grid or its stored runs change."""
-    return sweeps.figure2_report(_spec, store)
+def report(_spec: sweeps.SweepSpec, spec_id: str, stored: tuple, statistic: str) -> sweeps.Figure2Report:
+    """The CLI's Figure 2 report, recomputed only when the grid, its stored runs or the statistic change."""
+    return sweeps.figure2_report(_spec, store, statistic=statistic)
 
 
-def figure(rep: sweeps.Figure2Report) -> None:
-    """The two panels first, with the x-axis and the baselines to compare chosen above them."""
+LINE_TEXT = {
+    "median": "Lines: the median over seeds (one seed on a poor feature does not move it), band: the seeds' "
+              "min–max, ",
+    "mean": "Lines: the mean over seeds with error bars ± one standard error of that mean, band: the seeds' "
+            "min–max, ",
+}
+
+
+def figure(rep: sweeps.Figure2Report, statistic: str) -> None:
+    """The two panels, with the x-axis and the baselines to compare chosen above them."""
     cols = st.columns([2, 3])
     x_axis = cols[0].radio("x-axis", list(X_AXES), format_func=X_AXES.get, key="f2_x", horizontal=True)
     st.session_state.setdefault("f2_show", list(BASELINES))
     show = cols[1].pills("compare with", list(BASELINES), format_func=BASELINES.get, selection_mode="multi",
                          key="f2_show")
-    state_to_url(rep.spec.name, x_axis, show)
+    state_to_url(rep.spec.name, x_axis, show, statistic)
     fmt = st.session_state.get("f2_format", "svg")
-    fig = plots.figure2(rep.cells, x=x_axis, k=rep.spec.k, runs=rep.runs, show=show)
+    fig = plots.figure2(rep.cells, x=x_axis, k=rep.spec.k, runs=rep.runs, show=show, statistic=statistic)
     st.plotly_chart(fig, key="f2_figure", config={**plots.CHART_CONFIG, "toImageButtonOptions": {"format": fmt}})
     st.caption(
-        "Lines: the mean over seeds with error bars ± one standard error of that mean, band ± one standard "
-        "deviation, dots the seeds (hollow: stopped at the step cap, not converged), one colour per d. The test loss "
+        LINE_TEXT[statistic] + "dots the seeds (hollow: stopped at the step cap), one colour per d. The test loss "
         "is the plain mean squared error over each run's fresh evaluation points (unbiased: E[h²] = 1), not a ratio. "
         f"Against n/d^{rep.spec.k} the **feature correlation** of every d rises at about the same place: "
         f"the network needs about d^{rep.spec.k} samples to learn p. The **test loss** falls with n too but does "
@@ -112,21 +122,54 @@ def downloads(rep: sweeps.Figure2Report, fig) -> None:
                        "drawing them on the server would need kaleido and a Chrome install.")
 
 
-def exponent(rep: sweeps.Figure2Report) -> None:
-    """κ at the threshold, at 0.8 / 0.9 / 0.95 and from the collapse fit, each with its seed-bootstrap interval."""
+def headline(rep: sweeps.Figure2Report) -> None:
+    """κ beside its theory value, the statistic it is read from, and the other statistic's κ as the sensitivity."""
+    kappa, k = rep.kappa, rep.spec.k
+    cols = st.columns([1, 1, 2])
+    if kappa["estimate"] is None:
+        cols[0].metric("exponent κ", "–", help=kappa["reason"])
+        cols[1].metric("theory", f"κ ≈ k = {k}")
+        cols[2].caption(f"Exponent κ not available yet: {kappa['reason']}.")
+        return
+    cols[0].metric(f"κ (seed {kappa['statistic']}, at {rep.threshold})", f"{kappa['estimate']:.2f}",
+                   help="n*(d) ∝ d^κ, n*(d) being where the score crosses the threshold")
+    cols[1].metric("theory", f"κ ≈ k = {k}")
+    other = kappa["sensitivity"]
+    text = [f"95% interval {interval_text(kappa)}."]
+    if other["estimate"] is not None:
+        text.append(f"From the seed {other['statistic']} instead: {other['estimate']:.2f} ({interval_text(other)}).")
+    cols[2].caption(" ".join(text) + " Intervals resample whole seeds: seed noise only, not the threshold, the "
+                    "step cap or the finite-d bias.")
+
+
+def interval_text(kappa: dict) -> str:
+    """'[low, high]', or the two scenarios of a bootstrap that one seed splits."""
+    split = kappa.get("split")
+    if split:
+        return (f"no single interval: the bootstrap splits by seed {split['seed']}, "
+                f"{split['without']['low']:.2f}–{split['without']['high']:.2f} without it and "
+                f"{split['with']['low']:.2f}–{split['with']['high']:.2f} with it")
+    return "–" if kappa["low"] is None else f"[{kappa['low']:.2f}, {kappa['high']:.2f}]"
+
+
+def exponent(rep: sweeps.Figure2Report, statistic: str) -> None:
+    """κ at 0.8 / 0.9 / 0.95 and from the collapse fit; the κ-axis view and n*(d) on log–log axes."""
     kappa = rep.kappa
     if kappa["estimate"] is None:
-        st.caption(f"Exponent κ not available yet: {kappa['reason']}.")
         return
-    ci = f" (95% interval {kappa['low']:.2f} – {kappa['high']:.2f})" if kappa["low"] is not None else ""
-    cols = st.columns([1, 2])
-    cols[0].metric("exponent κ in n*(d) ∝ d^κ", f"{kappa['estimate']:.2f}", help=f"theory: κ ≈ k = {rep.spec.k}")
-    rows = [*kappa["by_threshold"], {"threshold": "collapse fit", **{c: kappa["collapse"][c] for c in ("estimate", "low", "high")}}]
-    cols[1].dataframe(rows, hide_index=True, column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                                            for c in ("estimate", "low", "high")})
-    st.caption(f"n*(d): where the seed-mean {CRITERIA.get(kappa['criterion'], kappa['criterion'])} crosses "
-               f"{rep.threshold}{ci}. The intervals resample whole seeds (a seed's datasets are nested across n), "
-               "so they cover seed-to-seed noise only, not the choice of threshold or the step cap.")
+    rows = [*kappa["by_threshold"], {"threshold": "collapse fit", **kappa["collapse"]}]
+    table = [{"threshold": str(r["threshold"]), "κ": r["estimate"], "95% interval": interval_text(r)} for r in rows]
+    st.dataframe(table, hide_index=True, column_config={"κ": st.column_config.NumberColumn(format="%.2f")})
+    cols = st.columns(2)
+    cols[0].plotly_chart(plots.kappa_axis_figure(rep.cells, rep.spec.k, rep.spec.k * rep.spec.q, kappa["criterion"],
+                                                 statistic, rep.threshold), key="f2_kappa_axis",
+                         config=plots.CHART_CONFIG)
+    cols[1].plotly_chart(plots.n_star_figure(kappa, rep.spec.k), key="f2_n_star", config=plots.CHART_CONFIG)
+    slopes = kappa["local_slopes"]
+    trend = ", ".join(f"{s['slope']:.2f} ({s['d_low']}→{s['d_high']})" for s in slopes)
+    st.caption(f"n*(d): where the seed-{statistic} {CRITERIA.get(kappa['criterion'], kappa['criterion'])} crosses "
+               f"{rep.threshold}. Local slopes between successive d: {trend or 'none (fewer than two d cross)'}; "
+               f"the theory's k = {rep.spec.k} is the limit as d grows, and finite d pulls the slope below it.")
 
 
 CRITERIA = {"feature_corr": "feature correlation", "explained": "explained variance 1 − test loss"}
@@ -177,13 +220,17 @@ if spec is None:
     st.error("The grid is not valid: fix it in the sidebar.")
     st.stop()
 stored_keys = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in spec.configs()}))
-rep = report(spec, repr(spec), stored_keys) if stored_keys else None
+with st.sidebar:
+    statistic = st.radio("statistic over seeds", list(STATISTICS), format_func=STATISTICS.get, key="f2_stat",
+                         help="The median is robust to one seed on a poor feature; the mean is the sensitivity figure.")
+rep = report(spec, repr(spec), stored_keys, statistic) if stored_keys else None
 if rep is None or rep.runs.empty:
     st.info("No run of this grid is stored yet. Queue the missing runs below, or import a bundle on the Results page.")
     coverage(spec, None)
     st.stop()
-figure(rep)
-exponent(rep)
+headline(rep)
+figure(rep, statistic)
+exponent(rep, statistic)
 st.dataframe(rep.table, hide_index=True, width="stretch")
 coverage(spec, rep)
 if spec.doc:
@@ -193,18 +240,18 @@ if spec.doc:
 
 # ------------------------------------------------------------------ the exponent table
 @st.cache_data(max_entries=4, show_spinner="Bootstrapping κ for every target…")
-def _exponent_table(_family, stored: tuple) -> tuple[list[dict], list[str]]:
+def _exponent_table(_family, stored: tuple, statistic: str) -> tuple[list[dict], list[str]]:
     """The CLI's exponent entries and the names of the grids still missing runs (recomputed when the stored runs change)."""
-    report = sweeps.figure2_json(_family, store)[0]
+    report = sweeps.figure2_json(_family, store, statistic=statistic)[0]
     return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]]
 
 
-def exponent_table_section() -> None:
+def exponent_table_section(statistic: str) -> None:
     """κ per (k, q) from the `exponents` preset's stored runs: the table, the κ-vs-k figure, what it shows."""
     st.header("Exponent table: κ against k, for links of degree q")
     family = sweeps.preset("exponents")
     stored = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in family.configs()}))
-    entries, unfinished = _exponent_table(family, stored) if stored else ([], [])
+    entries, unfinished = _exponent_table(family, stored, statistic) if stored else ([], [])
     if not entries:
         st.info("No run of the `exponents` preset is stored: `python -m hierpoly sweep --preset exponents`.")
         return
@@ -243,4 +290,4 @@ seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.
 columns and the collapse fit) or this finite-d bias.
 """
 
-exponent_table_section()
+exponent_table_section(statistic)

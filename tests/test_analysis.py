@@ -152,14 +152,19 @@ def test_vectorised_crossings_agree_with_the_scalar_definition():
 
 def test_bootstrap_resamples_whole_seeds():
     """Seed 0 follows d^2, seed 1 d^3 in every cell. Whole-seed replicates hold seed 0 twice, seed 1
-    twice or both, so the interval's ends are exactly the one-seed fits; resampling cells
-    independently would mix the two laws cell by cell and never reach them."""
+    twice or both, so the replicates without one seed are exactly the other's one-seed fit; resampling
+    cells independently would mix the two laws cell by cell and never reach them. Such a bootstrap
+    is two scenarios, not one distribution: no interval, the split instead."""
     rows = [{"arch": "three_layer", "d": d, "n": n, "k": 3, "seed": s, "feature_corr": 1 / (1 + d**law / n), "test_loss": 0.0}
             for s, law in ((0, 2.0), (1, 3.0)) for d in (4, 8, 16) for n in 2.0 ** np.arange(0, 20, 0.25)]
     runs = pd.DataFrame(rows)
     alone = [analysis.exponent(runs[runs["seed"] == s], n_boot=5).estimate for s in (0, 1)]
-    both = analysis.exponent(runs, n_boot=400, seed=3)
-    assert alone == pytest.approx([2.0, 3.0], abs=0.02) and (both.low, both.high) == pytest.approx(tuple(alone), abs=1e-12)
+    both = analysis.exponent(runs, n_boot=400, seed=3, statistic="mean")
+    assert alone == pytest.approx([2.0, 3.0], abs=0.02)
+    # two seeds are two scenarios: the replicates without one seed are the other seed's fit alone
+    assert both.low is None and both.high is None
+    other = alone[1 - both.split["seed"]]
+    assert (both.split["without"]["low"], both.split["without"]["high"]) == pytest.approx((other, other), abs=1e-12)
     assert alone[0] < both.estimate < alone[1]
     grid = analysis.SeedGrid.from_runs(runs, "feature_corr")
     assert np.allclose(grid.means(np.ones((1, 2)))[0], runs.groupby(["d", "n"])["feature_corr"].mean().to_numpy())
@@ -231,3 +236,71 @@ def test_collapse_fit_needs_curves_that_pass_mid_transition():
     runs["feature_corr"] = 0.1 + 0.01 * np.log(runs["n"])  # rises with n but never reaches 0.5
     est = analysis.collapse_exponent(runs, n_boot=5)
     assert est.estimate is None and "passes 0.5" in est.reason
+
+
+def test_weighted_medians_match_numpy_on_the_drawn_multisets():
+    """SeedGrid.medians against a slow reference: np.median of each replicate's multiset of seeds,
+    with NaN cells (a seed without that run) left out, and even and odd multiset sizes."""
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(size=(5, 7))
+    scores[1, 2] = scores[3, 2] = np.nan
+    scores[:, 6] = np.nan  # no seed has this cell
+    grid = analysis.SeedGrid(np.arange(7), np.arange(7.0), scores, tuple(range(5)))
+    weights = np.vstack([grid.drawn(200, 1), np.ones((1, 5)), np.eye(5)[:2] + np.eye(5)[3]])
+    got = grid.medians(weights)
+    for b, row in enumerate(weights):
+        for c in range(7):
+            values = np.repeat(scores[:, c], row.astype(int))
+            values = values[np.isfinite(values)]
+            want = np.median(values) if values.size else np.nan
+            assert got[b, c] == pytest.approx(want, abs=1e-15, nan_ok=True)
+
+
+def test_the_median_ignores_one_seed_on_a_poor_feature_and_the_mean_splits():
+    """Five seeds follow n* = 3 d^3; seed 4 sits at 0.2 in the cell just past d = 8's crossing (n = 4 d^3).
+    The median κ stays at 3 (the law) with an interval; the mean's κ moves, and its bootstrap
+    splits by whether seed 4 is drawn, so no interval is reported for it."""
+    runs = synthetic_runs(3.0, seeds=5, noise=0.005)
+    runs.loc[(runs["d"] == 8) & (runs["n"] == 2048) & (runs["seed"] == 4), "feature_corr"] = 0.2
+    median = analysis.kappas(runs, n_boot=300)
+    assert median["statistic"] == "median" and median["split"] is None
+    assert median["estimate"] == pytest.approx(3.0, abs=0.05) and median["low"] <= 3.0 <= median["high"]
+    mean = median["sensitivity"]
+    assert mean["statistic"] == "mean" and abs(mean["estimate"] - 3.0) > 0.3
+    assert mean["split"]["seed"] == 4 and mean["low"] is None and mean["high"] is None
+    assert mean["split"]["without"]["low"] > mean["split"]["with"]["high"]
+
+
+def test_local_slopes_are_exact_on_a_law_whose_exponent_grows_with_d():
+    """n*(d) = 9·d^2 up to d = 16, then 9·16^2·(d/16)^4: the successive slopes are 2, 2 then 4."""
+    def n_star(d):
+        return 9 * d**2 if d <= 16 else 9 * 16**2 * (d / 16) ** 4
+
+    rows = [{"arch": "three_layer", "d": d, "n": n, "k": 3, "seed": 0, "feature_corr": 1 / (1 + 9 / (n / n_star(d) * 9)),
+             "test_loss": 0.0} for d in (4, 8, 16, 32) for n in n_star(d) * 2.0 ** np.arange(-4, 8, 0.25)]
+    est = analysis.exponent(pd.DataFrame(rows), n_boot=10)
+    slopes = [(s["d_low"], s["d_high"], s["slope"]) for s in est.local_slopes]
+    assert [s[:2] for s in slopes] == [(4, 8), (8, 16), (16, 32)]
+    assert [s[2] for s in slopes] == pytest.approx([2.0, 2.0, 4.0], abs=1e-9)
+
+
+def test_success_fraction_counts_seeds_past_the_threshold():
+    runs = pd.DataFrame({
+        "arch": ["three_layer"] * 4 + ["kernel"], "d": [4] * 5, "n": [32] * 5, "k": [3] * 5, "seed": [0, 1, 2, 3, 0],
+        "test_loss": [0.1, 0.2, 0.6, 0.3, 0.9], "feature_corr": [0.95, 0.9, 0.5, np.nan, np.nan],
+    })
+    cells = analysis.aggregate(runs, threshold=0.9).set_index("arch")
+    assert cells.loc["three_layer", "success_fraction"] == pytest.approx(2 / 3)  # the NaN seed has no score
+    assert math.isnan(cells.loc["kernel", "success_fraction"])
+    assert cells.loc["three_layer", "test_loss_median"] == pytest.approx(0.25)
+    # k = 1 with a cubic link is judged by 1 − test loss (criterion_for): 0.9, 0.8, 0.4, 0.7 past 0.75
+    k1 = analysis.aggregate(runs.assign(k=1), threshold=0.75).set_index("arch")
+    assert k1.loc["three_layer", "success_fraction"] == pytest.approx(2 / 4)
+    table = analysis.figure2_cells(analysis.aggregate(runs))
+    assert {"corr_median", "corr_min", "corr_max", "success_fraction"} <= set(table.columns)
+    assert table["corr_median"].iloc[0] == pytest.approx(0.9)
+
+
+def test_unknown_statistic_is_refused():
+    with pytest.raises(analysis.AnalysisError, match="statistic must be one of median, mean"):
+        analysis.exponent(synthetic_runs(3.0, seeds=2), n_boot=5, statistic="mode")

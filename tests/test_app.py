@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -154,9 +155,9 @@ def test_figure2_exponent_table_shows_the_shipped_row_and_names_the_grids_to_run
     at = _app("pages/2_Figure_2.py", {"preset": "cpu"})
     _ok(at)
     table = at.dataframe[-1].value
-    assert list(zip(table["k"], table["q"])) == [(3, 3)]
-    note = next(m.value for m in at.markdown if m.value.startswith("**What it shows.** Each row"))
-    assert "Grids with runs still missing (k=1 std:h1+h2," in note and "k=3 cubic" not in note
+    assert list(zip(table["k"], table["q"])) == [(1, 2), (1, 3), (1, 4), (2, 2), (2, 3), (2, 4), (3, 3)]
+    assert all(pd.notna(kappa) or reason for kappa, reason in zip(table["kappa"], table["reason"]))
+    assert (table["kappa"].dropna() < table["kernel_kq"][table["kappa"].notna()]).all()
 
 
 def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
@@ -164,11 +165,25 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     _ok(at)
     assert at.radio(key="f2_x").value == "n_over_dk"
     titles = _chart_titles(at)
-    assert titles[0] == "Figure 2: against n / d^3" and titles[1].startswith("Stored cells")  # figure, then heatmap
+    # the figure (median lines by default), the κ-axis view, n*(d) on log–log axes, then the grid's heatmap
+    assert titles[0] == "Figure 2 against n / d^3: median over seeds, band min–max"
+    assert titles[1].startswith("Where each method learns") and titles[2].startswith("n*(d) on log–log axes")
+    assert titles[3].startswith("Stored cells")
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert "kernel baseline" in names and "two-layer baseline" not in names
     assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
-    assert any("κ" in m.label for m in at.metric)
+    assert at.query_params["stat"] == "median"
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["κ (seed median, at 0.9)"] == "2.54" and metrics["theory"] == "κ ≈ k = 3"
+
+
+def test_figure2_mean_statistic_from_the_url_says_the_bootstrap_splits(bundle_store):
+    at = _app("pages/2_Figure_2.py", {"preset": "cpu", "stat": "mean"})
+    _ok(at)
+    assert at.radio(key="f2_stat").value == "mean"
+    assert _chart_titles(at)[0].endswith("mean over seeds ± its standard error, band min–max")
+    assert {m.label: m.value for m in at.metric}["κ (seed mean, at 0.9)"] == "1.58"
+    assert any("no single interval: the bootstrap splits by seed 4" in c.value for c in at.caption)
     assert {b.label for b in at.get("download_button")} >= {"Table (CSV)", "Figure (interactive HTML)"}
 
 

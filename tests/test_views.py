@@ -132,9 +132,51 @@ def test_figure2_seed_dots_share_their_d_colour():
 
     fig = plots.figure2(analysis.aggregate(runs), x="n_over_dk", k=3, runs=runs)
     lines = {t.name: t.line.color for t in fig.data if t.mode == "lines+markers" and t.name}
-    dots = [t for t in fig.data if t.mode == "markers"]
+    dots = [t for t in fig.data if t.mode == "markers" and t.legendgroup]
     assert dots and all(d.marker.color == lines[d.legendgroup] for d in dots)
     assert all(t.mode for t in fig.data)  # no trace left to plotly's default markers in its own palette
+
+
+def test_figure2_lines_are_the_statistic_and_bands_the_seeds_range():
+    """Median line (or mean), band from the seeds' min to max: it never leaves the seeds' own values, so
+    the correlation band stays in [-1, 1] and the loss band above 0; hollow markers have a legend entry."""
+    from hierpoly.runs import analysis
+
+    corr = {0: 0.99, 1: 0.98, 2: 0.2}  # one seed on a poor feature
+    runs = pd.DataFrame([dict(arch="three_layer", d=4, n=n, k=3, seed=s, test_loss=0.01 * (s + 1) * n / 32,
+                              feature_corr=c, stopped_by="step cap" if s == 2 else "feature settled")
+                         for n in (32, 128) for s, c in corr.items()])
+    cells = analysis.aggregate(runs)
+    for statistic, want in (("median", 0.98), ("mean", np.mean(list(corr.values())))):
+        fig = plots.figure2(cells, runs=runs, statistic=statistic)
+        line = next(t for t in fig.data if t.name == "d = 4" and t.xaxis == "x2")
+        assert np.allclose(line.y, want)
+        band = next(t for t in fig.data if t.fill == "toself" and t.xaxis == "x2")
+        assert sorted(set(np.round(band.y, 12))) == [0.2, 0.99]
+        loss_band = next(t for t in fig.data if t.fill == "toself" and t.xaxis == "x")
+        assert min(loss_band.y) > 0
+    names = {t.name for t in fig.data}
+    assert {"one seed (stopped on a rule)", "one seed at the step cap"} <= names
+    with pytest.raises(ValueError, match="statistic must be one of"):
+        plots.figure2(cells, statistic="mode")
+
+
+def test_kappa_axis_and_n_star_views():
+    """log n / log d on the x-axis with k and kq marked; n*(d) with the fitted slope and each local slope."""
+    from hierpoly.runs import analysis
+
+    runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=0, test_loss=0.5, feature_corr=n / (n + d**3))
+                         for d in (4, 8) for n in (16, 64, 256, 1024)])
+    fig = plots.kappa_axis_figure(analysis.aggregate(runs), k=3, kq=9)
+    line = next(t for t in fig.data if t.name == "d = 8")
+    assert np.allclose(line.x, np.log([16, 64, 256, 1024]) / np.log(8))
+    assert sorted(s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1) == [3, 9]
+    kappa = {"n_star": [{"d": 4, "n_star": 90.0}, {"d": 8, "n_star": 720.0}], "estimate": 3.0,
+             "intercept": float(np.log(90.0 / 64)), "local_slopes": [{"d_low": 4, "d_high": 8, "slope": 3.0}]}
+    fig = plots.n_star_figure(kappa, k=3)
+    fit = next(t for t in fig.data if t.name.startswith("fit"))
+    assert np.allclose(np.asarray(fit.y), 90.0 / 64 * np.asarray(fit.x) ** 3)
+    assert [a.text for a in fig.layout.annotations] == ["3.00"]
 
 
 def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):

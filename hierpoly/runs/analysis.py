@@ -5,20 +5,30 @@ Everything here is pure pandas/numpy over a runs table with at least the columns
 and returns DataFrames or small frozen dataclasses; plotting is in ``plots``.
 
 The exponent **[our procedure; the paper reports the d^k law, not a fit]**: for
-each d, n*(d) is where the seed-mean score first crosses ``threshold`` going up
+each d, n*(d) is where the seed-median score (``statistic``; the mean on request)
+first crosses ``threshold`` going up
 the n grid, interpolated linearly in log n between the last point below and the
 first point at or above it. The score is the feature correlation (Figure 2's), or
 the explained variance 1 − test loss where the correlation with p means nothing
 (``criterion_for``). Then ``log n* = κ log d + c`` by least squares; theory says
 κ ≈ k. κ is reported at thresholds 0.8, 0.9 and 0.95 and from a logistic fit of
-the collapse (``collapse_exponent``), which uses every transition cell at once.
+the collapse (``collapse_exponent``), which uses every transition cell at once, with the
+local slope log(n*_2/n*_1)/log(d_2/d_1) between successive d (finite d pulls it below k).
+
+Why the median leads: a seed that lands on a poor feature in a cell its siblings solve
+moves that cell's mean by a fifth of the gap, and with it n*(d) and κ; the median moves
+only when most seeds move (Nichani, Damian & Lee 2023 plot the median over 5 seeds with a
+min–max band). The mean is kept beside it as a sensitivity figure.
 
 The interval is a percentile bootstrap over **whole seeds**: a replicate draws
 seed indices with replacement and each drawn seed brings its whole grid, because
 one seed's datasets are nested across n and d (its runs are not independent
 draws per cell). It covers seed-to-seed noise only — not the choice of threshold,
 the step cap, the d range or the finite-d bias of the slope. Replicates where
-fewer than two d cross are dropped (and counted).
+fewer than two d cross are dropped (and counted). When one seed splits the replicates
+into two groups whose 90% ranges do not overlap (those that draw it and those that do
+not), the interval would be the union of two scenarios: it is withheld and ``split``
+names the seed and each group's range (``bootstrap_split``).
 
 Runs are grouped by target (k, link, σ1, mode, arch); a fit never mixes targets.
 """
@@ -39,8 +49,11 @@ THRESHOLDS = (0.8, 0.9, 0.95)  # κ at each: how far it moves with the threshold
 CRITERIA = ("feature_corr", "explained")  # explained: 1 − test loss (the MSE, in units of E[h²] = 1)
 COLLAPSE_WINDOW = (0.05, 0.99)  # cells whose mean score lies here enter the collapse fit (logits stay finite)
 TARGET = ("k", "link", "sigma1", "mode", "arch")  # what one κ belongs to
+STATISTICS = ("median", "mean")  # the seed statistic per cell: the median leads, the mean is the sensitivity figure
+STATISTIC = "median"
 N_BOOT = 1000
 CI = 0.95
+SPLIT_RANGE = 0.90  # a seed splits the bootstrap when the two groups' central ranges of this coverage are disjoint
 _REQUIRED = ("arch", "d", "n", "k", "seed", "test_loss", "feature_corr")
 
 
@@ -54,25 +67,33 @@ def _check(runs: pd.DataFrame) -> None:
         raise AnalysisError(f"runs table lacks the columns {', '.join(missing)}")
 
 
-def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof 1; NaN for one seed), min and max over seeds per target and (d, n).
+AGGREGATES = ("median", "mean", "std", "min", "max")
+
+
+def aggregate(runs: pd.DataFrame, threshold: float = THRESHOLD) -> pd.DataFrame:
+    """Median, mean, sample std (ddof 1; NaN for one seed), min and max over seeds per target and (d, n).
 
     Args:
         runs: one row per run (see module docstring); link, sigma1 and mode columns, when
             present, are part of the target, so cells of different targets never merge.
+        threshold: the score a seed must reach to count in ``success_fraction``.
     Returns:
-        one row per (arch, k, [link, sigma1, mode,] d, n) with seeds, n_over_dk (= n / d^k) and
-        ``{metric}_{mean,std,min,max}`` for test_loss and feature_corr, sorted by target, d, n.
+        one row per (arch, k, [link, sigma1, mode,] d, n) with seeds, n_over_dk (= n / d^k),
+        ``{metric}_{median,mean,std,min,max}`` for test_loss and feature_corr, and
+        ``success_fraction``: the share of seeds whose score (``criterion_for`` the target)
+        reaches ``threshold`` (NaN when no seed has a score), sorted by target, d, n.
     """
     _check(runs)
     target = ["arch", "k"] + [c for c in TARGET if c in runs.columns and c not in ("arch", "k")]
     keys = ["arch", "d", "n", "k"] + target[2:]
-    columns = keys + ["seeds", "n_over_dk"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "min", "max")]
+    columns = keys + ["seeds", "n_over_dk"] + [f"{m}_{s}" for m in METRICS for s in AGGREGATES] + ["success_fraction"]
     if runs.empty:
         return pd.DataFrame(columns=columns)
+    runs = runs.assign(_success=_successes(runs, threshold))
     out = runs.groupby(keys, sort=False).agg(
         seeds=("seed", "nunique"),
-        **{f"{m}_{s}": (m, s) for m in METRICS for s in ("mean", "std", "min", "max")},
+        **{f"{m}_{s}": (m, s) for m in METRICS for s in AGGREGATES},
+        success_fraction=("_success", "mean"),
     ).reset_index()
     out["n_over_dk"] = out["n"] / out["d"].astype(float) ** out["k"]
     if "test_loss_se" in runs.columns:
@@ -84,6 +105,16 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         out = out.merge(fractions, on=keys, how="left")
         columns = columns + ["converged_fraction"]
     return out[columns].sort_values(target + ["d", "n"]).reset_index(drop=True)
+
+
+def _successes(runs: pd.DataFrame, threshold: float) -> pd.Series:
+    """Per run: 1.0 when its score reaches ``threshold``, 0.0 when not, NaN when it has no score."""
+    links = runs["link"] if "link" in runs.columns else pd.Series("cubic", index=runs.index)
+    sigma1 = runs["sigma1"] if "sigma1" in runs.columns else pd.Series("cube", index=runs.index)
+    explained = np.array([criterion_for(int(k), link, s1) == "explained" for k, link, s1 in zip(runs["k"], links, sigma1)],
+                         dtype=bool)
+    score = np.where(explained, 1.0 - runs["test_loss"].to_numpy(float), runs["feature_corr"].to_numpy(float))
+    return pd.Series(np.where(np.isfinite(score), (score >= threshold).astype(float), np.nan), index=runs.index)
 
 
 def _loss_errors(runs: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
@@ -149,20 +180,21 @@ def _crossings(n: np.ndarray, scores: np.ndarray, threshold: float) -> np.ndarra
 
 
 def thresholds(cells: pd.DataFrame, threshold: float = THRESHOLD, arch: str = "three_layer",
-               criterion: str = "feature_corr") -> pd.DataFrame:
-    """n*(d) for each d from the seed means of one architecture: columns d, n_star (NaN: no crossing)."""
+               criterion: str = "feature_corr", statistic: str = STATISTIC) -> pd.DataFrame:
+    """n*(d) for each d from the seed statistic of one architecture: columns d, n_star (NaN: no crossing)."""
     rows = []
     for d, group in cells[cells["arch"] == arch].groupby("d", sort=True):
-        mean = _cell_score(group, criterion)
-        rows.append({"d": int(d), "n_star": crossing(group["n"].to_numpy(), mean, threshold)})
+        score = _cell_score(group, criterion, statistic)
+        rows.append({"d": int(d), "n_star": crossing(group["n"].to_numpy(), score, threshold)})
     return pd.DataFrame(rows, columns=["d", "n_star"]).astype({"d": int, "n_star": float})
 
 
-def _cell_score(cells: pd.DataFrame, criterion: str) -> np.ndarray:
-    """The seed-mean score of aggregated cells: mean correlation, or 1 − mean test loss."""
+def _cell_score(cells: pd.DataFrame, criterion: str, statistic: str = STATISTIC) -> np.ndarray:
+    """The seed statistic's score of aggregated cells: correlation, or 1 − test loss (its median or mean)."""
+    # 1 − x is monotone, so the median of 1 − loss is 1 − the median loss
     if criterion == "feature_corr":
-        return cells["feature_corr_mean"].to_numpy(float)
-    return 1.0 - cells["test_loss_mean"].to_numpy(float)
+        return cells[f"feature_corr_{statistic}"].to_numpy(float)
+    return 1.0 - cells[f"test_loss_{statistic}"].to_numpy(float)
 
 
 def fit_exponent(d: np.ndarray, n_star: np.ndarray) -> tuple[float, float]:
@@ -211,14 +243,46 @@ class SeedGrid:
         with np.errstate(invalid="ignore", divide="ignore"):
             return (weights @ np.where(have, self.scores, 0.0)) / (weights @ have)
 
-    def resampled(self, n_boot: int, seed: int) -> np.ndarray:
-        """Bootstrap over whole seeds: each replicate draws seed indices with replacement, and each
-        drawn seed brings its whole grid (one seed's datasets are nested across n and d)."""
+    def medians(self, weights: np.ndarray) -> np.ndarray:
+        """Median score per cell of the multiset of seeds that ``weights`` (B, S) counts → (B, C).
+
+        A replicate's multiset has W = Σ weights over the seeds with a score; sorted, its median
+        is the mean of the elements at 0-based positions ⌊(W−1)/2⌋ and ⌊W/2⌋ (np.median's rule),
+        and the element at position p is the first sorted seed whose cumulative weight exceeds p.
+        """
+        order = np.argsort(self.scores, axis=0)  # NaN (no run stored) sorts last
+        ranked = np.take_along_axis(self.scores, order, axis=0)  # (S, C)
+        have = np.isfinite(ranked)
+        counts = weights[:, order] * have[None]  # (B, S, C): each cell's seeds in score order
+        cumulative = np.cumsum(counts, axis=1)
+        total = cumulative[:, -1, :]  # (B, C)
+        lower, upper = np.floor((total - 1) / 2), np.floor(total / 2)
+        pick_lower = np.argmax(cumulative > lower[:, None, :], axis=1)
+        pick_upper = np.argmax(cumulative > upper[:, None, :], axis=1)
+        values = np.where(have, ranked, 0.0)
+        cells = np.arange(self.scores.shape[1])[None, :]
+        median = (values[pick_lower, cells] + values[pick_upper, cells]) / 2
+        return np.where(total > 0, median, math.nan)
+
+    def statistic(self, weights: np.ndarray, statistic: str) -> np.ndarray:
+        """``medians`` or ``means`` of the seeds ``weights`` (B, S) counts → (B, C)."""
+        return self.medians(weights) if statistic == "median" else self.means(weights)
+
+    def drawn(self, n_boot: int, seed: int) -> np.ndarray:
+        """Bootstrap over whole seeds: (n_boot, S) counts of each seed in each replicate.
+
+        Each replicate draws seed indices with replacement, and each drawn seed brings its
+        whole grid (one seed's datasets are nested across n and d).
+        """
         rng = np.random.default_rng(seed)
         picks = rng.integers(0, len(self.seeds), (n_boot, len(self.seeds)))
         weights = np.zeros((n_boot, len(self.seeds)))
         np.add.at(weights, (np.arange(n_boot)[:, None], picks), 1.0)
-        return self.means(weights)
+        return weights
+
+    def resampled(self, n_boot: int, seed: int, statistic: str = "mean") -> np.ndarray:
+        """The per-cell statistic of each bootstrap replicate of ``drawn``: (n_boot, C)."""
+        return self.statistic(self.drawn(n_boot, seed), statistic)
 
     def n_star(self, means: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
         """The d values and n*(d) of each row of means: (D,), (B, D)."""
@@ -253,28 +317,33 @@ class Exponent:
     """κ of n*(d) ∝ d^κ with its bootstrap interval; estimate is None with a reason when it cannot be had."""
 
     estimate: float | None
-    low: float | None
+    low: float | None  # None when there is no estimate or the bootstrap splits (see ``split``)
     high: float | None
     intercept: float | None
     threshold: float | None  # None for the collapse fit
-    n_star: pd.DataFrame  # d, n_star from the seed means (empty for the collapse fit)
+    n_star: pd.DataFrame  # d, n_star from the seed statistic (empty for the collapse fit)
     replicates: int  # bootstrap replicates that gave a κ
     reason: str | None = None
     criterion: str = "feature_corr"
     method: str = "threshold"  # threshold: fit of n*(d); collapse: logistic fit of the collapse
+    statistic: str = STATISTIC  # the seed statistic per cell: median or mean
+    split: dict | None = None  # bootstrap_split: the seed whose draw splits the replicates in two groups
+    local_slopes: tuple[dict, ...] = ()  # slope of log n* between successive d, with its bootstrap interval
 
     def to_dict(self) -> dict:
         return {
             "estimate": self.estimate, "low": self.low, "high": self.high, "intercept": self.intercept,
             "threshold": self.threshold, "replicates": self.replicates, "reason": self.reason,
-            "criterion": self.criterion, "method": self.method,
+            "criterion": self.criterion, "method": self.method, "statistic": self.statistic, "split": self.split,
             "n_star": [{"d": int(r.d), "n_star": None if not np.isfinite(r.n_star) else float(r.n_star)}
                        for r in self.n_star.itertuples()],
+            "local_slopes": list(self.local_slopes),
         }
 
     def brief(self) -> dict:
-        """threshold, estimate, low, high: one row of a by-threshold table."""
-        return {"threshold": self.threshold, "estimate": self.estimate, "low": self.low, "high": self.high}
+        """threshold, estimate, low, high, split: one row of a by-threshold table."""
+        return {"threshold": self.threshold, "estimate": self.estimate, "low": self.low, "high": self.high,
+                "split": self.split}
 
 
 def criterion_for(k: int, link: str, sigma1: str = "cube") -> str:
@@ -324,6 +393,25 @@ def _seed_grid(runs: pd.DataFrame, threshold: float, arch: str, criterion: str) 
     return SeedGrid.from_runs(runs, criterion) if len(runs) else None
 
 
+@dataclass(frozen=True)
+class _Bootstrap:
+    """One seed statistic of a grid: the point values (1, C) and each replicate's (B, C), with the draws (B, S)."""
+
+    grid: SeedGrid
+    statistic: str
+    weights: np.ndarray
+    point: np.ndarray
+    replicates: np.ndarray
+
+    @classmethod
+    def of(cls, grid: SeedGrid, statistic: str, n_boot: int, seed: int) -> _Bootstrap:
+        if statistic not in STATISTICS:
+            raise AnalysisError(f"statistic must be one of {', '.join(STATISTICS)}, got {statistic!r}")
+        weights = grid.drawn(n_boot, seed)
+        return cls(grid, statistic, weights, grid.statistic(np.ones((1, len(grid.seeds))), statistic),
+                   grid.statistic(weights, statistic))
+
+
 def _interval(values: np.ndarray, ci: float) -> tuple[float | None, float | None]:
     values = values[np.isfinite(values)]
     if not values.size:
@@ -332,36 +420,100 @@ def _interval(values: np.ndarray, ci: float) -> tuple[float | None, float | None
     return float(low), float(high)
 
 
-def _threshold_exponent(grid: SeedGrid | None, threshold: float, boots: np.ndarray, ci: float, criterion: str) -> Exponent:
-    """κ from n*(d) at one threshold: the seed means' fit, and the same fit on each bootstrap row."""
-    empty = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
-    if grid is None:
-        return Exponent(None, None, None, None, threshold, empty, 0,
-                        "need n*(d) for at least two d, have none: no run of this grid is stored", criterion)
-    ds, stars = grid.n_star(grid.means(np.ones((1, len(grid.seeds)))), threshold)
+def bootstrap_split(kappas: np.ndarray, weights: np.ndarray, seeds: tuple[int, ...],
+                    coverage: float = SPLIT_RANGE, min_share: float = 0.05) -> dict | None:
+    """The seed whose draw splits the bootstrap into two separate groups, or None.
+
+    For each seed, the replicates that draw it and those that do not are two groups; when
+    both hold at least ``min_share`` of the replicates with a κ and their central ranges
+    (``coverage``) do not overlap, the replicates are two scenarios, not one distribution,
+    and a percentile interval over both would cover neither. Of such seeds the one with
+    the widest gap is named.
+
+    Returns:
+        None, or {"seed", "gap", "with": {share, low, high, median}, "without": {...}}.
+    """
+    ok = np.isfinite(kappas)
+    best = None
+    for j, seed in enumerate(seeds):
+        groups = {"with": kappas[ok & (weights[:, j] > 0)], "without": kappas[ok & (weights[:, j] == 0)]}
+        if min(g.size for g in groups.values()) < min_share * max(int(ok.sum()), 1):
+            continue
+        tails = ((1 - coverage) / 2, (1 + coverage) / 2)
+        ranges = {name: np.quantile(g, tails) for name, g in groups.items()}
+        gap = max(ranges["with"][0] - ranges["without"][1], ranges["without"][0] - ranges["with"][1])
+        if gap > 0 and (best is None or gap > best["gap"]):
+            best = {"seed": int(seed), "gap": float(gap), **{
+                name: {"share": g.size / int(ok.sum()), "low": float(ranges[name][0]), "high": float(ranges[name][1]),
+                       "median": float(np.median(g))} for name, g in groups.items()}}
+    return best
+
+
+def _estimate(point: float, kappas: np.ndarray, boot: _Bootstrap, ci: float) -> tuple[float | None, float | None, dict | None]:
+    """The interval of a κ from its replicates, or no interval and the split when the replicates split."""
+    split = bootstrap_split(kappas, boot.weights, boot.grid.seeds)
+    low, high = (None, None) if split is not None else _interval(kappas, ci)
+    return low, high, split
+
+
+def _local_slopes(ds: np.ndarray, point: np.ndarray, replicates: np.ndarray, ci: float) -> tuple[dict, ...]:
+    """Slope of log n* between each pair of successive d (both crossed): log(n*₂/n*₁) / log(d₂/d₁), with an interval."""
+    out = []
+    for i in range(len(ds) - 1):
+        step = math.log(ds[i + 1] / ds[i])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            slope = float(np.log(point[i + 1] / point[i]) / step)
+            slopes = np.log(replicates[:, i + 1] / replicates[:, i]) / step
+        if not math.isfinite(slope):
+            continue
+        low, high = _interval(slopes, ci)
+        out.append({"d_low": int(ds[i]), "d_high": int(ds[i + 1]), "slope": slope, "low": low, "high": high})
+    return tuple(out)
+
+
+_EMPTY_N_STAR = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
+
+
+def _threshold_exponent(boot: _Bootstrap | None, threshold: float, ci: float, criterion: str,
+                        statistic: str = STATISTIC) -> Exponent:
+    """κ from n*(d) at one threshold: the seed statistic's fit, and the same fit on each bootstrap row."""
+    if boot is None:
+        return Exponent(None, None, None, None, threshold, _EMPTY_N_STAR, 0,
+                        "need n*(d) for at least two d, have none: no run of this grid is stored", criterion,
+                        statistic=statistic)
+    grid = boot.grid
+    ds, stars = grid.n_star(boot.point, threshold)
     n_star = pd.DataFrame({"d": ds.astype(int), "n_star": stars[0]})
     kappa, c = (float(v[0]) for v in _fits(ds, stars))
     if not math.isfinite(kappa):
         crossed = int(np.isfinite(stars).sum())
-        what = "mean correlation" if criterion == "feature_corr" else "explained variance 1 − test loss"
-        reason = (f"need n*(d) for at least two d, have {crossed} of {len(ds)}: the {what} must rise "
+        what = {"feature_corr": "correlation", "explained": "explained variance 1 − test loss"}[criterion]
+        reason = (f"need n*(d) for at least two d, have {crossed} of {len(ds)}: the seed {statistic} {what} must rise "
                   f"through {threshold} inside each d's n grid")
-        return Exponent(None, None, None, None, threshold, n_star, 0, reason, criterion)
-    kappas = _fits(ds, grid.n_star(boots, threshold)[1])[0]
-    low, high = _interval(kappas, ci)
-    return Exponent(kappa, low, high, c, threshold, n_star, int(np.isfinite(kappas).sum()), None, criterion)
+        return Exponent(None, None, None, None, threshold, n_star, 0, reason, criterion, statistic=statistic)
+    boot_stars = grid.n_star(boot.replicates, threshold)[1]
+    kappas = _fits(ds, boot_stars)[0]
+    low, high, split = _estimate(kappa, kappas, boot, ci)
+    return Exponent(kappa, low, high, c, threshold, n_star, int(np.isfinite(kappas).sum()), None, criterion,
+                    statistic=boot.statistic, split=split, local_slopes=_local_slopes(ds, stars[0], boot_stars, ci))
 
 
-def _collapse_exponent(grid: SeedGrid | None, boots: np.ndarray, ci: float, criterion: str) -> Exponent:
-    empty = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
-    kappa = math.nan if grid is None else float(grid.collapse_kappa(grid.means(np.ones((1, len(grid.seeds)))))[0])
+def _collapse_exponent(boot: _Bootstrap | None, ci: float, criterion: str, statistic: str = STATISTIC) -> Exponent:
+    kappa = math.nan if boot is None else float(boot.grid.collapse_kappa(boot.point)[0])
     if not math.isfinite(kappa):
-        reason = (f"the collapse fit needs at least two d whose mean score passes 0.5 inside the grid, "
+        reason = (f"the collapse fit needs at least two d whose seed {statistic} score passes 0.5 inside the grid, "
                   f"with cells in {COLLAPSE_WINDOW} rising with n")
-        return Exponent(None, None, None, None, None, empty, 0, reason, criterion, "collapse")
-    kappas = grid.collapse_kappa(boots)
-    low, high = _interval(kappas, ci)
-    return Exponent(kappa, low, high, None, None, empty, int(np.isfinite(kappas).sum()), None, criterion, "collapse")
+        return Exponent(None, None, None, None, None, _EMPTY_N_STAR, 0, reason, criterion, "collapse", statistic)
+    kappas = boot.grid.collapse_kappa(boot.replicates)
+    low, high, split = _estimate(kappa, kappas, boot, ci)
+    return Exponent(kappa, low, high, None, None, _EMPTY_N_STAR, int(np.isfinite(kappas).sum()), None, criterion,
+                    "collapse", boot.statistic, split)
+
+
+def _bootstrap(runs: pd.DataFrame, threshold: float, arch: str, criterion: str, statistic: str,
+               n_boot: int, seed: int) -> _Bootstrap | None:
+    grid = _seed_grid(runs, threshold, arch, criterion)
+    return None if grid is None else _Bootstrap.of(grid, statistic, n_boot, seed)
 
 
 def exponent(
@@ -372,6 +524,7 @@ def exponent(
     ci: float = CI,
     seed: int = 0,
     criterion: str = "feature_corr",
+    statistic: str = STATISTIC,
 ) -> Exponent:
     """κ in n*(d) ∝ d^κ with a percentile bootstrap CI over whole seeds (see module docstring).
 
@@ -381,50 +534,63 @@ def exponent(
         n_boot: bootstrap replicates; ci: the interval's coverage.
         seed: the bootstrap's random seed (the answer is deterministic).
         criterion: the score, ``feature_corr`` or ``explained`` (1 − test loss); see ``criterion_for``.
+        statistic: the seed statistic per cell, ``median`` or ``mean``.
     Returns:
         an Exponent; estimate None with a reason when fewer than two d cross the threshold.
     """
-    grid = _seed_grid(runs, threshold, arch, criterion)
-    boots = grid.resampled(n_boot, seed) if grid is not None else None
-    return _threshold_exponent(grid, threshold, boots, ci, criterion)
+    boot = _bootstrap(runs, threshold, arch, criterion, statistic, n_boot, seed)
+    return _threshold_exponent(boot, threshold, ci, criterion, statistic)
 
 
 def collapse_exponent(runs: pd.DataFrame, arch: str = "three_layer", n_boot: int = N_BOOT, ci: float = CI,
-                      seed: int = 0, criterion: str = "feature_corr") -> Exponent:
+                      seed: int = 0, criterion: str = "feature_corr", statistic: str = STATISTIC) -> Exponent:
     """κ from a fit of the collapse: logit(score) = a + b log n − bκ log d over the transition cells.
 
     If the curves are one curve of n/d^κ, a logistic in log(n/d^κ) fits them all; the least
-    squares fit of the seed means' logits (cells with mean score in COLLAPSE_WINDOW) gives κ
+    squares fit of the seed statistic's logits (cells with score in COLLAPSE_WINDOW) gives κ
     from every transition cell at once, not from one threshold. Interval: the seed bootstrap.
     """
-    grid = _seed_grid(runs, THRESHOLD, arch, criterion)
-    boots = grid.resampled(n_boot, seed) if grid is not None else None
-    return _collapse_exponent(grid, boots, ci, criterion)
+    boot = _bootstrap(runs, THRESHOLD, arch, criterion, statistic, n_boot, seed)
+    return _collapse_exponent(boot, ci, criterion, statistic)
 
 
 def kappas(runs: pd.DataFrame, threshold: float = THRESHOLD, thresholds: tuple[float, ...] = THRESHOLDS,
            arch: str = "three_layer", n_boot: int = N_BOOT, ci: float = CI, seed: int = 0,
-           criterion: str = "feature_corr") -> dict:
-    """κ of one target every way at once, on one set of bootstrap replicates.
+           criterion: str = "feature_corr", statistic: str = STATISTIC) -> dict:
+    """κ of one target every way at once, on one set of bootstrap draws.
 
     Returns:
-        ``exponent(...).to_dict()`` at ``threshold``, plus ``by_threshold`` (a list of
-        threshold, estimate, low, high for each of ``thresholds``) and ``collapse``.
+        ``exponent(...).to_dict()`` at ``threshold`` (with ``statistic``, ``split`` and
+        ``local_slopes``), plus ``by_threshold`` (threshold, estimate, low, high, split for each
+        of ``thresholds``), ``collapse``, and ``sensitivity``: the same by_threshold and collapse
+        estimates from the other seed statistic (the mean beside the median, or the reverse).
     """
-    grid = _seed_grid(runs, threshold, arch, criterion)
     for t in thresholds:
         if not 0 < t < 1:
             raise AnalysisError(f"threshold must be in (0, 1), got {t}")
-    boots = grid.resampled(n_boot, seed) if grid is not None else None
-    out = _threshold_exponent(grid, threshold, boots, ci, criterion).to_dict()
-    out["by_threshold"] = [_threshold_exponent(grid, t, boots, ci, criterion).brief() for t in thresholds]
-    collapsed = _collapse_exponent(grid, boots, ci, criterion)
-    out["collapse"] = {k: v for k, v in collapsed.to_dict().items() if k not in ("n_star", "threshold", "intercept")}
+    other = next(s for s in STATISTICS if s != statistic) if statistic in STATISTICS else STATISTIC
+    boots = {stat: _bootstrap(runs, threshold, arch, criterion, stat, n_boot, seed) for stat in (statistic, other)}
+
+    def summary(stat: str) -> dict:
+        boot = boots[stat]
+        out = _threshold_exponent(boot, threshold, ci, criterion, stat).to_dict()
+        out["by_threshold"] = [_threshold_exponent(boot, t, ci, criterion, stat).brief() for t in thresholds]
+        collapsed = _collapse_exponent(boot, ci, criterion, stat)
+        out["collapse"] = {k: v for k, v in collapsed.to_dict().items()
+                           if k not in ("n_star", "threshold", "intercept", "local_slopes")}
+        return out
+
+    out, sensitivity = summary(statistic), summary(other)
+    out["sensitivity"] = {"statistic": other, "estimate": sensitivity["estimate"], "low": sensitivity["low"],
+                          "high": sensitivity["high"], "split": sensitivity["split"],
+                          "by_threshold": sensitivity["by_threshold"],
+                          "collapse": {k: sensitivity["collapse"][k] for k in ("estimate", "low", "high", "split")}}
     return out
 
 
 def exponent_table(runs: pd.DataFrame, threshold: float = THRESHOLD, thresholds: tuple[float, ...] = THRESHOLDS,
-                   arch: str = "three_layer", n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
+                   arch: str = "three_layer", n_boot: int = N_BOOT, seed: int = 0,
+                   statistic: str = STATISTIC) -> list[dict]:
     """κ per target: one entry per (k, link, σ1, mode) of ``arch``'s runs; targets are never mixed in a fit.
 
     Returns:
@@ -442,7 +608,8 @@ def exponent_table(runs: pd.DataFrame, threshold: float = THRESHOLD, thresholds:
         criterion = criterion_for(int(k), link, sigma1)
         head = {"k": int(k), "q": q, "link": link, "sigma1": sigma1, "mode": mode, "arch": arch, "kernel_kq": int(k) * q,
                 "first_stage_signal": first_stage_signal(link), "ds": sorted(int(d) for d in group["d"].unique())}
-        entries.append({**head, **kappas(group, threshold, thresholds, arch, n_boot, seed=seed, criterion=criterion)})
+        entries.append({**head, **kappas(group, threshold, thresholds, arch, n_boot, seed=seed, criterion=criterion,
+                                         statistic=statistic)})
     return sorted(entries, key=lambda e: (e["k"], e["q"], e["link"], e["sigma1"], e["mode"]))
 
 
@@ -450,8 +617,10 @@ def exponent_frame(entries: list[dict]) -> pd.DataFrame:
     """The exponent table flat, for display and plots: one row per target, κ and interval per threshold."""
     rows = []
     for e in entries:
-        row = {c: e[c] for c in ("k", "q", "link", "sigma1", "mode", "criterion", "kernel_kq", "first_stage_signal")}
-        row.update(d=", ".join(map(str, e["ds"])), kappa=e["estimate"], low=e["low"], high=e["high"])
+        row = {c: e[c] for c in ("k", "q", "link", "sigma1", "mode", "criterion", "statistic", "kernel_kq",
+                                 "first_stage_signal")}
+        row.update(d=", ".join(map(str, e["ds"])), kappa=e["estimate"], low=e["low"], high=e["high"],
+                   split_seed=e["split"]["seed"] if e["split"] else None, reason=e.get("reason"))
         for b in e["by_threshold"]:
             row.update({f"kappa@{b['threshold']}": b["estimate"], f"low@{b['threshold']}": b["low"],
                         f"high@{b['threshold']}": b["high"]})
@@ -464,7 +633,8 @@ def exponent_frame(entries: list[dict]) -> pd.DataFrame:
 def figure2_cells(cells: pd.DataFrame) -> pd.DataFrame:
     """One row per (d, n) of the network with the baselines' means beside it.
 
-    Columns: d, n, n_over_dk, seeds, the network's test_loss/feature_corr mean, std, min, max,
+    Columns: d, n, n_over_dk, seeds, the network's test_loss median, mean, std, min, max, its
+    feature_corr_mean and _std, corr_median, corr_min, corr_max (the correlation's), success_fraction,
     test_loss_se and converged_fraction when the runs have them, and for each baseline arch
     ``{arch}_test_loss_mean``, ``{arch}_test_loss_std``, ``{arch}_test_loss_se``,
     ``{arch}_feature_corr_mean``, ``{arch}_seeds`` (NaN where that baseline is not stored).
@@ -474,6 +644,7 @@ def figure2_cells(cells: pd.DataFrame) -> pd.DataFrame:
         raise AnalysisError(f"cells mix targets (different {', '.join(mixed)}): one grid's table at a time")
     net = cells[cells["arch"] == "three_layer"].drop(columns=["arch"])
     out = net.reset_index(drop=True)
+    out = out.rename(columns={f"feature_corr_{s}": f"corr_{s}" for s in ("median", "min", "max")})
     for arch in ("kernel", "two_layer"):
         names = [c for c in ("test_loss_mean", "test_loss_std", "test_loss_se", "feature_corr_mean", "seeds") if c in cells]
         base = cells[cells["arch"] == arch][["d", "n", *names]].rename(columns={c: f"{arch}_{c}" for c in names})

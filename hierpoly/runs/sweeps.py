@@ -362,31 +362,38 @@ def _clean_row(row: dict) -> dict:
 
 
 def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD,
-                   summaries: pd.DataFrame | None = None) -> Figure2Report:
-    """The table, κ (every threshold, the collapse) and coverage of one grid from its stored runs."""
+                   summaries: pd.DataFrame | None = None, statistic: str = analysis.STATISTIC) -> Figure2Report:
+    """The table, κ (every threshold, the collapse) and coverage of one grid from its stored runs.
+
+    ``statistic``: the seed statistic κ is read from, ``median`` (the default) or ``mean``.
+    """
     # a std: link is one target with a raw link per d: label the runs with the grid's link
     runs = stored_runs(spec, store, summaries)
     runs = runs.assign(link=canonical_link(spec.link)) if len(runs) else runs
-    cells = analysis.aggregate(runs)
-    entries = analysis.exponent_table(runs, threshold=threshold)
+    cells = analysis.aggregate(runs, threshold=threshold)
+    entries = analysis.exponent_table(runs, threshold=threshold, statistic=statistic)
     criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
-    kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion)
+    kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion,
+                                                        statistic=statistic)
     kappa = {name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}
+    if not entries:  # no stored run: the family's table still lists the grid, with its reason
+        entries = [{**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
+                    "first_stage_signal": analysis.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
     return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells), kappa, entries,
                          _coverage(spec, runs))
 
 
-def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analysis.THRESHOLD
-                 ) -> tuple[dict, list[Figure2Report]]:
+def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analysis.THRESHOLD,
+                 statistic: str = analysis.STATISTIC) -> tuple[dict, list[Figure2Report]]:
     """``figure2 --json`` of a grid or a family, and each grid's report (the store is read once).
 
     One grid: its cells, ``kappa`` and ``exponents`` (one entry). A family (the exponents
-    preset): ``exponents``, one entry per grid (k, q, link, estimate, low, high, …), and
-    ``grids``, each grid's own report.
+    preset): ``exponents``, one entry per grid (k, q, link, estimate or reason, low, high, …),
+    and ``grids``, each grid's own report.
     """
     summaries = store.summaries()
-    reports = [figure2_report(grid, store, threshold, summaries) for grid in grids(spec)]
-    head = {"preset": spec.name, "threshold": threshold, "seeds_wanted": spec.seeds}
+    reports = [figure2_report(grid, store, threshold, summaries, statistic) for grid in grids(spec)]
+    head = {"preset": spec.name, "threshold": threshold, "statistic": statistic, "seeds_wanted": spec.seeds}
     exponents = [entry for rep in reports for entry in rep.exponents]
     if isinstance(spec, SweepFamily):
         return {**head, "exponents": exponents, "grids": [rep.to_json() for rep in reports]}, reports

@@ -7,6 +7,7 @@ another). Importing this module does not import JAX.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -153,38 +154,45 @@ BASELINE_DASH = {"kernel": "dot", "two_layer": "dash"}
 BASELINE_NAMES = {"kernel": "kernel baseline", "two_layer": "two-layer baseline"}
 
 
+STATISTIC_NAMES = {"median": "median over seeds, band min–max", "mean": "mean over seeds ± its standard error, band min–max"}
+
+
 def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFrame | None = None,
-            runs: pd.DataFrame | None = None, show=("kernel", "two_layer")) -> go.Figure:
-    """Figure 2: test loss and feature correlation against n, one colour per d, band = mean ± std over seeds.
+            runs: pd.DataFrame | None = None, show=("kernel", "two_layer"), statistic: str = "median") -> go.Figure:
+    """Figure 2: test loss and feature correlation against n, one colour per d, the seeds' min–max as a band.
 
     Args:
-        cells: one row per (d, n) with d, n, n_over_dk, test_loss_mean, test_loss_std,
-            feature_corr_mean, feature_corr_std (std may be NaN for one seed), seeds; with an
-            ``arch`` column (``analysis.aggregate``) its non-network rows are the baselines.
+        cells: one row per (d, n) with d, n, n_over_dk, seeds and ``{metric}_{statistic, min, max}`` for
+            test_loss and feature_corr (``analysis.aggregate``); with an ``arch`` column its non-network
+            rows are the baselines.
         x: "n" or "n_over_dk" (the collapse: all d on one curve).
         k: feature degree, for the axis label.
         baselines: optional rows with the same columns and an ``arch`` column (kernel, two_layer).
         runs: optional one row per run (d, n, k, arch, test_loss, feature_corr): the seeds as dots.
         show: which baselines to draw (in the loss panel, in their d's colour, dotted or dashed).
+        statistic: the line, ``median`` (robust to one seed on a poor feature) or ``mean`` (with error
+            bars ± the standard error of the mean where the cells have it).
     Returns:
         a figure with two panels sharing the log x-axis.
     """
     if x not in ("n", "n_over_dk"):
         raise ValueError(f"x must be 'n' or 'n_over_dk', got {x!r}")
+    if statistic not in STATISTIC_NAMES:
+        raise ValueError(f"statistic must be one of {', '.join(STATISTIC_NAMES)}, got {statistic!r}")
     if "arch" in cells:  # analysis.aggregate's table: the network's rows, and the baselines beside them
         if baselines is None:
             baselines = cells[cells["arch"] != "three_layer"]
         cells = cells[cells["arch"] == "three_layer"]
     colors = d_colors(cells["d"])
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss (1 = predicting 0)", "Feature correlation corr(g, p)"),
-                        horizontal_spacing=0.1)
+                        horizontal_spacing=0.12)
     for d, group in cells.sort_values(["d", "n"]).groupby("d", sort=True):
         for col, metric in ((1, "test_loss"), (2, "feature_corr")):
-            _band_line(fig, group, x, metric, f"d = {d}", colors[int(d)], col, show_legend=col == 1, dash=None)
+            _band_line(fig, group, x, metric, f"d = {d}", colors[int(d)], col, show_legend=col == 1, statistic=statistic)
     if runs is not None and len(runs):
         _seed_dots(fig, runs[runs["arch"] == "three_layer"], x, colors)
     if baselines is not None and len(baselines):
-        _baselines(fig, baselines[baselines["arch"].isin(list(show))], x, colors)
+        _baselines(fig, baselines[baselines["arch"].isin(list(show))], x, colors, statistic)
     xtitle = "n (training samples)" if x == "n" else f"n / d^{k}"
     if x == "n":
         fig.update_xaxes(type="log", title=xtitle, dtick=1, tickformat="~s")
@@ -192,7 +200,7 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
         fig.update_xaxes(type="log", title=xtitle, dtick=LOG2_DTICK, tick0=0, tickformat="~g")
     fig.update_yaxes(type="log", title="test loss", dtick=1, row=1, col=1)
     fig.update_yaxes(title="corr(g, p)", range=[-0.05, 1.05], row=1, col=2)
-    return _layout(fig, f"Figure 2: against {'n' if x == 'n' else f'n / d^{k}'}", height=480)
+    return _layout(fig, f"Figure 2 against {'n' if x == 'n' else f'n / d^{k}'}: {STATISTIC_NAMES[statistic]}", height=480)
 
 
 def _seed_dots(fig, runs: pd.DataFrame, x: str, colors: dict) -> None:
@@ -201,48 +209,129 @@ def _seed_dots(fig, runs: pd.DataFrame, x: str, colors: dict) -> None:
     capped = runs["stopped_by"].eq("step cap") if "stopped_by" in runs.columns else pd.Series(False, index=runs.index)
     for d, group in runs.groupby("d", sort=True):
         symbols = np.where(capped[group.index], "circle-open", "circle")
-        stops = np.where(capped[group.index], "step cap (not converged)", "stopping rule")
+        stops = np.where(capped[group.index], "stopped at the step cap", "stopped on a rule")
         for col, metric in ((1, "test_loss"), (2, "feature_corr")):
             fig.add_scatter(x=group[x], y=group[metric], mode="markers", legendgroup=f"d = {d}", showlegend=False,
                             marker=dict(size=6, color=colors.get(int(d), "gray"), opacity=0.5, symbol=symbols),
                             customdata=stops,
                             hovertemplate=f"d = {d}, one seed, %{{customdata}}<br>x=%{{x:.4g}}<br>%{{y:.4g}}<extra></extra>",
                             row=1, col=col)
+    legend = (("circle", "one seed (stopped on a rule)"), ("circle-open", "one seed at the step cap"))
+    for symbol, name in legend if capped.any() else legend[:1]:  # the markers' legend, once
+        fig.add_scatter(x=[None], y=[None], mode="markers", name=name, marker=dict(size=7, color="gray", symbol=symbol),
+                        row=1, col=2)
 
 
-def _baselines(fig, baselines: pd.DataFrame, x: str, colors: dict) -> None:
+def _baselines(fig, baselines: pd.DataFrame, x: str, colors: dict, statistic: str = "median") -> None:
     """Baseline loss curves in their d's colour; one legend entry per baseline toggles all its curves."""
+    column = f"test_loss_{statistic}" if f"test_loss_{statistic}" in baselines else "test_loss_mean"
     for arch, by_arch in baselines.sort_values(["d", "n"]).groupby("arch", sort=True):
         name = BASELINE_NAMES.get(arch, arch)
         fig.add_scatter(x=[None], y=[None], mode="lines", name=name, legendgroup=arch,
                         line=dict(color="gray", dash=BASELINE_DASH.get(arch)), row=1, col=1)
         for d, group in by_arch.groupby("d", sort=True):
-            fig.add_scatter(x=group[x], y=group["test_loss_mean"], mode="lines+markers", legendgroup=arch,
+            fig.add_scatter(x=group[x], y=group[column], mode="lines+markers", legendgroup=arch,
                             showlegend=False, line=dict(color=colors.get(int(d), "gray"), dash=BASELINE_DASH.get(arch)),
                             marker=dict(size=4),
-                            hovertemplate=f"{name}, d = {d}<br>x=%{{x:.4g}}<br>mean=%{{y:.4g}}<extra></extra>",
+                            hovertemplate=f"{name}, d = {d}<br>x=%{{x:.4g}}<br>{statistic}=%{{y:.4g}}<extra></extra>",
                             row=1, col=1)
 
 
-def _band_line(fig, group, x, metric, name, color, col, show_legend, dash):
+def _band_line(fig, group, x, metric, name, color, col, show_legend, statistic="median"):
+    """The statistic's line over the seeds' min–max band; the band of one seed is the line itself."""
     xs = group[x].to_numpy(dtype=float)
-    mean = group[f"{metric}_mean"].to_numpy(dtype=float)
-    std = np.nan_to_num(group.get(f"{metric}_std", pd.Series(np.zeros(len(group)))).to_numpy(dtype=float))
-    lo, hi = mean - std, mean + std
-    if metric.endswith("loss"):  # a log axis cannot show values ≤ 0
-        lo = np.maximum(lo, mean * 0.1)
-    if np.any(std > 0):
-        # mode "lines": plotly's default would put unrelated-coloured markers on the band's corners
+    line = group[f"{metric}_{statistic}"].to_numpy(dtype=float)
+    lo, hi = (group[f"{metric}_{end}"].to_numpy(dtype=float) for end in ("min", "max"))
+    if np.any(hi > lo):
+        # mode "lines": plotly's default would put unrelated-coloured markers on the band's corners;
+        # min and max are seeds' own values, so the band stays in range on either axis
         fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself", mode="lines",
                         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
                         legendgroup=name, row=1, col=col)
     seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
-    se = f"{metric}_se"  # error bars: the standard error of the seed mean (analysis.aggregate)
-    bars = dict(type="data", array=np.nan_to_num(group[se].to_numpy(dtype=float)), thickness=1.5) if se in group else None
-    fig.add_scatter(x=xs, y=mean, mode="lines+markers", name=name, legendgroup=name, showlegend=show_legend,
-                    line=dict(color=color, dash=dash), customdata=seeds, error_y=bars,
-                    hovertemplate="x=%{x:.4g}<br>mean=%{y:.4g}<br>seeds=%{customdata}<extra>" + name + "</extra>",
+    se = f"{metric}_se"  # error bars on the mean: the standard error of the seed mean (analysis.aggregate)
+    bars = (dict(type="data", array=np.nan_to_num(group[se].to_numpy(dtype=float)), thickness=1.5)
+            if statistic == "mean" and se in group else None)
+    fig.add_scatter(x=xs, y=line, mode="lines+markers", name=name, legendgroup=name, showlegend=show_legend,
+                    line=dict(color=color), customdata=seeds, error_y=bars,
+                    hovertemplate=f"x=%{{x:.4g}}<br>{statistic}=%{{y:.4g}}<br>seeds=%{{customdata}}<extra>{name}</extra>",
                     row=1, col=col)
+
+
+def kappa_axis_figure(cells: pd.DataFrame, k: int, kq: int, criterion: str = "feature_corr",
+                      statistic: str = "median", threshold: float | None = None) -> go.Figure:
+    """Every d's score against κ = log n / log d, with the network theory's k and the kernel's kq marked.
+
+    On this axis a method that needs d^a samples learns at κ = a for every d (Dandi et al. 2025):
+    one glance shows where the network learns and where a kernel would need to be.
+
+    Args:
+        cells: ``analysis.aggregate`` rows (the network's are used): d, n and the score's statistic.
+        k, kq: the network's and the kernel's exponents (vertical lines).
+        criterion: ``feature_corr`` (the correlation) or ``explained`` (1 − test loss).
+        statistic: ``median`` or ``mean``; the band is the seeds' min–max.
+        threshold: a horizontal line at the score that defines n*(d).
+    """
+    if "arch" in cells:
+        cells = cells[cells["arch"] == "three_layer"]
+    colors = d_colors(cells["d"])
+    fig = go.Figure()
+    for d, group in cells.sort_values(["d", "n"]).groupby("d", sort=True):
+        xs = np.log(group["n"].to_numpy(float)) / np.log(float(d))
+        if criterion == "feature_corr":
+            line, lo, hi = (group[f"feature_corr_{s}"].to_numpy(float) for s in (statistic, "min", "max"))
+        else:  # 1 − loss reverses the order: the largest loss is the smallest score
+            line, hi, lo = (1.0 - group[f"test_loss_{s}"].to_numpy(float) for s in (statistic, "min", "max"))
+        color = colors[int(d)]
+        if np.any(hi > lo):
+            fig.add_scatter(x=np.concatenate([xs, xs[::-1]]), y=np.concatenate([hi, lo[::-1]]), fill="toself",
+                            mode="lines", fillcolor=_rgba(color, 0.15), line=dict(width=0), hoverinfo="skip",
+                            showlegend=False, legendgroup=f"d = {d}")
+        fig.add_scatter(x=xs, y=line, mode="lines+markers", name=f"d = {d}", legendgroup=f"d = {d}",
+                        line=dict(color=color), customdata=group["n"],
+                        hovertemplate=f"d = {d}, n = %{{customdata}}<br>log n / log d = %{{x:.2f}}<br>"
+                                      f"{statistic} = %{{y:.3f}}<extra></extra>")
+    for at, text, dash in ((k, f"network theory: κ = k = {k}", "dash"), (kq, f"kernel: κ = kq = {kq}", "dot")):
+        fig.add_vline(x=at, line=dict(color="gray", dash=dash), annotation_text=text, annotation_position="top left")
+    if threshold is not None:
+        fig.add_hline(y=threshold, line=dict(color="lightgray", width=1))
+    low = float(np.nanmin(np.log(cells["n"].to_numpy(float)) / np.log(cells["d"].to_numpy(float)))) if len(cells) else 0.0
+    fig.update_xaxes(title="κ = log n / log d", range=[min(low, k) - 0.3, max(kq, k) + 0.5])
+    score = "corr(g, p)" if criterion == "feature_corr" else "1 − test loss"
+    fig.update_yaxes(title=f"{score}, {statistic} over seeds", range=[-0.05, 1.05] if criterion == "feature_corr" else None)
+    return _layout(fig, "Where each method learns: score against log n / log d", height=420)
+
+
+def n_star_figure(kappa: dict, k: int) -> go.Figure:
+    """n*(d) against d on log–log axes: the points, the fitted line of slope κ, and each local slope.
+
+    Args:
+        kappa: ``analysis.kappas`` output: ``n_star`` (d, n_star), ``estimate`` and ``intercept``
+            (log n* = κ log d + c) and ``local_slopes`` (d_low, d_high, slope).
+        k: the theory's exponent, drawn as a reference line through the fit's centre.
+    """
+    points = [(p["d"], p["n_star"]) for p in kappa.get("n_star", []) if p["n_star"] is not None]
+    fig = go.Figure()
+    if points:
+        ds, stars = (np.array(v, float) for v in zip(*points))
+        fig.add_scatter(x=ds, y=stars, mode="markers", name="n*(d)", marker=dict(size=10, color=PALETTE[0]),
+                        hovertemplate="d = %{x}<br>n* = %{y:.4g}<extra></extra>")
+        grid = np.geomspace(ds.min() * 0.9, ds.max() * 1.1, 20)
+        if kappa.get("estimate") is not None:
+            fig.add_scatter(x=grid, y=np.exp(kappa["intercept"]) * grid ** kappa["estimate"], mode="lines",
+                            name=f"fit: slope κ = {kappa['estimate']:.2f}", line=dict(color=PALETTE[0]))
+            centre = np.exp(np.mean(np.log(ds)))
+            through = np.exp(kappa["intercept"]) * centre ** kappa["estimate"]
+            fig.add_scatter(x=grid, y=through * (grid / centre) ** k, mode="lines", name=f"slope k = {k} (theory)",
+                            line=dict(color="gray", dash="dash"))
+        for s in kappa.get("local_slopes", []):
+            d_mid = math.sqrt(s["d_low"] * s["d_high"])
+            n_mid = math.sqrt(dict(points)[s["d_low"]] * dict(points)[s["d_high"]])
+            fig.add_annotation(x=math.log10(d_mid), y=math.log10(n_mid), text=f"{s['slope']:.2f}", showarrow=False,
+                               yshift=14, font=dict(color=PALETTE[1]))
+    fig.update_xaxes(type="log", title="d", tickvals=[p[0] for p in points] or None)
+    fig.update_yaxes(type="log", title="n*(d): samples to cross the threshold")
+    return _layout(fig, "n*(d) on log–log axes (red: the local slope between successive d)", height=420)
 
 
 def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = None) -> go.Figure:
