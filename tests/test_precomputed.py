@@ -33,8 +33,26 @@ CPU_CELLS = {
     (20, 8000): (0.3498, 0.9358, 0.9338, 0.9796), (20, 16000): (0.1014, 0.9983, 0.8832, 0.9742),
     (20, 32000): (0.0689, 0.9996, 0.8523, 0.9483), (20, 64000): (0.0554, 0.9996, 0.8089, 0.9186),
 }
-# κ (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and from the collapse fit
-CPU_KAPPA = {0.8: (2.53, 2.43, 2.58), 0.9: (1.58, 1.21, 2.74), 0.95: (1.50, 1.08, 2.40), "collapse": (2.18, 2.03, 2.47)}
+# (d, n): the correlation's median, min and max over seeds, and the share of seeds at or past 0.9
+CPU_SPREAD = {
+    (8, 64): (0.1163, 0.0949, 0.1431, 0.0), (8, 128): (0.2611, 0.1778, 0.3031, 0.0), (8, 256): (0.8526, 0.7624, 0.9327, 0.2),
+    (8, 512): (0.9793, 0.2337, 0.9811, 0.8), (8, 1024): (0.9942, 0.8268, 0.9967, 0.8), (8, 2048): (0.9984, 0.9963, 0.9985, 1.0),
+    (8, 4096): (0.9990, 0.9983, 0.9991, 1.0), (12, 216): (0.2394, 0.1890, 0.2576, 0.0), (12, 432): (0.4784, 0.2792, 0.5098, 0.0),
+    (12, 864): (0.9245, 0.4077, 0.9572, 0.6), (12, 1728): (0.9867, 0.9708, 0.9928, 1.0), (12, 3456): (0.9943, 0.9920, 0.9975, 1.0),
+    (12, 6912): (0.9986, 0.9975, 0.9993, 1.0), (12, 13824): (0.9997, 0.9990, 0.9998, 1.0), (16, 512): (0.2343, 0.1831, 0.2448, 0.0),
+    (16, 1024): (0.5921, 0.5467, 0.6845, 0.0), (16, 2048): (0.9301, 0.9160, 0.9692, 1.0), (16, 4096): (0.9904, 0.9853, 0.9944, 1.0),
+    (16, 8192): (0.9980, 0.9950, 0.9986, 1.0), (16, 16384): (0.9987, 0.9985, 0.9991, 1.0), (16, 32768): (0.9995, 0.9993, 0.9996, 1.0),
+    (20, 1000): (0.2440, 0.2258, 0.2446, 0.0), (20, 2000): (0.7211, 0.6735, 0.7750, 0.0), (20, 4000): (0.9660, 0.9424, 0.9745, 1.0),
+    (20, 8000): (0.9962, 0.6939, 0.9976, 0.8), (20, 16000): (0.9986, 0.9973, 0.9991, 1.0), (20, 32000): (0.9996, 0.9995, 0.9996, 1.0),
+    (20, 64000): (0.9997, 0.9994, 0.9997, 1.0),
+}
+# κ from the seed median (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and
+# from the collapse fit; the local slopes of log n*(d) between successive d at 0.9
+CPU_KAPPA = {0.8: (2.59, 2.37, 2.65), 0.9: (2.54, 2.27, 2.80), 0.95: (2.42, 2.09, 2.54), "collapse": (2.49, 1.93, 2.56)}
+CPU_SLOPES = [(8, 12, 2.27, 1.81, 4.56), (12, 16, 2.92, 0.82, 2.96), (16, 20, 2.44, 2.18, 2.65)]
+# the mean as the sensitivity figure: at 0.9 and 0.95 its bootstrap splits by seed 4 (with it, without it)
+CPU_MEAN_KAPPA = {0.8: (2.53, 2.43, 2.58), 0.9: (1.58, None, None), 0.95: (1.50, None, None)}
+CPU_MEAN_SPLIT = {0.9: ((1.21, 1.60), (2.33, 2.57)), 0.95: ((1.08, 1.52), (2.25, 2.42))}
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +60,11 @@ def cpu_report(tmp_path_factory) -> dict:
     return _figure2("cpu", tmp_path_factory.mktemp("cpu"))
 
 
-def _figure2(preset: str, tmp_path) -> dict:
+def _figure2(preset: str, tmp_path, *options: str) -> dict:
     """`figure2 --preset P --json` in a fresh process on an empty store: what a fresh clone answers."""
     env = {**os.environ, "HIERPOLY_CACHE_DIR": str(tmp_path / "empty"), "PYTHONPATH": str(REPO)}
     env.pop("HIERPOLY_LOAD_PRECOMPUTED", None)  # a fresh clone loads them on first start
-    res = subprocess.run([sys.executable, "-m", "hierpoly", "figure2", "--preset", preset, "--json"],
+    res = subprocess.run([sys.executable, "-m", "hierpoly", "figure2", "--preset", preset, "--json", *options],
                          capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
@@ -78,15 +96,45 @@ def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     assert sorted(got) == sorted(CPU_CELLS)
     for cell, pinned in CPU_CELLS.items():
         assert got[cell] == pytest.approx(pinned, abs=5e-5), cell
-    # κ and its interval at each threshold, and from the collapse
+    spread = {(c["d"], c["n"]): (c["corr_median"], c["corr_min"], c["corr_max"], c["success_fraction"])
+              for c in out["cells"]}
+    for cell, pinned in CPU_SPREAD.items():
+        assert spread[cell] == pytest.approx(pinned, abs=5e-5), cell
+    # κ from the seed median and its interval at each threshold, and from the collapse
     kappa = out["kappa"]
-    assert (kappa["threshold"], kappa["criterion"]) == (0.9, "feature_corr")
+    assert (kappa["threshold"], kappa["criterion"], kappa["statistic"], kappa["split"]) == (0.9, "feature_corr", "median", None)
+    assert 2.2 <= kappa["estimate"] <= 3.2
     assert (kappa["estimate"], kappa["low"], kappa["high"]) == pytest.approx(CPU_KAPPA[0.9], abs=0.005)
     assert [b["threshold"] for b in kappa["by_threshold"]] == [0.8, 0.9, 0.95]
     for b in kappa["by_threshold"]:
         assert (b["estimate"], b["low"], b["high"]) == pytest.approx(CPU_KAPPA[b["threshold"]], abs=0.005), b
     collapse = kappa["collapse"]
     assert (collapse["estimate"], collapse["low"], collapse["high"]) == pytest.approx(CPU_KAPPA["collapse"], abs=0.005)
+    slopes = [value for s in kappa["local_slopes"] for value in (s["d_low"], s["d_high"], s["slope"], s["low"], s["high"])]
+    assert slopes == pytest.approx([value for row in CPU_SLOPES for value in row], abs=0.005)
+    # the mean beside it: one seed splits its bootstrap, so no interval where it does
+    mean = kappa["sensitivity"]
+    assert mean["statistic"] == "mean"
+    for b in mean["by_threshold"]:
+        estimate, low, high = CPU_MEAN_KAPPA[b["threshold"]]
+        assert b["estimate"] == pytest.approx(estimate, abs=0.005)
+        if low is None:
+            assert b["low"] is None and b["high"] is None and b["split"]["seed"] == 4
+            (with_low, with_high), (without_low, without_high) = CPU_MEAN_SPLIT[b["threshold"]]
+            assert (b["split"]["with"]["low"], b["split"]["with"]["high"]) == pytest.approx((with_low, with_high), abs=0.005)
+            assert (b["split"]["without"]["low"], b["split"]["without"]["high"]) == pytest.approx(
+                (without_low, without_high), abs=0.005)
+        else:
+            assert (b["low"], b["high"]) == pytest.approx((low, high), abs=0.005) and b["split"] is None
+
+
+@pytest.mark.process
+def test_figure2_statistic_mean_gives_the_mean_based_figures(tmp_path):
+    out = _figure2("cpu", tmp_path, "--statistic", "mean")
+    kappa = out["kappa"]
+    assert kappa["statistic"] == "mean" and kappa["sensitivity"]["statistic"] == "median"
+    assert kappa["estimate"] == pytest.approx(CPU_MEAN_KAPPA[0.9][0], abs=0.005) and kappa["split"]["seed"] == 4
+    assert kappa["sensitivity"]["estimate"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)
 
 
 @pytest.mark.process

@@ -292,7 +292,7 @@ def kappa_axis_figure(cells: pd.DataFrame, k: int, kq: int, criterion: str = "fe
                         hovertemplate=f"d = {d}, n = %{{customdata}}<br>log n / log d = %{{x:.2f}}<br>"
                                       f"{statistic} = %{{y:.3f}}<extra></extra>")
     for at, text, dash in ((k, f"network theory: κ = k = {k}", "dash"), (kq, f"kernel: κ = kq = {kq}", "dot")):
-        fig.add_vline(x=at, line=dict(color="gray", dash=dash), annotation_text=text, annotation_position="top left")
+        fig.add_vline(x=at, line=dict(color="gray", dash=dash), annotation_text=text, annotation_position="bottom right")
     if threshold is not None:
         fig.add_hline(y=threshold, line=dict(color="lightgray", width=1))
     low = float(np.nanmin(np.log(cells["n"].to_numpy(float)) / np.log(cells["d"].to_numpy(float)))) if len(cells) else 0.0
