@@ -304,3 +304,22 @@ def test_success_fraction_counts_seeds_past_the_threshold():
 def test_unknown_statistic_is_refused():
     with pytest.raises(analysis.AnalysisError, match="statistic must be one of median, mean"):
         analysis.exponent(synthetic_runs(3.0, seeds=2), n_boot=5, statistic="mode")
+
+
+def test_diagnosis_says_in_numbers_where_a_row_departs_from_k():
+    """κ = k: nothing to say. κ = 2 for k = 1 (q = 2): n*/d^2 is the same for every d. No crossing: each d's best."""
+    at_k = analysis.exponent_table(synthetic_runs(3.0, seeds=2), n_boot=5)[0]
+    assert analysis.diagnosis(at_k, analysis.aggregate(synthetic_runs(3.0, seeds=2))) is None
+    # k = 1, link of degree q = 2 (1 − test loss is its score), on n = d^2 · 2^j: 1 − loss crosses 0.9 at n = 3 d^2 (3.27 d^2 interpolated in log n)
+    runs = pd.DataFrame([{"arch": "three_layer", "d": d, "n": d * d * 2.0**j, "k": 1, "seed": s, "link": "0,1,1",
+                          "feature_corr": 0.5, "test_loss": 1 - 1 / (1 + 2.0 ** (-2 * j))}
+                         for d in (8, 16, 32) for j in range(-3, 4) for s in range(2)])
+    entry = analysis.exponent_table(runs, n_boot=5)[0]
+    text = analysis.diagnosis(entry, analysis.aggregate(runs))
+    assert entry["criterion"] == "explained" and entry["estimate"] == pytest.approx(2.0, abs=0.05)
+    assert text.startswith("κ = 2.00 against k = 1: for d = 8, 16, 32, n*/d^1 = ") and "n*/d^2 = 3.27, 3.27, 3.27" in text  # one value: n* follows d^2
+    flat = runs.assign(test_loss=0.5)
+    entry = analysis.exponent_table(flat, n_boot=5)[0]
+    text = analysis.diagnosis(entry, analysis.aggregate(flat))
+    assert entry["estimate"] is None and text.startswith("the seed-median 1 − test loss never reaches 0.9 on the grid")
+    assert "d = 8: best 0.50 at n = 8, 0.50 at the largest n = 512" in text

@@ -381,6 +381,7 @@ def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD
     if not entries:  # no stored run: the family's table still lists the grid, with its reason
         entries = [{**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
                     "first_stage_signal": analysis.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
+    entries = [{**entry, "diagnosis": analysis.diagnosis(entry, cells, statistic)} for entry in entries]
     return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells), kappa, entries,
                          _coverage(spec, runs))
 
