@@ -215,6 +215,9 @@ def _add_store_commands(sub) -> None:
     for name in ("mode", "arch", "link"):
         p.add_argument(f"--{name}", nargs="+", default=None, help=f"only these {name}")
     p.add_argument("--keys", nargs="+", default=None, help="only these keys (full hex or a unique prefix)")
+    p.add_argument("--preset", default=None, help="only the stored runs of this sweep preset (see `sweep --preset`)")
+    p.add_argument("--no-snapshots", action="store_true",
+                   help="leave out the learned-g snapshots (the replay slider), about half of a bundle's size")
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
@@ -256,6 +259,13 @@ def cmd_export(args) -> int:
 
     store = Store()
     table = store.summaries()
+    if args.preset is not None:
+        from hierpoly.runs import sweeps
+
+        try:
+            table = sweeps.stored_runs(sweeps.preset(args.preset), store, table)
+        except sweeps.SweepError as err:
+            return _fail(str(err))
     for name in ("d", "n", "k", "seed", "mode", "arch", "link"):
         wanted = getattr(args, name)
         if wanted is not None:
@@ -272,7 +282,7 @@ def cmd_export(args) -> int:
     if not keys:
         return _fail("no stored results match these filters")
     try:
-        bundles.write_bundle(store, keys, args.out)
+        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots)
     except OSError as err:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))

@@ -1,6 +1,7 @@
 """Bundles: exact round trips, and every hostile kind refused with no side effects."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -174,6 +175,7 @@ def cli(*args, cache_dir):
                           timeout=120, cwd=REPO)
 
 
+@pytest.mark.process
 def test_cli_export_import(tmp_path, cache_dir):
     source = filled_store(3)
     out = tmp_path / "b.zip"
@@ -193,3 +195,24 @@ def test_cli_export_import(tmp_path, cache_dir):
     assert len(Store(tmp_path / "empty")) == 2
     res = cli("export", "--out", str(out), "--d", "99", cache_dir=cache_dir)
     assert res.returncode != 0 and res.stderr.startswith("error: no stored results")
+    res = cli("export", "--out", str(out), "--preset", "tiny", cache_dir=cache_dir)  # none of these runs is tiny's
+    assert res.returncode != 0 and res.stderr.startswith("error: no stored results")
+    res = cli("export", "--out", str(out), "--preset", "huge", cache_dir=cache_dir)
+    assert res.returncode != 0 and res.stderr.strip() == "error: unknown preset 'huge'; choose one of paper, cpu, tiny, exponents"
+
+
+def test_export_without_snapshots_keeps_everything_else(tmp_path):
+    """--no-snapshots drops only the optional replay member; the results are otherwise byte-equal."""
+    source = Store()
+    snapshots = {"step": np.array([0, 100], np.int64), "g": np.ones((2, 256), np.float32)}
+    for seed in range(2):
+        source.put(make_result(seed, snapshots=snapshots))
+    assert all(source.get(key).snapshots for key in source.keys())
+    data = export_bundle(source, source.keys(), snapshots=False)
+    assert not any(name.endswith("snapshots.npz") for name in unzip(data))
+    assert len(data) < len(export_bundle(source, source.keys()))
+    target = Store(tmp_path / "other")
+    assert sorted(import_bundle(target, data)) == source.keys()
+    for key in source.keys():
+        got, want = target.get(key), source.get(key)
+        assert got.snapshots == {} and to_bytes(got) == to_bytes(dataclasses.replace(want, snapshots={}))

@@ -12,6 +12,7 @@ config's key; checks arrays are plain, finite, of the expected dtype and shape
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import io
@@ -44,13 +45,16 @@ def _sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def export_bundle(store: Store, keys: list[str]) -> bytes:
-    """Zip bytes holding the given stored results (deterministic for equal results)."""
+def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> bytes:
+    """Zip bytes holding the given stored results (deterministic for equal results); ``snapshots=False``
+    leaves out the learned-g snapshots (optional members: the replay slider)."""
     members, entries = {}, []
     for key in sorted(set(keys)):
         result = store.get(key)
         if result is None:
             raise BundleError(f"no stored result with key {key[:16]}")
+        if not snapshots:
+            result = dataclasses.replace(result, snapshots={})
         for name, blob in encode(result).items():
             members[f"results/{key}/{name}"] = blob
         entries.append({"key": key, "config": result.config.to_dict()})
@@ -69,9 +73,9 @@ def export_bundle(store: Store, keys: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def write_bundle(store: Store, keys: list[str], path) -> None:
+def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True) -> None:
     """Export to a file."""
-    Path(path).write_bytes(export_bundle(store, keys))
+    Path(path).write_bytes(export_bundle(store, keys, snapshots))
 
 
 def read_bundle(data: bytes) -> dict:
