@@ -161,8 +161,12 @@ def test_home_hero_and_a_shared_collapse_link(server, browser):
         page.get_by_text("Every d on one curve").first.wait_for(timeout=60_000)  # the hero chart
         assert _cut_metric_labels(page) == []
         page.goto(f"{base}/Figure_2?preset=cpu&x=n_over_dk&baselines=kernel")
-        page.get_by_text("Figure 2: against n / d^3").first.wait_for(timeout=60_000)
+        page.get_by_text("Figure 2 against n / d^3").first.wait_for(timeout=60_000)
         assert _cut_metric_labels(page) == []
+        # κ and the theory's value beside it, above the fold
+        for text in ("κ (seed median, at 0.9)", "κ ≈ k = 3"):
+            box = page.get_by_text(text, exact=True).first.bounding_box()
+            assert box is not None and box["y"] + box["height"] <= height, (text, box, width)
         _no_exception(page)
         page.close()
 
