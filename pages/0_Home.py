@@ -21,7 +21,7 @@ def hero() -> None:
             st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)
             st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results, "
-                       "the mean over seeds of each cell.")
+                       "the median over seeds of each cell (one seed on a poor feature does not move it).")
             return
     st.info("No Figure 2 grid is stored yet, so the collapse cannot be drawn. Queue one on the Figure 2 page, "
             "or import a bundle on the Results page.")

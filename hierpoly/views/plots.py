@@ -334,16 +334,18 @@ def n_star_figure(kappa: dict, k: int) -> go.Figure:
     return _layout(fig, "n*(d) on log–log axes (red: the local slope between successive d)", height=420)
 
 
-def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = None) -> go.Figure:
-    """The collapse: the network's feature correlation against n/d^k, one line per d (the Home page's chart)."""
+def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = None,
+                    statistic: str = "median") -> go.Figure:
+    """The collapse: the network's feature correlation (its seed median, or mean) against n/d^k, one line per d
+    (the Home page's chart)."""
     if "arch" in cells:
         cells = cells[cells["arch"] == "three_layer"]
     colors = d_colors(cells["d"])
     fig = go.Figure()
     for d, group in cells.sort_values(["d", "n"]).groupby("d", sort=True):
-        fig.add_scatter(x=group["n_over_dk"], y=group["feature_corr_mean"], mode="lines+markers", name=f"d = {d}",
+        fig.add_scatter(x=group["n_over_dk"], y=group[f"feature_corr_{statistic}"], mode="lines+markers", name=f"d = {d}",
                         line=dict(color=colors[int(d)], width=3), marker=dict(size=7),
-                        hovertemplate=f"d = {d}<br>n/d^{k}=%{{x:.3g}}<br>corr=%{{y:.3f}}<extra></extra>")
+                        hovertemplate=f"d = {d}<br>n/d^{k}=%{{x:.3g}}<br>{statistic} corr=%{{y:.3f}}<extra></extra>")
     if threshold is not None:
         fig.add_hline(y=threshold, line=dict(color="gray", dash="dot"), annotation_text=f"corr = {threshold}",
                       annotation_position="bottom right")
