@@ -198,7 +198,7 @@ def _load_precomputed(store) -> None:
 
     try:
         bundles.load_precomputed(store)
-    except bundles.BundleError as err:
+    except (bundles.BundleError, StoreError) as err:  # a full disk too: what is stored still serves
         print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
 
 
@@ -250,12 +250,19 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def _print_notes(store) -> None:
+    """What a listing of the store skipped, one line each, on stderr."""
+    for note in store.notes():
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_export(args) -> int:
     from hierpoly.runs import bundles
     from hierpoly.runs.store import Store
 
     store = Store()
     table = store.summaries()
+    _print_notes(store)
     for name in ("d", "n", "k", "seed", "mode", "arch", "link"):
         wanted = getattr(args, name)
         if wanted is not None:
@@ -285,6 +292,9 @@ def cmd_doctor(args) -> int:
 
     directory = default_dir()
     findings = doctor.check(directory)
+    note = doctor.disk_note(directory)
+    if note is not None:  # not damage: said once, and --repair waits for room
+        print(f"note: {note}")
     if not findings:
         print(f"ok: the store and the job table at {directory} are readable")
         return 0
@@ -582,6 +592,7 @@ def cmd_figure2(args) -> int:
     store = Store()
     _load_precomputed(store)
     report, reports = sweeps.figure2_json(spec, store, args.threshold)
+    _print_notes(store)
     family = isinstance(spec, sweeps.SweepFamily)
     if args.out:
         try:

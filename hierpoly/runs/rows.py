@@ -8,7 +8,9 @@ so it cannot open one there). Both go row by row:
   looking up every rowid up to the largest one seen, one by one;
 - each row is then read by its rowid alone, so one unreadable row (or the row SQLite
   would have read ahead of it) costs that row only;
-- a value file is read only when its path stays inside the store's directory.
+- a value file is read only when its path stays inside the store's directory;
+- a file cut short (SQLite then refuses the whole database, its header promising
+  more pages than there are) is read from a copy whose header counts the pages left.
 
 Columns are diskcache's: ``key, raw, mode, filename, value``; mode 1 keeps the value
 in the row, 2 and 3 in a file, 4 is pickled (never read).
@@ -16,6 +18,8 @@ in the row, 2 and 3 in a file, 4 is pickled (never read).
 from __future__ import annotations
 
 import sqlite3
+import struct
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -122,8 +126,48 @@ def read(con: sqlite3.Connection, rowid: int) -> Row | None:
     return Row(rowid, key, bool(raw), int(mode or 0), filename, value)
 
 
+def _opens(db: Path) -> bool:
+    try:
+        con = connect(db)
+        try:
+            con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _whole_pages(db: Path, folder: Path) -> Path | None:
+    """A copy of a truncated database cut to whole pages, its header's page count (offset 28) set to them."""
+    try:
+        data = bytearray(db.read_bytes())
+    except OSError:
+        return None
+    if len(data) < 100 or not data.startswith(b"SQLite format 3\0"):
+        return None
+    page_size = struct.unpack(">H", data[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    pages = len(data) // page_size
+    if page_size < 512 or pages == 0:
+        return None
+    data = data[: pages * page_size]
+    data[28:32] = struct.pack(">I", pages)
+    copy = folder / "cut.db"
+    copy.write_bytes(bytes(data))
+    return copy
+
+
 def readable_rows(db: Path) -> tuple[list[Row], dict[int, str]]:
     """Every row that can be read, and {rowid: why not} for those that cannot."""
+    if _opens(db):
+        return _read_rows(db)
+    with tempfile.TemporaryDirectory() as folder:
+        copy = _whole_pages(db, Path(folder))
+        return _read_rows(copy) if copy is not None else ([], {0: "the database cannot be opened"})
+
+
+def _read_rows(db: Path) -> tuple[list[Row], dict[int, str]]:
     good, bad = [], {}
     try:
         con = connect(db)
