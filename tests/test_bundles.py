@@ -193,3 +193,18 @@ def test_cli_export_import(tmp_path, cache_dir):
     assert len(Store(tmp_path / "empty")) == 2
     res = cli("export", "--out", str(out), "--d", "99", cache_dir=cache_dir)
     assert res.returncode != 0 and res.stderr.startswith("error: no stored results")
+
+
+def test_an_import_never_replaces_a_different_stored_result(tmp_path):
+    store = filled_store(2)
+    genuine = make_result(1)
+    forged = make_result(1, message="forged", metrics={**genuine.metrics, "feature_corr": 0.9999, "test_loss": 0.0001})
+    assert forged.key == genuine.key and to_bytes(forged) != to_bytes(genuine)
+    forger = Store(tmp_path / "forger")
+    forger.put(forged)
+    forger.put(make_result(7))  # something new beside it: all or nothing
+    before = {key: store.raw(key) for key in store.keys()}
+    with pytest.raises(BundleError, match=f"result {genuine.key} is already stored with different contents"):
+        import_bundle(store, export_bundle(forger, forger.keys()))
+    assert {key: store.raw(key) for key in store.keys()} == before
+    assert import_bundle(store, export_bundle(store, store.keys())) == []  # the same contents: no conflict
