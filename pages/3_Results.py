@@ -24,8 +24,6 @@ if unreadable:
                                              key="res_delete_unreadable"):
         policy.delete_from_web(store, unreadable)
         st.rerun()
-for note in summaries.attrs.get("notes", []):
-    st.warning(literal(note))
 table = catalog.runs_table(summaries, jobs.list_jobs(store))
 if table.empty:
     st.info("No runs yet. Start one on the Explore page, queue a grid on the Figure 2 page, or import a bundle below.")

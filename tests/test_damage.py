@@ -236,3 +236,14 @@ def test_a_value_file_path_out_of_the_store_is_never_read_or_deleted(cache_dir, 
     assert code == 0, out
     assert outside.read_bytes() == b"someone else's file"
     assert "cd" * 32 not in Store(cache_dir).keys() and len(Store(cache_dir)) == RESULTS
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/3_Results.py"])
+def test_pages_skip_rows_whose_key_is_not_text_with_a_note(page, cache_dir):
+    filled(cache_dir)
+    damage_rows("not-text key", cache_dir)
+    _clear_store_cache()
+    at = AppTest.from_file(str(REPO / page), default_timeout=60).run()
+    assert not at.exception, at.exception
+    notes = [w.value for w in at.warning if "not text" in w.value]
+    assert len(notes) == 1 and "doctor --repair" in notes[0], [w.value for w in at.warning]
