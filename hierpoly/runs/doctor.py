@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hierpoly.runs import jobs, rows
 from hierpoly.runs.codec import Result, StoreError, from_bytes
-from hierpoly.runs.store import DISK_FULL_HINT, SPACE_MARGIN, DiskFull, Store, disk_free
+from hierpoly.runs.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
 
 DB = "cache.db"
 
@@ -87,10 +87,9 @@ def not_text_rows(db: Path) -> list[rows.Row]:
 
 def disk_note(directory: Path) -> str | None:
     """One line when the disk holding the store is full (checks still work; repairs need room)."""
-    free = disk_free(directory)
-    if free is None or free >= SPACE_MARGIN:
+    if not disk_is_full(directory):
         return None
-    return f"the disk holding the store at {directory} is full ({free} bytes free): {DISK_FULL_HINT}"
+    return f"the disk holding the store at {directory} is full ({disk_free(directory)} bytes free): {DISK_FULL_HINT}"
 
 
 def _store_findings(directory: Path) -> list[Finding]:

@@ -44,7 +44,7 @@ from hierpoly.config import ConfigError, RunConfig
 from hierpoly.progress import Progress
 from hierpoly.runs.budget import check_budget
 from hierpoly.runs.codec import StoreError
-from hierpoly.runs.store import GUARDED, REPO, SPACE_MARGIN, DiskFull, Store, damage_error, disk_free, open_cache
+from hierpoly.runs.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
@@ -264,11 +264,6 @@ def _process_alive(pid: int, start: str | None) -> bool:
     return start is None or fields[19] == start
 
 
-def _disk_full(store: Store) -> bool:
-    free = disk_free(store.directory)
-    return free is not None and free < SPACE_MARGIN
-
-
 def _lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | None:
     """Why a running job's worker is known to be gone, or None while it may be alive.
 
@@ -324,7 +319,7 @@ def _reap_children() -> None:
 
 def _mark_lost(t, store: Store, records: list[dict], now: float, save: bool = True) -> None:
     """Lost workers: their jobs become failed, or done when the result reached the store (saved unless not save)."""
-    full = _disk_full(store)
+    full = disk_is_full(store.directory)
     for rec in records:
         reason = _lost_reason(t, rec, now, full)
         if reason is None:
@@ -655,7 +650,7 @@ def stale(store: Store | None = None) -> dict[str, str]:
     now = time.time()
     with _guard(store):
         records, _ = _records(t)
-        full = _disk_full(store)
+        full = disk_is_full(store.directory)
         return {r["job_id"]: reason for r in records if (reason := _lost_reason(t, r, now, full))}
 
 

@@ -113,6 +113,12 @@ def disk_free(directory: Path) -> int | None:
         return None
 
 
+def disk_is_full(directory: Path) -> bool:
+    """Whether the disk holding directory has less than SPACE_MARGIN free (False when unknown)."""
+    free = disk_free(directory)
+    return free is not None and free < SPACE_MARGIN
+
+
 def is_disk_full(err: BaseException, directory: Path | None = None) -> bool:
     """SQLite's SQLITE_FULL, an OS ENOSPC/EDQUOT, or an I/O error on a disk with (almost) no room left.
 
@@ -123,10 +129,7 @@ def is_disk_full(err: BaseException, directory: Path | None = None) -> bool:
         return True
     if isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower():
         return True
-    if directory is None or not isinstance(err, (sqlite3.Error, OSError)):
-        return False
-    free = disk_free(directory)
-    return free is not None and free < SPACE_MARGIN
+    return directory is not None and isinstance(err, (sqlite3.Error, OSError)) and disk_is_full(directory)
 
 
 def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
