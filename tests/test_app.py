@@ -276,6 +276,7 @@ def test_classroom_link_locks_the_controls(stored_store):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # a real worker
 def test_explore_launches_a_run_and_shows_it(empty_store):
     cfg = RunConfig(**{**TINY, "seed": 7})
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
@@ -301,6 +302,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # a real worker
 def test_explore_cancel(empty_store):
     cfg = RunConfig(**{**TINY, "steps": 20000, "tol": 0.0, "seed": 8})
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
