@@ -27,6 +27,45 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+MAX_SEED = 2**31 - 1  # JAX keys take 32 bits
+MAX_MULTIPLE = 1e6  # n = multiple · d^k: larger multiples are no grid anyone runs, and overflow at 1e308
+
+
+def _seed(text: str) -> int:
+    """A seed as argparse reads it: a whole number from 0 to 2^31 - 1, refused in one line otherwise."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be a whole number, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"seed must be from 0 to 2^31 - 1 = {MAX_SEED} (JAX keys take 32 bits), "
+                                         f"got {text[:24]}")
+    return value
+
+
+def _multiple(text: str) -> float:
+    """A multiple of d^k: a finite number in (0, MAX_MULTIPLE]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a multiple of d^k must be a number, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= MAX_MULTIPLE):
+        raise argparse.ArgumentTypeError(f"a multiple of d^k must be a finite number in (0, {MAX_MULTIPLE:g}], "
+                                         f"got {text[:24]}")
+    return value
+
+
+def _count(text: str) -> int:
+    """Seeds per cell: a whole number from 1 to 1000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 1000, got {text[:24]}")
+    return value
+
+
 def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--d", type=int, required=True, help="input dimension")
     p.add_argument("--n", type=int, required=True, help="training samples")
@@ -48,7 +87,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr-decay", type=float, default=None, help="joint: factor on the rate at each drop (default 0.3)")
     p.add_argument("--feature-tol", type=float, default=None,
                    help="joint: stop when g moves by less than this over --patience steps; 0: off (default 0.01)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--n-test", type=int, default=None, help="monitor points while training (default 8192)")
     p.add_argument("--n-eval", type=int, default=None, help="points of the final test loss and correlation (default 2^20)")
 
@@ -78,15 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a seconds-long variant with small sizes (for tests)")
     p = sub.add_parser("check-convergence", help="train stored network runs on to twice their steps: does Figure 2 move?")
     p.add_argument("--preset", required=True, help="the grid whose stored runs are checked (e.g. cpu)")
-    p.add_argument("--multiples", type=float, nargs="+", default=None,
+    p.add_argument("--multiples", type=_multiple, nargs="+", default=None,
                    help="cells n = multiple · d^k to check (default: the grid's crossing cells)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="only these seeds (default: all stored)")
+    p.add_argument("--seeds", type=_seed, nargs="+", default=None, help="only these seeds (default: all stored)")
     p.add_argument("--json", action="store_true", help="print {runs, cells} as one JSON object on stdout")
     p = sub.add_parser("target", help="the exact normalisation constant C of a target")
     p.add_argument("--d", type=int, required=True)
     p.add_argument("--k", type=int, default=3)
     p.add_argument("--link", default="cubic")
-    p.add_argument("--seed", type=int, default=0, help="draws λ (matters only for even k)")
+    p.add_argument("--seed", type=_seed, default=0, help="draws λ (matters only for even k)")
     p.add_argument("--json", action="store_true")
     return parser
 
@@ -198,7 +237,7 @@ def _load_precomputed(store) -> None:
 
     try:
         bundles.load_precomputed(store)
-    except bundles.BundleError as err:
+    except (bundles.BundleError, StoreError) as err:  # a full disk too: what is stored still serves
         print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
 
 
@@ -210,8 +249,9 @@ def _add_store_commands(sub) -> None:
     p.add_argument("job_id")
     p = sub.add_parser("export", help="write stored results to a bundle (zip)")
     p.add_argument("--out", required=True, help="bundle file to write")
-    for name in ("d", "n", "k", "seed"):
+    for name in ("d", "n", "k"):
         p.add_argument(f"--{name}", type=int, nargs="+", default=None, help=f"only these {name}")
+    p.add_argument("--seed", type=_seed, nargs="+", default=None, help="only these seeds")
     for name in ("mode", "arch", "link"):
         p.add_argument(f"--{name}", nargs="+", default=None, help=f"only these {name}")
     p.add_argument("--keys", nargs="+", default=None, help="only these keys (full hex or a unique prefix)")
@@ -253,12 +293,19 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def _print_notes(store) -> None:
+    """What a listing of the store skipped, one line each, on stderr."""
+    for note in store.notes():
+        print(f"note: {note}", file=sys.stderr)
+
+
 def cmd_export(args) -> int:
     from hierpoly.runs import bundles
     from hierpoly.runs.store import Store
 
     store = Store()
     table = store.summaries()
+    _print_notes(store)
     if args.preset is not None:
         from hierpoly.runs import sweeps
 
@@ -295,6 +342,9 @@ def cmd_doctor(args) -> int:
 
     directory = default_dir()
     findings = doctor.check(directory)
+    note = doctor.disk_note(directory)
+    if note is not None:  # not damage: said once, and --repair waits for room
+        print(f"note: {note}")
     if not findings:
         print(f"ok: the store and the job table at {directory} are readable")
         return 0
@@ -336,8 +386,8 @@ def _add_sweep_commands(sub) -> None:
         p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/runs/sweeps.py)")
         p.add_argument("--d", type=int, nargs="+", default=None, help="custom grid: input dimensions")
         p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
-        p.add_argument("--multiples", type=float, nargs="+", default=None, help="custom grid: n = multiple · d^k")
-        p.add_argument("--seeds", type=int, default=None, help="seeds per cell (preset default: its own)")
+        p.add_argument("--multiples", type=_multiple, nargs="+", default=None, help="custom grid: n = multiple · d^k")
+        p.add_argument("--seeds", type=_count, default=None, help="seeds per cell (preset default: its own)")
         p.add_argument("--mode", default=None, help="custom grid: joint | layerwise (default joint)")
         p.add_argument("--steps", type=int, default=None, help="custom grid: step cap")
         _add_target_args(p)
@@ -618,6 +668,7 @@ def cmd_figure2(args) -> int:
     store = Store()
     _load_precomputed(store)
     report, reports = sweeps.figure2_json(spec, store, args.threshold, args.statistic)
+    _print_notes(store)
     family = isinstance(spec, sweeps.SweepFamily)
     if args.out:
         try:
@@ -714,5 +765,7 @@ def main(argv=None) -> int:
         return _fail(str(err))
     except (BudgetError, BundleError, StoreError) as err:
         return _fail(str(err), 1)
+    except OverflowError as err:  # a number too large for what it feeds, should one slip past the checks above
+        return _fail(f"a number is too large: {err}")
     except KeyboardInterrupt:
         return _fail("interrupted", 130)

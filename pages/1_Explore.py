@@ -5,6 +5,7 @@ from hierpoly.config import ARCHS, MODES, SIGMA1
 from hierpoly.runs import budget, jobs, policy
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
+from hierpoly.views.markdown import literal
 
 CUSTOM = "custom coefficients"
 PREFIX = "ex_"  # widget keys
@@ -48,14 +49,14 @@ st.caption("Train the three-layer network on h = g ∘ p and watch it learn the 
            "Every setting lives in the page's URL: copy it to share the run.")
 if locked:
     st.info("🔒 Classroom link: the settings are fixed by the link you opened.")
-for name, message in url_errors.items():
-    st.warning(f"Ignored `{name}` from the link: `{message.replace('`', chr(39))}`")  # link text shown as code
+for name, message in url_errors.items():  # the link's text is shown as text, never as Markdown
+    st.warning(f"Ignored {literal(name)} from the link: {literal(message)}")
 
 
 def _error(name: str, value) -> None:
     message = forms.field_error(name, value)
     if message:
-        st.error(message, icon="⚠️")
+        st.error(literal(message), icon="⚠️")
 
 
 def _number(name: str, label: str, off: bool = False, **options):
@@ -129,7 +130,7 @@ def controls() -> dict:
 
 check = forms.build_config(controls())
 if "" in check.errors:
-    st.sidebar.error(check.errors[""], icon="⚠️")
+    st.sidebar.error(literal(check.errors[""]), icon="⚠️")
 for warning in check.warnings:
     st.sidebar.warning(warning)
 if check.config is None:
@@ -168,10 +169,12 @@ if link_refused:
     st.error("This locked link was changed after it was made (its signature does not match), so it cannot be "
              "run. Open the link your teacher gave you again.")
 run_clicked = cancel_clicked = False
+visitor = widgets.visitor()
 if policy.can_launch():
     run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or link_refused,
                                  key="ex_run")
-    cancel_clicked = col_cancel.button("■ Cancel", disabled=not live, key="ex_cancel")
+if live and policy.may_cancel(job, visitor):  # classroom: only the visitor who started it
+    cancel_clicked = col_cancel.button("■ Cancel", key="ex_cancel")
 with st.expander("Share this run"):
     st.markdown(f"Run key `{key[:12]}`: the same settings give the same key, and the store serves it.")
     st.code(forms.share_url((st.context.url or "").split("?")[0].rsplit("/", 1)[0], "Explore", params),
@@ -179,13 +182,17 @@ with st.expander("Share this run"):
 
 if run_clicked:
     try:
-        policy.submit_from_web(cfg, store, widgets.visitor(), locked=locked, signature=signature)
+        policy.submit_from_web(cfg, store, visitor, locked=locked, signature=signature)
     except policy.REFUSALS as err:
-        st.error(f"Not launched: {err}")
+        st.error(f"Not launched: {literal(err)}")
         st.stop()
     st.rerun()
 if cancel_clicked and job is not None:
-    jobs.cancel(job.job_id, store)
+    try:
+        policy.cancel_from_web(job.job_id, store, visitor)
+    except policy.PolicyError as err:
+        st.error(literal(err))
+        st.stop()
     st.rerun()
 
 
@@ -193,7 +200,7 @@ if cancel_clicked and job is not None:
 def show_result(result) -> None:
     """Metrics in words, the learned feature (replayed when snapshots were stored), link, curves, metadata."""
     metrics = result.metrics
-    st.success(f"Stored result. {monitor.outcome_text(result)}")
+    st.success(f"Stored result. {literal(monitor.outcome_text(result))}")  # its message may come from a bundle
     cols = st.columns([1, 1.5, 1, 1])  # the longest label gets the room it needs at projector width
     se = metrics.get("test_loss_se")
     cols[0].metric("test loss", f"{metrics['test_loss']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
@@ -245,7 +252,7 @@ if result is not None:
 elif live:
     widgets.live_job(job.job_id, store, "ex")
 elif job is not None and job.status in ("failed", "diverged", "cancelled"):
-    st.error(f"The last run of this config {job.status}: {job.message}. Press Run to try again.")
+    st.error(f"The last run of this config {job.status}: {literal(job.message)}. Press Run to try again.")
     if job.progress:
         st.plotly_chart(plots.loss_figure(monitor.history_frame(job.progress)), key="chart_failed_loss",
                         config=plots.CHART_CONFIG)

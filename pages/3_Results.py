@@ -4,6 +4,7 @@ import streamlit as st
 from hierpoly.runs import bundles, jobs, policy
 from hierpoly.runs.codec import StoreError
 from hierpoly.views import catalog, forms, monitor, plots, widgets
+from hierpoly.views.markdown import literal
 from hierpoly.views.system import format_bytes
 
 st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
@@ -19,10 +20,9 @@ if unreadable:
                "settings now mean another run), damaged, or their value file is gone. They are not shown or used; "
                "their configs can be run again.")
     st.dataframe([{"key": key[:16], "problem": reasons.get(key, "")} for key in unreadable], hide_index=True)
-    if policy.can_launch() and st.button(f"Delete the {len(unreadable)} unreadable results",
-                                         key="res_delete_unreadable"):
-        for key in unreadable:
-            store.delete(key)
+    if policy.allows("delete") and st.button(f"Delete the {len(unreadable)} unreadable results",
+                                             key="res_delete_unreadable"):
+        policy.delete_from_web(store, unreadable)
         st.rerun()
 table = catalog.runs_table(summaries, jobs.list_jobs(store))
 if table.empty:
@@ -59,25 +59,26 @@ else:
                                 key="res_export")
         cols[1].download_button("Histories (CSV)", monitor.histories_csv(results), file_name="histories.csv",
                                 mime="text/csv", key="res_csv")
-        confirm = policy.can_launch() and cols[2].checkbox(f"yes, delete {len(selection)} result(s)", key="res_confirm")
-        if policy.can_launch() and cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):
-            deleted = sum(store.delete(k) for k in selection)
+        confirm = policy.allows("delete") and cols[2].checkbox(f"yes, delete {len(selection)} result(s)",
+                                                               key="res_confirm")
+        if policy.allows("delete") and cols[2].button("Delete selection", disabled=not confirm, key="res_delete"):
+            deleted = policy.delete_from_web(store, selection)
             st.session_state.pop("res_selection", None)
             st.session_state.pop("res_confirm", None)
             st.toast(f"Deleted {deleted} result(s).")
             st.rerun()
 
-if not policy.can_launch():  # gallery: nothing is imported from the web
+if not policy.allows("import"):  # classroom and gallery: what the class sees is not changed from the web
     st.stop()
 st.subheader("Import a bundle")
 st.caption("A bundle is a zip exported from this app or `python -m hierpoly export`. It is checked member by "
-           "member (hashes, configs, array types) and refused whole if anything is wrong.")
+           "member (hashes, configs, array types) and refused whole if anything is wrong, or if it holds a "
+           "result already stored with different contents (delete that one first to replace it).")
 upload = st.file_uploader("bundle (.zip)", type=["zip"], key="res_upload")
-overwrite = st.checkbox("replace results that are already stored", key="res_overwrite")
 if st.button("Import", disabled=upload is None, key="res_import"):
     try:
-        added = bundles.import_bundle(store, upload.getvalue(), overwrite=overwrite)
-    except (bundles.BundleError, StoreError) as err:
-        st.error(f"Bundle refused: {err}")
+        added = policy.import_from_web(store, upload.getvalue())
+    except (bundles.BundleError, StoreError, policy.PolicyError) as err:
+        st.error(f"Bundle refused: {literal(err)}")
     else:
         st.success(f"Imported {len(added)} result(s)" + ("." if added else ": all were already stored."))

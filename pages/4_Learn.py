@@ -1,9 +1,10 @@
 """Learn: a guided tour for a class, every step runnable in seconds on a laptop CPU."""
 import streamlit as st
 
-from hierpoly.config import MODES
+from hierpoly.config import MODES, ConfigError
 from hierpoly.runs import jobs, policy, sweeps
 from hierpoly.views import forms, monitor, plots, tour, widgets
+from hierpoly.views.markdown import literal
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
 store = widgets.store_or_stop()
@@ -56,7 +57,7 @@ result = store.get(key)
 job = jobs.for_key(key, store)
 if result is None and (job is None or job.status not in jobs.LIVE):
     if job is not None:
-        st.warning(f"The last attempt {job.status}: {job.message}")
+        st.warning(f"The last attempt {job.status}: {literal(job.message)}")
     estimate = monitor.time_estimate(cfg, store.summaries())
     took = f", at most about {monitor.format_seconds(estimate.seconds)} here" if estimate else ""
     if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps} steps{took})",
@@ -64,7 +65,7 @@ if result is None and (job is None or job.status not in jobs.LIVE):
         try:
             policy.submit_from_web(cfg, store, widgets.visitor())
         except policy.REFUSALS as err:
-            st.error(f"Not launched: {err}")
+            st.error(f"Not launched: {literal(err)}")
             st.stop()
         st.rerun()
 
@@ -104,8 +105,13 @@ cols = st.columns(4)
 c_d = cols[0].number_input("d", min_value=2, max_value=12, value=cfg.d, key="learn_c_d")
 c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], index=4, key="learn_c_mult")
 c_mode = cols[2].selectbox("mode", MODES, key="learn_c_mode")
-c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
-classroom = tour.tour_config(d=int(c_d), n=sweeps.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
+c_seed = cols[3].number_input("seed", min_value=0, max_value=forms.MAX_SEED, value=0, key="learn_c_seed",
+                              help=f"0 to {forms.MAX_SEED:,} (JAX keys take 32 bits)")
+try:
+    classroom = tour.tour_config(d=int(c_d), n=sweeps.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
+except ConfigError as err:  # the box's bounds hold in the browser; a value that slips past them gets a line
+    st.error(literal(err))
+    st.stop()
 # signed: in classroom mode the server launches a locked config only while the signature matches
 params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
           policy.SIGNATURE_PARAM: policy.sign(classroom, store)}

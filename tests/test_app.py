@@ -291,6 +291,7 @@ def test_classroom_link_locks_the_controls(stored_store):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # a real worker
 def test_explore_launches_a_run_and_shows_it(empty_store):
     cfg = RunConfig(**{**TINY, "seed": 7})
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
@@ -316,6 +317,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
 
 
 @pytest.mark.slow
+@pytest.mark.process  # a real worker
 def test_explore_cancel(empty_store):
     cfg = RunConfig(**{**TINY, "steps": 20000, "tol": 0.0, "seed": 8})
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
@@ -447,3 +449,38 @@ def test_pages_never_import_jax(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "NO JAX"
+
+
+# ------------------------------------------------------------------ bad numbers: one line, never a traceback
+@pytest.mark.parametrize("params", [{"d": "4", "n": "256", "seed": "99999999999999999999"},
+                                    {"d": "4", "n": "256", "seed": "2147483648"},
+                                    {"d": "4", "n": "1e308"}, {"d": "4", "n": "256", "lr": "inf"}])
+def test_bad_numbers_in_the_url_are_one_line_each(empty_store, params):
+    at = _app("pages/1_Explore.py", params)
+    _ok(at)
+    messages = [m.value for m in [*at.warning, *at.error]]
+    assert messages and all("\n" not in m and "Traceback" not in m for m in messages), messages
+    assert jobs.list_jobs(empty_store) == []
+
+
+@pytest.mark.parametrize("text", ["inf", "1e308", "-1"])
+def test_figure2_custom_multiples_out_of_range_are_one_line(empty_store, text):
+    at = _app("pages/2_Figure_2.py")
+    at.radio(key="f2_preset").set_value("custom").run()
+    at.text_input(key="f2_mult").set_value(text).run()
+    _ok(at)
+    errors = [e.value for e in at.error]
+    assert any("multiples" in e and "\n" not in e for e in errors), errors
+    assert jobs.list_jobs(empty_store) == []
+
+
+def test_learns_seed_box_at_2_to_the_31_gives_a_line_not_a_traceback(empty_store):
+    at = _app("pages/4_Learn.py")
+    box = at.number_input(key="learn_c_seed")
+    assert box.max == forms.MAX_SEED
+    try:
+        box.set_value(2**31).run()
+    except Exception as err:  # AppTest itself may refuse a value above the box's max, as the browser does
+        assert "max" in str(err).lower() or "2147483647" in str(err), err
+        return
+    _ok(at)

@@ -216,3 +216,18 @@ def test_export_without_snapshots_keeps_everything_else(tmp_path):
     for key in source.keys():
         got, want = target.get(key), source.get(key)
         assert got.snapshots == {} and to_bytes(got) == to_bytes(dataclasses.replace(want, snapshots={}))
+
+
+def test_an_import_never_replaces_a_different_stored_result(tmp_path):
+    store = filled_store(2)
+    genuine = make_result(1)
+    forged = make_result(1, message="forged", metrics={**genuine.metrics, "feature_corr": 0.9999, "test_loss": 0.0001})
+    assert forged.key == genuine.key and to_bytes(forged) != to_bytes(genuine)
+    forger = Store(tmp_path / "forger")
+    forger.put(forged)
+    forger.put(make_result(7))  # something new beside it: all or nothing
+    before = {key: store.raw(key) for key in store.keys()}
+    with pytest.raises(BundleError, match=f"result {genuine.key} is already stored with different contents"):
+        import_bundle(store, export_bundle(forger, forger.keys()))
+    assert {key: store.raw(key) for key in store.keys()} == before
+    assert import_bundle(store, export_bundle(store, store.keys())) == []  # the same contents: no conflict

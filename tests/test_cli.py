@@ -61,6 +61,13 @@ BAD_ARGUMENTS = [
     (["run", "--d", "4", "--n", "100", "--steps2", "50"], "steps2 applies to layer-wise training"),
     (["run", "--d", "4", "--n", "100", "--mode", "layerwise", "--lr2", "0"], "lr2 must be positive"),
     (["target", "--d", "4", "--k", "7"], "k must be one of"),
+    (["target", "--d", "4", "--seed", "99999999999999999999"], "seed must be from 0 to 2^31 - 1"),
+    (["run", "--d", "4", "--n", "100", "--seed", "2147483648"], "seed must be from 0 to 2^31 - 1"),
+    (["figure2", "--d", "4", "--multiples", "inf"], "must be a finite number"),
+    (["figure2", "--d", "4", "--multiples", "1e308"], "must be a finite number"),
+    (["sweep", "--d", "4", "--multiples", "inf"], "must be a finite number"),
+    (["sweep", "--d", "4", "--multiples", "1e308"], "must be a finite number"),
+    (["check-convergence", "--preset", "cpu", "--seeds", "-3"], "seed must be from 0"),
     (["frobnicate"], "invalid choice"),
 ]
 
@@ -80,7 +87,8 @@ def test_bad_arguments_one_line_no_traceback(args, message, capsys):
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("args,message", [BAD_ARGUMENTS[0], BAD_ARGUMENTS[7], BAD_ARGUMENTS[-1]])
+@pytest.mark.parametrize("args,message", [BAD_ARGUMENTS[0], BAD_ARGUMENTS[7], BAD_ARGUMENTS[12], BAD_ARGUMENTS[15],
+                                         BAD_ARGUMENTS[-1]])
 def test_bad_arguments_in_a_real_process(args, message, tmp_path):
     res = cli(*args, cache_dir=tmp_path)
     assert res.returncode != 0

@@ -124,3 +124,126 @@ def test_pages_show_a_banner_not_a_traceback(kind, page, cache_dir):
         assert "doctor --repair" in shown, shown
     elif page.endswith("Results.py"):
         assert "cannot be read" in shown, shown
+
+
+# ------------------------------------------------ salvage per row: nothing readable is lost
+SALVAGE_KINDS = ["page", "truncation", "not-text key", "garbage row", "value file"]
+RESULTS = 24
+
+
+def filled(directory: Path) -> list[str]:
+    """A store of RESULTS good results, closed (its log checkpointed into cache.db); returns their keys."""
+    store = Store(directory)
+    results = [make_result(seed=seed, n_samples=300) for seed in range(RESULTS)]
+    store.put_many(results)
+    store.close()
+    return [r.key for r in results]
+
+
+def damage_rows(kind: str, directory: Path) -> None:
+    """Damage a filled store the way a crash, a disk or another program would."""
+    db = directory / "cache.db"
+    if kind == "page":  # one 4 KB page in the middle of the file overwritten
+        pages = db.stat().st_size // 4096
+        with open(db, "r+b") as fh:
+            fh.seek((pages // 2) * 4096)
+            fh.write(bytes(range(256)) * 16)
+    elif kind == "truncation":
+        with open(db, "r+b") as fh:
+            fh.truncate(db.stat().st_size * 6 // 10)
+    else:
+        other = old_style_cache(directory)
+        if kind == "not-text key":
+            other.set(("a", "tuple", 1), b"another program's value")
+            other.set(b"bytes key", b"another program's value")
+        elif kind == "garbage row":
+            other.set("cd" * 32, b"not a result at all")
+        else:  # an old store's value file, deleted
+            result = make_result(seed=99, n_samples=2000)
+            other.set(result.key, to_bytes(result))
+            for path in directory.glob("*/*/*.val"):
+                path.unlink()
+        other.close()
+
+
+def decodable(directory: Path, keys: list[str]) -> set[str]:
+    """The keys whose result decodes through the store, as export reads them."""
+    try:
+        store = Store(directory)
+    except StoreError:
+        return set()
+    out = set()
+    for key in keys:
+        try:
+            if store.get(key) is not None:
+                out.add(key)
+        except StoreError:
+            continue
+    store.close()
+    return out
+
+
+@pytest.mark.parametrize("kind", SALVAGE_KINDS)
+def test_repair_keeps_every_result_that_decoded_before(kind, cache_dir, capsys):
+    keys = filled(cache_dir)
+    damage_rows(kind, cache_dir)
+    before = decodable(cache_dir, keys)
+    if kind not in ("page", "truncation"):
+        assert before == set(keys)
+    code, out, err = run_cli(capsys, "doctor", "--repair")
+    assert "Traceback" not in err, err
+    after = decodable(cache_dir, keys)
+    assert before <= after, f"lost {len(before - after)} of {len(before)}: {out}"
+    if kind == "page":
+        assert len(after) >= RESULTS - 3, out  # a page holds part of one or two results, not the store
+    if kind == "truncation":
+        assert len(after) >= RESULTS // 3, out
+    assert code == 0, out
+    assert run_cli(capsys, "doctor")[0] == 0
+
+
+def test_rows_with_keys_that_are_not_text_are_skipped_with_a_note(cache_dir, capsys):
+    keys = filled(cache_dir)
+    damage_rows("not-text key", cache_dir)
+    store = Store(cache_dir)
+    table = store.summaries()
+    assert sorted(table["key"]) == sorted(keys) and table.attrs["notes"]
+    assert "2 row(s)" in table.attrs["notes"][0] and "doctor --repair" in table.attrs["notes"][0]
+    code, _, err = run_cli(capsys, "figure2", "--preset", "tiny")
+    assert code == 0 and one_line(err) and "not text" in err, err
+    code, out, err = run_cli(capsys, "export", "--out", str(cache_dir.parent / "all.zip"))
+    assert code == 0 and one_line(err) and "not text" in err and f'"results": {RESULTS}' in out
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and out.count("result row") == 2, out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert Store(cache_dir).summaries().attrs["notes"] == []
+
+
+def test_a_value_file_path_out_of_the_store_is_never_read_or_deleted(cache_dir, capsys):
+    import sqlite3
+
+    filled(cache_dir)
+    damage_rows("garbage row", cache_dir)
+    outside = cache_dir.parent / "precious.val"
+    outside.write_bytes(b"someone else's file")
+    con = sqlite3.connect(str(cache_dir / "cache.db"))
+    with con:  # as someone with write access to cache.db could
+        con.execute("UPDATE Cache SET mode = 2, filename = '../precious.val', value = NULL WHERE key = ?", ("cd" * 32,))
+    con.close()
+    reason = Store(cache_dir).problems()["cd" * 32]
+    assert "leaves the store" in reason
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0, out
+    assert outside.read_bytes() == b"someone else's file"
+    assert "cd" * 32 not in Store(cache_dir).keys() and len(Store(cache_dir)) == RESULTS
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/3_Results.py"])
+def test_pages_skip_rows_whose_key_is_not_text_with_a_note(page, cache_dir):
+    filled(cache_dir)
+    damage_rows("not-text key", cache_dir)
+    _clear_store_cache()
+    at = AppTest.from_file(str(REPO / page), default_timeout=60).run()
+    assert not at.exception, at.exception
+    notes = [w.value for w in at.warning if "not text" in w.value]
+    assert len(notes) == 1 and "doctor --repair" in notes[0], [w.value for w in at.warning]

@@ -218,3 +218,13 @@ def test_a_large_run_cancels_within_seconds(cache_dir):
     assert jobs.cancel(job_id, store)
     wait_for(lambda: jobs.get(job_id, store).status == "cancelled", 60, poll=0.2)
     assert time.monotonic() - t0 < 10
+
+
+def test_the_job_tables_write_ahead_log_stays_small():
+    store = Store()
+    job = jobs.wait(jobs.submit(RunConfig(**TINY, steps=2000, patience=10**6), store), timeout=240, store=store)
+    assert job.status == "done" and len(job.progress) > 10
+    log = store.directory / "jobs" / "cache.db-wal"
+    size = log.stat().st_size if log.exists() else 0
+    # checkpointed at jobs.LOG_PAGES pages and cut back to them: not the megabytes a run used to leave
+    assert size <= 2 * jobs.LOG_PAGES * 4096 + (64 << 10), size

@@ -125,3 +125,104 @@ def test_per_visitor_and_global_queue_limits_hold(monkeypatch):
                     os.kill(job.pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+
+
+# ---------------------------------------------- permissions below the pages
+def running_job(store: Store, cfg: RunConfig, owner: str) -> str:
+    """A job record that reads as running in this very process (alive, beating): no worker is started."""
+    import json
+    import socket
+    import time
+
+    job_id = "feedc0de" + cfg.key()[:8]
+    now = time.time()
+    rec = {"job_id": job_id, "key": cfg.key(), "config": cfg.to_dict(), "status": "running", "message": "running",
+           "pid": os.getpid(), "pid_start": jobs._process_start(os.getpid()), "host": socket.gethostname(),
+           "created": now, "updated": now, "heartbeat": now, "total_steps": cfg.total_steps, "owner": owner}
+    table = jobs.table(store)
+    table.set(f"job:{job_id}", json.dumps(rec))
+    table.set(f"claim:{cfg.key()}", job_id)
+    table.set(f"beat:{job_id}", repr(now))
+    return job_id
+
+
+def test_classroom_refuses_delete_import_and_cancelling_anothers_job_when_called_directly(monkeypatch):
+    from test_store import make_result
+
+    from hierpoly.runs import bundles
+
+    store = Store()
+    result = make_result(seed=1)
+    store.put(result)
+    data = bundles.export_bundle(store, [result.key])
+    job_id = running_job(store, SMALL, owner="alice")
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    with pytest.raises(policy.PolicyError, match="may not delete"):
+        policy.delete_from_web(store, [result.key])
+    with pytest.raises(policy.PolicyError, match="may not import"):
+        policy.import_from_web(Store(store.directory.parent / "other"), data)
+    with pytest.raises(policy.PolicyError, match="only the runs they started"):
+        policy.cancel_from_web(job_id, store, "bob")
+    assert store.has(result.key) and jobs.get(job_id, store).status == "running"
+    assert not jobs.stop_requested(store, job_id)
+    assert policy.cancel_from_web(job_id, store, "alice")  # one's own run
+    assert jobs.stop_requested(store, job_id)
+    monkeypatch.setenv("HIERPOLY_MODE", "gallery")
+    with pytest.raises(policy.PolicyError, match="may not cancel"):
+        policy.cancel_from_web(job_id, store, "alice")
+    monkeypatch.setenv("HIERPOLY_MODE", "local")
+    assert policy.cancel_from_web(job_id, store, "bob") and policy.delete_from_web(store, [result.key]) == 1
+
+
+def test_classroom_pages_offer_no_delete_import_or_cancel_of_anothers_job(monkeypatch):
+    from test_store import make_result
+
+    store = Store()
+    store.put(make_result(seed=1))
+    running_job(store, SMALL, owner="alice")
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    at = page("pages/3_Results.py")
+    assert not at.exception
+    at.multiselect(key="res_selection").set_value([make_result(seed=1).key]).run()
+    labels = [b.label for b in at.button]
+    assert not [lab for lab in labels if "Delete" in lab or "Import" in lab], labels
+    assert not at.get("file_uploader") and not [c for c in at.checkbox if "delete" in c.label]
+    at = explore(forms.params_from_config(SMALL))
+    assert not at.exception and not [b for b in at.button if b.key == "ex_cancel"]
+    monkeypatch.setenv("HIERPOLY_MODE", "local")
+    at = explore(forms.params_from_config(SMALL))
+    assert [b for b in at.button if b.key == "ex_cancel"]  # local: anyone may cancel
+
+
+def test_the_6000_wide_layerwise_run_is_refused_in_classroom_mode(monkeypatch):
+    store = Store()
+    wide = RunConfig(d=4, n=64, m1=6000, m2=6000, mode="layerwise", steps=1, steps2=1, n_test=16, n_eval=16)
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    with pytest.raises(policy.PolicyError, match="at most 4096"):
+        policy.submit_from_web(wide, store, "alice")
+    # the budget alone refuses it too: two eigen-solves of 6000 × 6000 (it took 27 s; once estimated at 0.003 s)
+    monkeypatch.setenv("HIERPOLY_CLASSROOM_MAX_WIDTH", "100000")
+    assert policy.estimated_seconds(wide) > 60
+    with pytest.raises(policy.PolicyError, match="classroom mode a run may use 60 s"):
+        policy.submit_from_web(wide, store, "alice")
+    assert jobs.list_jobs(store) == []
+    narrow = RunConfig(d=4, n=64, m1=600, m2=600, mode="layerwise", steps=1, steps2=1, n_test=16, n_eval=16)
+    assert policy.estimated_seconds(narrow) < 1  # a cubic, not a cliff
+
+
+def test_explore_shows_a_bundle_message_holding_markdown_literally():
+    from test_store import make_result
+
+    from hierpoly.runs import bundles
+
+    hostile = "see [click here](http://evil.example/) ![pixel](http://evil.example/p.png) :red[alarm] $x^2$"
+    made = make_result(seed=5, message=hostile)
+    source = Store(Store().directory.parent / "source")
+    source.put(made)
+    bundles.import_bundle(Store(), bundles.export_bundle(source, [made.key]))
+    at = explore(forms.params_from_config(made.config))
+    assert not at.exception
+    rendered = [e.value for kind in ("markdown", "success", "info", "warning", "error", "caption")
+                for e in at.get(kind)]
+    assert not [text for text in rendered if "[click here](http" in text], rendered  # never a live link
+    assert any(r"\[click here\]\(http\:\/\/evil\.example\/\)" in text for text in rendered), rendered

@@ -11,6 +11,10 @@ from pathlib import Path
 from hierpoly.config import RunConfig, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
+# A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
+# (Golub & Van Loan): an upper bound on the eigvalsh that finds layer-wise 1/L, which does not run
+# at the matmul rate (m1 = m2 = 6000 took 27 s on a 2-core CPU; counted so, about 130 s).
+EIGEN_FLOPS_PER_CUBE = 9.0
 
 
 class BudgetError(ValueError):
@@ -51,8 +55,23 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     # ×3: forward activations, their gradients and one temporary, under autodiff
     blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
     params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
-    ridge = 4 * 2 * (cfg.m1**2 + cfg.m2**2) if cfg.mode == "layerwise" else 0  # Hessians of the two stages
-    return int(data + blocks + params + ridge)
+    return int(data + blocks + params + eigen_bytes(cfg))
+
+
+def eigen_widths(cfg: RunConfig) -> tuple[int, ...]:
+    """The sizes of the eigen-solves a run does: layer-wise finds 1/L for each stage's m×m Hessian."""
+    return (cfg.m1, cfg.m2) if cfg.arch == "three_layer" and cfg.mode == "layerwise" else ()
+
+
+def eigen_bytes(cfg: RunConfig) -> int:
+    """The larger stage's Hessian, its float32 copy and LAPACK's workspace: about four m×m float32 arrays."""
+    return 4 * 4 * max((m * m for m in eigen_widths(cfg)), default=0)
+
+
+def eigen_flops(cfg: RunConfig, n: int | None = None) -> float:
+    """Forming each stage's Hessian φᵀφ over n/2 samples (2 (n/2) m²) and its eigen-solve (9 m³)."""
+    n = cfg.n if n is None else n
+    return sum(2.0 * (n // 2) * m * m + EIGEN_FLOPS_PER_CUBE * m**3 for m in eigen_widths(cfg))
 
 
 TWO_LAYER_STEPS = 1.0 + 3 * 0.8 / 4  # the final run, plus three tuning trials on 0.8 n for a quarter of the cap
@@ -64,7 +83,7 @@ def estimate(cfg: RunConfig) -> Estimate:
         per_step = 6.0 * cfg.n * cfg.d * two_layer_width(cfg)
         return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps * TWO_LAYER_STEPS)
     per_step = 6.0 * cfg.n * cfg.d * cfg.m1 + 6.0 * cfg.n * cfg.m2  # ≈ forward + backward of both blocks
-    return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps)
+    return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps + eigen_flops(cfg))
 
 
 def available_bytes() -> int:
@@ -110,7 +129,7 @@ def check_budget(config: RunConfig) -> None:
         )
     cap = max_flops()
     if est.flops > cap:
-        steps = int(cap / est.flops_per_step)
+        steps = max(0, int((cap - eigen_flops(config)) / est.flops_per_step))  # the eigen-solves come first
         which = " (T1 + T2 together)" if config.mode == "layerwise" else ""
         raise BudgetError(
             f"this run needs about {est.flops:.2g} floating-point operations, above the {cap:.2g} per job "

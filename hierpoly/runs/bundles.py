@@ -9,6 +9,8 @@ Import reads only allowlisted member names, into memory, under limits on member
 count, sizes and compression ratio; verifies every sha256; recomputes each
 config's key; checks arrays are plain, finite, of the expected dtype and shape
 (``allow_pickle=False``); and adds all results or none, in one store transaction. It never writes a file.
+A result already stored with different contents is a conflict: the import is refused
+and names the key (only the operator's explicit ``overwrite`` replaces it).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hierpoly.config import ConfigError, RunConfig
-from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
+from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
 from hierpoly.runs.store import REPO, Store
 
 BUNDLE_VERSION = 1
@@ -144,15 +146,35 @@ def _manifest(blob: bytes) -> dict:
     return manifest
 
 
+def conflicts(store: Store, results: dict) -> list[str]:
+    """Keys of results the store already holds, readable, with different contents."""
+    out = []
+    for key, result in sorted(results.items()):
+        try:
+            stored = store.raw(key)
+        except StoreError:
+            continue  # unreadable: an import may replace it
+        if stored is not None and stored != to_bytes(result):
+            out.append(key)
+    return out
+
+
 def import_bundle(store: Store, data: bytes, overwrite: bool = False) -> list[str]:
     """Add a bundle's results to the store; returns the keys added. All or nothing.
 
-    Keys already stored are kept unless overwrite. Raises BundleError before
-    touching the store when anything in the bundle is wrong, and StoreError (the
-    store unchanged) when writing fails, a full disk included: the results go in
-    as one transaction (``Store.put_many``).
+    A result already stored with the same contents is skipped; one stored with
+    different contents refuses the whole bundle (BundleError naming its key) unless
+    overwrite, the operator's explicit choice (``import --overwrite``). Raises
+    BundleError before touching the store when anything in the bundle is wrong, and
+    StoreError (the store unchanged) when writing fails, a full disk included: the
+    results go in as one transaction (``Store.put_many``).
     """
     results = read_bundle(data)
+    clashing = [] if overwrite else conflicts(store, results)
+    if clashing:
+        more = f" and {len(clashing) - 1} more" if len(clashing) > 1 else ""
+        raise BundleError(f"bundle refused: result {clashing[0]}{more} is already stored with different contents; "
+                          "nothing was imported (a stored result is never replaced by an import)")
     return store.put_many([results[k] for k in sorted(results)], overwrite=overwrite)
 
 

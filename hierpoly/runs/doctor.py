@@ -1,11 +1,15 @@
 """Check a store and its job table; repair what cannot be read: ``python -m hierpoly doctor [--repair]``.
 
 Checks: SQLite's integrity check of both databases, that every stored value
-decodes (a missing value file, a pickled row, a damaged zip), value files no
-row refers to, damaged job records, table entries of no job, and running jobs
-whose worker is gone. Repair says what it removes, then: moves a damaged
-database aside (keeping every result that still decodes), deletes unreadable
-results, orphan files, damaged records and orphan entries, and marks stale jobs.
+decodes (a missing value file, a pickled row, a damaged zip), rows whose key is
+not text, value files no row refers to, damaged job records, table entries of no
+job, and running jobs whose worker is gone. Repair says what it removes, then:
+moves a damaged database aside (keeping every result that still decodes, read
+row by row: rows.py), deletes unreadable results, rows with other keys (by
+rowid), orphan files, damaged records and orphan entries, and marks stale jobs.
+Value files outside the store's directory are never read or deleted.
+
+A full disk is not damage: checking works on it (read-only), repairing waits for room.
 """
 from __future__ import annotations
 
@@ -14,9 +18,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.runs import jobs
+from hierpoly.runs import jobs, rows
 from hierpoly.runs.codec import Result, StoreError, from_bytes
-from hierpoly.runs.store import Store
+from hierpoly.runs.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
 
 DB = "cache.db"
 
@@ -25,7 +29,7 @@ DB = "cache.db"
 class Finding:
     """One problem: what it concerns, what is wrong, what --repair does."""
 
-    what: str  # store database | result | value file | job table | job record | job entry | stale job
+    what: str  # store database | result | result row | value file | job table | job record | job entry | stale job
     name: str
     problem: str
     repair: str
@@ -39,29 +43,14 @@ def integrity(db: Path) -> str | None:
     if not db.exists():
         return None
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+        con = rows.connect(db)
         try:
-            rows = con.execute("PRAGMA integrity_check").fetchall()
+            report = con.execute("PRAGMA integrity_check").fetchall()
         finally:
             con.close()
     except sqlite3.Error as err:
         return str(err)
-    return None if rows == [("ok",)] else "; ".join(str(r[0]) for r in rows[:3])
-
-
-def _rows(db: Path) -> list[tuple]:
-    """(key, raw, mode, filename, value) of every Cache row SQLite can still read, best effort."""
-    out = []
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-        try:
-            for row in con.execute("SELECT key, raw, mode, filename, value FROM Cache"):
-                out.append(row)
-        finally:
-            con.close()
-    except sqlite3.Error:
-        pass  # keep what was read before the damage
-    return out
+    return None if report == [("ok",)] else "; ".join(str(r[0]) for r in report[:3])
 
 
 def value_files(directory: Path) -> set[str]:
@@ -70,23 +59,37 @@ def value_files(directory: Path) -> set[str]:
 
 
 def referenced_files(db: Path) -> set[str]:
-    return {row[3] for row in _rows(db) if row[3]}
+    return {row.filename for row in rows.readable_rows(db)[0] if row.filename}
 
 
 def salvage(directory: Path) -> list[Result]:
-    """Every result in a (damaged) store database that still decodes, read without diskcache."""
+    """Every result in a (damaged) store database that still decodes, read row by row without diskcache."""
     results = []
-    for key, raw, mode, filename, value in _rows(directory / DB):
+    for row in rows.readable_rows(directory / DB)[0]:
         try:
-            if not raw or mode not in (1, 2):  # raw text keys; values stored raw (1) or in a binary file (2)
+            if not row.text_key:
                 continue
-            blob = bytes(value) if mode == 1 else (directory / filename).read_bytes()
+            blob = rows.value_of(row, directory)
+            if not isinstance(blob, bytes):
+                continue
             result = from_bytes(blob)
-            if result.key == key:
+            if result.key == row.key:
                 results.append(result)
         except (StoreError, OSError, TypeError, ValueError):
             continue
     return results
+
+
+def not_text_rows(db: Path) -> list[rows.Row]:
+    """Rows whose key is not text (another program's): no reader can name them, so they go by rowid."""
+    return [row for row in rows.readable_rows(db)[0] if not row.text_key]
+
+
+def disk_note(directory: Path) -> str | None:
+    """One line when the disk holding the store is full (checks still work; repairs need room)."""
+    if not disk_is_full(directory):
+        return None
+    return f"the disk holding the store at {directory} is full ({disk_free(directory)} bytes free): {DISK_FULL_HINT}"
 
 
 def _store_findings(directory: Path) -> list[Finding]:
@@ -97,6 +100,8 @@ def _store_findings(directory: Path) -> list[Finding]:
     store = Store(directory)
     out = [Finding("result", key, reason, "delete it (its config can be run again)")
            for key, reason in store.problems().items()]
+    out += [Finding("result row", str(row.rowid), row.describe(), "delete the row")
+            for row in not_text_rows(directory / DB)]
     for name in sorted(value_files(directory) - referenced_files(directory / DB)):
         out.append(Finding("value file", name, "no result refers to it", "delete it"))
     return out
@@ -133,7 +138,13 @@ def _move_aside(db: Path) -> Path:
 
 
 def repair(directory: Path, findings: list[Finding], say=print) -> None:
-    """Fix every finding (see the module docstring); `say` gets one line per action."""
+    """Fix every finding (see the module docstring); `say` gets one line per action.
+
+    Raises DiskFull, changing nothing, when the disk has no room for the repair.
+    """
+    note = disk_note(directory)
+    if note is not None:
+        raise DiskFull(f"not repairing: {note}")
     for finding in findings:
         say(f"repairing {finding.line()}")
     if any(f.what == "store database" for f in findings):
@@ -149,9 +160,11 @@ def repair(directory: Path, findings: list[Finding], say=print) -> None:
 
 def _repair_one(store: Store, finding: Finding) -> None:
     if finding.what == "result":
-        store.delete(finding.name)
+        store.delete(finding.name)  # a value file outside the store stays (store._NoPickleDisk.remove)
+    elif finding.what == "result row":
+        _delete_row(store.directory, int(finding.name))
     elif finding.what == "value file":
-        (store.directory / finding.name).unlink(missing_ok=True)
+        rows.inside(store.directory, finding.name).unlink(missing_ok=True)
     elif finding.what == "job table":
         jobs.forget_table(store)
         _move_aside(Path(finding.name))
@@ -161,3 +174,22 @@ def _repair_one(store: Store, finding: Finding) -> None:
         jobs.remove_entries([finding.name], store)
     elif finding.what == "stale job":
         jobs.supervise(store)
+
+
+def _delete_row(directory: Path, rowid: int) -> None:
+    """Delete a row by rowid, and its value file when that lies inside the store."""
+    db = directory / DB
+    try:
+        con = rows.connect(db)
+        try:
+            row = rows.read(con, rowid)
+        finally:
+            con.close()
+    except sqlite3.Error:
+        row = None
+    rows.delete(db, rowid)
+    if row is not None and row.filename:
+        try:
+            rows.inside(directory, row.filename).unlink(missing_ok=True)
+        except StoreError:
+            pass  # outside the store: never touched

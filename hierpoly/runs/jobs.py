@@ -21,7 +21,11 @@ before the worker died. So a ``kill -9`` or a machine restart leaves an honest
 status, and the config can be submitted again.
 
 A damaged record is skipped and reported (``damaged``); a damaged table raises a
-one-line StoreError. Importing this module does not import JAX.
+one-line StoreError. On a full disk the table is still read (lost workers are then
+reported, not recorded) and a worker lost there is said to have stopped on a full
+disk. The table's write-ahead log is checkpointed every LOG_PAGES pages and cut back
+to that size, so progress rows do not grow it by megabytes. Importing this module
+does not import JAX.
 """
 from __future__ import annotations
 
@@ -40,13 +44,14 @@ from hierpoly.config import ConfigError, RunConfig
 from hierpoly.progress import Progress
 from hierpoly.runs.budget import check_budget
 from hierpoly.runs.codec import StoreError
-from hierpoly.runs.store import GUARDED, REPO, Store, damage_error, open_cache
+from hierpoly.runs.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
 LEASE_S = 20.0  # a heartbeat older than this means the worker is lost
 HEARTBEAT_S = 2.0
 IDLE_FRESH_S = 5.0  # an idle worker that has not polled for this long is not counted on
+LOG_PAGES = 64  # the job table's write-ahead log is checkpointed at 64 pages (256 kB) and cut back to that
 _REQUIRED = {"job_id": str, "key": str, "config": dict, "status": str, "message": str, "created": (int, float),
              "total_steps": int}
 _children: list[subprocess.Popen] = []  # workers this process started, reaped when polled
@@ -126,7 +131,7 @@ def table(store: Store):
     path = store.directory / "jobs"
     if str(path) not in _caches:
         with _guard(store):
-            _caches[str(path)] = open_cache(path)
+            _caches[str(path)] = open_cache(path, log_pages=LOG_PAGES)
     return _caches[str(path)]
 
 
@@ -259,13 +264,18 @@ def _process_alive(pid: int, start: str | None) -> bool:
     return start is None or fields[19] == start
 
 
-def _lost_reason(t, rec: dict, now: float) -> str | None:
-    """Why a running job's worker is known to be gone, or None while it may be alive."""
+def _lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | None:
+    """Why a running job's worker is known to be gone, or None while it may be alive.
+
+    disk_full: the store's disk is full now, the likeliest reason a worker died without a word.
+    """
     if rec["status"] != "running":
         return None
     last = _beat(t, rec)
     pid = rec.get("pid")
     if pid and rec.get("host") == socket.gethostname() and not _process_alive(pid, rec.get("pid_start")):
+        if disk_full:
+            return f"disk full: worker process {pid} stopped while the disk holding the store is full"
         return f"worker lost: process {pid} is gone"
     if now - last > LEASE_S:
         return f"worker lost: no heartbeat for {now - last:.0f} s"
@@ -307,21 +317,38 @@ def _reap_children() -> None:
             _children.remove(proc)
 
 
-def _mark_lost(t, store: Store, records: list[dict], now: float) -> None:
-    """Lost workers: their jobs become failed, or done when the result reached the store."""
+def _mark_lost(t, store: Store, records: list[dict], now: float, save: bool = True) -> None:
+    """Lost workers: their jobs become failed, or done when the result reached the store (saved unless not save)."""
+    full = disk_is_full(store.directory)
     for rec in records:
-        reason = _lost_reason(t, rec, now)
+        reason = _lost_reason(t, rec, now, full)
         if reason is None:
             continue
         if store.has(rec["key"]):
             rec.update(status="done", message=f"done (its result was stored; {reason})")
         else:
             rec.update(status="failed", message=reason)
-        _save(t, rec)
+        if save:
+            _save(t, rec)
 
 
 def _supervise(store: Store) -> list[dict]:
-    """Mark lost workers, start queued jobs while slots are free; returns the readable records."""
+    """Mark lost workers, start queued jobs while slots are free; returns the readable records.
+
+    On a full disk nothing can be recorded or started: the records are read and the lost
+    workers marked in what is returned only, so listing still works.
+    """
+    try:
+        return _supervise_writing(store)
+    except DiskFull:
+        t = table(store)
+        with _guard(store):
+            records, _ = _records(t)
+            _mark_lost(t, store, records, time.time(), save=False)
+        return records
+
+
+def _supervise_writing(store: Store) -> list[dict]:
     _reap_children()
     t = table(store)
     now = time.time()
@@ -623,7 +650,8 @@ def stale(store: Store | None = None) -> dict[str, str]:
     now = time.time()
     with _guard(store):
         records, _ = _records(t)
-        return {r["job_id"]: reason for r in records if (reason := _lost_reason(t, r, now))}
+        full = disk_is_full(store.directory)
+        return {r["job_id"]: reason for r in records if (reason := _lost_reason(t, r, now, full))}
 
 
 def orphans(store: Store | None = None) -> list[str]:

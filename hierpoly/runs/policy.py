@@ -1,14 +1,22 @@
 """Where the app runs and what a web visitor may launch: ``HIERPOLY_MODE``.
 
     local      one's own machine (the default): the web app launches what the
-               machine's budget allows (budget.py), as the CLI does
-    classroom  a machine a class can reach: each web-launched run must fit a small
-               budget of estimated CPU seconds, each visitor (browser session) may
-               have a few runs queued or running, and the whole queue is capped;
-               a locked link made on the Learn page carries an HMAC signature of
-               its config and launches only while the signature matches
+               machine's budget allows (budget.py), as the CLI does; everything
+               else too: cancel any job, delete, import
+    classroom  a machine a class can reach: run within the budget, cancel only
+               one's own jobs, browse, download. Each web-launched run must fit a
+               small budget of estimated CPU seconds (the layer-wise eigen-solves
+               included) and width caps; each visitor may have a few runs queued
+               or running, and the whole queue is capped; a locked link made on the
+               Learn page carries an HMAC signature of its config and launches only
+               while the signature matches
     gallery    read-only: browse, compare, download and replay stored and shipped
-               results; nothing can be launched or imported from the web
+               results; nothing can be launched, cancelled, deleted or imported
+
+The functions here (``submit_from_web``, ``cancel_from_web``, ``delete_from_web``,
+``import_from_web``) are what the pages call, and they enforce the mode whatever a
+page shows. A visitor is the client's network address when Streamlit knows it (a
+new tab or a reload is the same visitor), else the browser session.
 
 The CLI is the operator's tool and keeps the machine's own, larger budget. The
 signing secret is a random file in the store directory (``secret.key``, mode 0600),
@@ -23,11 +31,17 @@ import secrets
 from dataclasses import dataclass
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs
+from hierpoly.runs import bundles, jobs
 from hierpoly.runs.budget import BudgetError, estimate
 from hierpoly.runs.store import Store
 
 MODES = ("local", "classroom", "gallery")
+# what a web visitor may do in each mode; browse and download are never refused
+ALLOWED = {
+    "local": {"run", "cancel any job", "cancel own jobs", "delete", "import"},
+    "classroom": {"run", "cancel own jobs"},
+    "gallery": set(),
+}
 SIGNATURE_PARAM = "sig"  # the URL parameter of a locked link's signature
 FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate: 1e17 flops ≈ 900 hours
 SECRET_BYTES = 32
@@ -45,8 +59,9 @@ class ClassroomLimits:
     """What a classroom visitor may launch."""
 
     seconds_per_run: float  # estimated CPU seconds of one unlocked run
-    per_visitor: int  # runs queued or running per browser session
+    per_visitor: int  # runs queued or running per visitor (network address, else browser session)
     queue: int  # runs queued or running in all
+    max_width: int  # m1 and m2 at most: the eigen-solves and memory grow with m³ and m²
 
 
 def current_mode() -> str:
@@ -71,16 +86,40 @@ def _env_number(name: str, default: float, integer: bool = False) -> float:
 
 
 def classroom_limits() -> ClassroomLimits:
-    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2) and $HIERPOLY_QUEUE_LIMIT (20)."""
+    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2), $HIERPOLY_QUEUE_LIMIT (20)
+    and $HIERPOLY_CLASSROOM_MAX_WIDTH (4096)."""
     return ClassroomLimits(
         seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS", 60.0),
         per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", 2, integer=True)),
         queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", 20, integer=True)),
+        max_width=int(_env_number("HIERPOLY_CLASSROOM_MAX_WIDTH", 4096, integer=True)),
     )
 
 
+def allows(action: str, mode: str | None = None) -> bool:
+    """Whether a web visitor may do `action` (run, cancel any job, cancel own jobs, delete, import) in the mode."""
+    return action in ALLOWED[mode or current_mode()]
+
+
+def require(action: str, mode: str | None = None) -> None:
+    """PolicyError unless the mode lets a web visitor do `action`."""
+    mode = mode or current_mode()
+    if not allows(action, mode):
+        raise PolicyError(f"in {mode} mode (HIERPOLY_MODE={mode}) a visitor may not {action}: "
+                          f"this explorer allows {_allowed_text(mode)}")
+
+
+def _allowed_text(mode: str) -> str:
+    doing = {"run": "running", "cancel any job": "cancelling jobs", "cancel own jobs": "cancelling one's own jobs",
+             "delete": "deleting", "import": "importing"}
+    actions = [doing[a] for a in ("run", "cancel any job", "cancel own jobs", "delete", "import") if a in ALLOWED[mode]]
+    if "cancelling jobs" in actions:
+        actions.remove("cancelling one's own jobs")
+    return ", ".join(["browsing", "downloading", *actions])
+
+
 def estimated_seconds(cfg: RunConfig) -> float:
-    """CPU seconds of a run: training and the final evaluation's forward pass at FLOPS_PER_SECOND."""
+    """CPU seconds of a run: training (eigen-solves included) and the final evaluation at FLOPS_PER_SECOND."""
     evaluation = 2.0 * cfg.n_eval * (cfg.d * cfg.m1 + cfg.m2)
     rate = _env_number("HIERPOLY_FLOPS_PER_SECOND", FLOPS_PER_SECOND)
     return (estimate(cfg).flops + evaluation) / rate
@@ -134,6 +173,10 @@ def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature:
     if mode == "local":
         return None
     limits = classroom_limits()
+    widest = max(cfg.m1, cfg.m2)
+    if widest > limits.max_width:
+        raise PolicyError(f"in classroom mode m1 and m2 may be at most {limits.max_width} "
+                          f"(HIERPOLY_CLASSROOM_MAX_WIDTH), this run has m1 = {cfg.m1}, m2 = {cfg.m2}")
     if locked and not signature_matches(cfg, signature, store):
         raise PolicyError("this locked link was changed after it was made (its signature does not match): "
                           "open the link your teacher gave you again")
@@ -154,9 +197,39 @@ def submit_from_web(cfg: RunConfig, store: Store, visitor: str, *, locked: bool 
     return jobs.submit(cfg, store, owner=visitor, limits=limits)
 
 
+def may_cancel(job: jobs.Job, visitor: str, mode: str | None = None) -> bool:
+    """Whether this visitor may cancel this job: any job in local mode, their own in classroom mode."""
+    mode = mode or current_mode()
+    return allows("cancel any job", mode) or (allows("cancel own jobs", mode) and job.owner == visitor)
+
+
+def cancel_from_web(job_id: str, store: Store, visitor: str, mode: str | None = None) -> bool:
+    """Cancel a job for a web visitor under the mode's rules; False if it already ended. PolicyError if refused."""
+    mode = mode or current_mode()
+    job = jobs.get(job_id, store)
+    if job is None:
+        return False
+    if not may_cancel(job, visitor, mode):
+        require("cancel own jobs", mode)
+        raise PolicyError(f"in {mode} mode a visitor may cancel only the runs they started; this one is someone else's")
+    return jobs.cancel(job_id, store)
+
+
+def delete_from_web(store: Store, keys: list[str], mode: str | None = None) -> int:
+    """Delete stored results for a web visitor (local mode only); returns how many were deleted."""
+    require("delete", mode)
+    return sum(store.delete(key) for key in keys)
+
+
+def import_from_web(store: Store, data: bytes, mode: str | None = None) -> list[str]:
+    """Import a bundle for a web visitor (local mode only); never replaces a stored result (bundles.import_bundle)."""
+    require("import", mode)
+    return bundles.import_bundle(store, data)
+
+
 def can_launch(mode: str | None = None) -> bool:
-    """Whether the web app may start runs or import bundles (not in a gallery)."""
-    return (mode or current_mode()) != "gallery"
+    """Whether the web app may start runs (not in a gallery)."""
+    return allows("run", mode)
 
 
 def describe(mode: str | None = None) -> str:
@@ -166,8 +239,9 @@ def describe(mode: str | None = None) -> str:
         return "Gallery mode: browse, compare and download stored results; nothing is launched here."
     if mode == "classroom":
         limits = classroom_limits()
-        return (f"Classroom mode: each run may use about {_duration(limits.seconds_per_run)} of CPU; "
-                f"at most {limits.per_visitor} runs per visitor and {limits.queue} in all, queued or running.")
+        return (f"Classroom mode: each run may use about {_duration(limits.seconds_per_run)} of CPU and widths up to "
+                f"{limits.max_width}; at most {limits.per_visitor} runs per visitor and {limits.queue} in all, queued "
+                "or running. Visitors browse, download, run and cancel their own runs.")
     return "Local mode: runs are limited only by this machine's memory and work budget."
 
 

@@ -11,7 +11,11 @@ those are still read, and a value whose file is gone counts as missing.
 
 Damage never escapes as a raw database error: opening and reading raise
 ``StoreError`` with one line saying what is wrong and what to do, and listing
-reports unreadable entries one by one (``problems``, ``summaries``).
+reports unreadable entries one by one (``problems``, ``summaries``). A row whose
+key is not text (another program wrote it) is skipped by every listing and
+counted in ``notes``; a value file whose path leaves the store is never read or
+deleted. A full disk is not damage: it raises ``DiskFull``, and a store on a full
+disk still opens, read-only (rows.py).
 """
 from __future__ import annotations
 
@@ -25,12 +29,18 @@ from pathlib import Path
 
 import diskcache
 
+from hierpoly.runs import rows
 from hierpoly.runs.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them
 SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size (SQLite's pages, the job table)
 REPAIR_HINT = "run `python -m hierpoly doctor --repair`"
+DISK_FULL_HINT = "free some space or point HIERPOLY_CACHE_DIR at another disk"
+
+
+class DiskFull(StoreError):
+    """A write refused or failed because the disk holding the store is full (not damage: nothing to repair)."""
 
 
 class _NoPickleDisk(diskcache.Disk):
@@ -42,9 +52,10 @@ class _NoPickleDisk(diskcache.Disk):
         return super().put(key)
 
     def get(self, key, raw):
-        if not raw:
-            raise StoreError("refusing to unpickle a key from the store")
-        return super().get(key, raw)
+        if not raw:  # a pickled key: listed as such, never unpickled
+            return rows.NOT_TEXT
+        key = super().get(key, raw)
+        return key if isinstance(key, str) else rows.NOT_TEXT
 
     def store(self, value, read, key=diskcache.core.UNKNOWN):
         if not read and not isinstance(value, (bytes, str)):
@@ -54,35 +65,77 @@ class _NoPickleDisk(diskcache.Disk):
     def fetch(self, mode, filename, value, read):
         if mode == diskcache.core.MODE_PICKLE:
             raise StoreError("refusing to unpickle a value from the store")
+        if filename is not None:
+            rows.inside(self._directory, filename)  # a crafted ../ path is never read
         return super().fetch(mode, filename, value, read)
 
-
-def open_cache(directory: Path) -> diskcache.Cache:
-    """A diskcache that never evicts, never pickles and keeps no statistics."""
-    return diskcache.Cache(
-        str(directory),
-        disk=_NoPickleDisk,
-        eviction_policy="none",  # results are never culled silently
-        cull_limit=0,
-        size_limit=2**62,
-        statistics=False,
-        tag_index=False,
-        disk_min_file_size=INLINE_BYTES,
-    )
+    def remove(self, file_path):
+        try:
+            rows.inside(self._directory, file_path)
+        except StoreError:
+            return  # a crafted ../ path: the row goes, the file outside the store stays
+        super().remove(file_path)
 
 
-def is_disk_full(err: BaseException) -> bool:
-    """SQLite's SQLITE_FULL or an OS ENOSPC/EDQUOT."""
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower()
+def open_cache(directory: Path, log_pages: int | None = None):
+    """A diskcache that never evicts, never pickles and keeps no statistics; read-only on a full disk.
+
+    log_pages: checkpoint the write-ahead log at this many pages and cut it back to that
+    size after (the job table's many small writes would otherwise grow it by megabytes).
+    """
+    settings = {}
+    if log_pages is not None:
+        settings = {"sqlite_wal_autocheckpoint": log_pages, "sqlite_journal_size_limit": log_pages * 4096}
+    try:
+        return diskcache.Cache(
+            str(directory),
+            disk=_NoPickleDisk,
+            eviction_policy="none",  # results are never culled silently
+            cull_limit=0,
+            size_limit=2**62,
+            statistics=False,
+            tag_index=False,
+            disk_min_file_size=INLINE_BYTES,
+            **settings,
+        )
+    except GUARDED as err:
+        # diskcache writes its settings on every open, which a full disk refuses: read without it
+        if not (is_disk_full(err, directory) and (Path(directory) / "cache.db").exists()):
+            raise
+        return rows.ReadOnlyCache(Path(directory), damage_error(err, "the store", Path(directory)))
+
+
+def disk_free(directory: Path) -> int | None:
+    """Free bytes on the disk holding directory, None when unknown."""
+    try:
+        return shutil.disk_usage(directory).free
+    except OSError:
+        return None
+
+
+def disk_is_full(directory: Path) -> bool:
+    """Whether the disk holding directory has less than SPACE_MARGIN free (False when unknown)."""
+    free = disk_free(directory)
+    return free is not None and free < SPACE_MARGIN
+
+
+def is_disk_full(err: BaseException, directory: Path | None = None) -> bool:
+    """SQLite's SQLITE_FULL, an OS ENOSPC/EDQUOT, or an I/O error on a disk with (almost) no room left.
+
+    SQLite reports a full disk as a plain "disk I/O error" when it cannot make its
+    shared-memory file, so that error counts as a full disk where the disk is full.
+    """
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(err, sqlite3.OperationalError) and "full" in str(err).lower():
+        return True
+    return directory is not None and isinstance(err, (sqlite3.Error, OSError)) and disk_is_full(directory)
 
 
 def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
     """One line for a database or file error met while reading or writing `what` at `directory`."""
-    if is_disk_full(err):
-        return StoreError(f"the disk holding {what} at {directory} is full: free some space or point "
-                          "HIERPOLY_CACHE_DIR at another disk; nothing was changed")
+    if is_disk_full(err, directory):
+        return DiskFull(f"the disk holding {what} at {directory} is full: {DISK_FULL_HINT}; nothing was changed")
     if isinstance(err, diskcache.Timeout):
         return StoreError(f"{what} at {directory} is busy (locked by another process for too long); try again")
     detail = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -174,12 +227,14 @@ class Store:
         except OSError:
             return  # unknown: the transaction still keeps the store whole
         if free < 2 * size + SPACE_MARGIN:
-            raise StoreError(f"the disk holding the store at {self.directory} is full: writing needs about "
-                             f"{(2 * size + SPACE_MARGIN) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; free some "
-                             "space or point HIERPOLY_CACHE_DIR at another disk; nothing was changed")
+            raise DiskFull(f"the disk holding the store at {self.directory} is full: writing needs about "
+                           f"{(2 * size + SPACE_MARGIN) / 1e6:.1f} MB, {free / 1e6:.1f} MB are free; "
+                           f"{DISK_FULL_HINT}; nothing was changed")
 
     def _shrink_log(self) -> None:
         """Give back the write-ahead log a failed transaction grew (it would keep a full disk full)."""
+        if self.read_only:
+            return
         self._cache.close()  # reopened on next use
         try:
             con = sqlite3.connect(str(self.directory / "cache.db"), timeout=5)
@@ -206,9 +261,24 @@ class Store:
             return bool(self._cache.delete(key))
 
     def keys(self) -> list[str]:
-        """Every key with a row in the store, readable or not."""
+        """Every text key with a row in the store, readable or not (rows with other keys: `notes`)."""
         with self._guard():
-            return sorted(self._cache.iterkeys())
+            listed = list(self._cache.iterkeys())
+        text = [key for key in listed if isinstance(key, str)]
+        self._not_text = len(listed) - len(text)
+        return sorted(text)
+
+    def notes(self) -> list[str]:
+        """One line per kind of row the last listing skipped (rows whose key is not text)."""
+        if not getattr(self, "_not_text", 0):
+            return []
+        return [f"skipped {self._not_text} row(s) of the store whose key is not text (written by another "
+                f"program): {REPAIR_HINT} removes them"]
+
+    @property
+    def read_only(self) -> bool:
+        """Opened on a full disk: reads work, writes raise DiskFull."""
+        return isinstance(self._cache, rows.ReadOnlyCache)
 
     def results(self) -> Iterator[Result]:
         """Every readable result; those that fail validation are skipped (see `summaries`)."""
@@ -269,6 +339,7 @@ class Store:
         table = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
         table.attrs["unreadable"] = list(problems)
         table.attrs["problems"] = problems
+        table.attrs["notes"] = self.notes()
         return table
 
     def size_bytes(self) -> int:

@@ -7,6 +7,10 @@ work. It beats a heartbeat from a thread (a chunk may outlast the lease),
 writes progress between chunks, stops when cancelled and stores only ``done``
 results. Every guarantee of jobs.py holds per job: a kill -9 marks the job it
 was running failed, cancel stops it, the concurrency cap counts it.
+
+A full disk must not silence a worker: it keeps a small reserve file beside the
+job table and, when a write fails for lack of room, deletes it so that its last
+word ("disk full: ...") can still be written, then stops serving.
 """
 from __future__ import annotations
 
@@ -16,11 +20,47 @@ import threading
 import time
 import traceback
 
+from pathlib import Path
+
 from hierpoly.config import RunConfig
 from hierpoly.runs import jobs
-from hierpoly.runs.store import Store
+from hierpoly.runs.store import DiskFull, Store, is_disk_full
 
 IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
+RESERVE_BYTES = 64 << 10  # room kept for the last word on a full disk: a job record and a few log pages
+
+
+def reserve_path(store: Store) -> Path:
+    return store.directory / "jobs" / f"reserve-{os.getpid()}"
+
+
+def make_reserve(store: Store) -> None:
+    """Set aside RESERVE_BYTES on the store's disk (best effort: a disk already full gets none)."""
+    try:
+        with open(reserve_path(store), "wb") as fh:
+            fh.write(b"\0" * RESERVE_BYTES)  # written, not sparse: the room is really taken
+    except OSError:
+        reserve_path(store).unlink(missing_ok=True)
+
+
+def release_reserve(store: Store) -> None:
+    reserve_path(store).unlink(missing_ok=True)
+
+
+def _causes(err: BaseException):
+    """err and the exceptions it was raised from."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def disk_full_reason(err: BaseException, store: Store) -> str | None:
+    """'disk full: ...' when err (or what caused it) is a full disk, else None."""
+    for cause in _causes(err):
+        if isinstance(cause, DiskFull) or is_disk_full(cause, store.directory):
+            detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            return f"disk full: {detail}"
+    return None
 
 
 def idle_seconds() -> float:
@@ -58,12 +98,23 @@ def run_job(store: Store, rec: dict) -> str:
         jobs.finish(store, job_id, ended.status, ended.message)
         return ended.status
     except Exception as err:  # anything unexpected: an honest failed job with a one-line reason
-        traceback.print_exc()
+        full = disk_full_reason(err, store)
+        if full is not None:
+            release_reserve(store)  # the room for this last word
+            jobs.finish(store, job_id, "failed", full)
+            return DISK_FULL
+        try:
+            traceback.print_exc()
+        except OSError:
+            pass  # the log is on a disk that may have filled meanwhile
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         jobs.finish(store, job_id, "failed", f"{type(err).__name__}: {message}")
         return "failed"
     finally:
         stop.set()
+
+
+DISK_FULL = "failed: disk full"  # run_job's status when the disk filled: the worker stops serving
 
 
 def wait_for_work(store: Store, idle_s: float) -> dict | None:
@@ -80,9 +131,15 @@ def wait_for_work(store: Store, idle_s: float) -> dict | None:
 def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
     """Run rec, then queued jobs while there are any; returns the statuses in order."""
     statuses = []
-    while rec is not None:
-        statuses.append(run_job(store, rec))
-        rec = wait_for_work(store, idle_s)
+    make_reserve(store)
+    try:
+        while rec is not None:
+            statuses.append(run_job(store, rec))
+            if statuses[-1] == DISK_FULL:
+                break  # the next job would fail the same way; readers see the queue as it is
+            rec = wait_for_work(store, idle_s)
+    finally:
+        release_reserve(store)
     return statuses
 
 

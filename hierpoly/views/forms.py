@@ -27,6 +27,9 @@ STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 CHOICES = {"k": SUPPORTED_K, "mode": MODES, "sigma1": SIGMA1, "arch": ARCHS}  # fields picked from a list
 LOCK_PARAM = "lock"  # ?lock=1: the classroom link, controls pre-filled and locked
+MAX_SEED = 2**31 - 1  # JAX keys take 32 bits (RunConfig refuses more)
+MAX_WHOLE = 2**53  # a whole number a browser's number box holds exactly; larger ones are refused where they enter
+MAX_LIST_VALUE = 1e12  # a grid's d, n or multiple of d^k: larger ones overflow n = multiple · d^k
 # A config every single field is checked against, to tell which control an error belongs to.
 _PROBE_BASE = {"d": 4, "n": 256}
 _PROBE_STAGE2 = {**_PROBE_BASE, "mode": "layerwise"}  # stage-2 fields exist in layer-wise mode only
@@ -84,9 +87,12 @@ def values_from_params(params: Mapping[str, str | Sequence[str]]) -> ParsedParam
 def _parse(name: str, text: str):
     if name in INT_FIELDS:
         try:
-            return int(text)
+            value = int(text)
         except ValueError:
             raise ValueError(f"{name} must be a whole number, got {text!r} in the link") from None
+        if abs(value) > MAX_WHOLE:
+            raise ValueError(f"{name} = {text[:24]}{'…' if len(text) > 24 else ''} in the link is too large")
+        return value
     if name in FLOAT_FIELDS:
         try:
             value = float(text)
@@ -234,6 +240,8 @@ def parse_number_list(text: str, what: str, integer: bool = True) -> tuple:
             raise ValueError(f"{what}: {part!r} is not a number; give {kind} separated by commas") from None
         if not math.isfinite(value) or value <= 0:
             raise ValueError(f"{what}: {part!r} must be positive")
+        if value > MAX_LIST_VALUE:
+            raise ValueError(f"{what}: {part!r} is too large (at most {MAX_LIST_VALUE:g})")
         out.append(value)
     return tuple(out)
 

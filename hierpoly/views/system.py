@@ -87,9 +87,14 @@ def open_checked() -> tuple[Store | None, list[str]]:
         policy.current_mode()
         store = open_store()
         damaged = jobs.damaged(store)
+        store.keys()  # the listing counts rows it cannot name (keys that are not text): store.notes
     except (StoreError, policy.PolicyError) as err:
         return None, [str(err)]
     problems = [_load_problems[str(store.directory)]] if str(store.directory) in _load_problems else []
+    problems += store.notes()
+    if store.read_only:
+        problems.append(f"The disk holding the store at {store.directory} is full: results are shown, "
+                        "nothing new can be stored until space is freed.")
     if damaged:
         problems.append(f"{len(damaged)} job record(s) cannot be read and are not shown: "
                         "run `python -m hierpoly doctor --repair`")

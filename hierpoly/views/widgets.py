@@ -13,6 +13,7 @@ import streamlit as st
 
 from hierpoly.runs import jobs, policy
 from hierpoly.views import forms, monitor, plots
+from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked
 
 PHASE_MARKS = {"done": "✓ {}", "now": "**▶ {}**", "next": "{}"}
@@ -47,8 +48,14 @@ def store_or_stop():
 
 
 def visitor() -> str:
-    """This browser session's id: the classroom's per-visitor queue limit counts by it."""
-    return st.session_state.setdefault("visitor", uuid.uuid4().hex)
+    """Who is asking: the client's network address when Streamlit knows it, else this browser session.
+
+    The classroom's per-visitor limit and "cancel only your own runs" count by it, so
+    an address keeps one allowance however many tabs it opens or reloads. Streamlit
+    gives no address for localhost (one machine: the session then stands for it).
+    """
+    address = st.context.ip_address
+    return f"address {address}" if address else st.session_state.setdefault("visitor", uuid.uuid4().hex)
 
 
 def phase_line(view: monitor.ProgressView) -> str:
@@ -118,7 +125,7 @@ def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | No
     try:
         base, source = forms.classroom_base(teacher_base, st.context.url or "", server_ip(), port)
     except ValueError as err:
-        st.error(str(err), icon="⚠️")
+        st.error(literal(err), icon="⚠️")
         return None
     url = forms.share_url(base, page, params)
     left, right = st.columns([3, 1])
