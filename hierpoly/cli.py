@@ -55,6 +55,17 @@ def _multiple(text: str) -> float:
     return value
 
 
+def _sample_rows(text: str) -> int:
+    """Scatter points kept per run in a bundle: a whole number from 1 up."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text[:24]}")
+    return value
+
+
 def _count(text: str) -> int:
     """Seeds per cell: a whole number from 1 to 1000."""
     try:
@@ -258,6 +269,8 @@ def _add_store_commands(sub) -> None:
     p.add_argument("--preset", default=None, help="only the stored runs of this sweep preset (see `sweep --preset`)")
     p.add_argument("--no-snapshots", action="store_true",
                    help="leave out the learned-g snapshots (the replay slider), about half of a bundle's size")
+    p.add_argument("--sample-rows", type=_sample_rows, default=None,
+                   help="keep only the first N points of each run's scatter samples (metrics are unchanged)")
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
@@ -329,7 +342,7 @@ def cmd_export(args) -> int:
     if not keys:
         return _fail("no stored results match these filters")
     try:
-        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots)
+        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots, sample_rows=args.sample_rows)
     except OSError as err:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))

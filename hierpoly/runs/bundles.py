@@ -47,9 +47,13 @@ def _sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> bytes:
-    """Zip bytes holding the given stored results (deterministic for equal results); ``snapshots=False``
-    leaves out the learned-g snapshots (optional members: the replay slider)."""
+def export_bundle(store: Store, keys: list[str], snapshots: bool = True, sample_rows: int | None = None) -> bytes:
+    """Zip bytes holding the given stored results (deterministic for equal results).
+
+    ``snapshots=False`` leaves out the learned-g snapshots (optional members: the replay slider);
+    ``sample_rows`` keeps only the first rows of each result's scatter samples (the points the
+    snapshots pair with come first). Metrics are untouched: they come from the evaluation points.
+    """
     members, entries = {}, []
     for key in sorted(set(keys)):
         result = store.get(key)
@@ -57,6 +61,8 @@ def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> byte
             raise BundleError(f"no stored result with key {key[:16]}")
         if not snapshots:
             result = dataclasses.replace(result, snapshots={})
+        if sample_rows is not None:
+            result = dataclasses.replace(result, samples={c: v[:sample_rows] for c, v in result.samples.items()})
         for name, blob in encode(result).items():
             members[f"results/{key}/{name}"] = blob
         entries.append({"key": key, "config": result.config.to_dict()})
@@ -75,9 +81,9 @@ def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> byte
     return buf.getvalue()
 
 
-def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True) -> None:
+def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True, sample_rows: int | None = None) -> None:
     """Export to a file."""
-    Path(path).write_bytes(export_bundle(store, keys, snapshots))
+    Path(path).write_bytes(export_bundle(store, keys, snapshots, sample_rows))
 
 
 def read_bundle(data: bytes) -> dict:
