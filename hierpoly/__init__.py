@@ -11,7 +11,7 @@ Public API. Importing the package does not import JAX; the modules that compute 
 __version__ = "0.1.0"
 
 from hierpoly.config import ConfigError, RunConfig  # noqa: E402
-from hierpoly.runs.codec import Result  # noqa: E402
-from hierpoly.runs.store import Store  # noqa: E402
+from hierpoly.results.codec import Result  # noqa: E402
+from hierpoly.results.store import Store  # noqa: E402
 
 __all__ = ["RunConfig", "ConfigError", "Store", "Result", "__version__"]

@@ -9,9 +9,9 @@ import sys
 import time
 
 from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
-from hierpoly.runs.budget import BudgetError
-from hierpoly.runs.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
-from hierpoly.runs.codec import StoreError
+from hierpoly.jobs.budget import BudgetError
+from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
+from hierpoly.results.codec import StoreError
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
 
 
@@ -156,8 +156,8 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
 
 
 def cmd_run(args) -> int:
-    from hierpoly.runs import jobs
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import table as jobs
+    from hierpoly.results.store import Store
 
     t0 = time.perf_counter()
     cfg = config_from_args(args)
@@ -194,7 +194,7 @@ def cmd_run(args) -> int:
 
 def _load_precomputed(store) -> None:
     """Import shipped bundles on first start; a bad one is a warning, not a failure."""
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     try:
         bundles.load_precomputed(store)
@@ -226,7 +226,7 @@ def _add_store_commands(sub) -> None:
 
 
 def cmd_jobs(args) -> int:
-    from hierpoly.runs import jobs
+    from hierpoly.jobs import table as jobs
 
     listed = jobs.list_jobs()
     for job_id, reason in jobs.damaged().items():
@@ -242,7 +242,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from hierpoly.runs import jobs
+    from hierpoly.jobs import table as jobs
 
     job = jobs.get(args.job_id)
     if job is None:
@@ -254,13 +254,13 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from hierpoly.runs import bundles
-    from hierpoly.runs.store import Store
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
 
     store = Store()
     table = store.summaries()
     if args.preset is not None:
-        from hierpoly.runs import sweeps
+        from hierpoly.study import sweeps
 
         try:
             table = sweeps.stored_runs(sweeps.preset(args.preset), store, table)
@@ -290,8 +290,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from hierpoly.runs import doctor
-    from hierpoly.runs.store import default_dir
+    from hierpoly.jobs import doctor
+    from hierpoly.results.store import default_dir
 
     directory = default_dir()
     findings = doctor.check(directory)
@@ -312,8 +312,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from hierpoly.runs import bundles
-    from hierpoly.runs.store import Store
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
 
     try:
         with open(args.file, "rb") as fh:
@@ -329,11 +329,11 @@ def cmd_import(args) -> int:
 # ------------------------------------------------------------ sweeps, Figure 2
 def _add_sweep_commands(sub) -> None:
     """`sweep` fills a grid through the job system; `figure2` reads the store only."""
-    from hierpoly.runs.sweeps import PRESETS
+    from hierpoly.study.sweeps import PRESETS
 
     for name, text in (("sweep", "run the grid's configs not yet stored"), ("figure2", "Figure 2's table and κ from the store")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/runs/sweeps.py)")
+        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/study/sweeps.py)")
         p.add_argument("--d", type=int, nargs="+", default=None, help="custom grid: input dimensions")
         p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
         p.add_argument("--multiples", type=float, nargs="+", default=None, help="custom grid: n = multiple · d^k")
@@ -380,7 +380,7 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args):
-    from hierpoly.runs import sweeps
+    from hierpoly.study import sweeps
 
     options = {name: getattr(args, name) for name in _GRID_OPTIONS if getattr(args, name) is not None}
     if args.preset is not None:
@@ -398,8 +398,8 @@ def _spec_from_args(args):
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
-    from hierpoly.runs import sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.results.store import Store
+    from hierpoly.study import sweeps
 
     try:
         spec = _spec_from_args(args)
@@ -415,7 +415,7 @@ def cmd_sweep(args) -> int:
     if args.address is not None:
         if args.executor != "ray":
             return _fail("--address is for --executor ray")
-        from hierpoly.runs.executors import RayExecutor
+        from hierpoly.jobs.executors import RayExecutor
 
         try:
             executor = RayExecutor(address=args.address)
@@ -454,8 +454,8 @@ def cmd_sweep(args) -> int:
 
 def _print_bundle(spec, store) -> None:
     """The grid's stored results as a bundle in the log (what `sweep --fetch` reads back)."""
-    from hierpoly.runs import bundles
-    from hierpoly.runs.executors import bundle_to_log
+    from hierpoly.jobs.executors import bundle_to_log
+    from hierpoly.results import bundles
 
     keys = [cfg.key() for cfg in spec.configs() if store.has(cfg.key())]
     if keys:
@@ -464,9 +464,10 @@ def _print_bundle(spec, store) -> None:
 
 def _fetch_sweep(args, spec) -> int:
     """`sweep --fetch JOB_ID`: import a finished Ray job's bundle, then report the grid as the local store has it."""
-    from hierpoly.runs import bundles, sweeps
-    from hierpoly.runs.executors import fetch_job_bundle
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs.executors import fetch_job_bundle
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
+    from hierpoly.study import sweeps
 
     if args.address is None:
         return _fail("--fetch needs --address http://HEAD:8265 (the Ray Jobs API)")
@@ -587,7 +588,7 @@ def _write_exponents(report: dict, out: str) -> list[str]:
     """The κ-vs-k figure as HTML (PNG/SVG too when asked and kaleido is installed)."""
     from pathlib import Path
 
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
     from hierpoly.views import plots
 
     path = Path(out)
@@ -606,8 +607,8 @@ def _write_exponents(report: dict, out: str) -> list[str]:
 
 
 def cmd_figure2(args) -> int:
-    from hierpoly.runs import sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.results.store import Store
+    from hierpoly.study import sweeps
 
     try:
         spec = _spec_from_args(args)
@@ -637,7 +638,7 @@ def cmd_figure2(args) -> int:
 
 def _shipped_steps() -> dict[tuple[int, int], list[int]]:
     """Per cell (d, n) of the shipped cpu bundle, the steps its joint three-layer runs took."""
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     path = bundles.PRECOMPUTED / "cpu.zip"
     cells: dict[tuple[int, int], list[int]] = {}
@@ -650,7 +651,7 @@ def _shipped_steps() -> dict[tuple[int, int], list[int]]:
 
 def _cmd_bench(args) -> int:
     from hierpoly.engine import bench
-    from hierpoly.runs import latency
+    from hierpoly.jobs import latency
 
     out = bench.run_bench(quick=args.quick, figure2_steps=None if args.quick else _shipped_steps())
     out["demo_run"] = latency.measure_demo(args.quick, log=lambda line: print(line, file=sys.stderr))
@@ -668,8 +669,8 @@ COMMANDS["bench"] = _cmd_bench
 def cmd_check_convergence(args) -> int:
     from tqdm import tqdm
 
-    from hierpoly.runs import convergence, sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.results.store import Store
+    from hierpoly.study import convergence, sweeps
 
     try:
         spec = sweeps.preset(args.preset)

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly import __version__
-from hierpoly.runs import analysis, sweeps
+from hierpoly.study import analysis, sweeps
 from hierpoly.views import forms, monitor, plots, widgets
 from hierpoly.views.system import format_bytes, system_status
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly.config import ARCHS, MODES, SIGMA1
-from hierpoly.runs import budget, jobs, policy
+from hierpoly.jobs import budget, policy, table as jobs
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
 

@@ -5,7 +5,8 @@ The preset, the x-axis and the baselines shown live in the URL, so a link opens 
 import streamlit as st
 
 from hierpoly.config import MODES
-from hierpoly.runs import analysis, executors, jobs, policy, sweeps
+from hierpoly.jobs import executors, policy, table as jobs
+from hierpoly.study import analysis, sweeps
 from hierpoly.views import forms, plots, widgets
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")

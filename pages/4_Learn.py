@@ -2,7 +2,8 @@
 import streamlit as st
 
 from hierpoly.config import MODES
-from hierpoly.runs import jobs, policy, sweeps
+from hierpoly.jobs import policy, table as jobs
+from hierpoly.study import sweeps
 from hierpoly.views import forms, monitor, plots, tour, widgets
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")

@@ -20,8 +20,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
+from hierpoly.study import sweeps
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
 
@@ -44,7 +45,7 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly.runs.runner import execute
+    from hierpoly.jobs.runner import execute
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)

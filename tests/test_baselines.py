@@ -9,8 +9,8 @@ import pytest
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, evaluation, loop, model, train
 from hierpoly.engine import data as engine_data
-from hierpoly.runs.codec import check
-from hierpoly.runs.runner import to_result
+from hierpoly.jobs.runner import to_result
+from hierpoly.results.codec import check
 
 
 def test_kernel_floor_exact_values_and_monte_carlo():

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from hierpoly import cli
-from hierpoly.runs import sweeps
-from hierpoly.runs.executors import TASK_NAME, RayExecutor
-from hierpoly.runs.store import Store
+from hierpoly.jobs.executors import TASK_NAME, RayExecutor
+from hierpoly.results.store import Store
+from hierpoly.study import sweeps
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-6  # the same program on the same CPU: equal up to float noise
@@ -96,7 +96,7 @@ def assert_same_losses(ours: dict[str, dict], reference: dict[str, dict]) -> Non
 
 # ------------------------------------------------------------ without Ray running
 def test_importing_sweeps_and_executors_imports_neither_ray_nor_jax():
-    code = "import sys, hierpoly.runs.sweeps, hierpoly.runs.executors; print(sorted({'ray', 'jax'} & set(sys.modules)))"
+    code = "import sys, hierpoly.study.sweeps, hierpoly.jobs.executors; print(sorted({'ray', 'jax'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
     assert "ray" in sweeps.EXECUTORS
@@ -124,7 +124,7 @@ def test_a_dead_address_fails_at_once_naming_it(capsys):
 
 
 def test_a_job_log_without_a_bundle_is_a_one_line_error():
-    from hierpoly.runs.executors import BUNDLE_BEGIN, BUNDLE_END, ClusterError, bundle_from_log, bundle_to_log
+    from hierpoly.jobs.executors import BUNDLE_BEGIN, BUNDLE_END, ClusterError, bundle_from_log, bundle_to_log
 
     assert bundle_from_log("noise\n" + bundle_to_log(b"first") + "\nmore\n" + bundle_to_log(b"x" * 200) + "\n") == b"x" * 200
     for log in ("only noise", f"{BUNDLE_BEGIN}\nAAAA", f"{BUNDLE_BEGIN}\n!!not base64!!\n{BUNDLE_END}"):

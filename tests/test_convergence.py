@@ -5,8 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from hierpoly.runs import analysis, bundles, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
+from hierpoly.study import analysis, sweeps
 
 # how the shipped cpu bundle's network runs stopped (116 runs: 3 seeds, 5 in the crossing cells)
 SHIPPED_STOPS = {"feature settled": 115, "plateau": 1}
@@ -46,7 +47,7 @@ def test_the_shipped_cpu_runs_say_how_they_stopped(tmp_path):
 
 @pytest.mark.slow
 def test_check_trains_each_crossing_run_on_and_resumes(tmp_path):
-    from hierpoly.runs import convergence
+    from hierpoly.study import convergence
 
     spec = sweeps.custom((4,), multiples=(0.5, 2.0), seeds=2, baselines=False, steps=200, m2=50, n_test=256, n_eval=4096)
     store = Store(tmp_path / "store")

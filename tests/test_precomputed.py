@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hierpoly.engine import baselines
-from hierpoly.runs import bundles, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
+from hierpoly.study import sweeps
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"

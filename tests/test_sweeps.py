@@ -11,8 +11,9 @@ import pytest
 
 from hierpoly import targets
 from hierpoly.config import JOINT_CAP
-from hierpoly.runs import jobs, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
+from hierpoly.study import sweeps
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import diskcache
 
-from hierpoly.runs.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
+from hierpoly.results.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them

@@ -18,7 +18,8 @@ from collections.abc import Callable
 import pandas as pd
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import runner, sweeps
+from hierpoly.jobs import runner
+from hierpoly.study import sweeps
 
 COLUMNS = ["d", "n", "seed", "stopped_by", "steps", "feature_corr", "test_loss", "steps_2x", "feature_corr_2x",
            "test_loss_2x", "delta_corr"]

@@ -23,9 +23,9 @@ import secrets
 from dataclasses import dataclass
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs
-from hierpoly.runs.budget import BudgetError, estimate
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.jobs.budget import BudgetError, estimate
+from hierpoly.results.store import Store
 
 MODES = ("local", "classroom", "gallery")
 SIGNATURE_PARAM = "sig"  # the URL parameter of a locked link's signature

@@ -40,8 +40,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from hierpoly.config import RunConfig
-from hierpoly.runs.codec import StoreError, from_bytes, to_bytes
-from hierpoly.runs.store import REPO
+from hierpoly.results.codec import StoreError, from_bytes, to_bytes
+from hierpoly.results.store import REPO
 
 
 class SweepError(ValueError):
@@ -81,7 +81,7 @@ class LocalExecutor:
         self.poll = poll
 
     def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.runs import jobs
+        from hierpoly.jobs import table as jobs
 
         pending, rows = submit_all(configs, store)
         for row in rows:
@@ -115,7 +115,7 @@ def submit_all(configs: list[RunConfig], store, submit: Callable | None = None) 
 
     ``submit(cfg, store)`` defaults to ``jobs.submit``; the web passes its mode's rules (``policy``).
     """
-    from hierpoly.runs import budget, jobs
+    from hierpoly.jobs import budget, table as jobs
 
     submit = submit or jobs.submit
     ids, refused = {}, []
@@ -141,7 +141,7 @@ class InlineExecutor:
     name = "inline"
 
     def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.runs import runner
+        from hierpoly.jobs import runner
 
         rows = []
         for group in seed_groups(configs):
@@ -177,7 +177,7 @@ class ClusterError(SweepError):
 
 def train_to_bytes(config: dict) -> tuple[str, str, str, bytes | None]:
     """Train one config (runs in a Ray worker); returns key, status, message and, when done, the stored bytes."""
-    from hierpoly.runs import runner
+    from hierpoly.jobs import runner
 
     cfg = RunConfig.from_dict(config)
     ended = runner.execute(cfg)

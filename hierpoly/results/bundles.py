@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hierpoly.config import ConfigError, RunConfig
-from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
-from hierpoly.runs.store import REPO, Store
+from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
+from hierpoly.results.store import REPO, Store
 
 BUNDLE_VERSION = 1
 MAX_RESULTS = 2000

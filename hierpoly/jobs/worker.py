@@ -1,4 +1,4 @@
-"""`python -m hierpoly.runs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
+"""`python -m hierpoly.jobs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
 
 Started detached by jobs.py in a fresh interpreter for one job; after it, the
 same process takes the next queued job while there is work, so JAX's compiled
@@ -17,8 +17,8 @@ import time
 import traceback
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
 
 IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
 
@@ -45,7 +45,7 @@ def run_job(store: Store, rec: dict) -> str:
     stop = threading.Event()
     threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True).start()
     try:
-        from hierpoly.runs import runner
+        from hierpoly.jobs import runner
 
         cfg = RunConfig.from_dict(rec["config"])
         ended = runner.execute(
@@ -89,7 +89,7 @@ def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m hierpoly.runs.worker JOB_ID", file=sys.stderr)
+        print("usage: python -m hierpoly.jobs.worker JOB_ID", file=sys.stderr)
         return 2
     store = Store()
     statuses = serve(store, jobs.claim_start(store, argv[0]), idle_seconds())

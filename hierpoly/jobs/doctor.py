@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.runs import jobs
-from hierpoly.runs.codec import Result, StoreError, from_bytes
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.codec import Result, StoreError, from_bytes
+from hierpoly.results.store import Store
 
 DB = "cache.db"
 

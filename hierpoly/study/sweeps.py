@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hierpoly.config import ARCHS, MODES, ConfigError, RunConfig
-from hierpoly.runs import analysis, executors
-from hierpoly.runs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
+from hierpoly.jobs import executors
+from hierpoly.jobs.executors import EXECUTORS, Executor, SweepError, outcome  # noqa: F401  (re-exported)
+from hierpoly.study import analysis
 from hierpoly.targets import SUPPORTED_K, canonical_link, parse_link
 
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
@@ -438,7 +439,7 @@ def run_sweep(
         one row per config of the grid (``outcome``): stored ones with ``cached`` true,
         the others with the status their run ended in (done, failed, diverged, cancelled, refused).
     """
-    from hierpoly.runs.store import Store
+    from hierpoly.results.store import Store
 
     store = store if store is not None else Store()
     if isinstance(executor, str):

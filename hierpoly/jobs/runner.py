@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import store
-from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
+from hierpoly.results import store
+from hierpoly.results.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
 SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small

@@ -1,6 +1,6 @@
 """Background training jobs whose state lives in the store directory.
 
-A job is one config trained by a worker process (``python -m hierpoly.runs.worker``,
+A job is one config trained by a worker process (``python -m hierpoly.jobs.worker``,
 a fresh interpreter: JAX is never forked), started detached so it outlives the
 CLI or the Streamlit script that submitted it. A worker serves queued jobs one
 after another while there is work, so compiled programs stay warm, and exits
@@ -37,10 +37,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.jobs.budget import check_budget
 from hierpoly.progress import Progress
-from hierpoly.runs.budget import check_budget
-from hierpoly.runs.codec import StoreError
-from hierpoly.runs.store import GUARDED, REPO, Store, damage_error, open_cache
+from hierpoly.results.codec import StoreError
+from hierpoly.results.store import GUARDED, REPO, Store, damage_error, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
@@ -366,7 +366,7 @@ def _launch(store: Store, rec: dict) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{rec['job_id']}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hierpoly.runs.worker", rec["job_id"]],
+                [sys.executable, "-m", "hierpoly.jobs.worker", rec["job_id"]],
                 env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # outlives the submitter and its Ctrl-C
             )
