@@ -260,11 +260,12 @@ def cmd_export(args) -> int:
     store = Store()
     table = store.summaries()
     if args.preset is not None:
-        from hierpoly.study import sweeps
+        from hierpoly.jobs import executors
+        from hierpoly.study import presets, specs
 
         try:
-            table = sweeps.stored_runs(sweeps.preset(args.preset), store, table)
-        except sweeps.SweepError as err:
+            table = specs.stored_runs(presets.preset(args.preset), store, table)
+        except executors.SweepError as err:
             return _fail(str(err))
     for name in ("d", "n", "k", "seed", "mode", "arch", "link"):
         wanted = getattr(args, name)
@@ -329,11 +330,11 @@ def cmd_import(args) -> int:
 # ------------------------------------------------------------ sweeps, Figure 2
 def _add_sweep_commands(sub) -> None:
     """`sweep` fills a grid through the job system; `figure2` reads the store only."""
-    from hierpoly.study.sweeps import PRESETS
+    from hierpoly.study.presets import PRESETS
 
     for name, text in (("sweep", "run the grid's configs not yet stored"), ("figure2", "Figure 2's table and κ from the store")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/study/sweeps.py)")
+        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/study/presets.py)")
         p.add_argument("--d", type=int, nargs="+", default=None, help="custom grid: input dimensions")
         p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
         p.add_argument("--multiples", type=float, nargs="+", default=None, help="custom grid: n = multiple · d^k")
@@ -380,16 +381,17 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args):
-    from hierpoly.study import sweeps
+    from hierpoly.jobs import executors
+    from hierpoly.study import presets, specs
 
     options = {name: getattr(args, name) for name in _GRID_OPTIONS if getattr(args, name) is not None}
     if args.preset is not None:
         if options or any(v is not None for v in (args.d, args.n, args.multiples, args.steps, args.mode)):
-            raise sweeps.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
-        return sweeps.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
+            raise executors.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
+        return presets.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
     if args.d is None:
-        raise sweeps.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
-    return sweeps.custom(
+        raise executors.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
+    return specs.custom(
         args.d, ns=args.n, multiples=args.multiples, seeds=args.seeds or 1, mode=args.mode or "joint",
         baselines=not args.no_baselines, steps=args.steps, **options,
     )
@@ -398,30 +400,31 @@ def _spec_from_args(args):
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
+    from hierpoly.jobs import executors
     from hierpoly.results.store import Store
-    from hierpoly.study import sweeps
+    from hierpoly.study import sweep
 
     try:
         spec = _spec_from_args(args)
-    except sweeps.SweepError as err:
+    except executors.SweepError as err:
         return _fail(str(err))
     if args.fetch is not None:
         return _fetch_sweep(args, spec)
     if args.print_bundle and args.json:
         return _fail("--print-bundle writes the bundle on stdout: leave out --json")
-    if args.executor not in sweeps.EXECUTORS:
-        return _fail(f"unknown executor {args.executor!r}; available: {', '.join(sweeps.EXECUTORS)}")
+    if args.executor not in executors.EXECUTORS:
+        return _fail(f"unknown executor {args.executor!r}; available: {', '.join(executors.EXECUTORS)}")
     executor = args.executor
     if args.address is not None:
         if args.executor != "ray":
             return _fail("--address is for --executor ray")
-        from hierpoly.jobs.executors import RayExecutor
+        from hierpoly.jobs.cluster import RayExecutor
 
         try:
             executor = RayExecutor(address=args.address)
             with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON's (see below)
                 executor.connect()  # a dead address or a refused token: one line, in seconds, before any progress bar
-        except sweeps.SweepError as err:
+        except executors.SweepError as err:
             return _fail(str(err))
     store = Store()
     _load_precomputed(store)
@@ -434,8 +437,8 @@ def cmd_sweep(args) -> int:
 
     try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
-    except sweeps.SweepError as err:
+            rows = sweep.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    except executors.SweepError as err:
         return _fail(str(err))
     finally:
         bar.close()
@@ -454,7 +457,7 @@ def cmd_sweep(args) -> int:
 
 def _print_bundle(spec, store) -> None:
     """The grid's stored results as a bundle in the log (what `sweep --fetch` reads back)."""
-    from hierpoly.jobs.executors import bundle_to_log
+    from hierpoly.jobs.ray_job import bundle_to_log
     from hierpoly.results import bundles
 
     keys = [cfg.key() for cfg in spec.configs() if store.has(cfg.key())]
@@ -464,10 +467,10 @@ def _print_bundle(spec, store) -> None:
 
 def _fetch_sweep(args, spec) -> int:
     """`sweep --fetch JOB_ID`: import a finished Ray job's bundle, then report the grid as the local store has it."""
-    from hierpoly.jobs.executors import fetch_job_bundle
+    from hierpoly.jobs import executors
+    from hierpoly.jobs.ray_job import fetch_job_bundle
     from hierpoly.results import bundles
     from hierpoly.results.store import Store
-    from hierpoly.study import sweeps
 
     if args.address is None:
         return _fail("--fetch needs --address http://HEAD:8265 (the Ray Jobs API)")
@@ -475,9 +478,9 @@ def _fetch_sweep(args, spec) -> int:
         status, data = fetch_job_bundle(args.address, args.fetch)
         store = Store()
         added = bundles.import_bundle(store, data)
-    except (sweeps.SweepError, bundles.BundleError) as err:
+    except (executors.SweepError, bundles.BundleError) as err:
         return _fail(str(err))
-    rows = [sweeps.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else sweeps.outcome(cfg, "missing", "not in the job's bundle")
+    rows = [executors.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else executors.outcome(cfg, "missing", "not in the job's bundle")
             for cfg in spec.configs()]
     missing = sum(r["status"] != "done" for r in rows)
     if args.json:
@@ -607,19 +610,20 @@ def _write_exponents(report: dict, out: str) -> list[str]:
 
 
 def cmd_figure2(args) -> int:
+    from hierpoly.jobs import executors
     from hierpoly.results.store import Store
-    from hierpoly.study import sweeps
+    from hierpoly.study import figure2, specs
 
     try:
         spec = _spec_from_args(args)
-    except sweeps.SweepError as err:
+    except executors.SweepError as err:
         return _fail(str(err))
     if not 0 < args.threshold < 1:
         return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
     store = Store()
     _load_precomputed(store)
-    report, reports = sweeps.figure2_json(spec, store, args.threshold, args.statistic)
-    family = isinstance(spec, sweeps.SweepFamily)
+    report, reports = figure2.figure2_json(spec, store, args.threshold, args.statistic)
+    family = isinstance(spec, specs.SweepFamily)
     if args.out:
         try:
             notes = _write_exponents(report, args.out) if family else _write_figure2(reports[0], args.statistic, args.out)
@@ -669,13 +673,14 @@ COMMANDS["bench"] = _cmd_bench
 def cmd_check_convergence(args) -> int:
     from tqdm import tqdm
 
+    from hierpoly.jobs import executors
     from hierpoly.results.store import Store
-    from hierpoly.study import convergence, sweeps
+    from hierpoly.study import convergence, presets, specs
 
     try:
-        spec = sweeps.preset(args.preset)
-        if isinstance(spec, sweeps.SweepFamily):
-            raise sweeps.SweepError(f"preset {args.preset!r} is a family of grids: check one grid (e.g. cpu)")
+        spec = presets.preset(args.preset)
+        if isinstance(spec, specs.SweepFamily):
+            raise executors.SweepError(f"preset {args.preset!r} is a family of grids: check one grid (e.g. cpu)")
         store = Store()
         _load_precomputed(store)
         bar = tqdm(total=0, file=sys.stderr, unit="run", dynamic_ncols=True)
@@ -686,7 +691,7 @@ def cmd_check_convergence(args) -> int:
 
         rows = convergence.run_check(spec, store, args.multiples, args.seeds, progress)
         bar.close()
-    except (sweeps.SweepError, convergence.CheckError) as err:
+    except (executors.SweepError, convergence.CheckError) as err:
         return _fail(str(err))
     cells = convergence.by_cell(rows)
     if args.json:

@@ -3,7 +3,7 @@ import streamlit as st
 
 from hierpoly.config import MODES
 from hierpoly.jobs import policy, table as jobs
-from hierpoly.study import sweeps
+from hierpoly.study import specs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 
 st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
@@ -106,7 +106,7 @@ c_d = cols[0].number_input("d", min_value=2, max_value=12, value=cfg.d, key="lea
 c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], index=4, key="learn_c_mult")
 c_mode = cols[2].selectbox("mode", MODES, key="learn_c_mode")
 c_seed = cols[3].number_input("seed", min_value=0, value=0, key="learn_c_seed")
-classroom = tour.tour_config(d=int(c_d), n=sweeps.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
+classroom = tour.tour_config(d=int(c_d), n=specs.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
 # signed: in classroom mode the server launches a locked config only while the signature matches
 params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
           policy.SIGNATURE_PARAM: policy.sign(classroom, store)}

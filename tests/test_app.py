@@ -22,13 +22,13 @@ from streamlit.testing.v1 import AppTest
 from hierpoly.config import RunConfig
 from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
-from hierpoly.study import sweeps
+from hierpoly.study import presets
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
 
 PAGES = ("pages/0_Home.py", "pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
 TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
-GRID = sweeps.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
+GRID = presets.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
 TIMEOUT = 60
 REPO = Path(__file__).resolve().parent.parent
 

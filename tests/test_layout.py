@@ -11,15 +11,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "hierpoly"
-# What each room may import from the package. runs reaches the engine only through the runner.
+# What each room may import from the package. results sits beside the engine: neither knows the other.
+# jobs reach the engine only through the runner; study asks jobs to run things and never touches the engine.
+ROOMS = ("engine", "results", "jobs", "study", "views")
 ALLOWED = {
     "foundation": {"foundation"},
     "engine": {"foundation", "engine"},
-    "runs": {"foundation", "runs"},
-    "views": {"foundation", "runs", "views"},
-    "face": {"foundation", "runs", "views", "engine", "face"},  # cli, __main__, __init__
+    "results": {"foundation", "results"},
+    "jobs": {"foundation", "results", "jobs"},
+    "study": {"foundation", "results", "jobs", "study"},
+    "views": {"foundation", "results", "jobs", "study", "views"},
+    "face": {"foundation", "results", "jobs", "study", "views", "engine", "face"},  # cli, __main__, __init__
 }
-ENGINE_GATES = {"hierpoly.jobs.runner"}  # the one module of runs that may call into the engine
+ENGINE_GATES = {"hierpoly.jobs.runner"}  # the one module below the face that may call into the engine
 MAX_FUNCTION_LINES = 60
 
 
@@ -34,7 +38,7 @@ def _modules() -> dict[str, Path]:
 
 def _room(module: str) -> str:
     parts = module.split(".")
-    if len(parts) >= 2 and parts[1] in ("engine", "runs", "views"):
+    if len(parts) >= 2 and parts[1] in ROOMS:
         return parts[1]
     if module in ("hierpoly", "hierpoly.cli", "hierpoly.__main__"):
         return "face"
@@ -59,7 +63,7 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
     for name in graph:  # a package's __init__ is not an edge worth following
-        graph[name] -= {"hierpoly", "hierpoly.engine", "hierpoly.runs", "hierpoly.views"}
+        graph[name] -= {"hierpoly", *(f"hierpoly.{room}" for room in ROOMS)}
     return graph
 
 
@@ -72,6 +76,20 @@ def test_imports_point_one_way_between_rooms():
             if _room(target) not in allowed:
                 wrong.append(f"{module} ({room}) -> {target} ({_room(target)})")
     assert wrong == []
+
+
+def test_the_runner_is_the_only_door_from_jobs_to_the_engine():
+    callers = {module for module, targets in _graph().items()
+               if _room(module) not in ("engine", "face") and any(_room(t) == "engine" for t in targets)}
+    assert callers == ENGINE_GATES
+
+
+def test_the_old_runs_package_is_gone_and_nothing_names_it():
+    assert not (PACKAGE / "runs").exists()
+    files = [*PACKAGE.rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py"), *(REPO / "tests").glob("*.py"),
+             REPO / "README.md"]
+    pattern = "hierpoly" + r"[./]runs\b"  # split so this file does not name it either
+    assert [str(path.relative_to(REPO)) for path in files if re.search(pattern, path.read_text())] == []
 
 
 def test_no_import_cycles():

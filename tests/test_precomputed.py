@@ -10,7 +10,7 @@ import pytest
 from hierpoly.engine import baselines
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
-from hierpoly.study import sweeps
+from hierpoly.study import presets, specs
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"
@@ -84,7 +84,7 @@ def test_the_shipped_bundles_are_small_and_import_cleanly(tmp_path):
 @pytest.mark.process
 def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     out = cpu_report
-    spec = sweeps.preset("cpu")
+    spec = presets.preset("cpu")
     assert len(out["cells"]) == len(spec.cells()) == 28
     assert all(cell["seeds"] >= 3 for cell in out["cells"])
     # the transition is there: correlation rises from the smallest n to the largest, for every d
@@ -176,5 +176,5 @@ def test_exponent_table_from_the_shipped_bundles_alone_is_its_k3_row(tmp_path):
             assert grid["cells"] == [] and len({(m["d"], m["n"]) for m in grid["missing"]}) == wanted
 
 
-def _grid(name: str) -> sweeps.SweepSpec:
-    return next(g for g in sweeps.grids(sweeps.preset("exponents")) if g.name == name)
+def _grid(name: str) -> specs.SweepSpec:
+    return next(g for g in specs.grids(presets.preset("exponents")) if g.name == name)

@@ -1,11 +1,11 @@
 """`python -m hierpoly.jobs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
 
-Started detached by jobs.py in a fresh interpreter for one job; after it, the
+Started detached by the job table (table.py) in a fresh interpreter for one job; after it, the
 same process takes the next queued job while there is work, so JAX's compiled
 programs are reused, and exits after $HIERPOLY_WORKER_IDLE_S seconds without
 work. It beats a heartbeat from a thread (a chunk may outlast the lease),
 writes progress between chunks, stops when cancelled and stores only ``done``
-results. Every guarantee of jobs.py holds per job: a kill -9 marks the job it
+results. Every guarantee of the job table holds per job: a kill -9 marks the job it
 was running failed, cancel stops it, the concurrency cap counts it.
 """
 from __future__ import annotations
