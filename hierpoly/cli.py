@@ -9,9 +9,10 @@ import sys
 import time
 
 from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
+from hierpoly.failure import first_line
 from hierpoly.jobs.budget import BudgetError
 from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
-from hierpoly.results.codec import StoreError
+from hierpoly.results.codec import StoreError, jsonable
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
 
 
@@ -511,7 +512,7 @@ def _write_figure2(rep, statistic: str, out: str) -> list[str]:
             figs[1].write_image(str(path))  # the collapse panel: the figure's point
             notes.append(f"wrote {path}")
         except (ImportError, ValueError, RuntimeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
     return notes
 
@@ -604,7 +605,7 @@ def _write_exponents(report: dict, out: str) -> list[str]:
             fig.write_image(str(path))
             notes.append(f"wrote {path}")
         except (ImportError, ValueError, RuntimeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
     return notes
 
@@ -695,18 +696,12 @@ def cmd_check_convergence(args) -> int:
         return _fail(str(err))
     cells = convergence.by_cell(rows)
     if args.json:
-        print(json.dumps({"preset": spec.name, "runs": _records(rows), "cells": _records(cells)}))
+        print(json.dumps({"preset": spec.name, "runs": jsonable(rows.to_dict("records")), "cells": jsonable(cells.to_dict("records"))}))
     elif rows.empty:
         print(f"no stored network runs in the checked cells of {spec.name}: run `sweep --preset {spec.name}` first")
     else:
         print(cells.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
-
-
-def _records(frame) -> list[dict]:
-    """Rows as plain JSON values; NaN becomes None."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else (v.item() if hasattr(v, "item") else v))
-             for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 COMMANDS["check-convergence"] = cmd_check_convergence

@@ -37,6 +37,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.failure import first_line
 from hierpoly.jobs.budget import check_budget
 from hierpoly.progress import Progress
 from hierpoly.results.codec import StoreError
@@ -172,7 +173,7 @@ def _records(t) -> tuple[list[dict], dict[str, str]]:
         try:
             good.append(_parse(t.get(name)))
         except (ValueError, TypeError, KeyError, ConfigError, StoreError) as err:
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            detail = first_line(err)
             bad[name[len("job:"):]] = detail
     return good, bad
 

@@ -17,6 +17,7 @@ import time
 import traceback
 
 from hierpoly.config import RunConfig
+from hierpoly.failure import first_line
 from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 
@@ -59,7 +60,7 @@ def run_job(store: Store, rec: dict) -> str:
         return ended.status
     except Exception as err:  # anything unexpected: an honest failed job with a one-line reason
         traceback.print_exc()
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = first_line(err)
         jobs.finish(store, job_id, "failed", f"{type(err).__name__}: {message}")
         return "failed"
     finally:

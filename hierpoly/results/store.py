@@ -25,6 +25,7 @@ from pathlib import Path
 
 import diskcache
 
+from hierpoly.failure import first_line
 from hierpoly.results.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,7 +86,7 @@ def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
                           "HIERPOLY_CACHE_DIR at another disk; nothing was changed")
     if isinstance(err, diskcache.Timeout):
         return StoreError(f"{what} at {directory} is busy (locked by another process for too long); try again")
-    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    detail = first_line(err)
     return StoreError(f"{what} at {directory} cannot be read ({detail}): {REPAIR_HINT}")
 
 

@@ -4,11 +4,11 @@ Importing this module does not import JAX.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
+from hierpoly.results.codec import jsonable
 from hierpoly.study import analysis
 from hierpoly.study.specs import SweepFamily, SweepSpec, coverage_of_runs, grids, stored_runs
 from hierpoly.targets import canonical_link
@@ -36,21 +36,13 @@ class Figure2Report:
         """Plain JSON (non-finite numbers become None): one grid of the CLI's ``figure2 --json``."""
         return {
             "name": self.spec.name, **self.spec.target, "seeds_wanted": self.spec.seeds,
-            "cells": [_clean_row(row) for row in self.table.to_dict("records")],
+            "cells": [jsonable(row) for row in self.table.to_dict("records")],
             "kappa": self.kappa,
-            "missing": [_clean_row(row) for row in self.short.to_dict("records")],
+            "missing": [jsonable(row) for row in self.short.to_dict("records")],
         }
 
 
 _TARGET_FIELDS = ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds", "first_stage_signal")
-
-
-def _clean_row(row: dict) -> dict:
-    out = {}
-    for name, value in row.items():
-        value = value.item() if hasattr(value, "item") else value
-        out[name] = None if isinstance(value, float) and not math.isfinite(value) else value
-    return out
 
 
 def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD,
