@@ -433,6 +433,7 @@ def test_learn_tour(empty_store):
     assert any(c.value.startswith("http://10.0.0.5:8501/Explore?") for c in at.code)
 
 
+@pytest.mark.process
 def test_pages_never_import_jax(tmp_path):
     """Every page runs in a fresh interpreter without loading JAX (the web server must not hold the GPU)."""
     code = (

@@ -96,6 +96,7 @@ def assert_same_losses(ours: dict[str, dict], reference: dict[str, dict]) -> Non
 
 
 # ------------------------------------------------------------ without Ray running
+@pytest.mark.process
 def test_importing_sweeps_and_executors_imports_neither_ray_nor_jax():
     code = "import sys, hierpoly.study.sweep, hierpoly.jobs.executors, hierpoly.jobs.cluster, hierpoly.jobs.ray_job; print(sorted({'ray', 'jax'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -144,3 +144,38 @@ def test_docs_and_code_point_only_at_files_in_the_repository():
             if name not in known and not any(k.endswith("/" + name) for k in known):
                 missing.append(f"{path.relative_to(REPO)}: {name}")
     assert missing == []
+
+
+SPAWNS = re.compile(r"\bsubprocess\.|\bPopen\b|\bsys\.executable\b")
+
+
+def _spawning_test_functions(path: Path) -> list[str]:
+    """Tests in one file that start a process (directly, through a module-level helper or a fixture) without the mark."""
+    src = path.read_text()
+    tree = ast.parse(src)
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    module_marked = re.search(r"^pytestmark = .*\b(process|browser)\b", src, re.M) is not None
+
+    def spawns(node, seen=()) -> bool:
+        body = ast.get_source_segment(src, node)
+        if SPAWNS.search(body):
+            return True
+        called = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        args = {a.arg for a in node.args.args}  # fixtures defined in this file
+        return any(spawns(functions[name], (*seen, name)) for name in (called | args) - set(seen) - {node.name}
+                   if name in functions)
+
+    unmarked = []
+    for name, node in functions.items():
+        decorators = " ".join(ast.get_source_segment(src, d) for d in node.decorator_list)
+        if not name.startswith("test_") or module_marked or re.search(r"\b(process|browser|on_cluster)\b", decorators):
+            continue
+        if spawns(node):
+            unmarked.append(f"{path.name}::{name}")
+    return unmarked
+
+
+def test_every_test_that_starts_a_process_carries_the_process_mark():
+    """The README's fast selection leaves out `process`: a test that spawns without the mark slows it unseen."""
+    unmarked = [name for path in sorted((REPO / "tests").glob("test_*.py")) for name in _spawning_test_functions(path)]
+    assert unmarked == []

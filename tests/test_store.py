@@ -121,6 +121,7 @@ def test_summaries_one_row_per_result():
     assert set(table["status"]) == {"done"}
 
 
+@pytest.mark.process
 def test_reopened_by_a_new_process(cache_dir):
     store = Store()
     result = make_result(seed=2)

@@ -132,6 +132,7 @@ def tiny_sweep(tmp_path_factory):
     return {"env": env, "store": Store(root / "store"), "out": json.loads(proc.stdout), "stderr": proc.stderr}
 
 
+@pytest.mark.process
 def test_tiny_sweep_stores_every_run(tiny_sweep):
     out, store = tiny_sweep["out"], tiny_sweep["store"]
     spec = presets.preset("tiny")
@@ -150,6 +151,7 @@ def test_tiny_sweep_stores_every_run(tiny_sweep):
     assert sorted(j.key for j in listed) == sorted(c["key"] for c in cells)
 
 
+@pytest.mark.process
 def test_rerun_is_a_no_op(tiny_sweep):
     store = tiny_sweep["store"]
     before = len(jobs.list_jobs(store))
@@ -161,6 +163,7 @@ def test_rerun_is_a_no_op(tiny_sweep):
     assert specs.missing(presets.preset("tiny"), store) == []
 
 
+@pytest.mark.process
 def test_figure2_json_from_the_store(tiny_sweep):
     store = tiny_sweep["store"]
     proc = _cli(["figure2", "--preset", "tiny", "--json"], tiny_sweep["env"])
@@ -186,6 +189,7 @@ def test_figure2_json_from_the_store(tiny_sweep):
     assert proc.returncode == 0 and len(missing) == 12 and all(m["stored"] == 1 and m["wanted"] == 2 for m in missing)
 
 
+@pytest.mark.process
 def test_figure2_never_trains_and_writes_html(tiny_sweep, tmp_path):
     env = dict(tiny_sweep["env"], HIERPOLY_CACHE_DIR=str(tmp_path / "empty"))
     proc = _cli(["figure2", "--preset", "cpu", "--json", "--out", str(tmp_path / "fig.png")], env)
@@ -200,6 +204,7 @@ def test_figure2_never_trains_and_writes_html(tiny_sweep, tmp_path):
     assert proc.returncode == 0 and "κ" in proc.stdout and html.stat().st_size > 1000
 
 
+@pytest.mark.process
 def test_stored_runs_match_configs_exactly(tiny_sweep):
     store = tiny_sweep["store"]
     assert len(specs.stored_runs(presets.preset("tiny"), store)) == 12
@@ -210,6 +215,7 @@ def test_stored_runs_match_configs_exactly(tiny_sweep):
     assert len(cover) == 12 and (cover["stored"] == 1).all() and (cover["wanted"] == 3).all()
 
 
+@pytest.mark.process
 def test_cli_errors_are_one_line(tmp_path):
     env = dict(os.environ, HIERPOLY_CACHE_DIR=str(tmp_path), PYTHONPATH=str(REPO))
     for args in (["sweep", "--preset", "tiny", "--k", "2"], ["figure2", "--d", "4", "--n", "10", "--k", "7"],
