@@ -238,7 +238,7 @@ class RayExecutor:
 
     # ---------------------------------------------------------------------- run
     def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
-        """One Ray task per distinct missing config; rows as each finishes (see ``sweeps.outcome``)."""
+        """One Ray task per distinct missing config; rows as each finishes (see ``executors.outcome``)."""
         self.connect()
         ray, started = self._connection
         try:

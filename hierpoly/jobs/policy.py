@@ -22,6 +22,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.jobs import table as jobs
 from hierpoly.jobs.budget import BudgetError, estimate
@@ -51,16 +52,14 @@ class ClassroomLimits:
 
 def current_mode() -> str:
     """$HIERPOLY_MODE: local (default), classroom or gallery."""
-    value = os.environ.get("HIERPOLY_MODE", "local").strip().lower() or "local"
+    value = settings.text("HIERPOLY_MODE").strip().lower() or "local"
     if value not in MODES:
         raise PolicyError(f"HIERPOLY_MODE must be one of {', '.join(MODES)}, got {value!r}")
     return value
 
 
-def _env_number(name: str, default: float, integer: bool = False) -> float:
-    text = os.environ.get(name)
-    if text is None:
-        return default
+def _env_number(name: str, integer: bool = False) -> float:
+    text = settings.text(name)
     try:
         value = int(text) if integer else float(text)
     except ValueError:
@@ -71,11 +70,11 @@ def _env_number(name: str, default: float, integer: bool = False) -> float:
 
 
 def classroom_limits() -> ClassroomLimits:
-    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2) and $HIERPOLY_QUEUE_LIMIT (20)."""
+    """From $HIERPOLY_CLASSROOM_SECONDS, $HIERPOLY_VISITOR_JOBS and $HIERPOLY_QUEUE_LIMIT (defaults in settings.py)."""
     return ClassroomLimits(
-        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS", 60.0),
-        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", 2, integer=True)),
-        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", 20, integer=True)),
+        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS"),
+        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", integer=True)),
+        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", integer=True)),
     )
 
 

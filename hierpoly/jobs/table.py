@@ -36,6 +36,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs.budget import check_budget
@@ -350,9 +351,9 @@ def supervise(store: Store | None = None) -> None:
 
 
 def max_workers() -> int:
-    """Concurrent workers: $HIERPOLY_MAX_WORKERS, default 1 (one GPU, or a small CPU)."""
+    """Concurrent workers: $HIERPOLY_MAX_WORKERS (by default one: one GPU, or a small CPU)."""
     try:
-        return max(1, int(os.environ.get("HIERPOLY_MAX_WORKERS", "1")))
+        return max(1, int(settings.text("HIERPOLY_MAX_WORKERS")))
     except ValueError:
         return 1
 

@@ -10,12 +10,12 @@ was running failed, cancel stops it, the concurrency cap counts it.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 import traceback
 
+from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs import table as jobs
@@ -27,7 +27,7 @@ IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
 def idle_seconds() -> float:
     """How long a worker waits for more work: $HIERPOLY_WORKER_IDLE_S, default 60."""
     try:
-        return max(0.0, float(os.environ.get("HIERPOLY_WORKER_IDLE_S", "60")))
+        return max(0.0, float(settings.text("HIERPOLY_WORKER_IDLE_S")))
     except ValueError:
         return 60.0
 

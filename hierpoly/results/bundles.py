@@ -17,12 +17,12 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip
 from hierpoly.results.store import REPO, Store
@@ -192,7 +192,7 @@ def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str
     raises BundleError; a store that cannot take it (full disk) raises StoreError.
     HIERPOLY_LOAD_PRECOMPUTED=0 turns off loading the default folder (tests that need an empty store).
     """
-    if folder is None and os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":
+    if folder is None and settings.text("HIERPOLY_LOAD_PRECOMPUTED") == "0":
         return []
     folder = PRECOMPUTED if folder is None else Path(folder)
     wanted = {path: _manifest_keys(path) for path in (sorted(folder.glob("*.zip")) if folder.is_dir() else [])}

@@ -16,7 +16,6 @@ reports unreadable entries one by one (``problems``, ``summaries``).
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import diskcache
 
+from hierpoly import settings
 from hierpoly.failure import first_line
 from hierpoly.results.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
@@ -95,7 +95,7 @@ GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 def default_dir() -> Path:
     """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
-    env = os.environ.get("HIERPOLY_CACHE_DIR")
+    env = settings.text("HIERPOLY_CACHE_DIR")
     return Path(env).expanduser() if env else REPO / "cache" / "store"
 
 
