@@ -131,6 +131,7 @@ def compilations():
     logger.removeHandler(handler)
 
 
+@pytest.mark.slow
 def test_a_second_run_compiles_nothing(compilations):
     tiny = RunConfig(d=4, n=256, m2=30, steps=60, n_test=64, n_eval=2000)
     other = dict(seed=3, lr=0.02, steps=90, tol=0.01, patience=300)  # another λ, init, data, rate, cap and rule
