@@ -22,8 +22,6 @@ class SweepProgress:
     running: str | None = None  # a short note on the job now running, e.g. "d=8 n=512 seed 0 kernel: step 300/4000"
 
 
-
-
 def run_sweep(
     spec: SweepSpec,
     executor: str | Executor = "local",
