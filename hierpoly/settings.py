@@ -26,6 +26,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HIERPOLY_CLASSROOM_SECONDS", "60", "classroom: estimated CPU seconds of one run a visitor may launch"),
     Setting("HIERPOLY_VISITOR_JOBS", "2", "classroom: runs queued or running per browser session"),
     Setting("HIERPOLY_QUEUE_LIMIT", "20", "classroom: runs queued or running in all"),
+    # the 2-core CPU this project develops on sustains about 3e10: 1e17 flops ≈ 900 hours
+    Setting("HIERPOLY_FLOPS_PER_SECOND", "3e10", "classroom: the CPU rate a run's estimated seconds assume"),
     Setting("HIERPOLY_MAX_WORKERS", "1", "worker processes training at once"),
     Setting("HIERPOLY_WORKER_IDLE_S", "60", "seconds a worker waits for more work before it exits"),
     Setting("HIERPOLY_MEMORY_BYTES", None, "memory one job may use (unset: MemAvailable of /proc/meminfo)"),

@@ -26,6 +26,13 @@ def test_no_module_reads_the_environment_for_a_setting_itself():
     assert offenders == []
 
 
+def test_every_setting_the_code_names_is_declared():
+    """A HIERPOLY_* name in the package or the pages (read directly or through a helper) is one of the settings."""
+    files = [*(REPO / "hierpoly").rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py")]
+    named = {name for path in files for name in re.findall(r"\bHIERPOLY_[A-Z_]*[A-Z]\b", path.read_text())}
+    assert named - {s.name for s in settings.SETTINGS} == set()
+
+
 def test_an_unset_setting_reads_as_its_default_and_a_set_one_as_given(monkeypatch):
     monkeypatch.delenv("HIERPOLY_MAX_FLOPS", raising=False)
     assert settings.text("HIERPOLY_MAX_FLOPS") == "1e17"

@@ -30,7 +30,6 @@ from hierpoly.results.store import Store
 
 MODES = ("local", "classroom", "gallery")
 SIGNATURE_PARAM = "sig"  # the URL parameter of a locked link's signature
-FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate: 1e17 flops ≈ 900 hours
 SECRET_BYTES = 32
 
 
@@ -79,9 +78,9 @@ def classroom_limits() -> ClassroomLimits:
 
 
 def estimated_seconds(cfg: RunConfig) -> float:
-    """CPU seconds of a run: training and the final evaluation's forward pass at FLOPS_PER_SECOND."""
+    """CPU seconds of a run: training and the final evaluation's forward pass at $HIERPOLY_FLOPS_PER_SECOND."""
     evaluation = 2.0 * cfg.n_eval * (cfg.d * cfg.m1 + cfg.m2)
-    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND", FLOPS_PER_SECOND)
+    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND")
     return (estimate(cfg).flops + evaluation) / rate
 
 
