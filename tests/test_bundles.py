@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from test_store import make_result  # synthetic finished runs
 
-from hierpoly.runs.bundles import BundleError, export_bundle, import_bundle, load_precomputed
-from hierpoly.runs.codec import to_bytes
-from hierpoly.runs.store import Store
+from hierpoly.results.bundles import BundleError, export_bundle, import_bundle, load_precomputed
+from hierpoly.results.codec import to_bytes
+from hierpoly.results.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

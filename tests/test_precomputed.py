@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hierpoly.engine import baselines
-from hierpoly.runs import bundles, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
+from hierpoly.study import presets, specs
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"
@@ -83,7 +84,7 @@ def test_the_shipped_bundles_are_small_and_import_cleanly(tmp_path):
 @pytest.mark.process
 def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     out = cpu_report
-    spec = sweeps.preset("cpu")
+    spec = presets.preset("cpu")
     assert len(out["cells"]) == len(spec.cells()) == 28
     assert all(cell["seeds"] >= 3 for cell in out["cells"])
     # the transition is there: correlation rises from the smallest n to the largest, for every d
@@ -200,5 +201,5 @@ def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_pa
     assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([2 / 3, 2 / 3, 1, 1])
 
 
-def _grid(name: str) -> sweeps.SweepSpec:
-    return next(g for g in sweeps.grids(sweeps.preset("exponents")) if g.name == name)
+def _grid(name: str) -> specs.SweepSpec:
+    return next(g for g in specs.grids(presets.preset("exponents")) if g.name == name)

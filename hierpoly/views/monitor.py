@@ -30,7 +30,7 @@ import pandas as pd
 
 from hierpoly.config import RunConfig
 from hierpoly.progress import PHASES, Progress
-from hierpoly.runs.codec import HISTORY_COLUMNS
+from hierpoly.results.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
 
 

@@ -19,15 +19,15 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
-from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
-from hierpoly.runs.store import REPO, Store
+from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
+from hierpoly.results.store import REPO, Store
 
 BUNDLE_VERSION = 1
 MAX_RESULTS = 2000
@@ -220,7 +220,7 @@ def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str
     raises BundleError; a store that cannot take it (full disk) raises StoreError.
     HIERPOLY_LOAD_PRECOMPUTED=0 turns off loading the default folder (tests that need an empty store).
     """
-    if folder is None and os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":
+    if folder is None and settings.text("HIERPOLY_LOAD_PRECOMPUTED") == "0":
         return []
     folder = PRECOMPUTED if folder is None else Path(folder)
     wanted = {path: _manifest_keys(path) for path in (sorted(folder.glob("*.zip")) if folder.is_dir() else [])}

@@ -30,10 +30,12 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.runs import bundles, jobs
-from hierpoly.runs.budget import BudgetError, estimate
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.jobs.budget import BudgetError, estimate
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
 
 MODES = ("local", "classroom", "gallery")
 # what a web visitor may do in each mode; browse and download are never refused
@@ -43,7 +45,6 @@ ALLOWED = {
     "gallery": set(),
 }
 SIGNATURE_PARAM = "sig"  # the URL parameter of a locked link's signature
-FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate: 1e17 flops ≈ 900 hours
 SECRET_BYTES = 32
 
 
@@ -66,16 +67,14 @@ class ClassroomLimits:
 
 def current_mode() -> str:
     """$HIERPOLY_MODE: local (default), classroom or gallery."""
-    value = os.environ.get("HIERPOLY_MODE", "local").strip().lower() or "local"
+    value = settings.text("HIERPOLY_MODE").strip().lower() or "local"
     if value not in MODES:
         raise PolicyError(f"HIERPOLY_MODE must be one of {', '.join(MODES)}, got {value!r}")
     return value
 
 
-def _env_number(name: str, default: float, integer: bool = False) -> float:
-    text = os.environ.get(name)
-    if text is None:
-        return default
+def _env_number(name: str, integer: bool = False) -> float:
+    text = settings.text(name)
     try:
         value = int(text) if integer else float(text)
     except ValueError:
@@ -86,13 +85,13 @@ def _env_number(name: str, default: float, integer: bool = False) -> float:
 
 
 def classroom_limits() -> ClassroomLimits:
-    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2), $HIERPOLY_QUEUE_LIMIT (20)
-    and $HIERPOLY_CLASSROOM_MAX_WIDTH (4096)."""
+    """From $HIERPOLY_CLASSROOM_SECONDS, $HIERPOLY_VISITOR_JOBS, $HIERPOLY_QUEUE_LIMIT and
+    $HIERPOLY_CLASSROOM_MAX_WIDTH (defaults in settings.py)."""
     return ClassroomLimits(
-        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS", 60.0),
-        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", 2, integer=True)),
-        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", 20, integer=True)),
-        max_width=int(_env_number("HIERPOLY_CLASSROOM_MAX_WIDTH", 4096, integer=True)),
+        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS"),
+        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", integer=True)),
+        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", integer=True)),
+        max_width=int(_env_number("HIERPOLY_CLASSROOM_MAX_WIDTH", integer=True)),
     )
 
 
@@ -119,9 +118,10 @@ def _allowed_text(mode: str) -> str:
 
 
 def estimated_seconds(cfg: RunConfig) -> float:
-    """CPU seconds of a run: training (eigen-solves included) and the final evaluation at FLOPS_PER_SECOND."""
+    """CPU seconds of a run: training (eigen-solves included) and the final evaluation's forward pass at
+    $HIERPOLY_FLOPS_PER_SECOND."""
     evaluation = 2.0 * cfg.n_eval * (cfg.d * cfg.m1 + cfg.m2)
-    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND", FLOPS_PER_SECOND)
+    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND")
     return (estimate(cfg).flops + evaluation) / rate
 
 
