@@ -49,6 +49,20 @@ def two_layer_width(cfg: RunConfig) -> int:
     return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
 
 
+def first_block_by_pairs(cfg: RunConfig) -> bool:
+    """Whether joint training computes the cubic first block from pair products (engine/tensor.py).
+
+    Only how a step is computed, never its result (so not part of the key). Chosen where its
+    matmul flops, 2·2·n·P·D with D = d + 1, P = D(D+1)/2 (forward and data gradient), are at most
+    the direct path's 6·n·d·m1: at m1 = d² from d = 3 on. `python -m hierpoly bench` measured it
+    faster in every such case it times (README, "Speed").
+    """
+    if cfg.arch != "three_layer" or cfg.mode != "joint" or cfg.sigma1 != "cube":
+        return False
+    D = cfg.d + 1
+    return 2 * D * (D + 1) * D <= 6 * cfg.d * cfg.m1
+
+
 def poly_space_dim(d: int, k: int) -> int:
     """Dimension of the polynomials of degree ≤ k in d variables: C(d+k, k)."""
     return math.comb(d + k, k)
