@@ -125,7 +125,6 @@ class Forward:
     relu_sum: Callable = relu_sum_fast  # (z, a, b, c) -> (1/m2) Σ c_j ReLU(a_j z + b_j)
     sample_chunk: int | None = SAMPLE_CHUNK
     by_pairs: bool = False  # training inputs are pair products, g = T[x̃,x̃,x̃] (tensor.py)
-    pair_block: int | None = None  # rows of pair products contracted at a time; None: all at once
 
     def __post_init__(self):
         if self.by_pairs and self.sigma1 != "cube":
@@ -138,13 +137,17 @@ class Forward:
         return feature_chunked(params, x, self.sigma1, self.sample_chunk)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """The training inputs as `train_feature` takes them: pair products (n, P) with ``by_pairs``, else x."""
+        """The training inputs as `train_feature` takes them: pair products (P, n) with ``by_pairs``, else x (n, d)."""
         return _pair_products(x) if self.by_pairs else x
 
+    def first_points(self, inputs: jax.Array, count: int) -> jax.Array:
+        """The encoded inputs of the first `count` points."""
+        return tensor.first_points(inputs, count) if self.by_pairs else inputs[:count]
+
     def train_feature(self, params: Params, inputs: jax.Array) -> jax.Array:
-        """g on encoded training inputs (rows of `encode`): (n,)."""
+        """g on encoded training inputs (`encode`): (n,)."""
         if self.by_pairs:
-            return tensor.feature_from_pairs(params, inputs, self.pair_block)
+            return tensor.feature_from_pairs(params, inputs)
         return self.feature(params, inputs)
 
     def link_out(self, params: Params, g: jax.Array) -> jax.Array:

@@ -19,10 +19,12 @@ else 1, for the two orders):
 
     g(x) = Σ_c x̃_c Σ_{a≤b} x̃_a x̃_b W_{ab,c},   W_{ab,c} = w_ab T_abc = (1/m1) Σ_i u_i w_ab ṽ_ia ṽ_ib ṽ_ic.   (W)
 
-The data enter only through the pair products Q = (x̃_a x̃_b)_{a≤b}: (n, P), P = D(D+1)/2,
+The data enter only through the pair products Q = (x̃_a x̃_b)_{a≤b}, P = D(D+1)/2 per point,
 fixed for a dataset, so they are built once (`pair_products`). Per step, g over n points is
-one matmul Q W, (n × P) by (P × D), then a row-wise dot with x̃ (which is in Q: the pairs
-(a, D)); the data part of the gradient, ∂W = Qᵀ (ḡ ⊙ x̃), is the transposed matmul. About
+one matmul Wᵀ Q, (D × P) by (P × n), then a column-wise dot with x̃ (which is in Q: the pairs
+(a, D)); the data part of the gradient, ∂W = Q (ḡ ⊙ x̃)ᵀ, is the other matmul. Q is stored
+(P, n), points along the minor axis: both matmuls then read it in the layout XLA's CPU GEMM
+wants (stored (n, P), the gradient's Qᵀ costs up to twice as much at d = 20, measured). About
 2·n·D³ flops in two well-shaped matmuls, against 6·n·d·m1 (= 6·n·d³ at m1 = d²) in thin
 ones, and no (n × m1) array. The parameters enter only through W (m1·D³ work, independent
 of n), and JAX differentiates its construction, so ∂u, ∂s, ∂V and Adam's updates are those
@@ -38,7 +40,7 @@ import numpy as np
 def pair_index(d: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (a, b), a ≤ b, of the D = d + 1 homogeneous coordinates: (P,), (P,).
 
-    The pairs within x come first; the last D are (a, D), x̃_a · 1, so x̃ is Q's last D columns
+    The pairs within x come first; the last D are (a, D), x̃_a · 1, so x̃ is Q's last D rows
     (a contiguous slice: a gather there costs a measurable share of the step).
     """
     a, b = np.triu_indices(d)
@@ -51,15 +53,20 @@ def homogeneous(x: jax.Array) -> jax.Array:
 
 
 def pair_products(x: jax.Array) -> jax.Array:
-    """Q = (x̃_a x̃_b)_{a≤b} of equation (W): (n, P); a dataset's, built once."""
+    """Q = (x̃_a x̃_b)_{a≤b} of equation (W) for x (n, d): (P, n), one column per point; a dataset's, built once."""
     a, b = pair_index(x.shape[-1])
-    xh = homogeneous(x)
-    return xh[..., a] * xh[..., b]
+    xh = homogeneous(x).T  # (D, n)
+    return xh[a] * xh[b]
 
 
 def inputs_from_pairs(pairs: jax.Array, d: int) -> jax.Array:
-    """x̃ read back from Q: the columns of the pairs (a, D), x̃_a · 1: (n, D)."""
-    return pairs[..., pairs.shape[-1] - (d + 1):]
+    """x̃ read back from Q: the rows of the pairs (a, D), x̃_a · 1: (D, n)."""
+    return pairs[pairs.shape[0] - (d + 1):]
+
+
+def first_points(pairs: jax.Array, count: int) -> jax.Array:
+    """Q of the first `count` points: (P, count)."""
+    return pairs[:, :count]
 
 
 def coefficients(params: dict[str, jax.Array]) -> jax.Array:
@@ -72,24 +79,11 @@ def coefficients(params: dict[str, jax.Array]) -> jax.Array:
     return pair_v.T @ (vh * (params["u"] / m1)[:, None])  # Σ_i over the width, (T) → (W)
 
 
-def contract(pairs: jax.Array, weights: jax.Array) -> jax.Array:
-    """g = Σ_c x̃_c (Q W)_c, equation (W), for the rows of Q: (n,)."""
-    d = weights.shape[1] - 1
-    return jnp.sum((pairs @ weights) * inputs_from_pairs(pairs, d), axis=-1)
-
-
-def feature_from_pairs(params: dict[str, jax.Array], pairs: jax.Array, block: int | None = None) -> jax.Array:
-    """The learned feature g on the points whose pair products are `pairs`: (n,).
-
-    `block`: contract `block` rows of Q at a time (the rest of the step's (n,)-vectors then stay in
-    cache); the gradient is accumulated over the blocks by autodiff of the map.
-    """
+def feature_from_pairs(params: dict[str, jax.Array], pairs: jax.Array) -> jax.Array:
+    """g = Σ_c x̃_c (Wᵀ Q)_c, equation (W), at the points whose pair products are the columns of Q: (n,)."""
     weights = coefficients(params)
-    n = pairs.shape[0]
-    if block is None or n <= block:
-        return contract(pairs, weights)
-    blocks = jnp.pad(pairs, ((0, -n % block), (0, 0))).reshape(-1, block, pairs.shape[1])  # zero rows: g = 0, dropped
-    return jax.lax.map(lambda rows: contract(rows, weights), blocks).reshape(-1)[:n]
+    d = weights.shape[1] - 1
+    return jnp.sum((weights.T @ pairs) * inputs_from_pairs(pairs, d), axis=0)
 
 
 def pair_bytes(n: int, d: int) -> int:

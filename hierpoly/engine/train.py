@@ -64,7 +64,7 @@ def joint_step(state, batch, hyper, forward: model.Forward):
 
 def probe_network(state, batch, forward: model.Forward):
     """The learned feature g on the first training inputs: what the feature rule watches (loop.py)."""
-    return forward.train_feature(state[0], batch[0][: loop.PROBE_POINTS])
+    return forward.train_feature(state[0], forward.first_points(batch[0], loop.PROBE_POINTS))
 
 
 def score_network(state, monitor, forward: model.Forward):
