@@ -12,7 +12,9 @@ the loss as a ratio to their mean y^2 (`metrics.relative_test_loss`: a stable li
 biased low by h's heavy tail).
 
 Joint: all of (u, s, V, a, b, c) with Adam at one base rate (µP, model.py), full
-batch. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate
+batch. The training loss takes its inputs encoded once per run by the path
+`model.training_forward` picks: the pair products of tensor.py for the cubic first block
+where `config.first_block_by_pairs` says it is cheaper, else x; results do not depend on it. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate
 `lr_drops` times before it stops the run), the feature rule (g on the first training inputs
 moved by less than `feature_tol` over `patience` steps), and the step cap.
 
