@@ -55,7 +55,7 @@ def first_block_by_pairs(cfg: RunConfig) -> bool:
     Only how a step is computed, never its result (so not part of the key). Chosen where its
     matmul flops, 2·2·n·P·D with D = d + 1, P = D(D+1)/2 (forward and data gradient), are at most
     the direct path's 6·n·d·m1: at m1 = d² from d = 3 on. `python -m hierpoly bench` measured it
-    faster in every such case it times (README, "Speed").
+    faster in every such case it times (README, "Performance").
     """
     if cfg.arch != "three_layer" or cfg.mode != "joint" or cfg.sigma1 != "cube":
         return False

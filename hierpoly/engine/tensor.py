@@ -22,7 +22,7 @@ else 1, for the two orders):
 The data enter only through the pair products Q = (x̃_a x̃_b)_{a≤b}, P = D(D+1)/2 per point,
 fixed for a dataset, so they are built once (`pair_products`). Per step, g over n points is
 one matmul Wᵀ Q, (D × P) by (P × n), then a column-wise dot with x̃ (which is in Q: the pairs
-(a, D)); the data part of the gradient, ∂W = Q (ḡ ⊙ x̃)ᵀ, is the other matmul. Q is stored
+(a, d) with the constant coordinate x̃_d = 1); the data part of the gradient, ∂W = Q (ḡ ⊙ x̃)ᵀ, is the other matmul. Q is stored
 (P, n), points along the minor axis: both matmuls then read it in the layout XLA's CPU GEMM
 wants (stored (n, P), the gradient's Qᵀ costs up to twice as much at d = 20, measured). About
 2·n·D³ flops in two well-shaped matmuls, against 6·n·d·m1 (= 6·n·d³ at m1 = d²) in thin
@@ -40,7 +40,7 @@ import numpy as np
 def pair_index(d: int) -> tuple[np.ndarray, np.ndarray]:
     """The pairs (a, b), a ≤ b, of the D = d + 1 homogeneous coordinates: (P,), (P,).
 
-    The pairs within x come first; the last D are (a, D), x̃_a · 1, so x̃ is Q's last D rows
+    The pairs within x come first; the last D are (a, d), x̃_a · x̃_d = x̃_a · 1, so x̃ is Q's last D rows
     (a contiguous slice: a gather there costs a measurable share of the step).
     """
     a, b = np.triu_indices(d)
@@ -60,7 +60,7 @@ def pair_products(x: jax.Array) -> jax.Array:
 
 
 def inputs_from_pairs(pairs: jax.Array, d: int) -> jax.Array:
-    """x̃ read back from Q: the rows of the pairs (a, D), x̃_a · 1: (D, n)."""
+    """x̃ read back from Q: the rows of the pairs (a, d), x̃_a · 1: (D, n)."""
     return pairs[pairs.shape[0] - (d + 1):]
 
 
@@ -85,7 +85,3 @@ def feature_from_pairs(params: dict[str, jax.Array], pairs: jax.Array) -> jax.Ar
     d = weights.shape[1] - 1
     return jnp.sum((weights.T @ pairs) * inputs_from_pairs(pairs, d), axis=0)
 
-
-def pair_bytes(n: int, d: int) -> int:
-    """Memory of a dataset's pair products: n·P float32."""
-    return 4 * n * (d + 1) * (d + 2) // 2
