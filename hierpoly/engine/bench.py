@@ -282,6 +282,7 @@ def measure_seed_batching(pl: Plan, log: Callable[[str], None]) -> dict:
 
 
 # ------------------------------------------------------- the cpu preset, projected
+TIMED_SECONDS = 0.5  # wall time of one timed chunk in the projection
 PROBE_STEPS = 200  # steps of the measured short run of each cell (4-step chunks: 50 chunks, as a real run's minimum)
 
 
@@ -316,8 +317,7 @@ def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], N
     train.run_seeds(probe)
     warm = time.perf_counter() - t0
     forward, cfg = model.training_forward(cfgs[0]), cfgs[0]
-    chunk = _production_chunk(cfg, forward, 8, seeds=len(cfgs))
-    ms = statistics.median(_median_seconds(chunk, 1) for _ in range(3)) / 8 * 1e3
+    ms = _batched_ms_per_step(cfg, forward, len(cfgs))
     empty = _production_chunk(cfg, forward, 0, seeds=len(cfgs))
     chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfg, forward, len(cfgs))
     slowest, cap = max(steps), cfg.steps
@@ -330,6 +330,15 @@ def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], N
     log(f"cpu preset d={cfg.d} n={cfg.n} ({len(cfgs)} seeds, {slowest} steps): {ms:.2f} ms/step batched, "
         f"compile {cold - warm:.1f} s, projected {seconds:.0f} s")
     return out
+
+
+def _batched_ms_per_step(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
+    """ms per step of the batched chunk, timed over chunks of about TIMED_SECONDS (a few steps alone
+    would time the scheduler of a busy machine more than the step)."""
+    guess = _median_seconds(_production_chunk(cfg, forward, 8, seeds), 3) / 8
+    steps = max(8, min(4096, int(TIMED_SECONDS / max(guess, 1e-6))))
+    chunk = _production_chunk(cfg, forward, steps, seeds)  # the chunk length is an argument: nothing recompiles
+    return _median_seconds(chunk, 3) / steps * 1e3
 
 
 def _score_ms(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
