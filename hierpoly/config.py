@@ -54,13 +54,17 @@ def first_block_by_pairs(cfg: RunConfig) -> bool:
 
     Only how a step is computed, never its result (so not part of the key). Chosen where its
     matmul flops, 2·2·n·P·D with D = d + 1, P = D(D+1)/2 (forward and data gradient), are at most
-    the direct path's 6·n·d·m1: at m1 = d² from d = 3 on. `python -m hierpoly bench` measured it
-    faster in every such case it times (README, "Performance").
+    the direct path's 6·n·d·m1, and d ≥ PAIRS_FROM_D: `python -m hierpoly bench` (first_block_paths,
+    README "Performance") measured it slower at d = 3 and 4 (tiny matmuls: overhead dominates) and
+    faster at d = 6, 8, 12, 16, 20.
     """
-    if cfg.arch != "three_layer" or cfg.mode != "joint" or cfg.sigma1 != "cube":
+    if cfg.arch != "three_layer" or cfg.mode != "joint" or cfg.sigma1 != "cube" or cfg.d < PAIRS_FROM_D:
         return False
     D = cfg.d + 1
     return 2 * D * (D + 1) * D <= 6 * cfg.d * cfg.m1
+
+
+PAIRS_FROM_D = 6  # the smallest d at which the bench measured the pair-product first block faster
 
 
 def poly_space_dim(d: int, k: int) -> int:
