@@ -705,16 +705,16 @@ def cmd_figure2(args) -> int:
     return 0
 
 
-def _shipped_steps() -> dict[tuple[int, int], list[int]]:
-    """Per cell (d, n) of the shipped cpu bundle, the steps its joint three-layer runs took."""
+def _shipped_runs() -> dict:
+    """Per cell (d, n) of the shipped cpu bundle, each joint three-layer run's config and the steps it took."""
     from hierpoly.results import bundles
 
     path = bundles.PRECOMPUTED / "cpu.zip"
-    cells: dict[tuple[int, int], list[int]] = {}
+    cells: dict = {}
     for result in bundles.read_bundle(path.read_bytes()).values() if path.exists() else ():
         cfg = result.config
         if cfg.arch == "three_layer" and cfg.mode == "joint":
-            cells.setdefault((cfg.d, cfg.n), []).append(int(result.meta["steps"]))
+            cells.setdefault((cfg.d, cfg.n), []).append((cfg, int(result.meta["steps"])))
     return cells
 
 
@@ -722,7 +722,7 @@ def _cmd_bench(args) -> int:
     from hierpoly.engine import bench
     from hierpoly.jobs import latency
 
-    out = bench.run_bench(quick=args.quick, figure2_steps=None if args.quick else _shipped_steps())
+    out = bench.run_bench(quick=args.quick, shipped_runs=None if args.quick else _shipped_runs())
     out["demo_run"] = latency.measure_demo(args.quick, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(out) if args.json else bench.format_report(out))
     return 0

@@ -49,6 +49,24 @@ def two_layer_width(cfg: RunConfig) -> int:
     return max(1, round((cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) / (cfg.d + 2)))
 
 
+def first_block_by_pairs(cfg: RunConfig) -> bool:
+    """Whether joint training computes the cubic first block from pair products (engine/tensor.py).
+
+    Only how a step is computed, never its result (so not part of the key). Chosen where its
+    matmul flops, 2·2·n·P·D with D = d + 1, P = D(D+1)/2 (forward and data gradient), are at most
+    the direct path's 6·n·d·m1, and d ≥ PAIRS_FROM_D: `python -m hierpoly bench` (first_block_paths,
+    README "Performance") measured it slower at d = 3 and 4 (tiny matmuls: overhead dominates) and
+    faster at d = 6, 8, 12, 16, 20.
+    """
+    if cfg.arch != "three_layer" or cfg.mode != "joint" or cfg.sigma1 != "cube" or cfg.d < PAIRS_FROM_D:
+        return False
+    D = cfg.d + 1
+    return 2 * D * (D + 1) * D <= 6 * cfg.d * cfg.m1
+
+
+PAIRS_FROM_D = 6  # the smallest d at which the bench measured the pair-product first block faster
+
+
 def poly_space_dim(d: int, k: int) -> int:
     """Dimension of the polynomials of degree ≤ k in d variables: C(d+k, k)."""
     return math.comb(d + k, k)

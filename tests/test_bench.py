@@ -24,6 +24,30 @@ def test_reference_and_production_take_the_same_steps():
         np.testing.assert_allclose(prod_params[name], ref_params[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
+def test_reference_and_the_pair_product_path_take_the_same_steps():
+    cfg = RunConfig(d=5, n=3000, m2=120, n_test=16)
+    forward = model.training_forward(cfg, by_pairs=True)
+    data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
+    state, lr = loop.adam_state(params), jnp.float32(cfg.lr)
+    (ref_params, _), ref_losses = bench.reference_steps(params, state[1], data.x_train, data.y_train, lr, n_steps=20)
+    (prod_params, _), clock = loop.chunk(
+        state, loop.start_clock(), (forward.encode(data.x_train), data.y_train), {"lr": lr}, loop.rules(2**30),
+        jnp.int32(20), step=train.joint_step, forward=forward,
+    )
+    assert float(clock.last_loss) == pytest.approx(float(ref_losses[-1]), rel=1e-4)
+    for name in params:
+        np.testing.assert_allclose(prod_params[name], ref_params[name], rtol=1e-3, atol=1e-4, err_msg=name)
+
+
+def test_chunk_count_follows_the_loop():
+    """The projection counts a run's chunks with the loop's own sizing: as many as a real run's history rows."""
+    cfg = RunConfig(d=4, n=256, m2=50, n_test=64, n_eval=4096, steps=200, tol=0.0, feature_tol=0.0)
+    result = train.run(cfg)
+    assert result.steps == 200
+    assert len(result.history) - 1 == bench.chunk_count(200, 200, 0.1)  # the step-0 row, then one per chunk
+    assert bench.chunk_count(20000, 40000, 50.0) > bench.chunk_count(20000, 40000, 1.0)  # slower steps, more chunks
+
+
 @pytest.mark.slow
 @pytest.mark.process
 def test_quick_bench_reports_every_figure():
@@ -31,7 +55,13 @@ def test_quick_bench_reports_every_figure():
     (case,) = out["cases"]
     assert case["speedup"] == pytest.approx(case["ms_per_step_reference"] / case["ms_per_step"])
     assert set(case["breakdown"]) >= {"first_block_share", "first_block_peak_fraction", "second_block_share",
-                                      "optimizer_share", "round_trip_ms"}
-    assert all(v > 0 for v in case["breakdown"].values())
+                                      "loss_share", "optimizer_share", "round_trip_ms", "rest_ms", "accounted_share"}
+    parts = sum(case["breakdown"][f"{name}_ms"] for name in ("first_block", "second_block", "loss", "optimizer", "round_trip"))
+    assert parts + case["breakdown"]["rest_ms"] == pytest.approx(case["ms_per_step"])  # the parts and the rest: the step
+    assert case["first_block"] == "pairs" and case["speedup_over_direct"] > 0  # d = 6
+    assert all(v > 0 for k, v in case["breakdown"].items() if k != "rest_ms")
+    (path,) = out["first_block_paths"]
+    assert path["rule_picks_pairs"] is False and path["ms_per_step_direct"] > 0 < path["ms_per_step_pairs"]
     assert "lax.scan of optax Adam" in out["reference"] and "seconds_batched" in out["seed_batching"]
+    assert out["cpu_preset_projected_minutes"] is None  # quick: nothing projected
     assert "\n" in bench.format_report(out)

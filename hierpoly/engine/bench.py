@@ -9,21 +9,29 @@ the machine then hits both alike):
     jitted inside a `lax.scan` of optax Adam steps, x Vᵀ + s, cube, the dense (n, m2) ReLU
     matrix, no chunking (`reference_steps`, written here independently of the engine);
   * production: the engine's compiled chunk (`loop.chunk` of `train.joint_step`, stopping
-    rules included), sample blocks in the first layer and `piecewise.relu_sum_fast`;
-  their ratio, and a breakdown of the production step: first block (forward + backward,
-  its share of the step and GFLOP/s at 6·n·d·m1 flops against the peak), second block,
-  the optimizer update, and one host round trip (an empty chunk: dispatch + sync);
+    rules included) on the path `model.training_forward` picks (the first block by pair
+    products, tensor.py, where `config.first_block_by_pairs` says so; `piecewise.relu_sum_fast`);
+  * production on the direct first block (sample blocks of x Vᵀ + s), the path before;
+  their ratios, and a breakdown of the production step into parts timed alone in the same
+  rounds: first block (forward + backward, GFLOP/s against the peak), second block, the
+  loss around them, the optimizer update, and the chunk's host round trip per step; the
+  rest (stopping rules, state selection) is the step minus the parts, and `accounted_share`
+  is the parts' sum over the step;
+- the d = 40, n = 512000 step (production only: the dense reference would hold
+  n·(m1 + m2) ≈ 1.3e9 floats per temporary);
+- the two first-block paths side by side at small d (where `first_block_by_pairs` draws its line);
 - a 3-seed cell trained by `train.run_seeds` (one program) against 3 sequential `run`s;
 - the demo run (d=6, n=864, m2=200, 1000 steps) through ``python -m hierpoly run --json`` in
   fresh processes: cold (empty store, empty compilation cache) and warm (another seed, same shapes);
-- per Figure 2 cell of the shipped cpu preset: steps to the plateau rule (from the shipped
-  results) × the measured ms/step = wall time to plateau.
+- `cpu_preset_projected_minutes`: the wall time of ``sweep --preset cpu --executor inline`` for
+  the network runs (`project_cell` per cell: its seeds batched as the sweep does).
 
-Timings are after compilation. A benchmark, not a test: nothing here asserts a speed.
+Timings are after compilation unless said. A benchmark, not a test: nothing here asserts a speed.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -35,13 +43,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hierpoly.config import RunConfig
+from hierpoly.config import RunConfig, first_block_by_pairs
 from hierpoly.engine import loop, model, train
 from hierpoly.engine.data import device_info, keys, make_data
+from hierpoly.engine.metrics import mse
 from hierpoly.engine.piecewise import relu_sum_fast
 
 CPU_CASES = [(16, 16384), (20, 64000)]
-GPU_CASES = [(40, 512000)]
+LARGE_CASES = [(40, 512000)]  # production only, fewer rounds
+PATH_CASES = [(3, 1024), (4, 2048), (6, 4096), (8, 8192), (12, 6912)]  # pairs vs direct first block
 QUICK_CASES = [(6, 2048)]
 REPO = Path(__file__).resolve().parents[2]
 
@@ -51,6 +61,8 @@ class Plan:
     """How much to measure: cases and repetitions."""
 
     cases: list[tuple[int, int]]
+    large_cases: list[tuple[int, int]]
+    path_cases: list[tuple[int, int]]
     steps_per_call: int  # steps in one timed compiled chunk
     rounds: int  # alternations of reference and production; medians over them
     seed_cfg: RunConfig  # the cell of the seed-batching measurement
@@ -62,17 +74,24 @@ def plan(quick: bool, backend: str) -> Plan:
     """The full benchmark, or a seconds-long variant (`--quick`, for tests)."""
     if quick:
         cell = RunConfig(d=4, n=512, m2=100, steps=40, tol=0.0, n_test=64, n_eval=4096)
-        return Plan(QUICK_CASES, 2, 2, cell, 1, True)
+        return Plan(QUICK_CASES, [], [(4, 512)], 2, 2, cell, 1, True)
     cell = RunConfig(d=8, n=4096, steps=300, tol=0.0, n_test=1024)  # tol = 0: every seed runs all steps
-    return Plan(CPU_CASES + (GPU_CASES if backend == "gpu" else []), 5, 5, cell, 3, False)
+    return Plan(CPU_CASES, LARGE_CASES, PATH_CASES, 5, 5, cell, 3, False)
 
 
 # ------------------------------------------------------------------ reference
 def reference_loss(params, x, y):
-    """The plain formulation of L̂(θ): x Vᵀ + s, cube, dense (n, m2) ReLU matrix, skip connection."""
+    """The plain formulation of L̂(θ): x Vᵀ + s, cube, dense (n, m2) ReLU matrix, skip connection.
+
+    Products and sums are einsums: XLA's CPU backend runs their gradients as matmuls, where the
+    broadcasting form (`g[:, None] * a`, `... @ c`) leaves row and column reductions; measured
+    about 1.3× faster at d = 16, n = 16384, so this is the reference at its best.
+    """
     m1, m2 = params["u"].shape[0], params["c"].shape[0]
-    g = ((x @ params["V"].T + params["s"]) ** 3) @ params["u"] / m1
-    h = g + jax.nn.relu(g[:, None] * params["a"] + params["b"]) @ params["c"] / m2
+    pre = jnp.einsum("nd,md->nm", x, params["V"]) + params["s"]
+    g = jnp.einsum("nm,m->n", pre**3, params["u"]) / m1
+    relu = jax.nn.relu(jnp.einsum("n,j->nj", g, params["a"]) + params["b"])
+    h = g + jnp.einsum("nj,j->n", relu, params["c"]) / m2
     return jnp.mean((h - y) ** 2)
 
 
@@ -100,6 +119,13 @@ def _median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _throughput_seconds(fn: Callable[[], object], calls: int) -> float:
+    """Seconds per call of `calls` calls dispatched back to back: dispatch overlaps the work, as in a step."""
+    t0 = time.perf_counter()
+    jax.block_until_ready([fn() for _ in range(calls)])
+    return (time.perf_counter() - t0) / calls
+
+
 def matmul_peak_fn(size: int) -> Callable[[], float]:
     """A compiled float32 (size × size) @ (size × size); each call returns its GFLOP/s (the practical peak)."""
     a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
@@ -113,61 +139,127 @@ def _warm(call: Callable[[], object]) -> Callable[[], object]:
     return call
 
 
-def contenders(cfg: RunConfig, n_steps: int) -> dict[str, Callable[[], object]]:
+CHUNKS = ("reference", "production", "production_direct")  # timed per step of a chunk of steps_per_call
+PARTS = ("first_block", "second_block", "loss", "optimizer")  # timed alone, per step
+
+
+def first_block_flops(cfg: RunConfig, by_pairs: bool) -> float:
+    """Flops of the first block's forward + backward: 2·2·n·P·D by pair products (tensor.py), else 6·n·d·m1."""
+    D = cfg.d + 1
+    return 4.0 * cfg.n * D * (D + 1) // 2 * D if by_pairs else 6.0 * cfg.n * cfg.d * cfg.m1
+
+
+def _production_chunk(cfg: RunConfig, forward: model.Forward, n_steps: int, seeds: int = 1) -> Callable[[], object]:
+    """A warmed-up production chunk of n_steps from θ(0) (seeds > 1: the batched program of `train.run_seeds`)."""
+    if seeds > 1:
+        cfgs = [dataclasses.replace(cfg, seed=s) for s in range(seeds)]
+        data, params = [make_data(c) for c in cfgs], [model.init(keys(c.seed)["init"], c) for c in cfgs]
+        state = _stacked([loop.adam_state(p) for p in params])
+        batch = _stacked([(forward.encode(d.x_train), d.y_train) for d in data])
+        args = (state, loop.start_clock(seeds), batch, {"lr": jnp.float32(cfg.lr)}, loop.rules(2**30))
+        return _warm(lambda: loop.chunk_seeds(*args, jnp.int32(n_steps), step=train.joint_step, forward=forward))
+    data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
+    args = (loop.adam_state(params), loop.start_clock(), (forward.encode(data.x_train), data.y_train),
+            {"lr": jnp.float32(cfg.lr)}, loop.rules(2**30))
+    return _warm(lambda: loop.chunk(*args, jnp.int32(n_steps), step=train.joint_step, forward=forward))
+
+
+def contenders(cfg: RunConfig, n_steps: int, reference: bool = True) -> dict[str, Callable[[], object]]:
     """Compiled, warmed-up calls from θ(0): reference and production chunks, and the production step's parts."""
     data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
-    state, lr, forward = loop.adam_state(params), jnp.float32(cfg.lr), model.Forward(cfg.sigma1)
-    batch, rules = (data.x_train, data.y_train), loop.rules(cap=2**30)
+    forward = model.training_forward(cfg)
+    direct = dataclasses.replace(forward, by_pairs=False)
+    state, lr = loop.adam_state(params), jnp.float32(cfg.lr)
+    batch, rules = (forward.encode(data.x_train), data.y_train), loop.rules(cap=2**30)
     chunk = partial(loop.chunk, step=train.joint_step, forward=forward)
-    g = forward.feature(params, data.x_train)
-    grads = jax.grad(train.network_loss)(params, batch, forward)
+    # u = 1: away from the zero init, so no part is timed on a trivially zero gradient
+    moved = {**params, "u": jnp.ones_like(params["u"]), "c": jnp.ones_like(params["c"])}
+    g = forward.train_feature(moved, batch[0])
+    relu = relu_sum_fast(g, moved["a"], moved["b"], moved["c"])
+    grads = jax.grad(train.network_loss)(moved, batch, forward)
     cotangent = jax.random.normal(jax.random.PRNGKey(1), (cfg.n,))
-    ones_u = {**params, "u": jnp.ones_like(params["u"])}
-    first_block = jax.jit(jax.grad(lambda p, x: jnp.vdot(cotangent, forward.feature(p, x))))
-    second_block = jax.jit(jax.grad(lambda z, p: jnp.vdot(cotangent, relu_sum_fast(z, p["a"], p["b"], p["c"])), (0, 1)))
-    adam = jax.jit(lambda grads, state: optax.adam(lr).update(grads, state[1], state[0]))
+    # value_and_grad: a plain grad of a linear read-out lets XLA drop the forward pass, which the step needs
+    first_block = jax.jit(jax.value_and_grad(lambda p, inputs: jnp.vdot(cotangent, forward.train_feature(p, inputs))))
+    second_block = jax.jit(jax.value_and_grad(
+        lambda z, p: jnp.vdot(cotangent, relu_sum_fast(z, p["a"], p["b"], p["c"])), (0, 1)))
+    loss = jax.jit(jax.value_and_grad(lambda g, r, y: mse(g + r, y), (0, 1)))  # h = g + relu sum, (h - y)², their cotangents
+    adam = jax.jit(lambda grads, state: optax.apply_updates(state[0], optax.adam(lr).update(grads, state[1], state[0])[0]))
     clock = loop.start_clock()
-    return {
-        "reference": _warm(lambda: reference_steps(params, state[1], *batch, lr, n_steps=n_steps)),
+    calls = {
         "production": _warm(lambda: chunk(state, clock, batch, {"lr": lr}, rules, jnp.int32(n_steps))),
-        "first_block": _warm(lambda: first_block(ones_u, data.x_train)),
-        "second_block": _warm(lambda: second_block(g, params)),
+        "first_block": _warm(lambda: first_block(moved, batch[0])),
+        "second_block": _warm(lambda: second_block(g, moved)),
+        "loss": _warm(lambda: loss(g, relu, data.y_train)),
         "optimizer": _warm(lambda: adam(grads, state)),
         "round_trip": _warm(lambda: jax.device_get(chunk(state, clock, batch, {"lr": lr}, rules, jnp.int32(0))[1])),
     }
+    if reference:
+        calls["reference"] = _warm(lambda: reference_steps(params, state[1], data.x_train, data.y_train, lr, n_steps=n_steps))
+    if forward.by_pairs and reference:
+        calls["production_direct"] = _production_chunk(cfg, direct, n_steps)
+    return calls
 
 
-def measure_case(d: int, n: int, pl: Plan, peak_fn: Callable[[], float], log: Callable[[str], None]) -> dict:
+def measure_case(d: int, n: int, pl: Plan, peak_fn: Callable[[], float], log: Callable[[str], None],
+                 reference: bool = True, rounds: int | None = None, steps_per_call: int | None = None) -> dict:
     """ms per step, reference vs production, alternately; the production step's breakdown."""
     cfg = RunConfig(d=d, n=n, n_test=16)
+    rounds, per_call = rounds or pl.rounds, steps_per_call or pl.steps_per_call
     log(f"case d={d} n={n}: compiling")
-    calls = contenders(cfg, pl.steps_per_call)
+    calls = contenders(cfg, per_call, reference)
     times: dict[str, list[float]] = {name: [] for name in calls}
     peaks = []
-    for r in range(pl.rounds):
+    for r in range(rounds):
         peaks.append(peak_fn())
         for name, call in calls.items():
-            per = pl.steps_per_call if name in ("reference", "production") else 1
-            times[name].append(_median_seconds(call, 1) / per)
-        log(
-            f"case d={d} n={n}: round {r + 1}/{pl.rounds}: reference {times['reference'][-1] * 1e3:.1f} ms/step, "
-            f"production {times['production'][-1] * 1e3:.1f} ms/step, peak {peaks[-1]:.1f} GFLOP/s"
-        )
+            if name in CHUNKS:
+                times[name].append(_median_seconds(call, 1) / per_call)
+            elif name == "round_trip":
+                times[name].append(_median_seconds(call, 1))
+            else:
+                times[name].append(_throughput_seconds(call, 3))
+        ref = f"reference {times['reference'][-1] * 1e3:.1f} ms/step, " if reference else ""
+        log(f"case d={d} n={n}: round {r + 1}/{rounds}: {ref}production {times['production'][-1] * 1e3:.1f} ms/step, "
+            f"peak {peaks[-1]:.1f} GFLOP/s")
     ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    peak = statistics.median(peaks)
-    fb_gflops = 6 * n * d * cfg.m1 / (ms["first_block"] / 1e3) / 1e9
-    return {
-        "d": d, "n": n, "m1": cfg.m1, "m2": cfg.m2,
-        "ms_per_step_reference": ms["reference"], "ms_per_step": ms["production"],
-        "speedup": ms["reference"] / ms["production"], "matmul_peak_gflops": peak,
-        "breakdown": {
-            "first_block_ms": ms["first_block"], "first_block_share": ms["first_block"] / ms["production"],
-            "first_block_gflops": fb_gflops, "first_block_peak_fraction": fb_gflops / peak,
-            "second_block_ms": ms["second_block"], "second_block_share": ms["second_block"] / ms["production"],
-            "optimizer_ms": ms["optimizer"], "optimizer_share": ms["optimizer"] / ms["production"],
-            "round_trip_ms": ms["round_trip"],
-        },
-    }
+    peak, step = statistics.median(peaks), ms["production"]
+    by_pairs = first_block_by_pairs(cfg)
+    fb_gflops = first_block_flops(cfg, by_pairs) / (ms["first_block"] / 1e3) / 1e9
+    parts = {name: ms[name] for name in PARTS}
+    parts["round_trip"] = ms["round_trip"] / per_call  # one per chunk
+    accounted = sum(parts.values())
+    breakdown = {f"{name}_ms": v for name, v in parts.items()}
+    breakdown.update({f"{name}_share": v / step for name, v in parts.items()})
+    breakdown.update({
+        "first_block_gflops": fb_gflops, "first_block_peak_fraction": fb_gflops / peak,
+        "rest_ms": step - accounted, "accounted_share": accounted / step, "round_trip_per_chunk_ms": ms["round_trip"],
+    })
+    out = {"d": d, "n": n, "m1": cfg.m1, "m2": cfg.m2, "first_block": "pairs" if by_pairs else "direct",
+           "ms_per_step": step, "matmul_peak_gflops": peak, "breakdown": breakdown,
+           "ms_per_step_reference": ms.get("reference"), "speedup": ms["reference"] / step if reference else None}
+    if "production_direct" in ms:
+        out["ms_per_step_direct"] = ms["production_direct"]
+        out["speedup_over_direct"] = ms["production_direct"] / step
+    return out
+
+
+def measure_paths(pl: Plan, log: Callable[[str], None]) -> list[dict]:
+    """The production chunk on either first block, alternately, per small case: where pairs pay."""
+    out = []
+    for d, n in pl.path_cases:
+        cfg = RunConfig(d=d, n=n, n_test=16)
+        base = model.training_forward(cfg, by_pairs=False)
+        calls = {"pairs": _production_chunk(cfg, dataclasses.replace(base, by_pairs=True), pl.steps_per_call),
+                 "direct": _production_chunk(cfg, base, pl.steps_per_call)}
+        times: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(pl.rounds):
+            for name, call in calls.items():
+                times[name].append(_median_seconds(call, 1) / pl.steps_per_call)
+        ms = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+        out.append({"d": d, "n": n, "m1": cfg.m1, "ms_per_step_pairs": ms["pairs"], "ms_per_step_direct": ms["direct"],
+                    "speedup": ms["direct"] / ms["pairs"], "rule_picks_pairs": first_block_by_pairs(cfg)})
+        log(f"first block d={d} n={n}: pairs {ms['pairs']:.2f} ms/step, direct {ms['direct']:.2f} ms/step")
+    return out
 
 
 def measure_seed_batching(pl: Plan, log: Callable[[str], None]) -> dict:
@@ -189,46 +281,106 @@ def measure_seed_batching(pl: Plan, log: Callable[[str], None]) -> dict:
     }
 
 
-def measure_figure2(log: Callable[[str], None], cells: dict[tuple[int, int], list[int]]) -> list[dict]:
-    """Per three-layer cell (d, n) of the cpu preset: median steps to stop (from the shipped runs) × measured ms/step."""
-    out = []
-    for (d, n), steps in sorted(cells.items()):
-        cfg = RunConfig(d=d, n=n, n_test=16)
-        call = _production_chunk(cfg)
-        ms = _median_seconds(call, 3) / 4 * 1e3
-        out.append({"d": d, "n": n, "steps": statistics.median(steps), "ms_per_step": ms,
-                    "seconds_to_stop": statistics.median(steps) * ms / 1e3})
-        log(f"figure 2 cell d={d} n={n}: {out[-1]['steps']:.0f} steps × {ms:.2f} ms = {out[-1]['seconds_to_stop']:.1f} s")
+# ------------------------------------------------------- the cpu preset, projected
+TIMED_SECONDS = 0.5  # wall time of one timed chunk in the projection
+PROBE_STEPS = 200  # steps of the measured short run of each cell (4-step chunks: 50 chunks, as a real run's minimum)
+
+
+def chunk_count(steps: int, cap: int, ms_per_step: float) -> int:
+    """Chunks a run of `steps` takes at `ms_per_step`, sized by the loop's own rule (`loop.ChunkSizes`)."""
+    sizes, done, chunks = loop.ChunkSizes(cap), 0, 0
+    while done < steps:
+        size = min(sizes.next(), steps - done)
+        sizes.observe(size, size * ms_per_step / 1e3)
+        done, chunks = done + size, chunks + 1
+    return chunks
+
+
+def _stacked(trees):
+    """Trees of seeds stacked on a leading axis, as `train.run_seeds` holds them."""
+    return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], None]) -> dict:
+    """Wall seconds of one cpu-preset cell as ``sweep --executor inline`` trains it: its seeds in one program.
+
+    Measured: a cold `train.run_seeds` of PROBE_STEPS steps (compilation, data, pair products, every
+    seed's 2^20-point evaluation, 50 chunks with their monitor scores), the same run warm, the batched
+    chunk's ms/step, and one chunk's host cost (round trip + scores). Projected: the cold run, plus the
+    slowest seed's remaining steps (the batch steps until its last seed stops) and their extra chunks.
+    """
+    probe = [dataclasses.replace(c, steps=PROBE_STEPS, tol=0.0, feature_tol=0.0) for c in cfgs]
+    t0 = time.perf_counter()
+    train.run_seeds(probe)
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    train.run_seeds(probe)
+    warm = time.perf_counter() - t0
+    forward, cfg = model.training_forward(cfgs[0]), cfgs[0]
+    ms = _batched_ms_per_step(cfg, forward, len(cfgs))
+    empty = _production_chunk(cfg, forward, 0, seeds=len(cfgs))
+    chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfg, forward, len(cfgs))
+    slowest, cap = max(steps), cfg.steps
+    extra_chunks = chunk_count(slowest, cap, ms) - chunk_count(PROBE_STEPS, PROBE_STEPS, ms)
+    seconds = cold + (slowest - PROBE_STEPS) * ms / 1e3 + max(extra_chunks, 0) * chunk_ms / 1e3
+    out = {"d": cfg.d, "n": cfg.n, "seeds": len(cfgs), "steps_slowest": slowest, "first_block": "pairs" if forward.by_pairs
+           else "direct", "ms_per_step_batched": ms, "chunk_overhead_ms": chunk_ms, "seconds_probe_cold": cold,
+           "seconds_probe_warm": warm, "compile_seconds": cold - warm,
+           "per_run_seconds": warm - PROBE_STEPS * ms / 1e3, "projected_seconds": seconds}
+    log(f"cpu preset d={cfg.d} n={cfg.n} ({len(cfgs)} seeds, {slowest} steps): {ms:.2f} ms/step batched, "
+        f"compile {cold - warm:.1f} s, projected {seconds:.0f} s")
     return out
 
 
-def _production_chunk(cfg: RunConfig) -> Callable[[], object]:
-    """A warmed-up production chunk of 4 steps from θ(0)."""
+def _batched_ms_per_step(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
+    """ms per step of the batched chunk, timed over chunks of about TIMED_SECONDS (a few steps alone
+    would time the scheduler of a busy machine more than the step)."""
+    guess = _median_seconds(_production_chunk(cfg, forward, 8, seeds), 3) / 8
+    steps = max(8, min(4096, int(TIMED_SECONDS / max(guess, 1e-6))))
+    chunk = _production_chunk(cfg, forward, steps, seeds)  # the chunk length is an argument: nothing recompiles
+    return _median_seconds(chunk, 3) / steps * 1e3
+
+
+def _score_ms(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
+    """One chunk's monitor scores for `seeds` batched seeds on cfg's n_test points."""
     data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
-    state, chunk = loop.adam_state(params), partial(loop.chunk, step=train.joint_step, forward=model.Forward(cfg.sigma1))
-    args = (state, loop.start_clock(), (data.x_train, data.y_train), {"lr": jnp.float32(cfg.lr)}, loop.rules(2**30))
-    return _warm(lambda: chunk(*args, jnp.int32(4)))
+    task = loop.Task(train.joint_step, train.score_network, forward, train.probe_network)
+    state = _stacked([loop.adam_state(params)] * seeds)
+    monitor = _stacked([(data.x_test, data.y_test, data.p_test)] * seeds)
+    loop.scores(task, state, monitor, batched=True)
+    return _median_seconds(lambda: loop.scores(task, state, monitor, batched=True), 3) * 1e3
+
+
+def project_cpu_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int]]], log: Callable[[str], None]) -> dict:
+    """`project_cell` over every network cell of the shipped cpu preset, and their sum in minutes."""
+    cells = [project_cell([c for c, _ in runs], [s for _, s in runs], log) for _, runs in sorted(shipped.items())]
+    return {"cells": cells, "runs": sum(c["seeds"] for c in cells),
+            "minutes": sum(c["projected_seconds"] for c in cells) / 60}
 
 
 def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-              figure2_steps: dict[tuple[int, int], list[int]] | None = None) -> dict:
+              shipped_runs: dict[tuple[int, int], list[tuple[RunConfig, int]]] | None = None) -> dict:
     """Every measurement of the module docstring, as the JSON-ready dict `bench --json` prints.
 
-    ``figure2_steps``: per cpu-preset cell (d, n), the steps its stored runs took (the CLI reads them
-    from the shipped bundle); their cells are timed unless ``quick``.
+    ``shipped_runs``: per cpu-preset cell (d, n), each joint network run's config and the steps it took
+    (the CLI reads them from the shipped bundle); projected unless ``quick``.
     """
     pl = plan(quick, jax.default_backend())
     peak_fn = matmul_peak_fn(1024 if quick else 2048)
     cases = [measure_case(d, n, pl, peak_fn, log) for d, n in pl.cases]
+    cases += [measure_case(d, n, pl, peak_fn, log, reference=False, rounds=3, steps_per_call=1) for d, n in pl.large_cases]
     peak = statistics.median(c["matmul_peak_gflops"] for c in cases)
     log(f"matmul peak: {peak:.1f} GFLOP/s")
+    projection = None if quick or not shipped_runs else project_cpu_preset(shipped_runs, log)
     return {
         "reference": "plain JAX: whole loss jitted in a lax.scan of optax Adam steps, x V^T + s, cube, "
-                     "dense (n, m2) ReLU, no chunking",
+                     "dense (n, m2) ReLU, no chunking (einsums)",
         "matmul_peak_gflops": peak,
         "cases": cases,
+        "first_block_paths": measure_paths(pl, log),
         "seed_batching": measure_seed_batching(pl, log),
-        "figure2_cells": [] if quick or not figure2_steps else measure_figure2(log, figure2_steps),
+        "cpu_preset_cells": [] if projection is None else projection["cells"],
+        "cpu_preset_projected_minutes": None if projection is None else projection["minutes"],
         "device": device_info(),
         "quick": quick,
     }
@@ -238,13 +390,20 @@ def format_report(out: dict) -> str:
     """The human-readable table of `bench` without --json."""
     lines = [f"matmul peak {out['matmul_peak_gflops']:.1f} GFLOP/s on {out['device']['device_kind']}",
              f"reference = {out['reference']}"]
-    lines.append(f"{'d':>4} {'n':>8} {'reference ms':>13} {'ms/step':>9} {'speedup':>8} {'1st share':>9} {'1st of peak':>11}")
+    lines.append(f"{'d':>4} {'n':>8} {'path':>6} {'reference ms':>13} {'ms/step':>9} {'speedup':>8} {'1st share':>9}"
+                 f" {'1st of peak':>11} {'accounted':>9}")
     for c in out["cases"]:
         b = c["breakdown"]
+        ref = "-" if c["ms_per_step_reference"] is None else f"{c['ms_per_step_reference']:.1f}"
+        speedup = "-" if c["speedup"] is None else f"{c['speedup']:.1f}"
         lines.append(
-            f"{c['d']:>4} {c['n']:>8} {c['ms_per_step_reference']:>13.1f} {c['ms_per_step']:>9.1f} {c['speedup']:>8.1f}"
-            f" {b['first_block_share']:>9.0%} {b['first_block_peak_fraction']:>11.0%}"
+            f"{c['d']:>4} {c['n']:>8} {c['first_block']:>6} {ref:>13} {c['ms_per_step']:>9.1f} {speedup:>8}"
+            f" {b['first_block_share']:>9.0%} {b['first_block_peak_fraction']:>11.0%} {b['accounted_share']:>9.0%}"
         )
+    for p in out["first_block_paths"]:
+        lines.append(f"first block d={p['d']} n={p['n']}: pairs {p['ms_per_step_pairs']:.2f} ms/step, "
+                     f"direct {p['ms_per_step_direct']:.2f} ({p['speedup']:.2f}×; rule picks "
+                     f"{'pairs' if p['rule_picks_pairs'] else 'direct'})")
     sb, demo = out["seed_batching"], out.get("demo_run")
     lines.append(
         f"3 seeds (d={sb['d']}, n={sb['n']}, {sb['steps']} steps): batched {sb['seconds_batched']:.2f} s, "
@@ -253,6 +412,6 @@ def format_report(out: dict) -> str:
     if demo:
         lines.append(f"demo run ({demo['args']}): cold {demo['seconds_cold']:.1f} s, warm {demo['seconds_warm']:.1f} s; "
                      f"first live point after {demo['first_point_cold']:.1f} s cold, {demo['first_point_warm']:.1f} s warm")
-    for cell in out["figure2_cells"]:
-        lines.append(f"figure 2 d={cell['d']} n={cell['n']}: {cell['seconds_to_stop']:.1f} s to stop")
+    if out["cpu_preset_projected_minutes"] is not None:
+        lines.append(f"cpu preset, network runs, inline: {out['cpu_preset_projected_minutes']:.1f} min projected")
     return "\n".join(lines)

@@ -28,7 +28,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from hierpoly.config import RunConfig
+from hierpoly.config import RunConfig, first_block_by_pairs
+from hierpoly.engine import tensor
 from hierpoly.engine.piecewise import relu_sum_fast
 
 Params = dict[str, jax.Array]
@@ -111,13 +112,23 @@ def apply(
 class Forward:
     """How h_θ is computed: static structure only, hashable, so compiled programs key on it.
 
-    The defaults are the production path; ``Forward(sigma1, relu_sum_dense, None)`` is the
-    plain formulation (dense (n, m2) ReLU matrix, no sample blocks) the tests and bench compare with.
+    ``Forward(sigma1, relu_sum_dense, None)`` is the plain formulation (dense (n, m2) ReLU matrix,
+    no sample blocks) the tests and bench compare with; `training_forward` picks the production path.
+
+    The training loss sees its inputs through `encode` (once per dataset) and `train_feature`:
+    with ``by_pairs`` those are the pair products and the tensor contraction of tensor.py (σ1 = cube
+    only); otherwise x itself and `feature`. Everything else (monitor, probe of raw x, final
+    evaluation) calls `feature` on x.
     """
 
     sigma1: str = "cube"
     relu_sum: Callable = relu_sum_fast  # (z, a, b, c) -> (1/m2) Σ c_j ReLU(a_j z + b_j)
     sample_chunk: int | None = SAMPLE_CHUNK
+    by_pairs: bool = False  # training inputs are pair products, g = T[x̃,x̃,x̃] (tensor.py)
+
+    def __post_init__(self):
+        if self.by_pairs and self.sigma1 != "cube":
+            raise ValueError(f"the pair-product first block needs σ1 = cube, got {self.sigma1!r}")
 
     def feature(self, params: Params, x: jax.Array) -> jax.Array:
         """g(x): (n,)."""
@@ -125,6 +136,29 @@ class Forward:
             return feature(params, x, self.sigma1)
         return feature_chunked(params, x, self.sigma1, self.sample_chunk)
 
+    def encode(self, x: jax.Array) -> jax.Array:
+        """The training inputs as `train_feature` takes them: pair products (P, n) with ``by_pairs``, else x (n, d)."""
+        return _pair_products(x) if self.by_pairs else x
+
+    def first_points(self, inputs: jax.Array, count: int) -> jax.Array:
+        """The encoded inputs of the first `count` points."""
+        return tensor.first_points(inputs, count) if self.by_pairs else inputs[:count]
+
+    def train_feature(self, params: Params, inputs: jax.Array) -> jax.Array:
+        """g on encoded training inputs (`encode`): (n,)."""
+        if self.by_pairs:
+            return tensor.feature_from_pairs(params, inputs)
+        return self.feature(params, inputs)
+
     def link_out(self, params: Params, g: jax.Array) -> jax.Array:
         """h_θ from the feature g: (n,)."""
         return link_out(params, g, self.relu_sum)
+
+
+_pair_products = jax.jit(tensor.pair_products)
+
+
+def training_forward(cfg: RunConfig, relu_sum=relu_sum_fast, by_pairs: bool | None = None) -> Forward:
+    """The production path of cfg's joint training; `by_pairs` None: where `first_block_by_pairs` says it pays."""
+    by_pairs = first_block_by_pairs(cfg) if by_pairs is None else by_pairs
+    return Forward(cfg.sigma1, relu_sum, by_pairs=by_pairs)

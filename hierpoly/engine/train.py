@@ -12,7 +12,9 @@ the loss as a ratio to their mean y^2 (`metrics.relative_test_loss`: a stable li
 biased low by h's heavy tail).
 
 Joint: all of (u, s, V, a, b, c) with Adam at one base rate (µP, model.py), full
-batch. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate
+batch. The training loss takes its inputs encoded once per run by the path
+`model.training_forward` picks: the pair products of tensor.py for the cubic first block
+where `config.first_block_by_pairs` says it is cheaper, else x; results do not depend on it. Convergence rules (loop.py): the plateau rule on the train loss (it lowers the rate
 `lr_drops` times before it stops the run), the feature rule (g on the first training inputs
 moved by less than `feature_tol` over `patience` steps), and the step cap.
 
@@ -45,14 +47,16 @@ from hierpoly.progress import Progress
 
 # ------------------------------------------------------------------------ joint
 def network_loss(params, batch, forward: model.Forward):
-    """L̂(θ) on batch = (x, y)."""
-    x, y = batch
-    return mse(forward.link_out(params, forward.feature(params, x)), y)
+    """L̂(θ) on batch = (inputs, y), the inputs encoded by `forward.encode` (x itself on the direct path)."""
+    inputs, y = batch
+    return mse(forward.link_out(params, forward.train_feature(params, inputs)), y)
 
 
-def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: int | None = model.SAMPLE_CHUNK):
-    """L̂(θ). Defaults are the fast path; relu_sum=model.relu_sum_dense, sample_chunk=None is the reference."""
-    return network_loss(params, (x, y), model.Forward(sigma1, relu_sum, sample_chunk))
+def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: int | None = model.SAMPLE_CHUNK,
+               by_pairs: bool = False):
+    """L̂(θ) on raw x. relu_sum=model.relu_sum_dense, sample_chunk=None is the reference; by_pairs: tensor.py."""
+    forward = model.Forward(sigma1, relu_sum, sample_chunk, by_pairs)
+    return network_loss(params, (forward.encode(x), y), forward)
 
 
 def joint_step(state, batch, hyper, forward: model.Forward):
@@ -62,7 +66,7 @@ def joint_step(state, batch, hyper, forward: model.Forward):
 
 def probe_network(state, batch, forward: model.Forward):
     """The learned feature g on the first training inputs: what the feature rule watches (loop.py)."""
-    return forward.feature(state[0], batch[0][: loop.PROBE_POINTS])
+    return forward.train_feature(state[0], forward.first_points(batch[0], loop.PROBE_POINTS))
 
 
 def score_network(state, monitor, forward: model.Forward):
@@ -114,6 +118,7 @@ def run(
     should_stop: Callable[[], bool] | None = None,
     chunk: int | None = None,
     relu_sum=relu_sum_fast,
+    by_pairs: bool | None = None,
 ) -> TrainResult:
     """Train one config to completion; see the module docstring for the rules.
 
@@ -121,13 +126,15 @@ def run(
         on_progress: receives every `Progress` row (phases and training rows).
         should_stop: polled between chunks; True cancels the run.
         chunk: steps per compiled chunk; None sizes chunks by time (loop.ChunkSizes). Never changes results.
+        relu_sum, by_pairs: how a step is computed (`model.training_forward`); never changes results
+            beyond float rounding.
     """
     if cfg.arch != "three_layer":
         raise ValueError(f"train.run trains the three-layer network; arch {cfg.arch!r} is a baseline (baselines.run)")
     reporter = loop.Reporter(1, None if on_progress is None else lambda _, row: on_progress(row))
     data = make_data(cfg)
     params = model.init(keys(cfg.seed)["init"], cfg)
-    forward = model.Forward(cfg.sigma1, relu_sum)
+    forward = model.training_forward(cfg, relu_sum, by_pairs)
     reporter.start([data.p_test])
     joint = loop.Task(joint_step, score_network, forward, probe_network)
     loop.report_start(joint, loop.adam_state(params), _monitor(data), _zero_loss(data), reporter)
@@ -140,6 +147,11 @@ def _monitor(data: Data) -> tuple:
     return data.x_test, data.y_test, data.p_test
 
 
+def _batch(data: Data, forward: model.Forward) -> tuple:
+    """The training batch (inputs, y), the inputs encoded once for the run (pair products on that path)."""
+    return forward.encode(data.x_train), data.y_train
+
+
 def _zero_loss(data: Data) -> float:
     """The train loss at init, where the network outputs exactly 0: mean(y²)."""
     return float(np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32))
@@ -147,7 +159,7 @@ def _zero_loss(data: Data) -> float:
 
 def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
     end = loop.run_loop(
-        loop.Task(joint_step, score_network, forward, probe_network), loop.adam_state(params), (data.x_train, data.y_train),
+        loop.Task(joint_step, score_network, forward, probe_network), loop.adam_state(params), _batch(data, forward),
         _monitor(data), {"lr": jnp.float32(cfg.lr)}, loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
     )
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps, end.drops[0])
@@ -197,7 +209,7 @@ def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Rep
     if status == "done":
         reporter.phase("evaluating", steps, 0.0, seed)
         metrics = {
-            "train_loss": float(_train_loss(params, (data.x_train, data.y_train), task.forward)),
+            "train_loss": float(_train_loss(params, _batch(data, task.forward), task.forward)),
             **evaluation.population_metrics(
                 cfg, data.lam, evaluation.network_output, params, task.forward,
                 on_fraction=lambda f: reporter.phase("evaluating", steps, f, seed),
@@ -235,6 +247,7 @@ def run_seeds(
     should_stop: Callable[[], bool] | None = None,
     chunk: int | None = None,
     relu_sum=relu_sum_fast,
+    by_pairs: bool | None = None,
 ) -> list[TrainResult]:
     """Train configs that differ only in `seed` as one compiled program (the loop's chunk under vmap).
 
@@ -245,18 +258,19 @@ def run_seeds(
     """
     if not seeds_batchable(cfgs):
         return [
-            run(c, None if on_progress is None else partial(on_progress, i), should_stop, chunk, relu_sum)
+            run(c, None if on_progress is None else partial(on_progress, i), should_stop, chunk, relu_sum, by_pairs)
             for i, c in enumerate(cfgs)
         ]
     cfg, reporter = cfgs[0], loop.Reporter(len(cfgs), on_progress)
     data = [make_data(c) for c in cfgs]
     params = [model.init(keys(c.seed)["init"], c) for c in cfgs]
-    joint = loop.Task(joint_step, score_network, model.Forward(cfg.sigma1, relu_sum), probe_network)
+    forward = model.training_forward(cfg, relu_sum, by_pairs)
+    joint = loop.Task(joint_step, score_network, forward, probe_network)
     reporter.start([d.p_test for d in data])
     state, monitor = _stack([loop.adam_state(p) for p in params]), _stack([_monitor(d) for d in data])
     loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)
     end = loop.run_loop(
-        joint, state, _stack([(d.x_train, d.y_train) for d in data]), monitor, {"lr": jnp.float32(cfg.lr)},
+        joint, state, _stack([_batch(d, forward) for d in data]), monitor, {"lr": jnp.float32(cfg.lr)},
         loop.rules_for(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
     )
     results = []

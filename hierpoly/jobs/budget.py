@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierpoly import settings
-from hierpoly.config import RunConfig, poly_space_dim, two_layer_width
+from hierpoly.config import RunConfig, first_block_by_pairs, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 # A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
@@ -40,6 +40,16 @@ def feature_block_bytes(cfg: RunConfig, n: int) -> int:
     return 4 * n * cfg.m1
 
 
+def pair_count(d: int) -> int:
+    """P = D(D+1)/2 pair products of x̃ = (x, 1), D = d + 1 (engine/tensor.py)."""
+    return (d + 1) * (d + 2) // 2
+
+
+def pair_bytes(cfg: RunConfig, n: int) -> int:
+    """The training set's pair products, n·P float32, held for the whole run where joint training uses them."""
+    return 4 * n * pair_count(cfg.d) if first_block_by_pairs(cfg) else 0
+
+
 def second_block_bytes(cfg: RunConfig, n: int) -> int:
     """The second block: O(n + m2) on the sorted path (joint); the layer-wise ridge needs the (n, m2) matrix."""
     if cfg.arch != "three_layer":
@@ -52,7 +62,7 @@ def second_block_bytes(cfg: RunConfig, n: int) -> int:
 def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     """Peak bytes of a run with n training samples: data, the two blocks, and backprop copies."""
     n = cfg.n if n is None else n
-    data = 4 * (n + cfg.n_test) * (cfg.d + 2)  # x, y, p
+    data = 4 * (n + cfg.n_test) * (cfg.d + 2) + pair_bytes(cfg, n)  # x, y, p; the pair products
     # ×3: forward activations, their gradients and one temporary, under autodiff
     blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
     params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
@@ -83,7 +93,9 @@ def estimate(cfg: RunConfig) -> Estimate:
     if cfg.arch == "two_layer":
         per_step = 6.0 * cfg.n * cfg.d * two_layer_width(cfg)
         return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps * TWO_LAYER_STEPS)
-    per_step = 6.0 * cfg.n * cfg.d * cfg.m1 + 6.0 * cfg.n * cfg.m2  # ≈ forward + backward of both blocks
+    # ≈ forward + backward of both blocks; the first block by pair products is two (n × P) by (P × D) matmuls
+    first = 4.0 * cfg.n * pair_count(cfg.d) * (cfg.d + 1) if first_block_by_pairs(cfg) else 6.0 * cfg.n * cfg.d * cfg.m1
+    per_step = first + 6.0 * cfg.n * cfg.m2
     return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps + eigen_flops(cfg))
 
 

@@ -1,0 +1,87 @@
+"""The cubic first block as a tensor contraction: the same g and the same gradients, from pair products.
+
+With σ1 = z³ the learned feature is a cubic polynomial of x whose coefficients are built
+from the parameters (model.py, equation (1)):
+
+    g(x) = (1/m1) Σ_i u_i (v_i·x + s_i)³ = T3[x,x,x] + T2[x,x] + T1·x + T0,
+
+    T3 = (1/m1) Σ u_i v_i⊗v_i⊗v_i,   T2 = (3/m1) Σ u_i s_i v_i⊗v_i,
+    T1 = (3/m1) Σ u_i s_i² v_i,       T0 = (1/m1) Σ u_i s_i³.
+
+All four are blocks of one symmetric tensor in D = d + 1 dimensions: with x̃ = (x, 1) and
+ṽ_i = (v_i, s_i), v_i·x + s_i = ṽ_i·x̃, so
+
+    g(x) = T[x̃,x̃,x̃],   T = (1/m1) Σ_i u_i ṽ_i⊗ṽ_i⊗ṽ_i                           (T)
+
+(the entries of T with one, two or three indices at the constant coordinate are T2/3, T1/3 and T0).
+Grouping the first two indices by the unordered pair {a, b}, a ≤ b (weight w_ab = 2 if a < b,
+else 1, for the two orders):
+
+    g(x) = Σ_c x̃_c Σ_{a≤b} x̃_a x̃_b W_{ab,c},   W_{ab,c} = w_ab T_abc = (1/m1) Σ_i u_i w_ab ṽ_ia ṽ_ib ṽ_ic.   (W)
+
+The data enter only through the pair products Q = (x̃_a x̃_b)_{a≤b}, P = D(D+1)/2 per point,
+fixed for a dataset, so they are built once (`pair_products`). Per step, g over n points is
+one matmul Wᵀ Q, (D × P) by (P × n), then a column-wise dot with x̃ (which is in Q: the pairs
+(a, d) with the constant coordinate x̃_d = 1); the data part of the gradient, ∂W = Q (ḡ ⊙ x̃)ᵀ, is the other matmul. Q is stored
+(P, n), points along the minor axis: both matmuls then read it in the layout XLA's CPU GEMM
+wants (stored (n, P), the gradient's Qᵀ costs up to twice as much at d = 20, measured). About
+2·n·D³ flops in two well-shaped matmuls, against 6·n·d·m1 (= 6·n·d³ at m1 = d²) in thin
+ones, and no (n × m1) array. The parameters enter only through W (m1·D³ work, independent
+of n), and JAX differentiates its construction, so ∂u, ∂s, ∂V and Adam's updates are those
+of the direct formulation (`model.feature`) up to float rounding.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def pair_index(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs (a, b), a ≤ b, of the D = d + 1 homogeneous coordinates: (P,), (P,).
+
+    The pairs within x come first; the last D are (a, d), x̃_a · x̃_d = x̃_a · 1, so x̃ is Q's last D rows
+    (a contiguous slice: a gather there costs a measurable share of the step).
+    """
+    a, b = np.triu_indices(d)
+    return np.concatenate([a, np.arange(d + 1)]), np.concatenate([b, np.full(d + 1, d)])
+
+
+def homogeneous(x: jax.Array) -> jax.Array:
+    """x̃ = (x, 1): (n, D)."""
+    return jnp.concatenate([x, jnp.ones((*x.shape[:-1], 1), x.dtype)], axis=-1)
+
+
+def pair_products(x: jax.Array) -> jax.Array:
+    """Q = (x̃_a x̃_b)_{a≤b} of equation (W) for x (n, d): (P, n), one column per point; a dataset's, built once."""
+    a, b = pair_index(x.shape[-1])
+    xh = homogeneous(x).T  # (D, n)
+    return xh[a] * xh[b]
+
+
+def inputs_from_pairs(pairs: jax.Array, d: int) -> jax.Array:
+    """x̃ read back from Q: the rows of the pairs (a, d), x̃_a · 1: (D, n)."""
+    return pairs[pairs.shape[0] - (d + 1):]
+
+
+def first_points(pairs: jax.Array, count: int) -> jax.Array:
+    """Q of the first `count` points: (P, count)."""
+    return pairs[:, :count]
+
+
+def coefficients(params: dict[str, jax.Array]) -> jax.Array:
+    """W of equation (W) from (u, s, V): (P, D). Differentiable; m1·P·D work, no n."""
+    m1, d = params["V"].shape
+    a, b = pair_index(d)
+    vh = jnp.concatenate([params["V"], params["s"][:, None]], axis=1)  # ṽ_i = (v_i, s_i): (m1, D)
+    weight = np.where(a < b, 2.0, 1.0).astype(np.float32)  # w_ab: both orders of an unordered pair
+    pair_v = vh[:, a] * vh[:, b] * weight  # (m1, P): w_ab ṽ_ia ṽ_ib
+    return pair_v.T @ (vh * (params["u"] / m1)[:, None])  # Σ_i over the width, (T) → (W)
+
+
+def feature_from_pairs(params: dict[str, jax.Array], pairs: jax.Array) -> jax.Array:
+    """g = Σ_c x̃_c (Wᵀ Q)_c, equation (W), at the points whose pair products are the columns of Q: (n,)."""
+    weights = coefficients(params)
+    d = weights.shape[1] - 1
+    return jnp.sum((weights.T @ pairs) * inputs_from_pairs(pairs, d), axis=0)
+
