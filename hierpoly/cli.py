@@ -32,16 +32,25 @@ MAX_SEED = 2**31 - 1  # JAX keys take 32 bits
 MAX_MULTIPLE = 1e6  # n = multiple · d^k: larger multiples are no grid anyone runs, and overflow at 1e308
 
 
-def _seed(text: str) -> int:
-    """A seed as argparse reads it: a whole number from 0 to 2^31 - 1, refused in one line otherwise."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be a whole number, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"seed must be from 0 to 2^31 - 1 = {MAX_SEED} (JAX keys take 32 bits), "
-                                         f"got {text[:24]}")
-    return value
+def _whole(low: int, high: int | None = None, what: str = "", bounds: str | None = None):
+    """An argparse type: a whole number in [low, high] (no upper bound: None), refused in one line otherwise;
+    ``bounds`` says the range in words where the bare numbers would not."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}must be a whole number, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            told = bounds or (f"at least {low}" if high is None else f"from {low} to {high}")
+            raise argparse.ArgumentTypeError(f"{what}must be {told}, got {text[:24]}")
+        return value
+
+    return parse
+
+
+_seed = _whole(0, MAX_SEED, "seed ", f"from 0 to 2^31 - 1 = {MAX_SEED} (JAX keys take 32 bits)")
+_count = _whole(1, 1000)  # seeds per cell
+_sample_rows = _whole(1)  # scatter points kept per run in a bundle
 
 
 def _multiple(text: str) -> float:
@@ -53,28 +62,6 @@ def _multiple(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= MAX_MULTIPLE):
         raise argparse.ArgumentTypeError(f"a multiple of d^k must be a finite number in (0, {MAX_MULTIPLE:g}], "
                                          f"got {text[:24]}")
-    return value
-
-
-def _sample_rows(text: str) -> int:
-    """Scatter points kept per run in a bundle: a whole number from 1 up."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text[:24]}")
-    return value
-
-
-def _count(text: str) -> int:
-    """Seeds per cell: a whole number from 1 to 1000."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if not 1 <= value <= 1000:
-        raise argparse.ArgumentTypeError(f"must be from 1 to 1000, got {text[:24]}")
     return value
 
 
