@@ -5,7 +5,8 @@ The preset, the x-axis and the baselines shown live in the URL, so a link opens 
 import streamlit as st
 
 from hierpoly.config import MODES
-from hierpoly.jobs import executors, local, policy, table as jobs
+from hierpoly.jobs import executors, local, policy
+from hierpoly.jobs import table as jobs
 from hierpoly.study import analysis, figure2, presets, specs
 from hierpoly.views import forms, plots, widgets
 

@@ -1,7 +1,8 @@
 """Results: every stored run (and unfinished job); filter, compare, open, delete, export and import bundles."""
 import streamlit as st
 
-from hierpoly.jobs import policy, table as jobs
+from hierpoly.jobs import policy
+from hierpoly.jobs import table as jobs
 from hierpoly.results import bundles
 from hierpoly.results.codec import StoreError
 from hierpoly.views import catalog, forms, monitor, plots, widgets

@@ -1,6 +1,5 @@
 """Configs: validation messages, default resolution, stable keys."""
 import dataclasses
-import json
 import os
 import subprocess
 import sys

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import budget, table as jobs
+from hierpoly.jobs import budget
+from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.process

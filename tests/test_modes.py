@@ -9,7 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import policy, table as jobs
+from hierpoly.jobs import policy
+from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache

@@ -11,7 +11,8 @@ import pytest
 
 from hierpoly import targets
 from hierpoly.config import JOINT_CAP
-from hierpoly.jobs import executors, table as jobs
+from hierpoly.jobs import executors
+from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 from hierpoly.study import figure2, presets, specs, sweep
 

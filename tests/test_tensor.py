@@ -8,7 +8,7 @@ import pytest
 
 from hierpoly.config import RunConfig, first_block_by_pairs
 from hierpoly.engine import model, tensor, train
-from hierpoly.engine.data import keys, make_data
+from hierpoly.engine.data import make_data
 from hierpoly.jobs import budget
 
 RTOL = 1e-9  # float64: the two formulations differ by rounding only

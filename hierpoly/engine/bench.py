@@ -31,7 +31,6 @@ Timings are after compilation unless said. A benchmark, not a test: nothing here
 from __future__ import annotations
 
 import dataclasses
-import math
 import statistics
 import sys
 import time

@@ -56,7 +56,8 @@ def submit_all(configs: list[RunConfig], store, submit: Callable | None = None) 
 
     ``submit(cfg, store)`` defaults to ``jobs.submit``; the web passes its mode's rules (``policy``).
     """
-    from hierpoly.jobs import budget, table as jobs
+    from hierpoly.jobs import budget
+    from hierpoly.jobs import table as jobs
 
     submit = submit or jobs.submit
     ids, refused = {}, []

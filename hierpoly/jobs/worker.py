@@ -14,11 +14,11 @@ word ("disk full: ...") can still be written, then stops serving.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 import traceback
-
 from pathlib import Path
 
 from hierpoly import settings

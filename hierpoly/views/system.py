@@ -81,7 +81,8 @@ def open_checked() -> tuple[Store | None, list[str]]:
 
     Never raises for a damaged store, job table or job record: pages show the lines instead.
     """
-    from hierpoly.jobs import policy, table as jobs
+    from hierpoly.jobs import policy
+    from hierpoly.jobs import table as jobs
 
     try:
         policy.current_mode()

@@ -11,7 +11,8 @@ import uuid
 
 import streamlit as st
 
-from hierpoly.jobs import policy, table as jobs
+from hierpoly.jobs import policy
+from hierpoly.jobs import table as jobs
 from hierpoly.views import forms, monitor, plots
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked
