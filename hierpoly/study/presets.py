@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from hierpoly.jobs.executors import SweepError
 from hierpoly.study.specs import CPU_CROSSINGS, PAPER_MULTIPLES, SweepFamily, SweepSpec, custom
+from hierpoly.study.transfer import TransferSpec
 
 
 def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
@@ -103,3 +104,32 @@ def preset(name: str, seeds: int | None = None, baselines: bool | None = None) -
         raise SweepError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
     options = {k: v for k, v in (("seeds", seeds), ("baselines", baselines)) if v is not None}
     return PRESETS[name](**options)
+
+
+TRANSFER_LINKS = ("quadratic", "std:h1+h4")
+TRANSFER_NS = (16, 64, 256, 1024, 4096)
+
+
+def transfer(seeds: int = 3, links: tuple[str, ...] = TRANSFER_LINKS) -> TransferSpec:
+    """The learned feature reused: a new link g' on the same p, fitted on the frozen first block from N samples.
+
+    Sources: the cpu preset's network runs at n = 4 d^3, seed 0, d ∈ {8, 12, 16, 20} (shipped in
+    cache/precomputed/cpu.zip; their first blocks are retrained from their configs once per store, see
+    jobs/runner.py). N ∈ {16, 64, 256, 1024, 4096}, 3 seeds. Per (d, N, link, seed): the transfer
+    (Algorithm 1's stage 2, ridge GD in c on the frozen g), the three-layer network from scratch on
+    h' = g' ∘ p and the kernel baseline, both at the same N and seed.
+    Links: z² on p (``quadratic``; even, so h' = C p² has no degree-3 part and the kernel's cubic
+    features reach only its degree-2 part) and g = h_1 + h_4 on p/√d (``std:h1+h4``: a link unlike the
+    source's z³, with a heavy tail). Not the cubic link (the source's own target: nothing transferred)
+    nor linear (h' = p is a cubic polynomial, which the kernel fits exactly).
+    Run: ``python -m hierpoly transfer --preset transfer --run --executor inline`` (the scratch runs
+    dominate: up to N = 4096 at d = 20; the d = 16 and 20 sources each retrain for about 4 and 18 CPU
+    minutes), then ``python -m hierpoly transfer --preset transfer --json``.
+    Should show: transfer curves that coincide across d (one-dimensional link fits: N does not grow with
+    d), scratch curves that move right with d (they must learn p: about d^3 samples), the kernel at its
+    floor. Measured so far: see README (only a slice was run).
+    """
+    return TransferSpec("transfer", (8, 12, 16, 20), TRANSFER_NS, tuple(links), seeds=seeds, doc=transfer.__doc__)
+
+
+TRANSFER_PRESETS: dict[str, Callable[..., TransferSpec]] = {"transfer": transfer}
