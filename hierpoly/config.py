@@ -203,8 +203,6 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.weight_decay2 is None or cfg.weight_decay2 >= 0,
          f"stage-2 weight decay must be ≥ 0, got {cfg.weight_decay2}")
     for name in STAGE2:
-        need(cfg.arch != TRANSFER or getattr(cfg, name) is None,
-             f"{name} is not a transfer setting: a transfer fits one stage, set by steps, lr and weight_decay")
         need(cfg.mode == "layerwise" or getattr(cfg, name) is None,
              f"{name} applies to layer-wise training (Algorithm 1's stage 2) only; leave it empty in joint mode")
     need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
@@ -217,18 +215,26 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.seed < 2**31, f"seed must be below 2^31 = {2**31} (JAX keys take 32 bits), got {cfg.seed}")
     need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
     need(16 <= cfg.n_eval <= 2**26, f"n_eval must be between 16 and 2^26 = {2**26}, got {cfg.n_eval}")
-    if cfg.arch == TRANSFER:
-        need(isinstance(cfg.source, str) and len(cfg.source) == 64 and set(cfg.source) <= _HEX,
-             f"a transfer's source must be a stored run's key (64 hex digits), got {cfg.source!r}")
-        need(cfg.sigma1 == "cube" and cfg.m1 is not None,
-             "a transfer reuses a three-layer first block with σ1 = cube: give its sigma1 and m1 (transfer_config does)")
-    else:
-        need(cfg.source is None, f"source applies to transfer runs only (arch {cfg.arch!r} trains from scratch)")
+    _validate_source(cfg, need)
     need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")
     try:
         canonical_link(cfg.link)
     except TargetError as err:
         raise ConfigError(str(err)) from None
+
+
+def _validate_source(cfg: RunConfig, need) -> None:
+    """A transfer names its source by key and fits one stage; no other run has a source."""
+    if cfg.arch != TRANSFER:
+        need(cfg.source is None, f"source applies to transfer runs only (arch {cfg.arch!r} trains from scratch)")
+        return
+    need(isinstance(cfg.source, str) and len(cfg.source) == 64 and set(cfg.source) <= _HEX,
+         f"a transfer's source must be a stored run's key (64 hex digits), got {cfg.source!r}")
+    need(cfg.sigma1 == "cube" and cfg.m1 is not None,
+         "a transfer reuses a three-layer first block with σ1 = cube: give its sigma1 and m1 (transfer_config does)")
+    for name in STAGE2:
+        need(getattr(cfg, name) is None,
+             f"{name} is not a transfer setting: a transfer fits one stage, set by steps, lr and weight_decay")
 
 
 # ------------------------------------------------------------------ transfer
