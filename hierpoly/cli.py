@@ -788,7 +788,22 @@ def _add_transfer_command(sub) -> None:
     p.add_argument("--links", nargs="+", default=None, help="with --preset: these links instead of the preset's")
     p.add_argument("--max-n", type=int, default=None, help="with --preset: only N up to this")
     p.add_argument("--seeds", type=_count, default=None, help="with --preset: seeds per cell (default: the preset's)")
+    p.add_argument("--out", default=None, help="with --preset: write the figure (test loss against N per link) as .html")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+
+
+def _write_transfer_figure(rep: dict, out: str) -> None:
+    """One HTML page: per link, test loss against N for every d, transfer beside scratch and kernel."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from hierpoly.views.plots import transfer_figure
+
+    cells = pd.DataFrame(rep["cells"])
+    parts = [transfer_figure(cells, link).to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
+             for i, link in enumerate(dict.fromkeys(cells["link"]))]
+    Path(out).write_text("<html><body>" + "".join(parts) + "</body></html>")
 
 
 def _resolve_key(store, prefix: str) -> str:
@@ -827,7 +842,7 @@ def cmd_transfer(args) -> int:
         return _transfer_preset(args)
     if args.source is None or args.link is None or args.n is None:
         return _fail("transfer needs --from KEY, --link LINK and --n N (or --preset NAME)")
-    from hierpoly.config import transfer_config
+    from hierpoly.config import scratch_config, transfer_config
 
     store = Store()
     _load_precomputed(store)
@@ -835,7 +850,7 @@ def cmd_transfer(args) -> int:
     if source is None:
         return _fail(f"the stored run {args.source} cannot be read", 1)
     cfg = transfer_config(source.config, args.link, args.n, args.seed, mode=args.mode)
-    scratch = RunConfig(d=cfg.d, n=cfg.n, k=cfg.k, link=cfg.link, seed=cfg.seed)
+    scratch = scratch_config(source.config, args.link, args.n, args.seed)
     cfgs = {"transfer": cfg, "scratch": scratch, "kernel": RunConfig(**{**scratch.to_dict(), "arch": "kernel"})}
     done = _wait_all(cfgs, store)
     out = {"source": source.key, "link": args.link, "n": args.n, "seed": args.seed, "mode": args.mode}
@@ -885,6 +900,10 @@ def _transfer_preset(args) -> int:
                 print(f"warning: d={r['d']} n={r['n']} seed {r['seed']} {r['arch']}: {r['status']}: {r['message']}",
                       file=sys.stderr)
     rep = transfer_study.report(spec, store)
+    if args.out is not None:
+        if not args.out.endswith(".html"):
+            return _fail(f"--out must name an .html file, got {args.out!r}")
+        _write_transfer_figure(rep, args.out)
     if args.json:
         print(json.dumps(jsonable(rep)))
         return 0

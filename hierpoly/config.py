@@ -271,6 +271,11 @@ def transfer_config(source: RunConfig, link: str, n: int, seed: int = 0, mode: s
     return RunConfig(**copied, n=n, link=link, seed=seed, mode=mode, arch=TRANSFER, source=source.key(), **options)
 
 
+def scratch_config(source: RunConfig, link: str, n: int, seed: int = 0) -> RunConfig:
+    """The transfer's contrast: the source's network and training, from scratch on h' = link ∘ p with n samples."""
+    return dataclasses.replace(source, n=n, link=link, seed=seed)
+
+
 def transfer_mismatch(cfg: RunConfig, source: RunConfig) -> str | None:
     """Why `cfg` is not a transfer of `source` (a field it should have copied differs); None when it is."""
     if cfg.source != source.key():

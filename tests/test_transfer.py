@@ -133,3 +133,78 @@ def test_the_preset_lists_transfer_scratch_and_kernel_and_reports_missing_runs()
     rep = report(small, Store())
     assert {m["role"] for m in rep["missing"]} == {"transfer", "scratch", "kernel"}
     assert all(c["test_loss"] is None for c in rep["cells"])
+
+
+def test_transfer_figure_draws_one_line_per_d_and_role():
+    import pandas as pd
+
+    from hierpoly.views.plots import transfer_figure
+
+    cells = pd.DataFrame([
+        {"d": d, "n": n, "link": "quadratic", "role": role, "test_loss": 0.5 / n**0.5, "test_loss_se": 0.01}
+        for d in (8, 12) for n in (16, 64) for role in ("transfer", "scratch", "kernel")
+    ] + [{"d": 8, "n": 16, "link": "other", "role": "transfer", "test_loss": None, "test_loss_se": None}])
+    fig = transfer_figure(cells, "quadratic")
+    assert len(fig.data) == 6
+    assert {t.line.dash for t in fig.data} == {"solid", "dash", "dot"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["transfer", "--link", "quadratic", "--n", "64"], "needs --from KEY"),
+    (["transfer", "--from", "zz", "--link", "quadratic", "--n", "64"], "prefix of at least 4 hex digits"),
+    (["transfer", "--from", "abcd", "--link", "quadratic", "--n", "64"], "no stored run with key abcd"),
+    (["transfer", "--preset", "nope"], "unknown transfer preset"),
+    (["transfer", "--preset", "transfer", "--out", "fig.png"], ".html"),
+    (["transfer", "--preset", "transfer", "--links", "nonsense"], "link"),
+])
+def test_transfer_command_refuses_bad_input_in_one_line(args, message, capsys, monkeypatch):
+    from hierpoly import cli
+
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    assert cli.main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_transfer_command_refuses_a_kernel_source(source_result, capsys, monkeypatch):
+    from hierpoly import cli
+
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    kernel = dataclasses.replace(source_result, config=dataclasses.replace(SOURCE, arch="kernel"), first_block={})
+    Store().put(kernel)
+    assert cli.main(["transfer", "--from", kernel.key[:12], "--link", "quadratic", "--n", "64"]) == 2
+    assert "three-layer run trained jointly" in capsys.readouterr().err
+
+
+def test_the_preset_answers_from_the_store_with_missing_runs_named(capsys, monkeypatch):
+    import json
+
+    from hierpoly import cli
+
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    assert cli.main(["transfer", "--preset", "transfer", "--d", "8", "--max-n", "64", "--seeds", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {(c["d"], c["n"]) for c in out["cells"]} == {(8, 16), (8, 64)}
+    assert len(out["missing"]) == 2 * 2 * 3 and out["sources"][0]["key"].startswith("3d0c9cf6e329f49e")
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_transfer_command_end_to_end(source_result, cache_dir, tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    Store().put(dataclasses.replace(source_result, first_block={}))
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo), "HIERPOLY_CACHE_DIR": str(cache_dir), "HIERPOLY_LOAD_PRECOMPUTED": "0"}
+    res = subprocess.run([sys.executable, "-m", "hierpoly", "transfer", "--from", source_result.key[:10], "--link",
+                          "quadratic", "--n", "32", "--seed", "1", "--json"], capture_output=True, text=True, env=env,
+                         cwd=repo, timeout=600)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    for role in ("transfer", "scratch", "kernel"):
+        assert out[role]["status"] == "done" and out[role]["test_loss_se"] > 0
+    assert out["transfer"]["source_first_block"]["first_block"] == "retrained from the source's config"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hierpoly.config import ConfigError, RunConfig, transfer_config
+from hierpoly.config import ConfigError, RunConfig, scratch_config, transfer_config
 from hierpoly.jobs.executors import SweepError
 from hierpoly.study.specs import n_for
 
@@ -55,7 +55,7 @@ class TransferSpec:
     def runs(self, d: int, n: int, link: str, seed: int) -> dict[str, RunConfig]:
         """The three runs of one (d, N, link, seed), by role."""
         source = self.source(d)
-        scratch = RunConfig(d=d, n=n, k=self.k, link=link, seed=seed)
+        scratch = scratch_config(source, link, n, seed)
         return {
             "transfer": transfer_config(source, link, n, seed, mode=self.mode),
             "scratch": scratch,
