@@ -779,8 +779,8 @@ def _add_transfer_command(sub) -> None:
     p.add_argument("--link", default=None, help="the new link g' (any link `run --link` accepts)")
     p.add_argument("--n", type=int, default=None, help="fresh samples N of h' = g' ∘ p")
     p.add_argument("--seed", type=_seed, default=0, help="draws the N samples, the second block's init, the test points")
-    p.add_argument("--mode", default="layerwise",
-                   help="layerwise: Algorithm 1's stage 2 (ridge GD in c); joint: Adam on a, b, c under the joint rules")
+    p.add_argument("--mode", default=None,
+                   help="joint (default): Adam on a, b, c under the joint rules; layerwise: Algorithm 1's stage 2 (ridge GD in c)")
     p.add_argument("--preset", default=None, help="a transfer grid (transfer): its table from the store")
     p.add_argument("--run", action="store_true", help="with --preset: run the grid's missing runs first")
     p.add_argument("--executor", default="local", help="with --run: where runs execute (local, inline, ...)")
@@ -849,11 +849,11 @@ def cmd_transfer(args) -> int:
     source = store.get(_resolve_key(store, args.source))
     if source is None:
         return _fail(f"the stored run {args.source} cannot be read", 1)
-    cfg = transfer_config(source.config, args.link, args.n, args.seed, mode=args.mode)
+    cfg = transfer_config(source.config, args.link, args.n, args.seed, mode=args.mode or "joint")
     scratch = scratch_config(source.config, args.link, args.n, args.seed)
     cfgs = {"transfer": cfg, "scratch": scratch, "kernel": RunConfig(**{**scratch.to_dict(), "arch": "kernel"})}
     done = _wait_all(cfgs, store)
-    out = {"source": source.key, "link": args.link, "n": args.n, "seed": args.seed, "mode": args.mode}
+    out = {"source": source.key, "link": args.link, "n": args.n, "seed": args.seed, "mode": cfg.mode}
     for role, (job, result) in done.items():
         metrics = result.metrics if result is not None else {}
         out[role] = {"key": cfgs[role].key(), "status": job.status, "message": job.message,
@@ -884,7 +884,7 @@ def _transfer_preset(args) -> int:
         spec = presets.TRANSFER_PRESETS[args.preset]()
         changes = {"ds": tuple(args.d) if args.d else None, "links": tuple(args.links) if args.links else None,
                    "ns": tuple(n for n in spec.ns if n <= args.max_n) if args.max_n is not None else None,
-                   "seeds": args.seeds, "mode": args.mode if args.mode != "layerwise" else None}
+                   "seeds": args.seeds, "mode": args.mode}
         spec = spec.with_options(**{k: v for k, v in changes.items() if v is not None})
     except executors.SweepError as err:
         return _fail(str(err))

@@ -253,7 +253,7 @@ def source_problem(source: RunConfig) -> str | None:
     return None
 
 
-def transfer_config(source: RunConfig, link: str, n: int, seed: int = 0, mode: str = "layerwise", **options) -> RunConfig:
+def transfer_config(source: RunConfig, link: str, n: int, seed: int = 0, mode: str = "joint", **options) -> RunConfig:
     """The transfer of `source`'s first block to link g' = `link` with n fresh samples (validated, one-line errors).
 
     Args:
@@ -261,7 +261,8 @@ def transfer_config(source: RunConfig, link: str, n: int, seed: int = 0, mode: s
         link: the new link g' (any link the target parser accepts), on the same feature p.
         n: fresh training samples of h' = g' ∘ p.
         seed: draws the fresh samples, the second block's initialisation and the evaluation points.
-        mode: layerwise (Algorithm 1's stage 2: ridge GD in c) or joint (Adam on a, b, c under the joint rules).
+        mode: joint (Adam on a, b, c under the joint rules: the lower test loss in every cell measured, see
+            study/presets.py) or layerwise (Algorithm 1's stage 2: ridge GD in c, a and b at their init).
         options: other RunConfig fields (steps, lr, weight_decay, ...).
     """
     problem = source_problem(source)

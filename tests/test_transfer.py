@@ -26,7 +26,7 @@ def test_transfer_config_copies_the_source_and_its_key_covers_source_link_n_seed
     other_source = dataclasses.replace(SOURCE, seed=1)
     keys = {cfg.key(), transfer_config(SOURCE, "std:h1+h4", 64, 1).key(), transfer_config(SOURCE, "quadratic", 65, 1).key(),
             transfer_config(SOURCE, "quadratic", 64, 2).key(), transfer_config(other_source, "quadratic", 64, 1).key(),
-            transfer_config(SOURCE, "quadratic", 64, 1, mode="joint").key()}
+            transfer_config(SOURCE, "quadratic", 64, 1, mode="layerwise").key()}
     assert len(keys) == 6
     wider = dataclasses.replace(SOURCE, m1=20)
     assert "m1 = 16 differs" in transfer_mismatch(dataclasses.replace(cfg, source=wider.key()), wider)
@@ -94,7 +94,7 @@ def test_a_transfer_retrains_a_source_without_a_block_exactly_then_reuses_the_st
     store = Store()
     store.put(dataclasses.replace(source_result, first_block={}))  # as the shipped results: no parameters
     runner._retrained.clear()
-    cfg = transfer_config(SOURCE, "quadratic", 64, 0, steps=200)
+    cfg = transfer_config(SOURCE, "quadratic", 64, 0, mode="layerwise", steps=200)
     ended = runner.execute(cfg, results=store)
     assert ended.status == "done", ended.message
     how = ended.result.meta["extra"]["source"]
@@ -105,10 +105,13 @@ def test_a_transfer_retrains_a_source_without_a_block_exactly_then_reuses_the_st
     assert np.isfinite(m["test_loss"]) and m["test_loss_se"] > 0
     store.put(ended.result)
     runner._retrained.clear()
-    again = runner.execute(transfer_config(SOURCE, "quadratic", 64, 1, steps=200), results=store)
+    again = runner.execute(transfer_config(SOURCE, "quadratic", 64, 1, mode="layerwise", steps=200), results=store)
     assert again.result.meta["extra"]["source"]["first_block"].startswith("stored with transfer")
-    joint = runner.execute(transfer_config(SOURCE, "quadratic", 64, 0, mode="joint", steps=300), results=store)
+    joint = runner.execute(transfer_config(SOURCE, "quadratic", 64, 0, steps=300), results=store)
     assert joint.status == "done" and np.isfinite(joint.result.metrics["test_loss"])
+    assert joint.result.meta["stopped_by"] in ("plateau", "feature settled", "step cap")
+    # the frozen block is the source's, whatever the fit
+    assert all(np.array_equal(joint.result.first_block[k], source_result.first_block[k]) for k in "usV")
     # in a bundle, with its first block
     got = bundles.read_bundle(bundles.export_bundle(store, [cfg.key()]))
     assert set(got[cfg.key()].first_block) == {"u", "s", "V"}

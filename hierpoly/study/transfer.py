@@ -37,7 +37,7 @@ class TransferSpec:
     source_multiple: float = 4.0  # the source runs' n = multiple · d^k
     source_seed: int = 0
     k: int = 3
-    mode: str = "layerwise"  # the transfer's fit: layerwise (stage 2, ridge GD in c) or joint (Adam on a, b, c)
+    mode: str = "joint"  # the transfer's fit: joint (Adam on a, b, c) or layerwise (stage 2, ridge GD in c)
     doc: str = ""
 
     def __post_init__(self):
