@@ -842,16 +842,15 @@ def cmd_transfer(args) -> int:
         return _transfer_preset(args)
     if args.source is None or args.link is None or args.n is None:
         return _fail("transfer needs --from KEY, --link LINK and --n N (or --preset NAME)")
-    from hierpoly.config import scratch_config, transfer_config
+    from hierpoly.study.transfer import transfer_runs
 
     store = Store()
     _load_precomputed(store)
     source = store.get(_resolve_key(store, args.source))
     if source is None:
         return _fail(f"the stored run {args.source} cannot be read", 1)
-    cfg = transfer_config(source.config, args.link, args.n, args.seed, mode=args.mode or "joint")
-    scratch = scratch_config(source.config, args.link, args.n, args.seed)
-    cfgs = {"transfer": cfg, "scratch": scratch, "kernel": RunConfig(**{**scratch.to_dict(), "arch": "kernel"})}
+    cfgs = transfer_runs(source.config, args.link, args.n, args.seed, mode=args.mode or "joint")
+    cfg = cfgs["transfer"]
     done = _wait_all(cfgs, store)
     out = {"source": source.key, "link": args.link, "n": args.n, "seed": args.seed, "mode": cfg.mode}
     for role, (job, result) in done.items():

@@ -25,6 +25,17 @@ from hierpoly.study.specs import n_for
 ROLES = ("transfer", "scratch", "kernel")
 
 
+def transfer_runs(source: RunConfig, link: str, n: int, seed: int = 0, mode: str = "joint") -> dict[str, RunConfig]:
+    """The three runs of one comparison, by role: the transfer of `source`'s feature to `link` with n samples,
+    the same network from scratch on h' = link ∘ p, and the kernel baseline on the scratch run's data."""
+    scratch = scratch_config(source, link, n, seed)
+    return {
+        "transfer": transfer_config(source, link, n, seed, mode=mode),
+        "scratch": scratch,
+        "kernel": dataclasses.replace(scratch, arch="kernel"),
+    }
+
+
 @dataclass(frozen=True)
 class TransferSpec:
     """Sources × links × N × seeds, each with its transfer, scratch and kernel run."""
@@ -54,13 +65,7 @@ class TransferSpec:
 
     def runs(self, d: int, n: int, link: str, seed: int) -> dict[str, RunConfig]:
         """The three runs of one (d, N, link, seed), by role."""
-        source = self.source(d)
-        scratch = scratch_config(source, link, n, seed)
-        return {
-            "transfer": transfer_config(source, link, n, seed, mode=self.mode),
-            "scratch": scratch,
-            "kernel": dataclasses.replace(scratch, arch="kernel"),
-        }
+        return transfer_runs(self.source(d), link, n, seed, self.mode)
 
     def cells(self) -> list[tuple[int, int, str]]:
         return [(d, n, link) for d in self.ds for link in self.links for n in sorted(set(self.ns))]
