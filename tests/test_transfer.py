@@ -93,7 +93,7 @@ def test_a_transfer_retrains_a_source_without_a_block_exactly_then_reuses_the_st
 
     store = Store()
     store.put(dataclasses.replace(source_result, first_block={}))  # as the shipped results: no parameters
-    runner._retrained.clear()
+    runner.forget_retrained()
     cfg = transfer_config(SOURCE, "quadratic", 64, 0, mode="layerwise", steps=200)
     ended = runner.execute(cfg, results=store)
     assert ended.status == "done", ended.message
@@ -104,7 +104,7 @@ def test_a_transfer_retrains_a_source_without_a_block_exactly_then_reuses_the_st
     m = ended.result.metrics
     assert np.isfinite(m["test_loss"]) and m["test_loss_se"] > 0
     store.put(ended.result)
-    runner._retrained.clear()
+    runner.forget_retrained()
     again = runner.execute(transfer_config(SOURCE, "quadratic", 64, 1, mode="layerwise", steps=200), results=store)
     assert again.result.meta["extra"]["source"]["first_block"].startswith("stored with transfer")
     joint = runner.execute(transfer_config(SOURCE, "quadratic", 64, 0, steps=300), results=store)

@@ -123,6 +123,11 @@ def source_first_block(source: Result, results: store.Store, on_progress: Callab
     return _retrained[key]
 
 
+def forget_retrained() -> None:
+    """Drop the first blocks this process retrained: the next transfer looks in the store again."""
+    _retrained.clear()
+
+
 def _execute_transfer(cfg: RunConfig, on_progress, should_stop, results: store.Store, t0: float) -> Outcome:
     from hierpoly.engine import transfer
     from hierpoly.progress import Progress
