@@ -2,6 +2,7 @@
 
 Public API. Importing the package does not import JAX; the modules that compute do.
     RunConfig, ConfigError        frozen, validated run configs and their stable keys (config)
+    transfer_config               a stored run's learned feature reused for a new link (engine.transfer)
     targets                       Hermite features, polynomial links, exact normalisation
     model, train, baselines       the network of equation (1), joint / layer-wise training, baselines
     Store, Result                 results on diskcache (results.store); jobs: background workers (jobs.table)
@@ -11,8 +12,8 @@ Public API. Importing the package does not import JAX; the modules that compute 
 """
 __version__ = "0.1.0"
 
-from hierpoly.config import ConfigError, RunConfig  # noqa: E402
+from hierpoly.config import ConfigError, RunConfig, transfer_config  # noqa: E402
 from hierpoly.results.codec import Result  # noqa: E402
 from hierpoly.results.store import Store  # noqa: E402
 
-__all__ = ["RunConfig", "ConfigError", "Store", "Result", "__version__"]
+__all__ = ["RunConfig", "ConfigError", "transfer_config", "Store", "Result", "__version__"]

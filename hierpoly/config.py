@@ -31,10 +31,20 @@ MODES = ("joint", "layerwise")
 # Algorithm 1 alone); two_layer = a ReLU two-layer network of about the same parameter count,
 # trained with Adam at a rate and for a number of steps chosen on a holdout (engine/baselines.py).
 ARCHS = ("three_layer", "kernel", "two_layer")
+# transfer: the first block (u, s, V) of a stored three-layer run (`source`, its key) frozen, and the second
+# block fitted to a new link g' on the same feature p (engine/transfer.py). Not a grid architecture: a sweep's
+# archs are ARCHS; a transfer names its source run.
+TRANSFER = "transfer"
+ALL_ARCHS = ARCHS + (TRANSFER,)
 SIGMA1_DEGREE = {"cube": 3, "square": 2, "relu": None}  # None: not a polynomial
 # Algorithm 1's stage-2 fields (T2, η2, ξ2) and the stage-1 fields they default to.
 STAGE2 = {"steps2": "steps", "lr2": "lr", "weight_decay2": "weight_decay"}
 
+
+# Fields added after results were stored, with the default that leaves them out of the key: an existing
+# run's key stays what it was (its stored result is found again), a new setting makes a new key.
+KEY_OMITS_DEFAULT = {"source": None}
+_HEX = set("0123456789abcdef")
 
 # the joint stopping rules' settings: layer-wise training and the kernel fit never read them
 _JOINT_ONLY = ("tol", "patience", "lr_drops", "lr_decay", "feature_tol")
@@ -83,8 +93,9 @@ class RunConfig:
     sigma1: str = "cube"  # first activation: cube (paper), square or relu; σ2 is ReLU
     m1: int | None = None  # first width; None: d^2 (joint, paper) or C(d+k, k) (layer-wise)
     m2: int = 1000  # second width (paper: 1000)
-    arch: str = "three_layer"  # three_layer (the paper's) or a baseline: kernel, two_layer
+    arch: str = "three_layer"  # three_layer (the paper's), a baseline (kernel, two_layer) or transfer
     mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
+    # (transfer: joint = Adam on the second block a, b, c; layerwise = Algorithm 1's stage 2, ridge GD in c)
     steps: int | None = None  # joint: step cap; layer-wise: T1; None: 64000 / 5000
     lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: η1, None: 1/L
     weight_decay: float = 1e-6  # layer-wise: ξ1 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
@@ -101,6 +112,7 @@ class RunConfig:
     seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
     n_test: int = 8192  # fresh monitor points: test loss and correlation while training, plot samples
     n_eval: int = 2**20  # more fresh points for the final test loss and correlation (streamed)
+    source: str | None = None  # transfer only: the key of the three-layer run whose first block is reused
 
     def __post_init__(self):
         _validate(self)
@@ -111,7 +123,7 @@ class RunConfig:
             fill["steps"] = JOINT_CAP if self.mode == "joint" else 5000
         if self.lr is None and self.mode == "joint":
             fill["lr"] = 1e-2  # layer-wise None stays: 1/L, the largest stable GD step (train.py)
-        if self.mode == "layerwise":  # stage 2 left to None repeats stage 1 (lr None stays: its own 1/L)
+        if self.mode == "layerwise" and self.arch != TRANSFER:  # stage 2 left to None repeats stage 1 (lr None stays: its own 1/L)
             for name, first in STAGE2.items():
                 if getattr(self, name) is None:
                     fill[name] = fill.get(first, getattr(self, first))
@@ -147,7 +159,9 @@ class RunConfig:
         versions = {"schema": SCHEMA_VERSION}
         if self.arch in ARCH_REVISION:
             versions["revision"] = ARCH_REVISION[self.arch]
-        payload = json.dumps({**versions, "config": self.to_dict()}, sort_keys=True, separators=(",", ":"))
+        config = {name: value for name, value in self.to_dict().items()
+                  if not (name in KEY_OMITS_DEFAULT and value == KEY_OMITS_DEFAULT[name])}
+        payload = json.dumps({**versions, "config": config}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def warnings(self) -> list[str]:
@@ -190,10 +204,10 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.d >= 1, f"input dimension d must be at least 1, got {cfg.d}")
     need(cfg.d <= 4096, f"input dimension d = {cfg.d} is above the supported 4096")
     need(cfg.n >= 2, f"sample size n must be at least 2, got {cfg.n}")
-    need(cfg.arch in ARCHS, f"arch must be one of {', '.join(ARCHS)}, got {cfg.arch!r}")
+    need(cfg.arch in ALL_ARCHS, f"arch must be one of {', '.join(ALL_ARCHS)}, got {cfg.arch!r}")
     need(cfg.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     need(cfg.mode != "layerwise" or cfg.n >= 4, "layer-wise training splits n into D1 and D2: n must be at least 4")
-    need(cfg.arch == "three_layer" or cfg.mode == "joint",
+    need(cfg.arch in ("three_layer", TRANSFER) or cfg.mode == "joint",
          f"the {cfg.arch} baseline is trained as a whole (mode joint); layer-wise training is the three-layer network's")
     need(cfg.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {cfg.k}")
     need(cfg.sigma1 in SIGMA1, f"sigma1 must be one of {', '.join(SIGMA1)}, got {cfg.sigma1!r}")
@@ -219,8 +233,73 @@ def _validate(cfg: RunConfig) -> None:
     need(cfg.seed < 2**31, f"seed must be below 2^31 = {2**31} (JAX keys take 32 bits), got {cfg.seed}")
     need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
     need(16 <= cfg.n_eval <= 2**26, f"n_eval must be between 16 and 2^26 = {2**26}, got {cfg.n_eval}")
+    _validate_source(cfg, need)
     need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")
     try:
         canonical_link(cfg.link)
     except TargetError as err:
         raise ConfigError(str(err)) from None
+
+
+def _validate_source(cfg: RunConfig, need) -> None:
+    """A transfer names its source by key and fits one stage; no other run has a source."""
+    if cfg.arch != TRANSFER:
+        need(cfg.source is None, f"source applies to transfer runs only (arch {cfg.arch!r} trains from scratch)")
+        return
+    need(isinstance(cfg.source, str) and len(cfg.source) == 64 and set(cfg.source) <= _HEX,
+         f"a transfer's source must be a stored run's key (64 hex digits), got {cfg.source!r}")
+    need(cfg.sigma1 == "cube" and cfg.m1 is not None,
+         "a transfer reuses a three-layer first block with σ1 = cube: give its sigma1 and m1 (transfer_config does)")
+    for name in STAGE2:
+        need(getattr(cfg, name) is None,
+             f"{name} is not a transfer setting: a transfer fits one stage, set by steps, lr and weight_decay")
+
+
+# ------------------------------------------------------------------ transfer
+# What a transfer copies from its source: the target's feature (d, k), the frozen first block's shape and
+# activation, the second block's width and τ_b, and the measurement's points.
+TRANSFER_COPIES = ("d", "k", "sigma1", "m1", "m2", "b_scale", "n_test", "n_eval")
+
+
+def source_problem(source: RunConfig) -> str | None:
+    """Why `source` cannot lend its first block to a transfer, in one line; None when it can."""
+    if source.arch != "three_layer" or source.mode != "joint":
+        what = source.arch if source.arch != "three_layer" else f"three-layer {source.mode}"
+        return f"the source must be a three-layer run trained jointly, this one is {what}"
+    if source.sigma1 != "cube":
+        return f"the source's first activation must be cube (the paper's σ1), this one is {source.sigma1}"
+    return None
+
+
+def transfer_config(source: RunConfig, link: str, n: int, seed: int = 0, mode: str = "joint", **options) -> RunConfig:
+    """The transfer of `source`'s first block to link g' = `link` with n fresh samples (validated, one-line errors).
+
+    Args:
+        source: a stored three-layer joint run with σ1 = cube (`source_problem` says why not).
+        link: the new link g' (any link the target parser accepts), on the same feature p.
+        n: fresh training samples of h' = g' ∘ p.
+        seed: draws the fresh samples, the second block's initialisation and the evaluation points.
+        mode: joint (Adam on a, b, c under the joint rules: the lower test loss in every cell measured, see
+            study/presets.py) or layerwise (Algorithm 1's stage 2: ridge GD in c, a and b at their init).
+        options: other RunConfig fields (steps, lr, weight_decay, ...).
+    """
+    problem = source_problem(source)
+    if problem is not None:
+        raise ConfigError(problem)
+    copied = {name: getattr(source, name) for name in TRANSFER_COPIES}
+    return RunConfig(**copied, n=n, link=link, seed=seed, mode=mode, arch=TRANSFER, source=source.key(), **options)
+
+
+def scratch_config(source: RunConfig, link: str, n: int, seed: int = 0) -> RunConfig:
+    """The transfer's contrast: the source's network and training, from scratch on h' = link ∘ p with n samples."""
+    return dataclasses.replace(source, n=n, link=link, seed=seed)
+
+
+def transfer_mismatch(cfg: RunConfig, source: RunConfig) -> str | None:
+    """Why `cfg` is not a transfer of `source` (a field it should have copied differs); None when it is."""
+    if cfg.source != source.key():
+        return f"the transfer names source {cfg.source[:16]}, not {source.key()[:16]}"
+    for name in TRANSFER_COPIES:
+        if getattr(cfg, name) != getattr(source, name):
+            return f"the transfer's {name} = {getattr(cfg, name)} differs from its source's {getattr(source, name)}"
+    return source_problem(source)

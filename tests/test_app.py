@@ -486,3 +486,41 @@ def test_learns_seed_box_at_2_to_the_31_gives_a_line_not_a_traceback(empty_store
         assert "max" in str(err).lower() or "2147483647" in str(err), err
         return
     _ok(at)
+
+
+def test_explore_offers_the_feature_for_a_new_target(stored_store):
+    cfg = RunConfig(**TINY)
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
+    _ok(at)
+    assert any(h.value == "Use this feature for a new target" for h in at.subheader)
+    assert at.selectbox(key="ex_tr_link").value == "quadratic"
+    assert not at.button(key="ex_tr_run").disabled
+    table = at.dataframe[0].value
+    assert list(table["model"]) == ["transfer", "scratch", "kernel"] and set(table["test loss ± SE"]) == {"not run"}
+
+
+def test_explore_has_no_transfer_for_a_baseline(stored_store):
+    at = _app("pages/1_Explore.py", forms.params_from_config(GRID.config(4, 32, 0, arch="kernel")))
+    _ok(at)
+    assert not any(h.value == "Use this feature for a new target" for h in at.subheader)
+
+
+@pytest.mark.slow
+@pytest.mark.process  # real workers
+def test_explore_fits_a_new_link_and_shows_the_comparison(stored_store):
+    from hierpoly.study.transfer import transfer_runs
+
+    cfg = RunConfig(**TINY)
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
+    at.selectbox(key="ex_tr_n").set_value(16).run()
+    at.button(key="ex_tr_run").click().run()
+    _ok(at)
+    runs = transfer_runs(cfg, "quadratic", 16, cfg.seed)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not all(stored_store.has(c.key()) for c in runs.values()):
+        time.sleep(2.0)
+    at.run()
+    _ok(at)
+    table = at.dataframe[0].value
+    assert all("±" in value for value in table["test loss ± SE"]), table
+    assert len(at.get("plotly_chart")) == 6  # the run's five and the transfer's fit

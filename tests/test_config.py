@@ -32,7 +32,8 @@ def test_every_field_changes_the_key():
         b_scale=3.0, seed=1, n_test=100, n_eval=4096,
     )
     stage2 = dict(steps2=10, lr2=5e-2, weight_decay2=1e-3)  # layer-wise only
-    assert set(changes) | set(stage2) == {f.name for f in dataclasses.fields(RunConfig)}
+    transfer = dict(source="f" * 64)  # transfer only (test_transfer.py: the source changes a transfer's key)
+    assert set(changes) | set(stage2) | set(transfer) == {f.name for f in dataclasses.fields(RunConfig)}
     keys = {base.key(), layerwise.key()}
     for name, value in changes.items():
         keys.add(dataclasses.replace(base, **{name: value}).key())

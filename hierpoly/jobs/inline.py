@@ -36,7 +36,7 @@ class InlineExecutor:
             def note(i, row, label=label):
                 on_note(f"{label}: step {row.step}" if row.is_history else f"{label}: {row.phase}")
 
-            for ended in runner.execute_seeds(group, on_progress=note):
+            for ended in runner.execute_seeds(group, on_progress=note, results=store):
                 if ended.result is not None:
                     store.put(ended.result)
                 rows.append(outcome(ended.config, ended.status, ended.message, store))

@@ -2,7 +2,29 @@
 
 The local worker, the inline executor and Ray tasks all call ``execute`` (or
 ``execute_seeds`` for a cell's seeds batched into one program). This is the only
-module of ``runs`` that reaches the JAX engine, and only when called.
+module of ``jobs`` that reaches the JAX engine, and only when called.
+
+A transfer (arch transfer, engine/transfer.py) needs its source run's trained first
+block (u, s, V). Results stored before transfers existed (the shipped bundles among
+them) keep metrics, curves and samples but not parameters, so ``source_first_block``
+takes the first block from, in order:
+1. the source result's own ``first_block.npz`` (three-layer results store it from now on);
+2. a stored transfer from the same source (each keeps the frozen block it used), so a
+   store retrains a source at most once, and a bundle's transfers carry the block they used;
+3. the source retrained from its config, alone (``train.run``): training is a function of
+   the config (one seed draws λ, the init and the data; where chunks end never changes a
+   result), so within one build it is the same run, bit for bit (tests check it). It is not
+   bit-identical to the shipped runs: they were trained with their seeds batched (vmap), on
+   another machine's CPU, and a long Adam run amplifies float-reduction differences. Measured:
+   d = 8, n = 4d³, seed 0: test loss 0.429 retrained vs 0.420 stored, corr 0.9979 vs 0.9984
+   (retrained with the 3 seeds batched: 0.4195, 13000 steps as stored, still not exact);
+   d = 12: 0.169 vs 0.176, corr 0.9989 vs 0.9986. Same config, same rules, a sibling
+   feature of the same quality, so the transfer records both the stored and the retrained
+   numbers in its meta (``extra.source``) rather than claiming the stored run's block.
+Storing the block in new results rather than always retraining keeps a transfer cheap
+(a d = 20 source trains for about 18 CPU minutes); retraining rather than refusing keeps
+the shipped runs usable as sources. Retrained blocks are kept per process, too, so the
+seeds and links of one sweep share one retraining.
 """
 from __future__ import annotations
 
@@ -13,13 +35,16 @@ from pathlib import Path
 
 import numpy as np
 
-from hierpoly.config import RunConfig
+from hierpoly.config import TRANSFER, ConfigError, RunConfig, source_problem
 from hierpoly.results import store
-from hierpoly.results.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, jsonable
+from hierpoly.results.codec import (
+    FIRST_BLOCK, HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, jsonable,
+)
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
 SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small
 _compilation_cache: list[Path] = []  # the directory set up in this process, once
+_retrained: dict[str, tuple[dict, dict]] = {}  # source key -> (first block, how it was obtained): this process's retrainings
 
 
 @dataclass(frozen=True)
@@ -36,13 +61,15 @@ def execute(
     cfg: RunConfig,
     on_progress: Callable | None = None,
     should_stop: Callable[[], bool] | None = None,
+    results: store.Store | None = None,
 ) -> Outcome:
-    """Train `cfg` (three-layer joint or layer-wise, kernel or two-layer baseline) to completion.
+    """Train `cfg` (three-layer joint or layer-wise, kernel or two-layer baseline, transfer) to completion.
 
     Args:
         cfg: the run.
         on_progress: called with each ``hierpoly.progress.Progress`` row (phases and training rows).
         should_stop: polled between chunks; True cancels the run.
+        results: the store a transfer's source is read from (None: the default store).
     Returns:
         the Outcome, with the stored-format Result when the run is done.
     """
@@ -50,18 +77,81 @@ def execute(
     from hierpoly.engine import baselines, train
 
     t0 = time.perf_counter()
+    if cfg.arch == TRANSFER:
+        return _execute_transfer(cfg, on_progress, should_stop, results or store.Store(), t0)
     trainer = train.run if cfg.arch == "three_layer" else baselines.run
     trained = trainer(cfg, on_progress=on_progress, should_stop=should_stop)
     return _outcome(cfg, trained, time.perf_counter() - t0)
 
 
-def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None) -> list[Outcome]:
+def transfer_source(cfg: RunConfig, results: store.Store) -> Result:
+    """The stored source run of a transfer; ConfigError (one line) when it is missing or cannot lend its block."""
+    source = results.get(cfg.source)
+    if source is None:
+        raise ConfigError(f"no stored run with key {cfg.source[:16]}: a transfer's source must be in the store")
+    problem = source_problem(source.config)
+    if problem is not None:
+        raise ConfigError(problem)
+    return source
+
+
+def source_first_block(source: Result, results: store.Store, on_progress: Callable | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> tuple[dict | None, dict]:
+    """The source's trained (u, s, V) and how it was obtained (module docstring); None when retraining was cancelled."""
+    key = source.key
+    if source.first_block:
+        return source.first_block, {"first_block": "stored with the source"}
+    if key in _retrained:
+        return _retrained[key]
+    table = results.summaries()
+    for other in table.key[(table.arch == TRANSFER) & (table.source == key)] if len(table) else ():
+        stored = results.get(other)
+        if stored is not None and stored.first_block:
+            return stored.first_block, {"first_block": f"stored with transfer {other[:16]}"}
+    from hierpoly.engine import train
+
+    trained = train.run(source.config, on_progress=on_progress, should_stop=should_stop)
+    if trained.status != "done":
+        return None, {"first_block": f"retraining the source ended {trained.status}: {trained.message}"}
+    how = {
+        "first_block": "retrained from the source's config",
+        **{f"stored_{m}": source.metrics[m] for m in ("test_loss", "feature_corr")},
+        **{f"retrained_{m}": float(trained.metrics[m]) for m in ("test_loss", "feature_corr")},
+        "retrained_steps": int(trained.steps),
+    }
+    _retrained[key] = ({name: np.asarray(trained.params[name], np.float32) for name in FIRST_BLOCK}, how)
+    return _retrained[key]
+
+
+def forget_retrained() -> None:
+    """Drop the first blocks this process retrained: the next transfer looks in the store again."""
+    _retrained.clear()
+
+
+def _execute_transfer(cfg: RunConfig, on_progress, should_stop, results: store.Store, t0: float) -> Outcome:
+    from hierpoly.engine import transfer
+    from hierpoly.progress import Progress
+
+    source = transfer_source(cfg, results)
+    if on_progress is not None:
+        on_progress(Progress(0, np.nan, np.nan, np.nan, 0.0, phase="starting"))
+    block, how = source_first_block(source, results, None, should_stop)
+    if block is None:
+        return Outcome(cfg, "cancelled", how["first_block"], None)
+    trained = transfer.run(cfg, source.config, block, on_progress=on_progress, should_stop=should_stop)
+    trained.extra = {**trained.extra, "source": how}
+    return _outcome(cfg, trained, time.perf_counter() - t0)
+
+
+def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None,
+                  results: store.Store | None = None) -> list[Outcome]:
     """Configs that differ only in their seed, trained as one program where possible (``train.run_seeds``)."""
     use_compilation_cache()
     from hierpoly.engine import train
 
     if not train.seeds_batchable(cfgs):
-        return [execute(c, None if on_progress is None else _bind(on_progress, i)) for i, c in enumerate(cfgs)]
+        return [execute(c, None if on_progress is None else _bind(on_progress, i), results=results)
+                for i, c in enumerate(cfgs)]
     trained = train.run_seeds(cfgs, on_progress=on_progress)
     return [_outcome(c, t, t.seconds) for c, t in zip(cfgs, trained)]
 
@@ -112,7 +202,10 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
         "extra": jsonable(trained.extra),
     }
     metrics = {name: float(trained.metrics[name]) for name in METRICS if name in trained.metrics}
-    return Result(cfg, trained.status, trained.message, metrics, history, samples, meta, snapshots(rows))
+    block = {}
+    if cfg.arch in ("three_layer", TRANSFER) and all(name in trained.params for name in FIRST_BLOCK):
+        block = {name: np.asarray(trained.params[name], np.float32) for name in FIRST_BLOCK}  # what a transfer freezes
+    return Result(cfg, trained.status, trained.message, metrics, history, samples, meta, snapshots(rows), block)
 
 
 def stopping(cfg: RunConfig, extra: dict) -> dict:
@@ -124,7 +217,7 @@ def stopping(cfg: RunConfig, extra: dict) -> dict:
     """
     if cfg.arch == "kernel":
         return {"stopped_by": "closed form", "converged": True}
-    if cfg.mode == "layerwise" and cfg.arch == "three_layer":
+    if cfg.mode == "layerwise" and cfg.arch in ("three_layer", TRANSFER):
         return {"stopped_by": "fixed steps", "converged": None}
     stopped_by = extra.get("stopped_by")
     return {"stopped_by": stopped_by, "converged": stopped_by in CONVERGED}

@@ -93,6 +93,7 @@ def run_job(store: Store, rec: dict) -> str:
             cfg,
             on_progress=lambda row: jobs.add_progress(store, job_id, row),
             should_stop=lambda: jobs.stop_requested(store, job_id),
+            results=store,
         )
         if ended.result is not None:
             store.put(ended.result)

@@ -35,7 +35,7 @@ MAX_MEMBERS = 1 + len(MEMBERS) * MAX_RESULTS
 MAX_BYTES = 512 << 20  # uncompressed, all members together
 MAX_BUNDLE_BYTES = 256 << 20  # the zip itself
 MAX_RATIO = 50.0  # uncompressed / compressed per member; float arrays rarely pass 5
-_MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz|snapshots\.npz)$")
+_MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz|snapshots\.npz|first_block\.npz)$")
 PRECOMPUTED = REPO / "cache" / "precomputed"
 
 
@@ -116,7 +116,8 @@ def read_bundle(data: bytes) -> dict:
             if result.key != key or not _lists_config(entry["config"], result.config):
                 raise StoreError(f"result {key[:16]}: its config does not match the manifest")
             results[key] = result
-        if sum(len(r.snapshots) > 0 for r in results.values()) + len(results) * len(REQUIRED_MEMBERS) != len(members):
+        optional = sum((len(r.snapshots) > 0) + (len(r.first_block) > 0) for r in results.values())
+        if optional + len(results) * len(REQUIRED_MEMBERS) != len(members):
             raise StoreError("members not listed in the manifest's results")
     except StoreError as err:
         raise BundleError(f"bundle refused: {err}") from None

@@ -8,6 +8,9 @@ members, the same members a bundle carries per result (bundles.py):
     samples.npz    float32 columns p, g, h, h_pred (≤ SAMPLE_ROWS rows; may be empty)
     snapshots.npz  optional: step int64 (r,) and g float32 (r, SNAPSHOT_POINTS), the learned
                    feature on the first monitor points as training went (pairs with samples' p)
+    first_block.npz optional: the trained first block of a three-layer or transfer run, float32
+                   u (m1,), s (m1,), V (m1, d): what a transfer freezes (results stored before it
+                   was added lack it; a transfer then retrains its source, jobs/runner.py)
 
 Nothing here ever unpickles: arrays are read with ``allow_pickle=False``.
 """
@@ -39,7 +42,8 @@ MAX_JSON_BYTES = 1 << 20
 SNAPSHOT_POINTS = 256  # columns of snapshots' g: the first monitor points
 MAX_SNAPSHOT_ROWS = 128  # the runner thins to about 100; bounded so a bundle stays small
 REQUIRED_MEMBERS = ("result.json", "history.npz", "samples.npz")
-MEMBERS = REQUIRED_MEMBERS + ("snapshots.npz",)  # every member a result may have
+MEMBERS = REQUIRED_MEMBERS + ("snapshots.npz", "first_block.npz")  # every member a result may have
+FIRST_BLOCK = ("u", "s", "V")  # the first block's parameters (engine/model.py)
 # test_loss: plain MSE over n_eval fresh points, test_loss_se its standard error, mean_h2 the points'
 # mean h² (a diagnostic: E[h²] = 1), test_loss_cv[_se] the control-variate estimate (engine/metrics.py)
 METRICS = ("train_loss", "test_loss", "test_loss_se", "mean_h2", "test_loss_cv", "test_loss_cv_se", "feature_corr")
@@ -62,6 +66,7 @@ class Result:
     samples: dict = field(compare=False)  # column -> (≤ 2000,) float32 array
     meta: dict = field(compare=False)  # versions, device, git_commit, seconds, created, C, steps, stopped_by, converged, extra
     snapshots: dict = field(compare=False, default_factory=dict)  # {} or step (r,) int64, g (r, 256) float32
+    first_block: dict = field(compare=False, default_factory=dict)  # {} or u (m1,), s (m1,), V (m1, d) float32
 
     @property
     def key(self) -> str:
@@ -176,6 +181,8 @@ def encode(result: Result) -> dict[str, bytes]:
     }
     if result.snapshots:
         members["snapshots.npz"] = _npz_bytes({c: result.snapshots[c] for c in ("step", "g")})
+    if result.first_block:
+        members["first_block.npz"] = _npz_bytes({c: result.first_block[c] for c in FIRST_BLOCK})
     return members
 
 
@@ -215,7 +222,9 @@ def decode(members: dict[str, bytes | None]) -> Result:
     history = _read_npz(members["history.npz"], HISTORY_COLUMNS, "history")
     samples = _read_npz(members["samples.npz"], SAMPLE_COLUMNS, "samples")
     snapshots = _read_npz(members["snapshots.npz"], ("step", "g"), "snapshots") if members.get("snapshots.npz") else {}
-    result = Result(doc["config"], doc["status"], doc["message"], doc["metrics"], history, samples, doc["meta"], snapshots)
+    first_block = _read_npz(members["first_block.npz"], FIRST_BLOCK, "first_block") if members.get("first_block.npz") else {}
+    result = Result(doc["config"], doc["status"], doc["message"], doc["metrics"], history, samples, doc["meta"], snapshots,
+                    first_block)
     check(result)
     return result
 
@@ -241,6 +250,25 @@ def check(result: Result) -> None:
     for name in result.samples:
         rows = _check_column(f"samples.{name}", result.samples[name], np.dtype("float32"), rows, MAX_SAMPLE_ROWS)
     _check_snapshots(result.snapshots)
+    _check_first_block(result.first_block, result.config)
+
+
+def _check_first_block(block: dict, cfg: RunConfig) -> None:
+    """Empty, or u (m1,), s (m1,), V (m1, d) float32 and finite, for a three-layer or transfer run's widths."""
+    if not block:
+        return
+    if cfg.arch not in ("three_layer", "transfer"):
+        raise StoreError(f"a {cfg.arch} result carries no first block")
+    if set(block) != set(FIRST_BLOCK):
+        raise StoreError("first_block must be empty or have exactly the arrays u, s, V")
+    shapes = {"u": (cfg.m1,), "s": (cfg.m1,), "V": (cfg.m1, cfg.d)}
+    for name, shape in shapes.items():
+        arr = block[name]
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.float32 or arr.shape != shape:
+            got = f"{arr.dtype}{arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
+            raise StoreError(f"first_block.{name} must be a float32 array of shape {shape}, got {got}")
+        if not np.isfinite(arr).all():
+            raise StoreError(f"first_block.{name} holds non-finite values")
 
 
 def _check_snapshots(snapshots: dict) -> None:

@@ -358,7 +358,7 @@ class Store:
 SUMMARY_COLUMNS = [
     "key", "d", "n", "k", "link", "sigma1", "m1", "m2", "arch", "mode", "seed", "steps", "lr", "n_test",
     "status", "test_loss", "test_loss_se", "mean_h2", "feature_corr", "train_loss", "steps_run", "stopped_by",
-    "converged", "seconds", "created",
+    "converged", "seconds", "created", "source",
 ]
 
 
@@ -374,4 +374,5 @@ def _summary_row(key: str, doc: dict) -> dict:
         "stopped_by": meta.get("stopped_by"),  # plateau, step cap, closed form, fixed steps (runner.stopping)
         "converged": meta.get("converged"),
         "seconds": meta.get("seconds"), "created": meta.get("created"),
+        "source": cfg.source,  # a transfer's source run key; None for every other run
     }

@@ -463,3 +463,32 @@ def exponent_figure(table: pd.DataFrame) -> go.Figure:
     _layout(fig, "Samples needed: measured κ against k (the kernel needs kq)", height=480)
     return fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.18, xanchor="left", x=0.0),
                              margin=dict(b=120))
+
+
+# ----------------------------------------------------------------- transfer
+TRANSFER_DASH = {"transfer": "solid", "scratch": "dash", "kernel": "dot"}
+
+
+def transfer_figure(cells: pd.DataFrame, link: str) -> go.Figure:
+    """Test loss against N for one link: per d (its colour) the transfer solid, scratch dashed, kernel dotted.
+
+    Args:
+        cells: ``study.transfer.report(...)["cells"]`` as a frame: d, n, link, role, test_loss, test_loss_se.
+        link: which link's rows to draw.
+    Returns:
+        one panel, log–log, error bars ± the standard error. Transfer curves that coincide across d are the
+        claim (a one-dimensional link needs no more samples as d grows); scratch curves moving right with d
+        are the contrast.
+    """
+    rows = cells[(cells["link"] == link) & cells["test_loss"].notna()]
+    colors = d_colors(rows["d"]) if len(rows) else {}
+    fig = go.Figure()
+    for (d, role), group in rows.sort_values(["d", "n"]).groupby(["d", "role"], sort=True):
+        fig.add_trace(go.Scatter(
+            x=group["n"], y=group["test_loss"], mode="lines+markers", name=f"d = {d} {role}",
+            line=dict(color=colors[int(d)], dash=TRANSFER_DASH.get(role, "solid")),
+            error_y=dict(type="data", array=group["test_loss_se"], visible=True),
+        ))
+    fig.update_xaxes(type="log", title="N (samples of the new target h' = g' ∘ p)", dtick=LOG2_DTICK * 2, tickformat="~s")
+    fig.update_yaxes(type="log", title="test loss (1 = predicting 0)")
+    return _layout(fig, f"Reusing the learned feature for {link}: transfer (solid), scratch (dashed), kernel (dotted)", 460)

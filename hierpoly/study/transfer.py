@@ -1,0 +1,121 @@
+"""Transfer grids: a learned feature reused for new links, beside the network from scratch and the kernel.
+
+A ``TransferSpec`` names its sources (the three-layer runs at n = multiple · d^k of one
+seed, e.g. the cpu preset's shipped runs), the links g', the sample sizes N and the
+seeds. Each (d, N, link, seed) has three runs, all ordinary ``RunConfig``s, stored and
+reused like any other: the transfer (engine/transfer.py), the three-layer network trained
+from scratch on h' = g' ∘ p with N samples, and the kernel baseline on the same data.
+``configs()`` lists them (``sweep.run_sweep`` runs what is missing); ``report`` reads the
+store only, naming what is missing.
+
+Importing this module does not import JAX.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hierpoly.config import ConfigError, RunConfig, scratch_config, transfer_config
+from hierpoly.jobs.executors import SweepError
+from hierpoly.study.specs import n_for
+
+ROLES = ("transfer", "scratch", "kernel")
+
+
+def transfer_runs(source: RunConfig, link: str, n: int, seed: int = 0, mode: str = "joint") -> dict[str, RunConfig]:
+    """The three runs of one comparison, by role: the transfer of `source`'s feature to `link` with n samples,
+    the same network from scratch on h' = link ∘ p, and the kernel baseline on the scratch run's data."""
+    scratch = scratch_config(source, link, n, seed)
+    return {
+        "transfer": transfer_config(source, link, n, seed, mode=mode),
+        "scratch": scratch,
+        "kernel": dataclasses.replace(scratch, arch="kernel"),
+    }
+
+
+@dataclass(frozen=True)
+class TransferSpec:
+    """Sources × links × N × seeds, each with its transfer, scratch and kernel run."""
+
+    name: str
+    ds: tuple[int, ...]  # the sources' input dimensions
+    ns: tuple[int, ...]  # N: fresh samples of h' (the same for every d)
+    links: tuple[str, ...]  # the new links g'
+    seeds: int = 3  # seeds 0 .. seeds-1 of each (d, N, link)
+    source_multiple: float = 4.0  # the source runs' n = multiple · d^k
+    source_seed: int = 0
+    k: int = 3
+    mode: str = "joint"  # the transfer's fit: joint (Adam on a, b, c) or layerwise (stage 2, ridge GD in c)
+    doc: str = ""
+
+    def __post_init__(self):
+        if not self.ds or not self.ns or not self.links:
+            raise SweepError(f"transfer grid {self.name!r} needs at least one d, one N and one link")
+        try:
+            self.configs()
+        except ConfigError as err:
+            raise SweepError(f"transfer grid {self.name!r}: {err}") from None
+
+    def source(self, d: int) -> RunConfig:
+        """The source run of one d: the cpu grid's network config (joint, m1 = d², m2 = 1000, 2^20 points)."""
+        return RunConfig(d=d, n=n_for(self.source_multiple, d, self.k), k=self.k, seed=self.source_seed)
+
+    def runs(self, d: int, n: int, link: str, seed: int) -> dict[str, RunConfig]:
+        """The three runs of one (d, N, link, seed), by role."""
+        return transfer_runs(self.source(d), link, n, seed, self.mode)
+
+    def cells(self) -> list[tuple[int, int, str]]:
+        return [(d, n, link) for d in self.ds for link in self.links for n in sorted(set(self.ns))]
+
+    def configs(self) -> list[RunConfig]:
+        """Every run, cheapest first: the transfers (they share one source each), then kernels, then scratch."""
+        out = {c.key(): c for d, n, link in self.cells() for s in range(self.seeds)
+               for c in self.runs(d, n, link, s).values()}
+        order = {"transfer": 0, "kernel": 1, "three_layer": 2}
+        return sorted(out.values(), key=lambda c: (order[c.arch], c.d, c.n, c.link, c.seed))
+
+    def with_options(self, **changes) -> TransferSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def report(spec: TransferSpec, store) -> dict:
+    """Per (d, N, link, role): test-loss mean and its standard error over the stored seeds, and what is missing.
+
+    The SE is the seeds' spread (std / √seeds) when two or more are stored; with one seed it is that run's
+    own SE over its 2^20 evaluation points. Returns {"cells": [...], "missing": [...], "sources": [...]}.
+    """
+    cells, missing = [], []
+    for d, n, link in spec.cells():
+        per_role = {role: [] for role in ROLES}
+        for seed in range(spec.seeds):
+            for role, cfg in spec.runs(d, n, link, seed).items():
+                result = store.get(cfg.key())
+                if result is None:
+                    missing.append({"d": d, "n": n, "link": link, "seed": seed, "role": role, "key": cfg.key()})
+                else:
+                    per_role[role].append(result.metrics)
+        for role, metrics in per_role.items():
+            cells.append({"d": d, "n": n, "link": link, "role": role, "seeds": len(metrics), **_mean_se(metrics)})
+    sources = [{"d": d, "key": spec.source(d).key(), "stored": store.has(spec.source(d).key())} for d in spec.ds]
+    return {"name": spec.name, "mode": spec.mode, "cells": cells, "missing": missing, "sources": sources}
+
+
+def _mean_se(metrics: list[dict]) -> dict:
+    if not metrics:
+        return {"test_loss": None, "test_loss_se": None, "feature_corr": None}
+    losses = np.array([m["test_loss"] for m in metrics])
+    se = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else float(metrics[0]["test_loss_se"])
+    return {"test_loss": float(losses.mean()), "test_loss_se": se,
+            "feature_corr": float(np.mean([m["feature_corr"] for m in metrics]))}
+
+
+def table(rep: dict) -> pd.DataFrame:
+    """The report's cells as one row per (d, N, link): the three roles' mean ± SE side by side."""
+    rows = {}
+    for c in rep["cells"]:
+        row = rows.setdefault((c["d"], c["n"], c["link"]), {"d": c["d"], "n": c["n"], "link": c["link"]})
+        row[c["role"]], row[f"{c['role']}_se"] = c["test_loss"], c["test_loss_se"]
+    return pd.DataFrame(list(rows.values()))
