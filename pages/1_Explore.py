@@ -4,8 +4,8 @@ import streamlit as st
 from hierpoly.config import ARCHS, MODES, SIGMA1, source_problem
 from hierpoly.jobs import budget, policy
 from hierpoly.jobs import table as jobs
-from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.study.transfer import ROLES, transfer_runs
+from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 

@@ -38,7 +38,13 @@ import numpy as np
 from hierpoly.config import TRANSFER, ConfigError, RunConfig, source_problem
 from hierpoly.results import store
 from hierpoly.results.codec import (
-    FIRST_BLOCK, HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, jsonable,
+    FIRST_BLOCK,
+    HISTORY_COLUMNS,
+    METRICS,
+    SAMPLE_COLUMNS,
+    SNAPSHOT_POINTS,
+    Result,
+    jsonable,
 )
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
