@@ -8,7 +8,7 @@ from hierpoly.config import MODES
 from hierpoly.runs import analysis, executors, jobs, policy, sweeps
 from hierpoly.views import forms, plots, widgets
 
-st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")
+st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
 store = widgets.store_or_stop()
 PRESETS = ["cpu", "paper", "tiny", "custom"]
 X_AXES = {"n": "n", "n_over_dk": "n / d^k (the collapse)"}
@@ -53,7 +53,7 @@ def grid():
                 return name, sweeps.preset(name, seeds=int(seeds), baselines=baselines)
             return name, custom_grid(int(seeds), baselines)
         except (ValueError, sweeps.SweepError) as err:
-            st.error(str(err), icon="⚠️")
+            st.error(str(err), icon=":material/warning:")
             return name, None
 
 

@@ -210,7 +210,8 @@ def test_query_params_restore_a_stored_run(stored_store):
     assert at.number_input(key="ex_n").value == 256
     assert at.number_input(key="ex_m2").value == 50
     assert at.number_input(key="ex_steps").value == 200
-    assert any("Stored result" in s.value for s in at.success)  # served from the store at once
+    # served from the store at once, leading with the feature: found p (green) or not yet (blue)
+    assert any("Stored result" in s.value and "found p" in s.value for s in [*at.success, *at.info])
     assert {m.label for m in at.metric} >= {"test loss", "feature correlation"}
     assert len(at.get("plotly_chart")) == 5  # feature scatter, prediction, link, loss, correlation
     assert at.button(key="ex_run").disabled
@@ -305,7 +306,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
         at.run()
         _ok(at)
         seen_progress |= bool(at.get("progress"))
-        if any("Stored result" in s.value for s in at.success):
+        if any("Stored result" in s.value for s in [*at.success, *at.info]):
             break
         time.sleep(1.0)
     else:
