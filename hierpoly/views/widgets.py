@@ -142,7 +142,7 @@ def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | No
         return None
     url = forms.share_url(found.base, page, params)
     if forms.listens_on_loopback_only(address):
-        st.warning(f"This server listens on {literal(address)} only: no other machine can open this link. "
+        st.warning(f"This server listens on {address} only: no other machine can open this link. "
                    "Stop it and serve the class with:", icon=":material/wifi_off:")
         st.code(forms.serve_command(port), language="bash")
     elif policy.current_mode() == "local":
