@@ -181,7 +181,7 @@ if policy.can_launch():
 if live and policy.may_cancel(job, visitor):  # classroom: only the visitor who started it
     cancel_clicked = col_cancel.button("■ Cancel", key="ex_cancel")
 with st.expander("Share this run"):
-    st.markdown(f"Run key `{key[:12]}`: the same settings give the same key, and the store serves it.")
+    st.markdown(f"Key `{key[:12]}`: the same settings give the same key, and the store serves it.")
     st.code(forms.share_url((st.context.url or "").split("?")[0].rsplit("/", 1)[0], "Explore", params),
             language=None, wrap_lines=True)
 
@@ -206,8 +206,8 @@ def show_result(result) -> None:
     """The feature first, then the test loss and how the run ended, the learned feature, link, curves, metadata."""
     metrics = result.metrics
     said = monitor.outcome(result)  # the message may come from a bundle: shown as text
-    (st.success if said.found else st.info)(f"Stored result. {literal(said.headline)}")
-    st.markdown(f"{literal(said.loss)}  \n{literal(said.ending)}")
+    (st.success if said.found else st.info)(f"Stored result. {said.headline}")
+    st.markdown(f"{said.loss}  \n{literal(said.ending)}")  # the ending may quote a bundle's message
     # short values, so no metric is cut at a projector's 1024 px with the sidebar open
     cols = st.columns(4)
     cols[0].metric("feature correlation", f"{metrics['feature_corr']:.3f}",

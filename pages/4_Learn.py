@@ -77,7 +77,7 @@ if result is None and (job is None or job.status not in jobs.LIVE):
 
 if result is not None:
     said = monitor.outcome(result)
-    (st.success if said.found else st.info)(literal(said.headline))
+    (st.success if said.found else st.info)(said.headline)
     left, right = st.columns(2)
     with left:
         if result.samples and not widgets.replay(result, "learn"):

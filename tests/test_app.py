@@ -490,3 +490,30 @@ def test_learns_seed_box_at_2_to_the_31_gives_a_line_not_a_traceback(empty_store
         assert "max" in str(err).lower() or "2147483647" in str(err), err
         return
     _ok(at)
+
+
+# ------------------------------------------------------------------ gallery
+def _texts(at: AppTest) -> list[str]:
+    kinds = ("markdown", "success", "info", "warning", "error", "caption", "header", "subheader", "title", "code")
+    return [e.value for kind in kinds for e in at.get(kind)] + [b.label for b in at.button]
+
+
+def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(bundle_store, monkeypatch):
+    """Every Learn step has something to show from the shipped bundles, and nothing invites a run or a link."""
+    from hierpoly.views import tour
+
+    monkeypatch.setenv("HIERPOLY_MODE", "gallery")
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    assert Store(bundle_store).has(tour.tour_config().key())  # tour.zip ships the tour's run
+    assert any("found p (correlation" in s.value for s in at.success)  # step 3: the stored run, feature first
+    assert len(at.get("plotly_chart")) >= 6  # Hermite, p, tail, the run's scatter and correlation, sample counts
+    texts = _texts(at)
+    assert not [t for t in texts if "lock=1" in t or "classroom link" in t.lower()], texts
+    assert not [t for t in texts if "Train it" in t or "Press Run" in t], texts
+    at = _app("pages/1_Explore.py", {"d": "5", "n": "100"})  # a run the gallery has not got
+    _ok(at)
+    assert not [t for t in _texts(at) if "Run" in t.replace("Running", "")], _texts(at)
+    at = _app("pages/3_Results.py")
+    _ok(at)
+    assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)
