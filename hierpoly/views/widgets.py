@@ -84,20 +84,32 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
                                      step_seconds=step_seconds)
         st.markdown(phase_line(view))
         st.progress(view.fraction, text=view.text)
-        snapshot = monitor.live_snapshot(job.progress)
+        scatter, corr, loss = _live_figures(job.job_id, len(job.progress), job, view)
         left, right = st.columns(2)
         with left:
-            if snapshot is not None:
-                st.plotly_chart(plots.snapshot_figure(snapshot), key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
+            if scatter is not None:
+                st.plotly_chart(scatter, key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
             else:
                 st.caption("The learned feature against p appears here once training has taken its first steps.")
-        right.plotly_chart(plots.corr_figure(view.history), key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
+        right.plotly_chart(corr, key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
         if curves:
-            st.plotly_chart(plots.loss_figure(view.history), key=f"{prefix}_live_loss", config=plots.CHART_CONFIG)
+            st.plotly_chart(loss, key=f"{prefix}_live_loss", config=plots.CHART_CONFIG)
         st.caption("The job runs in its own process: closing this tab does not stop it; "
                    "open the same URL to come back.")
 
     panel()
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
+    """The live panel's figures for a job with `rows` progress rows, built once for every page watching it.
+
+    A class watches one shared job: building the figures is most of a panel's redraw, and six pages
+    rebuilding them every second on a busy CPU redrew each only every few seconds.
+    """
+    snapshot = monitor.live_snapshot(_job.progress)
+    return (None if snapshot is None else plots.snapshot_figure(snapshot), plots.corr_figure(_view.history),
+            plots.loss_figure(_view.history))
 
 
 def replay(result, prefix: str) -> bool:
