@@ -258,3 +258,53 @@ def test_the_home_collapse_draws_the_seed_median():
                          for s, c in enumerate((0.95, 0.97, 0.2))])
     line = plots.collapse_figure(analysis.aggregate(runs)).data[0]
     assert list(line.y) == [0.95]  # the mean, 0.707, would be set by the one poor seed
+
+
+def test_live_phases_say_what_happens_and_the_time_left_is_never_zero():
+    view = monitor.progress_view("running", [], 1000)  # the worker process has written nothing yet
+    assert view.text.startswith("starting Python and JAX") and dict(view.phases)["starting"] == "now"
+    view = monitor.progress_view("running", [_row(0, "starting")], 1000)  # data drawn, scoring the untrained net
+    assert view.text.startswith("starting:") and dict(view.phases)["starting"] == "now"
+    # one chunk reports all its rows at one time: no pace from them, the stored runs' pace stands in
+    rows = [_row(0, "starting"), _row(0), _row(0, "compiling"), _row(16, seconds=5.0), _row(32, seconds=5.0)]
+    view = monitor.progress_view("running", rows, 1000, step_seconds=0.01)
+    assert view.eta_seconds == pytest.approx(968 * 0.01) and "0 s" not in view.text.replace("10 s", "")
+    # a second chunk gives the run its own pace (the first one's time includes compiling)
+    view = monitor.progress_view("running", [*rows, _row(64, seconds=5.5)], 1000, step_seconds=0.01)
+    assert view.eta_seconds == pytest.approx(936 * 0.5 / 32)
+
+
+def test_the_live_scatter_never_shows_the_flat_step_0_feature():
+    p = np.arange(8.0)
+    rows = [_row(0, "starting", sample=p), _row(0, sample=np.zeros(8))]
+    assert monitor.live_snapshot(rows) is None  # g = 0 at initialisation: no scatter yet
+    assert monitor.live_snapshot([*rows, _row(16, sample=p)]).step == 16
+
+
+def test_results_say_the_feature_first_then_the_loss_then_the_ending():
+    cfg = RunConfig(d=4, n=256, steps=200)
+    meta = {"steps": 200, "stopped_by": "step cap", "extra": {}}
+    found = SimpleNamespace(config=cfg, message="reached the step cap of 200", meta=meta,
+                            metrics={"feature_corr": 0.9628, "test_loss": 0.69, "test_loss_se": 0.05})
+    said = monitor.outcome(found)
+    assert said.found and said.headline == "The network found p (correlation 0.96)."
+    assert said.loss.startswith("Test loss 0.690 ± 0.050") and "heavy-tailed" in said.loss
+    assert said.ending.startswith("It ran to the step cap")
+    missing = SimpleNamespace(config=dataclasses.replace(cfg, arch="kernel"), message="", meta={},
+                              metrics={"feature_corr": 0.41, "test_loss": 0.9})
+    assert monitor.outcome(missing).headline.startswith("The kernel method has not found p yet (correlation 0.41")
+
+
+def test_results_table_names_the_model_and_labels_carry_it():
+    from hierpoly.views import catalog
+
+    summaries = pd.DataFrame([dict(key=f"{arch}{mode}" * 4, d=4, n=64, k=3, link="cubic", mode=mode, arch=arch,
+                                   m1=16, m2=50, seed=0, steps=10, status="done", created="x")
+                              for arch, mode in (("three_layer", "joint"), ("three_layer", "layerwise"),
+                                                 ("kernel", "joint"), ("two_layer", "joint"))])
+    table = catalog.runs_table(summaries)
+    assert sorted(table["model"]) == ["kernel", "network", "network (layer-wise)", "two-layer"]
+    assert "model" in catalog.filter_options(table)
+    assert catalog.label(table.iloc[0]).split()[0] in ("kernel", "network", "two-layer")
+    fig = plots.overlay_figure({"network a": pd.DataFrame({"step": [0, 1], "test_loss": [1.0, 0.5]})}, "test_loss")
+    assert fig.data[0].showlegend and fig.data[0].name == "network a"  # one run still gets its label
