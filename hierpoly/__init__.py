@@ -4,14 +4,15 @@ Public API. Importing the package does not import JAX; the modules that compute 
     RunConfig, ConfigError        frozen, validated run configs and their stable keys (config)
     targets                       Hermite features, polynomial links, exact normalisation
     model, train, baselines       the network of equation (1), joint / layer-wise training, baselines
-    Store, Result                 results on diskcache (store); jobs: background workers
-    bundles                       validated export/import of results
-    sweeps, analysis, plots       Figure 2 grids and executors, aggregation and κ, plotly figures
+    Store, Result                 results on diskcache (results.store); jobs: background workers (jobs.table)
+    bundles                       validated export/import of results (results.bundles)
+    study: specs, presets, sweep  Figure 2 grids and running what is missing; figure2, analysis: the report and κ
+    plots                         plotly figures (views.plots)
 """
 __version__ = "0.1.0"
 
 from hierpoly.config import ConfigError, RunConfig  # noqa: E402
-from hierpoly.runs.codec import Result  # noqa: E402
-from hierpoly.runs.store import Store  # noqa: E402
+from hierpoly.results.codec import Result  # noqa: E402
+from hierpoly.results.store import Store  # noqa: E402
 
 __all__ = ["RunConfig", "ConfigError", "Store", "Result", "__version__"]

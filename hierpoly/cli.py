@@ -9,9 +9,10 @@ import sys
 import time
 
 from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
-from hierpoly.runs.budget import BudgetError
-from hierpoly.runs.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
-from hierpoly.runs.codec import StoreError
+from hierpoly.failure import first_line
+from hierpoly.jobs.budget import BudgetError
+from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
+from hierpoly.results.codec import StoreError, jsonable
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
 
 
@@ -52,6 +53,17 @@ def _multiple(text: str) -> float:
     if not (math.isfinite(value) and 0 < value <= MAX_MULTIPLE):
         raise argparse.ArgumentTypeError(f"a multiple of d^k must be a finite number in (0, {MAX_MULTIPLE:g}], "
                                          f"got {text[:24]}")
+    return value
+
+
+def _sample_rows(text: str) -> int:
+    """Scatter points kept per run in a bundle: a whole number from 1 up."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text[:24]}")
     return value
 
 
@@ -195,8 +207,8 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
 
 
 def cmd_run(args) -> int:
-    from hierpoly.runs import jobs
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import table as jobs
+    from hierpoly.results.store import Store
 
     t0 = time.perf_counter()
     cfg = config_from_args(args)
@@ -233,7 +245,7 @@ def cmd_run(args) -> int:
 
 def _load_precomputed(store) -> None:
     """Import shipped bundles on first start; a bad one is a warning, not a failure."""
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     try:
         bundles.load_precomputed(store)
@@ -258,6 +270,8 @@ def _add_store_commands(sub) -> None:
     p.add_argument("--preset", default=None, help="only the stored runs of this sweep preset (see `sweep --preset`)")
     p.add_argument("--no-snapshots", action="store_true",
                    help="leave out the learned-g snapshots (the replay slider), about half of a bundle's size")
+    p.add_argument("--sample-rows", type=_sample_rows, default=None,
+                   help="keep only the first N points of each run's scatter samples (metrics are unchanged)")
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
@@ -266,7 +280,7 @@ def _add_store_commands(sub) -> None:
 
 
 def cmd_jobs(args) -> int:
-    from hierpoly.runs import jobs
+    from hierpoly.jobs import table as jobs
 
     listed = jobs.list_jobs()
     for job_id, reason in jobs.damaged().items():
@@ -282,7 +296,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from hierpoly.runs import jobs
+    from hierpoly.jobs import table as jobs
 
     job = jobs.get(args.job_id)
     if job is None:
@@ -300,18 +314,19 @@ def _print_notes(store) -> None:
 
 
 def cmd_export(args) -> int:
-    from hierpoly.runs import bundles
-    from hierpoly.runs.store import Store
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
 
     store = Store()
     table = store.summaries()
     _print_notes(store)
     if args.preset is not None:
-        from hierpoly.runs import sweeps
+        from hierpoly.jobs import executors
+        from hierpoly.study import presets, specs
 
         try:
-            table = sweeps.stored_runs(sweeps.preset(args.preset), store, table)
-        except sweeps.SweepError as err:
+            table = specs.stored_runs(presets.preset(args.preset), store, table)
+        except executors.SweepError as err:
             return _fail(str(err))
     for name in ("d", "n", "k", "seed", "mode", "arch", "link"):
         wanted = getattr(args, name)
@@ -329,7 +344,7 @@ def cmd_export(args) -> int:
     if not keys:
         return _fail("no stored results match these filters")
     try:
-        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots)
+        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots, sample_rows=args.sample_rows)
     except OSError as err:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))
@@ -337,8 +352,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from hierpoly.runs import doctor
-    from hierpoly.runs.store import default_dir
+    from hierpoly.jobs import doctor
+    from hierpoly.results.store import default_dir
 
     directory = default_dir()
     findings = doctor.check(directory)
@@ -362,8 +377,8 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from hierpoly.runs import bundles
-    from hierpoly.runs.store import Store
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
 
     try:
         with open(args.file, "rb") as fh:
@@ -379,11 +394,11 @@ def cmd_import(args) -> int:
 # ------------------------------------------------------------ sweeps, Figure 2
 def _add_sweep_commands(sub) -> None:
     """`sweep` fills a grid through the job system; `figure2` reads the store only."""
-    from hierpoly.runs.sweeps import PRESETS
+    from hierpoly.study.presets import PRESETS
 
     for name, text in (("sweep", "run the grid's configs not yet stored"), ("figure2", "Figure 2's table and κ from the store")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/runs/sweeps.py)")
+        p.add_argument("--preset", choices=tuple(PRESETS), default=None, help="a named grid (see hierpoly/study/presets.py)")
         p.add_argument("--d", type=int, nargs="+", default=None, help="custom grid: input dimensions")
         p.add_argument("--n", type=int, nargs="+", default=None, help="custom grid: n values (the same for every d)")
         p.add_argument("--multiples", type=_multiple, nargs="+", default=None, help="custom grid: n = multiple · d^k")
@@ -430,16 +445,17 @@ def _add_target_args(p: argparse.ArgumentParser) -> None:
 
 
 def _spec_from_args(args):
-    from hierpoly.runs import sweeps
+    from hierpoly.jobs import executors
+    from hierpoly.study import presets, specs
 
     options = {name: getattr(args, name) for name in _GRID_OPTIONS if getattr(args, name) is not None}
     if args.preset is not None:
         if options or any(v is not None for v in (args.d, args.n, args.multiples, args.steps, args.mode)):
-            raise sweeps.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
-        return sweeps.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
+            raise executors.SweepError("give either --preset or a custom grid (--d with --n or --multiples), not both")
+        return presets.preset(args.preset, seeds=args.seeds, baselines=False if args.no_baselines else None)
     if args.d is None:
-        raise sweeps.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
-    return sweeps.custom(
+        raise executors.SweepError("give --preset NAME or a custom grid: --d D... with --n N... or --multiples M...")
+    return specs.custom(
         args.d, ns=args.n, multiples=args.multiples, seeds=args.seeds or 1, mode=args.mode or "joint",
         baselines=not args.no_baselines, steps=args.steps, **options,
     )
@@ -448,30 +464,31 @@ def _spec_from_args(args):
 def cmd_sweep(args) -> int:
     from tqdm import tqdm
 
-    from hierpoly.runs import sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import executors
+    from hierpoly.results.store import Store
+    from hierpoly.study import sweep
 
     try:
         spec = _spec_from_args(args)
-    except sweeps.SweepError as err:
+    except executors.SweepError as err:
         return _fail(str(err))
     if args.fetch is not None:
         return _fetch_sweep(args, spec)
     if args.print_bundle and args.json:
         return _fail("--print-bundle writes the bundle on stdout: leave out --json")
-    if args.executor not in sweeps.EXECUTORS:
-        return _fail(f"unknown executor {args.executor!r}; available: {', '.join(sweeps.EXECUTORS)}")
+    if args.executor not in executors.EXECUTORS:
+        return _fail(f"unknown executor {args.executor!r}; available: {', '.join(executors.EXECUTORS)}")
     executor = args.executor
     if args.address is not None:
         if args.executor != "ray":
             return _fail("--address is for --executor ray")
-        from hierpoly.runs.executors import RayExecutor
+        from hierpoly.jobs.cluster import RayExecutor
 
         try:
             executor = RayExecutor(address=args.address)
             with contextlib.redirect_stdout(sys.stderr):  # stdout is the JSON's (see below)
                 executor.connect()  # a dead address or a refused token: one line, in seconds, before any progress bar
-        except sweeps.SweepError as err:
+        except executors.SweepError as err:
             return _fail(str(err))
     store = Store()
     _load_precomputed(store)
@@ -484,8 +501,8 @@ def cmd_sweep(args) -> int:
 
     try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
         with contextlib.redirect_stdout(sys.stderr):
-            rows = sweeps.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
-    except sweeps.SweepError as err:
+            rows = sweep.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    except executors.SweepError as err:
         return _fail(str(err))
     finally:
         bar.close()
@@ -504,8 +521,8 @@ def cmd_sweep(args) -> int:
 
 def _print_bundle(spec, store) -> None:
     """The grid's stored results as a bundle in the log (what `sweep --fetch` reads back)."""
-    from hierpoly.runs import bundles
-    from hierpoly.runs.executors import bundle_to_log
+    from hierpoly.jobs.ray_job import bundle_to_log
+    from hierpoly.results import bundles
 
     keys = [cfg.key() for cfg in spec.configs() if store.has(cfg.key())]
     if keys:
@@ -514,9 +531,10 @@ def _print_bundle(spec, store) -> None:
 
 def _fetch_sweep(args, spec) -> int:
     """`sweep --fetch JOB_ID`: import a finished Ray job's bundle, then report the grid as the local store has it."""
-    from hierpoly.runs import bundles, sweeps
-    from hierpoly.runs.executors import fetch_job_bundle
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import executors
+    from hierpoly.jobs.ray_job import fetch_job_bundle
+    from hierpoly.results import bundles
+    from hierpoly.results.store import Store
 
     if args.address is None:
         return _fail("--fetch needs --address http://HEAD:8265 (the Ray Jobs API)")
@@ -524,9 +542,9 @@ def _fetch_sweep(args, spec) -> int:
         status, data = fetch_job_bundle(args.address, args.fetch)
         store = Store()
         added = bundles.import_bundle(store, data)
-    except (sweeps.SweepError, bundles.BundleError) as err:
+    except (executors.SweepError, bundles.BundleError) as err:
         return _fail(str(err))
-    rows = [sweeps.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else sweeps.outcome(cfg, "missing", "not in the job's bundle")
+    rows = [executors.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else executors.outcome(cfg, "missing", "not in the job's bundle")
             for cfg in spec.configs()]
     missing = sum(r["status"] != "done" for r in rows)
     if args.json:
@@ -557,7 +575,7 @@ def _write_figure2(rep, statistic: str, out: str) -> list[str]:
             figs[1].write_image(str(path))  # the collapse panel: the figure's point
             notes.append(f"wrote {path}")
         except (ImportError, ValueError, RuntimeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
     return notes
 
@@ -637,7 +655,7 @@ def _write_exponents(report: dict, out: str) -> list[str]:
     """The κ-vs-k figure as HTML (PNG/SVG too when asked and kaleido is installed)."""
     from pathlib import Path
 
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
     from hierpoly.views import plots
 
     path = Path(out)
@@ -650,26 +668,27 @@ def _write_exponents(report: dict, out: str) -> list[str]:
             fig.write_image(str(path))
             notes.append(f"wrote {path}")
         except (ImportError, ValueError, RuntimeError) as err:
-            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            reason = first_line(err)
             notes.append(f"note: {path.name} not written: an image backend is needed (pip install kaleido): {reason}")
     return notes
 
 
 def cmd_figure2(args) -> int:
-    from hierpoly.runs import sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import executors
+    from hierpoly.results.store import Store
+    from hierpoly.study import figure2, specs
 
     try:
         spec = _spec_from_args(args)
-    except sweeps.SweepError as err:
+    except executors.SweepError as err:
         return _fail(str(err))
     if not 0 < args.threshold < 1:
         return _fail(f"--threshold must be in (0, 1), got {args.threshold}")
     store = Store()
     _load_precomputed(store)
-    report, reports = sweeps.figure2_json(spec, store, args.threshold, args.statistic)
+    report, reports = figure2.figure2_json(spec, store, args.threshold, args.statistic)
     _print_notes(store)
-    family = isinstance(spec, sweeps.SweepFamily)
+    family = isinstance(spec, specs.SweepFamily)
     if args.out:
         try:
             notes = _write_exponents(report, args.out) if family else _write_figure2(reports[0], args.statistic, args.out)
@@ -688,7 +707,7 @@ def cmd_figure2(args) -> int:
 
 def _shipped_steps() -> dict[tuple[int, int], list[int]]:
     """Per cell (d, n) of the shipped cpu bundle, the steps its joint three-layer runs took."""
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     path = bundles.PRECOMPUTED / "cpu.zip"
     cells: dict[tuple[int, int], list[int]] = {}
@@ -701,7 +720,7 @@ def _shipped_steps() -> dict[tuple[int, int], list[int]]:
 
 def _cmd_bench(args) -> int:
     from hierpoly.engine import bench
-    from hierpoly.runs import latency
+    from hierpoly.jobs import latency
 
     out = bench.run_bench(quick=args.quick, figure2_steps=None if args.quick else _shipped_steps())
     out["demo_run"] = latency.measure_demo(args.quick, log=lambda line: print(line, file=sys.stderr))
@@ -719,13 +738,14 @@ COMMANDS["bench"] = _cmd_bench
 def cmd_check_convergence(args) -> int:
     from tqdm import tqdm
 
-    from hierpoly.runs import convergence, sweeps
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import executors
+    from hierpoly.results.store import Store
+    from hierpoly.study import convergence, presets, specs
 
     try:
-        spec = sweeps.preset(args.preset)
-        if isinstance(spec, sweeps.SweepFamily):
-            raise sweeps.SweepError(f"preset {args.preset!r} is a family of grids: check one grid (e.g. cpu)")
+        spec = presets.preset(args.preset)
+        if isinstance(spec, specs.SweepFamily):
+            raise executors.SweepError(f"preset {args.preset!r} is a family of grids: check one grid (e.g. cpu)")
         store = Store()
         _load_precomputed(store)
         bar = tqdm(total=0, file=sys.stderr, unit="run", dynamic_ncols=True)
@@ -736,22 +756,16 @@ def cmd_check_convergence(args) -> int:
 
         rows = convergence.run_check(spec, store, args.multiples, args.seeds, progress)
         bar.close()
-    except (sweeps.SweepError, convergence.CheckError) as err:
+    except (executors.SweepError, convergence.CheckError) as err:
         return _fail(str(err))
     cells = convergence.by_cell(rows)
     if args.json:
-        print(json.dumps({"preset": spec.name, "runs": _records(rows), "cells": _records(cells)}))
+        print(json.dumps({"preset": spec.name, "runs": jsonable(rows.to_dict("records")), "cells": jsonable(cells.to_dict("records"))}))
     elif rows.empty:
         print(f"no stored network runs in the checked cells of {spec.name}: run `sweep --preset {spec.name}` first")
     else:
         print(cells.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
-
-
-def _records(frame) -> list[dict]:
-    """Rows as plain JSON values; NaN becomes None."""
-    return [{k: (None if isinstance(v, float) and not math.isfinite(v) else (v.item() if hasattr(v, "item") else v))
-             for k, v in row.items()} for row in frame.to_dict("records")]
 
 
 COMMANDS["check-convergence"] = cmd_check_convergence

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly import __version__
-from hierpoly.runs import analysis, sweeps
+from hierpoly.study import analysis, presets, specs
 from hierpoly.views import forms, monitor, plots, widgets
 from hierpoly.views.system import format_bytes, system_status
 
@@ -15,8 +15,8 @@ st.caption(f"hierpoly explorer {__version__} · Wang, Nichani & Lee, *Learning H
 def hero() -> None:
     """The collapse from the largest preset with stored runs for two or more d; a pointer when there is none."""
     for name in ("paper", "cpu", "tiny"):
-        spec = sweeps.preset(name, baselines=False)
-        cells = analysis.aggregate(sweeps.stored_runs(spec, store))
+        spec = presets.preset(name, baselines=False)
+        cells = analysis.aggregate(specs.stored_runs(spec, store))
         if cells["d"].nunique() >= 2:
             st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly.config import ARCHS, MODES, SIGMA1
-from hierpoly.runs import budget, jobs, policy
+from hierpoly.jobs import budget, policy, table as jobs
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
@@ -163,7 +163,7 @@ else:
     steps_text = f"steps = {cfg.steps}, lr = {cfg.lr:g}"
 st.markdown(f"**{forms.run_label(cfg)}** · m1 = {cfg.m1}, m2 = {cfg.m2}, {steps_text}")
 col_run, col_cancel = st.columns([1, 5])
-# gallery launches nothing; in classroom mode an edited locked link is refused (runs/policy.py)
+# gallery launches nothing; in classroom mode an edited locked link is refused (jobs/policy.py)
 link_refused = locked and policy.current_mode() == "classroom" and not policy.signature_matches(cfg, signature, store)
 if link_refused:
     st.error("This locked link was changed after it was made (its signature does not match), so it cannot be "

@@ -5,7 +5,8 @@ The preset, the x-axis and the baselines shown live in the URL, so a link opens 
 import streamlit as st
 
 from hierpoly.config import MODES
-from hierpoly.runs import analysis, executors, jobs, policy, sweeps
+from hierpoly.jobs import executors, local, policy, table as jobs
+from hierpoly.study import analysis, figure2, presets, specs
 from hierpoly.views import forms, plots, widgets
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
@@ -45,19 +46,19 @@ def grid():
         st.header("Grid")
         name = st.radio("preset", PRESETS, key="f2_preset",
                         captions=["d = 8…20, a laptop", "d = 16…40, a GPU", "d = 4, 6, seconds", "your own grid"])
-        seeds = st.number_input("seeds per cell", min_value=1, max_value=20, value=sweeps.preset(name).seeds
+        seeds = st.number_input("seeds per cell", min_value=1, max_value=20, value=presets.preset(name).seeds
                                 if name != "custom" else 1, key=f"f2_seeds_{name}")
         baselines = st.checkbox("with the kernel and two-layer baselines", value=True, key="f2_baselines")
         try:
             if name != "custom":
-                return name, sweeps.preset(name, seeds=int(seeds), baselines=baselines)
+                return name, presets.preset(name, seeds=int(seeds), baselines=baselines)
             return name, custom_grid(int(seeds), baselines)
-        except (ValueError, sweeps.SweepError) as err:
+        except (ValueError, executors.SweepError) as err:
             st.error(str(err), icon=":material/warning:")
             return name, None
 
 
-def custom_grid(seeds: int, baselines: bool) -> sweeps.SweepSpec:
+def custom_grid(seeds: int, baselines: bool) -> specs.SweepSpec:
     ds = forms.parse_number_list(st.text_input("d values", "6, 8", key="f2_ds"), "d values")
     by = st.radio("n grid", ["multiples of d^k", "n values"], horizontal=True, key="f2_by")
     ns = mult = None
@@ -68,14 +69,14 @@ def custom_grid(seeds: int, baselines: bool) -> sweeps.SweepSpec:
                                        integer=False)
     mode = st.selectbox("mode", MODES, key="f2_mode")
     steps = st.number_input("steps (0 = default)", min_value=0, value=0, step=100, key="f2_steps")
-    return sweeps.custom(ds, ns=ns, multiples=mult, seeds=seeds, mode=mode, baselines=baselines,
+    return specs.custom(ds, ns=ns, multiples=mult, seeds=seeds, mode=mode, baselines=baselines,
                          steps=int(steps) or None)
 
 
 @st.cache_data(max_entries=8, show_spinner="Bootstrapping κ…")
-def report(_spec: sweeps.SweepSpec, spec_id: str, stored: tuple, statistic: str) -> sweeps.Figure2Report:
+def report(_spec: specs.SweepSpec, spec_id: str, stored: tuple, statistic: str) -> figure2.Figure2Report:
     """The CLI's Figure 2 report, recomputed only when the grid, its stored runs or the statistic change."""
-    return sweeps.figure2_report(_spec, store, statistic=statistic)
+    return figure2.figure2_report(_spec, store, statistic=statistic)
 
 
 LINE_TEXT = {
@@ -86,7 +87,7 @@ LINE_TEXT = {
 }
 
 
-def figure(rep: sweeps.Figure2Report, statistic: str) -> None:
+def figure(rep: figure2.Figure2Report, statistic: str) -> None:
     """The two panels, with the x-axis and the baselines to compare chosen above them."""
     cols = st.columns([2, 3])
     x_axis = cols[0].radio("x-axis", list(X_AXES), format_func=X_AXES.get, key="f2_x", horizontal=True)
@@ -111,7 +112,7 @@ def figure(rep: sweeps.Figure2Report, statistic: str) -> None:
     downloads(rep, fig)
 
 
-def downloads(rep: sweeps.Figure2Report, fig) -> None:
+def downloads(rep: figure2.Figure2Report, fig) -> None:
     cols = st.columns(3)
     cols[0].download_button("Table (CSV)", rep.table.to_csv(index=False).encode(),
                             file_name=f"figure2_{rep.spec.name}.csv", mime="text/csv", key="f2_csv")
@@ -122,7 +123,7 @@ def downloads(rep: sweeps.Figure2Report, fig) -> None:
                        "drawing them on the server would need kaleido and a Chrome install.")
 
 
-def headline(rep: sweeps.Figure2Report) -> None:
+def headline(rep: figure2.Figure2Report) -> None:
     """κ beside its theory value, the statistic it is read from, and the other statistic's κ as the sensitivity."""
     kappa, k = rep.kappa, rep.spec.k
     cols = st.columns([1, 1, 2])
@@ -152,7 +153,7 @@ def interval_text(kappa: dict) -> str:
     return "–" if kappa["low"] is None else f"[{kappa['low']:.2f}, {kappa['high']:.2f}]"
 
 
-def exponent(rep: sweeps.Figure2Report, statistic: str) -> None:
+def exponent(rep: figure2.Figure2Report, statistic: str) -> None:
     """κ at 0.8 / 0.9 / 0.95 and from the collapse fit; the κ-axis view and n*(d) on log–log axes."""
     kappa = rep.kappa
     if kappa["estimate"] is None:
@@ -179,19 +180,19 @@ def _submit(cfg, store) -> str:
     return policy.submit_from_web(cfg, store, widgets.visitor())
 
 
-def coverage(spec: sweeps.SweepSpec, rep: sweeps.Figure2Report | None) -> None:
+def coverage(spec: specs.SweepSpec, rep: figure2.Figure2Report | None) -> None:
     """Which cells are stored, and queueing the missing ones (in an expander unless nothing is stored)."""
-    cover = rep.coverage if rep is not None else sweeps.coverage(spec, store)
+    cover = rep.coverage if rep is not None else specs.coverage(spec, store)
     total, stored = int(cover["wanted"].sum()), int(cover["stored"].clip(upper=cover["wanted"]).sum())
-    missing = sweeps.missing(spec, store)
+    missing = specs.missing(spec, store)
     with st.expander(f"Grid: {stored} of {total} runs stored, {len(missing)} missing", expanded=rep is None):
         st.plotly_chart(plots.coverage_heatmap(cover), key="f2_heatmap", config=plots.CHART_CONFIG)
         cols = st.columns([2, 1])
         cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × "
-                         f"{len(spec.archs)} architectures, {sweeps.seeds_text(spec)}); {len(missing)} missing.")
+                         f"{len(spec.archs)} architectures, {specs.seeds_text(spec)}); {len(missing)} missing.")
         if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
                                                   key="f2_queue"):
-            _, refused = executors.submit_all(missing, store, submit=_submit)
+            _, refused = local.submit_all(missing, store, submit=_submit)
             if refused:
                 st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]['message']}")
             st.rerun()
@@ -242,14 +243,14 @@ if spec.doc:
 @st.cache_data(max_entries=4, show_spinner="Bootstrapping κ for every target…")
 def _exponent_table(_family, stored: tuple, statistic: str) -> tuple[list[dict], list[str]]:
     """The CLI's exponent entries and the names of the grids still missing runs (recomputed when the stored runs change)."""
-    report = sweeps.figure2_json(_family, store, statistic=statistic)[0]
+    report = figure2.figure2_json(_family, store, statistic=statistic)[0]
     return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]]
 
 
 def exponent_table_section(statistic: str) -> None:
     """κ per (k, q) from the `exponents` preset's stored runs: the table, the κ-vs-k figure, what it shows."""
     st.header("Exponent table: κ against k, for links of degree q")
-    family = sweeps.preset("exponents")
+    family = presets.preset("exponents")
     stored = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in family.configs()}))
     entries, unfinished = _exponent_table(family, stored, statistic) if stored else ([], [])
     if not entries:

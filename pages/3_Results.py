@@ -1,8 +1,9 @@
 """Results: every stored run (and unfinished job); filter, compare, open, delete, export and import bundles."""
 import streamlit as st
 
-from hierpoly.runs import bundles, jobs, policy
-from hierpoly.runs.codec import StoreError
+from hierpoly.jobs import policy, table as jobs
+from hierpoly.results import bundles
+from hierpoly.results.codec import StoreError
 from hierpoly.views import catalog, forms, monitor, plots, widgets
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import format_bytes

@@ -2,7 +2,8 @@
 import streamlit as st
 
 from hierpoly.config import MODES, ConfigError
-from hierpoly.runs import jobs, policy, sweeps
+from hierpoly.jobs import policy, table as jobs
+from hierpoly.study import specs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 
@@ -124,7 +125,7 @@ c_mode = cols[2].selectbox("mode", MODES, key="learn_c_mode")
 c_seed = cols[3].number_input("seed", min_value=0, max_value=forms.MAX_SEED, value=0, key="learn_c_seed",
                               help=f"0 to {forms.MAX_SEED:,} (JAX keys take 32 bits)")
 try:
-    classroom = tour.tour_config(d=int(c_d), n=sweeps.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
+    classroom = tour.tour_config(d=int(c_d), n=specs.n_for(c_mult, int(c_d), cfg.k), mode=c_mode, seed=int(c_seed))
 except ConfigError as err:  # the box's bounds hold in the browser; a value that slips past them gets a line
     st.error(literal(err))
     st.stop()

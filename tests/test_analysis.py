@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hierpoly.runs import analysis
+from hierpoly.study import analysis
 
 
 def synthetic_runs(kappa: float, ds=(8, 12, 16, 20), seeds=4, noise=0.02, rng_seed=0, k=3, arch="three_layer"):

@@ -20,14 +20,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
+from hierpoly.study import presets
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
 
 PAGES = ("pages/0_Home.py", "pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
 TINY = dict(d=4, n=256, m2=50, steps=200, n_test=256)
-GRID = sweeps.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
+GRID = presets.tiny(seeds=1)  # the Figure 2 page's `tiny` preset: a few of its cells get stored
 TIMEOUT = 60
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,7 +45,7 @@ def _stored_configs() -> list[RunConfig]:
 @pytest.fixture(scope="session")
 def trained_dir(tmp_path_factory):
     """A store holding a few really trained tiny runs (shared read-only; tests copy it)."""
-    from hierpoly.runs.runner import execute
+    from hierpoly.jobs.runner import execute
 
     directory = tmp_path_factory.mktemp("trained") / "store"
     store = Store(directory)
@@ -440,6 +441,7 @@ def test_learn_tour(empty_store):
     assert at.get("image")  # the QR code of the teacher's base
 
 
+@pytest.mark.process
 def test_pages_never_import_jax(tmp_path):
     """Every page runs in a fresh interpreter without loading JAX (the web server must not hold the GPU)."""
     code = (

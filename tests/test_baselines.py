@@ -9,8 +9,8 @@ import pytest
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, evaluation, loop, model, train
 from hierpoly.engine import data as engine_data
-from hierpoly.runs.codec import check
-from hierpoly.runs.runner import to_result
+from hierpoly.jobs.runner import to_result
+from hierpoly.results.codec import check
 
 
 def test_kernel_floor_exact_values_and_monte_carlo():
@@ -46,7 +46,7 @@ def _plain_test_mse(res, y):
     return m["test_loss"] if "test_loss_se" in m else m["test_loss"] * float(np.mean(y**2))
 
 
-@pytest.mark.parametrize("d, n", [(4, 32768), (6, 32768)])
+@pytest.mark.parametrize("d, n", [(4, 32768), pytest.param(6, 32768, marks=pytest.mark.slow)])
 def test_kernel_reaches_the_exact_floor_at_large_n(d, n):
     """At n ≫ C(d+3, 3) the CV ridge on spanning features is the best cubic P_{≤3} h up to a small excess.
 
@@ -215,6 +215,7 @@ def test_two_layer_sees_the_networks_data_and_the_holdout_losses_are_plain_mse()
     assert fit == 240 and baselines.tuning_split(2) == 1
 
 
+@pytest.mark.slow
 def test_a_relu_two_layer_net_beats_every_cubic():
     """At d = 4, k = 3 no degree-≤3 predictor beats P_{≤3} h (the kernel's floor); the ReLU net does, on the same
     points by more than 3 paired standard errors. A net of cubic units could not."""
@@ -228,6 +229,7 @@ def test_a_relu_two_layer_net_beats_every_cubic():
     assert np.mean(diff) + 3 * np.std(diff) / np.sqrt(diff.size) < 0, (np.mean(diff), res.metrics)
 
 
+@pytest.mark.slow
 def test_two_layer_cancel_and_divergence():
     cfg = RunConfig(d=4, n=64, arch="two_layer", steps=200, n_test=64, m2=10)
     res = baselines.run(cfg, should_stop=lambda: True)

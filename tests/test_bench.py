@@ -8,6 +8,7 @@ from hierpoly.engine import bench, loop, model, train
 from hierpoly.engine.data import keys, make_data
 
 
+@pytest.mark.slow
 def test_reference_and_production_take_the_same_steps():
     cfg = RunConfig(d=5, n=3000, m2=120, n_test=16)  # n not a multiple of the sample block
     data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly.runs import jobs
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
@@ -173,7 +173,7 @@ def test_home_hero_and_a_shared_collapse_link(server, browser):
 
 def _store_bundle(store_dir) -> None:
     """The shipped bundle in the server's store (the server itself starts empty for the run tests)."""
-    from hierpoly.runs.bundles import import_bundle
+    from hierpoly.results.bundles import import_bundle
 
     store = Store(store_dir)
     if len(store) < 100:
@@ -227,7 +227,8 @@ def test_bad_bundle_is_refused(server, browser, tmp_path):
 def test_results_imports_a_good_bundle_and_exports_it_back(server, browser, tmp_path):
     """A real bundle goes in through the page, and the page's export carries exactly that result back out."""
     from hierpoly.config import RunConfig
-    from hierpoly.runs import bundles, runner
+    from hierpoly.jobs import runner
+    from hierpoly.results import bundles
 
     base, store_dir = server
     ended = runner.execute(RunConfig(d=3, n=64, m2=10, steps=20, n_test=64, n_eval=256, seed=7))

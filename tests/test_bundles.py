@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from test_store import make_result  # synthetic finished runs
 
-from hierpoly.runs.bundles import BundleError, export_bundle, import_bundle, load_precomputed
-from hierpoly.runs.codec import to_bytes
-from hierpoly.runs.store import Store
+from hierpoly.results.bundles import BundleError, export_bundle, import_bundle, load_precomputed
+from hierpoly.results.codec import to_bytes
+from hierpoly.results.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -202,7 +202,8 @@ def test_cli_export_import(tmp_path, cache_dir):
 
 
 def test_export_without_snapshots_keeps_everything_else(tmp_path):
-    """--no-snapshots drops only the optional replay member; the results are otherwise byte-equal."""
+    """--no-snapshots drops only the optional replay member (the results are otherwise byte-equal),
+    --sample-rows only the scatter's later points."""
     source = Store()
     snapshots = {"step": np.array([0, 100], np.int64), "g": np.ones((2, 256), np.float32)}
     for seed in range(2):
@@ -216,6 +217,13 @@ def test_export_without_snapshots_keeps_everything_else(tmp_path):
     for key in source.keys():
         got, want = target.get(key), source.get(key)
         assert got.snapshots == {} and to_bytes(got) == to_bytes(dataclasses.replace(want, snapshots={}))
+    # the scatter cut to its first rows: the same points, fewer of them; metrics and history as they were
+    slim = Store(tmp_path / "slim")
+    import_bundle(slim, export_bundle(source, source.keys(), snapshots=False, sample_rows=40))
+    for key in source.keys():
+        got, want = slim.get(key), source.get(key)
+        assert {c: v.tolist() for c, v in got.samples.items()} == {c: v[:40].tolist() for c, v in want.samples.items()}
+        assert got.metrics == want.metrics and got.history["step"].tolist() == want.history["step"].tolist()
 
 
 def test_an_import_never_replaces_a_different_stored_result(tmp_path):

@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from hierpoly import cli
-from hierpoly.runs import sweeps
-from hierpoly.runs.executors import TASK_NAME, RayExecutor
-from hierpoly.runs.store import Store
+from hierpoly.jobs import executors
+from hierpoly.jobs.cluster import TASK_NAME, RayExecutor
+from hierpoly.results.store import Store
+from hierpoly.study import specs, sweep
 
 REPO = Path(__file__).resolve().parent.parent
 TOL = 1e-6  # the same program on the same CPU: equal up to float noise
@@ -43,9 +44,9 @@ def on_cluster(test):
     return needs_ray(pytest.mark.ray(pytest.mark.process(test)))
 
 
-def small_grid(seeds: int = 1, ns=(32, 64)) -> sweeps.SweepSpec:
+def small_grid(seeds: int = 1, ns=(32, 64)) -> specs.SweepSpec:
     """Seconds per run: d = 4, 100 steps, no baselines."""
-    return sweeps.custom((4,), ns=ns, seeds=seeds, baselines=False, steps=100, m2=50, n_test=512)
+    return specs.custom((4,), ns=ns, seeds=seeds, baselines=False, steps=100, m2=50, n_test=512)
 
 
 def descendants(root: int) -> list[int]:
@@ -95,11 +96,12 @@ def assert_same_losses(ours: dict[str, dict], reference: dict[str, dict]) -> Non
 
 
 # ------------------------------------------------------------ without Ray running
+@pytest.mark.process
 def test_importing_sweeps_and_executors_imports_neither_ray_nor_jax():
-    code = "import sys, hierpoly.runs.sweeps, hierpoly.runs.executors; print(sorted({'ray', 'jax'} & set(sys.modules)))"
+    code = "import sys, hierpoly.study.sweep, hierpoly.jobs.executors, hierpoly.jobs.cluster, hierpoly.jobs.ray_job; print(sorted({'ray', 'jax'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert "ray" in sweeps.EXECUTORS
+    assert "ray" in executors.EXECUTORS
 
 
 def test_cli_refuses_address_without_the_ray_executor(capsys):
@@ -108,10 +110,10 @@ def test_cli_refuses_address_without_the_ray_executor(capsys):
 
 
 def test_bad_arguments_are_one_line_errors():
-    with pytest.raises(sweeps.SweepError, match="max_retries"):
+    with pytest.raises(executors.SweepError, match="max_retries"):
         RayExecutor(max_retries=-1)
     for bad in ("  ", "ray://", "host", "ray://host:port", "http://host:8265", "host:99999"):
-        with pytest.raises(sweeps.SweepError, match="address"):
+        with pytest.raises(executors.SweepError, match="address"):
             RayExecutor(address=bad)
 
 
@@ -124,7 +126,8 @@ def test_a_dead_address_fails_at_once_naming_it(capsys):
 
 
 def test_a_job_log_without_a_bundle_is_a_one_line_error():
-    from hierpoly.runs.executors import BUNDLE_BEGIN, BUNDLE_END, ClusterError, bundle_from_log, bundle_to_log
+    from hierpoly.jobs.cluster import ClusterError
+    from hierpoly.jobs.ray_job import BUNDLE_BEGIN, BUNDLE_END, bundle_from_log, bundle_to_log
 
     assert bundle_from_log("noise\n" + bundle_to_log(b"first") + "\nmore\n" + bundle_to_log(b"x" * 200) + "\n") == b"x" * 200
     for log in ("only noise", f"{BUNDLE_BEGIN}\nAAAA", f"{BUNDLE_BEGIN}\n!!not base64!!\n{BUNDLE_END}"):
@@ -264,7 +267,7 @@ def sweep_with_a_kill(spec, store, max_retries: int) -> tuple[list[dict], list[i
     killer = threading.Thread(target=kill_first_task, args=(os.getpid(), killed, stop))
     killer.start()
     try:
-        rows = sweeps.run_sweep(spec, RayExecutor(max_retries=max_retries), store)
+        rows = sweep.run_sweep(spec, RayExecutor(max_retries=max_retries), store)
     finally:
         stop.set()
         killer.join()
@@ -289,7 +292,7 @@ def test_a_cell_that_fails_after_its_retries_is_reported_with_the_error(local_ra
 def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path):
     """Ctrl-C arriving while the sweep waits (here: raised by the progress callback) stops every task."""
     # 6 runs of up to 3000 steps on 2 CPUs: two running and four queued when it comes
-    spec = sweeps.custom((4,), ns=(32, 64), seeds=3, baselines=False, steps=3000, m2=50, n_test=512)
+    spec = specs.custom((4,), ns=(32, 64), seeds=3, baselines=False, steps=3000, m2=50, n_test=512)
     store = Store(tmp_path / "store")
 
     def interrupt_when_running(progress):
@@ -297,7 +300,7 @@ def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        sweeps.run_sweep(spec, RayExecutor(poll=0.2), store, on_progress=interrupt_when_running)
+        sweep.run_sweep(spec, RayExecutor(poll=0.2), store, on_progress=interrupt_when_running)
     deadline = time.monotonic() + 10  # far shorter than the runs left alone
     while task_pids() and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -5,8 +5,9 @@ import math
 import pandas as pd
 import pytest
 
-from hierpoly.runs import analysis, bundles, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
+from hierpoly.study import analysis, figure2, presets, specs, sweep
 
 # how the shipped cpu bundle's network runs stopped (116 runs: 3 seeds, 5 in the crossing cells)
 SHIPPED_STOPS = {"feature settled": 115, "plateau": 1}
@@ -27,7 +28,7 @@ def test_converged_fraction_counts_the_rule_not_the_cap():
 def test_the_shipped_cpu_runs_say_how_they_stopped(tmp_path):
     store = Store(tmp_path / "store")
     bundles.import_bundle(store, (bundles.PRECOMPUTED / "cpu.zip").read_bytes())
-    report, (grid,) = sweeps.figure2_json(sweeps.preset("cpu"), store)
+    report, (grid,) = figure2.figure2_json(presets.preset("cpu"), store)
     network = grid.runs[grid.runs["arch"] == "three_layer"]
     assert network["stopped_by"].value_counts().to_dict() == SHIPPED_STOPS
     assert network["converged"].all() and (network["steps_run"] < network["steps"]).all()
@@ -46,11 +47,11 @@ def test_the_shipped_cpu_runs_say_how_they_stopped(tmp_path):
 
 @pytest.mark.slow
 def test_check_trains_each_crossing_run_on_and_resumes(tmp_path):
-    from hierpoly.runs import convergence
+    from hierpoly.study import convergence
 
-    spec = sweeps.custom((4,), multiples=(0.5, 2.0), seeds=2, baselines=False, steps=200, m2=50, n_test=256, n_eval=4096)
+    spec = specs.custom((4,), multiples=(0.5, 2.0), seeds=2, baselines=False, steps=200, m2=50, n_test=256, n_eval=4096)
     store = Store(tmp_path / "store")
-    sweeps.run_sweep(spec, "inline", store)
+    sweep.run_sweep(spec, "inline", store)
     with pytest.raises(convergence.CheckError, match="names no crossing cells"):
         convergence.run_check(spec, store)
     notes = []

@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 from test_store import make_result
 
 from hierpoly import cli
-from hierpoly.runs import jobs
-from hierpoly.runs.codec import StoreError, to_bytes
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.codec import StoreError, to_bytes
+from hierpoly.results.store import Store
 from hierpoly.views.system import _clear_store_cache
 
 REPO = Path(__file__).resolve().parent.parent

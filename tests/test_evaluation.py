@@ -27,6 +27,7 @@ def _reference(pred, y, g, p) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_sums_over_uneven_chunks_give_the_per_point_metrics():
     k = jax.random.split(jax.random.PRNGKey(0), 4)
     y, p = jax.random.normal(k[0], (1000,)) ** 3, jax.random.normal(k[1], (1000,))
@@ -44,6 +45,7 @@ def test_sums_over_uneven_chunks_give_the_per_point_metrics():
     assert zero["test_loss_cv_se"] == pytest.approx(0.0, abs=1e-6) and zero["feature_corr"] == 0.0
 
 
+@pytest.mark.slow
 def test_population_metrics_stream_the_runs_own_points(monkeypatch):
     monkeypatch.setattr(evaluation, "EVAL_CHUNK", 700)  # 3 chunks, the last one short
     cfg = RunConfig(d=5, n=64, m2=20, n_eval=2000)
@@ -61,6 +63,7 @@ def test_population_metrics_stream_the_runs_own_points(monkeypatch):
     assert exact["test_loss"] == 0.0 and exact["test_loss_se"] == 0.0 and exact["feature_corr"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
 def test_a_finished_run_reports_the_population_metrics_of_its_parameters():
     cfg = RunConfig(d=4, n=256, m2=30, steps=100, n_test=256, n_eval=5000)
     result = train.run(cfg)
@@ -71,6 +74,7 @@ def test_a_finished_run_reports_the_population_metrics_of_its_parameters():
     assert result.metrics["test_loss"] != pytest.approx(result.history[-1].test_loss, rel=1e-3)  # monitor ≠ final
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["kernel", "two_layer"])
 def test_baselines_are_scored_on_the_same_points(arch):
     cfg = RunConfig(d=4, n=512, m2=30, steps=50, n_test=256, n_eval=3000, arch=arch)

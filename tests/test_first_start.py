@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from test_store import make_result
 
-from hierpoly.runs import bundles, jobs
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = REPO / "cache" / "precomputed"  # every bundle here loads on first start

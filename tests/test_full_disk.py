@@ -15,8 +15,8 @@ from test_store import make_result
 
 from hierpoly import cli
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs
-from hierpoly.runs.store import Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.process  # mount and umount are processes, and so is the worker
 

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import budget, jobs
-from hierpoly.runs.store import Store
+from hierpoly.jobs import budget, table as jobs
+from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.process
 

@@ -1,7 +1,7 @@
 """The demo run as a person waits for it: through the CLI and a worker, cold then warm."""
 import pytest
 
-from hierpoly.runs import latency
+from hierpoly.jobs import latency
 
 
 @pytest.mark.slow

@@ -11,15 +11,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "hierpoly"
-# What each room may import from the package. runs reaches the engine only through the runner.
+# What each room may import from the package. results sits beside the engine: neither knows the other.
+# jobs reach the engine only through the runner; study asks jobs to run things and never touches the engine.
+ROOMS = ("engine", "results", "jobs", "study", "views")
 ALLOWED = {
     "foundation": {"foundation"},
     "engine": {"foundation", "engine"},
-    "runs": {"foundation", "runs"},
-    "views": {"foundation", "runs", "views"},
-    "face": {"foundation", "runs", "views", "engine", "face"},  # cli, __main__, __init__
+    "results": {"foundation", "results"},
+    "jobs": {"foundation", "results", "jobs"},
+    "study": {"foundation", "results", "jobs", "study"},
+    "views": {"foundation", "results", "jobs", "study", "views"},
+    "face": {"foundation", "results", "jobs", "study", "views", "engine", "face"},  # cli, __main__, __init__
 }
-ENGINE_GATES = {"hierpoly.runs.runner"}  # the one module of runs that may call into the engine
+ENGINE_GATES = {"hierpoly.jobs.runner"}  # the one module below the face that may call into the engine
 MAX_FUNCTION_LINES = 60
 
 
@@ -34,7 +38,7 @@ def _modules() -> dict[str, Path]:
 
 def _room(module: str) -> str:
     parts = module.split(".")
-    if len(parts) >= 2 and parts[1] in ("engine", "runs", "views"):
+    if len(parts) >= 2 and parts[1] in ROOMS:
         return parts[1]
     if module in ("hierpoly", "hierpoly.cli", "hierpoly.__main__"):
         return "face"
@@ -59,7 +63,7 @@ def _graph() -> dict[str, set[str]]:
     modules = _modules()
     graph = {name: _imports(path, modules) - {name} for name, path in modules.items()}
     for name in graph:  # a package's __init__ is not an edge worth following
-        graph[name] -= {"hierpoly", "hierpoly.engine", "hierpoly.runs", "hierpoly.views"}
+        graph[name] -= {"hierpoly", *(f"hierpoly.{room}" for room in ROOMS)}
     return graph
 
 
@@ -72,6 +76,20 @@ def test_imports_point_one_way_between_rooms():
             if _room(target) not in allowed:
                 wrong.append(f"{module} ({room}) -> {target} ({_room(target)})")
     assert wrong == []
+
+
+def test_the_runner_is_the_only_door_from_jobs_to_the_engine():
+    callers = {module for module, targets in _graph().items()
+               if _room(module) not in ("engine", "face") and any(_room(t) == "engine" for t in targets)}
+    assert callers == ENGINE_GATES
+
+
+def test_the_old_runs_package_is_gone_and_nothing_names_it():
+    assert not (PACKAGE / "runs").exists()
+    files = [*PACKAGE.rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py"), *(REPO / "tests").glob("*.py"),
+             REPO / "README.md"]
+    pattern = "hierpoly" + r"[./]runs\b"  # split so this file does not name it either
+    assert [str(path.relative_to(REPO)) for path in files if re.search(pattern, path.read_text())] == []
 
 
 def test_no_import_cycles():
@@ -126,3 +144,38 @@ def test_docs_and_code_point_only_at_files_in_the_repository():
             if name not in known and not any(k.endswith("/" + name) for k in known):
                 missing.append(f"{path.relative_to(REPO)}: {name}")
     assert missing == []
+
+
+SPAWNS = re.compile(r"\bsubprocess\.|\bPopen\b|\bsys\.executable\b")
+
+
+def _spawning_test_functions(path: Path) -> list[str]:
+    """Tests in one file that start a process (directly, through a module-level helper or a fixture) without the mark."""
+    src = path.read_text()
+    tree = ast.parse(src)
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    module_marked = re.search(r"^pytestmark = .*\b(process|browser)\b", src, re.M) is not None
+
+    def spawns(node, seen=()) -> bool:
+        body = ast.get_source_segment(src, node)
+        if SPAWNS.search(body):
+            return True
+        called = {n.func.id for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+        args = {a.arg for a in node.args.args}  # fixtures defined in this file
+        return any(spawns(functions[name], (*seen, name)) for name in (called | args) - set(seen) - {node.name}
+                   if name in functions)
+
+    unmarked = []
+    for name, node in functions.items():
+        decorators = " ".join(ast.get_source_segment(src, d) for d in node.decorator_list)
+        if not name.startswith("test_") or module_marked or re.search(r"\b(process|browser|on_cluster)\b", decorators):
+            continue
+        if spawns(node):
+            unmarked.append(f"{path.name}::{name}")
+    return unmarked
+
+
+def test_every_test_that_starts_a_process_carries_the_process_mark():
+    """The README's fast selection leaves out `process`: a test that spawns without the mark slows it unseen."""
+    unmarked = [name for path in sorted((REPO / "tests").glob("test_*.py")) for name in _spawning_test_functions(path)]
+    assert unmarked == []

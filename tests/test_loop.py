@@ -13,8 +13,9 @@ import pytest
 
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, evaluation, loop, model, train
-from hierpoly.runs import bundles, codec, runner
-from hierpoly.runs.store import Store
+from hierpoly.jobs import runner
+from hierpoly.results import bundles, codec
+from hierpoly.results.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 # plateau at a window end before the cap, so the rule is exercised
@@ -130,6 +131,7 @@ def compilations():
     logger.removeHandler(handler)
 
 
+@pytest.mark.slow
 def test_a_second_run_compiles_nothing(compilations):
     tiny = RunConfig(d=4, n=256, m2=30, steps=60, n_test=64, n_eval=2000)
     other = dict(seed=3, lr=0.02, steps=90, tol=0.01, patience=300)  # another λ, init, data, rate, cap and rule
@@ -179,7 +181,7 @@ def test_kernel_rows_carry_its_output_as_the_feature():
 def test_a_fresh_process_loads_compiled_programs_from_the_store(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "HIERPOLY_CACHE_DIR": str(tmp_path / "store")}
     code = (
-        "import json, sys; from hierpoly.config import RunConfig; from hierpoly.runs import runner;"
+        "import json, sys; from hierpoly.config import RunConfig; from hierpoly.jobs import runner;"
         "out = runner.execute(RunConfig(d=3, n=64, m2=20, steps=20, n_test=32, n_eval=64, seed=int(sys.argv[1])));"
         "print(json.dumps(out.result.metrics))"
     )
@@ -193,7 +195,7 @@ def test_a_fresh_process_loads_compiled_programs_from_the_store(tmp_path):
     assert "Persistent compilation cache hit" in second.stderr
     # the programs read back compute what freshly compiled ones do: seed 1 trained again in this process
     from hierpoly.config import RunConfig
-    from hierpoly.runs import runner
+    from hierpoly.jobs import runner
 
     fresh = runner.execute(RunConfig(d=3, n=64, m2=20, steps=20, n_test=32, n_eval=64, seed=1)).result.metrics
     loaded = json.loads(second.stdout.splitlines()[-1])

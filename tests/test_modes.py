@@ -9,8 +9,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs, policy
-from hierpoly.runs.store import Store
+from hierpoly.jobs import policy, table as jobs
+from hierpoly.results.store import Store
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
 
@@ -155,7 +155,7 @@ def running_job(store: Store, cfg: RunConfig, owner: str) -> str:
 def test_classroom_refuses_delete_import_and_cancelling_anothers_job_when_called_directly(monkeypatch):
     from test_store import make_result
 
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     store = Store()
     result = make_result(seed=1)
@@ -219,7 +219,7 @@ def test_the_6000_wide_layerwise_run_is_refused_in_classroom_mode(monkeypatch):
 def test_explore_shows_a_bundle_message_holding_markdown_literally():
     from test_store import make_result
 
-    from hierpoly.runs import bundles
+    from hierpoly.results import bundles
 
     hostile = "see [click here](http://evil.example/) ![pixel](http://evil.example/p.png) :red[alarm] $x^2$"
     made = make_result(seed=5, message=hostile)

@@ -67,7 +67,7 @@ def _random(key, n, m2):
     )
 
 
-@pytest.mark.parametrize("n, m2", [(1, 1), (1, 50), (50, 1), (400, 64), (2048, 1000)])
+@pytest.mark.parametrize("n, m2", [(1, 1), (1, 50), (50, 1), (400, 64), pytest.param(2048, 1000, marks=pytest.mark.slow)])
 def test_random_inputs_match_dense(x64, n, m2):
     _check(*_random(n + m2, n, m2), seed=n)
 
@@ -153,6 +153,7 @@ def test_vmap_over_a_batch_axis(x64):
         _close(gf, gd, f"vmapped d/d{name}")
 
 
+@pytest.mark.slow
 def test_whole_model_gradient_matches_dense(x64):
     cfg = RunConfig(d=5, n=512, m2=200, n_test=64)
     data = train.make_data(cfg)

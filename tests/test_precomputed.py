@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from hierpoly.engine import baselines
-from hierpoly.runs import bundles, sweeps
-from hierpoly.runs.store import Store
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
+from hierpoly.study import presets, specs
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"
@@ -83,7 +84,7 @@ def test_the_shipped_bundles_are_small_and_import_cleanly(tmp_path):
 @pytest.mark.process
 def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     out = cpu_report
-    spec = sweeps.preset("cpu")
+    spec = presets.preset("cpu")
     assert len(out["cells"]) == len(spec.cells()) == 28
     assert all(cell["seeds"] >= 3 for cell in out["cells"])
     # the transition is there: correlation rises from the smallest n to the largest, for every d
@@ -160,20 +161,45 @@ def _triple(entry: dict) -> tuple | None:
     return None if entry["estimate"] is None else (entry["estimate"], entry["low"], entry["high"])
 
 
+# The exponent table from the shipped bundles: per (k, q), κ from the seed median at 0.8, 0.9, 0.95 (estimate, low, high;
+# None: no crossing) and the mean's κ at 0.9 beside it
+EXPONENT_ROWS = {
+    (1, 2): ([(1.61, 1.35, 1.65), (1.85, 1.72, 1.87), (1.99, 1.77, 2.08)], 1.75),
+    (1, 3): ([(1.53, 1.31, 1.73), (1.56, 1.43, 1.67), (1.60, 1.33, 1.67)], 1.59),
+    (1, 4): ([None, None, None], None),
+    (2, 2): ([(2.32, 1.72, 2.55), (2.40, 1.45, 3.26), None], 3.06),
+    (2, 3): ([(2.00, 1.99, 2.22), (1.99, 1.99, 2.16), (1.94, 1.94, 2.16)], 2.05),
+    (2, 4): ([(2.66, 2.66, 3.74), None, None], None),
+    (3, 3): ([(2.59, 2.37, 2.65), (2.54, 2.27, 2.80), (2.42, 2.09, 2.54)], 1.58),
+}
+
+
 @pytest.mark.process
-def test_exponent_table_from_the_shipped_bundles_alone_is_its_k3_row(tmp_path):
-    """Only the cpu runs are shipped: the family's k = 3 grid is complete, the six others say what is missing."""
+def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_path):
+    """All seven grids are shipped complete: every row has κ below the kernel's kq, or a measured reason."""
     out = _figure2("exponents", tmp_path)
-    assert [(e["k"], e["q"]) for e in out["exponents"]] == [(3, 3)]
-    row = out["exponents"][0]
-    assert row["kernel_kq"] == 9 and row["link"] == "cubic" and row["first_stage_signal"]
-    assert _triple(row) == pytest.approx(CPU_KAPPA[0.9], abs=0.005)
-    for grid in out["grids"]:
-        wanted = len(_grid(grid["name"]).cells())
-        assert (grid["missing"] == []) == (grid["k"] == 3), grid["name"]
-        if grid["k"] != 3:
-            assert grid["cells"] == [] and len({(m["d"], m["n"]) for m in grid["missing"]}) == wanted
+    rows = {(e["k"], e["q"]): e for e in out["exponents"]}
+    assert sorted(rows) == sorted(EXPONENT_ROWS) and all(grid["missing"] == [] for grid in out["grids"])
+    for target, (by_threshold, mean) in EXPONENT_ROWS.items():
+        row = rows[target]
+        assert row["statistic"] == "median" and row["first_stage_signal"], target
+        assert [_triple(b) for b in row["by_threshold"]] == [pytest.approx(t, abs=0.005) if t else None for t in by_threshold]
+        assert row["sensitivity"]["estimate"] == (None if mean is None else pytest.approx(mean, abs=0.005)), target
+        if row["estimate"] is None:
+            assert row["reason"] and row["diagnosis"].startswith("the seed-median"), target
+        else:
+            assert row["estimate"] < row["kernel_kq"], target
+            # a row off k by more than 0.5 says in numbers which law n* follows
+            assert (row["diagnosis"] is not None) == (abs(row["estimate"] - row["k"]) > 0.5), target
+    assert rows[(3, 3)]["kernel_kq"] == 9 and _triple(rows[(3, 3)]) == pytest.approx(CPU_KAPPA[0.9], abs=0.005)
+    # k = 1, q = 2: n* follows the kernel's d^2 (the cubic first block represents h itself), n*/d^2 = 1.25, 1.25, 1.04
+    assert "n*/d^2 = 1.25, 1.25, 1.04" in rows[(1, 2)]["diagnosis"]
+    # the success fractions of the k = 2, q = 3 grid: no seed past 0.9 up to n = 2d^2, every seed from 8d^2 on
+    cubic = next(g for g in out["grids"] if g["k"] == 2 and g["link"] == "cubic")
+    assert all(c["success_fraction"] == 0.0 for c in cubic["cells"] if c["n_over_dk"] <= 2)
+    assert all(c["success_fraction"] == 1.0 for c in cubic["cells"] if c["n_over_dk"] >= 8)
+    assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([2 / 3, 2 / 3, 1, 1])
 
 
-def _grid(name: str) -> sweeps.SweepSpec:
-    return next(g for g in sweeps.grids(sweeps.preset("exponents")) if g.name == name)
+def _grid(name: str) -> specs.SweepSpec:
+    return next(g for g in specs.grids(presets.preset("exponents")) if g.name == name)

@@ -53,6 +53,7 @@ def test_batchable_only_for_joint_three_layer_configs_differing_in_seed():
     assert not train.seeds_batchable([dataclasses.replace(c, mode="layerwise") for c in cfgs])
 
 
+@pytest.mark.slow
 def test_unbatchable_configs_run_one_after_another():
     cfgs = [RunConfig(d=3, n=64, m2=20, steps=20, mode="layerwise", n_test=32, seed=s) for s in range(2)]
     rows = []

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.runs.codec import HISTORY_COLUMNS, Result, StoreError, to_bytes
-from hierpoly.runs.store import Store
+from hierpoly.results.codec import HISTORY_COLUMNS, Result, StoreError, to_bytes
+from hierpoly.results.store import Store
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,13 +121,14 @@ def test_summaries_one_row_per_result():
     assert set(table["status"]) == {"done"}
 
 
+@pytest.mark.process
 def test_reopened_by_a_new_process(cache_dir):
     store = Store()
     result = make_result(seed=2)
     store.put(result)
     store.close()
     code = (
-        "import json, hashlib; from hierpoly.runs.store import Store; from hierpoly.runs.codec import to_bytes; s = Store();"
+        "import json, hashlib; from hierpoly.results.store import Store; from hierpoly.results.codec import to_bytes; s = Store();"
         f"r = s.get({result.key!r}); print(json.dumps({{'keys': s.keys(), 'sha': hashlib.sha256(to_bytes(r)).hexdigest()}}))"
     )
     env = dict(os.environ, PYTHONPATH=REPO, HIERPOLY_CACHE_DIR=str(cache_dir))

@@ -12,6 +12,7 @@ from hierpoly.engine import model, train
 TINY = dict(d=4, n=512, m2=50, n_test=512)
 
 
+@pytest.mark.slow
 def test_ridge_gd_converges_to_the_closed_form():
     phi = jax.random.normal(jax.random.PRNGKey(0), (300, 20)) * jnp.linspace(0.3, 1.0, 20)
     y = jax.random.normal(jax.random.PRNGKey(1), (300,))
@@ -22,6 +23,7 @@ def test_ridge_gd_converges_to_the_closed_form():
     assert np.all(np.diff(np.asarray(losses)) <= 1e-6)  # GD on a convex quadratic at 1/L: monotone
 
 
+@pytest.mark.slow
 def test_layerwise_stages_reach_their_ridge_solutions():
     # each stage with its own ξ and T: stage 2 runs T2 = 12000 steps at ξ2 = 10 ξ1
     cfg = RunConfig(d=3, n=2000, m1=20, m2=30, mode="layerwise", steps=20000, weight_decay=1e-2, steps2=12000,
@@ -54,6 +56,7 @@ def test_layerwise_stages_reach_their_ridge_solutions():
 LAYERWISE = dict(d=4, n=512, m2=50, n_test=256, n_eval=4096, mode="layerwise")
 
 
+@pytest.mark.slow
 def test_layerwise_stage2_steps_at_its_own_rate():
     """η2 given is used: stage 2's c equals T2 plain GD steps at η2 from c = 0 (float64 reference)."""
     cfg = RunConfig(**LAYERWISE, steps=200, steps2=7, lr2=3.0, weight_decay2=1e-3)
@@ -103,6 +106,7 @@ def test_joint_training_learns_the_feature():
     assert result.samples["p"].shape == (1024,) and result.samples["g"].dtype == np.float32
 
 
+@pytest.mark.slow
 def test_same_seed_same_run_and_test_set_independent_of_n():
     cfg = RunConfig(**TINY, steps=50)
     a, b = train.run(cfg), train.run(cfg)

@@ -75,7 +75,7 @@ def test_replay_frames_from_stored_snapshots():
 
 
 def test_time_estimate_is_the_measured_pace_and_never_zero():
-    from hierpoly.runs import pace, policy
+    from hierpoly.jobs import pace, policy
 
     # stored runs that took 5 s + 1 ms a step + 1e-9 s per unit of work: the fit recovers it
     rows = [dict(arch="three_layer", mode="joint", d=d, n=n, m1=d * d, m2=50, steps_run=steps,
@@ -151,7 +151,7 @@ def test_outcome_text_in_plain_words():
 def test_figure2_seed_dots_share_their_d_colour():
     runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=s, test_loss=0.5, feature_corr=0.9)
                          for d in (4, 6) for n in (32, 128) for s in (0, 1)])
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
 
     fig = plots.figure2(analysis.aggregate(runs), x="n_over_dk", k=3, runs=runs)
     lines = {t.name: t.line.color for t in fig.data if t.mode == "lines+markers" and t.name}
@@ -163,7 +163,7 @@ def test_figure2_seed_dots_share_their_d_colour():
 def test_figure2_lines_are_the_statistic_and_bands_the_seeds_range():
     """Median line (or mean), band from the seeds' min to max: it never leaves the seeds' own values, so
     the correlation band stays in [-1, 1] and the loss band above 0; hollow markers have a legend entry."""
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
 
     corr = {0: 0.99, 1: 0.98, 2: 0.2}  # one seed on a poor feature
     runs = pd.DataFrame([dict(arch="three_layer", d=4, n=n, k=3, seed=s, test_loss=0.01 * (s + 1) * n / 32,
@@ -186,7 +186,7 @@ def test_figure2_lines_are_the_statistic_and_bands_the_seeds_range():
 
 def test_kappa_axis_and_n_star_views():
     """log n / log d on the x-axis with k and kq marked; n*(d) with the fitted slope and each local slope."""
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
 
     runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=0, test_loss=0.5, feature_corr=n / (n + d**3))
                          for d in (4, 8) for n in (16, 64, 256, 1024)])
@@ -206,8 +206,8 @@ def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):
     """Readers parse every job's rows every second: older training rows drop their 256 numbers."""
     import json
 
-    from hierpoly.runs import jobs
-    from hierpoly.runs.store import Store
+    from hierpoly.jobs import table as jobs
+    from hierpoly.results.store import Store
 
     store = Store(tmp_path / "store")
     p = np.linspace(-1, 1, 8)
@@ -252,7 +252,7 @@ def test_stage2_form_errors_land_on_their_controls():
 
 
 def test_the_home_collapse_draws_the_seed_median():
-    from hierpoly.runs import analysis
+    from hierpoly.study import analysis
 
     runs = pd.DataFrame([dict(arch="three_layer", d=4, n=64, k=3, seed=s, test_loss=0.5, feature_corr=c)
                          for s, c in enumerate((0.95, 0.97, 0.2))])

@@ -32,8 +32,8 @@ import pandas as pd
 
 from hierpoly.config import RunConfig
 from hierpoly.progress import PHASES, Progress
-from hierpoly.runs import pace
-from hierpoly.runs.codec import HISTORY_COLUMNS
+from hierpoly.jobs import pace
+from hierpoly.results.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
 
 

@@ -365,7 +365,7 @@ def coverage_heatmap(coverage: pd.DataFrame) -> go.Figure:
     if coverage.empty:
         return _layout(go.Figure(), "No grid cells")
     table = coverage
-    if "arch" in table:  # sweeps.coverage: one row per architecture, summed per cell
+    if "arch" in table:  # specs.coverage: one row per architecture, summed per cell
         table = table.groupby(["d", "n"], as_index=False)[["stored", "wanted"]].sum()
     ds = sorted(table["d"].unique())
     z, text = [], []

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from hierpoly.runs.bundles import BundleError, load_precomputed
-from hierpoly.runs.codec import StoreError
-from hierpoly.runs.store import REPO, Store, default_dir
+from hierpoly.results.bundles import BundleError, load_precomputed
+from hierpoly.results.codec import StoreError
+from hierpoly.results.store import REPO, Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
 _probe_lock = threading.Lock()
@@ -81,7 +81,7 @@ def open_checked() -> tuple[Store | None, list[str]]:
 
     Never raises for a damaged store, job table or job record: pages show the lines instead.
     """
-    from hierpoly.runs import jobs, policy
+    from hierpoly.jobs import policy, table as jobs
 
     try:
         policy.current_mode()
@@ -131,7 +131,7 @@ def describe_device(info: dict | None) -> str:
 
 def system_status(store: Store) -> SystemStatus:
     """Device, store size and count, and live jobs."""
-    from hierpoly.runs import jobs
+    from hierpoly.jobs import table as jobs
 
     info, source = device_probe(), "probe"
     if info is None:

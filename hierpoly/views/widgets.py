@@ -11,7 +11,7 @@ import uuid
 
 import streamlit as st
 
-from hierpoly.runs import jobs, pace, policy
+from hierpoly.jobs import pace, policy, table as jobs
 from hierpoly.views import forms, monitor, plots
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked

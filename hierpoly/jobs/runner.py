@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import store
-from hierpoly.runs.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, _jsonable
+from hierpoly.results import store
+from hierpoly.results.codec import HISTORY_COLUMNS, METRICS, SAMPLE_COLUMNS, SNAPSHOT_POINTS, Result, jsonable
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
 SNAPSHOT_ROWS = 48  # feature snapshots kept per stored run, evenly thinned: ~50 kB, so a 250-run bundle stays small
@@ -109,7 +109,7 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
         "C": float(trained.data_C),
         "steps": int(trained.steps),
         **stopping(cfg, trained.extra),
-        "extra": _jsonable(trained.extra),
+        "extra": jsonable(trained.extra),
     }
     metrics = {name: float(trained.metrics[name]) for name in METRICS if name in trained.metrics}
     return Result(cfg, trained.status, trained.message, metrics, history, samples, meta, snapshots(rows))

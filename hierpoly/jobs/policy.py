@@ -30,10 +30,12 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.runs import bundles, jobs, pace
-from hierpoly.runs.budget import BudgetError, check_budget
-from hierpoly.runs.store import Store
+from hierpoly.jobs import pace, table as jobs
+from hierpoly.jobs.budget import BudgetError, check_budget
+from hierpoly.results import bundles
+from hierpoly.results.store import Store
 
 MODES = ("local", "classroom", "gallery")
 # what a web visitor may do in each mode; browse and download are never refused
@@ -65,16 +67,14 @@ class ClassroomLimits:
 
 def current_mode() -> str:
     """$HIERPOLY_MODE: local (default), classroom or gallery."""
-    value = os.environ.get("HIERPOLY_MODE", "local").strip().lower() or "local"
+    value = settings.text("HIERPOLY_MODE").strip().lower() or "local"
     if value not in MODES:
         raise PolicyError(f"HIERPOLY_MODE must be one of {', '.join(MODES)}, got {value!r}")
     return value
 
 
-def _env_number(name: str, default: float, integer: bool = False) -> float:
-    text = os.environ.get(name)
-    if text is None:
-        return default
+def _env_number(name: str, integer: bool = False) -> float:
+    text = settings.text(name)
     try:
         value = int(text) if integer else float(text)
     except ValueError:
@@ -85,13 +85,13 @@ def _env_number(name: str, default: float, integer: bool = False) -> float:
 
 
 def classroom_limits() -> ClassroomLimits:
-    """From $HIERPOLY_CLASSROOM_SECONDS (60), $HIERPOLY_VISITOR_JOBS (2), $HIERPOLY_QUEUE_LIMIT (20)
-    and $HIERPOLY_CLASSROOM_MAX_WIDTH (4096)."""
+    """From $HIERPOLY_CLASSROOM_SECONDS, $HIERPOLY_VISITOR_JOBS, $HIERPOLY_QUEUE_LIMIT and
+    $HIERPOLY_CLASSROOM_MAX_WIDTH (defaults in settings.py)."""
     return ClassroomLimits(
-        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS", 60.0),
-        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", 2, integer=True)),
-        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", 20, integer=True)),
-        max_width=int(_env_number("HIERPOLY_CLASSROOM_MAX_WIDTH", 4096, integer=True)),
+        seconds_per_run=_env_number("HIERPOLY_CLASSROOM_SECONDS"),
+        per_visitor=int(_env_number("HIERPOLY_VISITOR_JOBS", integer=True)),
+        queue=int(_env_number("HIERPOLY_QUEUE_LIMIT", integer=True)),
+        max_width=int(_env_number("HIERPOLY_CLASSROOM_MAX_WIDTH", integer=True)),
     )
 
 

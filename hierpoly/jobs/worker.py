@@ -1,11 +1,11 @@
-"""`python -m hierpoly.runs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
+"""`python -m hierpoly.jobs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
 
-Started detached by jobs.py in a fresh interpreter for one job; after it, the
+Started detached by the job table (table.py) in a fresh interpreter for one job; after it, the
 same process takes the next queued job while there is work, so JAX's compiled
 programs are reused, and exits after $HIERPOLY_WORKER_IDLE_S seconds without
 work. It beats a heartbeat from a thread (a chunk may outlast the lease),
 writes progress between chunks, stops when cancelled and stores only ``done``
-results. Every guarantee of jobs.py holds per job: a kill -9 marks the job it
+results. Every guarantee of the job table holds per job: a kill -9 marks the job it
 was running failed, cancel stops it, the concurrency cap counts it.
 
 A full disk must not silence a worker: it keeps a small reserve file beside the
@@ -14,7 +14,6 @@ word ("disk full: ...") can still be written, then stops serving.
 """
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -22,9 +21,11 @@ import traceback
 
 from pathlib import Path
 
+from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.runs import jobs
-from hierpoly.runs.store import DiskFull, Store, is_disk_full
+from hierpoly.failure import first_line
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import DiskFull, Store, is_disk_full
 
 IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
 RESERVE_BYTES = 64 << 10  # room kept for the last word on a full disk: a job record and a few log pages
@@ -66,7 +67,7 @@ def disk_full_reason(err: BaseException, store: Store) -> str | None:
 def idle_seconds() -> float:
     """How long a worker waits for more work: $HIERPOLY_WORKER_IDLE_S, default 60."""
     try:
-        return max(0.0, float(os.environ.get("HIERPOLY_WORKER_IDLE_S", "60")))
+        return max(0.0, float(settings.text("HIERPOLY_WORKER_IDLE_S")))
     except ValueError:
         return 60.0
 
@@ -85,7 +86,7 @@ def run_job(store: Store, rec: dict) -> str:
     stop = threading.Event()
     threading.Thread(target=_beat, args=(store, job_id, stop), daemon=True).start()
     try:
-        from hierpoly.runs import runner
+        from hierpoly.jobs import runner
 
         cfg = RunConfig.from_dict(rec["config"])
         ended = runner.execute(
@@ -107,7 +108,7 @@ def run_job(store: Store, rec: dict) -> str:
             traceback.print_exc()
         except OSError:
             pass  # the log is on a disk that may have filled meanwhile
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        message = first_line(err)
         jobs.finish(store, job_id, "failed", f"{type(err).__name__}: {message}")
         return "failed"
     finally:
@@ -146,7 +147,7 @@ def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m hierpoly.runs.worker JOB_ID", file=sys.stderr)
+        print("usage: python -m hierpoly.jobs.worker JOB_ID", file=sys.stderr)
         return 2
     store = Store()
     statuses = serve(store, jobs.claim_start(store, argv[0]), idle_seconds())

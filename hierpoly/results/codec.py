@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.failure import first_line
 
 FORMAT_VERSION = 1  # of result.json; bump when the members change
 HISTORY_COLUMNS = {  # name -> dtype
@@ -67,15 +68,15 @@ class Result:
         return self.config.key()
 
 
-def _jsonable(value):
+def jsonable(value):
     """Plain JSON values from numpy scalars and nested containers; non-finite floats become None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (np.generic, np.ndarray)):
         value = value.tolist()
-        return _jsonable(value) if isinstance(value, list) else value
+        return jsonable(value) if isinstance(value, list) else value
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
@@ -151,7 +152,7 @@ def _read_npz(data: bytes, columns, what: str) -> dict[str, np.ndarray]:
         try:
             arr = np.lib.format.read_array(io.BytesIO(blob), allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise StoreError(f"{what}: array {name} is not a plain numeric array ({str(err).splitlines()[0]})") from None
+            raise StoreError(f"{what}: array {name} is not a plain numeric array ({first_line(err)})") from None
         out[name[: -len(".npy")]] = arr
     return out
 
@@ -166,7 +167,7 @@ def encode(result: Result) -> dict[str, bytes]:
         "status": result.status,
         "message": result.message,
         "metrics": result.metrics,
-        "meta": _jsonable(result.meta),
+        "meta": jsonable(result.meta),
     }
     members = {
         "result.json": json.dumps(doc, sort_keys=True, allow_nan=False).encode(),

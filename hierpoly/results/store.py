@@ -20,7 +20,6 @@ disk still opens, read-only (rows.py).
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -29,8 +28,10 @@ from pathlib import Path
 
 import diskcache
 
-from hierpoly.runs import rows
-from hierpoly.runs.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
+from hierpoly import settings
+from hierpoly.failure import first_line
+from hierpoly.results import rows
+from hierpoly.results.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them
@@ -138,7 +139,7 @@ def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
         return DiskFull(f"the disk holding {what} at {directory} is full: {DISK_FULL_HINT}; nothing was changed")
     if isinstance(err, diskcache.Timeout):
         return StoreError(f"{what} at {directory} is busy (locked by another process for too long); try again")
-    detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+    detail = first_line(err)
     return StoreError(f"{what} at {directory} cannot be read ({detail}): {REPAIR_HINT}")
 
 
@@ -147,7 +148,7 @@ GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 def default_dir() -> Path:
     """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
-    env = os.environ.get("HIERPOLY_CACHE_DIR")
+    env = settings.text("HIERPOLY_CACHE_DIR")
     return Path(env).expanduser() if env else REPO / "cache" / "store"
 
 

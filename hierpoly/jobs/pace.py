@@ -15,13 +15,13 @@ they do not run at the pace of the training steps. Importing this module does no
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from hierpoly.config import RunConfig
-from hierpoly.runs.budget import eigen_flops
+from hierpoly import settings
+from hierpoly.jobs.budget import eigen_flops
 
 STARTUP_S = 10.0  # a fresh worker importing Python, JAX and XLA on a 2-core CPU (6–30 s under load)
 FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate, for what the fit cannot see
@@ -57,9 +57,9 @@ class Estimate:
 
 
 def flops_per_second() -> float:
-    """$HIERPOLY_FLOPS_PER_SECOND, default FLOPS_PER_SECOND."""
+    """$HIERPOLY_FLOPS_PER_SECOND (hierpoly.settings), else FLOPS_PER_SECOND."""
     try:
-        value = float(os.environ.get("HIERPOLY_FLOPS_PER_SECOND", FLOPS_PER_SECOND))
+        value = float(settings.text("HIERPOLY_FLOPS_PER_SECOND") or FLOPS_PER_SECOND)
     except ValueError:
         return FLOPS_PER_SECOND
     return value if value > 0 else FLOPS_PER_SECOND

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.runs import jobs, rows
-from hierpoly.runs.codec import Result, StoreError, from_bytes
-from hierpoly.runs.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
+from hierpoly.jobs import table as jobs
+from hierpoly.results import rows
+from hierpoly.results.codec import Result, StoreError, from_bytes
+from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
 
 DB = "cache.db"
 

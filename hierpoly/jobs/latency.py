@@ -15,8 +15,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from hierpoly.runs import jobs
-from hierpoly.runs.store import REPO, Store
+from hierpoly.jobs import table as jobs
+from hierpoly.results.store import REPO, Store
 
 DEMO = ("--d", "6", "--n", "864", "--m2", "200", "--steps", "1000")  # the Explore page's demo run
 QUICK = ("--d", "4", "--n", "256", "--m2", "50", "--steps", "100", "--n-eval", "4096")

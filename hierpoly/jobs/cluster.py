@@ -1,165 +1,34 @@
-"""Executors: where a sweep's missing configs run. Each makes every config end in the
-store through the validated ``Store.put`` path, or reports why it did not, as one
-row per config (``outcome``).
-
-    local   every config a background job (``jobs.submit``), so the app sees its
-            progress; workers run one at a time by default (HIERPOLY_MAX_WORKERS).
-            Ctrl-C cancels the jobs this sweep submitted.
-
-    inline  in this process, no background jobs: the seeds of a cell train together
-            as one compiled program (``runner.execute_seeds``, vmap over seeds). The
-            fastest way to fill a grid on one machine from the command line.
-
-    ray     each config a Ray task on a cluster (``RayExecutor``; Ray is optional).
-            A task runs ``runner.execute`` in a Ray worker and returns the store's own
-            value format (``codec.to_bytes``), never a pickled Result; the driver
-            decodes it with the validating reader, checks the key against the config
-            it sent, and writes through ``Store.put``, which writes a key once: a
-            retried or duplicated task never makes a second result. A task asks for
-            one GPU when the cluster has GPUs, one CPU otherwise. A worker that dies,
-            or a task that raises, is retried ``max_retries`` times; after that the
-            config's row is ``failed`` with the error. Ctrl-C cancels the outstanding
-            tasks and re-raises. Workers import hierpoly from this checkout through
-            PYTHONPATH; for ``ray://`` addresses the checkout is shipped as the job's
-            ``working_dir`` (``ray.init(runtime_env=...)``: Ray uploads a local folder
-            only at the job level). An explicit address is probed first, so a dead
-            one or a refused token is a one-line error in seconds, not Ray's 30 s
-            retry loop. For the Ray Jobs API route a job prints its results as a
-            bundle into its log and ``fetch_job_bundle`` reads it back.
+"""The ray executor: each config a Ray task on a cluster (``RayExecutor``; Ray is optional).
+A task runs ``runner.execute`` in a Ray worker and returns the store's own
+value format (``codec.to_bytes``), never a pickled Result; the driver
+decodes it with the validating reader, checks the key against the config
+it sent, and writes through ``Store.put``, which writes a key once: a
+retried or duplicated task never makes a second result. A task asks for
+one GPU when the cluster has GPUs, one CPU otherwise. A worker that dies,
+or a task that raises, is retried ``max_retries`` times; after that the
+config's row is ``failed`` with the error. Ctrl-C cancels the outstanding
+tasks and re-raises. Workers import hierpoly from this checkout through
+PYTHONPATH; for ``ray://`` addresses the checkout is shipped as the job's
+``working_dir`` (``ray.init(runtime_env=...)``: Ray uploads a local folder
+only at the job level). An explicit address is probed first, so a dead
+one or a refused token is a one-line error in seconds, not Ray's 30 s
+retry loop. For the Ray Jobs API route a job prints its results as a
+bundle into its log and ``fetch_job_bundle`` reads it back.
 
 Importing this module imports neither JAX nor Ray.
 """
 from __future__ import annotations
 
-import base64
-import dataclasses
 import json
 import os
 import time
 from collections.abc import Callable
-from typing import Protocol
 
 from hierpoly.config import RunConfig
-from hierpoly.runs.codec import StoreError, from_bytes, to_bytes
-from hierpoly.runs.store import REPO
+from hierpoly.jobs.executors import SweepError, outcome
+from hierpoly.results.codec import StoreError, from_bytes, to_bytes
+from hierpoly.results.store import REPO
 
-
-class SweepError(ValueError):
-    """A sweep that cannot be run (bad grid, unknown executor, Ray missing or unreachable), with a one-line reason."""
-
-
-class Executor(Protocol):
-    """Makes each config end in the store through ``Store.put``, or reports why it did not."""
-
-    name: str
-
-    def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
-        """One row per config (see ``outcome``), calling on_done(row) as each finishes."""
-        ...
-
-
-def outcome(cfg: RunConfig, status: str, message: str, store=None, cached: bool = False) -> dict:
-    """The row of one config: its grid coordinates, status and, when stored, its metrics."""
-    row = {
-        "key": cfg.key(), "d": cfg.d, "n": cfg.n, "k": cfg.k, "seed": cfg.seed, "arch": cfg.arch, "mode": cfg.mode,
-        "status": status, "message": message, "cached": cached,
-        "test_loss": None, "feature_corr": None, "train_loss": None, "seconds": None,
-    }
-    result = store.get(row["key"]) if store is not None and status == "done" else None
-    if result is not None:
-        row.update({name: result.metrics.get(name) for name in ("test_loss", "feature_corr", "train_loss")})
-        row["seconds"] = result.meta.get("seconds")
-    return row
-
-
-class LocalExecutor:
-    """Every config a background job on this machine (see module docstring)."""
-
-    name = "local"
-
-    def __init__(self, poll: float = 1.0):
-        self.poll = poll
-
-    def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.runs import jobs
-
-        pending, rows = submit_all(configs, store)
-        for row in rows:
-            on_done(row)
-        try:
-            while pending:
-                snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
-                for job_id, cfg in list(pending.items()):
-                    job = snapshot.get(job_id)
-                    if job is None:
-                        rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
-                    elif job.finished:
-                        rows.append(outcome(cfg, job.status, job.message, store))
-                    else:
-                        if job.status == "running" and job.progress:
-                            on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.step}")
-                        continue
-                    del pending[job_id]
-                    on_done(rows[-1])
-                if pending:
-                    time.sleep(self.poll)
-        except KeyboardInterrupt:
-            for job_id in pending:  # the jobs are detached: stop the ones this sweep started
-                jobs.cancel(job_id, store)
-            raise
-        return rows
-
-
-def submit_all(configs: list[RunConfig], store, submit: Callable | None = None) -> tuple[dict[str, RunConfig], list[dict]]:
-    """Submit each config as a background job without waiting: ({job_id: config}, rows of the refused ones).
-
-    ``submit(cfg, store)`` defaults to ``jobs.submit``; the web passes its mode's rules (``policy``).
-    """
-    from hierpoly.runs import budget, jobs
-
-    submit = submit or jobs.submit
-    ids, refused = {}, []
-    for cfg in configs:
-        try:
-            ids[submit(cfg, store)] = cfg
-        except (budget.BudgetError, jobs.QueueFull) as err:
-            refused.append(outcome(cfg, "refused", str(err)))
-    return ids, refused
-
-
-def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Configs that differ only in their seed, grouped (in first-seen order)."""
-    groups: dict[str, list[RunConfig]] = {}
-    for cfg in configs:
-        groups.setdefault(dataclasses.replace(cfg, seed=0).key(), []).append(cfg)
-    return list(groups.values())
-
-
-class InlineExecutor:
-    """Every cell in this process, its seeds batched into one program (``train.run_seeds``)."""
-
-    name = "inline"
-
-    def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.runs import runner
-
-        rows = []
-        for group in seed_groups(configs):
-            first = group[0]
-            label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
-
-            def note(i, row, label=label):
-                on_note(f"{label}: step {row.step}" if row.is_history else f"{label}: {row.phase}")
-
-            for ended in runner.execute_seeds(group, on_progress=note):
-                if ended.result is not None:
-                    store.put(ended.result)
-                rows.append(outcome(ended.config, ended.status, ended.message, store))
-                on_done(rows[-1])
-        return rows
-
-
-# ---------------------------------------------------------------------- ray
 INSTALL_HINT = "the ray executor needs Ray: pip install -r requirements-ray.txt"
 SHIP_EXCLUDES = [".git", "cache", "node_modules", "__pycache__", "*.zip", ".pytest_cache"]
 TASK_NAME = "hierpoly_train"  # workers running a task show up as `ray::hierpoly_train`
@@ -177,7 +46,7 @@ class ClusterError(SweepError):
 
 def train_to_bytes(config: dict) -> tuple[str, str, str, bytes | None]:
     """Train one config (runs in a Ray worker); returns key, status, message and, when done, the stored bytes."""
-    from hierpoly.runs import runner
+    from hierpoly.jobs import runner
 
     cfg = RunConfig.from_dict(config)
     ended = runner.execute(cfg)
@@ -369,7 +238,7 @@ class RayExecutor:
 
     # ---------------------------------------------------------------------- run
     def run(self, configs: list[RunConfig], store, on_done: Callable[[dict], None], on_note: Callable[[str], None]) -> list[dict]:
-        """One Ray task per distinct missing config; rows as each finishes (see ``sweeps.outcome``)."""
+        """One Ray task per distinct missing config; rows as each finishes (see ``executors.outcome``)."""
         self.connect()
         ray, started = self._connection
         try:
@@ -426,57 +295,3 @@ class RayExecutor:
 # only the job's status and log. So the job prints its results as a bundle into its log
 # (`sweep ... --print-bundle`) and `sweep ... --fetch JOB_ID` reads it back, then imports it
 # through the validating bundle reader (hashes, keys, finite arrays), like any bundle.
-BUNDLE_BEGIN = "-----BEGIN HIERPOLY BUNDLE-----"
-BUNDLE_END = "-----END HIERPOLY BUNDLE-----"
-FINISHED = ("SUCCEEDED", "FAILED")  # a failed sweep job still prints what it stored
-
-
-def bundle_to_log(data: bytes) -> str:
-    """A bundle as log text: base64 in 76-character lines between two marker lines."""
-    text = base64.b64encode(data).decode("ascii")
-    return "\n".join([BUNDLE_BEGIN, *(text[i:i + 76] for i in range(0, len(text), 76)), BUNDLE_END])
-
-
-def bundle_from_log(log: str) -> bytes:
-    """The last complete bundle in a job's log (not yet validated: see ``bundles.read_bundle``)."""
-    lines = [line.strip() for line in log.splitlines()]
-    ends = [i for i, line in enumerate(lines) if line == BUNDLE_END]
-    begins = [i for i, line in enumerate(lines) if line == BUNDLE_BEGIN and ends and i < ends[-1]]
-    if not begins:
-        raise ClusterError("the job's log holds no complete bundle: was it run with `sweep ... --print-bundle`?")
-    body = "".join(lines[begins[-1] + 1:ends[-1]])
-    try:
-        return base64.b64decode(body, validate=True)
-    except ValueError:
-        raise ClusterError("the bundle in the job's log is damaged (not base64)") from None
-
-
-def fetch_job_bundle(address: str, job_id: str) -> tuple[str, bytes]:
-    """(status, bundle bytes) of a finished job, read through the Ray Jobs API at ``address`` (http://HEAD:8265)."""
-    if not address.startswith(("http://", "https://")):
-        raise ClusterError(f"--fetch reads the Ray Jobs API: give --address http://HEAD:8265, got {address!r}")
-    try:
-        from ray.job_submission import JobSubmissionClient
-    except ImportError:
-        raise ClusterError(f"{INSTALL_HINT} (the Jobs API client comes with ray[default])") from None
-    try:
-        client = JobSubmissionClient(address)
-        status = getattr(client.get_job_status(job_id), "value", "")
-        log = client.get_job_logs(job_id) if status in FINISHED else ""
-    except Exception as err:  # ConnectionError, RuntimeError carrying the HTTP status, ...
-        if is_auth_failure(err) or "401" in str(err) or "403" in str(err):
-            raise ClusterError(f"the Jobs API at {address} refused this client: {AUTH_HINT}") from None
-        raise ClusterError(f"cannot read job {job_id!r} at {address}: {error_message(err)}") from None
-    if status not in FINISHED:
-        raise ClusterError(f"job {job_id} is {status or 'in an unknown state'}: fetch it once it has finished (ray job status {job_id})")
-    return status, bundle_from_log(log)
-
-
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor, "inline": InlineExecutor, "ray": RayExecutor}
-
-
-def get(name: str) -> Executor:
-    """A new executor by name."""
-    if name not in EXECUTORS:
-        raise SweepError(f"unknown executor {name!r}; available: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]()

@@ -19,15 +19,15 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 import re
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
-from hierpoly.runs.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
-from hierpoly.runs.store import REPO, Store
+from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
+from hierpoly.results.store import REPO, Store
 
 BUNDLE_VERSION = 1
 MAX_RESULTS = 2000
@@ -47,9 +47,13 @@ def _sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> bytes:
-    """Zip bytes holding the given stored results (deterministic for equal results); ``snapshots=False``
-    leaves out the learned-g snapshots (optional members: the replay slider)."""
+def export_bundle(store: Store, keys: list[str], snapshots: bool = True, sample_rows: int | None = None) -> bytes:
+    """Zip bytes holding the given stored results (deterministic for equal results).
+
+    ``snapshots=False`` leaves out the learned-g snapshots (optional members: the replay slider);
+    ``sample_rows`` keeps only the first rows of each result's scatter samples (the points the
+    snapshots pair with come first). Metrics are untouched: they come from the evaluation points.
+    """
     members, entries = {}, []
     for key in sorted(set(keys)):
         result = store.get(key)
@@ -57,6 +61,8 @@ def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> byte
             raise BundleError(f"no stored result with key {key[:16]}")
         if not snapshots:
             result = dataclasses.replace(result, snapshots={})
+        if sample_rows is not None:
+            result = dataclasses.replace(result, samples={c: v[:sample_rows] for c, v in result.samples.items()})
         for name, blob in encode(result).items():
             members[f"results/{key}/{name}"] = blob
         entries.append({"key": key, "config": result.config.to_dict()})
@@ -75,9 +81,9 @@ def export_bundle(store: Store, keys: list[str], snapshots: bool = True) -> byte
     return buf.getvalue()
 
 
-def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True) -> None:
+def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True, sample_rows: int | None = None) -> None:
     """Export to a file."""
-    Path(path).write_bytes(export_bundle(store, keys, snapshots))
+    Path(path).write_bytes(export_bundle(store, keys, snapshots, sample_rows))
 
 
 def read_bundle(data: bytes) -> dict:
@@ -214,7 +220,7 @@ def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str
     raises BundleError; a store that cannot take it (full disk) raises StoreError.
     HIERPOLY_LOAD_PRECOMPUTED=0 turns off loading the default folder (tests that need an empty store).
     """
-    if folder is None and os.environ.get("HIERPOLY_LOAD_PRECOMPUTED", "1") == "0":
+    if folder is None and settings.text("HIERPOLY_LOAD_PRECOMPUTED") == "0":
         return []
     folder = PRECOMPUTED if folder is None else Path(folder)
     wanted = {path: _manifest_keys(path) for path in (sorted(folder.glob("*.zip")) if folder.is_dir() else [])}

@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from hierpoly import settings
 from hierpoly.config import RunConfig, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
@@ -88,7 +89,7 @@ def estimate(cfg: RunConfig) -> Estimate:
 
 def available_bytes() -> int:
     """Memory a job may use: $HIERPOLY_MEMORY_BYTES, else MemAvailable from /proc/meminfo, else sysconf."""
-    env = os.environ.get("HIERPOLY_MEMORY_BYTES")
+    env = settings.text("HIERPOLY_MEMORY_BYTES")
     if env:
         return int(float(env))
     try:
@@ -102,7 +103,7 @@ def available_bytes() -> int:
 
 def max_flops() -> float:
     """Work cap per job: $HIERPOLY_MAX_FLOPS, default 1e17 (hours on one GPU)."""
-    return float(os.environ.get("HIERPOLY_MAX_FLOPS", "1e17"))
+    return float(settings.text("HIERPOLY_MAX_FLOPS"))
 
 
 def largest_n(cfg: RunConfig, limit: int) -> int:

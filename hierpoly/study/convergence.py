@@ -18,7 +18,8 @@ from collections.abc import Callable
 import pandas as pd
 
 from hierpoly.config import RunConfig
-from hierpoly.runs import runner, sweeps
+from hierpoly.jobs import runner
+from hierpoly.study import specs
 
 COLUMNS = ["d", "n", "seed", "stopped_by", "steps", "feature_corr", "test_loss", "steps_2x", "feature_corr_2x",
            "test_loss_2x", "delta_corr"]
@@ -34,15 +35,15 @@ def continued(cfg: RunConfig, steps_run: int) -> RunConfig:
     return dataclasses.replace(cfg, steps=max(2 * int(steps_run), 1), feature_tol=0.0, lr_drops=min(cfg.lr_drops + 1, 10))
 
 
-def checked_runs(spec: sweeps.SweepSpec, store, multiples=None, seeds=None) -> pd.DataFrame:
+def checked_runs(spec: specs.SweepSpec, store, multiples=None, seeds=None) -> pd.DataFrame:
     """The stored joint network runs of the cells n = multiple · d^k (default: the spec's crossing cells)."""
     multiples = tuple(multiples or spec.crossing_multiples or ())
     if not multiples:
         raise CheckError(f"grid {spec.name!r} names no crossing cells: give the multiples of d^{spec.k} to check")
-    runs = sweeps.stored_runs(spec, store)
+    runs = specs.stored_runs(spec, store)
     if runs.empty:
         return runs
-    cells = {(d, sweeps.n_for(m, d, spec.k)) for d in spec.ds for m in multiples}
+    cells = {(d, specs.n_for(m, d, spec.k)) for d in spec.ds for m in multiples}
     keep = runs["arch"].eq("three_layer") & runs["mode"].eq("joint")
     keep &= pd.Series([(int(d), int(n)) in cells for d, n in zip(runs["d"], runs["n"])], index=runs.index)
     if seeds is not None:
@@ -50,7 +51,7 @@ def checked_runs(spec: sweeps.SweepSpec, store, multiples=None, seeds=None) -> p
     return runs[keep].sort_values(["d", "n", "seed"]).reset_index(drop=True)
 
 
-def run_check(spec: sweeps.SweepSpec, store, multiples=None, seeds=None,
+def run_check(spec: specs.SweepSpec, store, multiples=None, seeds=None,
               on_progress: Callable[[int, int, str], None] | None = None) -> pd.DataFrame:
     """Train each checked run on (stored ones are reused) and return one row per run (COLUMNS)."""
     runs, rows = checked_runs(spec, store, multiples, seeds), []

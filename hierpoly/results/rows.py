@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.runs.codec import StoreError
+from hierpoly.results.codec import StoreError
 
 MODE_RAW, MODE_BINARY, MODE_TEXT, MODE_PICKLE = 1, 2, 3, 4  # diskcache.core's value modes
 MAX_PROBES = 1 << 20  # rowids looked up one by one after a listing stopped early

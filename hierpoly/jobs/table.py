@@ -1,6 +1,6 @@
 """Background training jobs whose state lives in the store directory.
 
-A job is one config trained by a worker process (``python -m hierpoly.runs.worker``,
+A job is one config trained by a worker process (``python -m hierpoly.jobs.worker``,
 a fresh interpreter: JAX is never forked), started detached so it outlives the
 CLI or the Streamlit script that submitted it. A worker serves queued jobs one
 after another while there is work, so compiled programs stay warm, and exits
@@ -40,11 +40,13 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
+from hierpoly.failure import first_line
+from hierpoly.jobs.budget import check_budget
 from hierpoly.progress import Progress
-from hierpoly.runs.budget import check_budget
-from hierpoly.runs.codec import StoreError
-from hierpoly.runs.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
+from hierpoly.results.codec import StoreError
+from hierpoly.results.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
@@ -177,7 +179,7 @@ def _records(t) -> tuple[list[dict], dict[str, str]]:
         try:
             good.append(_parse(t.get(name)))
         except (ValueError, TypeError, KeyError, ConfigError, StoreError) as err:
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            detail = first_line(err)
             bad[name[len("job:"):]] = detail
     return good, bad
 
@@ -382,9 +384,9 @@ def supervise(store: Store | None = None) -> None:
 
 
 def max_workers() -> int:
-    """Concurrent workers: $HIERPOLY_MAX_WORKERS, default 1 (one GPU, or a small CPU)."""
+    """Concurrent workers: $HIERPOLY_MAX_WORKERS (by default one: one GPU, or a small CPU)."""
     try:
-        return max(1, int(os.environ.get("HIERPOLY_MAX_WORKERS", "1")))
+        return max(1, int(settings.text("HIERPOLY_MAX_WORKERS")))
     except ValueError:
         return 1
 
@@ -399,7 +401,7 @@ def _launch(store: Store, rec: dict) -> None:
         logs.mkdir(parents=True, exist_ok=True)
         with open(logs / f"{rec['job_id']}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hierpoly.runs.worker", rec["job_id"]],
+                [sys.executable, "-m", "hierpoly.jobs.worker", rec["job_id"]],
                 env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 start_new_session=True,  # outlives the submitter and its Ctrl-C
             )
