@@ -49,7 +49,7 @@ def _free_port() -> int:
 def _streamlit(store_dir: Path, log_path: Path, **env_vars: str):
     """`streamlit run app.py` on a free loopback port with the given store (and env); yields its base URL, then stops it."""
     port = _free_port()
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_LOAD_PRECOMPUTED="0", **env_vars)
+    env = {**os.environ, "HIERPOLY_CACHE_DIR": str(store_dir), "HIERPOLY_LOAD_PRECOMPUTED": "0", **env_vars}
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",

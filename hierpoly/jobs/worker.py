@@ -14,6 +14,7 @@ word ("disk full: ...") can still be written, then stops serving.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
