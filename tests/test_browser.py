@@ -386,7 +386,6 @@ def test_the_gallery_shows_a_stored_run_in_every_learn_step_and_no_run_wording(b
         page.get_by_role("heading", name="5 · Take it further").wait_for(timeout=30_000)
         body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
         assert not re.search(r"\bRun\b|Train it|lock=1|classroom link", body), body
-        assert len(page.evaluate(CHART_TITLES)) >= 6
         page.goto(f"{base}/Explore?d=5&n=100")
         page.get_by_text("not in the gallery").first.wait_for(timeout=60_000)
         body = page.locator("[data-testid='stMain']").first.inner_text()
