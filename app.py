@@ -6,12 +6,12 @@ links stay valid.
 """
 import streamlit as st
 
-st.set_page_config(page_title="hierpoly explorer", page_icon="🧮", layout="wide")
+st.set_page_config(page_title="hierpoly explorer", page_icon=":material/functions:", layout="wide")
 PAGES = [
-    st.Page("pages/0_Home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/1_Explore.py", title="Explore", icon="🔭", url_path="Explore"),
-    st.Page("pages/2_Figure_2.py", title="Figure 2", icon="📈", url_path="Figure_2"),
-    st.Page("pages/3_Results.py", title="Results", icon="🗂️", url_path="Results"),
-    st.Page("pages/4_Learn.py", title="Learn", icon="🎓", url_path="Learn"),
+    st.Page("pages/0_Home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/1_Explore.py", title="Explore", icon=":material/explore:", url_path="Explore"),
+    st.Page("pages/2_Figure_2.py", title="Figure 2", icon=":material/show_chart:", url_path="Figure_2"),
+    st.Page("pages/3_Results.py", title="Results", icon=":material/table_view:", url_path="Results"),
+    st.Page("pages/4_Learn.py", title="Learn", icon=":material/school:", url_path="Learn"),
 ]
 st.navigation(PAGES).run()

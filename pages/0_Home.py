@@ -39,10 +39,10 @@ $d^k$ samples, the correlation between the network's learned feature and $p$ ris
 every $d$: about $d^k$ samples suffice, where a kernel method needs about $d^{kq}$ ($d^3$ against $d^9$ here).
 """
     )
-    st.page_link("pages/1_Explore.py", label="Watch a network find p", icon="🔭")
-    st.page_link("pages/2_Figure_2.py", label="Figure 2 in full", icon="📈")
-    st.page_link("pages/4_Learn.py", label="A tour for a class", icon="🎓")
-    st.page_link("pages/3_Results.py", label="Every stored run", icon="🗂️")
+    st.page_link("pages/1_Explore.py", label="Watch a network find p", icon=":material/explore:")
+    st.page_link("pages/2_Figure_2.py", label="Figure 2 in full", icon=":material/show_chart:")
+    st.page_link("pages/4_Learn.py", label="A tour for a class", icon=":material/school:")
+    st.page_link("pages/3_Results.py", label="Every stored run", icon=":material/table_view:")
 
 st.subheader("This machine")
 status = system_status(store)
@@ -55,5 +55,5 @@ st.caption(f"JAX device: {status.device}" + (" (from the newest stored result; t
                                               if status.device_source != "probe" else ""))
 for job in status.live_jobs:
     view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval)
-    st.page_link("pages/1_Explore.py", icon="⏳", query_params=forms.params_from_config(job.config),
+    st.page_link("pages/1_Explore.py", icon=":material/hourglass_top:", query_params=forms.params_from_config(job.config),
                  label=f"{forms.run_label(job.config)}: {view.text}")

@@ -43,14 +43,14 @@ if url_params != st.session_state.get("ex_url") or PREFIX + "d" not in st.sessio
 locked = st.session_state.get("ex_locked", False)
 url_errors = st.session_state.get("ex_url_errors", {})
 # a classroom link opens with the sidebar out of the way: the class watches, the settings are fixed
-st.set_page_config(page_title="Explore · hierpoly", page_icon="🔭", layout="wide",
+st.set_page_config(page_title="Explore · hierpoly", page_icon=":material/explore:", layout="wide",
                    initial_sidebar_state="collapsed" if locked else "auto")
 
 st.title("Explore one run")
 st.caption("Train the three-layer network on h = g ∘ p and watch it learn the feature p. "
            "Every setting lives in the page's URL: copy it to share the run.")
 if locked:
-    st.info("🔒 Classroom link: the settings are fixed by the link you opened.")
+    st.info("Classroom link: the settings are fixed by the link you opened.", icon=":material/lock:")
 for name, message in url_errors.items():  # the link's text is shown as text, never as Markdown
     st.warning(f"Ignored {literal(name)} from the link: {literal(message)}")
 
@@ -58,7 +58,7 @@ for name, message in url_errors.items():  # the link's text is shown as text, ne
 def _error(name: str, value) -> None:
     message = forms.field_error(name, value)
     if message:
-        st.error(literal(message), icon="⚠️")
+        st.error(literal(message), icon=":material/error:")
 
 
 def _number(name: str, label: str, off: bool = False, **options):
@@ -132,7 +132,7 @@ def controls() -> dict:
 
 check = forms.build_config(controls())
 if "" in check.errors:
-    st.sidebar.error(literal(check.errors[""]), icon="⚠️")
+    st.sidebar.error(literal(check.errors[""]), icon=":material/error:")
 for warning in check.warnings:
     st.sidebar.warning(warning)
 if check.config is None:
@@ -173,12 +173,17 @@ if link_refused:
 run_clicked = cancel_clicked = False
 visitor = widgets.visitor()
 if policy.can_launch():
-    run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or link_refused,
+    # a run the mode would refuse is not offered: Run is greyed out with the reason beside it
+    refusal = None if result is not None or live else policy.launch_refusal(cfg, store, visitor, locked=locked,
+                                                                           signature=signature)
+    run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or refusal is not None,
                                  key="ex_run")
+    if refusal is not None and not link_refused:
+        col_cancel.caption(f"Run is off: {literal(refusal)}")
 if live and policy.may_cancel(job, visitor):  # classroom: only the visitor who started it
     cancel_clicked = col_cancel.button("■ Cancel", key="ex_cancel")
 with st.expander("Share this run"):
-    st.markdown(f"Run key `{key[:12]}`: the same settings give the same key, and the store serves it.")
+    st.markdown(f"Key `{key[:12]}`: the same settings give the same key, and the store serves it.")
     st.code(forms.share_url((st.context.url or "").split("?")[0].rsplit("/", 1)[0], "Explore", params),
             language=None, wrap_lines=True)
 
@@ -200,17 +205,19 @@ if cancel_clicked and job is not None:
 
 # ---------------------------------------------------------------- the result
 def show_result(result) -> None:
-    """Metrics in words, the learned feature (replayed when snapshots were stored), link, curves, metadata."""
+    """The feature first, then the test loss and how the run ended, the learned feature, link, curves, metadata."""
     metrics = result.metrics
-    st.success(f"Stored result. {literal(monitor.outcome_text(result))}")  # its message may come from a bundle
-    cols = st.columns([1, 1.5, 1, 1])  # the longest label gets the room it needs at projector width
-    se = metrics.get("test_loss_se")
-    cols[0].metric("test loss", f"{metrics['test_loss']:.3f}" + (f" ± {se:.3f}" if se is not None else ""),
-                   help=f"mean square error over {result.config.n_eval:,} fresh points ± its standard error; "
-                        "predicting 0 scores E[h²] = 1 on average")
-    cols[1].metric("feature correlation", f"{metrics['feature_corr']:.3f}",
+    said = monitor.outcome(result)  # the message may come from a bundle: shown as text
+    (st.success if said.found else st.info)(f"Stored result. {said.headline}")
+    st.markdown(f"{said.loss}  \n{literal(said.ending)}")  # the ending may quote a bundle's message
+    # short values, so no metric is cut at a projector's 1024 px with the sidebar open
+    cols = st.columns(4)
+    cols[0].metric("feature correlation", f"{metrics['feature_corr']:.3f}",
                    help="Pearson corr(g, p) of the learned feature g with p, on the same points")
-    cols[2].metric("train loss", f"{metrics['train_loss']:.3g}")
+    cols[1].metric("test loss", f"{metrics['test_loss']:.3f}",
+                   help=f"mean square error over {result.config.n_eval:,} fresh points; predicting 0 scores "
+                        "E[h²] = 1 on average")
+    cols[2].metric("train loss", f"{metrics['train_loss']:.2e}")
     cols[3].metric("wall time", monitor.format_seconds(result.meta.get("seconds", 0.0)))
     with st.expander("Why can the correlation be high while the test loss is not small?",
                      expanded=metrics["feature_corr"] >= 0.9 and metrics["test_loss"] >= 0.2):
@@ -295,15 +302,17 @@ if result is not None:
 elif live:
     widgets.live_job(job.job_id, store, "ex")
 elif job is not None and job.status in ("failed", "diverged", "cancelled"):
-    st.error(f"The last run of this config {job.status}: {literal(job.message)}. Press Run to try again.")
+    again = " Press Run to try again." if policy.can_launch() else ""
+    st.error(f"The last run of this config {job.status}: {literal(job.message)}.{again}")
     if job.progress:
         st.plotly_chart(plots.loss_figure(monitor.history_frame(job.progress)), key="chart_failed_loss",
                         config=plots.CHART_CONFIG)
-else:
-    estimate = monitor.time_estimate(cfg, store.summaries())
-    when = (f"about {monitor.format_seconds(estimate.seconds)} at most on this machine (at the pace of "
-            f"{estimate.runs} stored runs like it)" if estimate else "no run like it is stored yet to time it by")
+elif policy.can_launch():
+    when = monitor.estimate_text(monitor.time_estimate(cfg, store.summaries()))
     st.info(f"Not run yet. Press Run to train it in the background: {when}.")
+else:  # a gallery trains nothing
+    st.info("This run is not in the gallery. The gallery shows stored results only: open one from the Results "
+            "page or the Learn tour.")
 
 others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key != key]
 if others:

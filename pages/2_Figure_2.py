@@ -10,7 +10,7 @@ from hierpoly.jobs import table as jobs
 from hierpoly.study import analysis, figure2, presets, specs
 from hierpoly.views import forms, plots, widgets
 
-st.set_page_config(page_title="Figure 2 · hierpoly", page_icon="📈", layout="wide")
+st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
 store = widgets.store_or_stop()
 PRESETS = ["cpu", "paper", "tiny", "custom"]
 X_AXES = {"n": "n", "n_over_dk": "n / d^k (the collapse)"}
@@ -55,7 +55,7 @@ def grid():
                 return name, presets.preset(name, seeds=int(seeds), baselines=baselines)
             return name, custom_grid(int(seeds), baselines)
         except (ValueError, executors.SweepError) as err:
-            st.error(str(err), icon="⚠️")
+            st.error(str(err), icon=":material/warning:")
             return name, None
 
 

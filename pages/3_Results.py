@@ -9,10 +9,11 @@ from hierpoly.views import catalog, forms, monitor, plots, widgets
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import format_bytes
 
-st.set_page_config(page_title="Results · hierpoly", page_icon="🗂️", layout="wide")
+st.set_page_config(page_title="Results · hierpoly", page_icon=":material/table_view:", layout="wide")
 store = widgets.store_or_stop()
 st.title("Results")
-st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())} in `{store.directory}`.")
+where = f" in `{store.directory}`" if policy.current_mode() == "local" else ""  # no server paths for visitors
+st.caption(f"{len(store)} stored results, {format_bytes(store.size_bytes())}{where}.")
 
 summaries = store.summaries()
 unreadable = summaries.attrs.get("unreadable", [])
@@ -28,28 +29,31 @@ if unreadable:
         st.rerun()
 table = catalog.runs_table(summaries, jobs.list_jobs(store))
 if table.empty:
-    st.info("No runs yet. Start one on the Explore page, queue a grid on the Figure 2 page, or import a bundle below.")
+    st.info("No runs yet. Start one on the Explore page, queue a grid on the Figure 2 page, or import a bundle below."
+            if policy.allows("import") else "No runs are stored here yet.")
 else:
     options = catalog.filter_options(table)
     cols = st.columns(len(options))
     chosen = {name: cols[i].multiselect(name, values, key=f"res_filter_{name}") for i, (name, values) in
               enumerate(options.items())}
     shown = catalog.filter_runs(table, chosen)
-    st.dataframe(shown.drop(columns=["key"]), hide_index=True, width="stretch",
-                 column_config={"test_loss": st.column_config.NumberColumn(format="%.4f"),
+    # losses span 1 to 1e-17: scientific format keeps them readable and comparable
+    st.dataframe(shown.drop(columns=["key", "arch", "mode"]), hide_index=True, width="stretch",
+                 column_config={"test_loss": st.column_config.NumberColumn(format="%.3e"),
+                                "train_loss": st.column_config.NumberColumn(format="%.3e"),
                                 "feature_corr": st.column_config.NumberColumn(format="%.3f"),
                                 "seconds": st.column_config.NumberColumn(format="%.1f")})
     labels = {row["key"]: catalog.label(row) for row in shown.to_dict("records")}
     stored_keys = [k for k in labels if bool(shown.loc[shown["key"] == k, "stored"].iloc[0])]
-    selection = st.multiselect("Select runs to open, compare, delete or export", stored_keys,
-                               format_func=labels.get, key="res_selection")
+    doing = "open, compare, delete or export" if policy.allows("delete") else "open, compare or export"
+    selection = st.multiselect(f"Select runs to {doing}", stored_keys, format_func=labels.get, key="res_selection")
     st.caption(f"{len(shown)} of {len(table)} runs shown; only stored results can be selected.")
 
     if selection:
         results = [r for r in (store.get(k) for k in selection) if r is not None]
         st.subheader("Open in Explore")
         for result in results:
-            st.page_link("pages/1_Explore.py", label=labels[result.key], icon="🔭",
+            st.page_link("pages/1_Explore.py", label=labels[result.key], icon=":material/explore:",
                          query_params=forms.params_from_config(result.config))
         st.subheader("Compare")
         metric = st.radio("curve", ["test_loss", "train_loss", "feature_corr"], horizontal=True, key="res_metric")

@@ -8,7 +8,7 @@ from hierpoly.study import specs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 
-st.set_page_config(page_title="Learn · hierpoly", page_icon="🎓", layout="wide")
+st.set_page_config(page_title="Learn · hierpoly", page_icon=":material/school:", layout="wide")
 store = widgets.store_or_stop()
 st.title("A guided tour")
 st.markdown("Five steps, each a few seconds on a laptop. Marked **[seed]**: stated in the paper's summary; "
@@ -60,10 +60,15 @@ job = jobs.for_key(key, store)
 if result is None and (job is None or job.status not in jobs.LIVE):
     if job is not None:
         st.warning(f"The last attempt {job.status}: {literal(job.message)}")
+    if not policy.can_launch():  # a gallery without the shipped tour run: say where it comes from
+        st.info("The tour's run is not stored here: it ships in cache/precomputed/tour.zip.")
     estimate = monitor.time_estimate(cfg, store.summaries())
-    took = f", at most about {monitor.format_seconds(estimate.seconds)} here" if estimate else ""
+    took = f", about {monitor.format_seconds(estimate.seconds)} at most here"
+    refusal = policy.launch_refusal(cfg, store, widgets.visitor()) if policy.can_launch() else None
+    if refusal is not None:
+        st.caption(f"Training is off: {literal(refusal)}")
     if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps} steps{took})",
-                                         type="primary", key="learn_run"):
+                                         type="primary", key="learn_run", disabled=refusal is not None):
         try:
             policy.submit_from_web(cfg, store, widgets.visitor())
         except policy.REFUSALS as err:
@@ -73,6 +78,8 @@ if result is None and (job is None or job.status not in jobs.LIVE):
 
 
 if result is not None:
+    said = monitor.outcome(result)
+    (st.success if said.found else st.info)(said.headline)
     left, right = st.columns(2)
     with left:
         if result.samples and not widgets.replay(result, "learn"):
@@ -80,7 +87,7 @@ if result is not None:
                             key="learn_scatter", config=plots.CHART_CONFIG)
     right.plotly_chart(plots.corr_figure(monitor.history_frame(result.history)), key="learn_corr",
                        config=plots.CHART_CONFIG)
-    st.page_link("pages/1_Explore.py", label="Open this run in Explore", icon="🔭",
+    st.page_link("pages/1_Explore.py", label="Open this run in Explore", icon=":material/explore:",
                  query_params=forms.params_from_config(cfg))
 elif job is not None and job.status in jobs.LIVE:
     widgets.live_job(job.job_id, store, "learn", curves=False)
@@ -97,9 +104,18 @@ almost nothing. Learning the feature is what saves the factor $d^{{k(q-1)}}$.
 """)
 st.plotly_chart(plots.sample_count_figure(tour.sample_counts(k=cfg.k, q=q), cfg.k, q), key="learn_counts",
                 config=plots.CHART_CONFIG)
-st.page_link("pages/2_Figure_2.py", label="See it measured: Figure 2 and the collapse at n/d^k", icon="📈")
+st.page_link("pages/2_Figure_2.py", label="See it measured: Figure 2 and the collapse at n/d^k",
+             icon=":material/show_chart:")
 
 # ------------------------------------------------------------------ 5. classroom link
+if not policy.can_launch():  # a gallery hands out no classroom links: it runs nothing
+    st.header("5 · Take it further")
+    st.markdown("Every stored run opens in Explore with its replay and its learned link; the Results page "
+                "compares them, and Figure 2 puts them all on one curve.")
+    st.page_link("pages/1_Explore.py", label="Open the tour's run in Explore", icon=":material/explore:",
+                 query_params=forms.params_from_config(cfg))
+    st.page_link("pages/3_Results.py", label="Compare stored runs", icon=":material/table_view:")
+    st.stop()
 st.header("5 · A classroom link")
 st.markdown("Pick the run your class should see; the link opens Explore with these settings filled in and "
             "locked, so everyone sees the same run (and the store serves it at once after the first).")
@@ -117,5 +133,5 @@ except ConfigError as err:  # the box's bounds hold in the browser; a value that
 # signed: in classroom mode the server launches a locked config only while the signature matches
 params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
           policy.SIGNATURE_PARAM: policy.sign(classroom, store)}
-st.page_link("pages/1_Explore.py", label="Open the classroom link", icon="🔒", query_params=params)
+st.page_link("pages/1_Explore.py", label="Open the classroom link", icon=":material/lock:", query_params=params)
 widgets.classroom_link(params, "learn")

@@ -211,11 +211,12 @@ def test_query_params_restore_a_stored_run(stored_store):
     assert at.number_input(key="ex_n").value == 256
     assert at.number_input(key="ex_m2").value == 50
     assert at.number_input(key="ex_steps").value == 200
-    assert any("Stored result" in s.value for s in at.success)  # served from the store at once
+    # served from the store at once, leading with the feature: found p (green) or not yet (blue)
+    assert any("Stored result" in s.value and "found p" in s.value for s in [*at.success, *at.info])
     assert {m.label for m in at.metric} >= {"test loss", "feature correlation"}
     assert len(at.get("plotly_chart")) == 5  # feature scatter, prediction, link, loss, correlation
     assert at.button(key="ex_run").disabled
-    assert any("all 200 training steps" in s.value or "early, at step" in s.value for s in at.success)
+    assert any("all 200 training steps" in m.value or "It stopped" in m.value for m in at.markdown)  # how it ended
 
 
 def test_every_config_field_round_trips_through_the_url(empty_store):
@@ -306,7 +307,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
         at.run()
         _ok(at)
         seen_progress |= bool(at.get("progress"))
-        if any("Stored result" in s.value for s in at.success):
+        if any("Stored result" in s.value for s in [*at.success, *at.info]):
             break
         time.sleep(1.0)
     else:
@@ -429,10 +430,15 @@ def test_learn_tour(empty_store):
     _ok(at)
     link = [c.value for c in at.code if "lock=1" in c.value]
     assert link and "/Explore?" in link[0] and link[0].startswith("http")
-    assert at.get("image")  # the QR code
+    # this test's server listens on 127.0.0.1 only (.streamlit/config.toml): no class can reach it, and the page
+    # says so, gives the command that serves one and shows no QR code that would lead nowhere
+    assert any("listens on 127.0.0.1 only" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any(c.value == forms.serve_command(8501) or c.value.startswith(forms.SERVE_COMMAND) for c in at.code)
+    assert not at.get("image")
     at.text_input(key="learn_base").set_value("http://10.0.0.5:8501").run()
     _ok(at)
     assert any(c.value.startswith("http://10.0.0.5:8501/Explore?") for c in at.code)
+    assert at.get("image")  # the QR code of the teacher's base
 
 
 @pytest.mark.process
@@ -524,3 +530,30 @@ def test_explore_fits_a_new_link_and_shows_the_comparison(stored_store):
     table = at.dataframe[0].value
     assert all("±" in value for value in table["test loss ± SE"]), table
     assert len(at.get("plotly_chart")) == 6  # the run's five and the transfer's fit
+
+
+# ------------------------------------------------------------------ gallery
+def _texts(at: AppTest) -> list[str]:
+    kinds = ("markdown", "success", "info", "warning", "error", "caption", "header", "subheader", "title", "code")
+    return [e.value for kind in kinds for e in at.get(kind)] + [b.label for b in at.button]
+
+
+def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(bundle_store, monkeypatch):
+    """Every Learn step has something to show from the shipped bundles, and nothing invites a run or a link."""
+    from hierpoly.views import tour
+
+    monkeypatch.setenv("HIERPOLY_MODE", "gallery")
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    assert Store(bundle_store).has(tour.tour_config().key())  # tour.zip ships the tour's run
+    assert any("found p (correlation" in s.value for s in at.success)  # step 3: the stored run, feature first
+    assert len(at.get("plotly_chart")) >= 6  # Hermite, p, tail, the run's scatter and correlation, sample counts
+    texts = _texts(at)
+    assert not [t for t in texts if "lock=1" in t or "classroom link" in t.lower()], texts
+    assert not [t for t in texts if "Train it" in t or "Press Run" in t], texts
+    at = _app("pages/1_Explore.py", {"d": "5", "n": "100"})  # a run the gallery has not got
+    _ok(at)
+    assert not [t for t in _texts(at) if "Run" in t.replace("Running", "")], _texts(at)
+    at = _app("pages/3_Results.py")
+    _ok(at)
+    assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)

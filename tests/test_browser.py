@@ -46,10 +46,10 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def _streamlit(store_dir: Path, log_path: Path):
-    """`streamlit run app.py` on a free port with the given store; yields its base URL, then stops it."""
+def _streamlit(store_dir: Path, log_path: Path, **env_vars: str):
+    """`streamlit run app.py` on a free loopback port with the given store (and env); yields its base URL, then stops it."""
     port = _free_port()
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_LOAD_PRECOMPUTED="0")
+    env = {**os.environ, "HIERPOLY_CACHE_DIR": str(store_dir), "HIERPOLY_LOAD_PRECOMPUTED": "0", **env_vars}
     log = open(log_path, "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.headless", "true",
@@ -272,5 +272,123 @@ def test_a_deep_link_as_a_fresh_servers_first_request_keeps_the_navigation(brows
         assert "d=5" in page.url
         # the number box may show its blank 0 for a moment under load before the session's value arrives
         expect(page.get_by_label("d: input dimension")).to_have_value("5", timeout=30_000)
+        _no_exception(page)
+        page.close()
+
+
+# ------------------------------------------------------------------ a classroom
+STUDENTS = 6
+LIVE_SCATTER = re.compile(r"Step ([0-9,]+): corr\(g, p\)")
+
+
+# Every 100 ms, what the page shows: the live scatter's title and the progress line. A poll from the test
+# itself would take turns over six pages and could miss a phase that a student's screen did show.
+RECORDER = """
+window.__seen = [];
+setInterval(() => {
+  const titles = [...document.querySelectorAll('text.gtitle')].map(e => e.textContent);
+  const progress = [...document.querySelectorAll('[data-testid="stProgress"]')].map(e => e.innerText);
+  window.__seen.push({t: Date.now(), titles, progress});
+}, 100);
+"""
+
+
+def _cut_metrics(page) -> list[str]:
+    """Metric labels or values the browser draws cut short (wider than their box)."""
+    return page.evaluate("""() => [...document.querySelectorAll(
+            '[data-testid="stMetricLabel"], [data-testid="stMetricValue"]')]
+        .filter(e => e.scrollWidth > e.clientWidth + 1).map(e => e.innerText)""")
+
+
+def _controls(page) -> list[str]:
+    return page.evaluate("""() => [...document.querySelectorAll('button, [data-testid="stFileUploader"]')]
+        .map(e => e.innerText || e.getAttribute('data-testid') || '')""")
+
+
+def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_path):
+    """The teacher's link from Learn, six students clicking Run at once: one shared job, every page live, then p found."""
+    with _streamlit(tmp_path / "store", tmp_path / "streamlit.log", HIERPOLY_MODE="classroom") as base:
+        teacher = browser.new_page(viewport={"width": 1400, "height": 1000})
+        teacher.goto(f"{base}/Learn")
+        teacher.get_by_role("heading", name="5 · A classroom link").wait_for(timeout=120_000)
+        # the server listens on 127.0.0.1: the page says so and shows the command that serves a class
+        teacher.get_by_text("listens on 127.0.0.1 only").first.wait_for(timeout=30_000)
+        # the teacher picks n = 8·d³: on a CPU shared with six browsers, a training phase long enough to watch
+        teacher.locator('[data-testid="stSelectbox"]').filter(has_text="n as a multiple of d³").locator("input").click()
+        teacher.keyboard.type("8.0")
+        teacher.keyboard.press("Enter")
+        teacher.locator('[data-testid="stCode"]').filter(has_text="n=1728").first.wait_for(timeout=30_000)
+        codes = teacher.locator('[data-testid="stCode"]').all_inner_texts()
+        assert any(code.startswith("HIERPOLY_MODE=classroom streamlit run app.py --server.address 0.0.0.0")
+                   for code in codes), codes
+        link = next(" ".join(code.split()) for code in codes if "lock=1" in code).replace(" ", "")
+        assert link.startswith(base + "/Explore?"), (link, base)
+        _no_exception(teacher)
+
+        contexts = [browser.new_context(viewport={"width": 1024, "height": 768} if i % 2 else
+                                        {"width": 1400, "height": 1000}) for i in range(STUDENTS)]
+        pages = [context.new_page() for context in contexts]
+        for page in pages:
+            page.add_init_script(RECORDER)
+            page.goto(link)
+        runs = [page.get_by_role("button", name="▶ Run") for page in pages]
+        for run in runs:
+            run.wait_for(timeout=120_000)
+            assert run.is_enabled()
+        for run in runs:  # within a second of each other
+            run.click()
+
+        done = [False] * STUDENTS
+        deadline = time.monotonic() + 420
+        while not all(done) and time.monotonic() < deadline:
+            for i, page in enumerate(pages):
+                done[i] = done[i] or page.get_by_text(re.compile(r"found p \(correlation 0\.9[0-9]\)")).count() > 0
+            time.sleep(0.5)
+        assert all(done), done
+        phases, steps = [], []
+        for page in pages:
+            seen = page.evaluate("() => window.__seen")
+            lines = [line for frame in seen for line in frame["progress"]]
+            phases.append({phase for phase in ("starting Python and JAX", "compiling", "training", "evaluating")
+                           if any(line.startswith(phase) for line in lines)})
+            # the live scatter's steps, while the progress bar shows (the stored result's replay has its own)
+            steps.append({m.group(1) for frame in seen if frame["progress"] for title in frame["titles"]
+                          if (m := LIVE_SCATTER.match(title))})
+        print("phases", phases, "steps", steps)
+        for i, page in enumerate(pages):
+            assert "training" in phases[i], (i, phases[i])
+            assert len(steps[i]) >= 2 and "0" not in steps[i], (i, steps[i])  # the scatter moved; never step 0
+            _no_exception(page)
+        store = Store(tmp_path / "store")
+        assert len([job for job in jobs.list_jobs(store)]) == 1  # six clicks, one shared job
+
+        # nothing that deletes or imports, on any page a student can open; no metric cut at a projector's size
+        student = pages[1]
+        assert student.viewport_size == {"width": 1024, "height": 768}
+        assert _cut_metrics(student) == []
+        for path in ("Results", "Explore", "Learn"):
+            student.goto(f"{base}/{path}")
+            student.get_by_role("heading").first.wait_for(timeout=60_000)
+            student.wait_for_timeout(1500)
+            found = [c for c in _controls(student) if re.search(r"delete|import|stFileUploader", c, re.I)]
+            assert found == [], (path, found)
+        for context in contexts:
+            context.close()
+        teacher.close()
+
+
+def test_the_gallery_shows_a_stored_run_in_every_learn_step_and_no_run_wording(browser, tmp_path):
+    with _streamlit(tmp_path / "store", tmp_path / "streamlit.log", HIERPOLY_MODE="gallery",
+                    HIERPOLY_LOAD_PRECOMPUTED="1") as base:
+        page = browser.new_page(viewport={"width": 1024, "height": 768})
+        page.goto(f"{base}/Learn")
+        page.get_by_text(re.compile(r"found p \(correlation")).first.wait_for(timeout=180_000)  # step 3: the tour's run
+        page.get_by_role("heading", name="5 · Take it further").wait_for(timeout=30_000)
+        body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
+        assert not re.search(r"\bRun\b|Train it|lock=1|classroom link", body), body
+        page.goto(f"{base}/Explore?d=5&n=100")
+        page.get_by_text("not in the gallery").first.wait_for(timeout=60_000)
+        body = page.locator("[data-testid='stMain']").first.inner_text()
+        assert not re.search(r"\bRun\b", body), body
         _no_exception(page)
         page.close()

@@ -74,14 +74,26 @@ def test_replay_frames_from_stored_snapshots():
     assert "Step 500" in fig.layout.title.text
 
 
-def test_time_estimate_scales_with_work():
-    summaries = pd.DataFrame([dict(arch="three_layer", mode="joint", d=4, n=256, m1=16, m2=50, steps_run=100,
-                                   seconds=2.0)])
+def test_time_estimate_is_the_measured_pace_and_never_zero():
+    from hierpoly.jobs import pace, policy
+
+    # stored runs that took 5 s + 1 ms a step + 1e-9 s per unit of work: the fit recovers it
+    rows = [dict(arch="three_layer", mode="joint", d=d, n=n, m1=d * d, m2=50, steps_run=steps,
+                 seconds=5.0 + 1e-3 * steps + 1e-9 * steps * n * (d * d * d + 50))
+            for d in (4, 8) for n in (256, 4096) for steps in (500, 4000)]
+    summaries = pd.DataFrame(rows)
+    fitted = pace.measured(summaries)
+    assert fitted.runs == 8 and fitted.fixed == pytest.approx(5.0, rel=1e-3)
+    assert fitted.per_step == pytest.approx(1e-3, rel=1e-3) and fitted.per_work == pytest.approx(1e-9, rel=1e-3)
     cfg = RunConfig(d=4, n=512, m1=16, m2=50, steps=200)
     est = monitor.time_estimate(cfg, summaries)
-    assert est.runs == 1 and est.seconds == pytest.approx(8.0)  # twice the samples, twice the steps
-    assert monitor.time_estimate(RunConfig(d=4, n=512, arch="kernel"), summaries) is None
-    assert monitor.time_estimate(cfg, summaries.iloc[:0]) is None
+    expected = pace.STARTUP_S + 5.0 + 200 * (1e-3 + 1e-9 * 512 * (4 * 16 + 50))
+    assert est.runs == 8 and est.seconds == pytest.approx(expected, rel=1e-3)
+    # the classroom budget counts the same seconds the page shows
+    assert policy.estimated_seconds(cfg, summaries) == est.seconds
+    empty = monitor.time_estimate(cfg, summaries.iloc[:0])  # nothing stored: the defaults, said so
+    assert empty.runs == 0 and empty.seconds > pace.STARTUP_S and "default pace" in monitor.estimate_text(empty)
+    assert monitor.format_seconds(0.0) == "under 1 s" and monitor.format_seconds(45) == "45 s"
 
 
 def test_form_values_take_runconfig_defaults_for_fields_the_url_leaves_out():
@@ -97,32 +109,43 @@ def test_form_values_take_runconfig_defaults_for_fields_the_url_leaves_out():
     assert values["mode"] == "joint" and "mode" in dropped
 
 
-def test_classroom_base():
-    assert forms.classroom_base("http://10.0.0.5:8501/", "http://127.0.0.1:8501/Learn", None, 8501) == (
-        "http://10.0.0.5:8501", "the base URL you set")
-    base, _ = forms.classroom_base("", "http://127.0.0.1:8501/Learn", "192.168.1.20", 8501)
-    assert base == "http://192.168.1.20:8501"
-    base, _ = forms.classroom_base("", "https://class.example.org/app/Learn", "192.168.1.20", 8501)
-    assert base == "https://class.example.org/app"
+def test_classroom_base_follows_the_address_the_server_listens_on():
+    base = forms.classroom_base("http://10.0.0.5:8501/", "http://127.0.0.1:8501/Learn", "127.0.0.1", None, 8501)
+    assert (base.base, base.source, base.reachable) == ("http://10.0.0.5:8501", "the base URL you set", True)
+    # listening on loopback only: the link works on this machine alone, and says so
+    local = forms.classroom_base("", "http://127.0.0.1:8501/Learn", "127.0.0.1", "192.168.1.20", 8501)
+    assert local.base == "http://127.0.0.1:8501" and not local.reachable and "127.0.0.1" in local.source
+    assert forms.listens_on_loopback_only("::1") and not forms.listens_on_loopback_only("0.0.0.0")
+    # every interface: the browser's address, else this machine's network address
+    assert forms.classroom_base("", "http://127.0.0.1:8501/Learn", "0.0.0.0", "192.168.1.20", 8501).base == \
+        "http://192.168.1.20:8501"
+    remote = forms.classroom_base("", "https://class.example.org/app/Learn", "0.0.0.0", "192.168.1.20", 8501)
+    assert remote.base == "https://class.example.org/app" and remote.reachable
+    nowhere = forms.classroom_base("", "http://localhost:8501/Learn", "", None, 8501)
+    assert not nowhere.reachable
+    # bound to one network address: that address
+    assert forms.classroom_base("", "http://127.0.0.1:9000/Learn", "10.1.2.3", None, 9000).base == "http://10.1.2.3:9000"
     with pytest.raises(ValueError, match="http://host:port"):
-        forms.classroom_base("class.example.org", "", None, 8501)
+        forms.classroom_base("class.example.org", "", "0.0.0.0", None, 8501)
+    assert forms.serve_command(8501) == "HIERPOLY_MODE=classroom streamlit run app.py --server.address 0.0.0.0"
+    assert forms.serve_command(9000).endswith("--server.port 9000")
     assert forms.share_url("http://h:1", "Explore", {"d": "4", "lock": "1"}) == "http://h:1/Explore?d=4&lock=1"
 
 
 def test_outcome_text_in_plain_words():
     cfg = RunConfig(d=4, n=256, steps=200)
     capped = SimpleNamespace(config=cfg, message="reached the step cap of 200", meta={"steps": 200, "extra": {}})
-    assert "Not converged: it used all 200 training steps" in monitor.outcome_text(capped)
+    assert "It ran to the step cap: all 200 training steps" in monitor.outcome_text(capped)
     plateau = SimpleNamespace(config=cfg, message="converged: train loss plateaued at step 120",
                               meta={"steps": 120, "stopped_by": "plateau", "extra": {"lr_drops": 2}})
-    assert monitor.outcome_text(plateau).startswith("Converged at step 120: the training loss had stopped improving")
+    assert monitor.outcome_text(plateau).startswith("It stopped on the plateau rule at step 120: the training loss had stopped improving")
     assert "lowering the learning rate 2 times" in monitor.outcome_text(plateau)
     settled = SimpleNamespace(config=cfg, message="converged: the learned feature settled at step 3,000",
                               meta={"steps": 3000, "stopped_by": "feature settled", "extra": {}})
     assert "g had stopped moving (by less than 1.0% over 1,000 steps)" in monitor.outcome_text(settled)
     held = SimpleNamespace(config=dataclasses.replace(cfg, arch="two_layer"), message="ReLU two-layer ...",
                            meta={"steps": 128, "stopped_by": "holdout", "extra": {}})
-    assert monitor.outcome_text(held).startswith("Stopped at step 128, where the loss on held-out training rows")
+    assert monitor.outcome_text(held).startswith("It stopped at step 128, where the loss on held-out training rows")
 
 
 def test_figure2_seed_dots_share_their_d_colour():
@@ -235,3 +258,53 @@ def test_the_home_collapse_draws_the_seed_median():
                          for s, c in enumerate((0.95, 0.97, 0.2))])
     line = plots.collapse_figure(analysis.aggregate(runs)).data[0]
     assert list(line.y) == [0.95]  # the mean, 0.707, would be set by the one poor seed
+
+
+def test_live_phases_say_what_happens_and_the_time_left_is_never_zero():
+    view = monitor.progress_view("running", [], 1000)  # the worker process has written nothing yet
+    assert view.text.startswith("starting Python and JAX") and dict(view.phases)["starting"] == "now"
+    view = monitor.progress_view("running", [_row(0, "starting")], 1000)  # data drawn, scoring the untrained net
+    assert view.text.startswith("starting:") and dict(view.phases)["starting"] == "now"
+    # one chunk reports all its rows at one time: no pace from them, the stored runs' pace stands in
+    rows = [_row(0, "starting"), _row(0), _row(0, "compiling"), _row(16, seconds=5.0), _row(32, seconds=5.0)]
+    view = monitor.progress_view("running", rows, 1000, step_seconds=0.01)
+    assert view.eta_seconds == pytest.approx(968 * 0.01) and "0 s" not in view.text.replace("10 s", "")
+    # a second chunk gives the run its own pace (the first one's time includes compiling)
+    view = monitor.progress_view("running", [*rows, _row(64, seconds=5.5)], 1000, step_seconds=0.01)
+    assert view.eta_seconds == pytest.approx(936 * 0.5 / 32)
+
+
+def test_the_live_scatter_never_shows_the_flat_step_0_feature():
+    p = np.arange(8.0)
+    rows = [_row(0, "starting", sample=p), _row(0, sample=np.zeros(8))]
+    assert monitor.live_snapshot(rows) is None  # g = 0 at initialisation: no scatter yet
+    assert monitor.live_snapshot([*rows, _row(16, sample=p)]).step == 16
+
+
+def test_results_say_the_feature_first_then_the_loss_then_the_ending():
+    cfg = RunConfig(d=4, n=256, steps=200)
+    meta = {"steps": 200, "stopped_by": "step cap", "extra": {}}
+    found = SimpleNamespace(config=cfg, message="reached the step cap of 200", meta=meta,
+                            metrics={"feature_corr": 0.9628, "test_loss": 0.69, "test_loss_se": 0.05})
+    said = monitor.outcome(found)
+    assert said.found and said.headline == "The network found p (correlation 0.96)."
+    assert said.loss.startswith("Test loss 0.690 ± 0.050") and "heavy-tailed" in said.loss
+    assert said.ending.startswith("It ran to the step cap")
+    missing = SimpleNamespace(config=dataclasses.replace(cfg, arch="kernel"), message="", meta={},
+                              metrics={"feature_corr": 0.41, "test_loss": 0.9})
+    assert monitor.outcome(missing).headline.startswith("The kernel method has not found p yet (correlation 0.41")
+
+
+def test_results_table_names_the_model_and_labels_carry_it():
+    from hierpoly.views import catalog
+
+    summaries = pd.DataFrame([dict(key=f"{arch}{mode}" * 4, d=4, n=64, k=3, link="cubic", mode=mode, arch=arch,
+                                   m1=16, m2=50, seed=0, steps=10, status="done", created="x")
+                              for arch, mode in (("three_layer", "joint"), ("three_layer", "layerwise"),
+                                                 ("kernel", "joint"), ("two_layer", "joint"))])
+    table = catalog.runs_table(summaries)
+    assert sorted(table["model"]) == ["kernel", "network", "network (layer-wise)", "two-layer"]
+    assert "model" in catalog.filter_options(table)
+    assert catalog.label(table.iloc[0]).split()[0] in ("kernel", "network", "two-layer")
+    fig = plots.overlay_figure({"network a": pd.DataFrame({"step": [0, 1], "test_loss": [1.0, 0.5]})}, "test_loss")
+    assert fig.data[0].showlegend and fig.data[0].name == "network a"  # one run still gets its label

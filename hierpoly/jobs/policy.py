@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 from hierpoly import settings
 from hierpoly.config import RunConfig
+from hierpoly.jobs import pace
 from hierpoly.jobs import table as jobs
-from hierpoly.jobs.budget import BudgetError, estimate
+from hierpoly.jobs.budget import BudgetError, check_budget
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
 
@@ -117,12 +118,9 @@ def _allowed_text(mode: str) -> str:
     return ", ".join(["browsing", "downloading", *actions])
 
 
-def estimated_seconds(cfg: RunConfig) -> float:
-    """CPU seconds of a run: training (eigen-solves included) and the final evaluation's forward pass at
-    $HIERPOLY_FLOPS_PER_SECOND."""
-    evaluation = 2.0 * cfg.n_eval * (cfg.d * cfg.m1 + cfg.m2)
-    rate = _env_number("HIERPOLY_FLOPS_PER_SECOND")
-    return (estimate(cfg).flops + evaluation) / rate
+def estimated_seconds(cfg: RunConfig, summaries=None) -> float:
+    """Wall seconds of a run at this machine's measured pace (``pace.estimate``): what the pages say too."""
+    return pace.estimate(cfg, summaries).seconds
 
 
 def _secret(store: Store) -> bytes:
@@ -180,10 +178,11 @@ def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature:
     if locked and not signature_matches(cfg, signature, store):
         raise PolicyError("this locked link was changed after it was made (its signature does not match): "
                           "open the link your teacher gave you again")
-    seconds = estimated_seconds(cfg)
-    if not locked and seconds > limits.seconds_per_run:
-        raise PolicyError(f"this run needs about {_duration(seconds)} of CPU; in classroom mode a run may use "
-                          f"{_duration(limits.seconds_per_run)}: lower n, d, m1, m2, steps or evaluation points")
+    if not locked:
+        seconds = estimated_seconds(cfg, store.summaries())
+        if seconds > limits.seconds_per_run:
+            raise PolicyError(f"this run takes about {_duration(seconds)} here; in classroom mode a run may use "
+                              f"{_duration(limits.seconds_per_run)}: lower n, d, m1, m2 or steps")
     return jobs.QueueLimits(total=limits.queue, per_owner=limits.per_visitor)
 
 
@@ -195,6 +194,31 @@ def submit_from_web(cfg: RunConfig, store: Store, visitor: str, *, locked: bool 
     """
     limits = web_limits(cfg, store, locked=locked, signature=signature)
     return jobs.submit(cfg, store, owner=visitor, limits=limits)
+
+
+def launch_refusal(cfg: RunConfig, store: Store, visitor: str, *, locked: bool = False,
+                   signature: str | None = None) -> str | None:
+    """Why ``submit_from_web`` would refuse cfg for this visitor now, or None: the page disables Run and says why.
+
+    A config already stored or already live is never refused (the store or the shared job serves it).
+    """
+    if store.has(cfg.key()):
+        return None
+    try:
+        limits = web_limits(cfg, store, locked=locked, signature=signature)
+        check_budget(cfg)
+        live = [job for job in jobs.list_jobs(store) if job.status in jobs.LIVE]
+    except REFUSALS as err:
+        return str(err)
+    if any(job.key == cfg.key() for job in live) or limits is None:
+        return None
+    mine = sum(job.owner == visitor for job in live)
+    if limits.per_owner is not None and mine >= limits.per_owner:
+        return (f"you already have {mine} runs queued or running (at most {limits.per_owner} per visitor): "
+                "wait for one to finish")
+    if limits.total is not None and len(live) >= limits.total:
+        return f"the queue is full ({len(live)} runs queued or running, at most {limits.total}): try again soon"
+    return None
 
 
 def may_cancel(job: jobs.Job, visitor: str, mode: str | None = None) -> bool:
@@ -239,11 +263,11 @@ def describe(mode: str | None = None) -> str:
         return "Gallery mode: browse, compare and download stored results; nothing is launched here."
     if mode == "classroom":
         limits = classroom_limits()
-        return (f"Classroom mode: each run may use about {_duration(limits.seconds_per_run)} of CPU and widths up to "
+        return (f"Classroom mode: each run may take about {_duration(limits.seconds_per_run)} here and use widths up to "
                 f"{limits.max_width}; at most {limits.per_visitor} runs per visitor and {limits.queue} in all, queued "
                 "or running. Visitors browse, download, run and cancel their own runs.")
     return "Local mode: runs are limited only by this machine's memory and work budget."
 
 
 def _duration(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    return pace.format_seconds(seconds)

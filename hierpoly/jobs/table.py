@@ -355,6 +355,12 @@ def _supervise_writing(store: Store) -> list[dict]:
     t = table(store)
     now = time.time()
     with _guard(store):
+        # Most reads find nothing to do: they must not take the write lock that the worker's progress rows
+        # need too (a class of pages polling every second queued behind each other). Decided again below.
+        records, _ = _records(t)
+        if not any(r["status"] == "queued" for r in records) and not any(
+                _lost_reason(t, r, now, False) for r in records if r["status"] == "running"):
+            return records
         with t.transact():
             records, _ = _records(t)
             _mark_lost(t, store, records, now)

@@ -8,9 +8,17 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
-COLUMNS = ["key", "d", "n", "k", "link", "mode", "arch", "m1", "m2", "seed", "steps", "status", "test_loss",
+COLUMNS = ["key", "model", "d", "n", "k", "link", "mode", "arch", "m1", "m2", "seed", "steps", "status", "test_loss",
            "feature_corr", "train_loss", "seconds", "created", "stored"]
-FILTERS = ("d", "n", "k", "mode", "status")
+FILTERS = ("model", "d", "n", "k", "status")
+# the names a reader knows the models by; the layer-wise network is Algorithm 1's
+MODEL_NAMES = {("three_layer", "joint"): "network", ("three_layer", "layerwise"): "network (layer-wise)",
+               ("kernel", "joint"): "kernel", ("two_layer", "joint"): "two-layer"}
+
+
+def model_name(arch: str, mode: str) -> str:
+    """'network', 'network (layer-wise)', 'kernel' or 'two-layer'."""
+    return MODEL_NAMES.get((arch, mode), MODEL_NAMES.get((arch, "joint"), str(arch)))
 
 
 def runs_table(summaries: pd.DataFrame, jobs: Sequence = ()) -> pd.DataFrame:
@@ -40,6 +48,7 @@ def runs_table(summaries: pd.DataFrame, jobs: Sequence = ()) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
+    table["model"] = [model_name(arch, mode) for arch, mode in zip(table["arch"], table["mode"], strict=True)]
     return table.reindex(columns=COLUMNS).sort_values(["d", "n", "seed", "created"]).reset_index(drop=True)
 
 
@@ -64,5 +73,6 @@ def filter_runs(table: pd.DataFrame, selected: Mapping[str, Sequence]) -> pd.Dat
 
 
 def label(row: Mapping) -> str:
-    """A short label for one row: d, n, k, mode, seed and the key's start."""
-    return f"d={row['d']} n={row['n']} k={row['k']} {row['mode']} seed={row['seed']} [{str(row['key'])[:8]}]"
+    """A short label for one row: the model, d, n, k, seed and the key's start."""
+    model = row.get("model") or model_name(row.get("arch", "three_layer"), row.get("mode", "joint"))
+    return f"{model} d={row['d']} n={row['n']} k={row['k']} seed={row['seed']} [{str(row['key'])[:8]}]"

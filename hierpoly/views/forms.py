@@ -7,7 +7,8 @@
   ``RunConfig``'s own defaults; a start config when the URL has none).
 - Form validation with the error attached to the control that caused it:
   ``build_config``.
-- Shareable links: ``share_url`` and the classroom link's base, ``classroom_base``.
+- Shareable links: ``share_url`` and the classroom link's base, ``classroom_base``, from the
+  address the server listens on (``SERVE_COMMAND`` serves a class).
 """
 from __future__ import annotations
 
@@ -152,26 +153,61 @@ def share_url(base: str, page: str, params: Mapping[str, str]) -> str:
     return f"{base.rstrip('/')}/{page}{url_query(params)}"
 
 
-def classroom_base(teacher_base: str, browser_url: str, server_ip: str | None, port: int) -> tuple[str, str]:
-    """The base URL students can reach, and where it came from.
+SERVE_COMMAND = "HIERPOLY_MODE=classroom streamlit run app.py --server.address 0.0.0.0"  # the one way to serve a class
+ALL_INTERFACES = ("", "0.0.0.0", "::")
 
-    The teacher's own base wins; else the browser's address unless it is a loopback
-    address (a teacher on localhost would hand out 127.0.0.1); else this server's
-    network address. Raises ValueError for a base that is not an http(s) URL.
+
+@dataclass(frozen=True)
+class ClassroomBase:
+    """The base URL of a classroom link, where it came from, and whether students can reach it."""
+
+    base: str
+    source: str
+    reachable: bool  # False: the server listens on loopback only, or no network address is known
+
+
+def serve_command(port: int = 8501) -> str:
+    """The command that serves this app to a class on `port`."""
+    return SERVE_COMMAND + (f" --server.port {port}" if port != 8501 else "")
+
+
+def listens_on_loopback_only(server_address: str | None) -> bool:
+    """Whether Streamlit's server.address keeps the app on this machine (127.0.0.1, ::1, localhost)."""
+    address = (server_address or "").strip().strip("[]")
+    return address not in ALL_INTERFACES and _loopback(address)
+
+
+def classroom_base(teacher_base: str, browser_url: str, server_address: str | None, server_ip: str | None,
+                   port: int) -> ClassroomBase:
+    """The base URL students open, from the address the server actually serves.
+
+    The teacher's own base wins (a proxy, a name). A server listening on loopback only
+    can be reached from this machine alone: the link says so (``reachable`` False). One
+    bound to a network address is reached there; one listening on every interface at
+    the browser's address unless that is a loopback one (a teacher on localhost would
+    hand out 127.0.0.1), else at this machine's network address.
+    Raises ValueError for a base that is not an http(s) URL.
     """
     teacher_base = (teacher_base or "").strip()
     if teacher_base:
         parts = urlsplit(teacher_base)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(f"the base URL must look like http://host:port, got {teacher_base!r}")
-        return teacher_base.rstrip("/"), "the base URL you set"
+        return ClassroomBase(teacher_base.rstrip("/"), "the base URL you set", True)
     parts = urlsplit(browser_url or "")
     path = parts.path.rsplit("/", 1)[0] if parts.path.count("/") > 1 else ""
+    address = (server_address or "").strip().strip("[]")
+    if listens_on_loopback_only(address):
+        here = f"{parts.scheme}://{parts.netloc}{path}" if parts.hostname else f"http://localhost:{port}{path}"
+        return ClassroomBase(here, f"this machine only: the server listens on {address}", False)
+    if address not in ALL_INTERFACES:
+        host = f"[{address}]" if ":" in address else address
+        return ClassroomBase(f"http://{host}:{port}{path}", f"the address the server listens on ({address})", True)
     if parts.hostname and not _loopback(parts.hostname):
-        return f"{parts.scheme}://{parts.netloc}{path}", "the address in your browser"
+        return ClassroomBase(f"{parts.scheme}://{parts.netloc}{path}", "the address in your browser", True)
     if server_ip and not _loopback(server_ip):
-        return f"http://{server_ip}:{port}{path}", "this server's network address"
-    return f"http://localhost:{port}{path}", "this machine only: set a base URL your students can reach"
+        return ClassroomBase(f"http://{server_ip}:{port}{path}", "this server's network address", True)
+    return ClassroomBase(f"http://localhost:{port}{path}", "this machine only: no network address was found", False)
 
 
 def _loopback(host: str) -> bool:

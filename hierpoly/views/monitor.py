@@ -1,22 +1,24 @@
 """What a page shows of one run, while it trains and after (no Streamlit, no JAX).
 
-- A job's progress records as a view: the phase it is in (starting, tuning —
-  only in runs that tune, the two-layer baseline —, compiling, training,
-  evaluating), that phase's own progress, an ETA in seconds, and the history so
-  far: ``progress_view``.
+- A job's progress records as a view: the phase it is in (starting Python and
+  JAX, tuning — only in runs that tune, the two-layer baseline —, compiling,
+  training, evaluating), that phase's own progress, the training time left at the
+  run's own pace (else at the stored runs' pace), and the history so far:
+  ``progress_view``.
 - The learned feature against p: live from each training record's
   ``feature_sample`` (g on the first monitor points), and replayed from a stored
   result's ``snapshots`` ({"step": (r,), "g": (r, 256)}), paired with
   ``samples["p"]`` of the same points: ``live_snapshot``, ``replay_frames``.
 - How long a run will take, from the pace of runs stored on this machine:
-  ``time_estimate`` (seconds, never floating-point operations).
+  ``time_estimate`` (``runs.pace``, the estimator the classroom budget uses too).
 - The learned link against the true link on the learned feature's scale: ``link_fit``.
 - Histories of several results as one CSV: ``histories_csv``.
 
 Progress rows are ``hierpoly.progress.Progress`` records; dicts (the job table's
 JSON) are read with ``Progress.from_json``, so both work. A run reports p on the
 feature-sample points once, in the ``feature_sample`` of its "starting" record;
-until it has, the live scatter waits for the stored result.
+the live scatter starts with the first training record after step 0 (at step 0
+the learned feature is the flat line of its initialisation).
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from hierpoly.config import RunConfig
+from hierpoly.jobs import pace
 from hierpoly.progress import PHASES, Progress
 from hierpoly.results.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
@@ -89,25 +92,32 @@ class ProgressView:
     total: int
 
 
-def progress_view(status: str, rows, total: int, n_eval: int | None = None) -> ProgressView:
-    """The phase, its progress, an ETA and the history so far of a job.
+def progress_view(status: str, rows, total: int, n_eval: int | None = None,
+                  step_seconds: float | None = None) -> ProgressView:
+    """The phase, its progress, the training time left and the history so far of a job.
 
-    ETA: the remaining steps at the pace between the first and the last training
-    record (compilation comes before the first one). Joint training may stop
-    earlier at a plateau, so it is an upper bound.
+    Time left: the remaining steps at this run's own pace once two of its chunks have
+    reported (the first one's time includes compiling), before that at `step_seconds`
+    (``pace.Pace.step_seconds``: the stored runs' pace). Joint training may stop
+    earlier on a rule, so it is an upper bound.
     """
     progress = records(rows)
     hist = history_frame(progress)
     total = max(int(total), 1)
     step = int(hist["step"].iloc[-1]) if len(hist) else 0
     phase = _phase(status, progress, step, total)
-    eta = _eta(hist, total) if phase == "training" else None
+    eta = None
+    if phase == "training":
+        own = _run_step_seconds(hist)
+        per_step = own if own is not None else step_seconds
+        eta = None if per_step is None else max(total - step, 0) * per_step
     fraction = {"training": step / total, "evaluating": _phase_fraction(progress, "evaluating"),
                 "tuning": _phase_fraction(progress, "tuning")}.get(phase, 0.0)
     text = _phase_text(phase, step, total, eta, fraction, n_eval)
     tunes = any(row.phase == "tuning" for row in progress)
     phases = tuple(name for name in PHASES if tunes or name != "tuning")  # tuning: only runs that have it
-    order = phases.index(phase) if phase in phases else -1
+    shown = "starting" if phase == "preparing" else phase  # scoring the untrained network ends the start
+    order = phases.index(shown) if shown in phases else -1
     marks = tuple((name, "done" if i < order else "now" if i == order else "next") for i, name in enumerate(phases))
     return ProgressView(status, phase, marks, min(max(fraction, 0.0), 1.0), eta, text, hist, step, total)
 
@@ -116,8 +126,10 @@ def _phase(status: str, progress: list[Progress], step: int, total: int) -> str:
     if status == "queued":
         return "queued"
     if not progress:
-        return "starting"
+        return "starting"  # the worker process is still importing Python and JAX: it has written nothing yet
     phase = progress[-1].phase
+    if phase == "starting":
+        return "preparing"
     if phase == "training" and step >= total:  # the cap is reached: only the final evaluation is left
         return "evaluating"
     if phase == "training" and step == 0:  # the record of the initial state: the first chunk compiles now
@@ -125,15 +137,22 @@ def _phase(status: str, progress: list[Progress], step: int, total: int) -> str:
     return phase if phase in PHASES else "training"
 
 
-def _eta(hist: pd.DataFrame, total: int) -> float | None:
+def _run_step_seconds(hist: pd.DataFrame) -> float | None:
+    """Seconds per step since the end of the first chunk, or None before a second chunk has reported.
+
+    A chunk reports all its rows at once, with one time: steps within a chunk carry no pace.
+    """
     moving = hist[hist["step"] > 0]
-    if len(moving) < 2:
+    if moving.empty:
         return None
-    d_step = float(moving["step"].iloc[-1] - moving["step"].iloc[0])
-    d_sec = float(moving["seconds"].iloc[-1] - moving["seconds"].iloc[0])
-    if d_step <= 0 or d_sec < 0:
+    first_time = float(moving["seconds"].min())
+    later = moving[moving["seconds"] > first_time]
+    if later.empty:
         return None
-    return max(total - int(moving["step"].iloc[-1]), 0) * d_sec / d_step
+    first_step = float(moving.loc[moving["seconds"] == first_time, "step"].max())
+    d_step = float(later["step"].iloc[-1]) - first_step
+    d_sec = float(later["seconds"].iloc[-1]) - first_time
+    return d_sec / d_step if d_step > 0 and d_sec > 0 else None
 
 
 def _phase_fraction(progress: list[Progress], phase: str) -> float:
@@ -145,7 +164,9 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
     if phase == "queued":
         return "queued: waiting for a worker"
     if phase == "starting":
-        return "starting: a worker is drawing the data"
+        return "starting Python and JAX: a worker process loads them (a fresh one takes a while)"
+    if phase == "preparing":
+        return "starting: the data is drawn, JAX scores the untrained network"
     if phase == "compiling":
         return "compiling: JAX builds the training step (the first run of a shape waits longest)"
     if phase == "tuning":
@@ -154,17 +175,10 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
         points = f" on {n_eval:,} fresh points" if n_eval else ""
         return f"evaluating: the final test loss and correlation{points}, {fraction:.0%} done"
     text = f"training: step {step:,} of at most {total:,}"
-    return text + (f", at most {format_seconds(eta)} left" if eta is not None else "")
+    return text + (f", at most {format_seconds(eta)} of training left" if eta is not None else "")
 
 
-def format_seconds(seconds: float) -> str:
-    """12 s, 3 min 5 s, 1 h 2 min."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+format_seconds = pace.format_seconds  # one way to say a duration, on the pages and in refusals
 
 
 # ---------------------------------------------------------- feature snapshots
@@ -199,7 +213,7 @@ def live_snapshot(rows, p: np.ndarray | None = None) -> Snapshot | None:
     progress = records(rows)
     p = live_p(progress) if p is None else np.asarray(p, dtype=float)
     for row in reversed(progress):
-        if row.is_history and row.feature_sample and p is not None:
+        if row.is_history and row.step > 0 and row.feature_sample and p is not None:
             g = np.asarray(row.feature_sample, dtype=float)
             width = min(len(g), len(p))
             return Snapshot(row.step, p[:width], g[:width])
@@ -220,32 +234,16 @@ def replay_frames(result) -> list[Snapshot]:
 
 
 # ------------------------------------------------------------- time estimate
-@dataclass(frozen=True)
-class TimeEstimate:
-    """Seconds a run takes at most, from the pace of comparable stored runs."""
-
-    seconds: float
-    runs: int  # stored runs the pace comes from
+def time_estimate(cfg: RunConfig, summaries: pd.DataFrame | None) -> pace.Estimate:
+    """Wall seconds for ``cfg`` from launch to result, at most: ``pace.estimate``, as the classroom budget counts."""
+    return pace.estimate(cfg, summaries)
 
 
-def time_estimate(cfg: RunConfig, summaries: pd.DataFrame) -> TimeEstimate | None:
-    """Wall seconds for ``cfg`` at its step cap, at the median pace of stored runs of its arch and mode.
-
-    Pace = a run's wall seconds (compilation and final evaluation included, so
-    small runs look slow: the estimate errs long) per unit of work, work = steps
-    run × n × (d·m1 + m2), the per-step cost of both blocks. None without such runs.
-    """
-    needed = {"arch", "mode", "d", "n", "m1", "m2", "steps_run", "seconds"}
-    if summaries is None or summaries.empty or not needed <= set(summaries.columns):
-        return None
-    same = summaries[(summaries["arch"] == cfg.arch) & (summaries["mode"] == cfg.mode)].dropna(subset=["steps_run", "seconds"])
-    same = same[same["steps_run"] > 0]
-    if same.empty:
-        return None
-    work = same["steps_run"] * same["n"] * (same["d"] * same["m1"] + same["m2"])
-    pace = float(np.median(same["seconds"] / work))
-    seconds = pace * total_steps(cfg) * cfg.n * (cfg.d * cfg.m1 + cfg.m2)
-    return TimeEstimate(seconds, len(same)) if math.isfinite(seconds) else None
+def estimate_text(estimate: pace.Estimate) -> str:
+    """'about 20 s at most here (the pace of 116 stored runs)', or the same from the defaults."""
+    source = (f"the pace of {estimate.runs} stored runs" if estimate.runs
+              else "a default pace: no runs of this model are stored here yet")
+    return f"about {format_seconds(estimate.seconds)} at most here ({source})"
 
 
 # ------------------------------------------------------------- learned link
@@ -287,6 +285,53 @@ def link_fit(samples: Mapping[str, np.ndarray], link: str, C: float | None = Non
 
 
 # ------------------------------------------------------------- plain words
+FOUND = 0.9  # the correlation Figure 2 counts as having learned p (analysis.THRESHOLD)
+MODEL_NAMES = {"three_layer": "network", "kernel": "kernel method", "two_layer": "two-layer network"}
+
+
+def model_name(cfg: RunConfig) -> str:
+    """'network', 'network (layer-wise)', 'kernel method' or 'two-layer network'."""
+    name = MODEL_NAMES.get(cfg.arch, cfg.arch)
+    return f"{name} (layer-wise)" if cfg.arch == "three_layer" and cfg.mode == "layerwise" else name
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stored run shows, in the order a class reads it: the feature, the test loss, how it ended."""
+
+    found: bool
+    headline: str  # "The network found p (correlation 0.96)."
+    loss: str  # the test loss with the heavy-tail sentence
+    ending: str  # how the run ended, in plain words
+
+
+def outcome(result) -> Outcome:
+    """The feature first ("found p (correlation 0.96)" or "has not found p yet"), then the loss, then the ending."""
+    metrics, cfg = result.metrics, result.config
+    corr, loss, se = metrics.get("feature_corr"), metrics.get("test_loss"), metrics.get("test_loss_se")
+    name = model_name(cfg)
+    corr_ok = corr is not None and math.isfinite(corr)
+    found = corr_ok and corr >= FOUND
+    if found:
+        headline = f"The {name} found p (correlation {corr:.2f})."
+    elif corr_ok:
+        headline = f"The {name} has not found p yet (correlation {corr:.2f}; from {FOUND} on it counts as found)."
+    else:
+        headline = f"The {name} has no learned feature to compare with p."
+    if loss is None or not math.isfinite(loss):
+        loss_text = "It has no test loss."
+    else:
+        spread = f" ± {se:.3f}" if se is not None and math.isfinite(se) else ""
+        loss_text = (f"Test loss {loss:.3f}{spread} over {cfg.n_eval:,} fresh points (predicting 0 scores 1). "
+                     + (HEAVY_TAIL_SHORT if found and loss >= 0.2 else HEAVY_TAIL_ALWAYS))
+    return Outcome(found, headline, loss_text, outcome_text(result))
+
+
+HEAVY_TAIL_SHORT = ("It found p and still misses a little: h is heavy-tailed, and the rare inputs whose feature lies "
+                    "beyond its training data carry much of the loss.")
+HEAVY_TAIL_ALWAYS = "h is heavy-tailed: a few rare inputs carry a large share of any test loss."
+
+
 def outcome_text(result) -> str:
     """How a stored run ended, in words a student knows."""
     cfg, steps = result.config, int(result.meta.get("steps") or 0)
@@ -294,21 +339,22 @@ def outcome_text(result) -> str:
     if cfg.arch == "kernel":
         return "Fitted in one go (ridge regression on random features): a kernel method has no training steps."
     if cfg.mode == "layerwise":
-        return f"Finished both stages of layer-wise training ({steps:,} gradient steps in all)."
+        return f"It ran both stages of layer-wise training ({steps:,} gradient steps in all)."
     if stopped_by == "feature settled":
-        return (f"Converged at step {steps:,}: the learned feature g had stopped moving "
+        return (f"It stopped on the feature rule at step {steps:,}: the learned feature g had stopped moving "
                 f"(by less than {cfg.feature_tol:.1%} over {cfg.patience:,} steps).")
     if stopped_by == "holdout":
-        return (f"Stopped at step {steps:,}, where the loss on held-out training rows was lowest "
+        return (f"It stopped at step {steps:,}, where the loss on held-out training rows was lowest "
                 f"(the rate and this step were chosen on them; training on only overfits).")
     if stopped_by == "plateau" or result.message.startswith("converged"):
         drops = int((result.meta.get("extra") or {}).get("lr_drops") or 0)
         lowered = f", even after lowering the learning rate {drops} time{'s' * (drops != 1)}" if drops else ""
-        return (f"Converged at step {steps:,}: the training loss had stopped improving "
+        return (f"It stopped on the plateau rule at step {steps:,}: the training loss had stopped improving "
                 f"(by less than {cfg.tol:.1%} over {cfg.patience:,} steps{lowered}).")
     if stopped_by == "step cap" or result.message.startswith("reached the step cap"):
-        return f"Not converged: it used all {cfg.steps:,} training steps it was allowed (the step cap)."
-    return f"Finished: {result.message}."
+        return (f"It ran to the step cap: all {cfg.steps:,} training steps it was allowed, "
+                "before a stopping rule fired.")
+    return f"It finished: {result.message}."
 
 
 HEAVY_TAIL = (

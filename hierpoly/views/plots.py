@@ -140,8 +140,10 @@ def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str) -> go.Fig
     fig = go.Figure()
     for i, (label, hist) in enumerate(histories.items()):
         if metric in hist and len(hist):
-            fig.add_scatter(x=hist["step"], y=hist[metric], name=label, mode="lines",
-                            line=dict(color=PALETTE[i % len(PALETTE)]))
+            # every run named in the legend, even alone; a one-row history (a kernel fit) is a marker
+            fig.add_scatter(x=hist["step"], y=hist[metric], name=label, mode="lines" if len(hist) > 1 else "markers",
+                            line=dict(color=PALETTE[i % len(PALETTE)]), marker=dict(color=PALETTE[i % len(PALETTE)]),
+                            showlegend=True)
     if metric.endswith("loss"):
         fig.update_yaxes(type="log")
     fig.update_yaxes(title=metric.replace("_", " "))

@@ -11,13 +11,16 @@ import uuid
 
 import streamlit as st
 
-from hierpoly.jobs import policy
+from hierpoly.jobs import pace, policy
 from hierpoly.jobs import table as jobs
 from hierpoly.views import forms, monitor, plots
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked
 
 PHASE_MARKS = {"done": "✓ {}", "now": "**▶ {}**", "next": "{}"}
+# what each phase is, in the words the phase line shows
+PHASE_NAMES = {"starting": "starting Python and JAX", "tuning": "tuning", "compiling": "compiling",
+               "training": "training", "evaluating": "evaluating"}
 
 
 def through_the_app() -> None:
@@ -41,7 +44,7 @@ def store_or_stop():
     through_the_app()
     store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
     for problem in problems:
-        st.warning(problem, icon="⚠️")
+        st.warning(problem, icon=":material/warning:")
     st.sidebar.caption(policy.describe())
     if store is None:
         st.stop()
@@ -60,38 +63,54 @@ def visitor() -> str:
 
 
 def phase_line(view: monitor.ProgressView) -> str:
-    """'✓ starting → ✓ compiling → **▶ training** → evaluating'."""
-    return " → ".join(PHASE_MARKS[state].format(name) for name, state in view.phases)
+    """'✓ starting Python and JAX → ✓ compiling → **▶ training** → evaluating'."""
+    return " → ".join(PHASE_MARKS[state].format(PHASE_NAMES.get(name, name)) for name, state in view.phases)
 
 
 def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = 1.0) -> None:
     """A job's phases, progress, live curves and feature scatter, redrawn every `every` seconds.
 
     Reads the job table only; when the job ends the whole page reruns, so it shows the result.
+    Until the run has its own pace, the time left is at the stored runs' pace (read once here).
     """
+    job = jobs.get(job_id, store)
+    step_seconds = None if job is None else pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
 
     @st.fragment(run_every=every)
     def panel() -> None:
         job = jobs.get(job_id, store)
         if job is None or job.status not in jobs.LIVE:
             st.rerun()
-        view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval)
+        view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval,
+                                     step_seconds=step_seconds)
         st.markdown(phase_line(view))
         st.progress(view.fraction, text=view.text)
-        snapshot = monitor.live_snapshot(job.progress)
+        scatter, corr, loss = _live_figures(job.job_id, len(job.progress), job, view)
         left, right = st.columns(2)
         with left:
-            if snapshot is not None:
-                st.plotly_chart(plots.snapshot_figure(snapshot), key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
+            if scatter is not None:
+                st.plotly_chart(scatter, key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
             else:
-                st.caption("The learned feature against p appears here once training reports it.")
-        right.plotly_chart(plots.corr_figure(view.history), key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
+                st.caption("The learned feature against p appears here once training has taken its first steps.")
+        right.plotly_chart(corr, key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
         if curves:
-            st.plotly_chart(plots.loss_figure(view.history), key=f"{prefix}_live_loss", config=plots.CHART_CONFIG)
+            st.plotly_chart(loss, key=f"{prefix}_live_loss", config=plots.CHART_CONFIG)
         st.caption("The job runs in its own process: closing this tab does not stop it; "
                    "open the same URL to come back.")
 
     panel()
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
+    """The live panel's figures for a job with `rows` progress rows, built once for every page watching it.
+
+    A class watches one shared job: building the figures is most of a panel's redraw, and six pages
+    rebuilding them every second on a busy CPU redrew each only every few seconds.
+    """
+    snapshot = monitor.live_snapshot(_job.progress)
+    return (None if snapshot is None else plots.snapshot_figure(snapshot), plots.corr_figure(_view.history),
+            plots.loss_figure(_view.history))
 
 
 def replay(result, prefix: str) -> bool:
@@ -118,21 +137,38 @@ def server_ip() -> str | None:
 
 
 def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | None:
-    """The whole classroom link, shown wrapped and as a QR code; the teacher may set its base URL."""
+    """The whole classroom link, shown wrapped and as a QR code, from the address this server serves.
+
+    A server that listens on loopback only cannot be reached by a class: the page says so and
+    gives the command that serves one, and shows no QR code (it would lead nowhere).
+    """
     teacher_base = st.text_input(
-        "base URL your students open (empty: found automatically)", key=f"{prefix}_base", placeholder="http://10.0.0.5:8501",
-        help="The address of this app as the class reaches it, e.g. the projector machine's network address.")
+        "base URL your students open (empty: the address this server listens on)", key=f"{prefix}_base",
+        placeholder="http://10.0.0.5:8501",
+        help="The address of this app as the class reaches it, e.g. behind a proxy or by a name.")
     port = int(st.get_option("server.port") or 8501)
+    address = str(st.get_option("server.address") or "")
     try:
-        base, source = forms.classroom_base(teacher_base, st.context.url or "", server_ip(), port)
+        found = forms.classroom_base(teacher_base, st.context.url or "", address, server_ip(), port)
     except ValueError as err:
-        st.error(literal(err), icon="⚠️")
+        st.error(literal(err), icon=":material/error:")
         return None
-    url = forms.share_url(base, page, params)
+    url = forms.share_url(found.base, page, params)
+    if forms.listens_on_loopback_only(address):
+        st.warning(f"This server listens on {address} only: no other machine can open this link. "
+                   "Stop it and serve the class with:", icon=":material/wifi_off:")
+        st.code(forms.serve_command(port), language="bash")
+    elif policy.current_mode() == "local":
+        st.warning("This server runs in local mode: every visitor could delete and import results and cancel any "
+                   "run. Serve a class in classroom mode:", icon=":material/shield:")
+        st.code(forms.serve_command(port), language="bash")
     left, right = st.columns([3, 1])
     left.code(url, language=None, wrap_lines=True)
-    left.caption(f"Base from {source}.")
-    right.image(qr_png(url), caption="scan to open", width=180)
+    left.caption(f"Base from {found.source}.")
+    if found.reachable:
+        right.image(qr_png(url), caption="scan to open", width=180)
+    else:
+        right.caption("No QR code: students could not reach this address.")
     return url
 
 
