@@ -276,11 +276,7 @@ def show_transfer(result) -> None:
     waiting = [c for role, c in runs.items() if stored[role] is None]
     if waiting and policy.can_launch() and st.button("▶ Fit the new link", key="ex_tr_run"):
         for c in waiting:
-            try:
-                policy.submit_from_web(c, store, widgets.visitor())
-            except policy.REFUSALS as err:
-                st.error(f"Not launched ({forms.run_label(c)}): {literal(err)}")
-                st.stop()
+            widgets.launch_or_stop(c, store, f" ({forms.run_label(c)})")
         st.rerun()
     rows = []
     for role in ROLES:

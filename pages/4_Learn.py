@@ -69,11 +69,7 @@ if result is None and (job is None or job.status not in jobs.LIVE):
         st.caption(f"Training is off: {literal(refusal)}")
     if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps} steps{took})",
                                          type="primary", key="learn_run", disabled=refusal is not None):
-        try:
-            policy.submit_from_web(cfg, store, widgets.visitor())
-        except policy.REFUSALS as err:
-            st.error(f"Not launched: {literal(err)}")
-            st.stop()
+        widgets.launch_or_stop(cfg, store)
         st.rerun()
 
 

@@ -62,6 +62,15 @@ def visitor() -> str:
     return f"address {address}" if address else st.session_state.setdefault("visitor", uuid.uuid4().hex)
 
 
+def launch_or_stop(cfg, store, what: str = "") -> None:
+    """Submit a run for this visitor; a refusal is one line on the page, and the page stops there."""
+    try:
+        policy.submit_from_web(cfg, store, visitor())
+    except policy.REFUSALS as err:
+        st.error(f"Not launched{what}: {literal(err)}")
+        st.stop()
+
+
 def phase_line(view: monitor.ProgressView) -> str:
     """'✓ starting Python and JAX → ✓ compiling → **▶ training** → evaluating'."""
     return " → ".join(PHASE_MARKS[state].format(PHASE_NAMES.get(name, name)) for name, state in view.phases)
