@@ -196,15 +196,17 @@ def _run_output(cfg, job, result, cached: bool, t0: float) -> dict:
 
 def cmd_run(args) -> int:
     from hierpoly.jobs import table as jobs
-    from hierpoly.results.store import Store
+    from hierpoly.results.store import DISK_FULL_HINT, Store, disk_is_full
 
     t0 = time.perf_counter()
     cfg = config_from_args(args)
     for warning in cfg.warnings():
         print(f"warning: {warning}", file=sys.stderr)
     store = Store()
-    _load_precomputed(store)
     cached = store.has(cfg.key())
+    if not cached and disk_is_full(store.directory):  # a run needs room for its job and its result
+        return _fail(f"the disk holding the store at {store.directory} is full: {DISK_FULL_HINT}; nothing was changed", 1)
+    _load_precomputed(store)
     job_id = jobs.submit(cfg, store)
     job = jobs.get(job_id, store)
     if not job.finished:

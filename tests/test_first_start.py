@@ -66,6 +66,14 @@ def test_a_full_disk_fails_in_one_line_and_leaves_the_store_unchanged(small_disk
     directory = small_disk / "store"
     before = make_result()
     Store(directory).put(before)
+    filler = small_disk / "filler"  # the disk full to its last block: no run can start on it
+    try:
+        with open(filler, "wb") as fh:
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:  # ENOSPC: the disk is full
+        pass
     proc = cli(directory, *RUN)
     _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1 and stderr.strip().count("\n") == 0 and "Traceback" not in stderr, stderr

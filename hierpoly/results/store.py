@@ -107,9 +107,13 @@ def open_cache(directory: Path, log_pages: int | None = None):
 
 
 def disk_free(directory: Path) -> int | None:
-    """Free bytes on the disk holding directory, None when unknown."""
+    """Free bytes on the disk holding directory (or its nearest existing parent: a folder that a full
+    disk could not create is on that disk), None when unknown."""
+    path = Path(directory)
+    while not path.exists() and path.parent != path:
+        path = path.parent
     try:
-        return shutil.disk_usage(directory).free
+        return shutil.disk_usage(path).free
     except OSError:
         return None
 
