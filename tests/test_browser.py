@@ -356,7 +356,10 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
                           if (m := LIVE_SCATTER.match(title))})
         print("phases", phases, "steps", steps)
         for i, page in enumerate(pages):
-            assert "training" in phases[i], (i, phases[i])
+            # through training: its phase line, or the live scatter drawn at two training steps (on an idle CPU
+            # 1000 steps can pass between two of a page's samples of the phase line, not between its scatters)
+            assert "training" in phases[i] or len(steps[i]) >= 2, (i, phases[i], steps[i])
+            assert "starting Python and JAX" in phases[i], (i, phases[i])  # the first thing a class waits through
             assert len(steps[i]) >= 2 and "0" not in steps[i], (i, steps[i])  # the scatter moved; never step 0
             _no_exception(page)
         store = Store(tmp_path / "store")
