@@ -6,6 +6,7 @@ Skipped with a reason when /usr/bin/chromium is missing, unless HIERPOLY_REQUIRE
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import socket
@@ -19,6 +20,7 @@ import pytest
 
 from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
+from hierpoly.views.widgets import live_job
 
 pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parent.parent
@@ -279,6 +281,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_keeps_the_navigation(brows
 # ------------------------------------------------------------------ a classroom
 STUDENTS = 6
 LIVE_SCATTER = re.compile(r"Step ([0-9,]+): corr\(g, p\)")
+LIVE_PANEL_SECONDS = inspect.signature(live_job).parameters["every"].default
 
 
 # Every 100 ms, what the page shows: the live scatter's title and the progress line. A poll from the test
@@ -354,16 +357,19 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
             # the live scatter's steps, while the progress bar shows (the stored result's replay has its own)
             steps.append({m.group(1) for frame in seen if frame["progress"] for title in frame["titles"]
                           if (m := LIVE_SCATTER.match(title))})
-        print("phases", phases, "steps", steps)
-        for i, page in enumerate(pages):
-            # through training: its phase line, or the live scatter drawn at two training steps (on an idle CPU
-            # 1000 steps can pass between two of a page's samples of the phase line, not between its scatters)
-            assert "training" in phases[i] or len(steps[i]) >= 2, (i, phases[i], steps[i])
-            assert "starting Python and JAX" in phases[i], (i, phases[i])  # the first thing a class waits through
-            assert len(steps[i]) >= 2 and "0" not in steps[i], (i, steps[i])  # the scatter moved; never step 0
-            _no_exception(page)
         store = Store(tmp_path / "store")
-        assert len([job for job in jobs.list_jobs(store)]) == 1  # six clicks, one shared job
+        (job,) = jobs.list_jobs(store)  # six clicks, one shared job
+        trained = [row.seconds for row in job.progress if row.phase == "training"]
+        training_seconds = max(trained) - min(trained)
+        print("phases", phases, "steps", steps, "training lasted", training_seconds)
+        for i, page in enumerate(pages):
+            assert "starting Python and JAX" in phases[i], (i, phases[i])  # the first thing a class waits through
+            assert steps[i] and "0" not in steps[i], (i, steps[i])  # the live scatter drawn; never step 0
+            # a page redraws once a second, every few seconds under a class's load: a training phase of
+            # a few seconds (an idle fast CPU) may fall between two redraws
+            if training_seconds > 5 * LIVE_PANEL_SECONDS:
+                assert "training" in phases[i] or len(steps[i]) >= 2, (i, phases[i], steps[i])
+            _no_exception(page)
 
         # nothing that deletes or imports, on any page a student can open; no metric cut at a projector's size
         student = pages[1]
