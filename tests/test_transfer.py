@@ -211,3 +211,45 @@ def test_transfer_command_end_to_end(source_result, cache_dir, tmp_path):
     for role in ("transfer", "scratch", "kernel"):
         assert out[role]["status"] == "done" and out[role]["test_loss_se"] > 0
     assert out["transfer"]["source_first_block"]["first_block"] == "retrained from the source's config"
+
+
+def test_outside_range_counts_the_points_and_their_error_share_as_a_direct_computation():
+    import jax
+
+    from hierpoly import targets
+    from hierpoly.engine import evaluation, model
+    from hierpoly.engine.data import draw, keys, target
+    from hierpoly.engine.piecewise import relu_sum_fast
+
+    cfg = SOURCE
+    params = model.init(keys(cfg.seed)["init"], cfg)
+    params = {**params, "c": jax.random.normal(jax.random.key(1), params["c"].shape)}  # h_θ ≠ g: an error to share
+    lam = targets.lambdas(keys(cfg.seed)["lam"], cfg.d)
+    forward = model.Forward(cfg.sigma1, relu_sum_fast)
+    tgt = target(cfg, lam)
+    x, y, _ = draw(jax.random.fold_in(keys(cfg.seed)["eval"], 0), cfg.n_eval, tgt)  # n_eval ≤ one chunk: every point
+    pred, g = (np.asarray(a, np.float64) for a in evaluation.network_output(params, x, forward))
+    lo, hi = np.quantile(g, [0.1, 0.8])
+    err, outside = (pred - np.asarray(y)) ** 2, (g < lo) | (g > hi)
+    got = evaluation.outside_range(cfg, tgt.lam, evaluation.network_output, params, forward, float(lo), float(hi))
+    assert got["outside_points"] == pytest.approx(outside.mean(), abs=2 / cfg.n_eval)
+    assert got["outside_loss_share"] == pytest.approx(err[outside].sum() / err.sum(), rel=1e-4)
+    everything = evaluation.outside_range(cfg, tgt.lam, evaluation.network_output, params, forward, np.inf, -np.inf)
+    assert everything == {"outside_points": 1.0, "outside_loss_share": pytest.approx(1.0)}
+
+
+def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
+    from hierpoly.study.transfer import claims
+
+    def cell(d, n, role, loss):
+        return {"d": d, "n": n, "link": "quadratic", "role": role, "test_loss": loss}
+
+    cells = [cell(12, 64, "transfer", 0.6), cell(12, 256, "transfer", 0.3), cell(12, 256, "scratch", 0.9),
+             cell(12, 256, "kernel", 0.8), cell(16, 64, "transfer", 0.45), cell(16, 256, "transfer", 0.2),
+             cell(16, 256, "scratch", 0.1), cell(16, 256, "kernel", 1.0), cell(8, 256, "transfer", 0.9),
+             cell(8, 256, "scratch", 0.1), cell(8, 256, "kernel", 0.1), cell(20, 16, "transfer", None)]
+    got = claims(cells)["quadratic"]
+    assert got["half_n"] == {"8": None, "12": 256, "16": 64, "20": None}
+    assert got["half_n_spread"] == 4.0
+    assert got["beats"] == {"d=12 N=256": True, "d=16 N=256": False}  # d = 8 is below the claim's range
+    assert got["beats_everywhere"] is False

@@ -86,6 +86,25 @@ def host_population_metrics(cfg: RunConfig, lam, predict: Callable, on_fraction:
     return _collect(pending, cfg.n_eval, on_fraction)
 
 
+@partial(jax.jit, static_argnames=("predict", "forward", "rows", "k"))
+def _outside_sums(params, key, i, lam, coefs, C, lo, hi, *, predict: Callable, forward: model.Forward, rows: int, k: int):
+    x, y, _ = draw(jax.random.fold_in(key, i), rows, Target(lam, coefs, C, k))
+    pred, g = predict(params, x, forward)
+    err, outside = (pred.astype(jnp.float32) - y) ** 2, (g < lo) | (g > hi)
+    return jnp.stack([jnp.sum(err), jnp.sum(jnp.where(outside, err, 0.0)), jnp.sum(outside)])
+
+
+def outside_range(cfg: RunConfig, lam, predict: Callable, params, forward: model.Forward, lo: float, hi: float) -> dict:
+    """Over the n_eval points of `population_metrics`: the share whose g lies outside [lo, hi] (the range of g
+    on the training points, beyond which a ReLU link only extrapolates linearly) and their share of the squared error.
+    """
+    tgt, key = target(cfg, lam), keys(cfg.seed)["eval"]
+    sums = sum(np.asarray(_outside_sums(params, key, i, tgt.lam, tgt.coefs, tgt.C, jnp.float32(lo), jnp.float32(hi),
+                                        predict=predict, forward=forward, rows=rows, k=tgt.k), np.float64)
+               for i, rows in enumerate(_chunk_rows(cfg.n_eval)))
+    return {"outside_points": float(sums[2] / cfg.n_eval), "outside_loss_share": float(sums[1] / max(sums[0], 1e-30))}
+
+
 def _collect(pending: list, n_eval: int, on_fraction: Callable | None) -> dict[str, float]:
     """Add the chunks' sums in float64, in order, reporting the fraction done after each."""
     sums, done = np.zeros(len(SUM_NAMES)), 0

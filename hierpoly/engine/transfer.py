@@ -151,11 +151,15 @@ def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Rep
     metrics, samples = {}, {}
     if status == "done":
         reporter.phase("evaluating", steps, 0.0)
-        pred_train = forward.link_out(params, _feature(params, data.x_train, cfg.sigma1, model.SAMPLE_CHUNK))
+        g_train = _feature(params, data.x_train, cfg.sigma1, model.SAMPLE_CHUNK)
+        pred_train = forward.link_out(params, g_train)
         metrics = {
             "train_loss": float(jnp.mean((pred_train - data.y_train) ** 2)),
             **evaluation.population_metrics(cfg, data.lam, evaluation.network_output, params, forward,
                                             on_fraction=lambda f: reporter.phase("evaluating", steps, f)),
+            # the tail: where g leaves its training range the fitted link only extrapolates
+            **evaluation.outside_range(cfg, data.lam, evaluation.network_output, params, forward,
+                                       float(jnp.min(g_train)), float(jnp.max(g_train))),
         }
         samples = evaluation.samples(forward.link_out(params, g_test), g_test, data)
     return loop.TrainResult(

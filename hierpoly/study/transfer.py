@@ -100,16 +100,47 @@ def report(spec: TransferSpec, store) -> dict:
         for role, metrics in per_role.items():
             cells.append({"d": d, "n": n, "link": link, "role": role, "seeds": len(metrics), **_mean_se(metrics)})
     sources = [{"d": d, "key": spec.source(d).key(), "stored": store.has(spec.source(d).key())} for d in spec.ds]
-    return {"name": spec.name, "mode": spec.mode, "cells": cells, "missing": missing, "sources": sources}
+    return {"name": spec.name, "mode": spec.mode, "cells": cells, "missing": missing, "sources": sources,
+            "claims": claims(cells)}
+
+
+HALF = 0.5  # test loss 0.5: half of E[h'^2] = 1 explained
+BEATS_FROM = (256, 12)  # the transfer should beat scratch and kernel from this N, at d from this one
+
+
+def claims(cells: list[dict]) -> dict:
+    """Per link, the two readings of the transfer claim from the stored cells' means.
+
+    ``half_n``: per d, the smallest N whose transfer test loss is at most HALF (None: no stored N reaches it),
+    and ``half_n_spread``, the largest over the smallest of them (a one-dimensional fit: about 1 across d).
+    ``beats``: per (d, N) with N ≥ 256 and d ≥ 12 stored for all three roles, whether the transfer's mean is
+    below both scratch's and the kernel's; ``beats_everywhere`` is their conjunction (None: no such cell).
+    """
+    by = {(c["d"], c["n"], c["link"], c["role"]): c["test_loss"] for c in cells if c["test_loss"] is not None}
+    out = {}
+    for link in sorted({c["link"] for c in cells}):
+        ds = sorted({c["d"] for c in cells if c["link"] == link})
+        half = {d: min((n for (dd, n, ll, role), loss in by.items() if (dd, ll, role) == (d, link, "transfer")
+                        and loss <= HALF), default=None) for d in ds}
+        reached = [n for n in half.values() if n is not None]
+        beats = {f"d={d} N={n}": by[(d, n, link, "transfer")] < min(by[(d, n, link, "scratch")], by[(d, n, link, "kernel")])
+                 for (d, n, ll, role) in by if ll == link and role == "transfer" and n >= BEATS_FROM[0]
+                 and d >= BEATS_FROM[1] and (d, n, link, "scratch") in by and (d, n, link, "kernel") in by}
+        out[link] = {"half_n": {str(d): n for d, n in half.items()},
+                     "half_n_spread": max(reached) / min(reached) if len(reached) > 1 else None,
+                     "beats": beats, "beats_everywhere": all(beats.values()) if beats else None}
+    return out
 
 
 def _mean_se(metrics: list[dict]) -> dict:
     if not metrics:
-        return {"test_loss": None, "test_loss_se": None, "feature_corr": None}
+        return {"test_loss": None, "test_loss_se": None, "feature_corr": None, "outside_loss_share": None}
     losses = np.array([m["test_loss"] for m in metrics])
     se = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else float(metrics[0]["test_loss_se"])
+    outside = [m["outside_loss_share"] for m in metrics if "outside_loss_share" in m]  # transfers measured with it
     return {"test_loss": float(losses.mean()), "test_loss_se": se,
-            "feature_corr": float(np.mean([m["feature_corr"] for m in metrics]))}
+            "feature_corr": float(np.mean([m["feature_corr"] for m in metrics])),
+            "outside_loss_share": float(np.mean(outside)) if outside else None}
 
 
 def table(rep: dict) -> pd.DataFrame:
