@@ -1,10 +1,9 @@
 """Explore: pick a config, run it in the background, watch it learn, share its URL."""
 import streamlit as st
 
-from hierpoly.config import ARCHS, MODES, SIGMA1, source_problem
+from hierpoly.config import ARCHS, MODES, SIGMA1
 from hierpoly.jobs import budget, policy
 from hierpoly.jobs import table as jobs
-from hierpoly.study.transfer import ROLES, transfer_runs
 from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
@@ -256,45 +255,9 @@ def show_samples(result, hist) -> None:
     right.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
 
 
-TRANSFER_LINKS = ("quadratic", "std:h1+h2", "linear", "std:h1+h4")  # the transfer preset's first (study/presets.py)
-TRANSFER_NS = (16, 64, 256, 1024)
-
-
-def show_transfer(result) -> None:
-    """Use this feature for a new target: the frozen g fitted to a new link from N samples, beside scratch and kernel."""
-    if source_problem(result.config) is not None:  # only a three-layer joint run with σ1 = cube lends its feature
-        return
-    st.subheader("Use this feature for a new target")
-    st.caption("Freeze the learned feature g and fit only the second block to a new link g′ on the same p, "
-               "h′ = g′ ∘ p, from N fresh samples. A learned feature needs only enough samples for a "
-               "one-dimensional fit; the network from scratch and the kernel must find p again.")
-    left, right = st.columns(2)
-    link = left.selectbox("new link g′", TRANSFER_LINKS, key="ex_tr_link")
-    n = right.selectbox("samples N", TRANSFER_NS, index=1, key="ex_tr_n")
-    runs = transfer_runs(result.config, link, n, result.config.seed)
-    stored = {role: store.get(c.key()) for role, c in runs.items()}
-    waiting = [c for role, c in runs.items() if stored[role] is None]
-    if waiting and policy.can_launch() and st.button("▶ Fit the new link", key="ex_tr_run"):
-        for c in waiting:
-            widgets.launch_or_stop(c, store, f" ({forms.run_label(c)})")
-        st.rerun()
-    rows = []
-    for role in ROLES:
-        done, job = stored[role], jobs.for_key(runs[role].key(), store)
-        loss = f"{done.metrics['test_loss']:.3f} ± {done.metrics['test_loss_se']:.3f}" if done else None
-        rows.append({"model": role, "test loss ± SE": loss or (job.status if job else "not run"),
-                     "seconds": round(done.meta.get("seconds", 0.0), 1) if done else None})
-    st.dataframe(rows, hide_index=True)
-    if stored["transfer"] is not None and stored["transfer"].samples:
-        st.plotly_chart(plots.prediction_scatter(stored["transfer"].samples, stored["transfer"].metrics["test_loss"]),
-                        key="chart_transfer", config=plots.CHART_CONFIG)
-    elif any(jobs.for_key(c.key(), store) is not None for c in waiting):
-        st.button("Refresh", key="ex_tr_refresh")  # the fits run in the background; a rerun shows them
-
-
 if result is not None:
     show_result(result)
-    show_transfer(result)
+    widgets.transfer_panel(result, store, "ex")
 elif live:
     widgets.live_job(job.job_id, store, "ex")
 elif job is not None and job.status in ("failed", "diverged", "cancelled"):

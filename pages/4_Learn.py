@@ -103,16 +103,30 @@ st.plotly_chart(plots.sample_count_figure(tour.sample_counts(k=cfg.k, q=q), cfg.
 st.page_link("pages/2_Figure_2.py", label="See it measured: Figure 2 and the collapse at n/d^k",
              icon=":material/show_chart:")
 
+# ------------------------------------------------------------------ 5. transfer
+st.header("5 · Reuse the learned feature")
+st.markdown(r"""
+If the network really learned the feature $p$ (and did not just memorise $h$), it can reuse it. Take a new target on
+the same feature, $h' = g' \circ p$, freeze the first block and fit only the second, from $N$ fresh samples: that is
+a one-dimensional fit of $g'$, so $N$ need not grow with $d$. The network from scratch and the kernel must find $p$
+again, and need about $d^3$ samples or more.
+""")
+if result is not None:
+    widgets.transfer_panel(result, store, "learn")
+else:
+    st.caption("Run step 3 first: its learned feature is the one reused here.")
+widgets.transfer_evidence(store)
+
 # ------------------------------------------------------------------ 5. classroom link
 if not policy.can_launch():  # a gallery hands out no classroom links: it runs nothing
-    st.header("5 · Take it further")
+    st.header("Take it further")
     st.markdown("Every stored run opens in Explore with its replay and its learned link; the Results page "
                 "compares them, and Figure 2 puts them all on one curve.")
     st.page_link("pages/1_Explore.py", label="Open the tour's run in Explore", icon=":material/explore:",
                  query_params=forms.params_from_config(cfg))
     st.page_link("pages/3_Results.py", label="Compare stored runs", icon=":material/table_view:")
     st.stop()
-st.header("5 · A classroom link")
+st.header("For teachers: a classroom link")
 st.markdown("Pick the run your class should see; the link opens Explore with these settings filled in and "
             "locked, so everyone sees the same run (and the store serves it at once after the first).")
 cols = st.columns(4)

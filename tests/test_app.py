@@ -441,6 +441,15 @@ def test_learn_tour(empty_store):
     assert at.get("image")  # the QR code of the teacher's base
 
 
+def test_learn_ends_by_reusing_the_tour_runs_feature(bundle_store):
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    headers = [h.value for h in at.header]
+    assert [h for h in headers if h[0].isdigit()][-1] == "5 · Reuse the learned feature", headers
+    assert any(h.value == "Use this feature for a new target" for h in at.subheader)
+    assert at.selectbox(key="learn_tr_n").value == 64 and not at.button(key="learn_tr_run").disabled
+
+
 @pytest.mark.process
 def test_pages_never_import_jax(tmp_path):
     """Every page runs in a fresh interpreter without loading JAX (the web server must not hold the GPU)."""
@@ -501,8 +510,8 @@ def test_explore_offers_the_feature_for_a_new_target(stored_store):
     assert any(h.value == "Use this feature for a new target" for h in at.subheader)
     assert at.selectbox(key="ex_tr_link").value == "quadratic"
     assert not at.button(key="ex_tr_run").disabled
-    table = at.dataframe[0].value
-    assert list(table["model"]) == ["transfer", "scratch", "kernel"] and set(table["test loss ± SE"]) == {"not run"}
+    table = at.table[0].value
+    assert list(table.index) == ["transfer", "scratch", "kernel"] and set(table["test loss ± SE"]) == {"not run"}
 
 
 def test_explore_has_no_transfer_for_a_baseline(stored_store):
@@ -527,7 +536,7 @@ def test_explore_fits_a_new_link_and_shows_the_comparison(stored_store):
         time.sleep(2.0)
     at.run()
     _ok(at)
-    table = at.dataframe[0].value
+    table = at.table[0].value
     assert all("±" in value for value in table["test loss ± SE"]), table
     assert len(at.get("plotly_chart")) == 6  # the run's five and the transfer's fit
 

@@ -313,7 +313,7 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
     with _streamlit(tmp_path / "store", tmp_path / "streamlit.log", HIERPOLY_MODE="classroom") as base:
         teacher = browser.new_page(viewport={"width": 1400, "height": 1000})
         teacher.goto(f"{base}/Learn")
-        teacher.get_by_role("heading", name="5 · A classroom link").wait_for(timeout=120_000)
+        teacher.get_by_role("heading", name="For teachers: a classroom link").wait_for(timeout=120_000)
         # the server listens on 127.0.0.1: the page says so and shows the command that serves a class
         teacher.get_by_text("listens on 127.0.0.1 only").first.wait_for(timeout=30_000)
         # the teacher picks n = 8·d³: on a CPU shared with six browsers, a training phase long enough to watch
@@ -392,7 +392,7 @@ def test_the_gallery_shows_a_stored_run_in_every_learn_step_and_no_run_wording(b
         page = browser.new_page(viewport={"width": 1024, "height": 768})
         page.goto(f"{base}/Learn")
         page.get_by_text(re.compile(r"found p \(correlation")).first.wait_for(timeout=180_000)  # step 3: the tour's run
-        page.get_by_role("heading", name="5 · Take it further").wait_for(timeout=30_000)
+        page.get_by_role("heading", name="Take it further").wait_for(timeout=30_000)
         body = page.locator("section.main, [data-testid='stMain']").first.inner_text()
         assert not re.search(r"\bRun\b|Train it|lock=1|classroom link", body), body
         page.goto(f"{base}/Explore?d=5&n=100")
@@ -401,3 +401,35 @@ def test_the_gallery_shows_a_stored_run_in_every_learn_step_and_no_run_wording(b
         assert not re.search(r"\bRun\b", body), body
         _no_exception(page)
         page.close()
+
+
+LOSS_SE = re.compile(r"\d\.\d{3} ± \d\.\d{3}")
+
+
+def test_learn_reuses_the_tour_runs_feature_and_explore_shows_the_same_comparison(server, browser):
+    """Learn's last step fits a new link on the shipped tour run's frozen feature; Explore's panel shows the same runs."""
+    from hierpoly.results import bundles
+    from hierpoly.views import forms, tour
+
+    base, store_dir = server
+    bundles.import_bundle(Store(store_dir), (REPO / "cache" / "precomputed" / "tour.zip").read_bytes())
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(f"{base}/Learn")
+    page.get_by_role("heading", name="5 · Reuse the learned feature").wait_for(timeout=120_000)
+    page.get_by_role("button", name="▶ Fit the new link").click()
+    table = page.locator('[data-testid="stTable"]').last
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(LOSS_SE.findall(table.inner_text())) < 3:  # reruns when they finish
+        page.wait_for_timeout(500)
+    assert len(LOSS_SE.findall(table.inner_text())) == 3, table.inner_text()
+    page.get_by_text(re.compile(r"of this test loss comes from the")).first.wait_for(timeout=30_000)  # the tail
+    _no_exception(page)
+
+    page.goto(f"{base}/Explore" + forms.url_query(forms.params_from_config(tour.tour_config())))
+    page.get_by_role("heading", name="Use this feature for a new target").wait_for(timeout=120_000)
+    table = page.locator('[data-testid="stTable"]').last
+    table.wait_for(timeout=30_000)
+    assert len(LOSS_SE.findall(table.inner_text())) == 3, table.inner_text()  # the same three stored runs
+    assert not page.get_by_role("button", name="▶ Fit the new link").count()  # nothing left to fit
+    _no_exception(page)
+    page.close()

@@ -253,3 +253,18 @@ def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
     assert got["half_n_spread"] == 4.0
     assert got["beats"] == {"d=12 N=256": True, "d=16 N=256": False}  # d = 8 is below the claim's range
     assert got["beats_everywhere"] is False
+
+
+def test_a_stored_transfer_carries_its_tail_and_a_share_outside_0_1_is_refused(source_result):
+    from hierpoly.jobs import runner
+
+    store = Store()
+    store.put(source_result)
+    ended = runner.execute(transfer_config(SOURCE, "quadratic", 64, 0, steps=200), results=store)
+    m = ended.result.metrics
+    assert 0 < m["outside_points"] < 0.2 and 0 <= m["outside_loss_share"] <= 1, m  # g's training range covers most
+    store.put(ended.result)
+    assert store.get(ended.result.config.key()).metrics["outside_loss_share"] == m["outside_loss_share"]
+    bad = dataclasses.replace(ended.result, metrics={**m, "outside_loss_share": 1.5})
+    with pytest.raises(StoreError, match="share in"):
+        to_bytes(bad)

@@ -42,6 +42,7 @@ from hierpoly.results.codec import (
     HISTORY_COLUMNS,
     METRICS,
     SAMPLE_COLUMNS,
+    SHARE_METRICS,
     SNAPSHOT_POINTS,
     Result,
     jsonable,
@@ -207,7 +208,7 @@ def to_result(cfg: RunConfig, trained, seconds: float) -> Result:
         **stopping(cfg, trained.extra),
         "extra": jsonable(trained.extra),
     }
-    metrics = {name: float(trained.metrics[name]) for name in METRICS if name in trained.metrics}
+    metrics = {name: float(trained.metrics[name]) for name in METRICS + SHARE_METRICS if name in trained.metrics}
     block = {}
     if cfg.arch in ("three_layer", TRANSFER) and all(name in trained.params for name in FIRST_BLOCK):
         block = {name: np.asarray(trained.params[name], np.float32) for name in FIRST_BLOCK}  # what a transfer freezes

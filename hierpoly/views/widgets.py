@@ -9,10 +9,14 @@ import io
 import socket
 import uuid
 
+import pandas as pd
 import streamlit as st
 
+from hierpoly.config import source_problem
 from hierpoly.jobs import pace, policy
 from hierpoly.jobs import table as jobs
+from hierpoly.study import presets
+from hierpoly.study.transfer import ROLES, report, transfer_runs
 from hierpoly.views import forms, monitor, plots
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked
@@ -188,3 +192,106 @@ def qr_png(text: str) -> bytes:
     buffer = io.BytesIO()
     segno.make(text, error="m").save(buffer, kind="png", scale=6, border=2)
     return buffer.getvalue()
+
+
+# ------------------------------------------------------------------ transfer
+TRANSFER_LINKS = ("quadratic", "std:h1+h2", "linear", "std:h1+h4")  # the transfer preset's first (study/presets.py)
+TRANSFER_NS = (16, 64, 256, 1024)
+TAIL_SAYS = 0.25  # from this share of the test loss on, the tail is what the transfer's loss measures
+
+
+def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
+    """Use a finished run's feature for a new target: the frozen g fitted to a new link from N samples, beside
+    the network from scratch and the kernel at the same N (nothing for a run that cannot lend its first block)."""
+    if source_problem(result.config) is not None:  # only a three-layer joint run with σ1 = cube lends its feature
+        return
+    st.subheader("Use this feature for a new target")
+    st.caption("Freeze the learned feature g and fit only the second block to a new link g′ on the same p, "
+               "h′ = g′ ∘ p, from N fresh samples. A learned feature needs only enough samples for a "
+               "one-dimensional fit; the network from scratch and the kernel must find p again.")
+    left, right = st.columns(2)
+    link = left.selectbox("new link g′", TRANSFER_LINKS, key=f"{prefix}_tr_link")
+    n = right.selectbox("samples N", TRANSFER_NS, index=n_index, key=f"{prefix}_tr_n")
+    runs = transfer_runs(result.config, link, n, result.config.seed)
+    stored = {role: store.get(c.key()) for role, c in runs.items()}
+    waiting = [c for role, c in runs.items() if stored[role] is None]
+    if waiting and policy.can_launch() and st.button("▶ Fit the new link", key=f"{prefix}_tr_run"):
+        for c in waiting:
+            launch_or_stop(c, store, f" ({forms.run_label(c)})")
+        st.rerun()
+    rows = []
+    for role in ROLES:
+        done, job = stored[role], jobs.for_key(runs[role].key(), store)
+        loss = f"{done.metrics['test_loss']:.3f} ± {done.metrics['test_loss_se']:.3f}" if done else None
+        rows.append({"model": role, "test loss ± SE": loss or (job.status if job else "not run"),
+                     "seconds": round(done.meta.get("seconds", 0.0), 1) if done else None})
+    st.table(pd.DataFrame(rows).set_index("model"))  # three rows, static: readable from the back of a room
+    transfer = stored["transfer"]
+    if transfer is not None:
+        tail = tail_sentence(transfer.metrics)
+        if tail:
+            (st.warning if transfer.metrics["outside_loss_share"] >= TAIL_SAYS else st.caption)(tail)
+        if transfer.samples:
+            st.plotly_chart(plots.prediction_scatter(transfer.samples, transfer.metrics["test_loss"]),
+                            key=f"{prefix}_chart_transfer", config=plots.CHART_CONFIG)
+    pending = [c.key() for c in waiting if (job := jobs.for_key(c.key(), store)) is not None and job.status in jobs.LIVE]
+    if pending:
+        _rerun_when_done(pending, store)
+
+
+def _rerun_when_done(keys: list[str], store, every: float = 1.0) -> None:
+    """Rerun the page once none of these keys has a live job (they run in the background)."""
+
+    @st.fragment(run_every=every)
+    def watch() -> None:
+        if not any((job := jobs.for_key(key, store)) is not None and job.status in jobs.LIVE for key in keys):
+            st.rerun()
+        st.caption("Fitting in the background: the table fills in when the runs finish.")
+
+    watch()
+
+
+def tail_sentence(metrics: dict) -> str | None:
+    """What the tail does to a transfer's test loss, from its measured shares (None when not measured)."""
+    share, points = metrics.get("outside_loss_share"), metrics.get("outside_points")
+    if share is None or points is None:
+        return None
+    said = (f"{share:.0%} of this test loss comes from the {points:.2%} of test points where g leaves the range "
+            "it took on the N training points; there the ReLU link only extrapolates linearly.")
+    if share >= TAIL_SAYS:
+        said += " The loss here measures the link's heavy tail more than the feature."
+    return said
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=4)
+def _transfer_report(_store, stored: int) -> dict:
+    """The transfer preset's report, read once per store size (`stored`) rather than on every rerun."""
+    return report(presets.transfer(), _store)
+
+
+def transfer_evidence(store) -> None:
+    """The transfer preset's stored runs: test loss against N for each d, and what they say (nothing if none)."""
+    rep = _transfer_report(store, len(store))
+    cells = pd.DataFrame(rep["cells"])
+    if cells.empty or cells["test_loss"].isna().all():
+        st.caption("The transfer preset's runs are not stored here (`python -m hierpoly transfer --preset "
+                   "transfer --run` makes them).")
+        return
+    links = [link for link in rep["claims"] if cells[(cells["link"] == link)]["test_loss"].notna().any()]
+    link = st.selectbox("the stored transfer grid, for the new link", links, key="transfer_evidence_link")
+    st.plotly_chart(plots.transfer_figure(cells, link), key="transfer_evidence_chart", config=plots.CHART_CONFIG)
+    claim = rep["claims"][link]
+    half = ", ".join(f"N = {n:,} at d = {d}" if n else f"not reached at d = {d}" for d, n in claim["half_n"].items())
+    st.markdown(f"Half of E[h′²] explained by the transfer: {half}"
+                + (f" (largest over smallest: {claim['half_n_spread']:g}×)." if claim["half_n_spread"] else "."))
+    if claim["beats_everywhere"] is not None:
+        wins = sum(claim["beats"].values())
+        st.markdown(f"From N = 256 at d ≥ 12 the transfer's mean test loss is below both scratch's and the "
+                    f"kernel's in {wins} of {len(claim['beats'])} stored cells.")
+    shares = cells[(cells["link"] == link) & (cells["role"] == "transfer")]["outside_loss_share"].dropna()
+    if len(shares):
+        st.caption(f"The tail: over these cells, {shares.min():.0%}–{shares.max():.0%} of the transfer's test "
+                   "loss comes from points where g leaves its training range (the ReLU link is linear there).")
+    missing = len(rep["missing"])
+    if missing:
+        st.caption(f"{missing} of the grid's runs are not stored yet; their points are missing from the figure.")
