@@ -229,3 +229,14 @@ def test_the_job_tables_write_ahead_log_stays_small():
     size = log.stat().st_size if log.exists() else 0
     # checkpointed at jobs.LOG_PAGES pages and cut back to them: not the megabytes a run used to leave
     assert size <= 2 * jobs.LOG_PAGES * 4096 + (64 << 10), size
+
+
+def test_a_transfer_is_estimated_as_g_once_and_the_second_block_per_step():
+    from hierpoly.config import transfer_config
+
+    source = RunConfig(d=20, n=32000)
+    cfg = transfer_config(source, "quadratic", 1024)
+    est = budget.estimate(cfg)
+    assert est.flops_per_step == 6.0 * 1024 * 1000  # the ReLU block forward and backward over n values of g
+    assert est.flops == 2.0 * 1024 * 20 * 400 + est.flops_per_step * cfg.steps
+    assert est.flops < budget.estimate(RunConfig(d=20, n=1024)).flops / 1.5  # from scratch also steps the first block

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierpoly import settings
-from hierpoly.config import RunConfig, first_block_by_pairs, poly_space_dim, two_layer_width
+from hierpoly.config import TRANSFER, RunConfig, first_block_by_pairs, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 # A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
@@ -93,6 +93,10 @@ def estimate(cfg: RunConfig) -> Estimate:
     if cfg.arch == "two_layer":
         per_step = 6.0 * cfg.n * cfg.d * two_layer_width(cfg)
         return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps * TWO_LAYER_STEPS)
+    if cfg.arch == TRANSFER:  # the frozen g once over the n points, then steps on the second block alone
+        # (a source stored without its first block is retrained once per store first: the source's own run)
+        per_step = 6.0 * cfg.n * cfg.m2
+        return Estimate(memory_bytes(cfg), per_step, 2.0 * cfg.n * cfg.d * cfg.m1 + per_step * cfg.total_steps)
     # ≈ forward + backward of both blocks; the first block by pair products is two (n × P) by (P × D) matmuls
     first = 4.0 * cfg.n * pair_count(cfg.d) * (cfg.d + 1) if first_block_by_pairs(cfg) else 6.0 * cfg.n * cfg.d * cfg.m1
     per_step = first + 6.0 * cfg.n * cfg.m2
