@@ -451,12 +451,29 @@ def _spec_from_args(args):
     )
 
 
-def cmd_sweep(args) -> int:
+def _run_with_bar(spec, executor, store) -> list[dict]:
+    """`sweep.run_sweep` with a progress bar on stderr: runs done of the grid, and what is running."""
     from tqdm import tqdm
 
+    from hierpoly.study import sweep
+
+    bar = tqdm(total=len(spec.configs()), file=sys.stderr, unit="run", dynamic_ncols=True, desc=f"sweep {spec.name}")
+
+    def on_progress(p):
+        bar.update(p.done - bar.n)
+        if p.running:
+            bar.set_postfix_str(p.running)
+
+    try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            return sweep.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    finally:
+        bar.close()
+
+
+def cmd_sweep(args) -> int:
     from hierpoly.jobs import executors
     from hierpoly.results.store import Store
-    from hierpoly.study import sweep
 
     try:
         spec = _spec_from_args(args)
@@ -482,20 +499,10 @@ def cmd_sweep(args) -> int:
             return _fail(str(err))
     store = Store()
     _load_precomputed(store)
-    bar = tqdm(total=len(spec.configs()), file=sys.stderr, unit="run", dynamic_ncols=True, desc=f"sweep {spec.name}")
-
-    def on_progress(p):
-        bar.update(p.done - bar.n)
-        if p.running:
-            bar.set_postfix_str(p.running)
-
-    try:  # a Ray driver prints the raylet's notes (a worker died, ...) on stdout: send them to stderr
-        with contextlib.redirect_stdout(sys.stderr):
-            rows = sweep.run_sweep(spec, executor=executor, store=store, on_progress=on_progress)
+    try:
+        rows = _run_with_bar(spec, executor, store)
     except executors.SweepError as err:
         return _fail(str(err))
-    finally:
-        bar.close()
     bad = [r for r in rows if r["status"] != "done"]
     if args.json:
         print(json.dumps({"preset": spec.name, "cells": rows}))
@@ -863,7 +870,7 @@ def cmd_transfer(args) -> int:
 def _transfer_preset(args) -> int:
     from hierpoly.jobs import executors
     from hierpoly.results.store import Store
-    from hierpoly.study import presets, sweep
+    from hierpoly.study import presets
     from hierpoly.study import transfer as transfer_study
 
     if args.preset not in presets.TRANSFER_PRESETS:
@@ -881,8 +888,7 @@ def _transfer_preset(args) -> int:
     if args.run:
         if args.executor not in executors.EXECUTORS:
             return _fail(f"unknown executor {args.executor!r}; available: {', '.join(executors.EXECUTORS)}")
-        with contextlib.redirect_stdout(sys.stderr):
-            rows = sweep.run_sweep(spec, executor=args.executor, store=store)
+        rows = _run_with_bar(spec, args.executor, store)
         for r in rows:
             if r["status"] != "done":
                 print(f"warning: d={r['d']} n={r['n']} seed {r['seed']} {r['arch']}: {r['status']}: {r['message']}",
