@@ -1,7 +1,8 @@
 """hierpoly: three-layer networks learning hierarchical polynomials h = g ∘ p (Wang, Nichani, Lee, ICLR 2024).
 
 Public API. Importing the package does not import JAX; the modules that compute do.
-    RunConfig, ConfigError        frozen, validated run configs and their stable keys (config)
+    RunConfig, ConfigError        frozen, validated run configs and their stable keys (config); each field
+                                  declared once (fieldspec): the CLI, the URL and the Explore form read it
     transfer_config               a stored run's learned feature reused for a new link (engine.transfer)
     targets                       Hermite features, polynomial links, exact normalisation
     model, train, baselines       the network of equation (1), joint / layer-wise training, baselines

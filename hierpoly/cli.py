@@ -8,12 +8,13 @@ import math
 import sys
 import time
 
-from hierpoly.config import MODES, SIGMA1, ConfigError, RunConfig
+from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
+from hierpoly.fieldspec import REQUIRED, Choice, FieldSpec, PresetOrText, field_spec, field_specs, number_text
 from hierpoly.jobs.budget import BudgetError
 from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
 from hierpoly.results.codec import StoreError, jsonable
-from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError
+from hierpoly.targets import TargetError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,7 +29,7 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-MAX_SEED = 2**31 - 1  # JAX keys take 32 bits
+MAX_SEED = field_spec(RunConfig, "seed").at_most  # JAX keys take 32 bits
 MAX_MULTIPLE = 1e6  # n = multiple · d^k: larger multiples are no grid anyone runs, and overflow at 1e308
 
 
@@ -65,49 +66,41 @@ def _multiple(text: str) -> float:
     return value
 
 
-def _add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--d", type=int, required=True, help="input dimension")
-    p.add_argument("--n", type=int, required=True, help="training samples")
-    p.add_argument("--k", type=int, default=3, help=f"feature degree, one of {SUPPORTED_K}")
-    p.add_argument("--link", default="cubic", help=f"preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...'; std:LINK applies it to p/√d")
-    p.add_argument("--sigma1", default="cube", help=f"first activation: {', '.join(SIGMA1)}")
-    p.add_argument("--m1", type=int, default=None, help="first width (default d^2 joint, C(d+k,k) layer-wise)")
-    p.add_argument("--m2", type=int, default=1000, help="second width")
-    p.add_argument("--mode", default="joint", help=f"{' | '.join(MODES)}")
-    p.add_argument("--steps", type=int, default=None, help="joint: step cap; layer-wise: T1")
-    p.add_argument("--lr", type=float, default=None, help="joint: Adam base rate; layer-wise: η1 (default 1/L)")
-    p.add_argument("--weight-decay", type=float, default=None, help="layer-wise ξ1")
-    p.add_argument("--steps2", type=int, default=None, help="layer-wise T2 (default T1)")
-    p.add_argument("--lr2", type=float, default=None, help="layer-wise η2 (default as stage 1: --lr, else 1/L)")
-    p.add_argument("--weight-decay2", type=float, default=None, help="layer-wise ξ2 (default ξ1)")
-    p.add_argument("--tol", type=float, default=None, help="joint: the plateau rule's relative improvement (default 1e-3)")
-    p.add_argument("--patience", type=int, default=None, help="joint: steps of the plateau and feature rules (default 1000)")
-    p.add_argument("--lr-drops", type=int, default=None, help="joint: rate drops before the plateau rule stops (default 2)")
-    p.add_argument("--lr-decay", type=float, default=None, help="joint: factor on the rate at each drop (default 0.3)")
-    p.add_argument("--feature-tol", type=float, default=None,
-                   help="joint: stop when g moves by less than this over --patience steps; 0: off (default 0.01)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--n-test", type=int, default=None, help="monitor points while training (default 8192)")
-    p.add_argument("--n-eval", type=int, default=None, help="points of the final test loss and correlation (default 2^20)")
+def _option_help(spec: FieldSpec) -> str:
+    """A config option's help: the field's own, its choices, its default (argparse %-formats it)."""
+    text = spec.help
+    if isinstance(spec.edit, Choice):
+        text += f"; one of {', '.join(map(str, spec.edit.options))}"
+    if isinstance(spec.edit, PresetOrText):
+        text += f"; presets: {', '.join(spec.edit.presets)}"
+    if spec.default is not None and spec.default is not REQUIRED:
+        text += f" (default {number_text(spec.default)})"
+    return text.replace("%", "%%")
 
 
-def config_from_args(args) -> RunConfig:
-    fields = dict(
-        d=args.d, n=args.n, k=args.k, link=args.link, sigma1=args.sigma1, m1=args.m1, m2=args.m2,
-        mode=args.mode, steps=args.steps, lr=args.lr, seed=args.seed,
-        steps2=args.steps2, lr2=args.lr2, weight_decay2=args.weight_decay2,
-    )
-    for name in ("weight_decay", "tol", "patience", "lr_drops", "lr_decay", "feature_tol", "n_test", "n_eval"):
-        if getattr(args, name) is not None:  # unset: RunConfig's default
-            fields[name] = getattr(args, name)
-    return RunConfig(**fields)
+_OPTION_TYPE = {"seed": _seed}  # run's --seed refused in the words of every other command's
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_config_args(p: argparse.ArgumentParser, config=RunConfig) -> None:
+    """One option per field of `config` set by hand: --name-with-dashes, its type, its help and default."""
+    for spec in field_specs(config):
+        if spec.edit is not None:  # None: set by its own command (transfer's --from)
+            p.add_argument(spec.flag, type=_OPTION_TYPE.get(spec.name, spec.type), required=spec.default is REQUIRED,
+                           default=None, help=_option_help(spec))
+
+
+def config_from_args(args, config=RunConfig) -> RunConfig:
+    """The config of the options given (an unset option takes the config's default)."""
+    given = {spec.name: getattr(args, spec.name) for spec in field_specs(config) if spec.edit is not None}
+    return config(**{name: value for name, value in given.items() if value is not None})
+
+
+def build_parser(config=RunConfig) -> argparse.ArgumentParser:
+    """The command line; `run` takes one option per field of `config`."""
     parser = _Parser(prog="python -m hierpoly", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("run", help="train one config and print its metrics")
-    _add_config_args(p)
+    _add_config_args(p, config)
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line of stdout")
     _add_store_commands(sub)
     _add_sweep_commands(sub)
@@ -422,16 +415,10 @@ _GRID_OPTIONS = ("k", "link", "sigma1", "m1", "m2", "n_test", "n_eval")  # Sweep
 
 
 def _add_target_args(p: argparse.ArgumentParser) -> None:
-    """A custom grid's target and widths; unset options keep SweepSpec's defaults."""
-    p.add_argument("--k", type=int, default=None, help=f"custom grid: feature degree, one of {SUPPORTED_K} (default 3)")
-    p.add_argument("--link", default=None,
-                   help=f"custom grid: link preset ({', '.join(LINK_PRESETS)}) or coefficients 'c0,c1,...', "
-                        "std:LINK on p/√d (default cubic)")
-    p.add_argument("--sigma1", default=None, help=f"custom grid: first activation, {' | '.join(SIGMA1)} (default cube)")
-    p.add_argument("--m1", type=int, default=None, help="custom grid: first width (default d^2 joint, C(d+k,k) layer-wise)")
-    p.add_argument("--m2", type=int, default=None, help="custom grid: second width (default 1000)")
-    p.add_argument("--n-test", type=int, default=None, help="custom grid: monitor points (default 8192)")
-    p.add_argument("--n-eval", type=int, default=None, help="custom grid: final evaluation points (default 2^20)")
+    """A custom grid's target and widths; unset options keep SweepSpec's defaults (RunConfig's)."""
+    for name in _GRID_OPTIONS:
+        spec = field_spec(RunConfig, name)
+        p.add_argument(spec.flag, type=spec.type, default=None, help=f"custom grid: {_option_help(spec)}")
 
 
 def _spec_from_args(args):

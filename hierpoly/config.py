@@ -12,7 +12,8 @@ import json
 import math
 from dataclasses import dataclass
 
-from hierpoly.targets import SUPPORTED_K, TargetError, canonical_link, raw_link
+from hierpoly.fieldspec import MORE, Choice, Number, PresetOrText, declare, field_specs
+from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError, canonical_link, raw_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
@@ -84,35 +85,95 @@ def poly_space_dim(d: int, k: int) -> int:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One training run of the three-layer network on h = g ∘ p (the README says what each part is)."""
+    """One training run of the three-layer network on h = g ∘ p (the README says what each part is).
 
-    d: int  # input dimension; x ~ N(0, I_d)
-    n: int  # training samples (layer-wise: split in half into D1 and D2)
-    k: int = 3  # degree of the feature p = Σ λ_i h_k(x_i); the paper's is 3
-    link: str = "cubic"  # preset name or coefficients "c0,c1,..." of g (std:... on p/√d); the paper's is cubic
-    sigma1: str = "cube"  # first activation: cube (paper), square or relu; σ2 is ReLU
-    m1: int | None = None  # first width; None: d^2 (joint, paper) or C(d+k, k) (layer-wise)
-    m2: int = 1000  # second width (paper: 1000)
-    arch: str = "three_layer"  # three_layer (the paper's), a baseline (kernel, two_layer) or transfer
-    mode: str = "joint"  # joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1
+    The defaults are the paper's where it sets one (k, link, sigma1, and m1, m2 for joint training). Each field
+    is declared once (fieldspec.py): its help, its bounds and how the Explore form edits it; the command line's
+    options, the URL's parameters, the form's controls and the simple checks below are made from it.
+    """
+
+    d: int = declare(help="input dimension; x ~ N(0, I_d)", label="d: input dimension", edit=Number(step=1),
+                     at_least=1, at_most=4096)
+    n: int = declare(help="training samples; the paper's scale is n ≈ d^k (layer-wise training splits them in half "
+                          "into D1 and D2)", label="n: training samples", edit=Number(step=256), at_least=2)
+    k: int = declare(3, help="degree of the feature p = Σ λ_i h_k(x_i)",
+                     label="k: degree of the feature p", edit=Choice(SUPPORTED_K))
+    link: str = declare("cubic", help="the link g, a preset or coefficients 'c0,c1,...' (std:LINK applies it to p/√d); "
+                                      "g(z) = C·poly(z) with C chosen so that E[h²] = 1 exactly",
+                        label="link g", edit=PresetOrText(tuple(LINK_PRESETS), custom="custom coefficients",
+                                                          text_label="coefficients c0, c1, c2, … of g",
+                                                          placeholder="0, 1, 0, 1"))
+    sigma1: str = declare("cube", help="first activation; σ2 is ReLU", label="σ1: first activation",
+                          edit=Choice(SIGMA1))
+    m1: int | None = declare(None, help="first width (default d² joint, C(d+k, k) layer-wise)",
+                             label="m1: first width (empty = d² joint, C(d+k, k) layer-wise)",
+                             edit=Number(step=1, placeholder="auto"), at_least=1)
+    m2: int = declare(1000, help="second width", label="m2: second width", edit=Number(step=50), at_least=1)
+    # The form offers ARCHS: a transfer is made by transfer_config, which names its source.
+    arch: str = declare("three_layer", help="three_layer: the paper's network; kernel, two_layer: the baselines",
+                        label="model", edit=Choice(ARCHS), group=MORE)
     # (transfer: joint = Adam on the second block a, b, c; layerwise = Algorithm 1's stage 2, ridge GD in c)
-    steps: int | None = None  # joint: step cap; layer-wise: T1; None: 64000 / 5000
-    lr: float | None = None  # joint: Adam base rate (µP, model.py), None: 1e-2; layer-wise: η1, None: 1/L
-    weight_decay: float = 1e-6  # layer-wise: ξ1 (small: the 1/m1 multiplier shrinks the Gram); joint: unused
-    # Algorithm 1's stage 2 (layer-wise only; joint refuses them). None: as stage 1, resolved below.
-    steps2: int | None = None  # T2; None: T1
-    lr2: float | None = None  # η2; None: lr when given, else stage 2's own 1/L (stays None)
-    weight_decay2: float | None = None  # ξ2; None: ξ1
-    tol: float = 1e-3  # joint: stop when train loss improves < tol (relative) over `patience` steps
-    patience: int = 1000  # joint: window of the plateau and feature rules, in steps
-    lr_drops: int = 2  # joint: the plateau rule first lowers the learning rate this many times, then stops
-    lr_decay: float = 0.3  # joint: factor on the learning rate at each drop
-    feature_tol: float = 0.01  # joint: stop when g moved by less than this (relative) over `patience` steps; 0: off
-    b_scale: float = 4.0  # τ_b = Uniform[-b_scale, b_scale] for the biases b (our choice)
-    seed: int = 0  # one seed draws λ, the initialisation, the training and the test data
-    n_test: int = 8192  # fresh monitor points: test loss and correlation while training, plot samples
-    n_eval: int = 2**20  # more fresh points for the final test loss and correlation (streamed)
-    source: str | None = None  # transfer only: the key of the three-layer run whose first block is reused
+    mode: str = declare("joint", help="joint: Adam on all parameters (Figure 2); layerwise: Algorithm 1",
+                        label="training mode", edit=Choice(MODES))
+    steps: int | None = declare(None, help=f"joint: the step cap (default {JOINT_CAP}); layer-wise: T1, stage 1's "
+                                           "steps (default 5000)",
+                                label="steps (joint: cap; layer-wise: T1, stage 1; empty = default)",
+                                edit=Number(step=100, placeholder="auto"), at_least=1)
+    lr: float | None = declare(None, help="joint: Adam's base rate (µP, model.py; default 1e-2); layer-wise: η1 "
+                                          "(default 1/L, the largest stable GD step)",
+                               label="learning rate (joint: Adam; layer-wise: η1, stage 1; empty = default)",
+                               edit=Number(step=1e-3, format="%g", placeholder="auto"), above=0)
+    weight_decay: float = declare(1e-6, help="layer-wise: ξ1, stage 1's weight decay (small: the 1/m1 multiplier "
+                                             "shrinks the Gram); joint: unused",
+                                  label="layer-wise ξ1: stage-1 weight decay", edit=Number(format="%g"), group=MORE,
+                                  at_least=0)
+    # Algorithm 1's stage 2 (joint refuses them). None: as stage 1, resolved below.
+    steps2: int | None = declare(None, help="layer-wise: T2, stage 2's steps (default T1)",
+                                 label="layer-wise T2: stage-2 steps (empty = T1)",
+                                 edit=Number(step=100, placeholder="as stage 1"), group=MORE, only_mode="layerwise",
+                                 at_least=1)
+    lr2: float | None = declare(None, help="layer-wise: η2, stage 2's rate (default lr when given, else stage 2's "
+                                           "own 1/L)",
+                                label="layer-wise η2: stage-2 learning rate (empty = as stage 1)",
+                                edit=Number(step=1e-3, format="%g", placeholder="as stage 1"), group=MORE,
+                                only_mode="layerwise", above=0)
+    weight_decay2: float | None = declare(None, help="layer-wise: ξ2, stage 2's weight decay (default ξ1)",
+                                          label="layer-wise ξ2: stage-2 weight decay (empty = ξ1)",
+                                          edit=Number(format="%g", placeholder="as stage 1"), group=MORE,
+                                          only_mode="layerwise", at_least=0)
+    tol: float = declare(1e-3, help="joint: stop when the train loss improves by less than this (relative) over "
+                                    "`patience` steps",
+                         label="joint: stop when the train loss improves by less than (relative)",
+                         edit=Number(step=1e-4, format="%g"), group=MORE, at_least=0, below=1)
+    patience: int = declare(1000, help="joint: the window of the plateau and feature rules, in steps",
+                            label="joint: … over this many steps", edit=Number(step=100), group=MORE, at_least=1)
+    lr_drops: int = declare(2, help="joint: the plateau rule first lowers the learning rate this many times, then "
+                                    "stops",
+                            label="joint: lower the learning rate this many times before stopping",
+                            edit=Number(step=1), group=MORE, at_least=0, at_most=10)
+    lr_decay: float = declare(0.3, help="joint: the factor on the learning rate at each drop",
+                              label="joint: factor on the learning rate at each drop", edit=Number(format="%g"),
+                              group=MORE, above=0, at_most=1)
+    feature_tol: float = declare(0.01, help="joint: stop when g moved by less than this (relative) over `patience` "
+                                            "steps; 0: off",
+                                 label="joint: also stop when g moves by less than (relative, over `patience` steps; "
+                                       "0 = never)",
+                                 edit=Number(step=1e-3, format="%g"), group=MORE, at_least=0, below=1)
+    # τ_b is our choice
+    b_scale: float = declare(4.0, help="the biases b ~ τ_b = Uniform[-b_scale, b_scale]",
+                             label="b ~ Uniform[-b, b]", edit=Number(format="%g"), group=MORE, above=0)
+    # below 2^31: JAX keys take 32 bits
+    seed: int = declare(0, help="one seed draws λ, the initialisation, the training and the test data",
+                        label="seed", edit=Number(step=1), at_least=0, at_most=2**31 - 1)
+    n_test: int = declare(8192, help="fresh monitor points: the live test loss and correlation, the plot samples",
+                          label="monitor points (the live curves)", edit=Number(step=256), group=MORE, at_least=16)
+    n_eval: int = declare(2**20, help="more fresh points for the final test loss and correlation (streamed; h is "
+                                      "heavy-tailed)",
+                          label="evaluation points (the final test loss: h is heavy-tailed)",
+                          edit=Number(step=65536), group=MORE, at_least=16, at_most=2**26)
+    # set by transfer_config, not by hand (edit None): the form and the `run` command leave it out
+    source: str | None = declare(None, help="transfer only: the key of the three-layer run whose first block is "
+                                            "reused")
 
     def __post_init__(self):
         _validate(self)
@@ -128,9 +189,10 @@ class RunConfig:
                 if getattr(self, name) is None:
                     fill[name] = fill.get(first, getattr(self, first))
         fill["link"] = raw_link(self.link, self.d)  # a std: link becomes this d's raw coefficients
-        for name in ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale"):  # 1 and 1.0: one key
-            value = fill.get(name, getattr(self, name))
-            fill[name] = None if value is None else float(value)
+        for spec in field_specs(type(self)):
+            if spec.type is float:  # 1 and 1.0: one key
+                value = fill.get(spec.name, getattr(self, spec.name))
+                fill[spec.name] = None if value is None else float(value)
         if self.mode != "joint" or self.arch == "kernel":  # settings these runs never read: one key for one run
             fill.update({f.name: f.default for f in dataclasses.fields(self) if f.name in _JOINT_ONLY})
         if self.arch == "kernel":
@@ -188,22 +250,9 @@ def _validate(cfg: RunConfig) -> None:
         if not ok:
             raise ConfigError(message)
 
-    for name in ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "lr_drops", "seed", "n_test", "n_eval"):
-        value = getattr(cfg, name)
-        if value is None and name in ("m1", "steps", "steps2"):
-            continue
-        need(isinstance(value, int) and not isinstance(value, bool), f"{name} must be a whole number, got {value!r}")
-    for name in ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale"):
-        value = getattr(cfg, name)
-        if value is None and name in ("lr", "lr2", "weight_decay2"):
-            continue
-        need(
-            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
-            f"{name} must be a finite number, got {value!r}",
-        )
-    need(cfg.d >= 1, f"input dimension d must be at least 1, got {cfg.d}")
-    need(cfg.d <= 4096, f"input dimension d = {cfg.d} is above the supported 4096")
-    need(cfg.n >= 2, f"sample size n must be at least 2, got {cfg.n}")
+    for spec in field_specs(type(cfg)):  # each field's declared type and bounds
+        problem = spec.problem(getattr(cfg, spec.name))
+        need(problem is None, problem)
     need(cfg.arch in ALL_ARCHS, f"arch must be one of {', '.join(ALL_ARCHS)}, got {cfg.arch!r}")
     need(cfg.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {cfg.mode!r}")
     need(cfg.mode != "layerwise" or cfg.n >= 4, "layer-wise training splits n into D1 and D2: n must be at least 4")
@@ -211,30 +260,10 @@ def _validate(cfg: RunConfig) -> None:
          f"the {cfg.arch} baseline is trained as a whole (mode joint); layer-wise training is the three-layer network's")
     need(cfg.k in SUPPORTED_K, f"feature degree k must be one of {', '.join(map(str, SUPPORTED_K))}, got {cfg.k}")
     need(cfg.sigma1 in SIGMA1, f"sigma1 must be one of {', '.join(SIGMA1)}, got {cfg.sigma1!r}")
-    need(cfg.m1 is None or cfg.m1 >= 1, f"width m1 must be at least 1, got {cfg.m1}")
-    need(cfg.m2 >= 1, f"width m2 must be at least 1, got {cfg.m2}")
-    need(cfg.steps is None or cfg.steps >= 1, f"steps must be at least 1, got {cfg.steps}")
-    need(cfg.lr is None or cfg.lr > 0, f"learning rate must be positive, got {cfg.lr}")
-    need(cfg.weight_decay >= 0, f"weight decay must be ≥ 0, got {cfg.weight_decay}")
-    need(cfg.steps2 is None or cfg.steps2 >= 1, f"steps2 (T2) must be at least 1, got {cfg.steps2}")
-    need(cfg.lr2 is None or cfg.lr2 > 0, f"stage-2 learning rate lr2 must be positive, got {cfg.lr2}")
-    need(cfg.weight_decay2 is None or cfg.weight_decay2 >= 0,
-         f"stage-2 weight decay must be ≥ 0, got {cfg.weight_decay2}")
-    for name in STAGE2:
-        need(cfg.mode == "layerwise" or getattr(cfg, name) is None,
-             f"{name} applies to layer-wise training (Algorithm 1's stage 2) only; leave it empty in joint mode")
-    need(0 <= cfg.tol < 1, f"tol must be in [0, 1), got {cfg.tol}")
-    need(cfg.patience >= 1, f"patience must be at least 1 step, got {cfg.patience}")
-    need(0 <= cfg.lr_drops <= 10, f"lr_drops must be between 0 and 10, got {cfg.lr_drops}")
-    need(0 < cfg.lr_decay <= 1, f"lr_decay must be in (0, 1], got {cfg.lr_decay}")
-    need(0 <= cfg.feature_tol < 1, f"feature_tol must be in [0, 1), got {cfg.feature_tol}")
-    need(cfg.b_scale > 0, f"b_scale must be positive, got {cfg.b_scale}")
-    need(cfg.seed >= 0, f"seed must be ≥ 0, got {cfg.seed}")
-    need(cfg.seed < 2**31, f"seed must be below 2^31 = {2**31} (JAX keys take 32 bits), got {cfg.seed}")
-    need(cfg.n_test >= 16, f"n_test must be at least 16, got {cfg.n_test}")
-    need(16 <= cfg.n_eval <= 2**26, f"n_eval must be between 16 and 2^26 = {2**26}, got {cfg.n_eval}")
+    for spec in field_specs(type(cfg)):
+        need(spec.only_mode in (None, cfg.mode) or getattr(cfg, spec.name) is None,
+             f"{spec.name} applies to {spec.only_mode} training only; leave it empty in {cfg.mode} mode")
     _validate_source(cfg, need)
-    need(isinstance(cfg.link, str), f"link must be text, got {cfg.link!r}")
     try:
         canonical_link(cfg.link)
     except TargetError as err:

@@ -1,15 +1,14 @@
 """Explore: pick a config, run it in the background, watch it learn, share its URL."""
 import streamlit as st
 
-from hierpoly.config import ARCHS, MODES, SIGMA1
+from hierpoly.config import RunConfig
+from hierpoly.fieldspec import MORE, SIDEBAR, Choice, FieldSpec, PresetOrText, field_specs
 from hierpoly.jobs import budget, policy
 from hierpoly.jobs import table as jobs
-from hierpoly.targets import LINK_PRESETS, SUPPORTED_K
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 
-CUSTOM = "custom coefficients"
-PREFIX = "ex_"  # widget keys
+PREFIX = "ex_"  # widget keys; a preset-or-text field's text box is PREFIX + name + "_text"
 store = widgets.store_or_stop()
 
 
@@ -17,13 +16,12 @@ store = widgets.store_or_stop()
 def _apply(url_values: dict) -> dict:
     """Put the form's starting values into the controls' state; returns why any URL value was dropped."""
     values, dropped = forms.form_values(url_values, tour.tour_config())
-    link = str(values["link"]).strip().lower()
-    preset = link in LINK_PRESETS
-    st.session_state[PREFIX + "link"] = link if preset else CUSTOM
-    st.session_state[PREFIX + "coefs"] = "" if preset else values["link"]
     for name in forms.FIELDS:
-        if name != "link":
-            st.session_state[PREFIX + name] = values[name]
+        st.session_state[PREFIX + name] = values[name]
+    for spec in field_specs(RunConfig):
+        if isinstance(spec.edit, PresetOrText):
+            choice, text = forms.preset_or_text(spec.edit, values[spec.name])
+            st.session_state[PREFIX + spec.name], st.session_state[PREFIX + spec.name + "_text"] = choice, text
     return dropped
 
 
@@ -60,72 +58,38 @@ def _error(name: str, value) -> None:
         st.error(literal(message), icon=":material/error:")
 
 
-def _number(name: str, label: str, off: bool = False, **options):
-    """A number control; `off` greys it out and gives None (a setting this mode has not got)."""
-    value = st.number_input(label, key=PREFIX + name, disabled=locked or off, **options)
+def _control(spec: FieldSpec, mode: str | None):
+    """One field's control and its value; greyed out and None in a mode the field does not apply to."""
+    off = spec.only_mode not in (None, mode)
+    label = spec.label + (f" ({spec.only_mode} only)" if off else "")
+    key, disabled, edit = PREFIX + spec.name, locked or off, spec.edit
+    if isinstance(edit, Choice):
+        value = st.selectbox(label, edit.options, key=key, disabled=disabled, help=spec.help)
+    elif isinstance(edit, PresetOrText):
+        value = st.selectbox(label, [*edit.presets, edit.custom], key=key, disabled=disabled, help=spec.help)
+        if value == edit.custom:
+            value = st.text_input(edit.text_label, key=key + "_text", disabled=disabled, placeholder=edit.placeholder)
+    else:
+        value = st.number_input(label, key=key, disabled=disabled, help=spec.help, step=edit.step,
+                                format=edit.format, placeholder=edit.placeholder)
     if off:
         return None
-    _error(name, value)
+    _error(spec.name, value)
     return value
-
-
-def stage2_controls(joint: bool) -> dict:
-    """Algorithm 1's η2, ξ2, T2: greyed out and left out of the config in joint mode (which refuses them)."""
-    note = " (layer-wise only)" if joint else ""
-    return {
-        "steps2": _number("steps2", f"layer-wise T2: stage-2 steps (empty = T1){note}", off=joint, step=100,
-                          placeholder="as stage 1"),
-        "lr2": _number("lr2", f"layer-wise η2: stage-2 learning rate (empty = as stage 1){note}", off=joint,
-                       format="%g", step=1e-3, placeholder="as stage 1"),
-        "weight_decay2": _number("weight_decay2", f"layer-wise ξ2: stage-2 weight decay (empty = ξ1){note}",
-                                 off=joint, format="%g", placeholder="as stage 1"),
-    }
 
 
 # ------------------------------------------------------------------- controls
 def controls() -> dict:
-    """The sidebar's widgets; returns the form's values (None: the config's derived default)."""
+    """The sidebar's widgets, made from RunConfig's declaration; returns the form's values (None: derived)."""
     values = {}
+    groups = forms.form_groups()
     with st.sidebar:
         st.header("Settings")
-        values["d"] = _number("d", "d: input dimension", step=1)
-        values["n"] = _number("n", "n: training samples", step=256,
-                              help="The paper's scale: n ≈ d^k. Layer-wise training splits n into D1 and D2.")
-        values["k"] = st.selectbox("k: degree of the feature p", SUPPORTED_K, key=PREFIX + "k", disabled=locked)
-        choice = st.selectbox("link g", [*LINK_PRESETS, CUSTOM], key=PREFIX + "link", disabled=locked,
-                              help="g(z) = C·poly(z) with C chosen so that E[h²] = 1 exactly.")
-        values["link"] = choice if choice != CUSTOM else st.text_input(
-            "coefficients c0, c1, c2, … of g", key=PREFIX + "coefs", disabled=locked, placeholder="0, 1, 0, 1")
-        _error("link", values["link"])
-        values["mode"] = st.selectbox("training mode", MODES, key=PREFIX + "mode", disabled=locked,
-                                      help="joint: Adam on all parameters (Figure 2). layerwise: Algorithm 1.")
-        values["sigma1"] = st.selectbox("σ1: first activation", SIGMA1, key=PREFIX + "sigma1", disabled=locked)
-        values["m1"] = _number("m1", "m1: first width (empty = d² joint, C(d+k, k) layer-wise)", step=1,
-                               placeholder="auto")
-        values["m2"] = _number("m2", "m2: second width", step=50)
-        values["steps"] = _number("steps", "steps (joint: cap; layer-wise: T1, stage 1; empty = default)",
-                                  step=100, placeholder="auto")
-        values["lr"] = _number("lr", "learning rate (joint: Adam; layer-wise: η1, stage 1; empty = default)",
-                               format="%g", step=1e-3, placeholder="auto")
-        values["seed"] = _number("seed", "seed", step=1)
+        for spec in groups[SIDEBAR]:
+            values[spec.name] = _control(spec, values.get("mode"))
         with st.expander("More settings"):
-            values["n_test"] = _number("n_test", "monitor points (the live curves)", step=256)
-            values["n_eval"] = _number("n_eval", "evaluation points (the final test loss: h is heavy-tailed)",
-                                       step=65536)
-            values["weight_decay"] = _number("weight_decay", "layer-wise ξ1: stage-1 weight decay", format="%g")
-            values.update(stage2_controls(values["mode"] == "joint"))
-            values["b_scale"] = _number("b_scale", "b ~ Uniform[-b, b]", format="%g")
-            values["tol"] = _number("tol", "joint: stop when the train loss improves by less than (relative)",
-                                    format="%g", step=1e-4)
-            values["patience"] = _number("patience", "joint: … over this many steps", step=100)
-            values["lr_drops"] = _number("lr_drops", "joint: lower the learning rate this many times before stopping",
-                                         step=1)
-            values["lr_decay"] = _number("lr_decay", "joint: factor on the learning rate at each drop", format="%g")
-            values["feature_tol"] = _number(
-                "feature_tol", "joint: also stop when g moves by less than (relative, over `patience` steps; 0 = never)",
-                format="%g", step=1e-3)
-            values["arch"] = st.selectbox("model", ARCHS, key=PREFIX + "arch", disabled=locked,
-                                          help="three_layer: the paper's network; kernel, two_layer: the baselines")
+            for spec in groups[MORE]:
+                values[spec.name] = _control(spec, values.get("mode"))
     return values
 
 

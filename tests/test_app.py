@@ -20,6 +20,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
+from hierpoly.fieldspec import MORE, SIDEBAR
 from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 from hierpoly.study import presets
@@ -227,6 +228,13 @@ def test_every_config_field_round_trips_through_the_url(empty_store):
     _ok(at)
     assert any(cfg.key()[:12] in m.value for m in at.markdown)  # the page's config is exactly this one
     assert forms.build_config(forms.values_from_params(at.query_params).values).config == cfg
+    # the controls are RunConfig's declaration: each field set by hand, labelled as declared, in its group
+    shown = {w.key: w.label for kind in ("number_input", "selectbox") for w in at.sidebar.get(kind)}
+    more = {w.key for kind in ("number_input", "selectbox") for w in at.sidebar.expander[0].get(kind)}
+    groups = forms.form_groups()
+    assert set(shown) == {f"ex_{spec.name}" for spec in groups[SIDEBAR] + groups[MORE]} and "ex_source" not in shown
+    assert all(shown[f"ex_{spec.name}"].startswith(spec.label) for spec in groups[SIDEBAR] + groups[MORE])
+    assert more == {f"ex_{spec.name}" for spec in groups[MORE]}
 
 
 def test_stage2_settings_round_trip_and_joint_mode_greys_them_out(empty_store):
@@ -266,11 +274,11 @@ def test_invalid_input_shows_an_error_and_launches_nothing(empty_store):
     at.number_input(key="ex_n").set_value(1).run()
     _ok(at)
     errors = [e.value for e in at.error]
-    assert any("sample size n must be at least 2" in e for e in errors), errors
+    assert any("n must be at least 2" in e for e in errors), errors
     assert not [b for b in at.button if b.key == "ex_run"]  # no Run button while invalid
     at.number_input(key="ex_n").set_value(256).run()
     at.selectbox(key="ex_link").set_value("custom coefficients").run()
-    at.text_input(key="ex_coefs").set_value("1, x").run()
+    at.text_input(key="ex_link_text").set_value("1, x").run()
     _ok(at)
     assert any("neither a preset" in e.value for e in at.error)
     assert jobs.list_jobs(empty_store) == []

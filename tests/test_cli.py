@@ -49,16 +49,16 @@ def test_run_json_schema(tmp_path):
 
 
 BAD_ARGUMENTS = [
-    (["run", "--d", "0", "--n", "100"], "d must be at least 1"),
+    (["run", "--d", "0", "--n", "100"], "d must be between 1 and 4096"),
     (["run", "--d", "4", "--n", "1"], "n must be at least 2"),
-    (["run", "--d", "4", "--n", "100", "--lr", "-1"], "learning rate must be positive"),
+    (["run", "--d", "4", "--n", "100", "--lr", "-1"], "lr must be positive"),
     (["run", "--d", "4", "--n", "100", "--lr", "nan"], "finite"),
     (["run", "--d", "4", "--n", "100", "--k", "9"], "k must be one of"),
     (["run", "--d", "4", "--n", "100", "--link", "__import__('os')"], "neither a preset"),
     (["run", "--d", "4", "--n", "100", "--m1", "0"], "m1 must be at least 1"),
     (["run", "--d", "four", "--n", "100"], "invalid int value"),
     (["run", "--n", "100"], "required"),
-    (["run", "--d", "4", "--n", "100", "--steps2", "50"], "steps2 applies to layer-wise training"),
+    (["run", "--d", "4", "--n", "100", "--steps2", "50"], "steps2 applies to layerwise training only"),
     (["run", "--d", "4", "--n", "100", "--mode", "layerwise", "--lr2", "0"], "lr2 must be positive"),
     (["target", "--d", "4", "--k", "7"], "k must be one of"),
     (["target", "--d", "4", "--seed", "99999999999999999999"], "seed must be from 0 to 2^31 - 1"),

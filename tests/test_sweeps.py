@@ -81,7 +81,7 @@ def test_custom_grids_for_any_target():
     for kwargs, message in [
         (dict(k=7), "feature degree k must be one of 1, 2, 3, 4, got 7"),
         (dict(link="0"), "the link must depend on z"),
-        (dict(m1=0), "width m1 must be at least 1"),
+        (dict(m1=0), "m1 must be at least 1"),
         (dict(sigma1="tanh"), "sigma1 must be one of"),
     ]:
         with pytest.raises(executors.SweepError, match=message):

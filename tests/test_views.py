@@ -245,10 +245,10 @@ def test_stage2_form_errors_land_on_their_controls():
     assert forms.field_error("lr2", 0.5) is None  # checked in layer-wise mode, where it exists
     assert "lr2 must be positive" in forms.field_error("lr2", -1.0)
     assert "steps2 must be a whole number" in forms.field_error("steps2", 2.5)
-    assert "weight decay must be ≥ 0" in forms.field_error("weight_decay2", -1.0)
+    assert "weight_decay2 must be at least 0" in forms.field_error("weight_decay2", -1.0)
     assert "lr2 must be a number" in forms.values_from_params({"lr2": "fast"}).errors["lr2"]
     check = forms.build_config({"d": 4, "n": 64, "mode": "joint", "steps2": 100})
-    assert check.config is None and "layer-wise" in check.errors[""]
+    assert check.config is None and "applies to layerwise training only" in check.errors[""]
 
 
 def test_the_home_collapse_draws_the_seed_median():

@@ -5,6 +5,7 @@
   ``values_from_params`` reads them back, one error per bad parameter.
 - The values a form starts from: ``form_values`` (the URL's, the rest from
   ``RunConfig``'s own defaults; a start config when the URL has none).
+- The form's controls, from RunConfig's declaration (fieldspec.py): ``form_groups``.
 - Form validation with the error attached to the control that caused it:
   ``build_config``.
 - Shareable links: ``share_url`` and the classroom link's base, ``classroom_base``, from the
@@ -19,21 +20,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-from hierpoly.config import ARCHS, MODES, SIGMA1, STAGE2, ConfigError, RunConfig
-from hierpoly.targets import SUPPORTED_K, TargetError
+from hierpoly.config import ConfigError, RunConfig
+from hierpoly.fieldspec import MORE, SIDEBAR, Choice, FieldSpec, PresetOrText, field_spec, field_specs
+from hierpoly.targets import TargetError
 
-INT_FIELDS = ("d", "n", "k", "m1", "m2", "steps", "steps2", "patience", "lr_drops", "seed", "n_test", "n_eval")
-FLOAT_FIELDS = ("lr", "weight_decay", "lr2", "weight_decay2", "tol", "lr_decay", "feature_tol", "b_scale")
-STR_FIELDS = ("link", "sigma1", "arch", "mode")
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
-CHOICES = {"k": SUPPORTED_K, "mode": MODES, "sigma1": SIGMA1, "arch": ARCHS}  # fields picked from a list
+# fields picked from a list, and the values the form offers
+CHOICES = {spec.name: spec.edit.options for spec in field_specs(RunConfig) if isinstance(spec.edit, Choice)}
+# The Explore form's order: RunConfig's own field order stays (the URL's parameters follow it), the form's
+# groups fields by topic. A field not listed here goes last in its group.
+FORM_ORDER = ("d", "n", "k", "link", "mode", "sigma1", "m1", "m2", "steps", "lr", "seed",
+              "n_test", "n_eval", "weight_decay", "steps2", "lr2", "weight_decay2", "b_scale",
+              "tol", "patience", "lr_drops", "lr_decay", "feature_tol", "arch")
 LOCK_PARAM = "lock"  # ?lock=1: the classroom link, controls pre-filled and locked
-MAX_SEED = 2**31 - 1  # JAX keys take 32 bits (RunConfig refuses more)
+MAX_SEED = field_spec(RunConfig, "seed").at_most  # JAX keys take 32 bits
 MAX_WHOLE = 2**53  # a whole number a browser's number box holds exactly; larger ones are refused where they enter
 MAX_LIST_VALUE = 1e12  # a grid's d, n or multiple of d^k: larger ones overflow n = multiple · d^k
 # A config every single field is checked against, to tell which control an error belongs to.
-_PROBE_BASE = {"d": 4, "n": 256}
-_PROBE_STAGE2 = {**_PROBE_BASE, "mode": "layerwise"}  # stage-2 fields exist in layer-wise mode only
+_PROBE = {"d": 4, "n": 256}
 
 
 # ------------------------------------------------------------- query params
@@ -67,26 +71,27 @@ class ParsedParams:
     locked: bool
 
 
-def values_from_params(params: Mapping[str, str | Sequence[str]]) -> ParsedParams:
-    """Typed config values from query parameters; unknown parameters are ignored."""
+def values_from_params(params: Mapping[str, str | Sequence[str]], config=RunConfig) -> ParsedParams:
+    """Typed values of `config`'s fields from query parameters; unknown parameters are ignored."""
     values, errors = {}, {}
-    for name in FIELDS:
-        if name not in params:
+    for spec in field_specs(config):
+        if spec.name not in params:
             continue
-        raw = params[name]
+        raw = params[spec.name]
         text = (raw[-1] if raw else "") if isinstance(raw, (list, tuple)) else str(raw)
         text = text.strip()
         try:
-            values[name] = _parse(name, text)
+            values[spec.name] = _parse(spec, text)
         except ValueError as err:
-            errors[name] = str(err)
+            errors[spec.name] = str(err)
     lock = params.get(LOCK_PARAM, "")
     lock = lock[-1] if isinstance(lock, (list, tuple)) and lock else lock
     return ParsedParams(values, errors, str(lock).strip().lower() in ("1", "true", "yes"))
 
 
-def _parse(name: str, text: str):
-    if name in INT_FIELDS:
+def _parse(spec: FieldSpec, text: str):
+    name = spec.name
+    if spec.type is int:
         try:
             value = int(text)
         except ValueError:
@@ -94,7 +99,7 @@ def _parse(name: str, text: str):
         if abs(value) > MAX_WHOLE:
             raise ValueError(f"{name} = {text[:24]}{'…' if len(text) > 24 else ''} in the link is too large")
         return value
-    if name in FLOAT_FIELDS:
+    if spec.type is float:
         try:
             value = float(text)
         except ValueError:
@@ -145,6 +150,22 @@ def derived_fields(cfg: RunConfig) -> list[str]:
             except ConfigError:
                 pass
     return out
+
+
+# ------------------------------------------------------------------ the form's controls
+def form_groups(config=RunConfig) -> dict[str, tuple[FieldSpec, ...]]:
+    """The fields the Explore form edits, in the order shown: the sidebar's, then "More settings"."""
+    def place(spec: FieldSpec) -> int:
+        return FORM_ORDER.index(spec.name) if spec.name in FORM_ORDER else len(FORM_ORDER)
+
+    edited = sorted((spec for spec in field_specs(config) if spec.edit is not None), key=place)  # stable
+    return {group: tuple(spec for spec in edited if spec.group == group) for group in (SIDEBAR, MORE)}
+
+
+def preset_or_text(edit: PresetOrText, value: str) -> tuple[str, str]:
+    """The list's entry and the text box's content that show `value`: a preset by name, anything else as text."""
+    name = str(value).strip().lower()
+    return (name, "") if name in edit.presets else (edit.custom, value)
 
 
 # ---------------------------------------------------------------- shared links
@@ -253,8 +274,9 @@ def field_error(name: str, value) -> str | None:
         return None
     if name not in FIELDS:
         return f"unknown setting {name!r}"
+    only_mode = field_spec(RunConfig, name).only_mode  # checked in the mode where the field exists
     try:
-        RunConfig(**{**(_PROBE_STAGE2 if name in STAGE2 else _PROBE_BASE), name: value})
+        RunConfig(**{**_PROBE, **({"mode": only_mode} if only_mode else {}), name: value})
     except (ConfigError, TargetError) as err:
         return str(err)
     except TypeError as err:  # a value of the wrong kind
