@@ -179,6 +179,7 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert metrics["κ (seed median, at 0.9)"] == "2.54" and metrics["theory"] == "κ ≈ k = 3"
 
 
+@pytest.mark.slow
 def test_figure2_mean_statistic_from_the_url_says_the_bootstrap_splits(bundle_store):
     at = _app("pages/2_Figure_2.py", {"preset": "cpu", "stat": "mean"})
     _ok(at)

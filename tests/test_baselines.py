@@ -46,6 +46,7 @@ def _plain_test_mse(res, y):
     return m["test_loss"] if "test_loss_se" in m else m["test_loss"] * float(np.mean(y**2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("d, n", [(4, 32768), pytest.param(6, 32768, marks=pytest.mark.slow)])
 def test_kernel_reaches_the_exact_floor_at_large_n(d, n):
     """At n ≫ C(d+3, 3) the CV ridge on spanning features is the best cubic P_{≤3} h up to a small excess.
@@ -84,6 +85,7 @@ def _excess_per_penalty(cfg, data, params, folds):
     return np.mean((baselines._predict(params, W, x, cfg.sigma1) - proj[:, None]) ** 2, axis=0), float(np.mean(proj**2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kernel_cv_picks_an_interior_penalty_near_the_oracle_at_d8(seed):
     """d = 8, n = 8d³: the penalty is interior, and its fit is about as close to P_{≤3} h as the grid's best.
@@ -152,6 +154,7 @@ def test_two_layer_width_matches_the_networks_parameter_count():
         assert three == cfg.m1 * (cfg.d + 2) + 3 * cfg.m2 and abs(m * (cfg.d + 2) - three) <= (cfg.d + 2) / 2
 
 
+@pytest.mark.slow
 def test_two_layer_tunes_its_rate_trains_and_reports_like_the_network():
     cfg = RunConfig(d=4, n=512, arch="two_layer", steps=300, n_test=1024, m2=50)
     rows = []
@@ -176,6 +179,7 @@ def test_two_layer_tunes_its_rate_trains_and_reports_like_the_network():
     assert again.metrics == res.metrics and again.extra == res.extra
 
 
+@pytest.mark.slow
 def test_the_holdout_picks_the_lowest_held_out_loss_and_its_step():
     """Each trial against a step-by-step reference: Adam on the first 80 % of the rows, the held-out MSE scored at
     step 0, 1, 2, 4, ..., 64 and every 100 steps; the trial ends `patience` steps after its lowest."""
@@ -201,6 +205,7 @@ def test_the_holdout_picks_the_lowest_held_out_loss_and_its_step():
     assert res.message.startswith(f"ReLU two-layer, width {baselines.two_layer_width(cfg)}, rate ")
 
 
+@pytest.mark.slow
 def test_two_layer_sees_the_networks_data_and_the_holdout_losses_are_plain_mse():
     cfg = RunConfig(d=4, n=300, arch="two_layer", steps=40, n_test=256, m2=20, n_eval=1024)
     res = baselines.run(cfg)

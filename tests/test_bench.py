@@ -24,6 +24,7 @@ def test_reference_and_production_take_the_same_steps():
         np.testing.assert_allclose(prod_params[name], ref_params[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.slow
 def test_reference_and_the_pair_product_path_take_the_same_steps():
     cfg = RunConfig(d=5, n=3000, m2=120, n_test=16)
     forward = model.training_forward(cfg, by_pairs=True)

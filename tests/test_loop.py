@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 PLATEAU = RunConfig(d=4, n=256, m2=30, steps=1000, lr=3e-3, tol=0.5, patience=100, n_test=300, n_eval=4096)
 
 
+@pytest.mark.slow
 def test_chunk_lengths_never_change_results():
     runs = [train.run(PLATEAU, chunk=c) for c in (7, 100, None)]
     assert runs[0].extra["stopped_by"] == "plateau" and runs[0].steps % loop.PLATEAU_WINDOW == 0

@@ -22,6 +22,7 @@ def both():
     return cfgs, batched, alone, rows
 
 
+@pytest.mark.slow
 def test_each_seed_matches_its_own_run(both):
     cfgs, batched, alone, _ = both
     assert len({r.steps for r in alone}) > 1, "the config should make seeds stop at different steps"
@@ -37,6 +38,7 @@ def test_each_seed_matches_its_own_run(both):
             np.testing.assert_allclose(b.params[name], a.params[name], rtol=5e-2, atol=5e-3, err_msg=f"seed {cfg.seed} {name}")
 
 
+@pytest.mark.slow
 def test_histories_and_progress_rows_are_per_seed(both):
     _, batched, alone, rows = both
     for i, (b, a) in enumerate(zip(batched, alone)):

@@ -158,6 +158,7 @@ def _reblocked(cfg, monkeypatch):
         return train.run(cfg, chunk=100)
 
 
+@pytest.mark.slow
 def test_a_run_by_pairs_reproduces_the_direct_run(monkeypatch):
     """Same steps; metrics and θ as close to the direct run as the direct run computed in other sample blocks.
 

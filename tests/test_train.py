@@ -79,6 +79,7 @@ def test_layerwise_stage2_steps_at_its_own_rate():
     assert np.abs(at_one_over_l.params["c"] - c).max() > 0.01 * np.abs(c).max()
 
 
+@pytest.mark.slow
 def test_layerwise_too_large_stage2_rate_diverges_in_stage_2():
     cfg = RunConfig(**LAYERWISE, steps=100, steps2=400, lr2=1e4)
     result = train.run(cfg, chunk=50)

@@ -255,6 +255,7 @@ def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
     assert got["beats_everywhere"] is False
 
 
+@pytest.mark.slow
 def test_a_stored_transfer_carries_its_tail_and_a_share_outside_0_1_is_refused(source_result):
     from hierpoly.jobs import runner
 
