@@ -12,8 +12,8 @@ then serves queued jobs like any worker (``worker.serve``), for as long as the s
 started it runs rather than for $HIERPOLY_WORKER_IDLE_S. Its programs reach the persistent
 cache too, for workers started beside it.
 
-Its state is the job table's ``warm`` row (JSON: state, pid, start, host, server, seconds,
-message), written by ``start`` and by the warm worker; ``readiness`` only reads it. Importing
+Its state is the job table's ``warm`` row (JSON: state, pid, start, host, seconds, message,
+updated), written by ``start`` and by the warm worker; ``readiness`` only reads it. Importing
 this module does not import JAX.
 """
 from __future__ import annotations
@@ -90,17 +90,17 @@ def readiness(store: Store) -> Readiness:
     return Readiness(state, str(row.get("message") or ""), row.get("seconds"), pid)
 
 
-def describe(readiness: Readiness) -> str:
+def describe(state: Readiness) -> str:
     """One line for the sidebar ('' when no warm worker was started)."""
-    if readiness.state in ("starting", "compiling"):
-        doing = "starting Python and JAX" if readiness.state == "starting" else "compiling"
+    if state.state in ("starting", "compiling"):
+        doing = "starting Python and JAX" if state.state == "starting" else "compiling"
         return f"Preparing runs ({doing})…"
-    if readiness.ready:
-        took = f" (compiled in {readiness.seconds:.0f} s)" if readiness.seconds is not None else ""
+    if state.ready:
+        took = f" (compiled in {state.seconds:.0f} s)" if state.seconds is not None else ""
         return f"Ready: runs start warm{took}."
-    if readiness.state == "failed":
-        return f"Runs start cold: the warm-up failed ({readiness.message})."
-    if readiness.state == "stopped":
+    if state.state == "failed":
+        return f"Runs start cold: the warm-up failed ({state.message})."
+    if state.state == "stopped":
         return "Runs start cold: the warm worker has stopped."
     return ""
 
@@ -148,12 +148,12 @@ def warm_up(store: Store, configs: list[RunConfig]) -> bool:
     """Rehearse each config in this process, recording compiling, then ready or failed; True when ready."""
     from hierpoly.jobs import runner
 
-    t0 = time.perf_counter()
     try:
         runner.use_compilation_cache()  # imports JAX
         _record(store, state="compiling")
+        t0 = time.perf_counter()
         for cfg in configs:
-            runner.execute(rehearsal(cfg), results=store)  # thrown away: only the compiled programs are kept
+            runner.execute(rehearsal(cfg))  # thrown away: only the compiled programs are kept
     except Exception as err:  # the app still runs, cold: the sidebar says why
         _record(store, state="failed", message=f"{type(err).__name__}: {first_line(err)}")
         return False
