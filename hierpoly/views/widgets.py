@@ -41,7 +41,7 @@ def through_the_app() -> None:
 
 
 def store_or_stop():
-    """The app's store, with its problems as banners and the mode in the sidebar; stops the page if unusable."""
+    """The app's store, with its problems as banners, the mode and the warm worker in the sidebar; stops if unusable."""
     through_the_app()
     store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
     for problem in problems:
