@@ -31,6 +31,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HIERPOLY_FLOPS_PER_SECOND", "3e10", "classroom: the CPU rate a run's estimated seconds assume"),
     Setting("HIERPOLY_MAX_WORKERS", "1", "worker processes training at once"),
     Setting("HIERPOLY_WORKER_IDLE_S", "60", "seconds a worker waits for more work before it exits"),
+    Setting("HIERPOLY_WARM", None, "1: the app keeps a worker with the default run compiled; 0: never "
+                                   "(unset: in classroom mode only)"),
     Setting("HIERPOLY_MEMORY_BYTES", None, "memory one job may use (unset: MemAvailable of /proc/meminfo)"),
     Setting("HIERPOLY_MAX_FLOPS", "1e17", "work one job may take, in floating-point operations"),
 )

@@ -11,6 +11,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Stores made by tests start empty, module-scoped fixtures included; the shipped
 # bundles have their own test (test_precomputed.py).
 os.environ["HIERPOLY_LOAD_PRECOMPUTED"] = "0"
+# No test's app starts a warm worker (jobs/warmup.py) unless the test asks for one.
+os.environ["HIERPOLY_WARM"] = "0"
 if str(REPO) not in sys.path:  # plain `pytest` from a checkout, without an install
     sys.path.insert(0, str(REPO))
 

@@ -301,6 +301,24 @@ def test_classroom_link_locks_the_controls(stored_store):
     assert any("Classroom link" in i.value for i in at.info)
 
 
+def test_classroom_sidebar_says_when_runs_start_warm(empty_store, monkeypatch):
+    from test_warmup import _row
+
+    from hierpoly.jobs import warmup
+
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    monkeypatch.delenv("HIERPOLY_WARM")
+    monkeypatch.setattr(jobs, "spawn", lambda *args: pytest.fail("a live warm worker is not started again"))
+    _row(empty_store, state="compiling")  # this process stands for a warm worker that is compiling
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    assert "Preparing runs (compiling)…" in [c.value for c in at.sidebar.caption]
+    _row(empty_store, state="ready", seconds=9.0)
+    at.run()
+    assert "Ready: runs start warm (compiled in 9 s)." in [c.value for c in at.sidebar.caption]
+    assert warmup.readiness(empty_store).ready and jobs.list_jobs(empty_store) == []
+
+
 @pytest.mark.slow
 @pytest.mark.process  # a real worker
 def test_explore_launches_a_run_and_shows_it(empty_store):

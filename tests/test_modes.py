@@ -144,7 +144,7 @@ def running_job(store: Store, cfg: RunConfig, owner: str) -> str:
     job_id = "feedc0de" + cfg.key()[:8]
     now = time.time()
     rec = {"job_id": job_id, "key": cfg.key(), "config": cfg.to_dict(), "status": "running", "message": "running",
-           "pid": os.getpid(), "pid_start": jobs._process_start(os.getpid()), "host": socket.gethostname(),
+           "pid": os.getpid(), "pid_start": jobs.process_start(os.getpid()), "host": socket.gethostname(),
            "created": now, "updated": now, "heartbeat": now, "total_steps": cfg.total_steps, "owner": owner}
     table = jobs.table(store)
     table.set(f"job:{job_id}", json.dumps(rec))

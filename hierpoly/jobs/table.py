@@ -13,6 +13,7 @@ after an idle timeout. Every process sees the same job table, a diskcache in
     beat:<id>      the worker's last heartbeat (time.time())
     cancel:<id>    present when cancellation was asked for
     idle:<pid>     a worker waiting for work (JSON: pid, start, host, beat)
+    warm           the warm worker's state (warmup.py)
 
 Liveness is decided by whoever reads, never by the worker's exit path: a running
 job whose pid is gone (same host) or whose heartbeat is older than LEASE_S is
@@ -56,7 +57,7 @@ IDLE_FRESH_S = 5.0  # an idle worker that has not polled for this long is not co
 LOG_PAGES = 64  # the job table's write-ahead log is checkpointed at 64 pages (256 kB) and cut back to that
 _REQUIRED = {"job_id": str, "key": str, "config": dict, "status": str, "message": str, "created": (int, float),
              "total_steps": int}
-_children: list[subprocess.Popen] = []  # workers this process started, reaped when polled
+_children: list[subprocess.Popen] = []  # processes this one spawned, reaped when polled
 
 
 class QueueFull(ValueError):
@@ -237,7 +238,7 @@ def _wait_reason(position: int, queued: int, running: int) -> str:
 
 
 # ------------------------------------------------------------ liveness
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """Start time of a process (clock ticks since boot) from /proc, or None when not readable."""
     try:
         stat = open(f"/proc/{pid}/stat").read()
@@ -246,7 +247,7 @@ def _process_start(pid: int) -> str | None:
     return stat.rsplit(")", 1)[1].split()[19]
 
 
-def _process_alive(pid: int, start: str | None) -> bool:
+def process_alive(pid: int, start: str | None) -> bool:
     """Whether pid is a live (not zombie) process, and the same one when its start time is known."""
     try:
         stat = open(f"/proc/{pid}/stat").read()
@@ -275,7 +276,7 @@ def _lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | Non
         return None
     last = _beat(t, rec)
     pid = rec.get("pid")
-    if pid and rec.get("host") == socket.gethostname() and not _process_alive(pid, rec.get("pid_start")):
+    if pid and rec.get("host") == socket.gethostname() and not process_alive(pid, rec.get("pid_start")):
         if disk_full:
             return f"disk full: worker process {pid} stopped while the disk holding the store is full"
         return f"worker lost: process {pid} is gone"
@@ -291,7 +292,7 @@ def _idle_workers(t, now: float) -> int:
         try:
             entry = json.loads(t.get(name))
             fresh = now - float(entry["beat"]) < IDLE_FRESH_S
-            alive = entry.get("host") != socket.gethostname() or _process_alive(int(entry["pid"]), entry.get("start"))
+            alive = entry.get("host") != socket.gethostname() or process_alive(int(entry["pid"]), entry.get("start"))
         except (TypeError, ValueError, KeyError, StoreError):
             fresh = alive = False
         if fresh and alive:
@@ -391,20 +392,26 @@ def max_workers() -> int:
         return 1
 
 
-def _launch(store: Store, rec: dict) -> None:
-    """Start a detached worker for a job already marked running."""
+def spawn(store: Store, module: str, args: list[str], log_name: str) -> subprocess.Popen:
+    """Start `python -m module args` detached, on this store, logging to <store>/jobs/logs/<log_name>.log; OSError if it cannot."""
     env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store.directory))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     logs = store.directory / "jobs" / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with open(logs / f"{log_name}.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, *args], env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=log, start_new_session=True,  # outlives the submitter and its Ctrl-C
+        )
+    _children.append(proc)
+    return proc
+
+
+def _launch(store: Store, rec: dict) -> None:
+    """Start a detached worker for a job already marked running."""
     t = table(store)
     try:
-        logs.mkdir(parents=True, exist_ok=True)
-        with open(logs / f"{rec['job_id']}.log", "ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "hierpoly.jobs.worker", rec["job_id"]],
-                env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,  # outlives the submitter and its Ctrl-C
-            )
+        proc = spawn(store, "hierpoly.jobs.worker", [rec["job_id"]], rec["job_id"])
     except OSError as err:
         with t.transact():
             cur = _load(t, rec["job_id"])
@@ -412,11 +419,10 @@ def _launch(store: Store, rec: dict) -> None:
                 cur.update(status="failed", message=f"could not start a worker: {err}")
                 _save(t, cur)
         return
-    _children.append(proc)
     with t.transact():
         cur = _load(t, rec["job_id"])
         if cur is not None and cur["status"] == "running" and not cur.get("pid"):
-            cur.update(pid=proc.pid, pid_start=_process_start(proc.pid))
+            cur.update(pid=proc.pid, pid_start=process_start(proc.pid))
             _save(t, cur)
 
 
@@ -556,7 +562,7 @@ def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, on_update
 # ------------------------------------------------------------ worker side
 def _take(t, rec: dict) -> dict:
     """Mark a record as run by this process."""
-    rec.update(status="running", pid=os.getpid(), pid_start=_process_start(os.getpid()), host=socket.gethostname(),
+    rec.update(status="running", pid=os.getpid(), pid_start=process_start(os.getpid()), host=socket.gethostname(),
                message="running")
     _save(t, rec)
     t.set(f"beat:{rec['job_id']}", repr(time.time()))
@@ -575,7 +581,7 @@ def claim_start(store: Store, job_id: str) -> dict | None:
 
 def _idle_entry(t) -> None:
     me = os.getpid()
-    entry = {"pid": me, "start": _process_start(me), "host": socket.gethostname(), "beat": time.time()}
+    entry = {"pid": me, "start": process_start(me), "host": socket.gethostname(), "beat": time.time()}
     t.set(f"idle:{me}", json.dumps(entry))
 
 

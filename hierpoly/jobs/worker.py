@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from hierpoly import settings
@@ -119,10 +120,10 @@ def run_job(store: Store, rec: dict) -> str:
 DISK_FULL = "failed: disk full"  # run_job's status when the disk filled: the worker stops serving
 
 
-def wait_for_work(store: Store, idle_s: float) -> dict | None:
-    """The next queued job this worker may take, or None after idle_s seconds without one."""
+def wait_for_work(store: Store, idle_s: float, stay: Callable[[], bool] = lambda: False) -> dict | None:
+    """The next queued job this worker may take, or None after idle_s seconds without one once stay() is False."""
     deadline = time.monotonic() + idle_s
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline or stay():
         rec = jobs.next_job(store)
         if rec is not None:
             return rec
@@ -130,8 +131,8 @@ def wait_for_work(store: Store, idle_s: float) -> dict | None:
     return jobs.next_job(store, retire=True)
 
 
-def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
-    """Run rec, then queued jobs while there are any; returns the statuses in order."""
+def serve(store: Store, rec: dict | None, idle_s: float, stay: Callable[[], bool] = lambda: False) -> list[str]:
+    """Run rec, then queued jobs while there are any (or while stay()); returns the statuses in order."""
     statuses = []
     make_reserve(store)
     try:
@@ -139,7 +140,7 @@ def serve(store: Store, rec: dict | None, idle_s: float) -> list[str]:
             statuses.append(run_job(store, rec))
             if statuses[-1] == DISK_FULL:
                 break  # the next job would fail the same way; readers see the queue as it is
-            rec = wait_for_work(store, idle_s)
+            rec = wait_for_work(store, idle_s, stay)
     finally:
         release_reserve(store)
     return statuses

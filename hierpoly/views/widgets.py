@@ -1,4 +1,5 @@
-"""Streamlit blocks that more than one page shows: a job's live panel, a run's replay, a classroom link.
+"""Streamlit blocks that more than one page shows: a job's live panel, a run's replay, a classroom link,
+the warm worker's line in the sidebar, a finished run's feature reused for a new link.
 
 Pages compose these; the numbers come from ``monitor`` and ``forms``, the
 figures from ``plots``. No JAX.
@@ -13,11 +14,11 @@ import pandas as pd
 import streamlit as st
 
 from hierpoly.config import source_problem
-from hierpoly.jobs import pace, policy
+from hierpoly.jobs import pace, policy, warmup
 from hierpoly.jobs import table as jobs
 from hierpoly.study import presets
 from hierpoly.study.transfer import ROLES, report, transfer_runs
-from hierpoly.views import forms, monitor, plots
+from hierpoly.views import forms, monitor, plots, tour
 from hierpoly.views.markdown import literal
 from hierpoly.views.system import open_checked
 
@@ -44,7 +45,7 @@ def through_the_app() -> None:
 
 
 def store_or_stop():
-    """The app's store, with its problems as banners and the mode in the sidebar; stops the page if unusable."""
+    """The app's store, with its problems as banners, the mode and the warm worker in the sidebar; stops if unusable."""
     through_the_app()
     store, problems = open_checked()  # damage and the mode's rules: a banner, never a traceback
     for problem in problems:
@@ -52,7 +53,37 @@ def store_or_stop():
     st.sidebar.caption(policy.describe())
     if store is None:
         st.stop()
+    if warmup.wanted(policy.current_mode()):
+        _warm_worker(str(store.directory), store)
+        with st.sidebar:
+            warm_line(store)
     return store
+
+
+@st.cache_resource(show_spinner=False)
+def _warm_worker(directory: str, _store) -> None:
+    """Once per server process and store: the worker that compiles the default run before the first click.
+
+    Explore and Learn both start from the tour's run, so its shapes are the ones a class clicks first.
+    """
+    warmup.start(_store, [tour.tour_config()])
+
+
+def warm_line(store, every: float = 2.0) -> None:
+    """The warm worker's state, redrawn every `every` seconds until it settles (reads the job table only)."""
+    state = warmup.readiness(store)
+    if state.settled:
+        st.caption(warmup.describe(state))
+        return
+
+    @st.fragment(run_every=every)
+    def line() -> None:
+        now = warmup.readiness(store)
+        if now.settled:
+            st.rerun()  # the whole page, once: it then shows the settled line and polls no more
+        st.caption(warmup.describe(now))
+
+    line()
 
 
 def visitor() -> str:
