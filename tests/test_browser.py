@@ -273,7 +273,7 @@ def test_a_deep_link_as_a_fresh_servers_first_request_keeps_the_navigation(brows
         assert [label.split()[-1] for label in labels] == ["Home", "Explore", "2", "Results", "Learn"], labels
         assert "d=5" in page.url
         # the number box may show its blank 0 for a moment under load before the session's value arrives
-        expect(page.get_by_label("d: input dimension")).to_have_value("5", timeout=30_000)
+        expect(page.get_by_role("spinbutton", name="d: input dimension")).to_have_value("5", timeout=30_000)
         _no_exception(page)
         page.close()
 
@@ -364,12 +364,13 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
         print("phases", phases, "steps", steps, "training lasted", training_seconds)
         for i, page in enumerate(pages):
             assert "starting Python and JAX" in phases[i], (i, phases[i])  # the first thing a class waits through
+            assert len(phases[i]) >= 2, (i, phases[i])  # the page followed the job live, not only its result
             assert steps[i] and "0" not in steps[i], (i, steps[i])  # the live scatter drawn; never step 0
-            # a page redraws once a second, every few seconds under a class's load: a training phase of
-            # a few seconds (an idle fast CPU) may fall between two redraws
-            if training_seconds > 5 * LIVE_PANEL_SECONDS:
-                assert "training" in phases[i] or len(steps[i]) >= 2, (i, phases[i], steps[i])
             _no_exception(page)
+        # a page redraws once a second, every several seconds under a class's load on 2 cores: one page may
+        # miss a few seconds of training between two redraws, the class as a whole must not
+        if training_seconds > 5 * LIVE_PANEL_SECONDS:
+            assert any("training" in seen or len(at) >= 2 for seen, at in zip(phases, steps)), (phases, steps)
 
         # nothing that deletes or imports, on any page a student can open; no metric cut at a projector's size
         student = pages[1]
