@@ -250,7 +250,7 @@ def _add_store_commands(sub) -> None:
     for name in ("mode", "arch", "link"):
         p.add_argument(f"--{name}", nargs="+", default=None, help=f"only these {name}")
     p.add_argument("--keys", nargs="+", default=None, help="only these keys (full hex or a unique prefix)")
-    p.add_argument("--preset", default=None, help="only the stored runs of this sweep preset (see `sweep --preset`)")
+    p.add_argument("--preset", default=None, help="only the stored runs of this sweep or transfer preset (see `sweep --preset`, `transfer --preset`)")
     p.add_argument("--no-snapshots", action="store_true",
                    help="leave out the learned-g snapshots (the replay slider), about half of a bundle's size")
     p.add_argument("--sample-rows", type=_sample_rows, default=None,
@@ -308,7 +308,11 @@ def cmd_export(args) -> int:
         from hierpoly.study import presets, specs
 
         try:
-            table = specs.stored_runs(presets.preset(args.preset), store, table)
+            if args.preset in presets.TRANSFER_PRESETS:  # a transfer grid: its runs of every seed it names
+                wanted = {cfg.key() for cfg in presets.TRANSFER_PRESETS[args.preset]().configs()}
+                table = table[table["key"].isin(wanted)]
+            else:
+                table = specs.stored_runs(presets.preset(args.preset), store, table)
         except executors.SweepError as err:
             return _fail(str(err))
     for name in ("d", "n", "k", "seed", "mode", "arch", "link"):

@@ -269,3 +269,17 @@ def test_a_stored_transfer_carries_its_tail_and_a_share_outside_0_1_is_refused(s
     bad = dataclasses.replace(ended.result, metrics={**m, "outside_loss_share": 1.5})
     with pytest.raises(StoreError, match="share in"):
         to_bytes(bad)
+
+
+def test_export_of_the_transfer_preset_takes_its_runs_only(source_result, cache_dir, tmp_path, monkeypatch, capsys):
+    from hierpoly import cli
+    from hierpoly.study import presets
+
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "0")
+    scratch = presets.transfer().runs(8, 64, "quadratic", 0)["scratch"]
+    store = Store()
+    store.put(dataclasses.replace(source_result, config=scratch, first_block={}))  # a grid run (the tiny run's numbers)
+    store.put(source_result)  # not a grid run
+    out = tmp_path / "transfer.zip"
+    assert cli.main(["export", "--preset", "transfer", "--out", str(out)]) == 0
+    assert list(bundles.read_bundle(out.read_bytes())) == [scratch.key()]
