@@ -255,6 +255,8 @@ def _add_store_commands(sub) -> None:
                    help="leave out the learned-g snapshots (the replay slider), about half of a bundle's size")
     p.add_argument("--sample-rows", type=_sample_rows, default=None,
                    help="keep only the first N points of each run's scatter samples (metrics are unchanged)")
+    p.add_argument("--first-blocks", choices=("all", "per-source"), default="all",
+                   help="per-source: a first block only on one transfer per source run (the block a store reuses)")
     p = sub.add_parser("import", help="add the results of a bundle to the store")
     p.add_argument("file")
     p.add_argument("--overwrite", action="store_true", help="replace results already stored")
@@ -331,7 +333,8 @@ def cmd_export(args) -> int:
     if not keys:
         return _fail("no stored results match these filters")
     try:
-        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots, sample_rows=args.sample_rows)
+        bundles.write_bundle(store, keys, args.out, snapshots=not args.no_snapshots, sample_rows=args.sample_rows,
+                             first_blocks=args.first_blocks.replace("-", "_"))
     except OSError as err:
         return _fail(f"cannot write {args.out}: {err.strerror or err}")
     print(json.dumps({"out": str(args.out), "results": len(keys), "keys": keys}))

@@ -102,6 +102,9 @@ def start(dashboard: bool = True) -> Cluster:
     args += ["--min-worker-port=0", f"--include-dashboard={str(dashboard).lower()}", "--dashboard-host=127.0.0.1"]
     env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # never the machine's ~/.ray/auth_token
+    # a Ray Client's own server process on the head must answer within this (Ray's default 30 s): on a 2-core
+    # machine busy with the rest of the suite it took longer once ("Initialization failure from server")
+    env["RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S"] = "120"
     ray_cli = [sys.executable, "-c", "from ray.scripts.scripts import main; main()"]
     log = open(temp_dir / "ray_start.log", "wb")
     process = subprocess.Popen(

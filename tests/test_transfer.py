@@ -283,3 +283,22 @@ def test_export_of_the_transfer_preset_takes_its_runs_only(source_result, cache_
     out = tmp_path / "transfer.zip"
     assert cli.main(["export", "--preset", "transfer", "--out", str(out)]) == 0
     assert list(bundles.read_bundle(out.read_bytes())) == [scratch.key()]
+
+
+def test_export_per_source_keeps_one_frozen_block_per_source_and_none_elsewhere(source_result, tmp_path):
+    from hierpoly.jobs import runner
+
+    store = Store(tmp_path / "store")
+    store.put(source_result)
+    runner.forget_retrained()
+    transfers = [runner.execute(transfer_config(SOURCE, "quadratic", n, 0, steps=50), results=store).result for n in (32, 64)]
+    for result in transfers:
+        store.put(result)
+    keys = [source_result.key] + [r.key for r in transfers]
+    got = bundles.read_bundle(bundles.export_bundle(store, keys, first_blocks="per_source"))
+    kept = [key for key, result in got.items() if result.first_block]
+    assert len(kept) == 1 and kept[0] in {r.key for r in transfers}  # the source's block once, on a transfer
+    everything = bundles.read_bundle(bundles.export_bundle(store, keys))
+    assert all(result.first_block for result in everything.values())
+    with pytest.raises(bundles.BundleError, match="first_blocks"):
+        bundles.export_bundle(store, keys, first_blocks="some")

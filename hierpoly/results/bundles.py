@@ -25,11 +25,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from hierpoly import settings
-from hierpoly.config import ConfigError, RunConfig
+from hierpoly.config import TRANSFER, ConfigError, RunConfig
 from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
 from hierpoly.results.store import REPO, Store
 
 BUNDLE_VERSION = 1
+FIRST_BLOCKS = ("all", "per_source")  # which results keep their first block in an export (export_bundle)
 MAX_RESULTS = 2000
 MAX_MEMBERS = 1 + len(MEMBERS) * MAX_RESULTS
 MAX_BYTES = 512 << 20  # uncompressed, all members together
@@ -47,20 +48,30 @@ def _sha256(blob: bytes) -> str:
     return hashlib.sha256(blob).hexdigest()
 
 
-def export_bundle(store: Store, keys: list[str], snapshots: bool = True, sample_rows: int | None = None) -> bytes:
+def export_bundle(store: Store, keys: list[str], snapshots: bool = True, sample_rows: int | None = None,
+                  first_blocks: str = "all") -> bytes:
     """Zip bytes holding the given stored results (deterministic for equal results).
 
     ``snapshots=False`` leaves out the learned-g snapshots (optional members: the replay slider);
     ``sample_rows`` keeps only the first rows of each result's scatter samples (the points the
     snapshots pair with come first). Metrics are untouched: they come from the evaluation points.
+    ``first_blocks="per_source"`` keeps a first block on one transfer per source run only (the frozen
+    block a store reuses for any later transfer of that source; every transfer of a source carries the
+    same one) and on no other result.
     """
-    members, entries = {}, []
+    if first_blocks not in FIRST_BLOCKS:
+        raise BundleError(f"first_blocks must be one of {', '.join(FIRST_BLOCKS)}, got {first_blocks!r}")
+    members, entries, sources = {}, [], set()
     for key in sorted(set(keys)):
         result = store.get(key)
         if result is None:
             raise BundleError(f"no stored result with key {key[:16]}")
         if not snapshots:
             result = dataclasses.replace(result, snapshots={})
+        if first_blocks == "per_source":
+            keep = result.config.arch == TRANSFER and result.config.source not in sources and bool(result.first_block)
+            sources |= {result.config.source} if keep else set()
+            result = result if keep else dataclasses.replace(result, first_block={})
         if sample_rows is not None:
             result = dataclasses.replace(result, samples={c: v[:sample_rows] for c, v in result.samples.items()})
         for name, blob in encode(result).items():
@@ -81,9 +92,10 @@ def export_bundle(store: Store, keys: list[str], snapshots: bool = True, sample_
     return buf.getvalue()
 
 
-def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True, sample_rows: int | None = None) -> None:
+def write_bundle(store: Store, keys: list[str], path, snapshots: bool = True, sample_rows: int | None = None,
+                 first_blocks: str = "all") -> None:
     """Export to a file."""
-    Path(path).write_bytes(export_bundle(store, keys, snapshots, sample_rows))
+    Path(path).write_bytes(export_bundle(store, keys, snapshots, sample_rows, first_blocks))
 
 
 def read_bundle(data: bytes) -> dict:
