@@ -145,7 +145,6 @@ def test_tiny_sweep_stores_every_run(tiny_sweep):
         result = store.get(c["key"])
         assert result is not None and result.config.arch == c["arch"]
         assert c["test_loss"] == result.metrics["test_loss"] and c["feature_corr"] == result.metrics["feature_corr"]
-        assert 0 <= c["test_loss"] < 100 and -1 <= c["feature_corr"] <= 1  # plain MSE: a bad fit may score above 1
     assert "sweep tiny" in tiny_sweep["stderr"]  # the progress bar
     # one job per config went through the job system (the app sees them)
     listed = jobs.list_jobs(store)
