@@ -586,6 +586,17 @@ def _texts(at: AppTest) -> list[str]:
     return [e.value for kind in kinds for e in at.get(kind)] + [b.label for b in at.button]
 
 
+def test_learn_shows_the_shipped_transfer_grid_with_its_claim_read_from_the_medians(bundle_store):
+    at = _app("pages/4_Learn.py")
+    _ok(at)
+    texts = _texts(at)
+    assert "Half of E[h′²] explained by the transfer: N = 16 at d = 8, N = 16 at d = 12, N = 16 at d = 16, " \
+           "N = 16 at d = 20 (largest over smallest: 1×)." in texts, texts
+    assert any("median test loss over seeds is below both scratch's and the kernel's in 9 of 9 stored cells. "
+               "Even its worst seed beats the best seed of both in every one." in t for t in texts), texts
+    assert any("Reusing the learned feature for quadratic" in c.proto.spec for c in at.get("plotly_chart"))
+
+
 def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(bundle_store, monkeypatch):
     """Every Learn step has something to show from the shipped bundles, and nothing invites a run or a link."""
     from hierpoly.views import tour

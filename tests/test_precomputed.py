@@ -208,7 +208,7 @@ def _grid(name: str) -> specs.SweepSpec:
 @pytest.mark.process
 def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_claim(tmp_path):
     """`transfer --preset transfer --json` on a fresh clone: every (d, N, link) with transfer, scratch and kernel
-    (seed 0 at least); for both links the transfer beats both from N = 256 at d ≥ 12, and half of E[h'^2] is
+    over the preset's 3 seeds; for both links the transfer beats both from N = 256 at d ≥ 12, and half of E[h'^2] is
     explained at an N that differs by at most 4× across d."""
     env = {**os.environ, "HIERPOLY_CACHE_DIR": str(tmp_path / "store"), "HIERPOLY_LOAD_PRECOMPUTED": "1"}
     res = subprocess.run([sys.executable, "-m", "hierpoly", "transfer", "--preset", "transfer", "--json"],
@@ -218,9 +218,10 @@ def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_clai
     spec = presets.transfer()
     cells = {(c["d"], c["n"], c["link"], c["role"]): c for c in out["cells"]}
     assert set(cells) == {(d, n, link, role) for d, n, link in spec.cells() for role in ("transfer", "scratch", "kernel")}
-    assert all(c["seeds"] >= 1 and c["test_loss"] is not None and c["test_loss_se"] > 0 for c in cells.values())
+    assert all(c["seeds"] == spec.seeds and c["test_loss"] is not None and c["test_loss_se"] > 0 for c in cells.values())
     assert all(c["outside_loss_share"] is not None for key, c in cells.items() if key[3] == "transfer")
     for link in spec.links:
         claim = out["claims"][link]
         assert claim["beats_everywhere"] is True and len(claim["beats"]) == 9, claim  # d = 12, 16, 20 × N = 256 … 4096
+        assert claim["beats_every_seed"] is True, claim
         assert None not in claim["half_n"].values() and claim["half_n_spread"] <= 4, claim

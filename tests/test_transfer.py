@@ -143,13 +143,21 @@ def test_transfer_figure_draws_one_line_per_d_and_role():
 
     from hierpoly.views.plots import transfer_figure
 
-    cells = pd.DataFrame([
-        {"d": d, "n": n, "link": "quadratic", "role": role, "test_loss": 0.5 / n**0.5, "test_loss_se": 0.01}
-        for d in (8, 12) for n in (16, 64) for role in ("transfer", "scratch", "kernel")
-    ] + [{"d": 8, "n": 16, "link": "other", "role": "transfer", "test_loss": None, "test_loss_se": None}])
+    def cell(d, n, link, role, loss):
+        band = {} if loss is None else {"test_loss_median": loss, "test_loss_min": loss / 2, "test_loss_max": loss * 3}
+        return {"d": d, "n": n, "link": link, "role": role, "seeds": 3, "test_loss": loss, "test_loss_se": 0.01,
+                "test_loss_median": None, "test_loss_min": None, "test_loss_max": None, **band}
+
+    cells = pd.DataFrame([cell(d, n, "quadratic", role, 0.5 / n**0.5)
+                          for d in (8, 12) for n in (16, 64) for role in ("transfer", "scratch", "kernel")]
+                         + [cell(8, 16, "other", "transfer", None)])
     fig = transfer_figure(cells, "quadratic")
     assert len(fig.data) == 6
     assert {t.line.dash for t in fig.data} == {"solid", "dash", "dot"}
+    line = fig.data[0]  # the median, bars down to the lowest seed and up to the highest
+    np.testing.assert_allclose(line.y, [0.125, 0.0625])
+    np.testing.assert_allclose(line.error_y.arrayminus, [0.0625, 0.03125])
+    np.testing.assert_allclose(line.error_y.array, [0.25, 0.125])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -241,8 +249,10 @@ def test_outside_range_counts_the_points_and_their_error_share_as_a_direct_compu
 def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
     from hierpoly.study.transfer import claims
 
-    def cell(d, n, role, loss):
-        return {"d": d, "n": n, "link": "quadratic", "role": role, "test_loss": loss}
+    def cell(d, n, role, loss, spread=0.0):
+        band = {"test_loss_median": loss, "test_loss_min": None if loss is None else loss - spread,
+                "test_loss_max": None if loss is None else loss + spread}
+        return {"d": d, "n": n, "link": "quadratic", "role": role, "test_loss": loss, **band}
 
     cells = [cell(12, 64, "transfer", 0.6), cell(12, 256, "transfer", 0.3), cell(12, 256, "scratch", 0.9),
              cell(12, 256, "kernel", 0.8), cell(16, 64, "transfer", 0.45), cell(16, 256, "transfer", 0.2),
@@ -253,6 +263,23 @@ def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
     assert got["half_n_spread"] == 4.0
     assert got["beats"] == {"d=12 N=256": True, "d=16 N=256": False}  # d = 8 is below the claim's range
     assert got["beats_everywhere"] is False
+    assert got["beats_every_seed"] is False
+
+
+def test_claims_lead_with_the_median_and_ask_the_worst_transfer_seed_to_beat_the_best_rival():
+    from hierpoly.study.transfer import claims
+
+    def cell(role, median, lo, hi, mean):
+        return {"d": 12, "n": 256, "link": "cubic", "role": role, "test_loss": mean,
+                "test_loss_median": median, "test_loss_min": lo, "test_loss_max": hi}
+
+    # one bad transfer seed drags the mean above scratch's; the median still wins, the worst seed does not
+    cells = [cell("transfer", 0.2, 0.1, 1.5, 0.6), cell("scratch", 0.5, 0.45, 0.55, 0.5), cell("kernel", 0.8, 0.7, 0.9, 0.8)]
+    got = claims(cells)["cubic"]
+    assert got["half_n"] == {"12": 256} and got["beats"] == {"d=12 N=256": True}
+    assert got["beats_every_seed"] is False
+    cells[0] = cell("transfer", 0.2, 0.1, 0.4, 0.25)
+    assert claims(cells)["cubic"]["beats_every_seed"] is True
 
 
 @pytest.mark.slow

@@ -82,10 +82,11 @@ class TransferSpec:
 
 
 def report(spec: TransferSpec, store) -> dict:
-    """Per (d, N, link, role): test-loss mean and its standard error over the stored seeds, and what is missing.
+    """Per (d, N, link, role): the test loss's median, min and max over the stored seeds, its mean and the
+    mean's standard error, and what is missing.
 
     The SE is the seeds' spread (std / √seeds) when two or more are stored; with one seed it is that run's
-    own SE over its 2^20 evaluation points. Returns {"cells": [...], "missing": [...], "sources": [...]}.
+    own SE over its 2^20 evaluation points. Returns {"cells": [...], "missing": [...], "sources": [...], "claims"}.
     """
     cells, missing = [], []
     for d, n, link in spec.cells():
@@ -98,7 +99,7 @@ def report(spec: TransferSpec, store) -> dict:
                 else:
                     per_role[role].append(result.metrics)
         for role, metrics in per_role.items():
-            cells.append({"d": d, "n": n, "link": link, "role": role, "seeds": len(metrics), **_mean_se(metrics)})
+            cells.append({"d": d, "n": n, "link": link, "role": role, "seeds": len(metrics), **_summary(metrics)})
     sources = [{"d": d, "key": spec.source(d).key(), "stored": store.has(spec.source(d).key())} for d in spec.ds]
     return {"name": spec.name, "mode": spec.mode, "cells": cells, "missing": missing, "sources": sources,
             "claims": claims(cells)}
@@ -109,44 +110,73 @@ BEATS_FROM = (256, 12)  # the transfer should beat scratch and kernel from this 
 
 
 def claims(cells: list[dict]) -> dict:
-    """Per link, the two readings of the transfer claim from the stored cells' means.
+    """Per link, the readings of the transfer claim from the stored cells' medians over seeds (one seed
+    cannot move them).
 
-    ``half_n``: per d, the smallest N whose transfer test loss is at most HALF (None: no stored N reaches it),
-    and ``half_n_spread``, the largest over the smallest of them (a one-dimensional fit: about 1 across d).
-    ``beats``: per (d, N) with N ≥ 256 and d ≥ 12 stored for all three roles, whether the transfer's mean is
-    below both scratch's and the kernel's; ``beats_everywhere`` is their conjunction (None: no such cell).
+    ``half_n``: per d, the smallest N whose transfer median test loss is at most HALF (None: no stored N
+    reaches it), and ``half_n_spread``, the largest over the smallest of them (a one-dimensional fit: about 1
+    across d). ``beats``: per (d, N) with N ≥ 256 and d ≥ 12 stored for all three roles, whether the transfer's
+    median is below both scratch's and the kernel's; ``beats_everywhere`` is their conjunction (None: no such
+    cell). ``beats_every_seed``: the same cells, whether even the transfer's worst seed is below the best seed
+    of scratch and of the kernel.
     """
-    by = {(c["d"], c["n"], c["link"], c["role"]): c["test_loss"] for c in cells if c["test_loss"] is not None}
+    by = {(c["d"], c["n"], c["link"], c["role"]): c for c in cells if c["test_loss"] is not None}
     out = {}
     for link in sorted({c["link"] for c in cells}):
         ds = sorted({c["d"] for c in cells if c["link"] == link})
-        half = {d: min((n for (dd, n, ll, role), loss in by.items() if (dd, ll, role) == (d, link, "transfer")
-                        and loss <= HALF), default=None) for d in ds}
+        half = {d: min((n for (dd, n, ll, role), c in by.items() if (dd, ll, role) == (d, link, "transfer")
+                        and _median(c) <= HALF), default=None) for d in ds}
         reached = [n for n in half.values() if n is not None]
-        beats = {f"d={d} N={n}": by[(d, n, link, "transfer")] < min(by[(d, n, link, "scratch")], by[(d, n, link, "kernel")])
-                 for (d, n, ll, role) in by if ll == link and role == "transfer" and n >= BEATS_FROM[0]
-                 and d >= BEATS_FROM[1] and (d, n, link, "scratch") in by and (d, n, link, "kernel") in by}
+        compared = [(d, n) for (d, n, ll, role) in by if ll == link and role == "transfer" and n >= BEATS_FROM[0]
+                    and d >= BEATS_FROM[1] and (d, n, link, "scratch") in by and (d, n, link, "kernel") in by]
+        beats = {f"d={d} N={n}": _wins(by, d, n, link, _median, _median) for d, n in compared}
+        every_seed = {f"d={d} N={n}": _wins(by, d, n, link, _worst, _best) for d, n in compared}
         out[link] = {"half_n": {str(d): n for d, n in half.items()},
                      "half_n_spread": max(reached) / min(reached) if len(reached) > 1 else None,
-                     "beats": beats, "beats_everywhere": all(beats.values()) if beats else None}
+                     "beats": beats, "beats_everywhere": all(beats.values()) if beats else None,
+                     "beats_every_seed": all(every_seed.values()) if every_seed else None}
     return out
 
 
-def _mean_se(metrics: list[dict]) -> dict:
+def _wins(by: dict, d: int, n: int, link: str, transfer_stat, rival_stat) -> bool:
+    """Whether the transfer's statistic is below both rivals' at (d, N, link)."""
+    rivals = [rival_stat(by[(d, n, link, role)]) for role in ("scratch", "kernel")]
+    return bool(transfer_stat(by[(d, n, link, "transfer")]) < min(rivals))
+
+
+def _median(cell: dict) -> float:
+    return cell["test_loss_median"]
+
+
+def _worst(cell: dict) -> float:
+    return cell["test_loss_max"]
+
+
+def _best(cell: dict) -> float:
+    return cell["test_loss_min"]
+
+
+def _summary(metrics: list[dict]) -> dict:
     if not metrics:
-        return {"test_loss": None, "test_loss_se": None, "feature_corr": None, "outside_loss_share": None}
+        return {"test_loss": None, "test_loss_se": None, "test_loss_median": None, "test_loss_min": None,
+                "test_loss_max": None, "feature_corr": None, "outside_loss_share": None}
     losses = np.array([m["test_loss"] for m in metrics])
     se = float(np.std(losses, ddof=1) / np.sqrt(len(losses))) if len(losses) > 1 else float(metrics[0]["test_loss_se"])
     outside = [m["outside_loss_share"] for m in metrics if "outside_loss_share" in m]  # transfers measured with it
-    return {"test_loss": float(losses.mean()), "test_loss_se": se,
+    return {"test_loss": float(losses.mean()), "test_loss_se": se, "test_loss_median": float(np.median(losses)),
+            "test_loss_min": float(losses.min()), "test_loss_max": float(losses.max()),
             "feature_corr": float(np.mean([m["feature_corr"] for m in metrics])),
             "outside_loss_share": float(np.mean(outside)) if outside else None}
 
 
 def table(rep: dict) -> pd.DataFrame:
-    """The report's cells as one row per (d, N, link): the three roles' mean ± SE side by side."""
+    """The report's cells as one row per (d, N, link): per role its median over seeds, their min–max and
+    the mean ± SE."""
     rows = {}
     for c in rep["cells"]:
         row = rows.setdefault((c["d"], c["n"], c["link"]), {"d": c["d"], "n": c["n"], "link": c["link"]})
-        row[c["role"]], row[f"{c['role']}_se"] = c["test_loss"], c["test_loss_se"]
+        role, stored = c["role"], c["test_loss"] is not None
+        row[role] = c["test_loss_median"]
+        row[f"{role}_min–max"] = f"{c['test_loss_min']:.3f}–{c['test_loss_max']:.3f}" if stored else "–"
+        row[f"{role}_mean"] = f"{c['test_loss']:.3f} ± {c['test_loss_se']:.3f}" if stored else "–"
     return pd.DataFrame(list(rows.values()))

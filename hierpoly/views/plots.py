@@ -475,21 +475,27 @@ def transfer_figure(cells: pd.DataFrame, link: str) -> go.Figure:
     """Test loss against N for one link: per d (its colour) the transfer solid, scratch dashed, kernel dotted.
 
     Args:
-        cells: ``study.transfer.report(...)["cells"]`` as a frame: d, n, link, role, test_loss, test_loss_se.
+        cells: ``study.transfer.report(...)["cells"]`` as a frame: d, n, link, role, seeds, test_loss (the
+            mean), test_loss_se, test_loss_median, test_loss_min, test_loss_max.
         link: which link's rows to draw.
     Returns:
-        one panel, log–log, error bars ± the standard error. Transfer curves that coincide across d are the
-        claim (a one-dimensional link needs no more samples as d grows); scratch curves moving right with d
-        are the contrast.
+        one panel, log–log: the median over seeds, bars from the lowest to the highest seed, the mean ± SE
+        on hover. Transfer curves that coincide across d are the claim (a one-dimensional link needs no more
+        samples as d grows); scratch curves moving right with d are the contrast.
     """
     rows = cells[(cells["link"] == link) & cells["test_loss"].notna()]
     colors = d_colors(rows["d"]) if len(rows) else {}
     fig = go.Figure()
     for (d, role), group in rows.sort_values(["d", "n"]).groupby(["d", "role"], sort=True):
+        median = group["test_loss_median"]
         fig.add_trace(go.Scatter(
-            x=group["n"], y=group["test_loss"], mode="lines+markers", name=f"d = {d} {role}",
+            x=group["n"], y=median, mode="lines+markers", name=f"d = {d} {role}",
             line=dict(color=colors[int(d)], dash=TRANSFER_DASH.get(role, "solid")),
-            error_y=dict(type="data", array=group["test_loss_se"], visible=True),
+            error_y=dict(type="data", symmetric=False, array=group["test_loss_max"] - median,
+                         arrayminus=median - group["test_loss_min"], visible=True),
+            customdata=np.column_stack([group["seeds"], group["test_loss"], group["test_loss_se"]]),
+            hovertemplate=(f"d = {d} {role}<br>N = %{{x}}<br>median %{{y:.4f}} over %{{customdata[0]}} seeds"
+                           "<br>mean %{customdata[1]:.4f} ± %{customdata[2]:.4f}<extra></extra>"),
         ))
     fig.update_xaxes(type="log", title="N (samples of the new target h' = g' ∘ p)", dtick=LOG2_DTICK * 2, tickformat="~s")
     fig.update_yaxes(type="log", title="test loss (1 = predicting 0)")
