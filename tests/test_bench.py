@@ -66,3 +66,18 @@ def test_quick_bench_reports_every_figure():
     assert "lax.scan of optax Adam" in out["reference"] and "seconds_batched" in out["seed_batching"]
     assert out["cpu_preset_projected_minutes"] is None  # quick: nothing projected
     assert "\n" in bench.format_report(out)
+
+
+@pytest.mark.slow
+def test_a_projected_cell_measures_both_plans_and_takes_the_one_the_executor_picks():
+    import dataclasses
+
+    cfgs = [dataclasses.replace(RunConfig(d=4, n=256, m2=50, n_test=64, n_eval=4096), seed=s) for s in range(2)]
+    out = bench.project_cell(cfgs, [300, 900], log=lambda line: None)
+    assert out["plan"] == "sequential" and not train.seeds_batch_pays(cfgs)  # on a CPU
+    assert out["projected_seconds"] == out["sequential"]["projected_seconds"]
+    assert out["steps"] == [300, 900] and out["steps_slowest"] == 900
+    for plan in ("batched", "sequential"):
+        p = out[plan]
+        assert p["seconds_probe_cold"] > 0 < p["seconds_probe_warm"] and p["ms_per_step"] > 0
+        assert p["projected_seconds"] > p["seconds_probe_cold"]  # steps beyond the probe's cost something

@@ -143,9 +143,9 @@ def test_a_second_run_compiles_nothing(compilations):
         again = runner.execute(dataclasses.replace(first, **other))
         assert again.status == "done" and compilations == [], arch
     seeds = [dataclasses.replace(tiny, seed=s) for s in (0, 1)]
-    runner.execute_seeds(seeds)
+    list(runner.execute_seeds(seeds))
     compilations.clear()
-    runner.execute_seeds([dataclasses.replace(c, seed=c.seed + 5, lr=0.03) for c in seeds])
+    list(runner.execute_seeds([dataclasses.replace(c, seed=c.seed + 5, lr=0.03) for c in seeds]))
     assert compilations == []
 
 

@@ -65,3 +65,20 @@ def test_unbatchable_configs_run_one_after_another():
         assert r.status == alone.status == "done"
         assert r.metrics == pytest.approx(alone.metrics)
     assert sorted(set(rows)) == [0, 1]
+
+
+@pytest.mark.slow
+def test_on_a_cpu_a_cells_seeds_run_one_after_another_each_outcome_as_it_ends():
+    from hierpoly.jobs import runner
+
+    cfgs = [dataclasses.replace(BASE, seed=s, steps=120) for s in range(2)]
+    assert train.seeds_batchable(cfgs) and not train.seeds_batch_pays(cfgs)  # these tests run on a CPU
+    seen: list[int] = []
+    outcomes = runner.execute_seeds(cfgs, on_progress=lambda i, row: seen.append(i))
+    first = next(outcomes)
+    assert set(seen) == {0}  # seed 1 has not started when seed 0's outcome arrives
+    second = next(outcomes)
+    for ended, cfg in zip((first, second), cfgs):
+        alone = runner.execute(cfg).result
+        assert ended.result.metrics == alone.metrics and ended.result.meta["steps"] == alone.meta["steps"]
+        assert "batched_seeds" not in ended.result.meta["extra"]

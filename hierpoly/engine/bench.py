@@ -24,7 +24,8 @@ the machine then hits both alike):
 - the demo run (d=6, n=864, m2=200, 1000 steps) through ``python -m hierpoly run --json`` in
   fresh processes: cold (empty store, empty compilation cache) and warm (another seed, same shapes);
 - `cpu_preset_projected_minutes`: the wall time of ``sweep --preset cpu --executor inline`` for
-  the network runs (`project_cell` per cell: its seeds batched as the sweep does).
+  the network runs (`project_cell` per cell, from the shipped runs' step counts: its seeds batched
+  and one after another, both measured; the total under the plan the executor picks here).
 
 Timings are after compilation unless said. A benchmark, not a test: nothing here asserts a speed.
 """
@@ -301,34 +302,51 @@ def _stacked(trees):
 
 
 def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], None]) -> dict:
-    """Wall seconds of one cpu-preset cell as ``sweep --executor inline`` trains it: its seeds in one program.
+    """Wall seconds of one cpu-preset cell as ``sweep --executor inline`` trains it, under both plans.
 
-    Measured: a cold `train.run_seeds` of PROBE_STEPS steps (compilation, data, pair products, every
-    seed's 2^20-point evaluation, 50 chunks with their monitor scores), the same run warm, the batched
-    chunk's ms/step, and one chunk's host cost (round trip + scores). Projected: the cold run, plus the
-    slowest seed's remaining steps (the batch steps until its last seed stops) and their extra chunks.
+    Batched (`train.run_seeds`, one program): a cold run of PROBE_STEPS steps (compilation, data, pair
+    products, every seed's 2^20-point evaluation, 50 chunks with their monitor scores), then the slowest
+    seed's remaining steps (the batch steps until its last seed stops) and their extra chunks.
+    Sequential (`train.run` per seed, each stopping on its own): the same cold probe for one seed, a warm
+    probe for each further seed, then each seed's own remaining steps and chunks.
+    Measured per plan: the cold and warm probes, the chunk's ms/step and one chunk's host cost (round trip
+    + scores). ``plan`` is what `train.seeds_batch_pays` picks here, and ``projected_seconds`` its time.
     """
-    probe = [dataclasses.replace(c, steps=PROBE_STEPS, tol=0.0, feature_tol=0.0) for c in cfgs]
-    t0 = time.perf_counter()
-    train.run_seeds(probe)
-    cold = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    train.run_seeds(probe)
-    warm = time.perf_counter() - t0
-    forward, cfg = model.training_forward(cfgs[0]), cfgs[0]
-    ms = _batched_ms_per_step(cfg, forward, len(cfgs))
-    empty = _production_chunk(cfg, forward, 0, seeds=len(cfgs))
-    chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfg, forward, len(cfgs))
-    slowest, cap = max(steps), cfg.steps
-    extra_chunks = chunk_count(slowest, cap, ms) - chunk_count(PROBE_STEPS, PROBE_STEPS, ms)
-    seconds = cold + (slowest - PROBE_STEPS) * ms / 1e3 + max(extra_chunks, 0) * chunk_ms / 1e3
-    out = {"d": cfg.d, "n": cfg.n, "seeds": len(cfgs), "steps_slowest": slowest, "first_block": "pairs" if forward.by_pairs
-           else "direct", "ms_per_step_batched": ms, "chunk_overhead_ms": chunk_ms, "seconds_probe_cold": cold,
-           "seconds_probe_warm": warm, "compile_seconds": cold - warm,
-           "per_run_seconds": warm - PROBE_STEPS * ms / 1e3, "projected_seconds": seconds}
-    log(f"cpu preset d={cfg.d} n={cfg.n} ({len(cfgs)} seeds, {slowest} steps): {ms:.2f} ms/step batched, "
-        f"compile {cold - warm:.1f} s, projected {seconds:.0f} s")
+    forward, cfg, seeds = model.training_forward(cfgs[0]), cfgs[0], len(cfgs)
+    out = {"d": cfg.d, "n": cfg.n, "seeds": seeds, "steps": list(steps), "steps_slowest": max(steps),
+           "first_block": "pairs" if forward.by_pairs else "direct"}
+    for plan, width in (("batched", seeds), ("sequential", 1)):
+        probe = [dataclasses.replace(c, steps=PROBE_STEPS, tol=0.0, feature_tol=0.0) for c in cfgs[:width]]
+        cold, warm = _probe_seconds(probe), _probe_seconds(probe)
+        ms = _batched_ms_per_step(cfg, forward, width)
+        empty = _production_chunk(cfg, forward, 0, seeds=width)
+        chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfg, forward, width)
+
+        def remaining(n_steps: int, ms=ms, chunk_ms=chunk_ms) -> float:
+            extra_chunks = chunk_count(n_steps, cfg.steps, ms) - chunk_count(PROBE_STEPS, PROBE_STEPS, ms)
+            return (n_steps - PROBE_STEPS) * ms / 1e3 + max(extra_chunks, 0) * chunk_ms / 1e3
+
+        if plan == "batched":
+            seconds = cold + remaining(max(steps))
+        else:
+            seconds = cold + (seeds - 1) * warm + sum(remaining(s) for s in steps)
+        out[plan] = {"ms_per_step": ms, "chunk_overhead_ms": chunk_ms, "seconds_probe_cold": cold,
+                     "seconds_probe_warm": warm, "compile_seconds": cold - warm,
+                     "per_run_seconds": (warm - PROBE_STEPS * ms / 1e3) / width, "projected_seconds": seconds}
+    out["plan"] = "batched" if train.seeds_batch_pays(cfgs) else "sequential"
+    out["projected_seconds"] = out[out["plan"]]["projected_seconds"]
+    b, q = out["batched"], out["sequential"]
+    log(f"cpu preset d={cfg.d} n={cfg.n} ({seeds} seeds, {min(steps)}–{max(steps)} steps): batched "
+        f"{b['ms_per_step']:.2f} ms/step, {b['projected_seconds']:.0f} s; one by one {q['ms_per_step']:.2f} ms/step, "
+        f"{q['projected_seconds']:.0f} s; {out['plan']}")
     return out
+
+
+def _probe_seconds(probe: list[RunConfig]) -> float:
+    """Wall seconds of the probe runs as the plan trains them: one program for several, `run` for one."""
+    t0 = time.perf_counter()
+    train.run_seeds(probe) if len(probe) > 1 else train.run(probe[0])
+    return time.perf_counter() - t0
 
 
 def _batched_ms_per_step(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
@@ -351,10 +369,12 @@ def _score_ms(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
 
 
 def project_cpu_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int]]], log: Callable[[str], None]) -> dict:
-    """`project_cell` over every network cell of the shipped cpu preset, and their sum in minutes."""
+    """`project_cell` over every network cell of the shipped cpu preset, and their sums in minutes
+    (``minutes``: each cell under the plan the executor picks; the two plans' sums beside it)."""
     cells = [project_cell([c for c, _ in runs], [s for _, s in runs], log) for _, runs in sorted(shipped.items())]
+    total = {plan: sum(c[plan]["projected_seconds"] for c in cells) / 60 for plan in ("batched", "sequential")}
     return {"cells": cells, "runs": sum(c["seeds"] for c in cells),
-            "minutes": sum(c["projected_seconds"] for c in cells) / 60}
+            "minutes": sum(c["projected_seconds"] for c in cells) / 60, "minutes_by_plan": total}
 
 
 def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
@@ -380,6 +400,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
         "seed_batching": measure_seed_batching(pl, log),
         "cpu_preset_cells": [] if projection is None else projection["cells"],
         "cpu_preset_projected_minutes": None if projection is None else projection["minutes"],
+        "cpu_preset_projected_minutes_by_plan": None if projection is None else projection["minutes_by_plan"],
         "device": device_info(),
         "quick": quick,
     }
@@ -412,5 +433,7 @@ def format_report(out: dict) -> str:
         lines.append(f"demo run ({demo['args']}): cold {demo['seconds_cold']:.1f} s, warm {demo['seconds_warm']:.1f} s; "
                      f"first live point after {demo['first_point_cold']:.1f} s cold, {demo['first_point_warm']:.1f} s warm")
     if out["cpu_preset_projected_minutes"] is not None:
-        lines.append(f"cpu preset, network runs, inline: {out['cpu_preset_projected_minutes']:.1f} min projected")
+        plans = out["cpu_preset_projected_minutes_by_plan"]
+        lines.append(f"cpu preset, network runs, inline: {out['cpu_preset_projected_minutes']:.1f} min projected "
+                     f"(seeds batched: {plans['batched']:.1f} min; one after another: {plans['sequential']:.1f} min)")
     return "\n".join(lines)

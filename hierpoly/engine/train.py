@@ -233,6 +233,18 @@ def seeds_batchable(cfgs: list[RunConfig]) -> bool:
     return all(dataclasses.replace(c, seed=0) == base for c in cfgs)
 
 
+def seeds_batch_pays(cfgs: list[RunConfig]) -> bool:
+    """Whether a cell's seeds should train as one program (`run_seeds`) rather than one after another.
+
+    Not on a CPU: there a batched step costs 0.8–1.2× the seeds' steps taken one after another
+    (`bench`'s cpu-preset projection measures both per cell), while every seed of a batch steps
+    until the slowest stops; the shipped cpu cells' seeds took on average 77% of their slowest
+    seed's steps (46–93% per cell). An accelerator that one small run leaves idle is where one
+    program pays, and the batch is kept there.
+    """
+    return seeds_batchable(cfgs) and jax.default_backend() != "cpu"
+
+
 def _stack(trees):
     return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
 

@@ -1,6 +1,6 @@
-"""The inline executor: in this process, no background jobs: the seeds of a cell train
-together as one compiled program (``runner.execute_seeds``, vmap over seeds). The
-fastest way to fill a grid on one machine from the command line.
+"""The inline executor: in this process, no background jobs, a cell's seeds through
+``runner.execute_seeds`` (one after another on a CPU, each stored as it ends; batched into one
+program on an accelerator). The fastest way to fill a grid on one machine from the command line.
 
 Importing this module does not import JAX.
 """
@@ -21,7 +21,7 @@ def seed_groups(configs: list[RunConfig]) -> list[list[RunConfig]]:
 
 
 class InlineExecutor:
-    """Every cell in this process, its seeds batched into one program (``train.run_seeds``)."""
+    """Every cell in this process, its seeds through ``runner.execute_seeds``."""
 
     name = "inline"
 
@@ -31,10 +31,11 @@ class InlineExecutor:
         rows = []
         for group in seed_groups(configs):
             first = group[0]
-            label = f"d={first.d} n={first.n} {first.arch} seeds {','.join(str(c.seed) for c in group)}"
+            label = f"d={first.d} n={first.n} {first.arch} seed"
 
-            def note(i, row, label=label):
-                on_note(f"{label}: step {row.step}" if row.is_history else f"{label}: {row.phase}")
+            def note(i, row, label=label, group=group):
+                where = f"{label} {group[i].seed} ({i + 1} of {len(group)})"
+                on_note(f"{where}: step {row.step}" if row.is_history else f"{where}: {row.phase}")
 
             for ended in runner.execute_seeds(group, on_progress=note, results=store):
                 if ended.result is not None:

@@ -1,7 +1,7 @@
 """The one runner: execute any ``RunConfig`` and turn the training result into a stored ``Result``.
 
 The local worker, the inline executor and Ray tasks all call ``execute`` (or
-``execute_seeds`` for a cell's seeds batched into one program). This is the only
+``execute_seeds`` for a cell's seeds, batched into one program where that pays). This is the only
 module of ``jobs`` that reaches the JAX engine, and only when called.
 
 A transfer (arch transfer, engine/transfer.py) needs its source run's trained first
@@ -29,7 +29,7 @@ seeds and links of one sweep share one retraining.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,16 +151,22 @@ def _execute_transfer(cfg: RunConfig, on_progress, should_stop, results: store.S
 
 
 def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None,
-                  results: store.Store | None = None) -> list[Outcome]:
-    """Configs that differ only in their seed, trained as one program where possible (``train.run_seeds``)."""
+                  results: store.Store | None = None) -> Iterator[Outcome]:
+    """Configs that differ only in their seed: each outcome as soon as it is known.
+
+    One program for all (``train.run_seeds``) where that pays (``train.seeds_batch_pays``), the outcomes
+    then all at the end; else one run after another, each yielded as it ends (a stopped sweep keeps it).
+    `on_progress(i, row)` receives the rows of `cfgs[i]`.
+    """
     use_compilation_cache()
     from hierpoly.engine import train
 
-    if not train.seeds_batchable(cfgs):
-        return [execute(c, None if on_progress is None else _bind(on_progress, i), results=results)
-                for i, c in enumerate(cfgs)]
+    if not train.seeds_batch_pays(cfgs):
+        for i, c in enumerate(cfgs):
+            yield execute(c, None if on_progress is None else _bind(on_progress, i), results=results)
+        return
     trained = train.run_seeds(cfgs, on_progress=on_progress)
-    return [_outcome(c, t, t.seconds) for c, t in zip(cfgs, trained)]
+    yield from (_outcome(c, t, t.seconds) for c, t in zip(cfgs, trained))
 
 
 def use_compilation_cache(directory: Path | None = None) -> Path:
