@@ -316,23 +316,16 @@ def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], N
     out = {"d": cfg.d, "n": cfg.n, "seeds": seeds, "steps": list(steps), "steps_slowest": max(steps),
            "first_block": "pairs" if forward.by_pairs else "direct"}
     for plan, width in (("batched", seeds), ("sequential", 1)):
-        probe = [dataclasses.replace(c, steps=PROBE_STEPS, tol=0.0, feature_tol=0.0) for c in cfgs[:width]]
-        cold, warm = _probe_seconds(probe), _probe_seconds(probe)
-        ms = _batched_ms_per_step(cfg, forward, width)
-        empty = _production_chunk(cfg, forward, 0, seeds=width)
-        chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfg, forward, width)
+        m = _measure_plan(cfgs[:width], forward)
 
-        def remaining(n_steps: int, ms=ms, chunk_ms=chunk_ms) -> float:
-            extra_chunks = chunk_count(n_steps, cfg.steps, ms) - chunk_count(PROBE_STEPS, PROBE_STEPS, ms)
-            return (n_steps - PROBE_STEPS) * ms / 1e3 + max(extra_chunks, 0) * chunk_ms / 1e3
+        def remaining(n_steps: int, m=m) -> float:
+            extra_chunks = chunk_count(n_steps, cfg.steps, m["ms_per_step"]) - chunk_count(PROBE_STEPS, PROBE_STEPS, m["ms_per_step"])
+            return (n_steps - PROBE_STEPS) * m["ms_per_step"] / 1e3 + max(extra_chunks, 0) * m["chunk_overhead_ms"] / 1e3
 
-        if plan == "batched":
-            seconds = cold + remaining(max(steps))
-        else:
-            seconds = cold + (seeds - 1) * warm + sum(remaining(s) for s in steps)
-        out[plan] = {"ms_per_step": ms, "chunk_overhead_ms": chunk_ms, "seconds_probe_cold": cold,
-                     "seconds_probe_warm": warm, "compile_seconds": cold - warm,
-                     "per_run_seconds": (warm - PROBE_STEPS * ms / 1e3) / width, "projected_seconds": seconds}
+        cold, warm = m["seconds_probe_cold"], m["seconds_probe_warm"]
+        seconds = cold + remaining(max(steps)) if plan == "batched" else cold + (seeds - 1) * warm + sum(map(remaining, steps))
+        out[plan] = {**m, "per_run_seconds": (warm - PROBE_STEPS * m["ms_per_step"] / 1e3) / width,
+                     "projected_seconds": seconds}
     out["plan"] = "batched" if train.seeds_batch_pays(cfgs) else "sequential"
     out["projected_seconds"] = out[out["plan"]]["projected_seconds"]
     b, q = out["batched"], out["sequential"]
@@ -340,6 +333,16 @@ def project_cell(cfgs: list[RunConfig], steps: list[int], log: Callable[[str], N
         f"{b['ms_per_step']:.2f} ms/step, {b['projected_seconds']:.0f} s; one by one {q['ms_per_step']:.2f} ms/step, "
         f"{q['projected_seconds']:.0f} s; {out['plan']}")
     return out
+
+
+def _measure_plan(cfgs: list[RunConfig], forward: model.Forward) -> dict:
+    """A plan's cold and warm probe runs, its chunk's ms/step and one chunk's host cost (round trip + scores)."""
+    probe = [dataclasses.replace(c, steps=PROBE_STEPS, tol=0.0, feature_tol=0.0) for c in cfgs]
+    cold, warm = _probe_seconds(probe), _probe_seconds(probe)
+    empty = _production_chunk(cfgs[0], forward, 0, seeds=len(cfgs))
+    chunk_ms = _median_seconds(lambda: jax.device_get(empty()[1]), 3) * 1e3 + _score_ms(cfgs[0], forward, len(cfgs))
+    return {"ms_per_step": _batched_ms_per_step(cfgs[0], forward, len(cfgs)), "chunk_overhead_ms": chunk_ms,
+            "seconds_probe_cold": cold, "seconds_probe_warm": warm, "compile_seconds": cold - warm}
 
 
 def _probe_seconds(probe: list[RunConfig]) -> float:
