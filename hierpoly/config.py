@@ -78,6 +78,11 @@ def first_block_by_pairs(cfg: RunConfig) -> bool:
 PAIRS_FROM_D = 6  # the smallest d at which the bench measured the pair-product first block faster
 
 
+def pair_count(d: int) -> int:
+    """P = D(D+1)/2 pair products of x̃ = (x, 1), D = d + 1 (engine/tensor.py)."""
+    return (d + 1) * (d + 2) // 2
+
+
 def poly_space_dim(d: int, k: int) -> int:
     """Dimension of the polynomials of degree ≤ k in d variables: C(d+k, k)."""
     return math.comb(d + k, k)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig, first_block_by_pairs
-from hierpoly.engine import model, tensor, train
+from hierpoly.engine import loop, model, tensor, train
 from hierpoly.engine.data import make_data
 from hierpoly.jobs import budget
 
@@ -47,7 +47,62 @@ def test_pair_products_are_the_pairs_of_the_homogeneous_inputs(x64):
     xh = np.concatenate([np.asarray(x), np.ones((7, 1))], axis=1)
     np.testing.assert_array_equal(pairs, (xh[:, a] * xh[:, b]).T)
     np.testing.assert_array_equal(tensor.inputs_from_pairs(pairs, 3), xh.T)
-    np.testing.assert_array_equal(tensor.first_points(pairs, 2), (xh[:2, a] * xh[:2, b]).T)
+    np.testing.assert_array_equal(tensor.first_points(tensor.blocked(pairs, 1), 2)[0], (xh[:2, a] * xh[:2, b]).T)
+
+
+def test_blocked_pair_products_keep_the_points_in_order(x64):
+    pairs = tensor.pair_products(_x(12, 3))
+    blocks = tensor.blocked(pairs, 4)
+    assert blocks.shape == (4, 10, 3)
+    np.testing.assert_array_equal(blocks[2], pairs[:, 6:9])  # point j: block j // 3, column j % 3
+    np.testing.assert_array_equal(tensor.first_points(blocks, 7), pairs[None, :, :7])  # across blocks
+    p = _params(3, 9)
+    np.testing.assert_array_equal(tensor.feature_from_blocks(p, blocks), tensor.feature_from_pairs(p, pairs))
+
+
+def test_sample_blocks_divide_n_fit_the_cache_and_start_where_q_leaves_it():
+    from hierpoly.config import pair_count
+
+    assert tensor.pair_blocks(16000, 20) == 1  # Q 15 MB: stays in the L3 between the two matmuls
+    for n, d in [(64000, 20), (32000, 20), (27648, 24), (110592, 24), (512000, 40)]:
+        blocks = tensor.pair_blocks(n, d)
+        assert n % blocks == 0 and 4 * pair_count(d) * n // blocks <= tensor.BLOCK_BYTES, (n, d, blocks)
+        assert 4 * pair_count(d) * n // (blocks - 1) > tensor.BLOCK_BYTES or n % (blocks - 1), (n, d)  # the fewest
+    assert tensor.pair_blocks(64000, 20) == 8 and tensor.pair_blocks(512000, 40) == 250
+    assert tensor.pair_blocks(100003, 20) == 1  # a prime n has no blocks: the unblocked step
+
+
+@pytest.mark.parametrize("u_scale", [1.0, 0.0])
+def test_the_step_block_by_block_has_the_whole_loss_gradient(x64, u_scale):
+    """Each sample block's forward and backward together, summed: the dense reference's value and every gradient."""
+    cfg = RunConfig(d=5, n=500, m2=200, n_test=64)
+    data = make_data(cfg)
+    p = _params(cfg.d, cfg.m1, cfg.m2, u_scale=u_scale)
+    x, y = data.x_train.astype(jnp.float64), data.y_train.astype(jnp.float64)
+    dense = jax.value_and_grad(train.joint_loss)(p, x, y, "cube", model.relu_sum_dense, None, False)
+    blocked = model.Forward("cube", by_pairs=True, pair_blocks=5)
+    value, grads = jax.jit(train.network_value_and_grad, static_argnums=2)(p, (blocked.encode(x), y), blocked)
+    _close(value, dense[0], "loss", 1e-7)
+    for name in p:
+        if u_scale == 0 and name in ("s", "V"):
+            assert not np.any(np.asarray(grads[name]))
+        else:
+            _close(grads[name], dense[1][name], f"d/d{name}", 1e-7)  # 1e-7: the sorted second block's prefix sums
+
+
+def test_a_chunk_in_sample_blocks_takes_the_unblocked_steps():
+    cfg = RunConfig(d=6, n=3000, m2=100, n_test=64)
+    data, params = make_data(cfg), model.init(jax.random.PRNGKey(0), cfg)
+    ends = []
+    for blocks in (1, 6):
+        forward = model.Forward("cube", by_pairs=True, pair_blocks=blocks)
+        (state, _), clock = loop.chunk(loop.adam_state(params), loop.start_clock(), (forward.encode(data.x_train), data.y_train),
+                                       {"lr": jnp.float32(cfg.lr)}, loop.rules(2**30), jnp.int32(40), step=train.joint_step,
+                                       forward=forward)
+        ends.append((state, float(clock.last_loss)))
+    assert ends[1][1] == pytest.approx(ends[0][1], rel=1e-5)
+    for name in params:
+        np.testing.assert_allclose(ends[1][0][name], ends[0][0][name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_coefficients_are_the_paper_tensors(x64):

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import optax
 
 from hierpoly.config import RunConfig, first_block_by_pairs
-from hierpoly.engine import loop, model, train
+from hierpoly.engine import loop, model, tensor, train
 from hierpoly.engine.data import device_info, keys, make_data
 from hierpoly.engine.metrics import mse
 from hierpoly.engine.piecewise import relu_sum_fast
@@ -164,6 +164,23 @@ def _production_chunk(cfg: RunConfig, forward: model.Forward, n_steps: int, seed
     return _warm(lambda: loop.chunk(*args, jnp.int32(n_steps), step=train.joint_step, forward=forward))
 
 
+def _first_block(params, inputs, *, cotangent, forward: model.Forward):
+    """The first block's forward and backward as the step computes them, under a fixed read-out of g:
+    in sample blocks, each block's both passes together (`train.network_value_and_grad`), where it has them."""
+    if not forward.by_pairs or inputs.shape[0] == 1:
+        return jax.value_and_grad(lambda p: jnp.vdot(cotangent, forward.train_feature(p, inputs)))(params)
+    weights, pull_back = jax.vjp(tensor.coefficients, params)
+
+    def add_block(total, block):
+        pairs, read_out = block
+        value, grad = jax.value_and_grad(lambda w: jnp.vdot(read_out, tensor.feature_from_weights(w, pairs)))(weights)
+        return (total[0] + value, total[1] + grad), None
+
+    zero = (jnp.zeros((), weights.dtype), jnp.zeros_like(weights))
+    (value, d_weights), _ = jax.lax.scan(add_block, zero, (inputs, cotangent.reshape(inputs.shape[0], -1)))
+    return value, pull_back(d_weights)[0]
+
+
 def contenders(cfg: RunConfig, n_steps: int, reference: bool = True) -> dict[str, Callable[[], object]]:
     """Compiled, warmed-up calls from θ(0): reference and production chunks, and the production step's parts."""
     data, params = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
@@ -179,7 +196,7 @@ def contenders(cfg: RunConfig, n_steps: int, reference: bool = True) -> dict[str
     grads = jax.grad(train.network_loss)(moved, batch, forward)
     cotangent = jax.random.normal(jax.random.PRNGKey(1), (cfg.n,))
     # value_and_grad: a plain grad of a linear read-out lets XLA drop the forward pass, which the step needs
-    first_block = jax.jit(jax.value_and_grad(lambda p, inputs: jnp.vdot(cotangent, forward.train_feature(p, inputs))))
+    first_block = jax.jit(partial(_first_block, cotangent=cotangent, forward=forward))
     second_block = jax.jit(jax.value_and_grad(
         lambda z, p: jnp.vdot(cotangent, relu_sum_fast(z, p["a"], p["b"], p["c"])), (0, 1)))
     loss = jax.jit(jax.value_and_grad(lambda g, r, y: mse(g + r, y), (0, 1)))  # h = g + relu sum, (h - y)², their cotangents

@@ -295,8 +295,13 @@ class TrainResult:
 
 def adam_step(loss: Callable, state, batch, hyper: dict, forward: model.Forward):
     """One full-batch Adam step at rate hyper["lr"] on loss(params, batch, forward); the loss before it."""
+    return adam_update(jax.value_and_grad(loss), state, batch, hyper, forward)
+
+
+def adam_update(value_and_grad: Callable, state, batch, hyper: dict, forward: model.Forward):
+    """`adam_step` with the loss and its gradient from value_and_grad(params, batch, forward)."""
     params, opt_state = state
-    value, grads = jax.value_and_grad(loss)(params, batch, forward)
+    value, grads = value_and_grad(params, batch, forward)
     updates, opt_state = optax.adam(hyper["lr"]).update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), opt_state), value
 

@@ -125,6 +125,7 @@ class Forward:
     relu_sum: Callable = relu_sum_fast  # (z, a, b, c) -> (1/m2) Σ c_j ReLU(a_j z + b_j)
     sample_chunk: int | None = SAMPLE_CHUNK
     by_pairs: bool = False  # training inputs are pair products, g = T[x̃,x̃,x̃] (tensor.py)
+    pair_blocks: int = 1  # with by_pairs: sample blocks whose forward and backward run together (tensor.pair_blocks)
 
     def __post_init__(self):
         if self.by_pairs and self.sigma1 != "cube":
@@ -137,8 +138,9 @@ class Forward:
         return feature_chunked(params, x, self.sigma1, self.sample_chunk)
 
     def encode(self, x: jax.Array) -> jax.Array:
-        """The training inputs as `train_feature` takes them: pair products (P, n) with ``by_pairs``, else x (n, d)."""
-        return _pair_products(x) if self.by_pairs else x
+        """The training inputs as `train_feature` takes them: with ``by_pairs`` the pair products in
+        `pair_blocks` sample blocks (blocks, P, n / blocks), else x (n, d)."""
+        return tensor.blocked(_pair_products(x), self.pair_blocks) if self.by_pairs else x
 
     def first_points(self, inputs: jax.Array, count: int) -> jax.Array:
         """The encoded inputs of the first `count` points."""
@@ -147,7 +149,7 @@ class Forward:
     def train_feature(self, params: Params, inputs: jax.Array) -> jax.Array:
         """g on encoded training inputs (`encode`): (n,)."""
         if self.by_pairs:
-            return tensor.feature_from_pairs(params, inputs)
+            return tensor.feature_from_blocks(params, inputs)
         return self.feature(params, inputs)
 
     def link_out(self, params: Params, g: jax.Array) -> jax.Array:
@@ -159,6 +161,11 @@ _pair_products = jax.jit(tensor.pair_products)
 
 
 def training_forward(cfg: RunConfig, relu_sum=relu_sum_fast, by_pairs: bool | None = None) -> Forward:
-    """The production path of cfg's joint training; `by_pairs` None: where `first_block_by_pairs` says it pays."""
+    """The production path of cfg's joint training; `by_pairs` None: where `first_block_by_pairs` says it pays.
+
+    Sample blocks (`tensor.pair_blocks`) only on a CPU: they keep a block in its cache between the two
+    matmuls, and an accelerator would only run them one after another.
+    """
     by_pairs = first_block_by_pairs(cfg) if by_pairs is None else by_pairs
-    return Forward(cfg.sigma1, relu_sum, by_pairs=by_pairs)
+    blocks = tensor.pair_blocks(cfg.n, cfg.d) if by_pairs and jax.default_backend() == "cpu" else 1
+    return Forward(cfg.sigma1, relu_sum, by_pairs=by_pairs, pair_blocks=blocks)

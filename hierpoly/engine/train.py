@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hierpoly.config import RunConfig
-from hierpoly.engine import evaluation, loop, model
+from hierpoly.engine import evaluation, loop, model, tensor
 from hierpoly.engine.data import Data, device_info, keys, make_data, target_fn  # noqa: F401  (the run's data)
 from hierpoly.engine.loop import TrainResult
 from hierpoly.engine.metrics import mse
@@ -59,9 +59,39 @@ def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: 
     return network_loss(params, (forward.encode(x), y), forward)
 
 
+def network_value_and_grad(params, batch, forward: model.Forward):
+    """(L̂(θ), ∇L̂(θ)) on batch, as `jax.value_and_grad(network_loss)`; on the pair-product path block by block.
+
+    L̂ is a mean over points, so its gradient is the sum of the sample blocks' gradients. Each block's
+    forward and backward run together here, its pair products read once while they are in cache
+    (`tensor.pair_blocks` says where that pays); W = `tensor.coefficients(θ)` is built once and its
+    gradient pulled back to (u, s, V) once. One block is the plain value_and_grad.
+    """
+    inputs, y = batch
+    if not forward.by_pairs or inputs.shape[0] == 1:
+        return jax.value_and_grad(network_loss)(params, batch, forward)
+    blocks, _, size = inputs.shape
+    weights, pull_back = jax.vjp(tensor.coefficients, params)
+    second = {name: params[name] for name in ("a", "b", "c")}
+
+    def block_sse(weights, second, pairs, target):
+        h = forward.link_out(second, tensor.feature_from_weights(weights, pairs))
+        return jnp.sum((h - target) ** 2)
+
+    def add_block(total, block):
+        value, grads = jax.value_and_grad(block_sse, (0, 1))(weights, second, *block)
+        return jax.tree_util.tree_map(jnp.add, total, (value, *grads)), None
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, (jnp.zeros((), y.dtype), weights, second))
+    (sse, d_weights, d_second), _ = jax.lax.scan(add_block, zero, (inputs, y.reshape(blocks, size)))
+    n = blocks * size
+    grads = {**pull_back(d_weights / n)[0], **{name: g / n for name, g in d_second.items()}}
+    return sse / n, grads
+
+
 def joint_step(state, batch, hyper, forward: model.Forward):
     """One full-batch Adam step on all of θ."""
-    return loop.adam_step(network_loss, state, batch, hyper, forward)
+    return loop.adam_update(network_value_and_grad, state, batch, hyper, forward)
 
 
 def probe_network(state, batch, forward: model.Forward):

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierpoly import settings
-from hierpoly.config import TRANSFER, RunConfig, first_block_by_pairs, poly_space_dim, two_layer_width
+from hierpoly.config import TRANSFER, RunConfig, first_block_by_pairs, pair_count, poly_space_dim, two_layer_width
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 # A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
@@ -38,11 +38,6 @@ def feature_block_bytes(cfg: RunConfig, n: int) -> int:
     if cfg.mode == "joint":
         return 4 * (1024 + cfg.n_test) * cfg.m1  # model.SAMPLE_CHUNK blocks, plus the unchunked evaluation
     return 4 * n * cfg.m1
-
-
-def pair_count(d: int) -> int:
-    """P = D(D+1)/2 pair products of x̃ = (x, 1), D = d + 1 (engine/tensor.py)."""
-    return (d + 1) * (d + 2) // 2
 
 
 def pair_bytes(cfg: RunConfig, n: int) -> int:
