@@ -697,16 +697,18 @@ def cmd_figure2(args) -> int:
 
 
 def _shipped_runs() -> dict:
-    """Per cell (d, n) of the shipped cpu bundle, each joint three-layer run's config and the steps it took."""
+    """Per cell (d, n) of the cpu preset, each shipped joint network run's config, steps and wall seconds."""
     from hierpoly.results import bundles
+    from hierpoly.study import presets
 
-    path = bundles.PRECOMPUTED / "cpu.zip"
+    wanted = {cfg.key() for cfg in presets.cpu().configs() if cfg.arch == "three_layer"}
     cells: dict = {}
-    for result in bundles.read_bundle(path.read_bytes()).values() if path.exists() else ():
-        cfg = result.config
-        if cfg.arch == "three_layer" and cfg.mode == "joint":
-            cells.setdefault((cfg.d, cfg.n), []).append((cfg, int(result.meta["steps"])))
-    return cells
+    for path in sorted(bundles.PRECOMPUTED.glob("*.zip")):
+        for key, result in bundles.read_bundle(path.read_bytes()).items():
+            if key in wanted:
+                cells.setdefault((result.config.d, result.config.n), {})[key] = (
+                    result.config, int(result.meta["steps"]), float(result.meta["seconds"]))
+    return {cell: list(runs.values()) for cell, runs in cells.items()}
 
 
 def _cmd_bench(args) -> int:

@@ -81,3 +81,24 @@ def test_a_projected_cell_measures_both_plans_and_takes_the_one_the_executor_pic
         p = out[plan]
         assert p["seconds_probe_cold"] > 0 < p["seconds_probe_warm"] and p["ms_per_step"] > 0
         assert p["projected_seconds"] > p["seconds_probe_cold"]  # steps beyond the probe's cost something
+
+
+def test_the_paper_projection_takes_each_multiples_steps_from_the_largest_d_that_has_it():
+    def runs(d, n, steps):
+        return [(RunConfig(d=d, n=n, seed=s), k, 1.0) for s, k in enumerate(steps)]
+
+    shipped = {(8, 512): runs(8, 512, [10, 30, 90]), (12, 1728): runs(12, 1728, [5, 7, 9, 11, 100]),
+               (12, 216): runs(12, 216, [4])}
+    assert bench.steps_by_multiple(shipped) == {0.125: 4, 1.0: 9}
+
+
+@pytest.mark.slow
+def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
+    from hierpoly import cli
+    from hierpoly.study import presets
+
+    shipped = cli._shipped_runs()
+    spec = presets.cpu()
+    assert set(shipped) == set(spec.cells())
+    for (d, n), runs in shipped.items():
+        assert len(runs) == spec.seeds_for(d, n) and all(cfg.key() == spec.config(d, n, cfg.seed).key() for cfg, _, _ in runs)

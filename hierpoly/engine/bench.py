@@ -25,7 +25,10 @@ the machine then hits both alike):
   fresh processes: cold (empty store, empty compilation cache) and warm (another seed, same shapes);
 - `cpu_preset_projected_minutes`: the wall time of ``sweep --preset cpu --executor inline`` for
   the network runs (`project_cell` per cell, from the shipped runs' step counts: its seeds batched
-  and one after another, both measured; the total under the plan the executor picks here).
+  and one after another, both measured; the total under the plan the executor picks here), by d,
+  and per cell beside the wall time the shipped runs recorded (the time to stop at the largest d);
+- `paper_preset_projected_hours`: the paper preset's network runs on this machine, from each
+  cell's measured ms/step and the steps the shipped runs took at the same n/d³.
 
 Timings are after compilation unless said. A benchmark, not a test: nothing here asserts a speed.
 """
@@ -388,13 +391,50 @@ def _score_ms(cfg: RunConfig, forward: model.Forward, seeds: int) -> float:
     return _median_seconds(lambda: loop.scores(task, state, monitor, batched=True), 3) * 1e3
 
 
-def project_cpu_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int]]], log: Callable[[str], None]) -> dict:
+def project_cpu_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int, float]]], log: Callable[[str], None]) -> dict:
     """`project_cell` over every network cell of the shipped cpu preset, and their sums in minutes
-    (``minutes``: each cell under the plan the executor picks; the two plans' sums beside it)."""
-    cells = [project_cell([c for c, _ in runs], [s for _, s in runs], log) for _, runs in sorted(shipped.items())]
+    (``minutes``: each cell under the plan the executor picks; the two plans' sums beside it; ``minutes_by_d``).
+    Each cell also carries the shipped runs' own wall seconds (``seconds_stored``, as each run recorded
+    it, on the machine and under the load it ran with)."""
+    cells = []
+    for _, runs in sorted(shipped.items()):
+        cell = project_cell([c for c, _, _ in runs], [s for _, s, _ in runs], log)
+        cells.append({**cell, "seconds_stored": [t for _, _, t in runs]})
     total = {plan: sum(c[plan]["projected_seconds"] for c in cells) / 60 for plan in ("batched", "sequential")}
+    by_d = {d: sum(c["projected_seconds"] for c in cells if c["d"] == d) / 60 for d in sorted({c["d"] for c in cells})}
     return {"cells": cells, "runs": sum(c["seeds"] for c in cells),
-            "minutes": sum(c["projected_seconds"] for c in cells) / 60, "minutes_by_plan": total}
+            "minutes": sum(c["projected_seconds"] for c in cells) / 60, "minutes_by_plan": total, "minutes_by_d": by_d}
+
+
+def steps_by_multiple(shipped: dict[tuple[int, int], list[tuple[RunConfig, int, float]]]) -> dict[float, float]:
+    """Per multiple n/d³ of the shipped cpu runs: the median steps a run took there, at the largest d that has it."""
+    out: dict[float, tuple[int, float]] = {}
+    for (d, n), runs in shipped.items():
+        multiple = n / d**3
+        if multiple not in out or d > out[multiple][0]:
+            out[multiple] = (d, statistics.median(s for _, s, _ in runs))
+    return {m: steps for m, (_, steps) in sorted(out.items())}
+
+
+def project_paper_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int, float]]],
+                         log: Callable[[str], None]) -> dict:
+    """The network runs of ``sweep --preset paper`` on this machine, one after another: per cell, its seeds ×
+    the steps a run takes at its multiple n/d³ (`steps_by_multiple`: measured at smaller d, an extrapolation)
+    × the single run's measured ms/step. Compilation, data and evaluation are left out: seconds per run,
+    against the hours of steps at d ≥ 32."""
+    from hierpoly.study import presets
+
+    steps = steps_by_multiple(shipped)
+    spec, cells = presets.paper(), []
+    for d, n in spec.cells():
+        cfg = spec.config(d, n, 0, "three_layer")
+        ms = _batched_ms_per_step(cfg, model.training_forward(cfg), 1)
+        runs = spec.seeds_for(d, n)
+        hours = runs * steps[n / d**3] * ms / 3.6e6
+        cells.append({"d": d, "n": n, "seeds": runs, "steps_per_run": steps[n / d**3], "ms_per_step": ms, "hours": hours})
+        log(f"paper preset d={d} n={n}: {ms:.1f} ms/step, {runs} × {steps[n / d**3]:.0f} steps: {hours:.2f} h")
+    return {"cells": cells, "hours": sum(c["hours"] for c in cells),
+            "hours_by_d": {d: sum(c["hours"] for c in cells if c["d"] == d) for d in spec.ds}}
 
 
 def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
@@ -411,6 +451,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
     peak = statistics.median(c["matmul_peak_gflops"] for c in cases)
     log(f"matmul peak: {peak:.1f} GFLOP/s")
     projection = None if quick or not shipped_runs else project_cpu_preset(shipped_runs, log)
+    paper = None if quick or not shipped_runs else project_paper_preset(shipped_runs, log)
     return {
         "reference": "plain JAX: whole loss jitted in a lax.scan of optax Adam steps, x V^T + s, cube, "
                      "dense (n, m2) ReLU, no chunking (einsums)",
@@ -421,6 +462,10 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
         "cpu_preset_cells": [] if projection is None else projection["cells"],
         "cpu_preset_projected_minutes": None if projection is None else projection["minutes"],
         "cpu_preset_projected_minutes_by_plan": None if projection is None else projection["minutes_by_plan"],
+        "cpu_preset_projected_minutes_by_d": None if projection is None else projection["minutes_by_d"],
+        "paper_preset_cells": [] if paper is None else paper["cells"],
+        "paper_preset_projected_hours": None if paper is None else paper["hours"],
+        "paper_preset_projected_hours_by_d": None if paper is None else paper["hours_by_d"],
         "device": device_info(),
         "quick": quick,
     }
@@ -456,4 +501,12 @@ def format_report(out: dict) -> str:
         plans = out["cpu_preset_projected_minutes_by_plan"]
         lines.append(f"cpu preset, network runs, inline: {out['cpu_preset_projected_minutes']:.1f} min projected "
                      f"(seeds batched: {plans['batched']:.1f} min; one after another: {plans['sequential']:.1f} min)")
+        lines.append("  by d: " + ", ".join(f"d = {d}: {m:.1f} min" for d, m in out["cpu_preset_projected_minutes_by_d"].items()))
+        for c in (c for c in out["cpu_preset_cells"] if c["d"] == max(out["cpu_preset_projected_minutes_by_d"])):
+            lines.append(f"  d = {c['d']}, n = {c['n']}: {c['projected_seconds'] / 60:.1f} min projected for {c['seeds']} "
+                         f"runs of {min(c['steps'])}–{max(c['steps'])} steps; stored runs took "
+                         f"{sum(c['seconds_stored']) / 60:.1f} min")
+    if out.get("paper_preset_projected_hours") is not None:
+        lines.append(f"paper preset, network runs on this machine: {out['paper_preset_projected_hours']:.1f} h projected ("
+                     + ", ".join(f"d = {d}: {h:.1f} h" for d, h in out["paper_preset_projected_hours_by_d"].items()) + ")")
     return "\n".join(lines)
