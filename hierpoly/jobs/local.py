@@ -29,6 +29,7 @@ class LocalExecutor:
             on_done(row)
         try:
             while pending:
+                jobs.supervise(store)  # a worker lost mid-sweep: recorded, and the jobs queued behind it get a new one
                 snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
                 for job_id, cfg in list(pending.items()):
                     job = snapshot.get(job_id)
