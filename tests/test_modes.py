@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -82,6 +83,26 @@ def test_explore_in_classroom_mode_refuses_with_the_reason(monkeypatch):
     assert jobs.list_jobs() == []
     at = explore(forms.params_from_config(SMALL))  # a run within the budget is offered
     assert not at.button(key="ex_run").disabled
+
+
+def test_a_click_on_run_checks_each_budget_once(monkeypatch):
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    at = explore(forms.params_from_config(SMALL))
+    assert not at.button(key="ex_run").disabled
+    checks, launched = [], []
+
+    def counted(name, check):
+        return lambda *args, **kw: checks.append(name) or check(*args, **kw)
+
+    monkeypatch.setattr(policy, "web_limits", counted("classroom", policy.web_limits))  # seconds, widths, link
+    monkeypatch.setattr(policy, "check_budget", counted("machine", policy.check_budget))  # memory and work
+    monkeypatch.setattr(jobs, "check_budget", counted("machine", jobs.check_budget))
+    monkeypatch.setattr(jobs, "spawn", lambda store, module, args, log: launched.append(args[0]) or
+                        SimpleNamespace(pid=os.getpid()))  # this process stands for the worker
+    at.button(key="ex_run").click().run()
+    assert not at.exception and not at.error
+    assert sorted(checks) == ["classroom", "machine"]
+    assert launched == [jobs.for_key(SMALL.key()).job_id]
 
 
 def test_explore_refuses_an_edited_locked_link(monkeypatch):
