@@ -535,8 +535,9 @@ def _fetch_sweep(args, spec) -> int:
         added = bundles.import_bundle(store, data)
     except (executors.SweepError, bundles.BundleError) as err:
         return _fail(str(err))
-    rows = [executors.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else executors.outcome(cfg, "missing", "not in the job's bundle")
-            for cfg in spec.configs()]
+    stored = {cfg.key(): store.get(cfg.key()) for cfg in spec.configs()}
+    rows = [executors.outcome(cfg, "done", "fetched", stored[cfg.key()]) if stored[cfg.key()] is not None
+            else executors.outcome(cfg, "missing", "not in the job's bundle") for cfg in spec.configs()]
     missing = sum(r["status"] != "done" for r in rows)
     if args.json:
         print(json.dumps({"preset": spec.name, "job": args.fetch, "job_status": status, "added": len(added), "cells": rows}))

@@ -125,6 +125,21 @@ def test_a_dead_address_fails_at_once_naming_it(capsys):
     assert f"nothing answers at ray://127.0.0.1:{port}" in capsys.readouterr().err
 
 
+def test_a_tasks_result_is_stored_once_and_its_row_made_from_it_not_read_back(monkeypatch):
+    from test_store import make_result
+
+    from hierpoly.jobs.cluster import accept
+    from hierpoly.results.codec import to_bytes
+
+    store, result = Store(), make_result(seed=4)
+    monkeypatch.setattr(Store, "get", lambda self, key: pytest.fail("the result was read back after it was written"))
+    row = accept(result.config, (result.key, "done", "trained", to_bytes(result)), store)
+    assert (row["status"], row["message"], row["seconds"]) == ("done", "trained", result.meta["seconds"])
+    assert {name: row[name] for name in ("test_loss", "feature_corr", "train_loss")} == {
+        name: result.metrics[name] for name in ("test_loss", "feature_corr", "train_loss")}
+    assert store.has(result.key)
+
+
 def test_a_job_log_without_a_bundle_is_a_one_line_error():
     from hierpoly.jobs.cluster import ClusterError
     from hierpoly.jobs.ray_job import BUNDLE_BEGIN, BUNDLE_END, bundle_from_log, bundle_to_log

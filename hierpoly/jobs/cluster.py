@@ -74,7 +74,7 @@ def accept(cfg: RunConfig, reply, store) -> dict:
         store.put(result)  # write once: a duplicate or retried reply is a no-op
     except StoreError as err:
         return outcome(cfg, "failed", f"result refused: {err}")
-    return outcome(cfg, "done", str(message), store)
+    return outcome(cfg, "done", str(message), result)
 
 
 def error_message(err: BaseException) -> str:
@@ -263,7 +263,7 @@ class RayExecutor:
         try:
             for cfg in unique:
                 if store.has(cfg.key()):  # stored meanwhile (another sweep): nothing to run
-                    rows.append(outcome(cfg, "done", "already in the store", store, cached=True))
+                    rows.append(outcome(cfg, "done", "already in the store", store.get(cfg.key()), cached=True))
                     on_done(rows[-1])
                 else:
                     pending[task.remote(cfg.to_dict())] = cfg

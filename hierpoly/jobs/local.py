@@ -36,7 +36,8 @@ class LocalExecutor:
                     if job is None:
                         rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
                     elif job.finished:
-                        rows.append(outcome(cfg, job.status, job.message, store))
+                        result = store.get(cfg.key()) if job.status == "done" else None  # the worker stored it
+                        rows.append(outcome(cfg, job.status, job.message, result))
                     else:
                         if job.status == "running" and job.progress:
                             on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.step}")
