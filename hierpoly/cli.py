@@ -12,8 +12,9 @@ from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.fieldspec import REQUIRED, Choice, FieldSpec, PresetOrText, field_spec, field_specs, number_text
 from hierpoly.jobs.budget import BudgetError
+from hierpoly.jsonvalue import jsonable
 from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
-from hierpoly.results.codec import StoreError, jsonable
+from hierpoly.results.codec import StoreError
 from hierpoly.targets import TargetError
 
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from hierpoly.config import RunConfig
+from hierpoly.failure import first_line
 from hierpoly.jobs.executors import SweepError, outcome
 from hierpoly.results.codec import StoreError, from_bytes, to_bytes
 from hierpoly.results.store import REPO
@@ -81,8 +82,7 @@ def error_message(err: BaseException) -> str:
     """One line for a task that failed after its retries."""
     cause = getattr(err, "cause", None)  # RayTaskError wraps the worker's exception
     err = cause if isinstance(cause, BaseException) else err
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0].strip() if lines else 'no message'}"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def is_auth_failure(err: BaseException) -> bool:
