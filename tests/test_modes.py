@@ -61,9 +61,10 @@ def test_classroom_refuses_over_budget_and_edited_locked_configs(monkeypatch):
     monkeypatch.setenv("HIERPOLY_MODE", "classroom")
     with pytest.raises(policy.PolicyError, match="classroom mode a run may use 60 s"):
         policy.web_limits(HUGE, store)
-    assert policy.web_limits(SMALL, store) == jobs.QueueLimits(total=20, per_owner=2)
-    # the teacher's signed link passes the small budget; the same link edited does not
-    assert policy.web_limits(HUGE, store, locked=True, signature=policy.sign(HUGE, store)) is not None
+    limits = jobs.QueueLimits(total=20, per_owner=2)  # HIERPOLY_QUEUE_LIMIT, HIERPOLY_VISITOR_JOBS by default
+    assert policy.web_limits(SMALL, store) == limits
+    # the teacher's signed link passes the small budget, under the same queue limits; the same link edited does not
+    assert policy.web_limits(HUGE, store, locked=True, signature=policy.sign(HUGE, store)) == limits
     with pytest.raises(policy.PolicyError, match="changed after it was made"):
         policy.web_limits(HUGE, store, locked=True, signature=policy.sign(SMALL, store))
     monkeypatch.setenv("HIERPOLY_MODE", "local")
