@@ -688,8 +688,8 @@ def stop_requested(store: Store, job_id: str) -> bool:
 def finish(store: Store, job_id: str, status: str, message: str) -> None:
     """The worker's last word on its job, unless it was already recorded lost.
 
-    The worker registers as idle in the same transaction, so no reader starts a second
-    worker for the next queued job in the moment before this one takes it.
+    The worker registers as idle in the same transaction, so a submit in the moment before
+    this worker takes the next queued job starts no second worker for it.
     """
     t = table(store)
     with t.transact():
