@@ -12,8 +12,9 @@ from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.fieldspec import REQUIRED, Choice, FieldSpec, PresetOrText, field_spec, field_specs, number_text
 from hierpoly.jobs.budget import BudgetError
+from hierpoly.jsonvalue import jsonable
 from hierpoly.results.bundles import BundleError  # bundles, config, jobs, store: no JAX at import
-from hierpoly.results.codec import StoreError, jsonable
+from hierpoly.results.codec import StoreError
 from hierpoly.targets import TargetError
 
 
@@ -535,8 +536,9 @@ def _fetch_sweep(args, spec) -> int:
         added = bundles.import_bundle(store, data)
     except (executors.SweepError, bundles.BundleError) as err:
         return _fail(str(err))
-    rows = [executors.outcome(cfg, "done", "fetched", store) if store.has(cfg.key()) else executors.outcome(cfg, "missing", "not in the job's bundle")
-            for cfg in spec.configs()]
+    stored = {cfg.key(): store.get(cfg.key()) for cfg in spec.configs()}
+    rows = [executors.outcome(cfg, "done", "fetched", stored[cfg.key()]) if stored[cfg.key()] is not None
+            else executors.outcome(cfg, "missing", "not in the job's bundle") for cfg in spec.configs()]
     missing = sum(r["status"] != "done" for r in rows)
     if args.json:
         print(json.dumps({"preset": spec.name, "job": args.fetch, "job_status": status, "added": len(added), "cells": rows}))

@@ -6,6 +6,6 @@ from __future__ import annotations
 
 
 def first_line(err: BaseException) -> str:
-    """The first line of the error's message, or its type's name when the message is empty."""
-    text = str(err)
-    return text.splitlines()[0] if text else type(err).__name__
+    """The first non-blank line of the error's message, stripped, or its type's name when there is none."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__

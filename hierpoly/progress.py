@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from hierpoly.jsonvalue import jsonable
+
 PHASES = ("starting", "tuning", "compiling", "training", "evaluating")  # tuning: its trials compile their own
 METRIC_FIELDS = ("train_loss", "test_loss", "feature_corr")
 
@@ -36,11 +38,7 @@ class Progress:
 
     def to_json(self) -> dict:
         """A JSON-safe dict: non-finite metrics become None (JSON has no NaN)."""
-        out = asdict(self)
-        for name in METRIC_FIELDS:
-            out[name] = _finite(out[name])
-        out["feature_sample"] = [_finite(v) for v in self.feature_sample]
-        return out
+        return jsonable(asdict(self))
 
     @classmethod
     def from_json(cls, data: dict) -> Progress:
@@ -56,7 +54,3 @@ class Progress:
             feature_sample=sample,
             **metrics,
         )
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)

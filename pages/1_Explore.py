@@ -137,8 +137,8 @@ run_clicked = cancel_clicked = False
 visitor = widgets.visitor()
 if policy.can_launch():
     # a run the mode would refuse is not offered: Run is greyed out with the reason beside it
-    refusal = None if result is not None or live else policy.launch_refusal(cfg, store, visitor, locked=locked,
-                                                                           signature=signature)
+    refusal = None if result is not None or live else widgets.run_refusal("ex_run", cfg, store, locked=locked,
+                                                                         signature=signature)
     run_clicked = col_run.button("▶ Run", type="primary", disabled=result is not None or live or refusal is not None,
                                  key="ex_run")
     if refusal is not None and not link_refused:

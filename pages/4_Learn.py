@@ -64,7 +64,7 @@ if result is None and (job is None or job.status not in jobs.LIVE):
         st.info("The tour's run is not stored here: it ships in cache/precomputed/tour.zip.")
     estimate = monitor.time_estimate(cfg, store.summaries())
     took = f", about {monitor.format_seconds(estimate.seconds)} at most here"
-    refusal = policy.launch_refusal(cfg, store, widgets.visitor()) if policy.can_launch() else None
+    refusal = widgets.run_refusal("learn_run", cfg, store) if policy.can_launch() else None
     if refusal is not None:
         st.caption(f"Training is off: {literal(refusal)}")
     if policy.can_launch() and st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps} steps{took})",

@@ -5,7 +5,10 @@ row and a deleted value file, made the way a crash, an old version or a person w
 """
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import diskcache
 import pytest
@@ -13,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from test_store import make_result
 
 from hierpoly import cli
+from hierpoly.config import RunConfig
 from hierpoly.jobs import table as jobs
 from hierpoly.results.codec import StoreError, to_bytes
 from hierpoly.results.store import Store
@@ -120,10 +124,12 @@ def test_pages_show_a_banner_not_a_traceback(kind, page, cache_dir):
     at = AppTest.from_file(str(REPO / page), default_timeout=60).run()
     assert not at.exception, at.exception
     shown = " ".join(w.value for w in [*at.warning, *at.error])
-    if kind in ("database", "job record"):
+    if kind in ("database", "job record"):  # the store or the job table: every page says so
         assert "doctor --repair" in shown, shown
-    elif page.endswith("Results.py"):
+    elif page.endswith("Results.py"):  # one result: the page that lists results says it cannot be read
         assert "cannot be read" in shown, shown
+    else:  # one result, on the home page, which lists none: nothing to say there
+        assert shown == "", shown
 
 
 # ------------------------------------------------ salvage per row: nothing readable is lost
@@ -247,3 +253,75 @@ def test_pages_skip_rows_whose_key_is_not_text_with_a_note(page, cache_dir):
     assert not at.exception, at.exception
     notes = [w.value for w in at.warning if "not text" in w.value]
     assert len(notes) == 1 and "doctor --repair" in notes[0], [w.value for w in at.warning]
+
+
+# ------------------------------------------------ doctor's other findings, each found and repaired
+NO_SUCH_PID = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # above the kernel's largest pid
+
+
+def test_value_files_no_result_refers_to_are_removed_and_referenced_ones_kept(cache_dir, capsys):
+    big = make_result(seed=5, n_samples=2000)  # above 32 kB: an old store kept its value in a file
+    old_style_cache(cache_dir).set(big.key, to_bytes(big))
+    (kept,) = [path.relative_to(cache_dir) for path in cache_dir.glob("*/*/*.val")]
+    orphan = cache_dir / "ab" / "cd" / "left-behind.val"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"a value whose row is gone")
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and out.count("value file") == 1 and "value file ab/cd/left-behind.val: no result refers" in out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert not orphan.exists() and (cache_dir / kept).exists()
+    assert to_bytes(Store(cache_dir).get(big.key)) == to_bytes(big) and run_cli(capsys, "doctor")[0] == 0
+
+
+def test_entries_of_no_job_are_removed_and_a_jobs_own_kept(cache_dir, capsys):
+    store = Store(cache_dir)
+    store.put(make_result(seed=1))
+    job_id = jobs.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
+    t = jobs.table(store)
+    t.set(f"progress:{job_id}", "[]")
+    strays = ["claim:" + "ef" * 32, "progress:0000000000000000", "beat:0000000000000000", "cancel:0000000000000000"]
+    t.set(strays[0], "0000000000000000")
+    for name in strays[1:]:
+        t.set(name, "1")
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and sorted(line.split(":")[0] for line in out.splitlines() if "belongs to no job" in line) == [
+        f"job entry {name.split(':')[0]}" for name in sorted(strays)]
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert not any(name in t for name in strays) and f"progress:{job_id}" in t
+    assert [job.job_id for job in jobs.list_jobs(store)] == [job_id] and run_cli(capsys, "doctor")[0] == 0
+
+
+def test_a_stale_job_is_recorded_failed_and_the_queue_behind_it_started(cache_dir, capsys, monkeypatch):
+    launched = []
+    monkeypatch.setattr(jobs, "spawn", lambda store, module, args, log: launched.append(args[0]) or
+                        SimpleNamespace(pid=os.getpid()))  # this process stands for each worker
+    store = Store(cache_dir)
+    first = jobs.submit(RunConfig(d=4, n=256, m2=50, steps=200), store)
+    second = jobs.submit(RunConfig(d=4, n=256, m2=50, steps=200, seed=1), store)
+    t = jobs.table(store)
+    t.set(f"job:{first}", json.dumps(dict(json.loads(t.get(f"job:{first}")), pid=NO_SUCH_PID, pid_start=None)))
+    code, out, _ = run_cli(capsys, "doctor")  # checking records nothing
+    assert code == 1 and f"stale job {first}: worker lost: process {NO_SUCH_PID} is gone -> mark it failed" in out
+    assert json.loads(t.get(f"job:{first}"))["status"] == "running" and launched == [first]
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert json.loads(t.get(f"job:{first}"))["status"] == "failed"
+    assert launched == [first, second] and jobs.get(second, store).status == "running"
+    assert run_cli(capsys, "doctor")[0] == 0
+
+
+def test_a_damaged_job_table_is_moved_aside_and_results_kept(cache_dir, capsys):
+    store = Store(cache_dir)
+    results = [make_result(seed=seed) for seed in range(3)]
+    store.put_many(results)
+    jobs.submit(results[0].config, store)
+    jobs.forget_table(store)
+    db = cache_dir / "jobs" / "cache.db"
+    with open(db, "r+b") as fh:
+        fh.write(b"this is no longer a database" * 8)
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and f"job table {db}:" in out and "move it aside and start an empty job table" in out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    (moved,) = [path for path in db.parent.glob("cache.db.damaged-*") if not path.name.endswith(("-wal", "-shm"))]
+    assert moved.read_bytes().startswith(b"this is no longer a database")  # kept aside, not deleted
+    assert jobs.list_jobs(Store(cache_dir)) == [] and sorted(Store(cache_dir).keys()) == sorted(r.key for r in results)
+    assert run_cli(capsys, "doctor")[0] == 0

@@ -99,6 +99,21 @@ def test_kill_9_gives_failed_then_resubmit_completes():
     assert store.get(cfg.key()).meta["steps"] == 3000
 
 
+def test_a_job_queued_behind_a_killed_worker_runs_for_whoever_waits_on_it():
+    store = Store()
+    first = jobs.submit(RunConfig(**LONG), store)
+    second = jobs.submit(RunConfig(**TINY, steps=200, seed=3), store)
+    job = wait_for(lambda: (j := jobs.get(first, store)).step > 0 and j, 120)
+    os.kill(job.pid, signal.SIGKILL)
+    lost = wait_for(lambda: (j := jobs.get(first, store)).finished and j, 30, poll=0.2)  # the pid is gone at once
+    assert lost.status == "failed" and "lost" in lost.message
+    queued = jobs.get(second, store)  # reads started nothing: it waits for whoever schedules
+    assert queued.status == "queued" and "no worker is waiting" in queued.message
+    done = jobs.wait(second, timeout=180, store=store)  # the CLI's run waits this way
+    assert done.status == "done", done.message
+    assert done.pid != job.pid and store.has(RunConfig(**TINY, steps=200, seed=3).key())
+
+
 def test_cancel_and_the_queue_behind_it(cache_dir):
     store = Store()
     long_cfg, short_cfg = RunConfig(**LONG), RunConfig(**TINY, steps=200, seed=1)
@@ -160,14 +175,18 @@ def test_one_worker_serves_queued_jobs_one_after_another(cache_dir, monkeypatch)
 
 
 def test_a_worker_whose_heartbeat_stops_is_failed_by_its_lease(monkeypatch):
-    monkeypatch.setattr(jobs, "LEASE_S", 3.0)  # the reader decides, so the lease is the reader's
     store = Store()
     job_id = jobs.submit(RunConfig(**LONG), store)
     job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
     os.kill(job.pid, signal.SIGSTOP)  # alive, but silent
     try:
+        # a short lease only once the worker cannot beat: before, a loaded machine may delay a 2 s beat past it
+        monkeypatch.setattr(jobs, "LEASE_S", 3.0)  # the lease is the reader's: reads show the job lost
         failed = wait_for(lambda: (j := jobs.get(job_id, store)).status == "failed" and j, 60, poll=0.5)
         assert "no heartbeat" in failed.message
+        jobs.supervise(store)  # and whoever schedules records it
+        recorded = json.loads(jobs.table(store).get(f"job:{job_id}"))
+        assert recorded["status"] == "failed" and "no heartbeat" in recorded["message"] and jobs.stale(store) == {}
     finally:
         os.kill(job.pid, signal.SIGKILL)
 

@@ -12,5 +12,5 @@ def test_demo_timing_reports_walls_and_first_live_points():
     for label in ("cold", "warm"):
         assert 0 < out[f"first_point_{label}"] <= out[f"seconds_{label}"]
     assert out["args"].startswith("--d 4") and len(lines) == 2
-    # the warm run reuses the first run's worker and compiled programs: it cannot be the slower one by much
-    assert out["seconds_warm"] < out["seconds_cold"] * 1.5
+    # what makes the second run warm, checked as an event rather than by its time (load decides that)
+    assert out["same_worker"] is True

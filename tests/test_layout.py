@@ -121,6 +121,21 @@ def test_no_function_over_the_line_limit():
     assert long == []
 
 
+# a rule written twice drifts: NaN -> None lives in jsonvalue.py, an error's first line in failure.py
+WRITTEN_ONCE = {
+    "NaN to None": (re.compile(r"None if .*is(nan|finite)|is(nan|finite)\(.*\) else None"), "hierpoly/jsonvalue.py"),
+    "an error's first line": (re.compile(r"str\(\w+\)(\.strip\(\))?\.(splitlines\(|split\(.\\n)"), "hierpoly/failure.py"),
+}
+
+
+@pytest.mark.parametrize("rule", WRITTEN_ONCE)
+def test_small_rules_are_written_once(rule):
+    pattern, home = WRITTEN_ONCE[rule]
+    files = [*PACKAGE.rglob("*.py"), REPO / "app.py", *(REPO / "pages").glob("*.py")]
+    where = sorted({str(path.relative_to(REPO)) for path in files if pattern.search(path.read_text())})
+    assert where == [home]
+
+
 @pytest.mark.process
 def test_everything_outside_the_engine_imports_without_jax():
     names = sorted(name for name in _modules() if _room(name) != "engine" and name != "hierpoly.__main__")

@@ -41,6 +41,15 @@ def test_biases_and_signs(params):
     assert not np.any(p["u"]) and not np.any(p["c"])
 
 
+def test_the_default_biases_are_uniform_on_minus_four_to_four():
+    """τ_b as the config leaves it (every other test here sets b_scale = 3)."""
+    cfg = RunConfig(d=10, n=100, m1=100, m2=20_000)
+    b = np.asarray(model.init(jax.random.PRNGKey(8), cfg)["b"])
+    assert b.min() >= -4.0 and b.max() <= 4.0 and min(-b.min(), b.max()) > 3.99  # the whole of [-4, 4]
+    assert np.var(b) == pytest.approx(16 / 3, rel=0.03)  # Uniform[-4, 4]; the sample variance's sd is 0.6%
+    assert abs(np.mean(b)) < 0.06  # its sd is 4/√(3·20000) = 0.016
+
+
 def test_preactivations_are_standard_normal(params):
     _, p = params
     x = jax.random.normal(jax.random.PRNGKey(1), (2000, 10))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -60,9 +61,10 @@ def test_classroom_refuses_over_budget_and_edited_locked_configs(monkeypatch):
     monkeypatch.setenv("HIERPOLY_MODE", "classroom")
     with pytest.raises(policy.PolicyError, match="classroom mode a run may use 60 s"):
         policy.web_limits(HUGE, store)
-    assert policy.web_limits(SMALL, store) == jobs.QueueLimits(total=20, per_owner=2)
-    # the teacher's signed link passes the small budget; the same link edited does not
-    assert policy.web_limits(HUGE, store, locked=True, signature=policy.sign(HUGE, store)) is not None
+    limits = jobs.QueueLimits(total=20, per_owner=2)  # HIERPOLY_QUEUE_LIMIT, HIERPOLY_VISITOR_JOBS by default
+    assert policy.web_limits(SMALL, store) == limits
+    # the teacher's signed link passes the small budget, under the same queue limits; the same link edited does not
+    assert policy.web_limits(HUGE, store, locked=True, signature=policy.sign(HUGE, store)) == limits
     with pytest.raises(policy.PolicyError, match="changed after it was made"):
         policy.web_limits(HUGE, store, locked=True, signature=policy.sign(SMALL, store))
     monkeypatch.setenv("HIERPOLY_MODE", "local")
@@ -82,6 +84,26 @@ def test_explore_in_classroom_mode_refuses_with_the_reason(monkeypatch):
     assert jobs.list_jobs() == []
     at = explore(forms.params_from_config(SMALL))  # a run within the budget is offered
     assert not at.button(key="ex_run").disabled
+
+
+def test_a_click_on_run_checks_each_budget_once(monkeypatch):
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    at = explore(forms.params_from_config(SMALL))
+    assert not at.button(key="ex_run").disabled
+    checks, launched = [], []
+
+    def counted(name, check):
+        return lambda *args, **kw: checks.append(name) or check(*args, **kw)
+
+    monkeypatch.setattr(policy, "web_limits", counted("classroom", policy.web_limits))  # seconds, widths, link
+    monkeypatch.setattr(policy, "check_budget", counted("machine", policy.check_budget))  # memory and work
+    monkeypatch.setattr(jobs, "check_budget", counted("machine", jobs.check_budget))
+    monkeypatch.setattr(jobs, "spawn", lambda store, module, args, log: launched.append(args[0]) or
+                        SimpleNamespace(pid=os.getpid()))  # this process stands for the worker
+    at.button(key="ex_run").click().run()
+    assert not at.exception and not at.error
+    assert sorted(checks) == ["classroom", "machine"]
+    assert launched == [jobs.for_key(SMALL.key()).job_id]
 
 
 def test_explore_refuses_an_edited_locked_link(monkeypatch):

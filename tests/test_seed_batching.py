@@ -11,6 +11,10 @@ from hierpoly.progress import Progress
 # tol/patience chosen so the three seeds stop at different steps (plateau or cap)
 BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.3, lr_drops=1, feature_tol=0.0, n_test=64)
 CHUNK = 50
+# One program per seed or one for all: the same arithmetic, reduced in another order. Measured on this 2-core
+# CPU: losses and history within 5e-7 relative, correlations within 4e-8, parameters within 3e-6; the bounds
+# below leave 40-300x for another CPU's float noise, and still fail on any real difference in the training.
+LOSS_RTOL, CORR_ATOL, PARAM_RTOL, PARAM_ATOL = 1e-4, 1e-5, 1e-3, 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +35,12 @@ def test_each_seed_matches_its_own_run(both):
         assert b.extra["stopped_by"] == a.extra["stopped_by"]
         assert b.extra["batched_seeds"] == 3
         for name in ("train_loss", "test_loss"):
-            assert b.metrics[name] == pytest.approx(a.metrics[name], rel=2e-2), f"seed {cfg.seed} {name}"
-        assert b.metrics["feature_corr"] == pytest.approx(a.metrics["feature_corr"], abs=1e-2)
+            assert b.metrics[name] == pytest.approx(a.metrics[name], rel=LOSS_RTOL), f"seed {cfg.seed} {name}"
+        assert b.metrics["feature_corr"] == pytest.approx(a.metrics["feature_corr"], abs=CORR_ATOL)
         # a seed that stopped early is frozen at its stop: same parameters as its own run
         for name in a.params:
-            np.testing.assert_allclose(b.params[name], a.params[name], rtol=5e-2, atol=5e-3, err_msg=f"seed {cfg.seed} {name}")
+            np.testing.assert_allclose(b.params[name], a.params[name], rtol=PARAM_RTOL, atol=PARAM_ATOL,
+                                       err_msg=f"seed {cfg.seed} {name}")
 
 
 @pytest.mark.slow
@@ -44,7 +49,7 @@ def test_histories_and_progress_rows_are_per_seed(both):
     for i, (b, a) in enumerate(zip(batched, alone)):
         assert [r.step for r in b.history] == [r.step for r in a.history]
         assert [r.step for j, r in rows if j == i] == [r.step for r in b.history]
-        np.testing.assert_allclose([r.train_loss for r in b.history], [r.train_loss for r in a.history], rtol=2e-2)
+        np.testing.assert_allclose([r.train_loss for r in b.history], [r.train_loss for r in a.history], rtol=LOSS_RTOL)
 
 
 def test_batchable_only_for_joint_three_layer_configs_differing_in_seed():

@@ -38,3 +38,13 @@ def test_an_unset_setting_reads_as_its_default_and_a_set_one_as_given(monkeypatc
     assert settings.text("HIERPOLY_MAX_FLOPS") == "1e17"
     monkeypatch.setenv("HIERPOLY_MAX_FLOPS", "5")
     assert settings.text("HIERPOLY_MAX_FLOPS") == "5"
+
+
+def test_every_switch_of_the_suite_is_set_by_ci_and_described():
+    """A test that skips without Chromium, Ray or root has a HIERPOLY_REQUIRE_* switch that CI sets, so it fails there."""
+    switch = re.compile(r"\bHIERPOLY_REQUIRE_[A-Z_]*[A-Z]\b")
+    used = {name for path in (REPO / "tests").glob("test_*.py") if path.name != "test_settings.py"
+            for name in switch.findall(path.read_text())}
+    set_by_ci = set(switch.findall((REPO / ".ci" / "run").read_text()))
+    assert used == set_by_ci == set(switch.findall((REPO / "README.md").read_text()))
+    assert {"HIERPOLY_REQUIRE_BROWSER", "HIERPOLY_REQUIRE_RAY", "HIERPOLY_REQUIRE_FULL_DISK"} <= used

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from hierpoly.config import RunConfig
+from hierpoly.failure import first_line
 from hierpoly.jobs.executors import SweepError, outcome
 from hierpoly.results.codec import StoreError, from_bytes, to_bytes
 from hierpoly.results.store import REPO
@@ -74,15 +75,14 @@ def accept(cfg: RunConfig, reply, store) -> dict:
         store.put(result)  # write once: a duplicate or retried reply is a no-op
     except StoreError as err:
         return outcome(cfg, "failed", f"result refused: {err}")
-    return outcome(cfg, "done", str(message), store)
+    return outcome(cfg, "done", str(message), result)
 
 
 def error_message(err: BaseException) -> str:
     """One line for a task that failed after its retries."""
     cause = getattr(err, "cause", None)  # RayTaskError wraps the worker's exception
     err = cause if isinstance(cause, BaseException) else err
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return f"{type(err).__name__}: {lines[0].strip() if lines else 'no message'}"
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 def is_auth_failure(err: BaseException) -> bool:
@@ -263,7 +263,7 @@ class RayExecutor:
         try:
             for cfg in unique:
                 if store.has(cfg.key()):  # stored meanwhile (another sweep): nothing to run
-                    rows.append(outcome(cfg, "done", "already in the store", store, cached=True))
+                    rows.append(outcome(cfg, "done", "already in the store", store.get(cfg.key()), cached=True))
                     on_done(rows[-1])
                 else:
                     pending[task.remote(cfg.to_dict())] = cfg

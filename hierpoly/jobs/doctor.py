@@ -6,7 +6,8 @@ not text, value files no row refers to, damaged job records, table entries of no
 job, and running jobs whose worker is gone. Repair says what it removes, then:
 moves a damaged database aside (keeping every result that still decodes, read
 row by row: rows.py), deletes unreadable results, rows with other keys (by
-rowid), orphan files, damaged records and orphan entries, and marks stale jobs.
+rowid), orphan files, damaged records and orphan entries, and records stale jobs
+(``jobs.supervise``, which also starts a worker for the jobs queued behind them).
 Value files outside the store's directory are never read or deleted.
 
 A full disk is not damage: checking works on it (read-only), repairing waits for room.

@@ -31,15 +31,17 @@ class Executor(Protocol):
         ...
 
 
-def outcome(cfg: RunConfig, status: str, message: str, store=None, cached: bool = False) -> dict:
-    """The row of one config: its grid coordinates, status and, when stored, its metrics."""
+def outcome(cfg: RunConfig, status: str, message: str, result=None, cached: bool = False) -> dict:
+    """The row of one config: its grid coordinates, status and, for a done one, its result's metrics.
+
+    result: the run's Result as the caller holds it (just trained, or read from the store once).
+    """
     row = {
         "key": cfg.key(), "d": cfg.d, "n": cfg.n, "k": cfg.k, "seed": cfg.seed, "arch": cfg.arch, "mode": cfg.mode,
         "status": status, "message": message, "cached": cached,
         "test_loss": None, "feature_corr": None, "train_loss": None, "seconds": None,
     }
-    result = store.get(row["key"]) if store is not None and status == "done" else None
-    if result is not None:
+    if result is not None and status == "done":
         row.update({name: result.metrics.get(name) for name in ("test_loss", "feature_corr", "train_loss")})
         row["seconds"] = result.meta.get("seconds")
     return row

@@ -40,6 +40,6 @@ class InlineExecutor:
             for ended in runner.execute_seeds(group, on_progress=note, results=store):
                 if ended.result is not None:
                     store.put(ended.result)
-                rows.append(outcome(ended.config, ended.status, ended.message, store))
+                rows.append(outcome(ended.config, ended.status, ended.message, ended.result))
                 on_done(rows[-1])
         return rows

@@ -2,7 +2,7 @@
 
 Cold: a fresh store (no compiled programs on disk, no worker). Warm: the same shapes
 again with another seed right after, so the persistent compilation cache and the idle
-worker of the first run serve it. Besides the CLI's wall time, the first live point:
+worker of the first run serve it (``same_worker`` says whether it did). Besides the CLI's wall time, the first live point:
 seconds from launch until the job table holds the run's first history row, which is
 what the Explore page draws (its live panel polls once a second). No JAX here.
 """
@@ -23,22 +23,26 @@ QUICK = ("--d", "4", "--n", "256", "--m2", "50", "--steps", "100", "--n-eval", "
 
 
 def measure_demo(quick: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Wall seconds of ``python -m hierpoly run <demo> --json``, cold then warm, and each one's first live point."""
+    """Wall seconds of ``python -m hierpoly run <demo> --json``, cold then warm, each one's first live point, and
+    whether the warm run was trained by the cold run's worker."""
     args = QUICK if quick else DEMO
     out = {"args": " ".join(args)}
     with tempfile.TemporaryDirectory() as directory:
         env = {**os.environ, "HIERPOLY_CACHE_DIR": directory, "HIERPOLY_LOAD_PRECOMPUTED": "0",
                "PYTHONPATH": str(REPO)}
+        workers = []
         for label, seed in (("cold", "0"), ("warm", "1")):
-            wall, first = _timed_run([*args, "--seed", seed], env, Store(directory))
+            wall, first, pid = _timed_run([*args, "--seed", seed], env, Store(directory))
             out[f"seconds_{label}"], out[f"first_point_{label}"] = wall, first
+            workers.append(pid)
             log(f"demo run {label}: {wall:.1f} s, first live point after {first:.1f} s")
+        out["same_worker"] = workers[0] is not None and workers[0] == workers[1]
         _stop_idle_workers(Store(directory))
     return out
 
 
-def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float]:
-    """(wall seconds of the CLI run, seconds until its job's first history row)."""
+def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float, int | None]:
+    """(wall seconds of the CLI run, seconds until its job's first history row, the pid of the worker that ran it)."""
     before = {job.job_id for job in jobs.list_jobs(store)}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "run", *args, "--json"], cwd=REPO, env=env,
@@ -53,7 +57,8 @@ def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float]:
     _, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"demo run failed: {stderr.strip().splitlines()[-1:]}")
-    return wall, wall if first is None else first
+    (job,) = [job for job in jobs.list_jobs(store) if job.job_id not in before]
+    return wall, wall if first is None else first, job.pid
 
 
 def _stop_idle_workers(store: Store) -> None:

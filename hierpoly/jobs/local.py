@@ -29,13 +29,15 @@ class LocalExecutor:
             on_done(row)
         try:
             while pending:
+                jobs.supervise(store)  # a worker lost mid-sweep: recorded, and the jobs queued behind it get a new one
                 snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
                 for job_id, cfg in list(pending.items()):
                     job = snapshot.get(job_id)
                     if job is None:
                         rows.append(outcome(cfg, "failed", "the job disappeared from the job table"))
                     elif job.finished:
-                        rows.append(outcome(cfg, job.status, job.message, store))
+                        result = store.get(cfg.key()) if job.status == "done" else None  # the worker stored it
+                        rows.append(outcome(cfg, job.status, job.message, result))
                     else:
                         if job.status == "running" and job.progress:
                             on_note(f"d={cfg.d} n={cfg.n} seed {cfg.seed} {cfg.arch}: step {job.step}")

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from hierpoly.config import TRANSFER, ConfigError, RunConfig, source_problem
+from hierpoly.jsonvalue import jsonable
 from hierpoly.results import store
 from hierpoly.results.codec import (
     FIRST_BLOCK,
@@ -45,7 +46,6 @@ from hierpoly.results.codec import (
     SHARE_METRICS,
     SNAPSHOT_POINTS,
     Result,
-    jsonable,
 )
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)

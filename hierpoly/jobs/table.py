@@ -15,18 +15,28 @@ after an idle timeout. Every process sees the same job table, a diskcache in
     idle:<pid>     a worker waiting for work (JSON: pid, start, host, beat)
     warm           the warm worker's state (warmup.py)
 
-Liveness is decided by whoever reads, never by the worker's exit path: a running
-job whose pid is gone (same host) or whose heartbeat is older than LEASE_S is
-marked ``failed`` ("worker lost") — or ``done`` when its result reached the store
-before the worker died. So a ``kill -9`` or a machine restart leaves an honest
-status, and the config can be submitted again.
+Liveness is decided from the table and /proc, never by the worker's exit path: a
+running job whose pid is gone (same host) or whose heartbeat is older than LEASE_S is
+lost: ``failed`` ("worker lost"), or ``done`` when its result reached the store before
+the worker died. So a ``kill -9`` or a machine restart leaves an honest status, and the
+config can be submitted again.
+
+Reading never schedules: ``get``, ``list_jobs``, ``for_key`` and the doctor's reads
+write nothing and start nothing; they show a lost worker's job as failed (or done)
+without recording it, so a page polling every second is no scheduler tick. One place
+schedules, ``_schedule``: in one write transaction it records lost workers' jobs,
+applies a change (a submit's claim, a cancel) and marks the queued jobs that get a new
+worker, then starts those workers. Submit and cancel go through it, and so does
+``supervise``, called by whoever waits on jobs (``wait``, the CLI's run; the local
+executor's sweep) and by ``doctor --repair``. Workers take queued jobs themselves
+between jobs and while idle (``next_job``), recording lost workers too. So a job queued
+behind a killed worker gets a new one at the next of these, never from a page's read.
 
 A damaged record is skipped and reported (``damaged``); a damaged table raises a
-one-line StoreError. On a full disk the table is still read (lost workers are then
-reported, not recorded) and a worker lost there is said to have stopped on a full
-disk. The table's write-ahead log is checkpointed every LOG_PAGES pages and cut back
-to that size, so progress rows do not grow it by megabytes. Importing this module
-does not import JAX.
+one-line StoreError. On a full disk the table is still read and nothing is scheduled;
+a worker lost there is said to have stopped on a full disk. The table's write-ahead
+log is checkpointed every LOG_PAGES pages and cut back to that size, so progress rows
+do not grow it by megabytes. Importing this module does not import JAX.
 """
 from __future__ import annotations
 
@@ -38,6 +48,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -219,21 +230,24 @@ def _queue_views(t, records: list[dict], only: str | None = None) -> list[Job]:
     queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
     running = sum(r["status"] == "running" for r in records)
     order = {r["job_id"]: i + 1 for i, r in enumerate(queued)}
+    idle = sum(_idle_entries(t, time.time()).values()) if queued and running < max_workers() else 0
     out = []
     for rec in records if only is None else [r for r in records if r["job_id"] == only]:
         position = order.get(rec["job_id"])
         if position is not None:
-            rec = dict(rec, message=_wait_reason(position, len(queued), running))
+            rec = dict(rec, message=_wait_reason(position, len(queued), running, idle))
         out.append(_snapshot(t, rec, position))
     return out
 
 
-def _wait_reason(position: int, queued: int, running: int) -> str:
+def _wait_reason(position: int, queued: int, running: int, idle: int) -> str:
     slots = max_workers()
     if running >= slots:
         why = f"all {slots} worker slot{'s' if slots != 1 else ''} busy (HIERPOLY_MAX_WORKERS)"
-    else:
-        why = "a worker is starting"
+    elif idle:
+        why = "an idle worker is taking it"
+    else:  # a worker was lost and nothing that schedules has run since (see the module docstring)
+        why = "a slot is free but no worker is waiting: the next run submitted, or a cancel, starts one"
     return f"position {position} of {queued} in the queue: {why}"
 
 
@@ -285,9 +299,9 @@ def _lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | Non
     return None
 
 
-def _idle_workers(t, now: float) -> int:
-    """Workers waiting for work (fresh and alive); stale entries are removed."""
-    count = 0
+def _idle_entries(t, now: float) -> dict[str, bool]:
+    """The idle-worker entries by table name: True for a worker alive that polled within IDLE_FRESH_S."""
+    out = {}
     for name in [n for n in t.iterkeys() if n.startswith("idle:")]:
         try:
             entry = json.loads(t.get(name))
@@ -295,11 +309,16 @@ def _idle_workers(t, now: float) -> int:
             alive = entry.get("host") != socket.gethostname() or process_alive(int(entry["pid"]), entry.get("start"))
         except (TypeError, ValueError, KeyError, StoreError):
             fresh = alive = False
-        if fresh and alive:
-            count += 1
-        else:
-            t.delete(name)
-    return count
+        out[name] = fresh and alive
+    return out
+
+
+def _idle_workers(t, now: float) -> int:
+    """Workers waiting for work; the stale entries are removed (inside a write transaction)."""
+    entries = _idle_entries(t, now)
+    for name in [name for name, waiting in entries.items() if not waiting]:
+        t.delete(name)
+    return sum(entries.values())
 
 
 def idle_worker_pids(store: Store | None = None) -> list[int]:
@@ -335,53 +354,72 @@ def _mark_lost(t, store: Store, records: list[dict], now: float, save: bool = Tr
             _save(t, rec)
 
 
-def _supervise(store: Store) -> list[dict]:
-    """Mark lost workers, start queued jobs while slots are free; returns the readable records.
+def _shown(store: Store) -> list[dict]:
+    """The readable records as they stand: a lost worker's job shown failed (or done), nothing written."""
+    t = table(store)
+    with _guard(store):
+        records, _ = _records(t)
+        _mark_lost(t, store, records, time.time(), save=False)
+    return records
 
-    On a full disk nothing can be recorded or started: the records are read and the lost
-    workers marked in what is returned only, so listing still works.
+
+def _plan(t, records: list[dict], now: float) -> list[dict]:
+    """The queued jobs that get a new worker now, marked starting (inside a write transaction)."""
+    running = sum(r["status"] == "running" for r in records)
+    queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
+    if not queued or running >= max_workers():
+        return []
+    # idle workers take queued jobs themselves (warm programs); start new ones only beyond them
+    wanted = min(max_workers() - running, len(queued)) - _idle_workers(t, now)
+    to_start = queued[: max(0, wanted)]
+    for rec in to_start:
+        # a launch holds its slot through the heartbeat lease until the worker beats
+        rec.update(status="running", message="starting", heartbeat=now, host=socket.gethostname())
+        _save(t, rec)
+    return to_start
+
+
+def _schedule(store: Store, change: Callable | None = None):
+    """The one place that schedules; returns what change returned.
+
+    In one write transaction: lost workers' jobs are recorded, change(t, records) is applied
+    (a submit's claim, a cancel; it edits records in place and appends new ones) and the
+    queued jobs that get a new worker are marked starting. Then those workers are started.
     """
-    try:
-        return _supervise_writing(store)
-    except DiskFull:
-        t = table(store)
-        with _guard(store):
-            records, _ = _records(t)
-            _mark_lost(t, store, records, time.time(), save=False)
-        return records
-
-
-def _supervise_writing(store: Store) -> list[dict]:
     _reap_children()
     t = table(store)
     now = time.time()
     with _guard(store):
-        # Most reads find nothing to do: they must not take the write lock that the worker's progress rows
-        # need too (a class of pages polling every second queued behind each other). Decided again below.
-        records, _ = _records(t)
-        if not any(r["status"] == "queued" for r in records) and not any(
-                _lost_reason(t, r, now, False) for r in records if r["status"] == "running"):
-            return records
         with t.transact():
             records, _ = _records(t)
             _mark_lost(t, store, records, now)
-            running = sum(r["status"] == "running" for r in records)
-            queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
-            # idle workers take queued jobs themselves (warm programs); start new ones only beyond them
-            wanted = min(max(0, max_workers() - running), len(queued)) - _idle_workers(t, now)
-            to_start = queued[: max(0, wanted)]
-            for rec in to_start:
-                # a launch holds its slot through the heartbeat lease until the worker beats
-                rec.update(status="running", message="starting", heartbeat=time.time(), host=socket.gethostname())
-                _save(t, rec)
+            out = change(t, records) if change is not None else None
+            to_start = _plan(t, records, now)
         for rec in to_start:
             _launch(store, rec)
-    return records
+    return out
 
 
 def supervise(store: Store | None = None) -> None:
-    """Mark lost workers failed (or done), then start queued jobs while worker slots are free."""
-    _supervise(_store(store))
+    """Record lost workers' jobs, then start workers for queued jobs while slots are free.
+
+    For whoever waits on jobs without changing the table (``wait``, the local executor's
+    sweep loop) and for ``doctor --repair``; reads never call it. It takes the write lock
+    only when there is something to do, and on a full disk it records and starts nothing.
+    """
+    store = _store(store)
+    t, now = table(store), time.time()
+    with _guard(store):
+        records, _ = _records(t)
+        lost = any(_lost_reason(t, r, now) for r in records)
+        startable = any(r["status"] == "queued" for r in records) and \
+            sum(r["status"] == "running" for r in records) < max_workers()
+    if not (lost or startable):  # most calls: the write lock is the worker's progress rows' too
+        return
+    try:
+        _schedule(store)
+    except DiskFull:
+        pass  # nothing can be recorded or started; reads still show a lost worker's job as failed
 
 
 def max_workers() -> int:
@@ -455,38 +493,39 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
         BudgetError when the config does not fit this machine; QueueFull over the limits.
     """
     store = _store(store)
-    key = config.key()
-    t = table(store)
-    stored = store.has(key)
+    stored = store.has(config.key())
     if not stored:
         check_budget(config)
-    _supervise(store)  # lost workers first, so their keys can be claimed again
-    now = time.time()
-    with _guard(store), t.transact():  # one SQLite write lock across processes: claims are atomic
-        current = t.get(f"claim:{key}")
-        rec = _load(t, current) if isinstance(current, str) else None
-        if rec is not None and (rec["status"] in LIVE or (rec["status"] == "done" and stored)):
-            return rec["job_id"]
-        if not stored:
-            _check_limits(_records(t)[0], owner, limits)
-        job_id = uuid.uuid4().hex[:16]
-        total = config.total_steps
-        rec = {
-            "job_id": job_id, "key": key, "config": config.to_dict(), "status": "done" if stored else "queued",
-            "message": "already in the store" if stored else "waiting for a worker", "pid": None,
-            "created": now, "updated": now, "heartbeat": now, "total_steps": total, "owner": owner,
-        }
-        _save(t, rec)
-        t.set(f"claim:{key}", job_id)
+    # lost workers are recorded first, in the same transaction: their keys can be claimed again
+    return _schedule(store, lambda t, records: _claim(t, records, config, stored, owner, limits))
+
+
+def _claim(t, records: list[dict], config: RunConfig, stored: bool, owner: str | None,
+           limits: QueueLimits | None) -> str:
+    """The config's live job (or its done one when stored), else a new record, queued or done (in submit's transaction)."""
+    key = config.key()
+    current = t.get(f"claim:{key}")
+    rec = next((r for r in records if r["job_id"] == current), None)
+    if rec is not None and (rec["status"] in LIVE or (rec["status"] == "done" and stored)):
+        return rec["job_id"]
     if not stored:
-        _supervise(store)
-    return job_id
+        _check_limits(records, owner, limits)
+    now = time.time()
+    rec = {
+        "job_id": uuid.uuid4().hex[:16], "key": key, "config": config.to_dict(),
+        "status": "done" if stored else "queued", "message": "already in the store" if stored else "waiting for a worker",
+        "pid": None, "created": now, "updated": now, "heartbeat": now, "total_steps": config.total_steps, "owner": owner,
+    }
+    _save(t, rec)
+    t.set(f"claim:{key}", rec["job_id"])
+    records.append(rec)
+    return rec["job_id"]
 
 
 def get(job_id: str, store: Store | None = None) -> Job | None:
-    """The job as it stands now (lost workers already marked), or None (also for a damaged record)."""
+    """The job as it stands now, or None (also for a damaged record); reads only (a lost worker's job shows failed)."""
     store = _store(store)
-    records = _supervise(store)
+    records = _shown(store)
     with _guard(store):
         views = _queue_views(table(store), records, only=job_id)
     return views[0] if views else None
@@ -501,9 +540,9 @@ def for_key(key: str, store: Store | None = None) -> Job | None:
 
 
 def list_jobs(store: Store | None = None) -> list[Job]:
-    """Every readable job, newest first (damaged records are left out: see `damaged`)."""
+    """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`."""
     store = _store(store)
-    records = _supervise(store)
+    records = _shown(store)
     with _guard(store):
         jobs = _queue_views(table(store), records)
     return sorted(jobs, key=lambda j: j.created, reverse=True)
@@ -530,25 +569,30 @@ def remove(job_id: str, store: Store | None = None) -> None:
 
 def cancel(job_id: str, store: Store | None = None) -> bool:
     """Ask a job to stop (between chunks); a queued job is cancelled at once. False if already finished."""
-    store = _store(store)
-    _supervise(store)
-    t = table(store)
-    with _guard(store), t.transact():
-        rec = _load(t, job_id)
-        if rec is None or rec["status"] not in LIVE:
-            return False
-        t.set(f"cancel:{job_id}", "1")
-        if rec["status"] == "queued":
-            rec.update(status="cancelled", message="cancelled before it started")
-            _save(t, rec)
+    return _schedule(_store(store), lambda t, records: _cancel(t, records, job_id))
+
+
+def _cancel(t, records: list[dict], job_id: str) -> bool:
+    rec = next((r for r in records if r["job_id"] == job_id), None)
+    if rec is None or rec["status"] not in LIVE:
+        return False
+    t.set(f"cancel:{job_id}", "1")
+    if rec["status"] == "queued":
+        rec.update(status="cancelled", message="cancelled before it started")
+        _save(t, rec)
     return True
 
 
 def wait(job_id: str, timeout: float | None = None, poll: float = 0.5, on_update=None, store: Store | None = None) -> Job:
-    """Poll until the job finishes (or timeout seconds pass); on_update(job) after each poll."""
+    """Poll until the job finishes (or timeout seconds pass); on_update(job) after each poll.
+
+    Whoever waits keeps the queue moving (``supervise`` before each look): a worker lost
+    meanwhile is recorded and a job queued behind it gets a new one.
+    """
     store = _store(store)
     deadline = math.inf if timeout is None else time.monotonic() + timeout
     while True:
+        supervise(store)
         job = get(job_id, store)
         if job is None:
             raise KeyError(f"no job {job_id!r}")
@@ -588,12 +632,15 @@ def _idle_entry(t) -> None:
 def next_job(store: Store, retire: bool = False) -> dict | None:
     """Called by an idle worker: take the oldest queued job when a slot is free, else wait registered as idle.
 
+    It records lost workers' jobs first (as ``_schedule`` does), so a lost worker's slot is taken again.
+
     retire: the worker is about to exit: unregister, unless a job can still be taken
     (one transaction, so a job queued meanwhile is never left without a worker).
     """
     t = table(store)
     with t.transact():
         records, _ = _records(t)
+        _mark_lost(t, store, records, time.time())  # the pool notices a lost sibling: its slot is free again
         running = sum(r["status"] == "running" for r in records)
         queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
         if queued and running < max_workers():
@@ -639,10 +686,10 @@ def stop_requested(store: Store, job_id: str) -> bool:
 
 
 def finish(store: Store, job_id: str, status: str, message: str) -> None:
-    """The worker's last word on its job, unless a reader already declared it lost.
+    """The worker's last word on its job, unless it was already recorded lost.
 
-    The worker registers as idle in the same transaction, so no reader starts a second
-    worker for the next queued job in the moment before this one takes it.
+    The worker registers as idle in the same transaction, so a submit in the moment before
+    this worker takes the next queued job starts no second worker for it.
     """
     t = table(store)
     with t.transact():
@@ -658,7 +705,7 @@ def finish(store: Store, job_id: str, status: str, message: str) -> None:
 
 # ------------------------------------------------------------------ doctor
 def stale(store: Store | None = None) -> dict[str, str]:
-    """Jobs still marked running whose worker is gone: {job_id: reason} (any read marks them)."""
+    """Jobs still marked running whose worker is gone: {job_id: reason} (reads show them failed; ``supervise`` records it)."""
     store = _store(store)
     t = table(store)
     now = time.time()

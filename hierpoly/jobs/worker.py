@@ -60,8 +60,7 @@ def disk_full_reason(err: BaseException, store: Store) -> str | None:
     """'disk full: ...' when err (or what caused it) is a full disk, else None."""
     for cause in _causes(err):
         if isinstance(cause, DiskFull) or is_disk_full(cause, store.directory):
-            detail = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-            return f"disk full: {detail}"
+            return f"disk full: {first_line(cause)}"
     return None
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
+from hierpoly.jsonvalue import jsonable
 
 FORMAT_VERSION = 1  # of result.json; bump when the members change
 HISTORY_COLUMNS = {  # name -> dtype
@@ -73,20 +74,6 @@ class Result:
     @property
     def key(self) -> str:
         return self.config.key()
-
-
-def jsonable(value):
-    """Plain JSON values from numpy scalars and nested containers; non-finite floats become None."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.generic, np.ndarray)):
-        value = value.tolist()
-        return jsonable(value) if isinstance(value, list) else value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # ------------------------------------------------------------------ encoding

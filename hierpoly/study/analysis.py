@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from hierpoly.config import SIGMA1_DEGREE
+from hierpoly.jsonvalue import jsonable
 from hierpoly.targets import parse_link
 
 METRICS = ("test_loss", "feature_corr")
@@ -335,8 +336,7 @@ class Exponent:
             "estimate": self.estimate, "low": self.low, "high": self.high, "intercept": self.intercept,
             "threshold": self.threshold, "replicates": self.replicates, "reason": self.reason,
             "criterion": self.criterion, "method": self.method, "statistic": self.statistic, "split": self.split,
-            "n_star": [{"d": int(r.d), "n_star": None if not np.isfinite(r.n_star) else float(r.n_star)}
-                       for r in self.n_star.itertuples()],
+            "n_star": jsonable(self.n_star[["d", "n_star"]].to_dict("records")),
             "local_slopes": list(self.local_slopes),
         }
 

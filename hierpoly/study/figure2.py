@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from hierpoly.results.codec import jsonable
+from hierpoly.jsonvalue import jsonable
 from hierpoly.study import analysis
 from hierpoly.study.specs import SweepFamily, SweepSpec, coverage_of_runs, grids, stored_runs
 from hierpoly.targets import canonical_link

@@ -47,7 +47,8 @@ def run_sweep(
     configs = spec.configs()
     todo = [cfg for cfg in configs if not store.has(cfg.key())]
     todo_keys = {cfg.key() for cfg in todo}
-    rows = {cfg.key(): outcome(cfg, "done", "already in the store", store, cached=True) for cfg in configs if cfg.key() not in todo_keys}
+    rows = {cfg.key(): outcome(cfg, "done", "already in the store", store.get(cfg.key()), cached=True)
+            for cfg in configs if cfg.key() not in todo_keys}
     state = {"done": len(rows)}
 
     def report(last=None, running=None):

@@ -97,6 +97,18 @@ def visitor() -> str:
     return f"address {address}" if address else st.session_state.setdefault("visitor", uuid.uuid4().hex)
 
 
+def run_refusal(button: str, cfg, store, **link) -> str | None:
+    """Why the Run button with key `button` is off for cfg (``policy.launch_refusal``), or None.
+
+    None at once in the rerun a click on it started, where the submission checks the same
+    rules (``policy.submit_from_web``): a click checks the budget once. (Disabled then, the
+    button would drop the click.)
+    """
+    if st.session_state.get(button):
+        return None
+    return policy.launch_refusal(cfg, store, visitor(), **link)
+
+
 def launch_or_stop(cfg, store, what: str = "") -> None:
     """Submit a run for this visitor; a refusal is one line on the page, and the page stops there."""
     try:
