@@ -716,8 +716,11 @@ def _shipped_runs() -> dict:
 def _cmd_bench(args) -> int:
     from hierpoly.engine import bench
     from hierpoly.jobs import latency
+    from hierpoly.study import presets
 
-    out = bench.run_bench(quick=args.quick, shipped_runs=None if args.quick else _shipped_runs())
+    paper = presets.paper()
+    paper_cells = [(paper.config(d, n), paper.seeds_for(d, n)) for d, n in paper.cells()]
+    out = bench.run_bench(quick=args.quick, shipped_runs=None if args.quick else _shipped_runs(), paper_cells=paper_cells)
     out["demo_run"] = latency.measure_demo(args.quick, log=lambda line: print(line, file=sys.stderr))
     print(json.dumps(out) if args.json else bench.format_report(out))
     return 0

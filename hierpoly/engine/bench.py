@@ -416,33 +416,31 @@ def steps_by_multiple(shipped: dict[tuple[int, int], list[tuple[RunConfig, int, 
     return {m: steps for m, (_, steps) in sorted(out.items())}
 
 
-def project_paper_preset(shipped: dict[tuple[int, int], list[tuple[RunConfig, int, float]]],
+def project_paper_preset(cells: list[tuple[RunConfig, int]], shipped: dict[tuple[int, int], list[tuple[RunConfig, int, float]]],
                          log: Callable[[str], None]) -> dict:
-    """The network runs of ``sweep --preset paper`` on this machine, one after another: per cell, its seeds ×
-    the steps a run takes at its multiple n/d³ (`steps_by_multiple`: measured at smaller d, an extrapolation)
-    × the single run's measured ms/step. Compilation, data and evaluation are left out: seconds per run,
-    against the hours of steps at d ≥ 32."""
-    from hierpoly.study import presets
-
-    steps = steps_by_multiple(shipped)
-    spec, cells = presets.paper(), []
-    for d, n in spec.cells():
-        cfg = spec.config(d, n, 0, "three_layer")
+    """The network runs of ``sweep --preset paper`` on this machine, one after another: per cell (its seed-0
+    config and its seeds), the seeds × the steps a run takes at its multiple n/d³ (`steps_by_multiple`:
+    measured at smaller d, an extrapolation) × the single run's measured ms/step. Compilation, data and
+    evaluation are left out: seconds per run, against the hours of steps at d ≥ 32."""
+    steps, out = steps_by_multiple(shipped), []
+    for cfg, runs in cells:
         ms = _batched_ms_per_step(cfg, model.training_forward(cfg), 1)
-        runs = spec.seeds_for(d, n)
-        hours = runs * steps[n / d**3] * ms / 3.6e6
-        cells.append({"d": d, "n": n, "seeds": runs, "steps_per_run": steps[n / d**3], "ms_per_step": ms, "hours": hours})
-        log(f"paper preset d={d} n={n}: {ms:.1f} ms/step, {runs} × {steps[n / d**3]:.0f} steps: {hours:.2f} h")
-    return {"cells": cells, "hours": sum(c["hours"] for c in cells),
-            "hours_by_d": {d: sum(c["hours"] for c in cells if c["d"] == d) for d in spec.ds}}
+        per_run = steps[cfg.n / cfg.d**3]
+        hours = runs * per_run * ms / 3.6e6
+        out.append({"d": cfg.d, "n": cfg.n, "seeds": runs, "steps_per_run": per_run, "ms_per_step": ms, "hours": hours})
+        log(f"paper preset d={cfg.d} n={cfg.n}: {ms:.1f} ms/step, {runs} × {per_run:.0f} steps: {hours:.2f} h")
+    return {"cells": out, "hours": sum(c["hours"] for c in out),
+            "hours_by_d": {d: sum(c["hours"] for c in out if c["d"] == d) for d in sorted({c["d"] for c in out})}}
 
 
 def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
-              shipped_runs: dict[tuple[int, int], list[tuple[RunConfig, int]]] | None = None) -> dict:
+              shipped_runs: dict[tuple[int, int], list[tuple[RunConfig, int, float]]] | None = None,
+              paper_cells: list[tuple[RunConfig, int]] = ()) -> dict:
     """Every measurement of the module docstring, as the JSON-ready dict `bench --json` prints.
 
-    ``shipped_runs``: per cpu-preset cell (d, n), each joint network run's config and the steps it took
-    (the CLI reads them from the shipped bundle); projected unless ``quick``.
+    ``shipped_runs``: per cpu-preset cell (d, n), each joint network run's config, the steps it took and its
+    wall seconds (the CLI reads them from the shipped bundles); ``paper_cells``: the paper preset's cells,
+    each as its seed-0 network config and its seeds. Both projected unless ``quick``.
     """
     pl = plan(quick, jax.default_backend())
     peak_fn = matmul_peak_fn(1024 if quick else 2048)
@@ -451,7 +449,7 @@ def run_bench(quick: bool = False, log: Callable[[str], None] = lambda line: pri
     peak = statistics.median(c["matmul_peak_gflops"] for c in cases)
     log(f"matmul peak: {peak:.1f} GFLOP/s")
     projection = None if quick or not shipped_runs else project_cpu_preset(shipped_runs, log)
-    paper = None if quick or not shipped_runs else project_paper_preset(shipped_runs, log)
+    paper = None if quick or not shipped_runs or not paper_cells else project_paper_preset(paper_cells, shipped_runs, log)
     return {
         "reference": "plain JAX: whole loss jitted in a lax.scan of optax Adam steps, x V^T + s, cube, "
                      "dense (n, m2) ReLU, no chunking (einsums)",
