@@ -262,22 +262,23 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
         for c in waiting:
             launch_or_stop(c, store, f" ({forms.run_label(c)})")
         st.rerun()
+    live = {role: jobs.for_key(c.key(), store) for role, c in runs.items() if stored[role] is None}
     rows = []
     for role in ROLES:
-        done, job = stored[role], jobs.for_key(runs[role].key(), store)
+        done, job = stored[role], live.get(role)
         loss = f"{done.metrics['test_loss']:.3f} ± {done.metrics['test_loss_se']:.3f}" if done else None
         rows.append({"model": role, "test loss ± SE": loss or (job.status if job else "not run"),
                      "seconds": round(done.meta.get("seconds", 0.0), 1) if done else None})
     st.table(pd.DataFrame(rows).set_index("model"))  # three rows, static: readable from the back of a room
     transfer = stored["transfer"]
     if transfer is not None:
-        tail = tail_sentence(transfer.metrics)
+        tail, heavy = tail_sentence(transfer.metrics)
         if tail:
-            (st.warning if transfer.metrics["outside_loss_share"] >= TAIL_SAYS else st.caption)(tail)
+            (st.warning if heavy else st.caption)(tail)
         if transfer.samples:
             st.plotly_chart(plots.prediction_scatter(transfer.samples, transfer.metrics["test_loss"]),
                             key=f"{prefix}_chart_transfer", config=plots.CHART_CONFIG)
-    pending = [c.key() for c in waiting if (job := jobs.for_key(c.key(), store)) is not None and job.status in jobs.LIVE]
+    pending = [runs[role].key() for role, job in live.items() if job is not None and job.status in jobs.LIVE]
     if pending:
         _rerun_when_done(pending, store)
 
@@ -294,16 +295,16 @@ def _rerun_when_done(keys: list[str], store, every: float = 1.0) -> None:
     watch()
 
 
-def tail_sentence(metrics: dict) -> str | None:
-    """What the tail does to a transfer's test loss, from its measured shares (None when not measured)."""
+def tail_sentence(metrics: dict) -> tuple[str | None, bool]:
+    """What the tail does to a transfer's test loss, from its measured shares (None when not measured), and
+    whether the tail is most of what the loss measures (a share of at least TAIL_SAYS)."""
     share, points = metrics.get("outside_loss_share"), metrics.get("outside_points")
     if share is None or points is None:
-        return None
+        return None, False
+    heavy = share >= TAIL_SAYS
     said = (f"{share:.0%} of this test loss comes from the {points:.2%} of test points where g leaves the range "
             "it took on the N training points; there the ReLU link only extrapolates linearly.")
-    if share >= TAIL_SAYS:
-        said += " The loss here measures the link's heavy tail more than the feature."
-    return said
+    return said + (" The loss here measures the link's heavy tail more than the feature." if heavy else ""), heavy
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=4)
