@@ -610,6 +610,11 @@ def _print_grid(report: dict, threshold: float) -> None:
         if kappa["local_slopes"]:
             print("   local slope between successive d: " + "; ".join(
                 f"{s['d_low']}→{s['d_high']}: {_kappa_text({'estimate': s['slope'], **s})}" for s in kappa["local_slopes"]))
+            from hierpoly.study import analysis
+
+            trend = analysis.slope_trend(kappa["local_slopes"], report["k"])
+            if trend:
+                print("   " + trend)
         other = kappa["sensitivity"]
         print(f"   with the seed {other['statistic']} instead: " + "; ".join(
             f"at {b['threshold']}: {_kappa_text(b)}" for b in other["by_threshold"]))

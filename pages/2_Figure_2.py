@@ -171,7 +171,8 @@ def exponent(rep: figure2.Figure2Report, statistic: str) -> None:
     trend = ", ".join(f"{s['slope']:.2f} ({s['d_low']}→{s['d_high']})" for s in slopes)
     st.caption(f"n*(d): where the seed-{statistic} {CRITERIA.get(kappa['criterion'], kappa['criterion'])} crosses "
                f"{rep.threshold}. Local slopes between successive d: {trend or 'none (fewer than two d cross)'}; "
-               f"the theory's k = {rep.spec.k} is the limit as d grows, and finite d pulls the slope below it.")
+               f"the theory's k = {rep.spec.k} is the limit as d grows, and finite d pulls the slope below it. "
+               + analysis.slope_trend(slopes, rep.spec.k))
 
 
 CRITERIA = {"feature_corr": "feature correlation", "explained": "explained variance 1 − test loss"}

@@ -323,3 +323,19 @@ def test_diagnosis_says_in_numbers_where_a_row_departs_from_k():
     text = analysis.diagnosis(entry, analysis.aggregate(flat))
     assert entry["estimate"] is None and text.startswith("the seed-median 1 − test loss never reaches 0.9 on the grid")
     assert "d = 8: best 0.50 at n = 8, 0.50 at the largest n = 512" in text
+
+
+def test_the_slope_trend_says_how_the_local_slopes_move_and_whether_the_last_holds_k():
+    def slope(d_low, d_high, value, low=None, high=None):
+        return {"d_low": d_low, "d_high": d_high, "slope": value, "low": low, "high": high}
+
+    rising = [slope(8, 12, 2.2, 1.8, 4.5), slope(12, 16, 2.5, 0.8, 3.0), slope(16, 20, 2.9, 2.7, 3.1)]
+    assert analysis.slope_trend(rising, 3) == ("The local slopes rise at every step in d (2.20 → 2.50 → 2.90), all "
+                                              "below k = 3; the last, 16→20, holds k in its 95% interval [2.70, 3.10].")
+    mixed = [slope(8, 12, 2.27, 1.81, 4.56), slope(12, 16, 2.92, 0.82, 2.96), slope(16, 20, 2.44, 2.18, 2.65)]
+    assert analysis.slope_trend(mixed, 3) == ("The local slopes do not move steadily with d (2.27 → 2.92 → 2.44), all "
+                                             "below k = 3; the last, 16→20, does not hold k in its 95% interval "
+                                             "[2.18, 2.65].")
+    assert analysis.slope_trend([slope(8, 12, 3.4), slope(12, 16, 3.1)], 3) == (
+        "The local slopes fall at every step in d (3.40 → 3.10); the last, 12→16, has no interval.")
+    assert analysis.slope_trend(mixed[:1], 3) == ""

@@ -474,6 +474,29 @@ def _local_slopes(ds: np.ndarray, point: np.ndarray, replicates: np.ndarray, ci:
 _EMPTY_N_STAR = pd.DataFrame({"d": pd.Series(dtype=int), "n_star": pd.Series(dtype=float)})
 
 
+def slope_trend(slopes: list[dict], k: int) -> str:
+    """What the local slopes of log n*(d) do as d grows, in one sentence ("" with fewer than two).
+
+    Whether they rise or fall at every step in d or neither, whether all lie below k, and whether the
+    last one's interval holds k: a reading of the finite-d bias, not a test of the limit.
+    """
+    values = [s["slope"] for s in slopes if s.get("slope") is not None]
+    if len(values) < 2:
+        return ""
+    steps = np.diff(values)
+    shape = "rise at every step in d" if (steps > 0).all() else "fall at every step in d" if (steps < 0).all() \
+        else "do not move steadily with d"
+    below = f", all below k = {k}" if max(values) < k else ""
+    last = slopes[-1]
+    if last.get("low") is None or last.get("high") is None:
+        holds = "has no interval"
+    else:
+        holds = f"{'holds' if last['low'] <= k <= last['high'] else 'does not hold'} k in its 95% interval " \
+                f"[{last['low']:.2f}, {last['high']:.2f}]"
+    return (f"The local slopes {shape} ({' → '.join(f'{v:.2f}' for v in values)}){below}; the last, "
+            f"{last['d_low']}→{last['d_high']}, {holds}.")
+
+
 def _threshold_exponent(boot: _Bootstrap | None, threshold: float, ci: float, criterion: str,
                         statistic: str = STATISTIC) -> Exponent:
     """κ from n*(d) at one threshold: the seed statistic's fit, and the same fit on each bootstrap row."""
