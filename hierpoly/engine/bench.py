@@ -14,9 +14,10 @@ the machine then hits both alike):
   * production on the direct first block (sample blocks of x Vᵀ + s), the path before;
   their ratios, and a breakdown of the production step into parts timed alone in the same
   rounds: first block (forward + backward, GFLOP/s against the peak), second block, the
-  loss around them, the optimizer update, and the chunk's host round trip per step; the
-  rest (stopping rules, state selection) is the step minus the parts, and `accounted_share`
-  is the parts' sum over the step;
+  loss around them, the optimizer update, the chunk's host round trip per step, and the loop's
+  own work per step (stopping rules, finiteness check, state selection: a chunk of steps that
+  compute nothing); the rest is the step minus the parts, and `accounted_share` is the parts'
+  sum over the step;
 - the d = 40, n = 512000 step (production only: the dense reference would hold
   n·(m1 + m2) ≈ 1.3e9 floats per temporary);
 - the two first-block paths side by side at small d (where `first_block_by_pairs` draws its line);
@@ -142,7 +143,7 @@ def _warm(call: Callable[[], object]) -> Callable[[], object]:
     return call
 
 
-CHUNKS = ("reference", "production", "production_direct")  # timed per step of a chunk of steps_per_call
+CHUNKS = ("reference", "production", "production_direct", "rules")  # timed per step of a chunk of steps_per_call
 PARTS = ("first_block", "second_block", "loss", "optimizer")  # timed alone, per step
 
 
@@ -165,6 +166,12 @@ def _production_chunk(cfg: RunConfig, forward: model.Forward, n_steps: int, seed
     args = (loop.adam_state(params), loop.start_clock(), (forward.encode(data.x_train), data.y_train),
             {"lr": jnp.float32(cfg.lr)}, loop.rules(2**30))
     return _warm(lambda: loop.chunk(*args, jnp.int32(n_steps), step=train.joint_step, forward=forward))
+
+
+def _unchanged_step(state, batch, hyper, forward: model.Forward):
+    """A step that computes nothing: a chunk of it times the loop's own work per step (the stopping rules, the
+    finiteness check, the choice between the new state and the old)."""
+    return state, jnp.float32(1.0)
 
 
 def _first_block(params, inputs, *, cotangent, forward: model.Forward):
@@ -212,6 +219,8 @@ def contenders(cfg: RunConfig, n_steps: int, reference: bool = True) -> dict[str
         "loss": _warm(lambda: loss(g, relu, data.y_train)),
         "optimizer": _warm(lambda: adam(grads, state)),
         "round_trip": _warm(lambda: jax.device_get(chunk(state, clock, batch, {"lr": lr}, rules, jnp.int32(0))[1])),
+        "rules": _warm(lambda: loop.chunk(state, clock, batch, {"lr": lr}, rules, jnp.int32(n_steps), step=_unchanged_step,
+                                          forward=forward)),
     }
     if reference:
         calls["reference"] = _warm(lambda: reference_steps(params, state[1], data.x_train, data.y_train, lr, n_steps=n_steps))
@@ -247,6 +256,7 @@ def measure_case(d: int, n: int, pl: Plan, peak_fn: Callable[[], float], log: Ca
     fb_gflops = first_block_flops(cfg, by_pairs) / (ms["first_block"] / 1e3) / 1e9
     parts = {name: ms[name] for name in PARTS}
     parts["round_trip"] = ms["round_trip"] / per_call  # one per chunk
+    parts["rules"] = max(ms["rules"] - parts["round_trip"], 0.0)  # that chunk's own round trip is counted above
     accounted = sum(parts.values())
     breakdown = {f"{name}_ms": v for name, v in parts.items()}
     breakdown.update({f"{name}_share": v / step for name, v in parts.items()})
