@@ -704,7 +704,8 @@ def cmd_figure2(args) -> int:
 
 
 def _shipped_runs() -> dict:
-    """Per cell (d, n) of the cpu preset, each shipped joint network run's config, steps and wall seconds."""
+    """Per cell (d, n) of the cpu preset, each shipped joint network run's config, steps and share of the
+    wall seconds (a batched run's: the batch's over its seeds, so a cell's shares sum to its wall time)."""
     from hierpoly.results import bundles
     from hierpoly.study import presets
 
@@ -713,8 +714,9 @@ def _shipped_runs() -> dict:
     for path in sorted(bundles.PRECOMPUTED.glob("*.zip")):
         for key, result in bundles.read_bundle(path.read_bytes()).items():
             if key in wanted:
+                batch = int(result.meta.get("extra", {}).get("batched_seeds", 1))  # a batch records its wall time per seed
                 cells.setdefault((result.config.d, result.config.n), {})[key] = (
-                    result.config, int(result.meta["steps"]), float(result.meta["seconds"]))
+                    result.config, int(result.meta["steps"]), float(result.meta["seconds"]) / batch)
     return {cell: list(runs.values()) for cell, runs in cells.items()}
 
 
