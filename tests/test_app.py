@@ -188,7 +188,7 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
     assert at.query_params["stat"] == "median"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["κ (seed median, at 0.9)"] == "2.54" and metrics["theory"] == "κ ≈ k = 3"
+    assert metrics["κ (seed median, at 0.9)"] == "2.55" and metrics["theory"] == "κ ≈ k = 3"
 
 
 @pytest.mark.slow
@@ -197,7 +197,7 @@ def test_figure2_mean_statistic_from_the_url_says_the_bootstrap_splits(bundle_st
     _ok(at)
     assert at.radio(key="f2_stat").value == "mean"
     assert _chart_titles(at)[0].endswith("mean over seeds ± its standard error, band min–max")
-    assert {m.label: m.value for m in at.metric}["κ (seed mean, at 0.9)"] == "1.58"
+    assert {m.label: m.value for m in at.metric}["κ (seed mean, at 0.9)"] == "1.77"
     assert any("no single interval: the bootstrap splits by seed 4" in c.value for c in at.caption)
     assert {b.label for b in at.get("download_button")} >= {"Table (CSV)", "Figure (interactive HTML)"}
 
