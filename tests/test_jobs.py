@@ -174,11 +174,31 @@ def test_one_worker_serves_queued_jobs_one_after_another(cache_dir, monkeypatch)
     assert third.status == "done" and third.pid == done[0].pid
 
 
+def _stop_outside_a_write(pid: int, store: Store) -> None:
+    """SIGSTOP the worker at a moment it holds no write lock on the job table (stopped inside its progress
+    write, it would hold the lock for good and every writer would find the table busy: seen once in CI)."""
+    import sqlite3
+
+    for _ in range(100):
+        os.kill(pid, signal.SIGSTOP)
+        con = sqlite3.connect(store.directory / "jobs" / "cache.db", timeout=0.5, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # locked: let it finish the write and try again
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.05)
+        finally:
+            con.close()
+    raise AssertionError("the worker never left its write to the job table")
+
+
 def test_a_worker_whose_heartbeat_stops_is_failed_by_its_lease(monkeypatch):
     store = Store()
     job_id = jobs.submit(RunConfig(**LONG), store)
     job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
-    os.kill(job.pid, signal.SIGSTOP)  # alive, but silent
+    _stop_outside_a_write(job.pid, store)  # alive, but silent
     try:
         # a short lease only once the worker cannot beat: before, a loaded machine may delay a 2 s beat past it
         monkeypatch.setattr(jobs, "LEASE_S", 3.0)  # the lease is the reader's: reads show the job lost
