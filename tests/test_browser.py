@@ -198,7 +198,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     base, store_dir = server
     page = browser.new_page(viewport={"width": 1024, "height": 768})
     page.add_init_script(OBSERVER)
-    page.goto(f"{base}/Explore?d=5&n=500&m2=50&steps=3000&tol=0.0&n_test=256&n_eval=4194304&seed=11")
+    page.goto(f"{base}/Explore?d=5&n=500&m2=50&steps=20000&tol=0.0&feature_tol=0.0&n_test=256&n_eval=4194304&seed=11")
     page.get_by_role("button", name="▶ Run").click()
     page.get_by_text("Stored result").first.wait_for(timeout=360_000)
     shown = page.evaluate("() => [...window.__shown]")
@@ -207,7 +207,11 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     titles = {line[len("title "):] for line in shown if line.startswith("title ") and FEATURE_CHART.match(line[6:])}
     job = jobs.list_jobs(Store(store_dir))[0]
     assert any(row.is_history and row.feature_sample for row in job.progress)
-    assert len(titles) >= 2, shown  # the live scatter moved at least twice while training
+    trained = [row.seconds for row in job.progress if row.phase == "training"]
+    # the live scatter moved at least twice while training, where training outlasted a few redraws (3000 steps
+    # once took under a redraw on an idle CPU: only the final step was seen)
+    if max(trained) - min(trained) > 3 * LIVE_PANEL_SECONDS:
+        assert len(titles) >= 2, (shown, max(trained) - min(trained))
     _no_exception(page)
     page.close()
 
