@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig, first_block_by_pairs
-from hierpoly.engine import loop, model, tensor, train
+from hierpoly.engine import bench, loop, model, tensor, train
 from hierpoly.engine.data import make_data
 from hierpoly.jobs import budget
 
@@ -88,6 +88,19 @@ def test_the_step_block_by_block_has_the_whole_loss_gradient(x64, u_scale):
             assert not np.any(np.asarray(grads[name]))
         else:
             _close(grads[name], dense[1][name], f"d/d{name}", 1e-7)  # 1e-7: the sorted second block's prefix sums
+
+
+def test_the_benchs_first_block_in_blocks_is_the_whole_read_out_and_its_gradient(x64):
+    """`bench` times the first block as the step computes it: in blocks, the same value and gradient as in one."""
+    n, d = 600, 5
+    p, x = _params(d, d * d), _x(n, d)
+    cotangent = jax.random.normal(jax.random.PRNGKey(3), (n,), jnp.float64)
+    whole = jax.value_and_grad(lambda q: jnp.vdot(cotangent, tensor.feature_from_pairs(q, tensor.pair_products(x))))(p)
+    forward = model.Forward("cube", by_pairs=True, pair_blocks=4)
+    value, grads = bench._first_block(p, forward.encode(x), cotangent=cotangent, forward=forward)
+    _close(value, whole[0], "read-out")
+    for name in ("u", "s", "V"):
+        _close(grads[name], whole[1][name], f"d/d{name}")
 
 
 def test_a_chunk_in_sample_blocks_takes_the_unblocked_steps():

@@ -179,16 +179,10 @@ def _first_block(params, inputs, *, cotangent, forward: model.Forward):
     in sample blocks, each block's both passes together (`train.network_value_and_grad`), where it has them."""
     if not forward.by_pairs or inputs.shape[0] == 1:
         return jax.value_and_grad(lambda p: jnp.vdot(cotangent, forward.train_feature(p, inputs)))(params)
-    weights, pull_back = jax.vjp(tensor.coefficients, params)
-
-    def add_block(total, block):
-        pairs, read_out = block
-        value, grad = jax.value_and_grad(lambda w: jnp.vdot(read_out, tensor.feature_from_weights(w, pairs)))(weights)
-        return (total[0] + value, total[1] + grad), None
-
-    zero = (jnp.zeros((), weights.dtype), jnp.zeros_like(weights))
-    (value, d_weights), _ = jax.lax.scan(add_block, zero, (inputs, cotangent.reshape(inputs.shape[0], -1)))
-    return value, pull_back(d_weights)[0]
+    value, d_params, _ = tensor.value_and_grad_by_blocks(
+        lambda weights, _, pairs, read_out: jnp.vdot(read_out, tensor.feature_from_weights(weights, pairs)),
+        params, {}, inputs, cotangent.reshape(inputs.shape[0], -1))
+    return value, d_params
 
 
 def contenders(cfg: RunConfig, n_steps: int, reference: bool = True) -> dict[str, Callable[[], object]]:

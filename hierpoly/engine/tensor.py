@@ -130,3 +130,21 @@ def feature_from_blocks(params: dict[str, jax.Array], blocks: jax.Array) -> jax.
         return feature_from_weights(weights, blocks[0])
     return jax.vmap(feature_from_weights, (None, 0))(weights, blocks).reshape(-1)
 
+
+
+def value_and_grad_by_blocks(block_loss, params: dict[str, jax.Array], rest, blocks: jax.Array, per_block):
+    """(Σ_b block_loss(W, rest, Q_b, per_block_b), its gradient in params through W, its gradient in rest).
+
+    Each block's forward and backward run together, its pair products read once while they are in
+    cache (`pair_blocks` says where that pays); W = `coefficients(params)` is built once and its
+    gradient pulled back once: the sum of the blocks' gradients, since the loss is a sum over them.
+    """
+    weights, pull_back = jax.vjp(coefficients, params)
+
+    def add_block(total, block):
+        value, grads = jax.value_and_grad(block_loss, (0, 1))(weights, rest, *block)
+        return jax.tree_util.tree_map(jnp.add, total, (value, *grads)), None
+
+    zero = jax.tree_util.tree_map(jnp.zeros_like, (jnp.zeros((), blocks.dtype), weights, rest))
+    (value, d_weights, d_rest), _ = jax.lax.scan(add_block, zero, (blocks, per_block))
+    return value, pull_back(d_weights)[0], d_rest

@@ -60,33 +60,21 @@ def joint_loss(params, x, y, sigma1: str, relu_sum=relu_sum_fast, sample_chunk: 
 
 
 def network_value_and_grad(params, batch, forward: model.Forward):
-    """(L̂(θ), ∇L̂(θ)) on batch, as `jax.value_and_grad(network_loss)`; on the pair-product path block by block.
-
-    L̂ is a mean over points, so its gradient is the sum of the sample blocks' gradients. Each block's
-    forward and backward run together here, its pair products read once while they are in cache
-    (`tensor.pair_blocks` says where that pays); W = `tensor.coefficients(θ)` is built once and its
-    gradient pulled back to (u, s, V) once. One block is the plain value_and_grad.
-    """
+    """(L̂(θ), ∇L̂(θ)) on batch, as `jax.value_and_grad(network_loss)`; on the pair-product path block by block
+    (`tensor.value_and_grad_by_blocks`: L̂ is a mean over points, so its gradient sums the blocks'). One block
+    is the plain value_and_grad."""
     inputs, y = batch
     if not forward.by_pairs or inputs.shape[0] == 1:
         return jax.value_and_grad(network_loss)(params, batch, forward)
     blocks, _, size = inputs.shape
-    weights, pull_back = jax.vjp(tensor.coefficients, params)
-    second = {name: params[name] for name in ("a", "b", "c")}
 
     def block_sse(weights, second, pairs, target):
-        h = forward.link_out(second, tensor.feature_from_weights(weights, pairs))
-        return jnp.sum((h - target) ** 2)
+        return jnp.sum((forward.link_out(second, tensor.feature_from_weights(weights, pairs)) - target) ** 2)
 
-    def add_block(total, block):
-        value, grads = jax.value_and_grad(block_sse, (0, 1))(weights, second, *block)
-        return jax.tree_util.tree_map(jnp.add, total, (value, *grads)), None
-
-    zero = jax.tree_util.tree_map(jnp.zeros_like, (jnp.zeros((), y.dtype), weights, second))
-    (sse, d_weights, d_second), _ = jax.lax.scan(add_block, zero, (inputs, y.reshape(blocks, size)))
+    second = {name: params[name] for name in ("a", "b", "c")}
+    sse, d_params, d_second = tensor.value_and_grad_by_blocks(block_sse, params, second, inputs, y.reshape(blocks, size))
     n = blocks * size
-    grads = {**pull_back(d_weights / n)[0], **{name: g / n for name, g in d_second.items()}}
-    return sse / n, grads
+    return sse / n, jax.tree_util.tree_map(lambda g: g / n, {**d_params, **d_second})
 
 
 def joint_step(state, batch, hyper, forward: model.Forward):
