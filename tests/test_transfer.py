@@ -221,7 +221,7 @@ def test_transfer_command_end_to_end(source_result, cache_dir, tmp_path):
     assert out["transfer"]["source_first_block"]["first_block"] == "retrained from the source's config"
 
 
-def test_outside_range_counts_the_points_and_their_error_share_as_a_direct_computation():
+def test_the_tail_counts_the_points_and_their_error_share_as_a_direct_computation():
     import jax
 
     from hierpoly import targets
@@ -239,11 +239,13 @@ def test_outside_range_counts_the_points_and_their_error_share_as_a_direct_compu
     pred, g = (np.asarray(a, np.float64) for a in evaluation.network_output(params, x, forward))
     lo, hi = np.quantile(g, [0.1, 0.8])
     err, outside = (pred - np.asarray(y)) ** 2, (g < lo) | (g > hi)
-    got = evaluation.outside_range(cfg, tgt.lam, evaluation.network_output, params, forward, float(lo), float(hi))
+    got = evaluation.population_metrics(cfg, tgt.lam, evaluation.network_output, params, forward, g_range=(lo, hi))
     assert got["outside_points"] == pytest.approx(outside.mean(), abs=2 / cfg.n_eval)
     assert got["outside_loss_share"] == pytest.approx(err[outside].sum() / err.sum(), rel=1e-4)
-    everything = evaluation.outside_range(cfg, tgt.lam, evaluation.network_output, params, forward, np.inf, -np.inf)
-    assert everything == {"outside_points": 1.0, "outside_loss_share": pytest.approx(1.0)}
+    assert got["test_loss"] == pytest.approx(err.mean(), rel=1e-4)  # the same pass scores the whole
+    everything = evaluation.population_metrics(cfg, tgt.lam, evaluation.network_output, params, forward,
+                                               g_range=(np.inf, -np.inf))
+    assert (everything["outside_points"], everything["outside_loss_share"]) == (1.0, pytest.approx(1.0))
 
 
 def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():

@@ -48,10 +48,14 @@ def monitor_scores(params, x, y, p, *, predict: Callable, forward: model.Forward
 
 
 @partial(jax.jit, static_argnames=("predict", "forward", "rows", "k"))
-def _chunk_sums(params, key, i, lam, coefs, C, *, predict: Callable, forward: model.Forward, rows: int, k: int):
+def _chunk_sums(params, key, i, lam, coefs, C, g_range, *, predict: Callable, forward: model.Forward, rows: int, k: int):
     x, y, p = draw(jax.random.fold_in(key, i), rows, Target(lam, coefs, C, k))
     pred, g = predict(params, x, forward)
-    return chunk_sums(pred.astype(jnp.float32), y, g.astype(jnp.float32), p)
+    sums = chunk_sums(pred.astype(jnp.float32), y, g.astype(jnp.float32), p)
+    if g_range is None:
+        return sums
+    err, outside = (pred.astype(jnp.float32) - y) ** 2, (g < g_range[0]) | (g > g_range[1])
+    return jnp.concatenate([sums, jnp.stack([jnp.sum(jnp.where(outside, err, 0.0)), jnp.sum(outside)])])
 
 
 def _chunk_rows(n_eval: int) -> list[int]:
@@ -59,17 +63,22 @@ def _chunk_rows(n_eval: int) -> list[int]:
 
 
 def population_metrics(
-    cfg: RunConfig, lam, predict: Callable, params, forward: model.Forward, on_fraction: Callable | None = None
+    cfg: RunConfig, lam, predict: Callable, params, forward: model.Forward, on_fraction: Callable | None = None,
+    g_range: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """The final metrics of `predict` over cfg.n_eval fresh points (`metrics.from_sums`: MSE with its SE, …).
 
     Args:
         predict: a module-level predictor (module docstring), compiled with `forward`.
         on_fraction: called with the share of the points scored so far, chunk by chunk.
+        g_range: (lo, hi), the range of g on the training points, beyond which a ReLU link only extrapolates
+            linearly: the metrics gain the share of points whose g lies outside it (outside_points) and their
+            share of the squared error (outside_loss_share), from the same pass.
     """
     tgt, key = target(cfg, lam), keys(cfg.seed)["eval"]
+    bounds = None if g_range is None else tuple(jnp.float32(v) for v in g_range)
     pending = [
-        _chunk_sums(params, key, i, tgt.lam, tgt.coefs, tgt.C, predict=predict, forward=forward, rows=rows, k=tgt.k)
+        _chunk_sums(params, key, i, tgt.lam, tgt.coefs, tgt.C, bounds, predict=predict, forward=forward, rows=rows, k=tgt.k)
         for i, rows in enumerate(_chunk_rows(cfg.n_eval))
     ]
     return _collect(pending, cfg.n_eval, on_fraction)
@@ -86,34 +95,18 @@ def host_population_metrics(cfg: RunConfig, lam, predict: Callable, on_fraction:
     return _collect(pending, cfg.n_eval, on_fraction)
 
 
-@partial(jax.jit, static_argnames=("predict", "forward", "rows", "k"))
-def _outside_sums(params, key, i, lam, coefs, C, lo, hi, *, predict: Callable, forward: model.Forward, rows: int, k: int):
-    x, y, _ = draw(jax.random.fold_in(key, i), rows, Target(lam, coefs, C, k))
-    pred, g = predict(params, x, forward)
-    err, outside = (pred.astype(jnp.float32) - y) ** 2, (g < lo) | (g > hi)
-    return jnp.stack([jnp.sum(err), jnp.sum(jnp.where(outside, err, 0.0)), jnp.sum(outside)])
-
-
-def outside_range(cfg: RunConfig, lam, predict: Callable, params, forward: model.Forward, lo: float, hi: float) -> dict:
-    """Over the n_eval points of `population_metrics`: the share whose g lies outside [lo, hi] (the range of g
-    on the training points, beyond which a ReLU link only extrapolates linearly) and their share of the squared error.
-    """
-    tgt, key = target(cfg, lam), keys(cfg.seed)["eval"]
-    sums = sum(np.asarray(_outside_sums(params, key, i, tgt.lam, tgt.coefs, tgt.C, jnp.float32(lo), jnp.float32(hi),
-                                        predict=predict, forward=forward, rows=rows, k=tgt.k), np.float64)
-               for i, rows in enumerate(_chunk_rows(cfg.n_eval)))
-    return {"outside_points": float(sums[2] / cfg.n_eval), "outside_loss_share": float(sums[1] / max(sums[0], 1e-30))}
-
-
 def _collect(pending: list, n_eval: int, on_fraction: Callable | None) -> dict[str, float]:
     """Add the chunks' sums in float64, in order, reporting the fraction done after each."""
-    sums, done = np.zeros(len(SUM_NAMES)), 0
+    sums, done = 0.0, 0
     for rows, chunk in zip(_chunk_rows(n_eval), pending):
-        sums += np.asarray(chunk, np.float64)
+        sums = sums + np.asarray(chunk, np.float64)
         done += rows
         if on_fraction is not None:
             on_fraction(done / n_eval)
-    return from_sums(sums, n_eval)
+    metrics, tail = from_sums(sums[:len(SUM_NAMES)], n_eval), sums[len(SUM_NAMES):]
+    if len(tail):
+        metrics |= {"outside_points": float(tail[1] / n_eval), "outside_loss_share": float(tail[0] / max(sums[0], 1e-30))}
+    return metrics
 
 
 def samples(pred_test, g_test, data: Data) -> dict[str, np.ndarray]:

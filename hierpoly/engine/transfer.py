@@ -155,11 +155,10 @@ def _result(cfg: RunConfig, data: Data, params, ended: tuple, reporter: loop.Rep
         pred_train = forward.link_out(params, g_train)
         metrics = {
             "train_loss": float(jnp.mean((pred_train - data.y_train) ** 2)),
-            **evaluation.population_metrics(cfg, data.lam, evaluation.network_output, params, forward,
-                                            on_fraction=lambda f: reporter.phase("evaluating", steps, f)),
             # the tail: where g leaves its training range the fitted link only extrapolates
-            **evaluation.outside_range(cfg, data.lam, evaluation.network_output, params, forward,
-                                       float(jnp.min(g_train)), float(jnp.max(g_train))),
+            **evaluation.population_metrics(cfg, data.lam, evaluation.network_output, params, forward,
+                                            on_fraction=lambda f: reporter.phase("evaluating", steps, f),
+                                            g_range=(float(jnp.min(g_train)), float(jnp.max(g_train)))),
         }
         samples = evaluation.samples(forward.link_out(params, g_test), g_test, data)
     return loop.TrainResult(

@@ -48,7 +48,7 @@ FIRST_BLOCK = ("u", "s", "V")  # the first block's parameters (engine/model.py)
 # test_loss: plain MSE over n_eval fresh points, test_loss_se its standard error, mean_h2 the points'
 # mean h² (a diagnostic: E[h²] = 1), test_loss_cv[_se] the control-variate estimate (engine/metrics.py)
 METRICS = ("train_loss", "test_loss", "test_loss_se", "mean_h2", "test_loss_cv", "test_loss_cv_se", "feature_corr")
-# a transfer's tail (engine/evaluation.py, outside_range): shares in [0, 1], stored when measured
+# a transfer's tail (engine/evaluation.py, population_metrics' g_range): shares in [0, 1], stored when measured
 SHARE_METRICS = ("outside_points", "outside_loss_share")
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # fixed zip timestamps: equal results give equal bytes
 
