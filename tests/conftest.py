@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 os.environ["HIERPOLY_LOAD_PRECOMPUTED"] = "0"
 # No test's app starts a warm worker (jobs/warmup.py) unless the test asks for one.
 os.environ["HIERPOLY_WARM"] = "0"
+# Compiled programs are shared by every test's processes (speed only); a test of the cache itself unsets it.
+os.environ.setdefault("HIERPOLY_XLA_CACHE_DIR", str(REPO / "cache" / "store" / "xla"))
 if str(REPO) not in sys.path:  # plain `pytest` from a checkout, without an install
     sys.path.insert(0, str(REPO))
 

@@ -180,7 +180,8 @@ def test_kernel_rows_carry_its_output_as_the_feature():
 
 @pytest.mark.process
 def test_a_fresh_process_loads_compiled_programs_from_the_store(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HIERPOLY_CACHE_DIR": str(tmp_path / "store")}
+    inherited = {name: value for name, value in os.environ.items() if name != "HIERPOLY_XLA_CACHE_DIR"}
+    env = {**inherited, "PYTHONPATH": str(REPO), "HIERPOLY_CACHE_DIR": str(tmp_path / "store")}
     code = (
         "import json, sys; from hierpoly.config import RunConfig; from hierpoly.jobs import runner;"
         "out = runner.execute(RunConfig(d=3, n=64, m2=20, steps=20, n_test=32, n_eval=64, seed=int(sys.argv[1])));"
@@ -202,6 +203,11 @@ def test_a_fresh_process_loads_compiled_programs_from_the_store(tmp_path):
     loaded = json.loads(second.stdout.splitlines()[-1])
     assert {k: loaded[k] for k in ("feature_corr", "test_loss", "train_loss")} == pytest.approx(
         {k: fresh[k] for k in ("feature_corr", "test_loss", "train_loss")}, rel=1e-6)
+    # HIERPOLY_XLA_CACHE_DIR: one folder of compiled programs for another store too
+    env.update(HIERPOLY_CACHE_DIR=str(tmp_path / "other"), HIERPOLY_XLA_CACHE_DIR=str(tmp_path / "shared"))
+    third = subprocess.run([sys.executable, "-c", code, "2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr
+    assert len(list((tmp_path / "shared").iterdir())) >= 5 and not (tmp_path / "other" / "xla").exists()
 
 
 def test_chunks_grow_to_about_a_second_in_powers_of_two():

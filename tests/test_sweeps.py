@@ -114,11 +114,8 @@ def test_unknown_executor(tmp_path):
 
 
 # ------------------------------------------------------- end to end (tiny)
-def _env(store_dir: Path, jax_cache: Path) -> dict:
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_MAX_WORKERS="2", PYTHONPATH=str(REPO))
-    # workers are fresh interpreters: share compiled programs between them (speed only)
-    env.update(JAX_COMPILATION_CACHE_DIR=str(jax_cache), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    return env
+def _env(store_dir: Path) -> dict:
+    return dict(os.environ, HIERPOLY_CACHE_DIR=str(store_dir), HIERPOLY_MAX_WORKERS="2", PYTHONPATH=str(REPO))
 
 
 def _cli(args, env, timeout=300):
@@ -129,7 +126,7 @@ def _cli(args, env, timeout=300):
 def tiny_sweep(tmp_path_factory):
     """`python -m hierpoly sweep --preset tiny --json` into an empty store, once for this module."""
     root = tmp_path_factory.mktemp("sweep")
-    env = _env(root / "store", root / "jax")
+    env = _env(root / "store")
     proc = _cli(["sweep", "--preset", "tiny", "--json"], env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return {"env": env, "store": Store(root / "store"), "out": json.loads(proc.stdout), "stderr": proc.stderr}
@@ -229,7 +226,7 @@ def test_cli_errors_are_one_line(tmp_path):
 @pytest.mark.process
 def test_cli_custom_grid_of_another_target_runs_and_reads_back(tmp_path):
     """A k = 2, quartic-link grid through `sweep` (real worker processes), read back by `figure2` with the same options."""
-    env = _env(tmp_path / "store", tmp_path / "jax")
+    env = _env(tmp_path / "store")
     grid = ["--d", "4", "6", "--multiples", "1", "4", "--k", "2", "--link", "quartic", "--seeds", "1",
             "--steps", "30", "--m2", "50", "--n-test", "256", "--n-eval", "4096", "--no-baselines"]
     proc = _cli(["sweep", *grid, "--json"], env)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hierpoly import settings
 from hierpoly.config import TRANSFER, ConfigError, RunConfig, source_problem
 from hierpoly.jsonvalue import jsonable
 from hierpoly.results import store
@@ -170,14 +171,16 @@ def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None,
 
 
 def use_compilation_cache(directory: Path | None = None) -> Path:
-    """JAX's persistent compilation cache in `<store>/xla`, set up once per process (later calls keep the first).
+    """JAX's persistent compilation cache ($HIERPOLY_XLA_CACHE_DIR, else `<store>/xla`), set up once per process
+    (later calls keep the first).
 
     A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling.
     """
     if not _compilation_cache:
         import jax
 
-        path = Path(directory) if directory is not None else store.default_dir() / "xla"
+        shared = settings.text("HIERPOLY_XLA_CACHE_DIR")
+        path = Path(directory or shared or store.default_dir() / "xla").expanduser()
         path.mkdir(parents=True, exist_ok=True)
         jax.config.update("jax_compilation_cache_dir", str(path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)  # small programs add up too
