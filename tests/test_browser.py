@@ -418,17 +418,18 @@ def _learn_pages(browser, base: str, count: int) -> list:
 
 
 def _seconds_to_result(pages, timeout: float) -> list[float | None]:
-    """Click Train on every page at once; then per page, the seconds from the first click until it shows the result."""
+    """Click Train on every page at once; then per page, the seconds from its click until it shows the result."""
     buttons = [page.get_by_role("button", name=re.compile("^Train it")).element_handle() for page in pages]
-    t0 = time.monotonic()
+    clicked = []
     for button in buttons:  # a plain DOM click: Playwright's own waits for each page to settle, seconds under load
+        clicked.append(time.monotonic())  # before the click: the wait measured is never shorter than the student's
         button.evaluate("b => b.click()")
-    assert time.monotonic() - t0 < 1, "the clicks took over a second"
+    print(f"the six clicks took {time.monotonic() - clicked[0]:.1f} s")
     seen: list[float | None] = [None] * len(pages)
-    while None in seen and time.monotonic() - t0 < timeout:
+    while None in seen and time.monotonic() - clicked[0] < timeout:
         for i, page in enumerate(pages):
             if seen[i] is None and page.get_by_text(RESULT).count():
-                seen[i] = time.monotonic() - t0
+                seen[i] = time.monotonic() - clicked[i]
         time.sleep(0.1)
     return seen
 

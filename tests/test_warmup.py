@@ -119,6 +119,7 @@ def _wait_for(predicate, timeout: float):
 def test_the_warm_workers_first_job_of_the_default_shape_compiles_nothing(monkeypatch, cache_dir):
     monkeypatch.setenv("JAX_LOG_COMPILES", "1")
     monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "1")
+    monkeypatch.delenv("HIERPOLY_XLA_CACHE_DIR", raising=False)  # the store's own: the rehearsal must compile
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(900)"])  # stands for the app's server
     store = Store()
     try:
