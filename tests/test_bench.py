@@ -103,6 +103,6 @@ def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
 
     shipped = cli._shipped_runs()
     spec = presets.cpu()
-    assert set(shipped) <= set(spec.cells()) and len(shipped) == 33 and (24, 27648) in shipped  # d = 24 up to 2d³
+    assert set(shipped) <= set(spec.cells()) and len(shipped) == 35 and (24, 110592) in shipped
     for (d, n), runs in shipped.items():
         assert len(runs) == spec.seeds_for(d, n) and all(cfg.key() == spec.config(d, n, cfg.seed).key() for cfg, _, _ in runs)
