@@ -131,7 +131,6 @@ def feature_from_blocks(params: dict[str, jax.Array], blocks: jax.Array) -> jax.
     return jax.vmap(feature_from_weights, (None, 0))(weights, blocks).reshape(-1)
 
 
-
 def value_and_grad_by_blocks(block_loss, params: dict[str, jax.Array], rest, blocks: jax.Array, per_block):
     """(Σ_b block_loss(W, rest, Q_b, per_block_b), its gradient in params through W, its gradient in rest).
 
