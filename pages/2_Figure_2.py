@@ -10,9 +10,7 @@ from hierpoly.jobs import table as jobs
 from hierpoly.study import analysis, figure2, presets, specs
 from hierpoly.views import forms, plots, widgets
 
-st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
-store = widgets.store_or_stop()
-PRESETS = ["cpu", "paper", "tiny", "custom"]
+PRESETS = ["cpu", "paper", "tiny", "exponents", "custom"]  # every preset the page draws, each selectable by ?preset=
 X_AXES = {"n": "n", "n_over_dk": "n / d^k (the collapse)"}
 BASELINES = {"kernel": "kernel baseline", "two_layer": "two-layer baseline"}
 STATISTICS = {"median": "median over seeds", "mean": "mean over seeds"}
@@ -41,12 +39,21 @@ def state_to_url(preset: str, x_axis: str, show: list, statistic: str) -> None:
     st.session_state["f2_url"] = params
 
 
-def grid():
-    """The sidebar's grid controls; the SweepSpec, or None after showing why it is invalid."""
+def preset_captions() -> list[str]:
+    """Each preset's d, read from the preset itself (so the sidebar never names other d than the page draws)."""
+    where = {"cpu": "a laptop", "paper": "a GPU", "tiny": "seconds"}
+    grids = [f"{specs.ds_text(presets.preset(name).ds, ())}, {where[name]}" for name in ("cpu", "paper", "tiny")]
+    return [*grids, "κ against k for several targets", "your own grid"]
+
+
+def grid_ui():
+    """The sidebar's grid controls; (name, SweepSpec), or (name, None) for `exponents` and after showing why a
+    grid is invalid."""
     with st.sidebar:
         st.header("Grid")
-        name = st.radio("preset", PRESETS, key="f2_preset",
-                        captions=["d = 8…20, a laptop", "d = 16…40, a GPU", "d = 4, 6, seconds", "your own grid"])
+        name = st.radio("preset", PRESETS, key="f2_preset", captions=preset_captions())
+        if name == "exponents":
+            return name, None
         seeds = st.number_input("seeds per cell", min_value=1, max_value=20, value=presets.preset(name).seeds
                                 if name != "custom" else 1, key=f"f2_seeds_{name}")
         baselines = st.checkbox("with the kernel and two-layer baselines", value=True, key="f2_baselines")
@@ -75,9 +82,9 @@ def custom_grid(seeds: int, baselines: bool) -> specs.SweepSpec:
 
 
 @st.cache_data(max_entries=8, show_spinner="Bootstrapping κ…")
-def report(_spec: specs.SweepSpec, spec_id: str, stored: tuple, statistic: str) -> figure2.Figure2Report:
+def report(_spec: specs.SweepSpec, _store, spec_id: str, stored: tuple, statistic: str) -> figure2.Figure2Report:
     """The CLI's Figure 2 report, recomputed only when the grid, its stored runs or the statistic change."""
-    return figure2.figure2_report(_spec, store, statistic=statistic)
+    return figure2.figure2_report(_spec, _store, statistic=statistic)
 
 
 LINE_TEXT = {
@@ -88,7 +95,7 @@ LINE_TEXT = {
 }
 
 
-def figure(rep: figure2.Figure2Report, statistic: str) -> None:
+def figure_ui(rep: figure2.Figure2Report, statistic: str) -> None:
     """The two panels, with the x-axis and the baselines to compare chosen above them."""
     cols = st.columns([2, 3])
     x_axis = cols[0].radio("x-axis", list(X_AXES), format_func=X_AXES.get, key="f2_x", horizontal=True)
@@ -110,23 +117,33 @@ def figure(rep: figure2.Figure2Report, statistic: str) -> None:
         "each evaluation set's own) and learns a little of p only at the largest n. The kernel baseline stays near "
         "its floor."
     )
-    downloads(rep, fig)
+    downloads_ui(rep, fig)
 
 
-def downloads(rep: figure2.Figure2Report, fig) -> None:
+def figure_html(fig) -> bytes:
+    """The figure as one HTML file with plotly.js inside it: it opens offline, on a projector without a network."""
+    return fig.to_html(include_plotlyjs=True, full_html=True).encode()
+
+
+def downloads_ui(rep: figure2.Figure2Report, fig) -> None:
     cols = st.columns(3)
     cols[0].download_button("Table (CSV)", rep.table.to_csv(index=False).encode(),
                             file_name=f"figure2_{rep.spec.name}.csv", mime="text/csv", key="f2_csv")
-    cols[1].download_button("Figure (interactive HTML)", fig.to_html(include_plotlyjs="cdn").encode(),
+    cols[1].download_button("Figure (interactive HTML)", figure_html(fig),
                             file_name=f"figure2_{rep.spec.name}.html", mime="text/html", key="f2_html")
     cols[2].radio("image format of the chart's camera button", ["svg", "png"], horizontal=True, key="f2_format",
                   help="PNG and SVG are drawn by your browser from the chart's toolbar (camera icon); "
                        "drawing them on the server would need kaleido and a Chrome install.")
 
 
-def headline(rep: figure2.Figure2Report) -> None:
-    """κ beside its theory value, the statistic it is read from, and the other statistic's κ as the sensitivity."""
+def headline_ui(rep: figure2.Figure2Report) -> None:
+    """κ beside its theory value, the statistic it is read from, and the other statistic's κ as the sensitivity;
+    above it, the grid's d that have no stored run, when there are any."""
     kappa, k = rep.kappa, rep.spec.k
+    drawn = sorted(int(d) for d in rep.runs["d"].unique())
+    if set(drawn) != set(rep.spec.ds):
+        st.warning(f"The `{rep.spec.name}` grid is drawn from {specs.ds_text(drawn, rep.spec.ds)}: "
+                   "κ below reads only the d drawn.", icon=":material/info:")
     cols = st.columns([1, 1, 2])
     if kappa["estimate"] is None:
         cols[0].metric("exponent κ", "–", help=kappa["reason"])
@@ -154,7 +171,7 @@ def interval_text(kappa: dict) -> str:
     return "–" if kappa["low"] is None else f"[{kappa['low']:.2f}, {kappa['high']:.2f}]"
 
 
-def exponent(rep: figure2.Figure2Report, statistic: str) -> None:
+def exponent_ui(rep: figure2.Figure2Report, statistic: str) -> None:
     """κ at 0.8 / 0.9 / 0.95 and from the collapse fit; the κ-axis view and n*(d) on log–log axes."""
     kappa = rep.kappa
     if kappa["estimate"] is None:
@@ -182,7 +199,7 @@ def _submit(cfg, store) -> str:
     return policy.submit_from_web(cfg, store, widgets.visitor())
 
 
-def coverage(spec: specs.SweepSpec, rep: figure2.Figure2Report | None) -> None:
+def coverage_ui(spec: specs.SweepSpec, rep: figure2.Figure2Report | None, store) -> None:
     """Which cells are stored, and queueing the missing ones (in an expander unless nothing is stored)."""
     cover = rep.coverage if rep is not None else specs.coverage(spec, store)
     total, stored = int(cover["wanted"].sum()), int(cover["stored"].clip(upper=cover["wanted"]).sum())
@@ -200,11 +217,11 @@ def coverage(spec: specs.SweepSpec, rep: figure2.Figure2Report | None) -> None:
             st.rerun()
         grid_keys = {cfg.key() for cfg in spec.configs()}
         if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.list_jobs(store)):
-            grid_progress(grid_keys)
+            grid_progress(grid_keys, store)
 
 
 @st.fragment(run_every=2.0)
-def grid_progress(grid_keys: set) -> None:
+def grid_progress(grid_keys: set, store) -> None:
     """Overall progress of this grid's jobs; reads the job table only."""
     live = [j for j in jobs.list_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
     if not live:
@@ -215,46 +232,20 @@ def grid_progress(grid_keys: set) -> None:
     st.progress(done_now / max(len(grid_keys), 1), text=text)
 
 
-# ------------------------------------------------------------------ the page
-url_to_state()
-st.title("Figure 2: the samples needed grow like d^k")
-name, spec = grid()
-if spec is None:
-    st.error("The grid is not valid: fix it in the sidebar.")
-    st.stop()
-stored_keys = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in spec.configs()}))
-with st.sidebar:
-    statistic = st.radio("statistic over seeds", list(STATISTICS), format_func=STATISTICS.get, key="f2_stat",
-                         help="The median is robust to one seed on a poor feature; the mean is the sensitivity figure.")
-rep = report(spec, repr(spec), stored_keys, statistic) if stored_keys else None
-if rep is None or rep.runs.empty:
-    st.info("No run of this grid is stored yet. Queue the missing runs below, or import a bundle on the Results page.")
-    coverage(spec, None)
-    st.stop()
-headline(rep)
-figure(rep, statistic)
-exponent(rep, statistic)
-st.dataframe(rep.table, hide_index=True, width="stretch")
-coverage(spec, rep)
-if spec.doc:
-    with st.expander(f"About the `{spec.name}` preset"):
-        st.text(spec.doc)
-
-
 # ------------------------------------------------------------------ the exponent table
 @st.cache_data(max_entries=4, show_spinner="Bootstrapping κ for every target…")
-def _exponent_table(_family, stored: tuple, statistic: str) -> tuple[list[dict], list[str]]:
+def _exponent_table(_family, _store, stored: tuple, statistic: str) -> tuple[list[dict], list[str]]:
     """The CLI's exponent entries and the names of the grids still missing runs (recomputed when the stored runs change)."""
-    report = figure2.figure2_json(_family, store, statistic=statistic)[0]
+    report = figure2.figure2_json(_family, _store, statistic=statistic)[0]
     return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]]
 
 
-def exponent_table_section(statistic: str) -> None:
+def exponent_table_ui(statistic: str, store) -> None:
     """κ per (k, q) from the `exponents` preset's stored runs: the table, the κ-vs-k figure, what it shows."""
     st.header("Exponent table: κ against k, for links of degree q")
     family = presets.preset("exponents")
     stored = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in family.configs()}))
-    entries, unfinished = _exponent_table(family, stored, statistic) if stored else ([], [])
+    entries, unfinished = _exponent_table(family, store, stored, statistic) if stored else ([], [])
     if not entries:
         st.info("No run of the `exponents` preset is stored: `python -m hierpoly sweep --preset exponents`.")
         return
@@ -292,4 +283,49 @@ seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.
 columns and the collapse fit) or this finite-d bias.
 """
 
-exponent_table_section(statistic)
+
+def statistic_ui() -> str:
+    with st.sidebar:
+        return st.radio("statistic over seeds", list(STATISTICS), format_func=STATISTICS.get, key="f2_stat",
+                        help="The median is robust to one seed on a poor feature; the mean is the sensitivity figure.")
+
+
+def grid_figure_ui(spec: specs.SweepSpec, statistic: str, store) -> None:
+    """One grid: κ, the figure, the exponent's views, the table, what is stored, the preset's own words."""
+    stored_keys = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in spec.configs()}))
+    rep = report(spec, store, repr(spec), stored_keys, statistic) if stored_keys else None
+    if rep is None or rep.runs.empty:
+        st.info("No run of this grid is stored yet. Queue the missing runs below, or import a bundle on the "
+                "Results page.")
+        coverage_ui(spec, None, store)
+        st.stop()
+    headline_ui(rep)
+    figure_ui(rep, statistic)
+    exponent_ui(rep, statistic)
+    st.dataframe(rep.table, hide_index=True, width="stretch")
+    coverage_ui(spec, rep, store)
+    if spec.doc:
+        with st.expander(f"About the `{spec.name}` preset"):
+            st.text(spec.doc)
+
+
+def main() -> None:
+    st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
+    store = widgets.store_or_stop()
+    url_to_state()
+    st.title("Figure 2: the samples needed grow like d^k")
+    name, spec = grid_ui()
+    statistic = statistic_ui()
+    if name == "exponents":  # the family of targets: its table is the page
+        state_to_url(name, st.session_state.get("f2_x", "n"), st.session_state.get("f2_show", list(BASELINES)),
+                     statistic)
+        exponent_table_ui(statistic, store)
+        return
+    if spec is None:
+        st.error("The grid is not valid: fix it in the sidebar.")
+        st.stop()
+    grid_figure_ui(spec, statistic, store)
+    exponent_table_ui(statistic, store)
+
+
+main()

@@ -148,7 +148,8 @@ def test_page_with_the_shipped_bundle(bundle_store, page):
 
 
 def _chart_titles(at: AppTest) -> list[str]:
-    return [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    """Each chart's title as one line (long titles are broken with <br> so they fit a projector)."""
+    return [json.loads(c.proto.spec)["layout"]["title"]["text"].replace("<br>", " ") for c in at.get("plotly_chart")]
 
 
 def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
@@ -156,6 +157,19 @@ def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
     _ok(at)
     titles = _chart_titles(at)
     assert len(titles) == 1 and "Every d on one curve" in titles[0]
+
+
+def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
+    """The shipped results fill the `cpu` grid, d = 8 to 24; some of its runs match the `paper` grid's configs at
+    d = 16 and 24 too, and Home must not call that two-d slice the paper grid."""
+    at = _app()
+    _ok(at)
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    drawn = sorted({int(trace["name"].split("=")[1]) for trace in spec["data"] if trace.get("name", "").startswith("d =")})
+    assert drawn == [8, 12, 16, 20, 24], drawn
+    captions = [c.value for c in at.caption]
+    assert any("the `cpu` grid" in c and "d = 8, 12, 16, 20, 24)" in c for c in captions), captions
+    assert not any("`paper`" in c for c in captions), captions
 
 
 def test_home_without_results_says_where_to_get_them(empty_store):
@@ -542,15 +556,26 @@ def test_learns_seed_box_at_2_to_the_31_gives_a_line_not_a_traceback(empty_store
     _ok(at)
 
 
-def test_explore_offers_the_feature_for_a_new_target(stored_store):
-    cfg = RunConfig(**TINY)
-    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
+def test_explore_offers_the_feature_for_a_new_target(bundle_store):
+    from hierpoly.views import tour
+
+    at = _app("pages/1_Explore.py", forms.params_from_config(tour.tour_config()))  # the shipped tour run found p
     _ok(at)
     assert any(h.value == "Use this feature for a new target" for h in at.subheader)
     assert at.selectbox(key="ex_tr_link").value == "quadratic"
     assert not at.button(key="ex_tr_run").disabled
     table = at.table[0].value
     assert list(table.index) == ["transfer", "scratch", "kernel"] and set(table["test loss ± SE"]) == {"not run"}
+
+
+def test_explore_offers_no_transfer_from_a_run_that_did_not_find_p(stored_store):
+    cfg = GRID.config(4, 32, 0)  # n = d³/2: too few samples to find p
+    assert stored_store.get(cfg.key()).metrics["feature_corr"] < 0.9
+    at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
+    _ok(at)
+    assert any(h.value == "Use this feature for a new target" for h in at.subheader)
+    assert any("Offered only from a run that found p" in c.value for c in at.caption)
+    assert not any(b.key == "ex_tr_run" for b in at.button) and not any(s.key == "ex_tr_link" for s in at.selectbox)
 
 
 def test_explore_has_no_transfer_for_a_baseline(stored_store):

@@ -28,6 +28,7 @@ FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate, for what the fit ca
 # Without stored runs: compiling and a 2^20-point evaluation, a host cost per step, 6 flops per unit of work.
 DEFAULT_FIT = (8.0, 2e-3, 6.0 / FLOPS_PER_SECOND)
 MIN_RUNS = 5  # stored runs of a model before its own fit is trusted
+SPREAD_QUANTILES = (0.05, 0.5, 0.95)  # the range an estimate states covers 90% of the stored runs' spread
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Pace:
     per_step: float
     per_work: float
     runs: int  # 0: the defaults, nothing measured here yet
+    # measured over predicted seconds of the stored runs (their own steps): low, median and high quantile
+    spread: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # steps run over the step cap of the stored runs: the lowest and the median (early stopping ends most runs early)
+    stopped: tuple[float, float] = (1.0, 1.0)
 
     def step_seconds(self, cfg: RunConfig) -> float:
         """Seconds one training step of cfg takes at this pace."""
@@ -46,10 +51,18 @@ class Pace:
 
 @dataclass(frozen=True)
 class Estimate:
-    """Wall seconds of a run, start to stored result, and the pace they come from."""
+    """Wall seconds of a run, start to stored result, and the pace they come from.
+
+    ``seconds`` is the most it takes (every step to the cap, a fresh worker, the slow end of the
+    stored runs' spread around the fit): what budgets count. ``median`` is the typical run: the
+    median spread and the median share of the cap the stored runs ran. ``low``: a warm worker,
+    the fast end of the spread, the earliest stop seen.
+    """
 
     seconds: float
     pace: Pace
+    median: float = 0.0
+    low: float = 0.0
 
     @property
     def runs(self) -> int:
@@ -95,15 +108,27 @@ def _fit(summaries, arch: str) -> Pace | None:
     fixed, per_step, per_work = coef / scale
     if not all(map(math.isfinite, (fixed, per_step, per_work))):
         return None
-    return Pace(float(fixed), float(per_step), float(per_work), len(rows))
+    ratios = seconds / np.maximum(design @ np.array([fixed, per_step, per_work]), 1e-9)
+    low, mid, high = (float(q) for q in np.quantile(ratios, SPREAD_QUANTILES))
+    share = np.clip(steps / np.maximum(rows["steps"].to_numpy(float), 1.0), 0.0, 1.0) if "steps" in rows else None
+    stopped = (1.0, 1.0) if share is None else (float(share.min()), float(np.median(share)))
+    return Pace(float(fixed), float(per_step), float(per_work), len(rows), (low, mid, high), stopped)
 
 
 def estimate(cfg: RunConfig, summaries=None, pace: Pace | None = None) -> Estimate:
     """Wall seconds of cfg from launch to stored result, at most (every step up to the cap)."""
     pace = pace or measured(summaries, cfg.arch)
     steps = cfg.total_steps if cfg.arch != "kernel" else 0
-    seconds = STARTUP_S + pace.fixed + steps * pace.step_seconds(cfg) + eigen_flops(cfg) / flops_per_second()
-    return Estimate(seconds, pace)
+    eigen = eigen_flops(cfg) / flops_per_second()
+    low, mid, high = pace.spread
+    stopped = pace.stopped if cfg.arch == "three_layer" and cfg.mode == "joint" else (1.0, 1.0)
+
+    def run(share: float) -> float:
+        return pace.fixed + share * steps * pace.step_seconds(cfg)
+
+    seconds = STARTUP_S + run(1.0) * max(high, 1.0) + eigen
+    return Estimate(seconds, pace, median=STARTUP_S + run(stopped[1]) * mid + eigen,
+                    low=run(stopped[0]) * low + eigen)
 
 
 def remaining(cfg: RunConfig, step: int, pace: Pace, run_step_seconds: float | None = None) -> float:

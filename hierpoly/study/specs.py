@@ -228,3 +228,11 @@ def coverage_of_runs(spec: SweepSpec, runs: pd.DataFrame) -> pd.DataFrame:
 def missing(spec: SweepSpec, store) -> list[RunConfig]:
     """The grid's configs whose key is not stored, cheapest first."""
     return [cfg for cfg in spec.configs() if not store.has(cfg.key())]
+
+
+def ds_text(drawn, wanted) -> str:
+    """'d = 8, 12, 16, 20, 24', or with the grid's d that have no stored run: 'd = 16, 24; d = 32, 40 not run yet'."""
+    drawn, wanted = sorted(drawn), sorted(wanted)
+    text = "d = " + ", ".join(str(d) for d in drawn)
+    absent = [d for d in wanted if d not in drawn]
+    return text + (f"; d = {', '.join(str(d) for d in absent)} not run yet" if absent else "")

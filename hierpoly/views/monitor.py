@@ -32,6 +32,7 @@ import pandas as pd
 
 from hierpoly.config import RunConfig
 from hierpoly.jobs import pace
+from hierpoly.jsonvalue import jsonable
 from hierpoly.progress import PHASES, Progress
 from hierpoly.results.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
@@ -90,10 +91,11 @@ class ProgressView:
     history: pd.DataFrame  # training rows: step, train_loss, test_loss, feature_corr, seconds
     step: int
     total: int
+    warm: bool = False  # a warm worker runs it: Python and JAX were loaded before the click
 
 
 def progress_view(status: str, rows, total: int, n_eval: int | None = None,
-                  step_seconds: float | None = None) -> ProgressView:
+                  step_seconds: float | None = None, warm: bool = False) -> ProgressView:
     """The phase, its progress, the training time left and the history so far of a job.
 
     Time left: the remaining steps at this run's own pace once two of its chunks have
@@ -113,13 +115,13 @@ def progress_view(status: str, rows, total: int, n_eval: int | None = None,
         eta = None if per_step is None else max(total - step, 0) * per_step
     fraction = {"training": step / total, "evaluating": _phase_fraction(progress, "evaluating"),
                 "tuning": _phase_fraction(progress, "tuning")}.get(phase, 0.0)
-    text = _phase_text(phase, step, total, eta, fraction, n_eval)
+    text = _phase_text(phase, step, total, eta, fraction, n_eval, warm)
     tunes = any(row.phase == "tuning" for row in progress)
     phases = tuple(name for name in PHASES if tunes or name != "tuning")  # tuning: only runs that have it
     shown = "starting" if phase == "preparing" else phase  # scoring the untrained network ends the start
     order = phases.index(shown) if shown in phases else -1
     marks = tuple((name, "done" if i < order else "now" if i == order else "next") for i, name in enumerate(phases))
-    return ProgressView(status, phase, marks, min(max(fraction, 0.0), 1.0), eta, text, hist, step, total)
+    return ProgressView(status, phase, marks, min(max(fraction, 0.0), 1.0), eta, text, hist, step, total, warm)
 
 
 def _phase(status: str, progress: list[Progress], step: int, total: int) -> str:
@@ -160,9 +162,12 @@ def _phase_fraction(progress: list[Progress], phase: str) -> float:
     return float(last.fraction) if last is not None and last.phase == phase and last.fraction else 0.0
 
 
-def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: float, n_eval: int | None) -> str:
+def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: float, n_eval: int | None,
+                warm: bool = False) -> str:
     if phase == "queued":
         return "queued: waiting for a worker"
+    if phase == "starting" and warm:
+        return "starting: the warm worker, with Python and JAX loaded, takes the job and draws its data"
     if phase == "starting":
         return "starting Python and JAX: a worker process loads them (a fresh one takes a while)"
     if phase == "preparing":
@@ -179,6 +184,34 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
 
 
 format_seconds = pace.format_seconds  # one way to say a duration, on the pages and in refusals
+
+
+def _number(value) -> float | None:
+    try:
+        return jsonable(float(value))  # NaN and infinities: None
+    except (TypeError, ValueError):
+        return None
+
+
+def format_corr(value) -> str:
+    """A feature correlation: three decimals, '–' when there is none."""
+    value = _number(value)
+    return "–" if value is None else f"{value:.3f}"
+
+
+def format_duration(value) -> str:
+    """A stored run's wall time (``format_seconds``), '–' when there is none."""
+    value = _number(value)
+    return "–" if value is None else format_seconds(value)
+
+
+def format_loss(value) -> str:
+    """A loss, one way on every page: three decimals ('0.979', '12.990'), two significant digits below 0.001
+    ('3.1e-05'), '–' when there is none."""
+    value = _number(value)
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if value == 0 or abs(value) >= 1e-3 else f"{value:.1e}"
 
 
 # ---------------------------------------------------------- feature snapshots
@@ -240,10 +273,21 @@ def time_estimate(cfg: RunConfig, summaries: pd.DataFrame | None) -> pace.Estima
 
 
 def estimate_text(estimate: pace.Estimate) -> str:
-    """'about 20 s at most here (the pace of 116 stored runs)', or the same from the defaults."""
-    source = (f"the pace of {estimate.runs} stored runs" if estimate.runs
+    """'about 9 s here (6–20 s, from the pace of 116 stored runs)', or the same from the defaults."""
+    source = (f"from the pace of {estimate.runs} stored runs" if estimate.runs
               else "a default pace: no runs of this model are stored here yet")
-    return f"about {format_seconds(estimate.seconds)} at most here ({source})"
+    return f"about {format_seconds(estimate.median)} here ({range_text(estimate)}, {source})"
+
+
+def range_text(estimate: pace.Estimate) -> str:
+    """'6–20 s', 'under 1 s–3 s' never: 'up to 3 s' when the range starts under a second."""
+    low, high = estimate.low, estimate.seconds
+    if low < 1 or format_seconds(low) == format_seconds(high):
+        return f"up to {format_seconds(high)}"
+    low_text, high_text = format_seconds(low), format_seconds(high)
+    if low_text.endswith(" s") and high_text.endswith(" s") and "min" not in low_text + high_text:
+        low_text = low_text[:-2]
+    return f"{low_text}–{high_text}"
 
 
 # ------------------------------------------------------------- learned link
@@ -321,14 +365,14 @@ def outcome(result) -> Outcome:
     if loss is None or not math.isfinite(loss):
         loss_text = "It has no test loss."
     else:
-        spread = f" ± {se:.3f}" if se is not None and math.isfinite(se) else ""
-        loss_text = (f"Test loss {loss:.3f}{spread} over {cfg.n_eval:,} fresh points (predicting 0 scores 1). "
+        spread = f" ± {format_loss(se)}" if se is not None and math.isfinite(se) else ""
+        loss_text = (f"Test loss {format_loss(loss)}{spread} over {cfg.n_eval:,} fresh points (predicting 0 scores 1). "
                      + (HEAVY_TAIL_SHORT if found and loss >= 0.2 else HEAVY_TAIL_ALWAYS))
     return Outcome(found, headline, loss_text, outcome_text(result))
 
 
-HEAVY_TAIL_SHORT = ("It found p and still misses a little: h is heavy-tailed, and the rare inputs whose feature lies "
-                    "beyond its training data carry much of the loss.")
+HEAVY_TAIL_SHORT = ("It found p, and the test loss stays well above 0 all the same: h is heavy-tailed, and the "
+                    "rare inputs whose feature lies beyond its training data carry much of the loss.")
 HEAVY_TAIL_ALWAYS = "h is heavy-tailed: a few rare inputs carry a large share of any test loss."
 
 

@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from hierpoly.views.monitor import format_loss
+
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2")
 TEMPLATE = "plotly_white"
 # Toolbar: PNG by default, SVG via the config the pages pass to st.plotly_chart.
@@ -24,14 +26,45 @@ CHART_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"format": "svg", 
 LOG2_DTICK = float(np.log10(2))  # log-axis ticks at powers of two (n/d^k = 2^j)
 
 
+TITLE_CHARS = 48  # a title line that fits a half-width chart at a projector's 1024 px; longer titles wrap
+
+
+def wrap_title(title: str, width: int = TITLE_CHARS) -> list[str]:
+    """The title's lines, broken between words so none is longer than `width` (a longer word stands alone)."""
+    lines: list[str] = []
+    for word in title.split(" "):
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines
+
+
 def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
-    # the legend sits under the x-axis title, so it never runs into the chart's title at projector widths
+    # the legend sits under the x-axis title, so it never runs into the chart's title at projector widths;
+    # plotly never wraps a title (it is clipped at the chart's edge), so long ones are broken into lines here
+    lines = wrap_title(title)
     fig.update_layout(
-        title=dict(text=title, x=0.0, xanchor="left"), template=TEMPLATE, height=height,
-        margin=dict(l=55, r=20, t=50, b=85),
+        title=dict(text="<br>".join(lines), x=0.0, xanchor="left"), template=TEMPLATE, height=height + 22 * (len(lines) - 1),
+        margin=dict(l=55, r=20, t=50 + 22 * (len(lines) - 1), b=85),
         legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0.0),
     )
     return fig
+
+
+def log_ticks(values) -> dict:
+    """Ticks for a log axis over `values`, each labelled in full ('0.02', '500', '1e-05'), never a bare
+    mantissa ('5', '2') without its decade as plotly's own minor labels read: 1, 2, 5 per decade over up to
+    two decades, powers of ten beyond. {} when no value is positive and finite."""
+    flat = np.asarray(values, dtype=float).ravel()
+    flat = flat[np.isfinite(flat) & (flat > 0)]
+    if not len(flat):
+        return {}
+    low, high = math.floor(math.log10(flat.min())), math.ceil(math.log10(flat.max()))
+    steps = (1, 2, 5) if high - low <= 2 else (1,)
+    every = max(1, math.ceil((high - low) / 8))  # at most about eight labels
+    ticks = [m * 10.0 ** e for e in range(low, high + 1, every if steps == (1,) else 1) for m in steps]
+    return dict(tickvals=ticks, ticktext=[f"{t:,.6g}" if 1e-3 <= t < 1e6 else f"{t:.0e}" for t in ticks])
 
 
 def d_colors(ds) -> dict:
@@ -54,7 +87,8 @@ def loss_figure(history: pd.DataFrame, title: str = "Loss during training") -> g
             y = history[name].to_numpy(dtype=float)
             fig.add_scatter(x=history["step"], y=np.where(y > 0, y, np.nan), name=labels[name],
                             mode="lines+markers", line=dict(color=color), marker=dict(size=4))
-    fig.update_yaxes(type="log", title="square loss")
+    fig.update_yaxes(type="log", title="square loss", **log_ticks(history[[c for c in ("train_loss", "test_loss")
+                                                                           if c in history]].to_numpy()))
     fig.update_xaxes(title="step")
     return _layout(fig, title)
 
@@ -114,7 +148,7 @@ def prediction_scatter(samples: Mapping[str, np.ndarray], test_loss: float | Non
         fig.add_scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="h_θ = h", line=dict(color="gray", dash="dash"))
     fig.update_xaxes(title="target h(x)")
     fig.update_yaxes(title="prediction h_θ(x)")
-    title = "Prediction vs target" + (f": test loss = {test_loss:.4f}" if test_loss is not None else "")
+    title = "Prediction vs target" + (f": test loss = {format_loss(test_loss)}" if test_loss is not None else "")
     return _layout(fig, title)
 
 
@@ -145,7 +179,8 @@ def overlay_figure(histories: Mapping[str, pd.DataFrame], metric: str) -> go.Fig
                             line=dict(color=PALETTE[i % len(PALETTE)]), marker=dict(color=PALETTE[i % len(PALETTE)]),
                             showlegend=True)
     if metric.endswith("loss"):
-        fig.update_yaxes(type="log")
+        values = [hist[metric].to_numpy(dtype=float) for hist in histories.values() if metric in hist]
+        fig.update_yaxes(type="log", **log_ticks(np.concatenate(values) if values else []))
     fig.update_yaxes(title=metric.replace("_", " "))
     fig.update_xaxes(title="step")
     return _layout(fig, f"{metric.replace('_', ' ')} of the selected runs", height=420)
@@ -332,7 +367,7 @@ def n_star_figure(kappa: dict, k: int) -> go.Figure:
             fig.add_annotation(x=math.log10(d_mid), y=math.log10(n_mid), text=f"{s['slope']:.2f}", showarrow=False,
                                yshift=14, font=dict(color=PALETTE[1]))
     fig.update_xaxes(type="log", title="d", tickvals=[p[0] for p in points] or None)
-    fig.update_yaxes(type="log", title="n*(d): samples to cross the threshold")
+    fig.update_yaxes(type="log", title="n*(d): samples to cross the threshold", **log_ticks([p[1] for p in points]))
     return _layout(fig, "n*(d) on log–log axes (red: the local slope between successive d)", height=420)
 
 
@@ -497,6 +532,7 @@ def transfer_figure(cells: pd.DataFrame, link: str) -> go.Figure:
             hovertemplate=(f"d = {d} {role}<br>N = %{{x}}<br>median %{{y:.4f}} over %{{customdata[0]}} seeds"
                            "<br>mean %{customdata[1]:.4f} ± %{customdata[2]:.4f}<extra></extra>"),
         ))
-    fig.update_xaxes(type="log", title="N (samples of the new target h' = g' ∘ p)", dtick=LOG2_DTICK * 2, tickformat="~s")
-    fig.update_yaxes(type="log", title="test loss (1 = predicting 0)")
+    fig.update_xaxes(type="log", title="N (samples of the new target h' = g' ∘ p)", dtick=LOG2_DTICK * 2, tickformat=",d")
+    fig.update_yaxes(type="log", title="test loss (1 = predicting 0)",
+                     **log_ticks(rows[["test_loss_min", "test_loss_max"]].to_numpy() if len(rows) else []))
     return _layout(fig, f"Reusing the learned feature for {link}: transfer (solid), scratch (dashed), kernel (dotted)", 460)

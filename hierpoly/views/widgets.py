@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 import uuid
 
 import pandas as pd
@@ -120,7 +121,18 @@ def launch_or_stop(cfg, store, what: str = "") -> None:
 
 def phase_line(view: monitor.ProgressView) -> str:
     """'✓ starting Python and JAX → ✓ compiling → **▶ training** → evaluating'."""
-    return " → ".join(PHASE_MARKS[state].format(PHASE_NAMES.get(name, name)) for name, state in view.phases)
+    names = {**PHASE_NAMES, "starting": "starting (a warm worker)"} if view.warm else PHASE_NAMES
+    return " → ".join(PHASE_MARKS[state].format(names.get(name, name)) for name, state in view.phases)
+
+
+def watch(key: str) -> None:
+    """Remember that this session waits for key's run: its page plays the training back if it saw no live frames."""
+    st.session_state.setdefault("watching", {}).setdefault(key, set())
+
+
+def _warm_pid(store) -> int | None:
+    state = warmup.readiness(store)
+    return state.pid if state.state in ("ready", "compiling", "starting") else None
 
 
 def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = 1.0) -> None:
@@ -130,7 +142,12 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
     Until the run has its own pace, the time left is at the stored runs' pace (read once here).
     """
     job = jobs.get(job_id, store)
-    step_seconds = None if job is None else pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
+    if job is None:
+        return
+    step_seconds = pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
+    watch(job.key)
+    seen = st.session_state["watching"][job.key]  # the live scatter's steps this page drew
+    warm_pid = _warm_pid(store)
 
     @st.fragment(run_every=every)
     def panel() -> None:
@@ -138,14 +155,15 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
         if job is None or job.status not in jobs.LIVE:
             st.rerun()
         view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval,
-                                     step_seconds=step_seconds)
+                                     step_seconds=step_seconds, warm=job.pid is not None and job.pid == warm_pid)
         st.markdown(phase_line(view))
         st.progress(view.fraction, text=view.text)
-        scatter, corr, loss = _live_figures(job.job_id, len(job.progress), job, view)
+        scatter, corr, loss, step = _live_figures(job.job_id, len(job.progress), job, view)
         left, right = st.columns(2)
         with left:
             if scatter is not None:
                 st.plotly_chart(scatter, key=f"{prefix}_live_scatter", config=plots.CHART_CONFIG)
+                seen.add(step)
             else:
                 st.caption("The learned feature against p appears here once training has taken its first steps.")
         right.plotly_chart(corr, key=f"{prefix}_live_corr", config=plots.CHART_CONFIG)
@@ -166,7 +184,57 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
     """
     snapshot = monitor.live_snapshot(_job.progress)
     return (None if snapshot is None else plots.snapshot_figure(snapshot), plots.corr_figure(_view.history),
-            plots.loss_figure(_view.history))
+            plots.loss_figure(_view.history), None if snapshot is None else snapshot.step)
+
+
+REPLAY_FRAMES = 10  # a played-back training shows at most this many snapshots, the first and the last among them
+
+
+def play_back(result, prefix: str, every: float = 0.3) -> bool:
+    """For a run this session waited for and saw fewer than two live frames of: its stored snapshots, played
+    as an animation (one new frame per redraw, `every` seconds apart), then the page reruns to the result.
+
+    False, at once, when there is nothing to play (not watched, seen moving live, or under two snapshots).
+    """
+    watching = st.session_state.get("watching", {})
+    frames = monitor.replay_frames(result)
+    if result.key not in watching or len(watching[result.key]) >= 2 or len(frames) < 2:
+        watching.pop(result.key, None)
+        return False
+    chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
+    frames = [frames[i] for i in chosen]
+    state = st.session_state.setdefault(f"{prefix}_played", {"key": result.key, "shown": -1, "start": time.monotonic()})
+    if state["key"] != result.key:
+        state.update(key=result.key, shown=-1, start=time.monotonic())
+    trained = result.meta.get("seconds")
+    st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
+               "redraws: here is its training again, from its stored snapshots.")
+
+    @st.fragment(run_every=every)
+    def movie() -> None:
+        if state["shown"] >= len(frames) - 1:
+            watching.pop(result.key, None)
+            st.session_state.pop(f"{prefix}_played", None)
+            st.rerun()  # the whole page: the result
+        # one new frame per redraw at least, more when the redraws come late, so the replay lasts about the same
+        on_time = int((time.monotonic() - state["start"]) / every)
+        state["shown"] = min(max(state["shown"] + 1, on_time), len(frames) - 1)
+        frame = frames[state["shown"]]
+        st.markdown(" → ".join(f"✓ {PHASE_NAMES[name]}" for name in ("starting", "compiling", "training",
+                                                                      "evaluating")) + " → **▶ replay**")
+        st.progress((state["shown"] + 1) / len(frames),
+                    text=f"replay: step {frame.step:,} of {frames[-1].step:,}, the learned feature against p")
+        st.plotly_chart(_snapshot_figure(result.key, frame.step, frame), key=f"{prefix}_play_scatter",
+                        config=plots.CHART_CONFIG)
+
+    movie()
+    return True
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _snapshot_figure(key: str, step: int, _frame) -> object:
+    """One replayed frame, built once for every page that plays the same run back."""
+    return plots.snapshot_figure(_frame)
 
 
 def replay(result, prefix: str) -> bool:
@@ -249,13 +317,19 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
     if source_problem(result.config) is not None:  # only a three-layer joint run with σ1 = cube lends its feature
         return
     st.subheader("Use this feature for a new target")
+    corr = result.metrics.get("feature_corr")
+    if not (corr is not None and corr >= monitor.FOUND):
+        st.caption(f"Offered only from a run that found p: this one's feature correlation is "
+                   f"{monitor.format_corr(corr)} (from {monitor.FOUND} on it counts as found), so a new link fitted on "
+                   "its feature would measure a feature that is not p. Train it on more samples first.")
+        return
     st.caption("Freeze the learned feature g and fit only the second block to a new link g′ on the same p, "
                "h′ = g′ ∘ p, from N fresh samples. A learned feature needs only enough samples for a "
                "one-dimensional fit; the network from scratch and the kernel must find p again.")
-    left, right = st.columns(2)
-    link = left.selectbox("new link g′", TRANSFER_LINKS, key=f"{prefix}_tr_link")
-    n = right.selectbox("samples N", TRANSFER_NS, index=n_index, key=f"{prefix}_tr_n")
-    runs = transfer_runs(result.config, link, n, result.config.seed)
+    choice = _transfer_choice(result, store, prefix, n_index)
+    if choice is None:
+        return
+    runs = transfer_runs(result.config, *choice, result.config.seed)
     stored = {role: store.get(c.key()) for role, c in runs.items()}
     waiting = [c for role, c in runs.items() if stored[role] is None]
     if waiting and policy.can_launch() and st.button("▶ Fit the new link", key=f"{prefix}_tr_run"):
@@ -266,9 +340,10 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
     rows = []
     for role in ROLES:
         done, job = stored[role], live.get(role)
-        loss = f"{done.metrics['test_loss']:.3f} ± {done.metrics['test_loss_se']:.3f}" if done else None
+        loss = (f"{monitor.format_loss(done.metrics['test_loss'])} ± "
+                f"{monitor.format_loss(done.metrics['test_loss_se'])}") if done else None
         rows.append({"model": role, "test loss ± SE": loss or (job.status if job else "not run"),
-                     "seconds": round(done.meta.get("seconds", 0.0), 1) if done else None})
+                     "wall time": monitor.format_duration(done.meta.get("seconds")) if done else "–"})
     st.table(pd.DataFrame(rows).set_index("model"))  # three rows, static: readable from the back of a room
     transfer = stored["transfer"]
     if transfer is not None:
@@ -281,6 +356,24 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
     pending = [runs[role].key() for role, job in live.items() if job is not None and job.status in jobs.LIVE]
     if pending:
         _rerun_when_done(pending, store)
+
+
+def _transfer_choice(result, store, prefix: str, n_index: int) -> tuple[str, int] | None:
+    """The new link and N picked; where nothing can be trained (a gallery), only pairs whose runs are stored,
+    and None with a line saying so when there are none."""
+    pairs = [(link, n) for link in TRANSFER_LINKS for n in TRANSFER_NS]
+    if not policy.can_launch():
+        pairs = [(link, n) for link, n in pairs
+                 if all(store.has(c.key()) for c in transfer_runs(result.config, link, n, result.config.seed).values())]
+        if not pairs:
+            st.caption("No new link has been fitted on this run's feature here, and the gallery fits none.")
+            return None
+    links = list(dict.fromkeys(link for link, _ in pairs))
+    left, right = st.columns(2)
+    link = left.selectbox("new link g′", links, key=f"{prefix}_tr_link")
+    ns = [n for pair_link, n in pairs if pair_link == link]
+    n = right.selectbox("samples N", ns, index=min(n_index, len(ns) - 1), key=f"{prefix}_tr_n")
+    return link, n
 
 
 def _rerun_when_done(keys: list[str], store, every: float = 1.0) -> None:
