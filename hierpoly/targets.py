@@ -129,6 +129,22 @@ def raw_link(text: str, d: int) -> str:
     return canonical_link(",".join(repr(c * d ** ((q - j) / 2)) for j, c in enumerate(coefs)))
 
 
+def link_name(link: str, d: int) -> str:
+    """How to write a run's resolved link (``raw_link``) for people and URLs: the preset it is, or ``std:NAME``
+    when it is a preset on p/√d resolved at this d, else its coefficients.
+
+    ``std:h1+h2`` at d = 10 resolves to raw coefficients that mean another target at d = 12; its name
+    means the same target at every d, so a link that reopens the run at another d keeps the meaning.
+    """
+    text = canonical_link(link)
+    if text in LINK_PRESETS:
+        return text
+    for name in LINK_PRESETS:
+        if raw_link(STANDARD + name, d) == text:
+            return STANDARD + name
+    return text
+
+
 def lambdas(key, d: int):
     """λ_i uniform on {-1, +1}, as float32 (jax array)."""
     import jax

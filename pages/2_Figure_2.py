@@ -144,7 +144,7 @@ def headline_ui(rep: figure2.Figure2Report) -> None:
     if set(drawn) != set(rep.spec.ds):
         st.warning(f"The `{rep.spec.name}` grid is drawn from {specs.ds_text(drawn, rep.spec.ds)}: "
                    "κ below reads only the d drawn.", icon=":material/info:")
-    cols = st.columns([1, 1, 2])
+    cols = st.columns([3, 3, 4])  # the κ label whole at a projector's 1024 px with the sidebar open
     if kappa["estimate"] is None:
         cols[0].metric("exponent κ", "–", help=kappa["reason"])
         cols[1].metric("theory", f"κ ≈ k = {k}")

@@ -147,7 +147,7 @@ def classroom_ui(store) -> None:
                 "locked, so everyone sees the same run (and the store serves it at once after the first). "
                 "The seed starts as a fresh one for this class, so the class watches a new run train.")
     st.session_state.setdefault("learn_c_seed", 1 + secrets.randbelow(forms.MAX_SEED))
-    cols = st.columns(4)
+    cols = st.columns([2, 3, 3, 4])  # the seed's ten digits whole at a projector's 1024 px
     c_d = cols[0].number_input("d", min_value=2, max_value=12, value=cfg.d, key="learn_c_d")
     c_mult = cols[1].selectbox("n as a multiple of d³", [0.25, 0.5, 1.0, 2.0, 4.0, 8.0], index=4, key="learn_c_mult")
     c_mode = cols[2].selectbox("mode", MODES, key="learn_c_mode")

@@ -205,6 +205,20 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert metrics["κ (seed median, at 0.9)"] == "2.55" and metrics["theory"] == "κ ≈ k = 3"
 
 
+def test_figure2_preset_link_selects_every_preset_the_page_shows(bundle_store):
+    """?preset= picks each grid the sidebar lists, the `exponents` table included, and the captions name its d."""
+    at = _app("pages/2_Figure_2.py", {"preset": "exponents"})
+    _ok(at)
+    assert at.radio(key="f2_preset").value == "exponents"
+    assert any(h.value.startswith("Exponent table") for h in at.header)
+    assert at.query_params["preset"] == "exponents"
+    assert list(at.radio(key="f2_preset").options) == ["cpu", "paper", "tiny", "exponents", "custom"]
+    at = _app("pages/2_Figure_2.py", {"preset": "paper"})  # the shipped runs fill only d = 16 and 24 of it
+    _ok(at)
+    assert at.radio(key="f2_preset").value == "paper"
+    assert any("d = 16, 24; d = 32, 40 not run yet" in w.value for w in at.warning), [w.value for w in at.warning]
+
+
 @pytest.mark.slow
 def test_figure2_mean_statistic_from_the_url_says_the_bootstrap_splits(bundle_store):
     at = _app("pages/2_Figure_2.py", {"preset": "cpu", "stat": "mean"})

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -169,6 +170,12 @@ def test_home_hero_and_a_shared_collapse_link(server, browser):
             box = page.get_by_text(text, exact=True).first.bounding_box()
             assert box is not None and box["y"] + box["height"] <= height, (text, box, width)
         _no_exception(page)
+        if width == 1400:  # the figure's HTML download carries plotly.js itself: it opens offline
+            with page.expect_download(timeout=60_000) as download:
+                page.get_by_role("button", name="Figure (interactive HTML)").click()
+            html = Path(download.value.path()).read_text()
+            assert re.search(r"plotly\.js v\d", html) and "cdn.plot.ly" not in html and "<script src=" not in html
+            assert "Figure 2 against n / d^3" in html
         page.close()
 
 
@@ -293,19 +300,26 @@ def test_a_deep_link_as_a_fresh_servers_first_request_keeps_the_navigation(brows
 
 
 # ------------------------------------------------------------------ a classroom
+WARM_RESULT_S = 15  # once the sidebar says ready, a class's click shows its result within this
+RESULT = re.compile(r"(has not )?found p (yet )?\(correlation")  # the tour's run, stored: found or not
 STUDENTS = 6
 LIVE_SCATTER = re.compile(r"Step ([0-9,]+): corr\(g, p\)")
 LIVE_PANEL_SECONDS = inspect.signature(live_job).parameters["every"].default
 
 
-# Every 100 ms, what the page shows: the live scatter's title and the progress line. A poll from the test
-# itself would take turns over six pages and could miss a phase that a student's screen did show.
+# Every 100 ms, what the page shows: the feature scatter's title (live or replayed), the progress line and the
+# phase line, and whether the result is there. A poll from the test itself would take turns over six pages and
+# could miss a frame that a student's screen did show.
 RECORDER = """
 window.__seen = [];
 setInterval(() => {
-  const titles = [...document.querySelectorAll('text.gtitle')].map(e => e.textContent);
+  const titles = [...document.querySelectorAll('text.gtitle, [data-testid="stImageCaption"]')]
+    .map(e => e.textContent);
   const progress = [...document.querySelectorAll('[data-testid="stProgress"]')].map(e => e.innerText);
-  window.__seen.push({t: Date.now(), titles, progress});
+  const phases = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].map(e => e.innerText)
+    .filter(text => text.includes(' → ') && /compil|train|evaluat/.test(text));
+  const result = /found p (yet )?\\(correlation/.test(document.body.innerText);
+  window.__seen.push({t: Date.now(), titles, progress, phases, result});
 }, 100);
 """
 
@@ -322,25 +336,56 @@ def _controls(page) -> list[str]:
         .map(e => e.innerText || e.getAttribute('data-testid') || '')""")
 
 
-def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_path):
-    """The teacher's link from Learn, six students clicking Run at once: one shared job, every page live, then p found."""
-    with _streamlit(tmp_path / "store", tmp_path / "streamlit.log", HIERPOLY_MODE="classroom") as base:
-        teacher = browser.new_page(viewport={"width": 1400, "height": 1000})
-        teacher.goto(f"{base}/Learn")
-        teacher.get_by_role("heading", name="For teachers: a classroom link").wait_for(timeout=120_000)
-        # the server listens on 127.0.0.1: the page says so and shows the command that serves a class
-        teacher.get_by_text("listens on 127.0.0.1 only").first.wait_for(timeout=30_000)
-        # the teacher picks n = 8·d³: on a CPU shared with six browsers, a training phase long enough to watch
-        teacher.locator('[data-testid="stSelectbox"]').filter(has_text="n as a multiple of d³").locator("input").click()
-        teacher.keyboard.type("8.0")
-        teacher.keyboard.press("Enter")
-        teacher.locator('[data-testid="stCode"]').filter(has_text="n=1728").first.wait_for(timeout=30_000)
-        codes = teacher.locator('[data-testid="stCode"]').all_inner_texts()
-        assert any(code.startswith("HIERPOLY_MODE=classroom streamlit run app.py --server.address 0.0.0.0")
-                   for code in codes), codes
-        link = next(" ".join(code.split()) for code in codes if "lock=1" in code).replace(" ", "")
-        assert link.startswith(base + "/Explore?"), (link, base)
-        _no_exception(teacher)
+def _watched_before_the_result(seen: list[dict]) -> tuple[set, set]:
+    """From a page's recording: the phase and progress lines, and the feature scatter's steps, shown before the
+    first frame with the result."""
+    before = []
+    for frame in seen:
+        if frame["result"]:
+            break
+        before.append(frame)
+    lines = {line for frame in before for line in frame["phases"] + frame["progress"]}
+    steps = {m.group(1) for frame in before for title in frame["titles"] if (m := LIVE_SCATTER.match(title))}
+    return lines, steps
+
+
+def _teachers_link(browser, base: str) -> str:
+    """The classroom link Learn gives a teacher by default, once the warm worker is ready."""
+    teacher = browser.new_page(viewport={"width": 1400, "height": 1000})
+    teacher.goto(f"{base}/Learn")
+    teacher.get_by_role("heading", name="For teachers: a classroom link").wait_for(timeout=120_000)
+    # the server listens on 127.0.0.1: the page says so and shows the command that serves a class
+    teacher.get_by_text("listens on 127.0.0.1 only").first.wait_for(timeout=30_000)
+    teacher.get_by_text("Ready: runs start warm").first.wait_for(timeout=300_000)  # the line redraws itself
+    codes = teacher.locator('[data-testid="stCode"]').all_inner_texts()
+    assert any(" ".join(code.split()).startswith("HIERPOLY_MODE=classroom streamlit run app.py --server.address "
+                                                 "0.0.0.0") for code in codes), codes
+    link = next(" ".join(code.split()) for code in codes if "lock=1" in code).replace(" ", "")
+    assert link.startswith(base + "/Explore?"), (link, base)
+    _no_exception(teacher)
+    teacher.close()
+    return link
+
+
+def test_a_class_of_six_watches_the_teachers_default_link_train_with_a_thousand_results_stored(browser, tmp_path):
+    """Classroom mode, every shipped result stored (over 1,000), the teacher's default link from Learn;
+    six students click its Run within a second. Every page shows a phase line and at least two frames of the
+    learned feature against p (live, or played back when training outran the redraws) before the result,
+    and the result within 15 s of its click."""
+    from hierpoly.jobs import warmup
+    from hierpoly.results import bundles
+    from hierpoly.views import forms, tour
+
+    store_dir = tmp_path / "store"
+    for bundle in sorted((REPO / "cache" / "precomputed").glob("*.zip")):  # every shipped result
+        bundles.import_bundle(Store(store_dir), bundle.read_bytes())
+    assert len(Store(store_dir)) >= 1000
+    with _streamlit(store_dir, tmp_path / "streamlit.log", HIERPOLY_MODE="classroom", HIERPOLY_WARM="") as base:
+        link = _teachers_link(browser, base)
+        params = forms.values_from_params(dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(link).query))).values
+        # the default runs something new: a fresh seed, never the shipped tour run, nothing stored
+        assert int(params["seed"]) != tour.tour_config().seed
+        assert not Store(store_dir).has(tour.tour_config(seed=int(params["seed"])).key())
 
         contexts = [browser.new_context(viewport={"width": 1024, "height": 768} if i % 2 else
                                         {"width": 1400, "height": 1000}) for i in range(STUDENTS)]
@@ -352,39 +397,37 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
         for run in runs:
             run.wait_for(timeout=120_000)
             assert run.is_enabled()
-        for run in runs:  # within a second of each other
-            run.click()
-
+        handles = [run.element_handle() for run in runs]
+        clicked = []
+        for handle in handles:  # a plain DOM click each: all six within a second
+            clicked.append(time.time())
+            handle.evaluate("b => b.click()")
+        assert clicked[-1] - clicked[0] < 1.0, clicked
         done = [False] * STUDENTS
-        deadline = time.monotonic() + 420
-        while not all(done) and time.monotonic() < deadline:
-            for i, page in enumerate(pages):
-                done[i] = done[i] or page.get_by_text(re.compile(r"found p \(correlation 0\.9[0-9]\)")).count() > 0
-            time.sleep(0.5)
-        assert all(done), done
-        phases, steps = [], []
-        for page in pages:
-            seen = page.evaluate("() => window.__seen")
-            lines = [line for frame in seen for line in frame["progress"]]
-            phases.append({phase for phase in ("starting Python and JAX", "compiling", "training", "evaluating")
-                           if any(line.startswith(phase) for line in lines)})
-            # the live scatter's steps, while the progress bar shows (the stored result's replay has its own)
-            steps.append({m.group(1) for frame in seen if frame["progress"] for title in frame["titles"]
-                          if (m := LIVE_SCATTER.match(title))})
-        store = Store(tmp_path / "store")
+        while not all(done) and time.time() - clicked[0] < 60:
+            done = [d or page.get_by_text(RESULT).count() > 0 for d, page in zip(done, pages)]
+            time.sleep(0.2)
+        store = Store(store_dir)
         (job,) = jobs.list_jobs(store)  # six clicks, one shared job
-        trained = [row.seconds for row in job.progress if row.phase == "training"]
-        training_seconds = max(trained) - min(trained)
-        print("phases", phases, "steps", steps, "training lasted", training_seconds)
         for i, page in enumerate(pages):
-            assert "starting Python and JAX" in phases[i], (i, phases[i])  # the first thing a class waits through
-            assert len(phases[i]) >= 2, (i, phases[i])  # the page followed the job live, not only its result
-            assert steps[i] and "0" not in steps[i], (i, steps[i])  # the live scatter drawn; never step 0
+            seen = page.evaluate("() => window.__seen")
+            shown = next((frame["t"] / 1000 for frame in seen if frame["result"]), None)
+            lines, steps = _watched_before_the_result(seen)
+            if os.environ.get("DEBUG_RECORDER"):
+                last = None
+                for frame in seen:
+                    now = (frame["titles"], frame["progress"], frame["result"])
+                    if now != last:
+                        print(round(frame["t"] / 1000 - clicked[i], 2), now)
+                        last = now
+            print(f"student {i}: result {None if shown is None else round(shown - clicked[i], 1)} s after the "
+                  f"click, {len(steps)} scatter frames before it, lines {sorted(lines)[:3]}")
+            assert shown is not None and shown - clicked[i] <= WARM_RESULT_S, (i, shown and shown - clicked[i])
+            assert lines, i  # a phase line or a progress line before the result
+            assert len(steps) >= 2, (i, steps)  # the feature moved on the page: live or played back
             _no_exception(page)
-        # a page redraws once a second, every several seconds under a class's load on 2 cores: one page may
-        # miss a few seconds of training between two redraws, the class as a whole must not
-        if training_seconds > 5 * LIVE_PANEL_SECONDS:
-            assert any("training" in seen or len(at) >= 2 for seen, at in zip(phases, steps)), (phases, steps)
+        print(f"the job trained {job.progress[-1].seconds:.1f} s (load average {os.getloadavg()[0]:.1f})")
+        assert job.pid == warmup.readiness(store).pid  # the warm worker trained it
 
         # nothing that deletes or imports, on any page a student can open; no metric cut at a projector's size
         student = pages[1]
@@ -398,69 +441,34 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
             assert found == [], (path, found)
         for context in contexts:
             context.close()
-        teacher.close()
 
 
-WARM_RESULT_S = 15  # once the sidebar says ready, a class's first click shows its result within this
-RESULT = re.compile(r"(has not )?found p (yet )?\(correlation")  # the tour's run, stored: found or not
+# Elements that clip what they hold: wider inside than their box, and not drawing past it (overflow other than
+# visible), inputs included. The interactive tables scroll inside themselves by design and are left out.
+CLIPPED = """() => [...document.querySelectorAll('[data-testid="stMain"] *')]
+  .filter(e => !(e instanceof SVGElement) && e.clientWidth > 1 && e.scrollWidth > e.clientWidth + 1
+          && (getComputedStyle(e).overflowX !== 'visible' || e.tagName === 'INPUT')
+          && !e.closest('[data-testid="stDataFrame"]'))
+  .map(e => (e.getAttribute('data-testid') || e.tagName) + ' ' + e.scrollWidth + '>' + e.clientWidth + ': '
+            + (e.textContent || e.value || '').slice(0, 60))"""
 
 
-def _learn_pages(browser, base: str, count: int) -> list:
-    """`count` students, each in a browser context of their own, on Learn with its Train button shown."""
-    pages = [browser.new_context(viewport={"width": 1400, "height": 1000}).new_page() for _ in range(count)]
-    for page in pages:
-        page.goto(f"{base}/Learn")
-    for page in pages:
-        train = page.get_by_role("button", name=re.compile("^Train it"))
-        train.wait_for(timeout=120_000)
-        assert train.is_enabled()
-    return pages
+def test_nothing_is_clipped_at_a_projectors_1024_by_768(server, browser):
+    """Home, Explore, Figure 2, Learn (with its serve command) and Results with the shipped bundle, at 1024×768."""
+    base, store_dir = server
+    _store_bundle(store_dir)
+    page = browser.new_page(viewport={"width": 1024, "height": 768})
+    for path, ready in (("", "Every d on one curve"), ("Explore", "Explore one run"),
+                        ("Figure_2?preset=cpu", "Figure 2 against n"), ("Learn", "HIERPOLY_MODE=classroom"),
+                        ("Results", "stored results")):
+        page.goto(f"{base}/{path}")
+        page.get_by_text(ready).first.wait_for(timeout=120_000)
+        page.wait_for_timeout(1500)  # the charts and tables take their final width
+        assert page.evaluate(CLIPPED) == [], path
+        _no_exception(page)
+    page.close()
 
 
-def _seconds_to_result(pages, timeout: float) -> list[float | None]:
-    """Click Train on every page at once; then per page, the seconds from its click until it shows the result."""
-    buttons = [page.get_by_role("button", name=re.compile("^Train it")).element_handle() for page in pages]
-    clicked = []
-    for button in buttons:  # a plain DOM click: Playwright's own waits for each page to settle, seconds under load
-        clicked.append(time.monotonic())  # before the click: the wait measured is never shorter than the student's
-        button.evaluate("b => b.click()")
-    print(f"the six clicks took {time.monotonic() - clicked[0]:.1f} s")
-    seen: list[float | None] = [None] * len(pages)
-    while None in seen and time.monotonic() - clicked[0] < timeout:
-        for i, page in enumerate(pages):
-            if seen[i] is None and page.get_by_text(RESULT).count():
-                seen[i] = time.monotonic() - clicked[i]
-        time.sleep(0.1)
-    return seen
-
-
-def test_after_ready_a_class_of_six_sees_the_tours_run_within_15_s(browser, tmp_path):
-    """Classroom mode warms a worker on the first page view; once the sidebar says so, six clicks are served warm."""
-    from hierpoly.jobs import warmup
-    from hierpoly.views import tour
-
-    store_dir = tmp_path / "store"
-    # HIERPOLY_WARM empty reads as unset: classroom mode's own default
-    with _streamlit(store_dir, tmp_path / "streamlit.log", HIERPOLY_MODE="classroom", HIERPOLY_WARM="") as base:
-        teacher = browser.new_page(viewport={"width": 1400, "height": 1000})
-        teacher.goto(f"{base}/Learn")
-        teacher.get_by_text("Preparing runs").first.wait_for(timeout=120_000)
-        teacher.get_by_text("Ready: runs start warm").first.wait_for(timeout=300_000)  # the line redraws itself
-        store = Store(store_dir)
-        assert len(store) == 0 and not store.has(tour.tour_config().key())  # the click is trained, not looked up
-        pages = _learn_pages(browser, base, STUDENTS)
-        clicked = time.time()
-        seen = _seconds_to_result(pages, timeout=120)
-        (job,) = jobs.list_jobs(store)
-        print(f"six students, warm: click to result {[round(s, 1) for s in seen if s is not None]} s; the job queued "
-              f"{job.created - clicked:.1f} s after the first click, trained {job.progress[-1].seconds:.1f} s, done "
-              f"{job.updated - clicked:.1f} s after it (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-        assert all(s is not None and s <= WARM_RESULT_S for s in seen), seen
-        assert job.pid == warmup.readiness(store).pid  # the warm worker trained it
-        for page in pages:
-            _no_exception(page)
-            page.context.close()
-        teacher.close()
 
 
 def test_the_gallery_shows_a_stored_run_in_every_learn_step_and_no_run_wording(browser, tmp_path):

@@ -308,3 +308,51 @@ def test_results_table_names_the_model_and_labels_carry_it():
     assert catalog.label(table.iloc[0]).split()[0] in ("kernel", "network", "two-layer")
     fig = plots.overlay_figure({"network a": pd.DataFrame({"step": [0, 1], "test_loss": [1.0, 0.5]})}, "test_loss")
     assert fig.data[0].showlegend and fig.data[0].name == "network a"  # one run still gets its label
+
+
+def test_a_std_link_keeps_its_name_in_the_url_and_labels_and_its_meaning_at_another_d():
+    from hierpoly.targets import link_name, raw_link
+
+    cfg = RunConfig(d=10, n=1000, link="std:h1+h2")
+    assert cfg.link == raw_link("std:h1+h2", 10) != raw_link("std:h1+h2", 12)  # the store keeps d's coefficients
+    params = forms.params_from_config(cfg)
+    assert params["link"] == "std:h1+h2" and "std:h1+h2" in forms.run_label(cfg)
+    reopened = forms.values_from_params({**params, "d": "12"}).values  # the same link opened at d = 12
+    assert RunConfig(**reopened).link == raw_link("std:h1+h2", 12)
+    # a monomial is the same run on p and on p/√d (C absorbs the scale): it keeps its plain name
+    assert link_name(RunConfig(d=8, n=64, link="std:cubic").link, 8) == "cubic"
+    assert link_name("0.5,1", 8) == "0.5,1.0"  # coefficients that are no preset stay coefficients
+
+
+def test_estimates_state_a_median_and_a_range_that_holds_the_measured_runs():
+    from hierpoly.jobs import pace
+
+    # stored runs: 2 s + 1 ms a step, each off the fit by a factor 0.8 to 1.25, stopped at 30–100% of a 4000 cap
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(40):
+        steps = int(4000 * rng.uniform(0.3, 1.0))
+        rows.append(dict(arch="three_layer", mode="joint", d=6, n=864, m1=36, m2=1000, steps=4000, steps_run=steps,
+                         seconds=(2.0 + 1e-3 * steps) * rng.uniform(0.8, 1.25)))
+    summaries = pd.DataFrame(rows)
+    est = monitor.time_estimate(RunConfig(d=6, n=864, m2=1000, steps=4000), summaries)
+    assert est.low < est.median < est.seconds
+    measured = summaries["seconds"]
+    inside = ((measured >= est.low) & (measured <= est.seconds - pace.STARTUP_S)).mean()
+    assert inside >= 0.9, (est, measured.describe())
+    text = monitor.estimate_text(est)
+    assert text.startswith(f"about {monitor.format_seconds(est.median)} here (") and "–" in text, text
+    quick = monitor.estimate_text(pace.Estimate(0.5, est.pace, 0.3, 0.1))
+    assert quick.startswith("under 1 s here (under 1 s,"), quick  # never 'about under 1 s' or 'up to under 1 s'
+    assert monitor.range_text(pace.Estimate(30, est.pace, 10, 0.5)) == "up to 30 s"
+
+
+def test_log_axes_label_every_tick_in_full_and_long_titles_wrap():
+    from hierpoly.views import plots
+
+    ticks = plots.log_ticks([0.03, 0.6])
+    assert ticks["ticktext"] == ["0.01", "0.02", "0.05", "0.1", "0.2", "0.5", "1", "2", "5"]
+    assert plots.log_ticks([1e-9, 10])["ticktext"][0] == "1e-09"
+    assert plots.log_ticks([0, float("nan")]) == {}
+    assert all(len(line) <= plots.TITLE_CHARS for line in plots.wrap_title("Where each method learns: score against "
+                                                                           "log n / log d, and more words here"))

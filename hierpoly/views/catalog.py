@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 
 import pandas as pd
 
+from hierpoly.targets import link_name
+
 COLUMNS = ["key", "model", "d", "n", "k", "link", "mode", "arch", "m1", "m2", "seed", "steps", "status", "test_loss",
            "feature_corr", "train_loss", "seconds", "created", "stored"]
 FILTERS = ("model", "d", "n", "k", "status")
@@ -49,6 +51,8 @@ def runs_table(summaries: pd.DataFrame, jobs: Sequence = ()) -> pd.DataFrame:
     if table.empty:
         return pd.DataFrame(columns=COLUMNS)
     table["model"] = [model_name(arch, mode) for arch, mode in zip(table["arch"], table["mode"], strict=True)]
+    # a std: preset by its name, the same at every d (the store keeps each d's raw coefficients)
+    table["link"] = [link_name(str(link), int(d)) for link, d in zip(table["link"], table["d"], strict=True)]
     return table.reindex(columns=COLUMNS).sort_values(["d", "n", "seed", "created"]).reset_index(drop=True)
 
 
@@ -73,6 +77,7 @@ def filter_runs(table: pd.DataFrame, selected: Mapping[str, Sequence]) -> pd.Dat
 
 
 def label(row: Mapping) -> str:
-    """A short label for one row: the model, d, n, k, seed and the key's start."""
+    """A short label for one row: the model, d, n, k, link, seed and the key's start."""
     model = row.get("model") or model_name(row.get("arch", "three_layer"), row.get("mode", "joint"))
-    return f"{model} d={row['d']} n={row['n']} k={row['k']} seed={row['seed']} [{str(row['key'])[:8]}]"
+    link = link_name(str(row["link"]), int(row["d"])) if row.get("link") else "?"
+    return f"{model} d={row['d']} n={row['n']} k={row['k']} {link} seed={row['seed']} [{str(row['key'])[:8]}]"

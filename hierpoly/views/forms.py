@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.fieldspec import MORE, SIDEBAR, Choice, FieldSpec, PresetOrText, field_spec, field_specs
-from hierpoly.targets import TargetError
+from hierpoly.targets import TargetError, link_name
 
 FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig))
 # fields picked from a list, and the values the form offers
@@ -53,6 +53,8 @@ def params_from_config(cfg: RunConfig) -> dict[str, str]:
                 params = trial
         except ConfigError:
             pass
+    if "link" in params:  # a std: preset stays std:NAME: it means the same target at every d
+        params["link"] = link_name(params["link"], cfg.d)
     return {name: _format(params[name]) for name in FIELDS if name in params}
 
 
@@ -306,4 +308,4 @@ def parse_number_list(text: str, what: str, integer: bool = True) -> tuple:
 
 def run_label(cfg: RunConfig) -> str:
     """A short human label for a run: d, n, k, mode, seed."""
-    return f"d={cfg.d} n={cfg.n} k={cfg.k} {cfg.link} {cfg.mode} seed={cfg.seed}"
+    return f"d={cfg.d} n={cfg.n} k={cfg.k} {link_name(cfg.link, cfg.d)} {cfg.mode} seed={cfg.seed}"

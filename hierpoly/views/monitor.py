@@ -276,18 +276,21 @@ def estimate_text(estimate: pace.Estimate) -> str:
     """'about 9 s here (6–20 s, from the pace of 116 stored runs)', or the same from the defaults."""
     source = (f"from the pace of {estimate.runs} stored runs" if estimate.runs
               else "a default pace: no runs of this model are stored here yet")
-    return f"about {format_seconds(estimate.median)} here ({range_text(estimate)}, {source})"
+    typical = format_seconds(estimate.median)
+    typical = typical if typical.startswith("under") else f"about {typical}"
+    return f"{typical} here ({range_text(estimate)}, {source})"
 
 
 def range_text(estimate: pace.Estimate) -> str:
-    """'6–20 s', 'under 1 s–3 s' never: 'up to 3 s' when the range starts under a second."""
-    low, high = estimate.low, estimate.seconds
-    if low < 1 or format_seconds(low) == format_seconds(high):
-        return f"up to {format_seconds(high)}"
-    low_text, high_text = format_seconds(low), format_seconds(high)
-    if low_text.endswith(" s") and high_text.endswith(" s") and "min" not in low_text + high_text:
-        low_text = low_text[:-2]
-    return f"{low_text}–{high_text}"
+    """'6–20 s', '2 min 5 s–4 min 10 s', 'up to 3 s' when the range starts under a second, 'under 1 s'."""
+    low, high = format_seconds(estimate.low), format_seconds(estimate.seconds)
+    if high.startswith("under"):
+        return high
+    if low.startswith("under") or low == high:
+        return f"up to {high}"
+    if low.endswith(" s") and high.endswith(" s") and "min" not in low + high:
+        low = low[:-2]
+    return f"{low}–{high}"
 
 
 # ------------------------------------------------------------- learned link

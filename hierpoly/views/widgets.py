@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import socket
-import time
 import uuid
 
 import pandas as pd
@@ -187,14 +186,16 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
             plots.loss_figure(_view.history), None if snapshot is None else snapshot.step)
 
 
-REPLAY_FRAMES = 10  # a played-back training shows at most this many snapshots, the first and the last among them
+REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
+DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
 
 
-def play_back(result, prefix: str, every: float = 0.3) -> bool:
+def play_back(result, prefix: str, every: float = 0.5) -> bool:
     """For a run this session waited for and saw fewer than two live frames of: its stored snapshots, played
-    as an animation (one new frame per redraw, `every` seconds apart), then the page reruns to the result.
+    as an animation (the next frame at each redraw, `every` seconds apart), then the page reruns to the result.
 
     False, at once, when there is nothing to play (not watched, seen moving live, or under two snapshots).
+    One frame per redraw, never skipped: on a busy server the replay slows down rather than show one frame.
     """
     watching = st.session_state.get("watching", {})
     frames = monitor.replay_frames(result)
@@ -203,9 +204,9 @@ def play_back(result, prefix: str, every: float = 0.3) -> bool:
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
     frames = [frames[i] for i in chosen]
-    state = st.session_state.setdefault(f"{prefix}_played", {"key": result.key, "shown": -1, "start": time.monotonic()})
+    state = st.session_state.setdefault(f"{prefix}_played", {"key": result.key, "shown": -1})
     if state["key"] != result.key:
-        state.update(key=result.key, shown=-1, start=time.monotonic())
+        state.update(key=result.key, shown=-1)
     trained = result.meta.get("seconds")
     st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
                "redraws: here is its training again, from its stored snapshots.")
@@ -216,25 +217,21 @@ def play_back(result, prefix: str, every: float = 0.3) -> bool:
             watching.pop(result.key, None)
             st.session_state.pop(f"{prefix}_played", None)
             st.rerun()  # the whole page: the result
-        # one new frame per redraw at least, more when the redraws come late, so the replay lasts about the same
-        on_time = int((time.monotonic() - state["start"]) / every)
-        state["shown"] = min(max(state["shown"] + 1, on_time), len(frames) - 1)
+        state["shown"] += 1
         frame = frames[state["shown"]]
-        st.markdown(" → ".join(f"✓ {PHASE_NAMES[name]}" for name in ("starting", "compiling", "training",
-                                                                      "evaluating")) + " → **▶ replay**")
+        st.markdown(DONE_PHASES)
         st.progress((state["shown"] + 1) / len(frames),
                     text=f"replay: step {frame.step:,} of {frames[-1].step:,}, the learned feature against p")
-        st.plotly_chart(_snapshot_figure(result.key, frame.step, frame), key=f"{prefix}_play_scatter",
-                        config=plots.CHART_CONFIG)
+        st.image(_snapshot_svg(result.key, frame.step, frame), caption=plots.snapshot_title(frame))
 
     movie()
     return True
 
 
 @st.cache_resource(max_entries=64, show_spinner=False)
-def _snapshot_figure(key: str, step: int, _frame) -> object:
+def _snapshot_svg(key: str, step: int, _frame) -> str:
     """One replayed frame, built once for every page that plays the same run back."""
-    return plots.snapshot_figure(_frame)
+    return plots.snapshot_svg(_frame)
 
 
 def replay(result, prefix: str) -> bool:
@@ -281,11 +278,11 @@ def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | No
     if forms.listens_on_loopback_only(address):
         st.warning(f"This server listens on {address} only: no other machine can open this link. "
                    "Stop it and serve the class with:", icon=":material/wifi_off:")
-        st.code(forms.serve_command(port), language="bash")
+        st.code(forms.serve_command(port), language="bash", wrap_lines=True)
     elif policy.current_mode() == "local":
         st.warning("This server runs in local mode: every visitor could delete and import results and cancel any "
                    "run. Serve a class in classroom mode:", icon=":material/shield:")
-        st.code(forms.serve_command(port), language="bash")
+        st.code(forms.serve_command(port), language="bash", wrap_lines=True)
     left, right = st.columns([3, 1])
     left.code(url, language=None, wrap_lines=True)
     left.caption(f"Base from {found.source}.")
