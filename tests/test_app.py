@@ -655,3 +655,27 @@ def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(
     at = _app("pages/3_Results.py")
     _ok(at)
     assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)
+
+
+def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_result(stored_store):
+    """Training that ended before the page drew it live is played back, one stored snapshot per redraw, with the
+    phases it went through; then the page settles on the result and plays it no more."""
+    cfg = RunConfig(**TINY)
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    at.session_state["watching"] = {cfg.key(): set()}  # what a click on Run leaves (widgets.watch)
+    at.query_params.update(forms.params_from_config(cfg))
+    at.switch_page("pages/1_Explore.py")
+    steps = []
+    for _ in range(10):
+        at.run()
+        _ok(at)
+        if any(s.value.startswith("Stored result") for s in [*at.success, *at.info]):
+            break
+        assert any("faster than this page redraws" in s.value for s in at.success)
+        assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
+        assert len(at.get("image")) == 1  # the frame itself
+        steps.append(at.get("progress")[0].proto.text)
+    assert len(steps) == 6 and len(set(steps)) == 6 and steps[0].startswith("replay: step 0 of"), steps
+    at.run()  # once settled, it stays on the result
+    assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])

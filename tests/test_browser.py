@@ -174,8 +174,8 @@ def test_home_hero_and_a_shared_collapse_link(server, browser):
             with page.expect_download(timeout=60_000) as download:
                 page.get_by_role("button", name="Figure (interactive HTML)").click()
             html = Path(download.value.path()).read_text()
-            assert re.search(r"plotly\.js v\d", html) and "cdn.plot.ly" not in html and "<script src=" not in html
-            assert "Figure 2 against n / d^3" in html
+            assert re.search(r"plotly\.js v\d", html) and not re.search(r"<script[^>]*\bsrc=", html)
+            assert "Figure 2 against n" in html  # this figure, not an empty page
         page.close()
 
 

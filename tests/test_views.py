@@ -263,6 +263,8 @@ def test_the_home_collapse_draws_the_seed_median():
 def test_live_phases_say_what_happens_and_the_time_left_is_never_zero():
     view = monitor.progress_view("running", [], 1000)  # the worker process has written nothing yet
     assert view.text.startswith("starting Python and JAX") and dict(view.phases)["starting"] == "now"
+    warm = monitor.progress_view("running", [], 1000, warm=True)  # the warm worker has both loaded already
+    assert "warm worker" in warm.text and "Python and JAX loaded" in warm.text and "a fresh one" not in warm.text
     view = monitor.progress_view("running", [_row(0, "starting")], 1000)  # data drawn, scoring the untrained net
     assert view.text.startswith("starting:") and dict(view.phases)["starting"] == "now"
     # one chunk reports all its rows at one time: no pace from them, the stored runs' pace stands in
