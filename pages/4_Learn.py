@@ -76,7 +76,8 @@ def train_button_ui(cfg, store, job) -> None:
     refusal = widgets.run_refusal("learn_run", cfg, store)
     if refusal is not None:
         st.caption(f"Training is off: {literal(refusal)}")
-    if st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps:,} steps: {took})",
+    st.caption(f"Training takes {took}.")
+    if st.button(f"Train it (d = {cfg.d}, n = {cfg.n}, at most {cfg.steps:,} steps)",
                  type="primary", key="learn_run", disabled=refusal is not None):
         widgets.watch(cfg.key())
         widgets.launch_or_stop(cfg, store)
