@@ -6,7 +6,7 @@ import streamlit as st
 
 from hierpoly.config import MODES
 from hierpoly.jobs import executors, local, policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records as jobs
 from hierpoly.study import analysis, figure2, presets, specs
 from hierpoly.views import forms, plots, widgets
 

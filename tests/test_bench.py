@@ -98,10 +98,10 @@ def test_the_paper_projection_takes_each_multiples_steps_from_the_largest_d_that
 
 @pytest.mark.slow
 def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
-    from hierpoly import cli
+    from hierpoly.cli import bench as cli_bench
     from hierpoly.study import presets
 
-    shipped = cli._shipped_runs()
+    shipped = cli_bench._shipped_runs()
     spec = presets.cpu()
     assert set(shipped) <= set(spec.cells()) and len(shipped) == 35 and (24, 110592) in shipped
     for (d, n), runs in shipped.items():

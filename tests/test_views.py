@@ -206,14 +206,14 @@ def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):
     """Readers parse every job's rows every second: older training rows drop their 256 numbers."""
     import json
 
-    from hierpoly.jobs import table as jobs
+    from hierpoly.jobs import records, worker_protocol
     from hierpoly.results.store import Store
 
     store = Store(tmp_path / "store")
     p = np.linspace(-1, 1, 8)
     for row in (_row(0, "starting", sample=p), _row(10, sample=-p), _row(20, sample=2 * p), _row(20, "evaluating")):
-        jobs.add_progress(store, "job", row)
-    rows = [Progress.from_json(r) for r in json.loads(jobs.table(store).get("progress:job"))]
+        worker_protocol.add_progress(store, "job", row)
+    rows = [Progress.from_json(r) for r in json.loads(records.table(store).get("progress:job"))]
     assert [len(r.feature_sample) for r in rows] == [8, 0, 8, 0]
     snapshot = monitor.live_snapshot(rows)
     assert snapshot.step == 20 and np.allclose(snapshot.g, 2 * p) and np.allclose(snapshot.p, p)
