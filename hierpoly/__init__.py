@@ -8,7 +8,7 @@ Public API. Importing the package does not import JAX; the modules that compute 
     model, train, baselines       the network of equation (1), joint / layer-wise training, baselines
     Store, Result                 results on diskcache (results.store); jobs: background workers (jobs.scheduler, jobs.records)
     bundles                       validated export/import of results (results.bundles)
-    study: specs, presets, sweep  Figure 2 grids and running what is missing; figure2, analysis: the report and κ
+    study: specs, presets, sweep  Figure 2 grids and running what is missing; figure2: the report; cell_stats, kappa_fit, exponents: κ
     plots                         plotly figures (views.plots)
 """
 __version__ = "0.1.0"

@@ -216,11 +216,11 @@ def _write_exponents(report: dict, out: str) -> list[str]:
     """The κ-vs-k figure as HTML (PNG/SVG too when asked and kaleido is installed)."""
     from pathlib import Path
 
-    from hierpoly.study import analysis
+    from hierpoly.study import exponents
     from hierpoly.views import plots
 
     path = Path(out)
-    fig = plots.exponent_figure(analysis.exponent_frame(report["exponents"]))
+    fig = plots.exponent_figure(exponents.exponent_frame(report["exponents"]))
     html_path = path if path.suffix.lower() in (".html", ".htm") else path.with_suffix(".html")
     html_path.write_text(fig.to_html(include_plotlyjs=True))
     notes = [f"wrote {html_path}"]

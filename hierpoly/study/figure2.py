@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hierpoly.jsonvalue import jsonable
-from hierpoly.study import analysis
+from hierpoly.study import cell_stats, exponents, kappa_fit
 from hierpoly.study.specs import SweepFamily, SweepSpec, coverage_of_runs, grids, stored_runs
 from hierpoly.targets import canonical_link
 
@@ -22,10 +22,10 @@ class Figure2Report:
     spec: SweepSpec
     threshold: float
     runs: pd.DataFrame  # the grid's stored runs, one row per run
-    cells: pd.DataFrame  # analysis.aggregate: one row per (arch, d, n)
-    table: pd.DataFrame  # analysis.figure2_cells: one row per (d, n), baselines beside the network
-    kappa: dict  # analysis.kappas: κ at `threshold`, by_threshold, collapse
-    exponents: list[dict]  # analysis.exponent_table: this grid's target, with its κ (empty when nothing stored)
+    cells: pd.DataFrame  # cell_stats.aggregate: one row per (arch, d, n)
+    table: pd.DataFrame  # cell_stats.figure2_cells: one row per (d, n), baselines beside the network
+    kappa: dict  # kappa_fit.kappas: κ at `threshold`, by_threshold, collapse
+    exponents: list[dict]  # exponents.exponent_table: this grid's target, with its κ (empty when nothing stored)
     coverage: pd.DataFrame  # one row per (arch, d, n): seeds stored and wanted
 
     @property
@@ -46,8 +46,8 @@ class Figure2Report:
 _TARGET_FIELDS = ("k", "q", "link", "sigma1", "mode", "arch", "kernel_kq", "ds", "first_stage_signal")
 
 
-def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD,
-                   summaries: pd.DataFrame | None = None, statistic: str = analysis.STATISTIC) -> Figure2Report:
+def figure2_report(spec: SweepSpec, store, threshold: float = cell_stats.THRESHOLD,
+                   summaries: pd.DataFrame | None = None, statistic: str = cell_stats.STATISTIC) -> Figure2Report:
     """The table, κ (every threshold, the collapse) and coverage of one grid from its stored runs.
 
     ``statistic``: the seed statistic κ is read from, ``median`` (the default) or ``mean``.
@@ -55,22 +55,22 @@ def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD
     # a std: link is one target with a raw link per d: label the runs with the grid's link
     runs = stored_runs(spec, store, summaries)
     runs = runs.assign(link=canonical_link(spec.link)) if len(runs) else runs
-    cells = analysis.aggregate(runs, threshold=threshold)
-    entries = analysis.exponent_table(runs, threshold=threshold, statistic=statistic)
-    criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
-    kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion,
+    cells = cell_stats.aggregate(runs, threshold=threshold)
+    entries = exponents.exponent_table(runs, threshold=threshold, statistic=statistic)
+    criterion = cell_stats.criterion_for(spec.k, spec.link, spec.sigma1)
+    kappa = entries[0] if entries else kappa_fit.kappas(runs, threshold=threshold, criterion=criterion,
                                                         statistic=statistic)
     kappa = {name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}
     if not entries:  # no stored run: the family's table still lists the grid, with its reason
         entries = [{**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
-                    "first_stage_signal": analysis.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
-    entries = [{**entry, "diagnosis": analysis.diagnosis(entry, cells, statistic)} for entry in entries]
-    return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells), kappa, entries,
+                    "first_stage_signal": cell_stats.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
+    entries = [{**entry, "diagnosis": exponents.diagnosis(entry, cells, statistic)} for entry in entries]
+    return Figure2Report(spec, threshold, runs, cells, cell_stats.figure2_cells(cells), kappa, entries,
                          coverage_of_runs(spec, runs))
 
 
-def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analysis.THRESHOLD,
-                 statistic: str = analysis.STATISTIC) -> tuple[dict, list[Figure2Report]]:
+def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = cell_stats.THRESHOLD,
+                 statistic: str = cell_stats.STATISTIC) -> tuple[dict, list[Figure2Report]]:
     """``figure2 --json`` of a grid or a family, and each grid's report (the store is read once).
 
     One grid: its cells, ``kappa`` and ``exponents`` (one entry). A family (the exponents
@@ -80,12 +80,12 @@ def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analys
     summaries = store.summaries()
     reports = [figure2_report(grid, store, threshold, summaries, statistic) for grid in grids(spec)]
     head = {"preset": spec.name, "threshold": threshold, "statistic": statistic, "seeds_wanted": spec.seeds}
-    exponents = [entry for rep in reports for entry in rep.exponents]
+    entries = [entry for rep in reports for entry in rep.exponents]
     if isinstance(spec, SweepFamily):
-        return {**head, "exponents": exponents, "grids": [rep.to_json() for rep in reports]}, reports
+        return {**head, "exponents": entries, "grids": [rep.to_json() for rep in reports]}, reports
     grid = reports[0].to_json()
     return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing")},
-            "exponents": exponents}, reports
+            "exponents": entries}, reports
 
 
 # ------------------------------------------------------------ as text (the CLI's figure2)
@@ -127,7 +127,7 @@ def grid_text(report: dict, threshold: float) -> str:
         if kappa["local_slopes"]:
             lines.append("   local slope between successive d: " + "; ".join(
                 f"{s['d_low']}→{s['d_high']}: {kappa_text({'estimate': s['slope'], **s})}" for s in kappa["local_slopes"]))
-            trend = analysis.slope_trend(kappa["local_slopes"], report["k"])
+            trend = kappa_fit.slope_trend(kappa["local_slopes"], report["k"])
             if trend:
                 lines.append("   " + trend)
         other = kappa["sensitivity"]
