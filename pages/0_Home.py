@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly import __version__
-from hierpoly.study import analysis, presets, specs
+from hierpoly.study import cell_stats, presets, specs
 from hierpoly.views import forms, monitor, plots, widgets
 from hierpoly.views.system import format_bytes, system_status
 
@@ -15,10 +15,10 @@ def hero_ui(store) -> None:
     summaries = store.summaries()
     for name in HERO_GRIDS:
         spec = presets.preset(name, baselines=False)
-        cells = analysis.aggregate(specs.stored_runs(spec, store, summaries))
+        cells = cell_stats.aggregate(specs.stored_runs(spec, store, summaries))
         drawn = sorted(int(d) for d in cells["d"].unique()) if len(cells) else []
         if len(drawn) >= 2:
-            st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
+            st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=cell_stats.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)
             st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results "
                        f"({specs.ds_text(drawn, spec.ds)}), the median over seeds of each cell (one seed on a poor "

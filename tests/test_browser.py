@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records, scheduler
 from hierpoly.results.store import Store
 from hierpoly.views.widgets import live_job
 
@@ -91,9 +91,9 @@ def server(tmp_path_factory):
     with _streamlit(store_dir, tmp_path_factory.mktemp("logs") / "streamlit.log") as base:
         yield base, store_dir
         store = Store(store_dir)
-        for job in jobs.list_jobs(store):
-            if job.status in jobs.LIVE:
-                jobs.cancel(job.job_id, store)
+        for job in records.list_jobs(store):
+            if job.status in records.LIVE:
+                scheduler.cancel(job.job_id, store)
 
 
 @pytest.fixture(scope="module")
@@ -212,7 +212,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     # the progress line in the evaluating phase (the phase line above it names every phase all along)
     assert any(line.startswith("progress ") and "evaluating: the final test loss" in line for line in shown), shown
     titles = {line[len("title "):] for line in shown if line.startswith("title ") and FEATURE_CHART.match(line[6:])}
-    job = jobs.list_jobs(Store(store_dir))[0]
+    job = records.list_jobs(Store(store_dir))[0]
     assert any(row.is_history and row.feature_sample for row in job.progress)
     trained = [row.seconds for row in job.progress if row.phase == "training"]
     # the live scatter moved at least twice while training, where training outlasted a few redraws (3000 steps
@@ -408,7 +408,7 @@ def test_a_class_of_six_watches_the_teachers_default_link_train_with_a_thousand_
             done = [d or page.get_by_text(RESULT).count() > 0 for d, page in zip(done, pages)]
             time.sleep(0.2)
         store = Store(store_dir)
-        (job,) = jobs.list_jobs(store)  # six clicks, one shared job
+        (job,) = records.list_jobs(store)  # six clicks, one shared job
         for i, page in enumerate(pages):
             seen = page.evaluate("() => window.__seen")
             shown = next((frame["t"] / 1000 for frame in seen if frame["result"]), None)
