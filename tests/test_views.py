@@ -338,15 +338,15 @@ def test_estimates_state_a_median_and_a_range_that_holds_the_measured_runs():
                          seconds=(2.0 + 1e-3 * steps) * rng.uniform(0.8, 1.25)))
     summaries = pd.DataFrame(rows)
     est = monitor.time_estimate(RunConfig(d=6, n=864, m2=1000, steps=4000), summaries)
-    assert est.low < est.median < est.seconds
+    assert est.low < est.median < est.high <= est.seconds
     measured = summaries["seconds"]
-    inside = ((measured >= est.low) & (measured <= est.seconds - pace.STARTUP_S)).mean()
-    assert inside >= 0.9, (est, measured.describe())
+    inside = ((measured >= est.low) & (measured <= est.high - pace.STARTUP_S)).mean()  # stored runs: no start
+    assert inside >= 0.85, (est, measured.describe())
     text = monitor.estimate_text(est)
     assert text.startswith(f"about {monitor.format_seconds(est.median)} here (") and "–" in text, text
-    quick = monitor.estimate_text(pace.Estimate(0.5, est.pace, 0.3, 0.1))
-    assert quick.startswith("under 1 s here (under 1 s,"), quick  # never 'about under 1 s' or 'up to under 1 s'
-    assert monitor.range_text(pace.Estimate(30, est.pace, 10, 0.5)) == "up to 30 s"
+    quick = monitor.estimate_text(pace.Estimate(0.5, est.pace, 0.3, 0.1, 0.4))
+    assert quick.startswith("under 1 s here (under 1 s;"), quick  # never 'about under 1 s' or 'up to under 1 s'
+    assert monitor.range_text(pace.Estimate(30, est.pace, 10, 0.5, 30)) == "up to 30 s"
 
 
 def test_log_axes_label_every_tick_in_full_and_long_titles_wrap():

@@ -41,8 +41,8 @@ class Pace:
     runs: int  # 0: the defaults, nothing measured here yet
     # measured over predicted seconds of the stored runs (their own steps): low, median and high quantile
     spread: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    # steps run over the step cap of the stored runs: the lowest and the median (early stopping ends most runs early)
-    stopped: tuple[float, float] = (1.0, 1.0)
+    # steps run over the step cap of the stored runs: low, median and high quantile (stopping rules end most early)
+    stopped: tuple[float, float, float] = (1.0, 1.0, 1.0)
 
     def step_seconds(self, cfg: RunConfig) -> float:
         """Seconds one training step of cfg takes at this pace."""
@@ -55,14 +55,16 @@ class Estimate:
 
     ``seconds`` is the most it takes (every step to the cap, a fresh worker, the slow end of the
     stored runs' spread around the fit): what budgets count. ``median`` is the typical run: the
-    median spread and the median share of the cap the stored runs ran. ``low``: a warm worker,
-    the fast end of the spread, the earliest stop seen.
+    median spread and the median share of the cap the stored runs ran. ``low`` and ``high`` hold
+    90% of the stored runs: their 5% and 95% quantiles of spread and of share of the cap, ``low``
+    with a warm worker, ``high`` with a fresh one.
     """
 
     seconds: float
     pace: Pace
     median: float = 0.0
     low: float = 0.0
+    high: float = 0.0
 
     @property
     def runs(self) -> int:
@@ -111,7 +113,7 @@ def _fit(summaries, arch: str) -> Pace | None:
     ratios = seconds / np.maximum(design @ np.array([fixed, per_step, per_work]), 1e-9)
     low, mid, high = (float(q) for q in np.quantile(ratios, SPREAD_QUANTILES))
     share = np.clip(steps / np.maximum(rows["steps"].to_numpy(float), 1.0), 0.0, 1.0) if "steps" in rows else None
-    stopped = (1.0, 1.0) if share is None else (float(share.min()), float(np.median(share)))
+    stopped = (1.0, 1.0, 1.0) if share is None else tuple(float(q) for q in np.quantile(share, SPREAD_QUANTILES))
     return Pace(float(fixed), float(per_step), float(per_work), len(rows), (low, mid, high), stopped)
 
 
@@ -121,14 +123,14 @@ def estimate(cfg: RunConfig, summaries=None, pace: Pace | None = None) -> Estima
     steps = cfg.total_steps if cfg.arch != "kernel" else 0
     eigen = eigen_flops(cfg) / flops_per_second()
     low, mid, high = pace.spread
-    stopped = pace.stopped if cfg.arch == "three_layer" and cfg.mode == "joint" else (1.0, 1.0)
+    stopped = pace.stopped if cfg.arch == "three_layer" and cfg.mode == "joint" else (1.0, 1.0, 1.0)
 
     def run(share: float) -> float:
         return pace.fixed + share * steps * pace.step_seconds(cfg)
 
     seconds = STARTUP_S + run(1.0) * max(high, 1.0) + eigen
     return Estimate(seconds, pace, median=STARTUP_S + run(stopped[1]) * mid + eigen,
-                    low=run(stopped[0]) * low + eigen)
+                    low=run(stopped[0]) * low + eigen, high=STARTUP_S + run(stopped[2]) * high + eigen)
 
 
 def remaining(cfg: RunConfig, step: int, pace: Pace, run_step_seconds: float | None = None) -> float:

@@ -273,17 +273,20 @@ def time_estimate(cfg: RunConfig, summaries: pd.DataFrame | None) -> pace.Estima
 
 
 def estimate_text(estimate: pace.Estimate) -> str:
-    """'about 9 s here (6–20 s, from the pace of 116 stored runs)', or the same from the defaults."""
+    """'about 9 s here (6–20 s; at most 3 min at the step cap; from the pace of 116 stored runs)', or the same
+    from the defaults."""
     source = (f"from the pace of {estimate.runs} stored runs" if estimate.runs
               else "a default pace: no runs of this model are stored here yet")
     typical = format_seconds(estimate.median)
     typical = typical if typical.startswith("under") else f"about {typical}"
-    return f"{typical} here ({range_text(estimate)}, {source})"
+    most = format_seconds(estimate.seconds)
+    cap = f"; at most {most} at the step cap" if most != format_seconds(estimate.high) else ""
+    return f"{typical} here ({range_text(estimate)}{cap}; {source})"
 
 
 def range_text(estimate: pace.Estimate) -> str:
     """'6–20 s', '2 min 5 s–4 min 10 s', 'up to 3 s' when the range starts under a second, 'under 1 s'."""
-    low, high = format_seconds(estimate.low), format_seconds(estimate.seconds)
+    low, high = format_seconds(estimate.low), format_seconds(max(estimate.high, estimate.median))
     if high.startswith("under"):
         return high
     if low.startswith("under") or low == high:
