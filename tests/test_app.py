@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -657,25 +658,27 @@ def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(
     assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)
 
 
-def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_result(stored_store):
-    """Training that ended before the page drew it live is played back, one stored snapshot per redraw, with the
-    phases it went through; then the page settles on the result and plays it no more."""
+def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_result(stored_store, monkeypatch):
+    """Training that ended before the page drew it live is played back from its stored snapshots, with the
+    phases it went through; once they have played, the page settles on the result and plays it no more."""
+    from hierpoly.views import widgets
+
     cfg = RunConfig(**TINY)
     at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
     at.run()
     at.session_state["watching"] = {cfg.key(): set()}  # what a click on Run leaves (widgets.watch)
     at.query_params.update(forms.params_from_config(cfg))
-    at.switch_page("pages/1_Explore.py")
-    steps = []
-    for _ in range(10):
-        at.run()
-        _ok(at)
-        if any(s.value.startswith("Stored result") for s in [*at.success, *at.info]):
-            break
-        assert any("faster than this page redraws" in s.value for s in at.success)
-        assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
-        assert len(at.get("image")) == 1  # the frame itself
-        steps.append(at.get("progress")[0].proto.text)
-    assert len(steps) == 6 and len(set(steps)) == 6 and steps[0].startswith("replay: step 0 of"), steps
-    at.run()  # once settled, it stays on the result
+    at.switch_page("pages/1_Explore.py").run()
+    _ok(at)
+    assert any("faster than this page redraws" in s.value for s in at.success)
+    assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
+    (movie,) = [h.proto.body for h in at.get("html") if "<svg" in h.proto.body]
+    captions = re.findall(r"<figcaption>replay · Step ([0-9,]+):", movie)
+    assert len(captions) == widgets.REPLAY_FRAMES and captions[0] == "0" and len(set(captions)) == len(captions)
+    assert not any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
+    monkeypatch.setattr(widgets, "FRAME_SECONDS", 0.0)  # the frames have played: the next redraw settles
+    at.run()
+    at.run()
+    _ok(at)
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
+    assert not [h for h in at.get("html") if "<svg" in h.proto.body]

@@ -313,8 +313,8 @@ LIVE_PANEL_SECONDS = inspect.signature(live_job).parameters["every"].default
 RECORDER = """
 window.__seen = [];
 setInterval(() => {
-  const titles = [...document.querySelectorAll('text.gtitle, [data-testid="stImageCaption"]')]
-    .map(e => e.textContent);
+  const titles = [...document.querySelectorAll('text.gtitle, figcaption')]
+    .filter(e => getComputedStyle(e).visibility === 'visible').map(e => e.textContent.replace(/^replay · /, ''));
   const progress = [...document.querySelectorAll('[data-testid="stProgress"]')].map(e => e.innerText);
   const phases = [...document.querySelectorAll('[data-testid="stMarkdownContainer"]')].map(e => e.innerText)
     .filter(text => text.includes(' → ') && /compil|train|evaluat/.test(text));
@@ -357,6 +357,7 @@ def _teachers_link(browser, base: str) -> str:
     # the server listens on 127.0.0.1: the page says so and shows the command that serves a class
     teacher.get_by_text("listens on 127.0.0.1 only").first.wait_for(timeout=30_000)
     teacher.get_by_text("Ready: runs start warm").first.wait_for(timeout=300_000)  # the line redraws itself
+    teacher.locator('[data-testid="stCode"]').filter(has_text="lock=1").first.wait_for(timeout=60_000)  # after a rerun
     codes = teacher.locator('[data-testid="stCode"]').all_inner_texts()
     assert any(" ".join(code.split()).startswith("HIERPOLY_MODE=classroom streamlit run app.py --server.address "
                                                  "0.0.0.0") for code in codes), codes
@@ -409,6 +410,9 @@ def test_a_class_of_six_watches_the_teachers_default_link_train_with_a_thousand_
             time.sleep(0.2)
         store = Store(store_dir)
         (job,) = records.list_jobs(store)  # six clicks, one shared job
+        print(f"the job: queued {job.created - clicked[0]:.1f} s after the first click, trained "
+              f"{job.progress[-1].seconds:.1f} s, done {job.updated - clicked[0]:.1f} s after it (load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
         for i, page in enumerate(pages):
             seen = page.evaluate("() => window.__seen")
             shown = next((frame["t"] / 1000 for frame in seen if frame["result"]), None)
@@ -426,7 +430,6 @@ def test_a_class_of_six_watches_the_teachers_default_link_train_with_a_thousand_
             assert lines, i  # a phase line or a progress line before the result
             assert len(steps) >= 2, (i, steps)  # the feature moved on the page: live or played back
             _no_exception(page)
-        print(f"the job trained {job.progress[-1].seconds:.1f} s (load average {os.getloadavg()[0]:.1f})")
         assert job.pid == warmup.readiness(store).pid  # the warm worker trained it
 
         # nothing that deletes or imports, on any page a student can open; no metric cut at a projector's size

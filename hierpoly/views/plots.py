@@ -172,6 +172,21 @@ def snapshot_svg(snapshot, size: int = 360) -> str:
             f'transform="rotate(-90 12 {10 + span / 2})">learned feature g(x)</text></svg>')
 
 
+def replay_html(snapshots, frame_seconds: float) -> str:
+    """Snapshots as one HTML block that plays them in order, `frame_seconds` each, then holds the last:
+    CSS animation only, no script, so it plays however late the server sends the next page."""
+    frames = []
+    for i, snapshot in enumerate(snapshots):
+        last = i == len(snapshots) - 1
+        timing = f"{frame_seconds}s step-end {i * frame_seconds}s 1 {'forwards' if last else 'none'}"
+        frames.append(f'<figure style="margin:0;grid-area:1/1;visibility:hidden;animation:hp-{"hold" if last else "show"} '
+                      f'{timing}">{snapshot_svg(snapshot)}<figcaption>replay · {snapshot_title(snapshot)}</figcaption>'
+                      '</figure>')
+    # the <style> inside the block: a sanitiser (DOMPurify, behind st.html) drops a leading one
+    return ('<div style="display:grid"><style>@keyframes hp-show{0%{visibility:visible}100%{visibility:hidden}}'
+            f'@keyframes hp-hold{{0%,100%{{visibility:visible}}}}</style>{"".join(frames)}</div>')
+
+
 def prediction_scatter(samples: Mapping[str, np.ndarray], test_loss: float | None = None) -> go.Figure:
     """The prediction h_θ(x) against the target h(x), with the diagonal."""
     h, pred = np.asarray(samples["h"]), np.asarray(samples["h_pred"])

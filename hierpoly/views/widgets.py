@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import socket
+import time
 import uuid
 
 import pandas as pd
@@ -123,6 +124,22 @@ def phase_line(view: monitor.ProgressView) -> str:
     return " → ".join(PHASE_MARKS[state].format(names.get(name, name)) for name, state in view.phases)
 
 
+def stored_pace(store, arch: str) -> pace.Pace:
+    """The measured pace of the stored runs of `arch` (``pace.measured``), read once for every page and session
+    while the number of stored results stays the same: a class's six pages ask for it at the same moment."""
+    return _stored_pace(str(store.directory), arch, len(store), store)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _stored_pace(directory: str, arch: str, stored: int, _store) -> pace.Pace:
+    return pace.measured(_store.summaries(), arch)
+
+
+def time_estimate(cfg, store) -> pace.Estimate:
+    """``pace.estimate`` of cfg at the stored runs' pace (``stored_pace``)."""
+    return pace.estimate(cfg, pace=stored_pace(store, cfg.arch))
+
+
 def watch(key: str) -> None:
     """Remember that this session waits for key's run: its page plays the training back if it saw no live frames."""
     st.session_state.setdefault("watching", {}).setdefault(key, set())
@@ -142,7 +159,7 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
     job = records.get(job_id, store)
     if job is None:
         return
-    step_seconds = pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
+    step_seconds = stored_pace(store, job.config.arch).step_seconds(job.config)
     watch(job.key)
     seen = st.session_state["watching"][job.key]  # the live scatter's steps this page drew
     warm_pid = _warm_pid(store)
@@ -186,15 +203,17 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
 
 
 REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
+FRAME_SECONDS = 0.6  # how long each stays on screen
 DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
 
 
-def play_back(result, prefix: str, every: float = 0.5) -> bool:
+def play_back(result, prefix: str) -> bool:
     """For a run this session waited for and saw fewer than two live frames of: its stored snapshots, played
-    as an animation (the next frame at each redraw, `every` seconds apart), then the page reruns to the result.
+    as an animation in the browser itself, then the page reruns to the result.
 
     False, at once, when there is nothing to play (not watched, seen moving live, or under two snapshots).
-    One frame per redraw, never skipped: on a busy server the replay slows down rather than show one frame.
+    The frames play in the browser (CSS), so a busy server, answering a class's pages late, cannot make a
+    page skip them; the server only switches to the result once they have played.
     """
     watching = st.session_state.get("watching", {})
     frames = monitor.replay_frames(result)
@@ -203,34 +222,28 @@ def play_back(result, prefix: str, every: float = 0.5) -> bool:
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
     frames = [frames[i] for i in chosen]
-    state = st.session_state.setdefault(f"{prefix}_played", {"key": result.key, "shown": -1})
-    if state["key"] != result.key:
-        state.update(key=result.key, shown=-1)
+    started = st.session_state.setdefault(f"{prefix}_played", {}).setdefault(result.key, time.monotonic())
     trained = result.meta.get("seconds")
     st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
                "redraws: here is its training again, from its stored snapshots.")
+    st.markdown(DONE_PHASES)
+    st.html(_replay_html(result.key, tuple(frames)))
 
-    @st.fragment(run_every=every)
-    def movie() -> None:
-        if state["shown"] >= len(frames) - 1:
+    @st.fragment(run_every=FRAME_SECONDS)
+    def settle() -> None:
+        if time.monotonic() - started >= FRAME_SECONDS * (len(frames) + 1):
             watching.pop(result.key, None)
-            st.session_state.pop(f"{prefix}_played", None)
+            st.session_state[f"{prefix}_played"].pop(result.key, None)
             st.rerun()  # the whole page: the result
-        state["shown"] += 1
-        frame = frames[state["shown"]]
-        st.markdown(DONE_PHASES)
-        st.progress((state["shown"] + 1) / len(frames),
-                    text=f"replay: step {frame.step:,} of {frames[-1].step:,}, the learned feature against p")
-        st.image(_snapshot_svg(result.key, frame.step, frame), caption=plots.snapshot_title(frame))
 
-    movie()
+    settle()
     return True
 
 
-@st.cache_resource(max_entries=64, show_spinner=False)
-def _snapshot_svg(key: str, step: int, _frame) -> str:
-    """One replayed frame, built once for every page that plays the same run back."""
-    return plots.snapshot_svg(_frame)
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _replay_html(key: str, _frames: tuple) -> str:
+    """The frames of one run's playback as one HTML block that animates itself, built once for every page."""
+    return plots.replay_html(list(_frames), FRAME_SECONDS)
 
 
 def replay(result, prefix: str) -> bool:
