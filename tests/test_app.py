@@ -672,7 +672,7 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     _ok(at)
     assert any("faster than this page redraws" in s.value for s in at.success)
     assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
-    (movie,) = [h.proto.body for h in at.get("html") if "<svg" in h.proto.body]
+    (movie,) = [h.proto.body for h in at.get("html") if "data:image/svg+xml" in h.proto.body]
     captions = re.findall(r"<figcaption>replay · Step ([0-9,]+):", movie)
     assert len(captions) == widgets.REPLAY_FRAMES and captions[0] == "0" and len(set(captions)) == len(captions)
     assert not any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
@@ -681,4 +681,4 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     at.run()
     _ok(at)
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
-    assert not [h for h in at.get("html") if "<svg" in h.proto.body]
+    assert not [h for h in at.get("html") if "data:image/svg+xml" in h.proto.body]

@@ -332,7 +332,7 @@ def test_estimates_state_a_median_and_a_range_that_holds_the_measured_runs():
     # stored runs: 2 s + 1 ms a step, each off the fit by a factor 0.8 to 1.25, stopped at 30–100% of a 4000 cap
     rng = np.random.default_rng(0)
     rows = []
-    for i in range(40):
+    for _ in range(40):
         steps = int(4000 * rng.uniform(0.3, 1.0))
         rows.append(dict(arch="three_layer", mode="joint", d=6, n=864, m1=36, m2=1000, steps=4000, steps_run=steps,
                          seconds=(2.0 + 1e-3 * steps) * rng.uniform(0.8, 1.25)))

@@ -7,6 +7,7 @@ another). Importing this module does not import JAX.
 """
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping
 
@@ -167,20 +168,26 @@ def snapshot_svg(snapshot, size: int = 360) -> str:
             f'<rect x="{pad}" y="10" width="{span}" height="{span}" fill="white" stroke="#ccc"/>'
             f'<line x1="{x0:.1f}" y1="{y0:.1f}" x2="{x1:.1f}" y2="{y1:.1f}" stroke="gray" stroke-dasharray="5,4"/>'
             f'<g fill="{PALETTE[0]}" fill-opacity="0.6">{dots}</g>'
-            f'<text x="{pad + span / 2}" y="{size - 8}" text-anchor="middle" font-size="12">true feature p(x)</text>'
-            f'<text x="12" y="{10 + span / 2}" text-anchor="middle" font-size="12" '
+            f'<text x="{pad + span / 2}" y="{size - 8}" text-anchor="middle" font-size="12" font-family="sans-serif">true feature p(x)</text>'
+            f'<text x="12" y="{10 + span / 2}" text-anchor="middle" font-size="12" font-family="sans-serif" '
             f'transform="rotate(-90 12 {10 + span / 2})">learned feature g(x)</text></svg>')
+
+
+def _base64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def replay_html(snapshots, frame_seconds: float) -> str:
     """Snapshots as one HTML block that plays them in order, `frame_seconds` each, then holds the last:
-    CSS animation only, no script, so it plays however late the server sends the next page."""
+    CSS animation only, no script, so it plays however late the server sends the next page. Each frame is
+    an image with its SVG inline (a data URI): HTML sanitisers drop inline <svg>, and a separate file
+    would be one more request per frame."""
     frames = []
     for i, snapshot in enumerate(snapshots):
         last = i == len(snapshots) - 1
         timing = f"{frame_seconds}s step-end {i * frame_seconds}s 1 {'forwards' if last else 'none'}"
         frames.append(f'<figure style="margin:0;grid-area:1/1;visibility:hidden;animation:hp-{"hold" if last else "show"} '
-                      f'{timing}">{snapshot_svg(snapshot)}<figcaption>replay · {snapshot_title(snapshot)}</figcaption>'
+                      f'{timing}"><img alt="" src="data:image/svg+xml;base64,{_base64(snapshot_svg(snapshot))}"><figcaption>replay · {snapshot_title(snapshot)}</figcaption>'
                       '</figure>')
     # the <style> inside the block: a sanitiser (DOMPurify, behind st.html) drops a leading one
     return ('<div style="display:grid"><style>@keyframes hp-show{0%{visibility:visible}100%{visibility:hidden}}'
