@@ -206,7 +206,7 @@ def coverage_ui(spec: specs.SweepSpec, rep: figure2.Figure2Report | None, store)
     missing = specs.missing(spec, store)
     with st.expander(f"Grid: {stored} of {total} runs stored, {len(missing)} missing", expanded=rep is None):
         st.plotly_chart(plots.coverage_heatmap(cover), key="f2_heatmap", config=plots.CHART_CONFIG)
-        cols = st.columns([2, 1])
+        cols = st.columns([3, 2])  # the queue button whole at a projector's 1024 px
         cols[0].markdown(f"**{stored} of {total} runs stored** ({len(spec.cells())} cells × "
                          f"{len(spec.archs)} architectures, {specs.seeds_text(spec)}); {len(missing)} missing.")
         if policy.can_launch() and cols[1].button(f"Queue the {len(missing)} missing runs", disabled=not missing,
