@@ -250,7 +250,7 @@ def state_ui(cfg: RunConfig, store, result, job, refusal: str | None) -> None:
 
 
 def others_ui(key: str, store) -> None:
-    others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key != key]
+    others = [j for j in jobs.live_jobs(store) if j.key != key]
     if others:
         st.subheader("Other jobs in progress")
         for other in others:

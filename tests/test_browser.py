@@ -212,7 +212,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     # the progress line in the evaluating phase (the phase line above it names every phase all along)
     assert any(line.startswith("progress ") and "evaluating: the final test loss" in line for line in shown), shown
     titles = {line[len("title "):] for line in shown if line.startswith("title ") and FEATURE_CHART.match(line[6:])}
-    job = records.list_jobs(Store(store_dir))[0]
+    job = records.get(records.list_jobs(Store(store_dir))[0].job_id, Store(store_dir))  # with all its rows
     assert any(row.is_history and row.feature_sample for row in job.progress)
     trained = [row.seconds for row in job.progress if row.phase == "training"]
     # the live scatter moved at least twice while training, where training outlasted a few redraws (3000 steps
@@ -410,6 +410,7 @@ def test_a_class_of_six_watches_the_teachers_default_link_train_with_a_thousand_
             time.sleep(0.2)
         store = Store(store_dir)
         (job,) = records.list_jobs(store)  # six clicks, one shared job
+        job = records.get(job.job_id, store)  # with all its rows (a finished job is listed with its newest)
         print(f"the job: queued {job.created - clicked[0]:.1f} s after the first click, trained "
               f"{job.progress[-1].seconds:.1f} s, done {job.updated - clicked[0]:.1f} s after it (load average "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
