@@ -241,7 +241,7 @@ def state_ui(cfg: RunConfig, store, result, job, refusal: str | None) -> None:
             st.plotly_chart(plots.loss_figure(monitor.history_frame(job.progress)), key="chart_failed_loss",
                             config=plots.CHART_CONFIG)
     elif policy.can_launch():
-        when = monitor.estimate_text(widgets.time_estimate(cfg, store))
+        when = monitor.estimate_text(monitor.time_estimate(cfg, store.summaries()))
         press = "Press Run to train it in the background" if refusal is None else "Training it would take"
         st.info(f"Not run yet. {press}: {when}.")
     else:  # a gallery trains nothing

@@ -72,7 +72,7 @@ def train_button_ui(cfg, store, job) -> None:
     if not policy.can_launch():  # a gallery without the shipped tour run: say where it comes from
         st.info("The tour's run is not stored here: it ships in cache/precomputed/tour.zip.")
         return
-    took = monitor.estimate_text(widgets.time_estimate(cfg, store))
+    took = monitor.estimate_text(monitor.time_estimate(cfg, store.summaries()))
     refusal = widgets.run_refusal("learn_run", cfg, store)
     if refusal is not None:
         st.caption(f"Training is off: {literal(refusal)}")

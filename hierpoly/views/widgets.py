@@ -124,22 +124,6 @@ def phase_line(view: monitor.ProgressView) -> str:
     return " → ".join(PHASE_MARKS[state].format(names.get(name, name)) for name, state in view.phases)
 
 
-def stored_pace(store, arch: str) -> pace.Pace:
-    """The measured pace of the stored runs of `arch` (``pace.measured``), read once for every page and session
-    while the number of stored results stays the same: a class's six pages ask for it at the same moment."""
-    return _stored_pace(str(store.directory), arch, len(store), store)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _stored_pace(directory: str, arch: str, stored: int, _store) -> pace.Pace:
-    return pace.measured(_store.summaries(), arch)
-
-
-def time_estimate(cfg, store) -> pace.Estimate:
-    """``pace.estimate`` of cfg at the stored runs' pace (``stored_pace``)."""
-    return pace.estimate(cfg, pace=stored_pace(store, cfg.arch))
-
-
 def watch(key: str) -> None:
     """Remember that this session waits for key's run: its page plays the training back if it saw no live frames."""
     st.session_state.setdefault("watching", {}).setdefault(key, set())
@@ -159,7 +143,7 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
     job = records.get(job_id, store)
     if job is None:
         return
-    step_seconds = stored_pace(store, job.config.arch).step_seconds(job.config)
+    step_seconds = pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
     watch(job.key)
     seen = st.session_state["watching"][job.key]  # the live scatter's steps this page drew
     warm_pid = _warm_pid(store)
