@@ -180,7 +180,9 @@ def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: 
         points = f" on {n_eval:,} fresh points" if n_eval else ""
         return f"evaluating: the final test loss and correlation{points}, {fraction:.0%} done"
     text = f"training: step {step:,} of at most {total:,}"
-    return text + (f", at most {format_seconds(eta)} of training left" if eta is not None else "")
+    left = None if eta is None else format_seconds(eta)
+    return text + ("" if left is None else f", {left if left.startswith('under') else 'at most ' + left} of "
+                   "training left")
 
 
 format_seconds = pace.format_seconds  # one way to say a duration, on the pages and in refusals
