@@ -273,6 +273,8 @@ def test_live_phases_say_what_happens_and_the_time_left_is_never_zero():
     # a second chunk gives the run its own pace (the first one's time includes compiling)
     view = monitor.progress_view("running", [*rows, _row(64, seconds=5.5)], 1000, step_seconds=0.01)
     assert view.eta_seconds == pytest.approx(936 * 0.5 / 32)
+    almost = monitor.progress_view("running", [*rows, _row(64, seconds=5.5), _row(990, seconds=6.0)], 1000)
+    assert almost.text.endswith(", under 1 s of training left"), almost.text  # never 'at most under 1 s'
 
 
 def test_the_live_scatter_never_shows_the_flat_step_0_feature():
