@@ -225,15 +225,18 @@ def samples_ui(result, hist) -> None:
     right.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
 
 
-def state_ui(cfg: RunConfig, store, result, job, refusal: str | None) -> None:
-    """What this config has: its result, its live job, its last failure, or what running it would take."""
+def state_ui(cfg: RunConfig, store, result, job, refusal: str | None, locked: bool) -> None:
+    """What this config has: its result, its live job, its last failure, or what running it would take.
+
+    A class on a locked link watches the scatter and the correlation live, without the loss curves: six
+    pages redrawing three charts a second each is more than a shared classroom machine keeps up with."""
     if result is not None:
         if widgets.play_back(result, "ex"):  # a run this page watched: its training replayed first
             return
         result_ui(result, store)
         widgets.transfer_panel(result, store, "ex")
     elif job is not None and job.status in jobs.LIVE:
-        widgets.live_job(job.job_id, store, "ex")
+        widgets.live_job(job.job_id, store, "ex", curves=not locked)
     elif job is not None and job.status in ("failed", "diverged", "cancelled"):
         again = " Press Run to try again." if refusal is None else ""
         st.error(f"The last run of this config {job.status}: {literal(job.message)}.{again}")
@@ -270,7 +273,7 @@ def main() -> None:
     result, job = store.get(key), jobs.for_key(key, store)
     st.markdown(settings_line(cfg))
     refusal = run_ui(cfg, store, result, job, locked)
-    state_ui(cfg, store, result, job, refusal)
+    state_ui(cfg, store, result, job, refusal, locked)
     others_ui(key, store)
 
 

@@ -312,6 +312,13 @@ LIVE_PANEL_SECONDS = inspect.signature(live_job).parameters["every"].default
 # could miss a frame that a student's screen did show.
 RECORDER = """
 window.__seen = [];
+// a playback frame counts from the moment the browser starts showing it (its CSS animation starts), which a
+// busy page's timers below could sample too late to see
+document.addEventListener('animationstart', e => {
+  const caption = e.target.querySelector && e.target.querySelector('figcaption');
+  if (caption) window.__seen.push({t: Date.now(), titles: [caption.textContent.replace(/^replay · /, '')],
+                                   progress: [], phases: [], result: false});
+});
 setInterval(() => {
   const titles = [...document.querySelectorAll('text.gtitle, figcaption')]
     .filter(e => getComputedStyle(e).visibility === 'visible').map(e => e.textContent.replace(/^replay · /, ''));
