@@ -57,8 +57,18 @@ from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs.budget import check_budget
 from hierpoly.progress import Progress
+from hierpoly.results import rows
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
+from hierpoly.results.store import (
+    GUARDED,
+    REPO,
+    DiskFull,
+    Store,
+    damage_error,
+    disk_is_full,
+    open_cache,
+    refuse_empty_file,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
@@ -145,6 +155,7 @@ def table(store: Store):
     path = store.directory / "jobs"
     if str(path) not in _caches:
         with _guard(store):
+            refuse_empty_file(path / "cache.db", "the job table")
             _caches[str(path)] = open_cache(path, log_pages=LOG_PAGES)
     return _caches[str(path)]
 
@@ -154,6 +165,11 @@ def forget_table(store: Store) -> None:
     cache = _caches.pop(str(store.directory / "jobs"), None)
     if cache is not None:
         cache.close()
+
+
+def _names(t) -> list[str]:
+    """The table's text keys; rows with other keys (another program's) are doctor's to list and remove."""
+    return rows.text_keys(t)
 
 
 def _parse(raw) -> dict:
@@ -185,7 +201,7 @@ def _load(t, job_id: str) -> dict | None:
 def _records(t) -> tuple[list[dict], dict[str, str]]:
     """Every readable job record, and {job_id: reason} for the damaged ones."""
     good, bad = [], {}
-    for name in list(t.iterkeys()):
+    for name in _names(t):
         if not name.startswith("job:"):
             continue
         try:
@@ -302,7 +318,7 @@ def _lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | Non
 def _idle_entries(t, now: float) -> dict[str, bool]:
     """The idle-worker entries by table name: True for a worker alive that polled within IDLE_FRESH_S."""
     out = {}
-    for name in [n for n in t.iterkeys() if n.startswith("idle:")]:
+    for name in [n for n in _names(t) if n.startswith("idle:")]:
         try:
             entry = json.loads(t.get(name))
             fresh = now - float(entry["beat"]) < IDLE_FRESH_S
@@ -325,7 +341,7 @@ def idle_worker_pids(store: Store | None = None) -> list[int]:
     """Pids of workers waiting for work (for tests and `doctor`)."""
     t = table(_store(store))
     pids = []
-    for name in [n for n in t.iterkeys() if n.startswith("idle:")]:
+    for name in [n for n in _names(t) if n.startswith("idle:")]:
         try:
             pids.append(int(json.loads(t.get(name))["pid"]))
         except (TypeError, ValueError, KeyError, StoreError):
@@ -562,7 +578,7 @@ def remove(job_id: str, store: Store | None = None) -> None:
     with _guard(store), t.transact():
         for prefix in ("job", "progress", "beat", "cancel"):
             t.delete(f"{prefix}:{job_id}")
-        for name in [n for n in t.iterkeys() if n.startswith("claim:")]:
+        for name in [n for n in _names(t) if n.startswith("claim:")]:
             if t.get(name) == job_id:
                 t.delete(name)
 
@@ -723,7 +739,7 @@ def orphans(store: Store | None = None) -> list[str]:
         records, _ = _records(t)
         ids = {r["job_id"] for r in records}
         out = []
-        for name in t.iterkeys():
+        for name in _names(t):
             prefix, _, rest = name.partition(":")
             if prefix == "claim":
                 value = t.get(name)

@@ -224,6 +224,17 @@ def _manifest_keys(path: Path) -> list[str]:
         raise BundleError(f"{path.name}: not a readable bundle ({err})") from None
 
 
+def shipped_missing(store: Store, folder: str | Path | None = None) -> int:
+    """How many results of the shipped bundles the store lacks (what `load_precomputed` would add)."""
+    folder = PRECOMPUTED if folder is None else Path(folder)
+    paths = sorted(folder.glob("*.zip")) if folder.is_dir() else []
+    try:
+        keys = {k for path in paths for k in _manifest_keys(path)}
+    except BundleError:
+        return 0
+    return sum(not store.has(k) for k in keys)
+
+
 def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str]:
     """Import every *.zip bundle in folder (default cache/precomputed) whose keys the store lacks.
 

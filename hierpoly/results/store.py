@@ -72,9 +72,12 @@ class _NoPickleDisk(diskcache.Disk):
 
     def remove(self, file_path):
         try:
-            rows.inside(self._directory, file_path)
+            entry = rows.entry_inside(self._directory, file_path)
         except StoreError:
             return  # a crafted ../ path: the row goes, the file outside the store stays
+        if entry.is_symlink():
+            entry.unlink()  # the link goes; what it points at is never followed
+            return
         super().remove(file_path)
 
 
@@ -150,6 +153,13 @@ def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
 GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 
+def refuse_empty_file(db: Path, what: str) -> None:
+    """StoreError for a database cut to zero bytes: SQLite would open it as empty, losing every row silently."""
+    if db.is_file() and db.stat().st_size == 0:
+        raise StoreError(f"{what} at {db.parent} cannot be read (its database file is empty: 0 bytes, cut short): "
+                         f"{REPAIR_HINT}")
+
+
 def default_dir() -> Path:
     """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
     env = settings.text("HIERPOLY_CACHE_DIR")
@@ -163,6 +173,7 @@ class Store:
         self.directory = Path(directory).expanduser() if directory is not None else default_dir()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            refuse_empty_file(self.directory / "cache.db", "the store")
             self._cache = open_cache(self.directory)
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
@@ -268,17 +279,18 @@ class Store:
     def keys(self) -> list[str]:
         """Every text key with a row in the store, readable or not (rows with other keys: `notes`)."""
         with self._guard():
-            listed = list(self._cache.iterkeys())
-        text = [key for key in listed if isinstance(key, str)]
-        self._not_text = len(listed) - len(text)
+            listed = rows.listing(self._cache)
+        text = [key for _, key in listed if isinstance(key, str)]
+        self._not_text = [rowid for rowid, key in listed if not isinstance(key, str)]
         return sorted(text)
 
     def notes(self) -> list[str]:
-        """One line per kind of row the last listing skipped (rows whose key is not text)."""
-        if not getattr(self, "_not_text", 0):
+        """One line for the rows the last listing skipped (rows whose key is not text), by rowid."""
+        skipped = getattr(self, "_not_text", [])
+        if not skipped:
             return []
-        return [f"skipped {self._not_text} row(s) of the store whose key is not text (written by another "
-                f"program): {REPAIR_HINT} removes them"]
+        return [f"skipped {len(skipped)} row(s) of the store whose key is not text (written by another "
+                f"program; rowid {rows.rowid_list(skipped)}): {REPAIR_HINT} removes them"]
 
     @property
     def read_only(self) -> bool:
