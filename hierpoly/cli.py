@@ -232,9 +232,12 @@ def _load_precomputed(store) -> None:
     from hierpoly.results import bundles
 
     try:
-        bundles.load_precomputed(store)
+        added = bundles.load_precomputed(store)
     except (bundles.BundleError, StoreError) as err:  # a full disk too: what is stored still serves
         print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
+        return
+    if added and len(store) > len(added):  # not a first start: say what came back (after a salvage, say)
+        print(f"note: loaded {len(added)} shipped results the store lacked from {bundles.PRECOMPUTED}", file=sys.stderr)
 
 
 def _add_store_commands(sub) -> None:
@@ -306,6 +309,9 @@ def cmd_export(args) -> int:
     store = Store()
     table = store.summaries()
     _print_notes(store)
+    for key, reason in table.attrs["problems"].items():
+        print(f"note: skipped result {key[:16]}, which cannot be read ({reason}): "
+              "`python -m hierpoly doctor` lists it", file=sys.stderr)
     if args.preset is not None:
         from hierpoly.jobs import executors
         from hierpoly.study import presets, specs

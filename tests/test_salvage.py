@@ -1,0 +1,227 @@
+"""Nothing lost, nothing hidden: salvage from every leaf page, rows whose key is not text, links and leftovers.
+
+Real damage on real files: random bytes over the results table's root page and over
+the header page, rows with NULL, integer, blob and pickled keys written into both
+databases with plain SQLite (as another program would), a value file that is a link
+out of the store, a worker's reserve file left by kill -9.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+from test_damage import REPO, RESULTS, decodable, filled, old_style_cache, one_line, run_cli
+from test_store import make_result
+
+from hierpoly.jobs import doctor
+from hierpoly.jobs import table as jobs
+from hierpoly.results import bundles, pagescan
+from hierpoly.results.store import Store
+from hierpoly.views.system import _clear_store_cache
+
+PAGES = ("app.py", "pages/1_Explore.py", "pages/2_Figure_2.py", "pages/3_Results.py", "pages/4_Learn.py")
+PAGE = 4096  # SQLite's page size, as diskcache leaves it
+
+
+def table_root(db: Path) -> int:
+    con = sqlite3.connect(str(db))
+    try:
+        return con.execute("SELECT rootpage FROM sqlite_master WHERE name = 'Cache'").fetchone()[0]
+    finally:
+        con.close()
+
+
+def overwrite_page(db: Path, number: int) -> None:
+    with open(db, "r+b") as fh:
+        fh.seek((number - 1) * PAGE)
+        fh.write(os.urandom(PAGE))
+
+
+# ------------------------------------------------ salvage from the leaf pages
+@pytest.mark.parametrize("which", ["root page", "header page"])
+def test_repair_keeps_every_result_when_the_tree_cannot_be_walked(which, cache_dir, capsys):
+    keys = filled(cache_dir)
+    db = cache_dir / "cache.db"
+    root = table_root(db)
+    assert root > 1  # an interior page: the rows live on the leaves below it
+    overwrite_page(db, root if which == "root page" else 1)
+    assert len(decodable(cache_dir, keys)) < len(keys)  # SQLite alone no longer reaches them
+    code, out, err = run_cli(capsys, "doctor", "--repair")
+    assert code == 0 and "Traceback" not in err, out + err
+    assert f"kept {len(keys)} results, lost 0" in out, out
+    assert decodable(cache_dir, keys) == set(keys)
+    assert run_cli(capsys, "doctor")[0] == 0
+
+
+def test_a_page_scan_reads_rows_and_their_overflow_chains_without_sqlite(cache_dir):
+    keys = filled(cache_dir)
+    db = cache_dir / "cache.db"
+    overwrite_page(db, 1)
+    found = pagescan.scan(db)
+    assert found.page_size == PAGE  # guessed: the header is gone
+    assert sorted(row.key for row in found.rows if row.text_key) == sorted(keys)
+    assert all(len(row.value) > PAGE for row in found.rows)  # each value spans overflow pages
+
+
+def test_a_broken_overflow_chain_costs_its_row_only(cache_dir):
+    keys = filled(cache_dir)
+    db = cache_dir / "cache.db"
+    size = db.stat().st_size // PAGE
+    with open(db, "r+b") as fh:  # the last page: the end of some row's chain
+        fh.seek((size - 1) * PAGE)
+        fh.write(b"\xff" * PAGE)
+    kept = doctor.salvage(cache_dir)
+    assert len(kept.results) >= len(keys) - 1
+    assert len(kept.results) + kept.lost + kept.damaged_cells >= len(keys)
+
+
+def test_after_a_salvage_the_shipped_results_to_reload_are_counted(cache_dir, tmp_path):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    other = Store(tmp_path / "other")
+    other.put_many([make_result(seed=s) for s in (50, 51)])
+    bundles.write_bundle(other, other.keys(), shipped / "a.zip")
+    store = Store(cache_dir)
+    store.put(make_result(seed=50))
+    assert bundles.shipped_missing(store, shipped) == 1
+
+
+def test_a_zero_byte_database_is_damage_not_an_empty_store(cache_dir, capsys):
+    filled(cache_dir)
+    (cache_dir / "cache.db").write_bytes(b"")
+    code, _, err = run_cli(capsys, "export", "--out", str(cache_dir.parent / "x.zip"))
+    assert code != 0 and one_line(err) and "0 bytes" in err and "doctor --repair" in err, err
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and "0 bytes" in out, out
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0 and "kept 0 results" in out, out
+
+
+# ------------------------------------------------ keys that are not text, in both databases
+def insert_not_text_keys(db: Path, directory: Path) -> None:
+    """A NULL, an integer and a blob key written with plain SQL, and a pickled key written by diskcache."""
+    con = sqlite3.connect(str(db))
+    with con:
+        for key in (None, 77, b"\x01\x02"):
+            con.execute("INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, "
+                        "mode, filename, value) VALUES (?, 1, 0, NULL, 0, 0, NULL, 0, 1, NULL, ?)", (key, b"x"))
+    con.close()
+    other = old_style_cache(directory)
+    other.set(("a", "tuple", 1), b"another program's value")
+    other.close()
+
+
+def not_text_everywhere(cache_dir: Path) -> list[str]:
+    """A store of results and a done job, then every kind of non-text key in both databases; the keys."""
+    keys = filled(cache_dir)
+    store = Store(cache_dir)
+    jobs.submit(make_result(seed=1, n_samples=300).config, store)  # stored: a done job, no worker
+    jobs.forget_table(store)
+    store.close()
+    insert_not_text_keys(cache_dir / "cache.db", cache_dir)
+    insert_not_text_keys(cache_dir / "jobs" / "cache.db", cache_dir / "jobs")
+    return keys
+
+
+def commands_work(capsys, cache_dir: Path, keys: list[str]) -> None:
+    assert sorted(Store(cache_dir).keys()) == sorted(keys)  # nothing hidden behind a NULL key
+    code, out, err = run_cli(capsys, "jobs")
+    assert code == 0 and "done" in out and "Traceback" not in err, err
+    code, out, err = run_cli(capsys, "export", "--out", str(cache_dir.parent / "all.zip"))
+    assert code == 0 and f'"results": {len(keys)}' in out, err
+    code, _, err = run_cli(capsys, "figure2", "--preset", "tiny")
+    assert code == 0 and "Traceback" not in err, err
+    code, out, err = run_cli(capsys, "run", "--d", "4", "--n", "256", "--m2", "50", "--steps", "200", "--n-test", "256",
+                             "--seed", "1")
+    assert code == 0 and "from the store" in out, out + err
+    code, _, err = run_cli(capsys, "cancel", "0123456789abcdef")
+    assert code != 0 and one_line(err), err
+
+
+def test_rows_whose_key_is_not_text_go_in_one_repair_pass_in_both_databases(cache_dir, capsys):
+    keys = not_text_everywhere(cache_dir)
+    commands_work(capsys, cache_dir, keys)
+    note = Store(cache_dir).summaries().attrs["notes"]
+    assert len(note) == 1 and "4 row(s)" in note[0] and "rowid" in note[0], note
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and out.count("result row") == 4 and out.count("job row") == 4, out
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0 and "remain" not in out, out
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 0, out
+    commands_work(capsys, cache_dir, keys)
+    assert Store(cache_dir).summaries().attrs["notes"] == []
+
+
+def page_failures() -> dict[str, str]:
+    """Every page rendered from the app's entry point, as Streamlit serves it: {page: what went wrong}."""
+    out = {}
+    for path in PAGES:
+        _clear_store_cache()
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
+        if path != "app.py" and not at.exception:
+            at.switch_page(path).run()
+        if at.exception:
+            out[path] = at.exception[0].value
+        elif path == "pages/3_Results.py":
+            out.update({path: "results hidden"} if not _lists_results(at) else {})
+    return out
+
+
+def _lists_results(at: AppTest) -> bool:
+    return any(len(frame.value) == RESULTS for frame in at.dataframe)
+
+
+def test_every_page_works_before_and_after_rows_whose_key_is_not_text_are_removed(cache_dir, capsys):
+    not_text_everywhere(cache_dir)
+    assert page_failures() == {}
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert run_cli(capsys, "doctor")[0] == 0
+    assert page_failures() == {}
+
+
+# ------------------------------------------------ repair always finishes
+def test_a_value_file_that_links_out_of_the_store_is_removed_as_a_link(cache_dir, capsys):
+    filled(cache_dir)
+    outside = cache_dir.parent / "precious.val"
+    outside.write_bytes(b"someone else's file")
+    folder = cache_dir / "ab" / "cd"
+    folder.mkdir(parents=True)
+    (folder / "orphan.val").symlink_to(outside)
+    store = Store(cache_dir)
+    jobs.submit(make_result(seed=1, n_samples=300).config, store)
+    jobs.table(store).set("job:0123456789abcdef", "{not json")
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0, out
+    assert not (folder / "orphan.val").is_symlink() and outside.read_bytes() == b"someone else's file"
+    assert "0123456789abcdef" not in jobs.damaged(store)
+
+
+def test_reserve_files_of_workers_that_are_gone_are_listed_and_removed(cache_dir, capsys):
+    store = Store(cache_dir)
+    (cache_dir / "jobs").mkdir(parents=True, exist_ok=True)
+    gone = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1
+    (cache_dir / "jobs" / f"reserve-{gone}").write_bytes(b"\0" * 65536)
+    (cache_dir / "jobs" / f"reserve-{os.getpid()}").write_bytes(b"\0" * 16)  # alive: kept
+    code, out, _ = run_cli(capsys, "doctor")
+    assert code == 1 and f"reserve file reserve-{gone}" in out and f"reserve-{os.getpid()}" not in out, out
+    assert run_cli(capsys, "doctor", "--repair")[0] == 0
+    assert not (cache_dir / "jobs" / f"reserve-{gone}").exists()
+    assert (cache_dir / "jobs" / f"reserve-{os.getpid()}").exists()
+    store.close()
+
+
+def test_export_names_the_results_it_skipped(cache_dir, capsys):
+    keys = filled(cache_dir)
+    other = old_style_cache(cache_dir)
+    other.set("cd" * 32, b"not a result at all")
+    other.close()
+    out_path = cache_dir.parent / "all.zip"
+    code, out, err = run_cli(capsys, "export", "--out", str(out_path))
+    assert code == 0 and f'"results": {len(keys)}' in out, err
+    assert ("cd" * 32)[:16] in err and "skipped" in err, err
+    assert len(zipfile.ZipFile(out_path).namelist()) > len(keys)
