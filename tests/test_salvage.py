@@ -7,6 +7,8 @@ out of the store, a worker's reserve file left by kill -9.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import sqlite3
 import zipfile
@@ -15,11 +17,13 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 from test_damage import REPO, RESULTS, decodable, filled, old_style_cache, one_line, run_cli
+from test_bundles import rezip, unzip
 from test_store import make_result
 
 from hierpoly.jobs import doctor
 from hierpoly.jobs import table as jobs
 from hierpoly.results import bundles, pagescan
+from hierpoly.results.codec import StoreError
 from hierpoly.results.store import Store
 from hierpoly.views.system import _clear_store_cache
 
@@ -157,8 +161,10 @@ def test_rows_whose_key_is_not_text_go_in_one_repair_pass_in_both_databases(cach
     assert Store(cache_dir).summaries().attrs["notes"] == []
 
 
-def page_failures() -> dict[str, str]:
-    """Every page rendered from the app's entry point, as Streamlit serves it: {page: what went wrong}."""
+def page_failures(results: int = RESULTS) -> dict[str, str]:
+    """Every page rendered from the app's entry point, as Streamlit serves it: {page: what went wrong}.
+
+    The Results page must list `results` results."""
     out = {}
     for path in PAGES:
         _clear_store_cache()
@@ -168,12 +174,12 @@ def page_failures() -> dict[str, str]:
         if at.exception:
             out[path] = at.exception[0].value
         elif path == "pages/3_Results.py":
-            out.update({path: "results hidden"} if not _lists_results(at) else {})
+            out.update({path: "results hidden"} if not _lists_results(at, results) else {})
     return out
 
 
-def _lists_results(at: AppTest) -> bool:
-    return any(len(frame.value) == RESULTS for frame in at.dataframe)
+def _lists_results(at: AppTest, results: int) -> bool:
+    return any(len(frame.value) == results for frame in at.dataframe)
 
 
 def test_every_page_works_before_and_after_rows_whose_key_is_not_text_are_removed(cache_dir, capsys):
@@ -225,3 +231,73 @@ def test_export_names_the_results_it_skipped(cache_dir, capsys):
     assert code == 0 and f'"results": {len(keys)}' in out, err
     assert ("cd" * 32)[:16] in err and "skipped" in err, err
     assert len(zipfile.ZipFile(out_path).namelist()) > len(keys)
+
+
+# ------------------------------------------------ one validation for every result that enters a store
+def _retyped(doc: dict, path: str, value) -> dict:
+    doc = json.loads(json.dumps(doc))
+    *parents, last = path.split(".")
+    node = doc
+    for name in parents:
+        node = node[name]
+    if value is _DROP:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+_DROP = object()
+NESTED = 200_000
+BAD_RESULT_JSON = {
+    "meta.seconds text": ("meta.seconds", "fast"),
+    "meta.steps text": ("meta.steps", "many"),
+    "meta.steps negative": ("meta.steps", -3),
+    "meta.seconds huge": ("meta.seconds", 1e308),
+    "meta.converged text": ("meta.converged", "yes"),
+    "meta.created number": ("meta.created", 5),
+    "meta.extra too deep": ("meta.extra", json.loads("[" * 40 + "]" * 40)),
+    "no status": ("status", _DROP),
+    "no message": ("message", _DROP),
+    "metric text": ("metrics.test_loss", "low"),
+}
+
+
+def bad_bundles() -> dict[str, bytes]:
+    """A one-result bundle with each wrongly typed field, and with result.json or manifest.json nested NESTED deep."""
+    source = Store(Path(os.environ["HIERPOLY_CACHE_DIR"]).parent / "source")
+    source.put(make_result(seed=3))
+    members = unzip(bundles.export_bundle(source, source.keys()))
+    name = f"results/{source.keys()[0]}/result.json"
+    doc = json.loads(members[name])
+    out = {kind: rezip({**members, name: json.dumps(_retyped(doc, *change)).encode()})
+           for kind, change in BAD_RESULT_JSON.items()}
+    out["nested result.json"] = rezip({**members, name: b"[" * NESTED + b"]" * NESTED})
+    out["nested manifest.json"] = rezip({**members, "manifest.json": b"[" * NESTED + b"]" * NESTED}, fix_hashes=False)
+    return out
+
+
+def test_wrongly_typed_and_deeply_nested_bundles_are_refused_in_one_line(cache_dir, tmp_path, capsys):
+    keys = filled(cache_dir)
+    before = {key: Store(cache_dir).raw(key) for key in keys}
+    for kind, data in bad_bundles().items():
+        path = tmp_path / "bad.zip"
+        path.write_bytes(data)
+        code, out, err = run_cli(capsys, "import", str(path))
+        assert code != 0 and one_line(err) and "refused" in err, (kind, err)
+    store = Store(cache_dir)
+    assert {key: store.raw(key) for key in store.keys()} == before
+    assert page_failures() == {}
+
+
+@pytest.mark.parametrize("kind", [kind for kind in BAD_RESULT_JSON if kind.startswith("me")])  # meta, metrics
+def test_a_result_that_fails_validation_never_enters_the_store(kind, cache_dir):
+    """The worker and a Ray fetch store through Store.put_many, which validates as an import does."""
+    result = make_result(seed=4)
+    doc = {"status": result.status, "message": result.message, "meta": result.meta,
+           "metrics": result.metrics}
+    changed = _retyped(doc, *BAD_RESULT_JSON[kind])
+    bad = dataclasses.replace(result, meta=changed["meta"], metrics=changed["metrics"])
+    with pytest.raises(StoreError):
+        Store(cache_dir).put(bad)
+    assert Store(cache_dir).keys() == []
