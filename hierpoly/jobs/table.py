@@ -44,6 +44,7 @@ import json
 import math
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -372,11 +373,66 @@ def _mark_lost(t, store: Store, records: list[dict], now: float, save: bool = Tr
 
 def _shown(store: Store) -> list[dict]:
     """The readable records as they stand: a lost worker's job shown failed (or done), nothing written."""
-    t = table(store)
-    with _guard(store):
-        records, _ = _records(t)
-        _mark_lost(t, store, records, time.time(), save=False)
-    return records
+    def read():
+        t = table(store)
+        with _guard(store):
+            records, _ = _records(t)
+            _mark_lost(t, store, records, time.time(), save=False)
+        return records
+    return _tolerated(store, read, [])
+
+
+def _tolerated(store: Store, read: Callable, empty):
+    """read(); for a store the pages read (``Store.tolerate_damage``), a damaged job table is read row by row
+    instead (what can still be read), and `empty` when even that fails; `table_problems` says so in one line."""
+    try:
+        return read()
+    except StoreError as err:
+        if not store.tolerant:
+            raise
+        if not isinstance(err, DiskFull):
+            _degrade_table(store, err)
+    try:
+        return read()
+    except StoreError:
+        return empty
+
+
+def _degrade_table(store: Store, err: StoreError) -> None:
+    path = str(store.directory / "jobs")
+    if isinstance(_caches.get(path), rows.ReadOnlyCache):
+        return
+    forget_table(store)
+    try:
+        _caches[path] = rows.ReadOnlyCache(store.directory / "jobs", err)
+    except (sqlite3.Error, StoreError):
+        pass  # not even row by row: reads answer empty
+
+
+def table_problems(store: Store) -> list[str]:
+    """One line each for what the pages cannot show of the job table: damage, damaged records, rows of other keys.
+
+    A table read row by row since it was damaged is reopened whole once it passes SQLite's check again.
+    """
+    path = store.directory / "jobs"
+    degraded = isinstance(_caches.get(str(path)), rows.ReadOnlyCache) and not disk_is_full(store.directory)
+    try:
+        if degraded and rows.quick_check(path / "cache.db") is None:
+            forget_table(store)  # repaired meanwhile
+        bad = damaged(store)
+        other = [rowid for rowid, name in rows.listing(table(store)) if not isinstance(name, str)]
+    except (StoreError, sqlite3.Error) as err:
+        _degrade_table(store, err if isinstance(err, StoreError) else damage_error(err, "the job table", path))
+        return [f"{first_line(err)} (jobs shown as far as they can be read)"]
+    out = [f"{len(bad)} job record(s) cannot be read and are not shown: run `python -m hierpoly doctor --repair`"] \
+        if bad else []
+    if other:
+        out.append(f"skipped {len(other)} row(s) of the job table whose key is not text (rowid "
+                   f"{rows.rowid_list(other)}): run `python -m hierpoly doctor --repair`")
+    if isinstance(_caches.get(str(path)), rows.ReadOnlyCache) and not disk_is_full(store.directory):
+        out.append(f"the job table at {path} cannot be read whole: run `python -m hierpoly doctor --repair` "
+                   "(jobs shown as far as they can be read)")
+    return out
 
 
 def _plan(t, records: list[dict], now: float) -> list[dict]:
@@ -511,7 +567,9 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
     store = _store(store)
     stored = store.has(config.key())
     if not stored:
-        check_budget(config)
+        from hierpoly.jobs.runner import retrained_source  # no JAX: the runner imports it only when running
+
+        check_budget(config, retrained_source(config, store))
     # lost workers are recorded first, in the same transaction: their keys can be claimed again
     return _schedule(store, lambda t, records: _claim(t, records, config, stored, owner, limits))
 
@@ -542,16 +600,22 @@ def get(job_id: str, store: Store | None = None) -> Job | None:
     """The job as it stands now, or None (also for a damaged record); reads only (a lost worker's job shows failed)."""
     store = _store(store)
     records = _shown(store)
-    with _guard(store):
-        views = _queue_views(table(store), records, only=job_id)
+
+    def read():
+        with _guard(store):
+            return _queue_views(table(store), records, only=job_id)
+    views = _tolerated(store, read, [])
     return views[0] if views else None
 
 
 def for_key(key: str, store: Store | None = None) -> Job | None:
     """The most recent job for a config key, or None."""
     store = _store(store)
-    with _guard(store):
-        job_id = table(store).get(f"claim:{key}")
+
+    def read():
+        with _guard(store):
+            return table(store).get(f"claim:{key}")
+    job_id = _tolerated(store, read, None)
     return get(job_id, store) if isinstance(job_id, str) else None
 
 
@@ -559,9 +623,11 @@ def list_jobs(store: Store | None = None) -> list[Job]:
     """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`."""
     store = _store(store)
     records = _shown(store)
-    with _guard(store):
-        jobs = _queue_views(table(store), records)
-    return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def read():
+        with _guard(store):
+            return _queue_views(table(store), records)
+    return sorted(_tolerated(store, read, []), key=lambda j: j.created, reverse=True)
 
 
 def damaged(store: Store | None = None) -> dict[str, str]:

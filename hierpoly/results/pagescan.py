@@ -16,11 +16,15 @@ The format: https://www.sqlite.org/fileformat2.html (B-tree pages, records, over
 """
 from __future__ import annotations
 
+import sqlite3
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.results.rows import Row
+from hierpoly.results.codec import StoreError
+from hierpoly.results.rows import ReadOnlyCache, Row, value_of
 
 MAGIC = b"SQLite format 3\0"
 LEAF_TABLE, INTERIOR_TABLE, LEAF_INDEX, INTERIOR_INDEX = 0x0D, 0x05, 0x0A, 0x02
@@ -261,3 +265,63 @@ def scan(db: Path) -> Scan:
         damaged += bad
         found_rows += found
     return Scan(sorted(found_rows, key=lambda r: r.rowid), damaged, size)  # a rowid may repeat: a stale copy
+
+
+class SalvageCache(ReadOnlyCache):
+    """A damaged store read for the pages: the rows SQLite still reaches, then every other row on a leaf page.
+
+    Reads only (a write raises the StoreError given); the scan is redone when the file changes.
+    """
+
+    def __init__(self, directory: Path, refusal: StoreError):
+        self.directory = Path(directory)
+        self._refusal = refusal
+        self._local = threading.local()
+        self._opened: list = []
+        self._lock = threading.Lock()
+        self._scanned: tuple[tuple, dict[str, Row], list[Row]] | None = None
+
+    def _signature(self) -> tuple:
+        db = self.directory / "cache.db"
+        return tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None
+                     for p in (db, Path(str(db) + "-wal")))
+
+    def _scan(self) -> tuple[dict[str, Row], list[Row]]:
+        """({text key: row}, rows with other keys) from the file's pages, cached until the file changes."""
+        with self._lock:
+            signature = self._signature()
+            if self._scanned is None or self._scanned[0] != signature:
+                try:
+                    found = scan(self.directory / "cache.db").rows
+                except OSError:
+                    found = []
+                by_key: dict[str, Row] = {}
+                for row in found:
+                    if row.text_key:
+                        by_key.setdefault(row.key, row)
+                self._scanned = (signature, by_key, [row for row in found if not row.text_key])
+            return self._scanned[1], self._scanned[2]
+
+    def rows(self) -> Iterator[Row]:
+        try:
+            seen = list(super().rows())
+        except sqlite3.Error:
+            seen = []
+        keys = {row.key for row in seen if row.text_key}
+        by_key, other = self._scan()
+        rowids = {row.rowid for row in seen}
+        yield from seen
+        yield from (row for key, row in by_key.items() if key not in keys)
+        yield from (row for row in other if row.rowid not in rowids)
+
+    def get(self, key, default=None):
+        try:
+            value = super().get(key)
+        except (StoreError, sqlite3.Error):
+            value = None
+        if value is None and key in self._scan()[0]:
+            value = value_of(self._scan()[0][key], self.directory)
+        return default if value is None else value
+
+    def volume(self) -> int:
+        return sum(size for size, _ in filter(None, self._signature()))

@@ -104,6 +104,19 @@ def connect(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
 
 
+def quick_check(db: Path) -> str | None:
+    """None when SQLite's quick_check of db passes, else its first problem (or why it cannot run)."""
+    try:
+        con = connect(db)
+        try:
+            report = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        return str(err)
+    return None if report == [("ok",)] else str(report[0][0])
+
+
 def rowids(con: sqlite3.Connection) -> list[int]:
     """Every rowid SQLite can find, listed first so that each row is read on its own."""
     seen: set[int] = set()

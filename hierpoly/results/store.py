@@ -178,6 +178,9 @@ class Store:
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
 
+    tolerant = False  # pages: reads that meet damage degrade (see `tolerate_damage`) instead of raising
+    damage: str | None = None  # set when reads degraded: the one line a page's banner shows
+
     @contextmanager
     def _guard(self):
         """Database and file errors become one-line StoreErrors."""
@@ -186,10 +189,42 @@ class Store:
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
 
+    def tolerate_damage(self) -> None:
+        """For the pages: a read that meets a damaged database switches this store to reading what it still can,
+        row by row and from the file's leaf pages (``pagescan.SalvageCache``), and says so in ``damage``;
+        a read that still fails answers empty (no result, no keys). Writes still raise StoreError."""
+        self.tolerant = True
+
+    def degrade(self, err: StoreError) -> None:
+        """Read the rest of the session from whatever the damaged database still holds (see `tolerate_damage`)."""
+        from hierpoly.results.pagescan import SalvageCache
+
+        if self.damage is not None:
+            return
+        self.damage = f"{first_line(err)} (showing the results that can still be read)"
+        old, self._cache = self._cache, SalvageCache(self.directory, StoreError(self.damage))
+        try:
+            old.close()
+        except GUARDED:
+            pass
+
+    def _read(self, read, empty):
+        """read(), or for a tolerant store after a damage error: read() on the degraded store, else `empty`."""
+        try:
+            return read()
+        except StoreError as err:
+            if not self.tolerant:
+                raise
+            if not isinstance(err, DiskFull):
+                self.degrade(err)
+        try:
+            return read()
+        except StoreError:
+            return empty
+
     def raw(self, key: str) -> bytes | None:
         """The stored bytes of a result, or None when absent or its value file is gone."""
-        with self._guard():
-            value = self._cache.get(key)  # diskcache answers None when a value file is missing
+        value = self._read(lambda: self._get(key), None)
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"stored value for {key[:16]} is not a result")
         return value
@@ -203,6 +238,10 @@ class Store:
         if result.key != key:
             raise StoreError(f"stored value for {key[:16]} belongs to another config")
         return result
+
+    def _get(self, key: str):
+        with self._guard():
+            return self._cache.get(key)  # diskcache answers None when a value file is missing
 
     def put(self, result: Result, overwrite: bool = False) -> None:
         """Store a finished run once (the first write wins unless overwrite), then read it back to verify.
@@ -269,8 +308,10 @@ class Store:
 
     def has(self, key: str) -> bool:
         """Whether a value can be fetched for key (a row whose value file is gone does not count)."""
-        with self._guard():
-            return self._readable(key)
+        def read():
+            with self._guard():
+                return self._readable(key)
+        return self._read(read, False)
 
     def delete(self, key: str) -> bool:
         with self._guard():
@@ -278,8 +319,10 @@ class Store:
 
     def keys(self) -> list[str]:
         """Every text key with a row in the store, readable or not (rows with other keys: `notes`)."""
-        with self._guard():
-            listed = rows.listing(self._cache)
+        def read():
+            with self._guard():
+                return rows.listing(self._cache)
+        listed = self._read(read, [])
         text = [key for _, key in listed if isinstance(key, str)]
         self._not_text = [rowid for rowid, key in listed if not isinstance(key, str)]
         return sorted(text)
@@ -360,10 +403,19 @@ class Store:
         return table
 
     def size_bytes(self) -> int:
-        with self._guard():
-            return int(self._cache.volume())
+        def read():
+            with self._guard():
+                return int(self._cache.volume())
+        return self._read(read, self._file_bytes())
+
+    def _file_bytes(self) -> int:
+        """The database files' size on disk (what `size_bytes` says where SQLite cannot be asked)."""
+        return sum(p.stat().st_size for p in self.directory.glob("cache.db*") if p.is_file())
 
     def __len__(self) -> int:
+        return len(self.keys()) if self.tolerant else self._count()
+
+    def _count(self) -> int:
         with self._guard():
             return len(self._cache)
 
