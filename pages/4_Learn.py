@@ -141,7 +141,7 @@ except ConfigError as err:  # the box's bounds hold in the browser; a value that
     st.error(literal(err))
     st.stop()
 # signed: in classroom mode the server launches a locked config only while the signature matches
-params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
-          policy.SIGNATURE_PARAM: policy.sign(classroom, store)}
-st.page_link("pages/1_Explore.py", label="Open the classroom link", icon=":material/lock:", query_params=params)
-widgets.classroom_link(params, "learn")
+params = widgets.locked_params(classroom, store)
+if params is not None:
+    st.page_link("pages/1_Explore.py", label="Open the classroom link", icon=":material/lock:", query_params=params)
+    widgets.classroom_link(params, "learn")

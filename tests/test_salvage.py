@@ -18,6 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_damage import REPO, RESULTS, decodable, filled, old_style_cache, one_line, run_cli
 from test_bundles import rezip, unzip
+from test_full_disk import disk, fill  # noqa: F401 (disk: a fixture)
 from test_store import make_result
 
 from hierpoly.jobs import doctor
@@ -301,3 +302,73 @@ def test_a_result_that_fails_validation_never_enters_the_store(kind, cache_dir):
     with pytest.raises(StoreError):
         Store(cache_dir).put(bad)
     assert Store(cache_dir).keys() == []
+
+
+# ------------------------------------------------ pages degrade, never crash
+def banners(at: AppTest) -> str:
+    return " ".join(w.value for w in [*at.warning, *at.error])
+
+
+def render(path: str) -> AppTest:
+    """One view of a page, from the app's entry point; the app's open store is kept (a later view of the same server)."""
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=90).run()
+    if path != "app.py" and not at.exception:
+        at.switch_page(path).run()
+    return at
+
+
+def damage_store(kind: str, directory: Path) -> None:
+    db = directory / "cache.db"
+    if kind == "store root page":
+        overwrite_page(db, table_root(db))
+    elif kind == "store header page":
+        overwrite_page(db, 1)
+    elif kind == "store middle page":
+        overwrite_page(db, db.stat().st_size // PAGE // 2)
+    else:  # the job table: its Cache table's root, so no record can be reached from it
+        overwrite_page(directory / "jobs" / "cache.db", table_root(directory / "jobs" / "cache.db"))
+
+
+@pytest.mark.parametrize("kind", ["store root page", "store header page", "store middle page", "job table"])
+def test_every_page_renders_on_a_damaged_database_with_a_one_line_banner(kind, cache_dir):
+    keys = filled(cache_dir)
+    store = Store(cache_dir)
+    for seed in range(30):  # enough records that the job table's root is an interior page
+        jobs.submit(make_result(seed=seed, n_samples=300).config, store)
+    jobs.forget_table(store)
+    store.close()
+    damage_store(kind, cache_dir)
+    _clear_store_cache()
+    for path in PAGES:
+        at = render(path)
+        assert not at.exception, (path, at.exception[0].value)
+        shown = banners(at)
+        assert "doctor --repair" in shown, (path, shown)
+        assert all("\n" not in w.value for w in at.warning), path
+        if path == "pages/3_Results.py" and kind.startswith("store"):  # what can be read is shown
+            least = len(keys) - 3 if kind == "store middle page" else len(keys)
+            assert any(len(frame.value) >= least for frame in at.dataframe), path
+    handle = Store.__new__(Store)  # the damaged store cannot be opened: only its job table's handle is dropped
+    handle.directory = cache_dir
+    jobs.forget_table(handle)
+
+
+@pytest.mark.process
+def test_every_page_renders_on_a_full_disk_after_a_first_view(disk, capsys):
+    store = Store()
+    results = [make_result(seed=seed) for seed in range(3)]
+    store.put_many(results)
+    jobs.submit(results[0].config, store)  # stored: a done job, no worker
+    jobs.forget_table(store)
+    store.close()
+    fill(disk)
+    assert os.statvfs(disk).f_bavail == 0
+    _clear_store_cache()
+    for view in ("first", "second"):
+        for path in PAGES:
+            at = render(path)
+            assert not at.exception, (view, path, at.exception[0].value)
+            assert "full" in banners(at), (view, path, banners(at))
+            if path == "pages/3_Results.py":
+                assert any(len(frame.value) == len(results) for frame in at.dataframe), view
+    _clear_store_cache()

@@ -139,8 +139,12 @@ def _secret(store: Store) -> bytes:
     except OSError as err:
         raise PolicyError(f"cannot create the signing secret in {store.directory}: {err.strerror or err}") from None
     else:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(SECRET_BYTES))
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(SECRET_BYTES))
+        except OSError as err:  # a full disk: no half-written secret is left to look damaged later
+            path.unlink(missing_ok=True)
+            raise PolicyError(f"cannot write the signing secret in {store.directory}: {err.strerror or err}") from None
     try:
         text = path.read_text().strip()
     except OSError as err:

@@ -114,7 +114,10 @@ def quick_check(db: Path) -> str | None:
             con.close()
     except sqlite3.Error as err:
         return str(err)
-    return None if report == [("ok",)] else str(report[0][0])
+    if report == [("ok",)]:
+        return None
+    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
+    return "; ".join(lines[:2]) or "the quick check failed"
 
 
 def rowids(con: sqlite3.Connection) -> list[int]:

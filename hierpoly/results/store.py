@@ -178,6 +178,15 @@ class Store:
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
 
+    @classmethod
+    def salvaged(cls, directory: str | Path, err: StoreError) -> Store:
+        """A store whose database SQLite cannot open, read as far as it can be (``degrade``), for the pages."""
+        store = cls.__new__(cls)
+        store.directory = Path(directory).expanduser()
+        store.tolerate_damage()
+        store.degrade(err)
+        return store
+
     tolerant = False  # pages: reads that meet damage degrade (see `tolerate_damage`) instead of raising
     damage: str | None = None  # set when reads degraded: the one line a page's banner shows
 
@@ -202,9 +211,10 @@ class Store:
         if self.damage is not None:
             return
         self.damage = f"{first_line(err)} (showing the results that can still be read)"
-        old, self._cache = self._cache, SalvageCache(self.directory, StoreError(self.damage))
+        old, self._cache = getattr(self, "_cache", None), SalvageCache(self.directory, StoreError(self.damage))
         try:
-            old.close()
+            if old is not None:
+                old.close()
         except GUARDED:
             pass
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hierpoly.results.bundles import BundleError, load_precomputed
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import REPO, Store, default_dir
+from hierpoly.results.store import REPO, DiskFull, Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
 _probe_lock = threading.Lock()
@@ -59,7 +59,12 @@ _load_problems: dict[str, str] = {}  # store directory -> why the shipped bundle
 
 @lru_cache(maxsize=8)
 def _shared_store(directory: str) -> Store:
-    store = Store(directory)
+    try:
+        store = Store(directory)
+    except DiskFull:
+        raise
+    except StoreError as err:  # SQLite cannot open it: the pages show what its pages still hold
+        return Store.salvaged(directory, err)
     store.tolerate_damage()  # a page shows what can still be read, under a banner (open_checked)
     try:
         load_precomputed(store)
