@@ -83,9 +83,11 @@ def eigen_flops(cfg: RunConfig, n: int | None = None) -> float:
 
 
 TWO_LAYER_STEPS = 1.0 + 3 * 0.8 / 4  # the final run, plus three tuning trials on 0.8 n for a quarter of the cap
-# drawing a Gaussian coordinate and its share of the target h(x), per coordinate: measured with the scoring
-# itself (`pace.evaluation_seconds`), it sets a floor for narrow networks
-DRAW_FLOPS_PER_COORDINATE = 60.0
+# drawing one Gaussian coordinate of an evaluation point and its share of the target h(x): JAX's threefry bits
+# and normal transform run far below the matmul rate. Measured on the 2-core CPU, side by side with a matmul
+# running at 4e10 flop/s: 70-100 ns a coordinate for d = 64 and 1024 (2100-3100 flops at 3e10); it rules
+# the scoring of narrow networks (m1 ≤ ~1500 at any d)
+DRAW_FLOPS_PER_COORDINATE = 3000.0
 CHUNK_RAMP_ROWS = 8  # report rows while the chunk size grows from 1 step (×4 a chunk) to its working size
 
 
