@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 
@@ -937,3 +938,6 @@ def main(argv=None) -> int:
         return _fail(f"a number is too large: {err}")
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:  # `jobs | head`: the reader has what it wanted; exiting must not write again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

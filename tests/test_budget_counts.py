@@ -21,8 +21,7 @@ from hierpoly.results.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 CAPS_URL = {"d": "4096", "n": "16", "m1": "4096", "m2": "16", "steps": "1", "n_test": "16", "n_eval": "67108864"}
-# estimate / measured stays within this factor (measured 0.66-1.16 on the 2-core CPU under a load of 13; see README)
-PACE_FACTOR = 2.0
+PACE_FACTOR = 2.0  # estimate / measured, the machine's present slowness taken out (a reference run beside them)
 
 
 def test_the_counted_rows_are_the_loops():
@@ -88,15 +87,26 @@ NEAR_CAPS = {  # one config near each cap a visitor can reach: n_eval, d, the wi
     "d": RunConfig(d=4096, n=16, m1=16, m2=16, steps=1, n_test=16, n_eval=2**14),
     "m1": RunConfig(d=16, n=16, m1=4096, m2=16, steps=1, n_test=16, n_eval=2**20),
 }
+REFERENCE = RunConfig(d=4, n=256, m2=50, steps=200, n_test=256, n_eval=4096)  # the tests' small run: mostly compiling
+LOAD_FACTOR = 4.0  # absolute: a machine shared with other work may run everything this much slower
+
+
+def timed(cfg: RunConfig) -> float:
+    """Seconds from start to a done result, in this process (no fresh worker: pace.STARTUP_S is not spent)."""
+    t0 = time.perf_counter()
+    outcome = runner.execute(cfg, results=Store())
+    assert outcome.status == "done", outcome.message
+    return time.perf_counter() - t0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("cap", list(NEAR_CAPS))
-def test_a_run_near_each_cap_takes_the_estimated_time(cap, cache_dir):
-    cfg = NEAR_CAPS[cap]
-    estimate = pace.estimate(cfg).seconds - pace.STARTUP_S  # run in this process: no fresh worker to start
-    t0 = time.perf_counter()
-    outcome = runner.execute(cfg, results=Store())
-    measured = time.perf_counter() - t0
-    assert outcome.status == "done", outcome.message
-    assert 1 / PACE_FACTOR <= estimate / measured <= PACE_FACTOR, (cap, estimate, measured)
+def test_a_run_near_each_cap_takes_the_estimated_time(cache_dir):
+    """Side by side with the small reference run: the estimate scaled by the machine's present slowness on that
+    run agrees with each measured time within PACE_FACTOR; unscaled, within LOAD_FACTOR."""
+    estimate = {name: pace.estimate(cfg).seconds - pace.STARTUP_S for name, cfg in NEAR_CAPS.items()}
+    slowness = timed(REFERENCE) / (pace.estimate(REFERENCE).seconds - pace.STARTUP_S)
+    measured = {name: timed(cfg) for name, cfg in NEAR_CAPS.items()}
+    report = {name: (round(estimate[name], 1), round(measured[name], 1)) for name in NEAR_CAPS}
+    for name in NEAR_CAPS:
+        assert 1 / PACE_FACTOR <= slowness * estimate[name] / measured[name] <= PACE_FACTOR, (name, slowness, report)
+        assert 1 / LOAD_FACTOR <= estimate[name] / measured[name] <= LOAD_FACTOR, (name, report)

@@ -372,3 +372,36 @@ def test_every_page_renders_on_a_full_disk_after_a_first_view(disk, capsys):
             if path == "pages/3_Results.py":
                 assert any(len(frame.value) == len(results) for frame in at.dataframe), view
     _clear_store_cache()
+
+
+# ------------------------------------------------ links, everywhere one enters
+def test_a_link_that_overflows_is_refused_where_it_enters_as_target_refuses_it(capsys):
+    code, _, err = run_cli(capsys, "target", "--d", "4", "--link", "1e308,1e308")
+    assert code != 0 and one_line(err) and "too large" in err, err
+    code, _, err = run_cli(capsys, "run", "--d", "4", "--n", "64", "--link", "1e308,1e308")
+    assert code != 0 and one_line(err) and "too large" in err, err
+    from hierpoly.config import ConfigError, RunConfig
+    from hierpoly.views import forms
+
+    with pytest.raises(ConfigError, match="too large"):
+        RunConfig(d=4, n=64, link="1e308,1e308")
+    assert "too large" in str(forms.build_config({**forms.params_from_config(RunConfig(d=4, n=64)),
+                                                  "link": "1e308,1e308"}))
+    assert jobs.list_jobs() == []
+
+
+def test_jobs_piped_into_a_reader_that_stops_ends_quietly(cache_dir):
+    import subprocess
+    import sys
+
+    store = Store(cache_dir)
+    results = [make_result(seed=seed) for seed in range(12)]
+    store.put_many(results)
+    for result in results:
+        jobs.submit(result.config, store)  # stored: done at once, no worker
+    env = dict(os.environ, PYTHONPATH=str(REPO), HIERPOLY_CACHE_DIR=str(cache_dir))
+    proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "jobs"], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # as `head` does once it has its lines: every write after this meets a broken pipe
+    _, err = proc.communicate(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
