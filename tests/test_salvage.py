@@ -390,6 +390,7 @@ def test_a_link_that_overflows_is_refused_where_it_enters_as_target_refuses_it(c
     assert jobs.list_jobs() == []
 
 
+@pytest.mark.process
 def test_jobs_piped_into_a_reader_that_stops_ends_quietly(cache_dir):
     import subprocess
     import sys
