@@ -237,7 +237,7 @@ def _load_precomputed(store) -> None:
     except (bundles.BundleError, StoreError) as err:  # a full disk too: what is stored still serves
         print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
         return
-    if added and len(store) > len(added):  # not a first start: say what came back (after a salvage, say)
+    if added:  # a first start, or after a repair: what came back is said
         print(f"note: loaded {len(added)} shipped results the store lacked from {bundles.PRECOMPUTED}", file=sys.stderr)
 
 

@@ -95,6 +95,25 @@ def test_after_a_salvage_the_shipped_results_to_reload_are_counted(cache_dir, tm
     assert bundles.shipped_missing(store, shipped) == 1
 
 
+def test_repair_says_which_shipped_results_come_back(cache_dir, tmp_path, capsys, monkeypatch):
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    other = Store(tmp_path / "other")
+    other.put_many([make_result(seed=s) for s in (50, 51)])
+    bundles.write_bundle(other, other.keys(), shipped / "a.zip")
+    monkeypatch.setattr(bundles, "PRECOMPUTED", shipped)
+    monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "1")
+    filled(cache_dir)
+    assert len(bundles.load_precomputed(Store(cache_dir))) == 2
+    (cache_dir / "cache.db").write_bytes(b"")  # everything lost, the shipped results too
+    code, out, _ = run_cli(capsys, "doctor", "--repair")
+    assert code == 0 and "kept 0 results" in out, out
+    assert f"2 shipped results were not among those kept: they are loaded again from {shipped}" in out, out
+    code, _, err = run_cli(capsys, "figure2", "--preset", "tiny")  # a command that loads the shipped bundles
+    assert code == 0 and f"loaded 2 shipped results the store lacked from {shipped}" in err, err
+    assert len(Store(cache_dir).keys()) == 2
+
+
 def test_a_zero_byte_database_is_damage_not_an_empty_store(cache_dir, capsys):
     filled(cache_dir)
     (cache_dir / "cache.db").write_bytes(b"")

@@ -62,7 +62,10 @@ def integrity(db: Path) -> str | None:
             con.close()
     except sqlite3.Error as err:
         return str(err)
-    return None if report == [("ok",)] else "; ".join(str(r[0]) for r in report[:3])
+    if report == [("ok",)]:
+        return None
+    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
+    return "; ".join(lines[:3]) + (f"; … ({len(lines)} problems)" if len(lines) > 3 else "")
 
 
 def value_files(directory: Path) -> set[str]:
