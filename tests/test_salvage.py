@@ -277,6 +277,8 @@ BAD_RESULT_JSON = {
     "meta.converged text": ("meta.converged", "yes"),
     "meta.created number": ("meta.created", 5),
     "meta.extra too deep": ("meta.extra", json.loads("[" * 40 + "]" * 40)),
+    "meta.extra.lr_drops text": ("meta.extra.lr_drops", "two"),
+    "meta.steps missing": ("meta.steps", _DROP),
     "no status": ("status", _DROP),
     "no message": ("message", _DROP),
     "metric text": ("metrics.test_loss", "low"),

@@ -265,7 +265,8 @@ def _short_text(value) -> bool:
     return isinstance(value, str) and len(value) <= MAX_META_TEXT
 
 
-# what each meta field may hold (all optional: older results lack some); anything a page reads is here
+META_REQUIRED = ("seconds", "steps")  # every run records them (jobs/runner.py); pages and studies read them
+# what each meta field may hold (the others optional: older results lack some); anything a page reads is here
 META_FIELDS = {
     "seconds": ("a number of seconds ≥ 0", lambda v: _number(v, 0.0)),
     "steps": ("a whole number ≥ 0", lambda v: _number(v, 0, integer=True)),
@@ -278,15 +279,23 @@ META_FIELDS = {
     "device": ("an object", lambda v: isinstance(v, dict)),
     "extra": ("an object", lambda v: isinstance(v, dict)),
 }
+EXTRA_FIELDS = {  # meta.extra's fields that pages read
+    "lr_drops": ("a whole number ≥ 0", lambda v: _number(v, 0, integer=True)),
+    "stopped_by": ("text or null", lambda v: v is None or _short_text(v)),
+}
 
 
 def check_meta(meta) -> None:
     """Each known field of a result's meta of its type and range, the whole nested at most MAX_DEPTH deep."""
     if not isinstance(meta, dict):
         raise StoreError("meta must be an object")
-    for name, (kind, ok) in META_FIELDS.items():
-        if name in meta and not ok(meta[name]):
-            raise StoreError(f"meta.{name} must be {kind}, got {str(meta[name])[:40]!r}")
+    missing = [name for name in META_REQUIRED if name not in meta]
+    if missing:
+        raise StoreError(f"meta.{missing[0]} is missing")
+    for where, fields, values in (("meta", META_FIELDS, meta), ("meta.extra", EXTRA_FIELDS, meta.get("extra") or {})):
+        for name, (kind, ok) in fields.items():
+            if name in values and not ok(values[name]):
+                raise StoreError(f"{where}.{name} must be {kind}, got {str(values[name])[:40]!r}")
     if depth(meta, MAX_DEPTH) > MAX_DEPTH:
         raise StoreError(f"meta is nested too deeply (more than {MAX_DEPTH} levels)")
 
