@@ -4,7 +4,7 @@ import streamlit as st
 from hierpoly.config import RunConfig
 from hierpoly.fieldspec import MORE, SIDEBAR, Choice, FieldSpec, PresetOrText, field_specs
 from hierpoly.jobs import budget, policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records as jobs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 

@@ -15,7 +15,7 @@ from test_modes import explore
 from hierpoly.config import RunConfig, transfer_config
 from hierpoly.engine import loop
 from hierpoly.jobs import budget, pace, policy, runner
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
 
@@ -54,7 +54,7 @@ def test_the_caps_url_is_refused_in_classroom_mode_with_its_estimate(monkeypatch
     assert at.button(key="ex_run").disabled
     reasons = [c.value for c in at.caption if c.value.startswith("Run is off")]
     assert reasons and pace.format_seconds(seconds) in reasons[0], reasons
-    assert jobs.list_jobs() == []
+    assert records.list_jobs() == []
 
 
 def shipped_source() -> RunConfig:
@@ -81,7 +81,7 @@ def test_a_transfer_that_retrains_its_source_is_refused_with_its_estimate(monkey
     assert pace.format_seconds(counted) in str(err.value)
     assert policy.launch_refusal(cfg, store, "alice") is not None
     assert budget.estimate(cfg, source).flops > budget.estimate(source).flops
-    assert jobs.list_jobs(store) == []
+    assert records.list_jobs(store) == []
 
 
 NEAR_CAPS = {  # one config near each cap a visitor can reach: n_eval, d, the widths

@@ -21,8 +21,7 @@ from test_bundles import rezip, unzip
 from test_full_disk import disk, fill  # noqa: F401 (disk: a fixture)
 from test_store import make_result
 
-from hierpoly.jobs import doctor
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor, doctor_queries, records, scheduler
 from hierpoly.results import bundles, pagescan
 from hierpoly.results.codec import StoreError
 from hierpoly.results.store import Store
@@ -143,8 +142,8 @@ def not_text_everywhere(cache_dir: Path) -> list[str]:
     """A store of results and a done job, then every kind of non-text key in both databases; the keys."""
     keys = filled(cache_dir)
     store = Store(cache_dir)
-    jobs.submit(make_result(seed=1, n_samples=300).config, store)  # stored: a done job, no worker
-    jobs.forget_table(store)
+    scheduler.submit(make_result(seed=1, n_samples=300).config, store)  # stored: a done job, no worker
+    records.forget_table(store)
     store.close()
     insert_not_text_keys(cache_dir / "cache.db", cache_dir)
     insert_not_text_keys(cache_dir / "jobs" / "cache.db", cache_dir / "jobs")
@@ -219,12 +218,12 @@ def test_a_value_file_that_links_out_of_the_store_is_removed_as_a_link(cache_dir
     folder.mkdir(parents=True)
     (folder / "orphan.val").symlink_to(outside)
     store = Store(cache_dir)
-    jobs.submit(make_result(seed=1, n_samples=300).config, store)
-    jobs.table(store).set("job:0123456789abcdef", "{not json")
+    scheduler.submit(make_result(seed=1, n_samples=300).config, store)
+    records.table(store).set("job:0123456789abcdef", "{not json")
     code, out, _ = run_cli(capsys, "doctor", "--repair")
     assert code == 0, out
     assert not (folder / "orphan.val").is_symlink() and outside.read_bytes() == b"someone else's file"
-    assert "0123456789abcdef" not in jobs.damaged(store)
+    assert "0123456789abcdef" not in doctor_queries.damaged(store)
 
 
 def test_reserve_files_of_workers_that_are_gone_are_listed_and_removed(cache_dir, capsys):
@@ -355,8 +354,8 @@ def test_every_page_renders_on_a_damaged_database_with_a_one_line_banner(kind, c
     keys = filled(cache_dir)
     store = Store(cache_dir)
     for seed in range(30):  # enough records that the job table's root is an interior page
-        jobs.submit(make_result(seed=seed, n_samples=300).config, store)
-    jobs.forget_table(store)
+        scheduler.submit(make_result(seed=seed, n_samples=300).config, store)
+    records.forget_table(store)
     store.close()
     damage_store(kind, cache_dir)
     _clear_store_cache()
@@ -371,7 +370,7 @@ def test_every_page_renders_on_a_damaged_database_with_a_one_line_banner(kind, c
             assert any(len(frame.value) >= least for frame in at.dataframe), path
     handle = Store.__new__(Store)  # the damaged store cannot be opened: only its job table's handle is dropped
     handle.directory = cache_dir
-    jobs.forget_table(handle)
+    records.forget_table(handle)
 
 
 @pytest.mark.process
@@ -379,8 +378,8 @@ def test_every_page_renders_on_a_full_disk_after_a_first_view(disk, capsys):
     store = Store()
     results = [make_result(seed=seed) for seed in range(3)]
     store.put_many(results)
-    jobs.submit(results[0].config, store)  # stored: a done job, no worker
-    jobs.forget_table(store)
+    scheduler.submit(results[0].config, store)  # stored: a done job, no worker
+    records.forget_table(store)
     store.close()
     fill(disk)
     assert os.statvfs(disk).f_bavail == 0
@@ -408,7 +407,7 @@ def test_a_link_that_overflows_is_refused_where_it_enters_as_target_refuses_it(c
         RunConfig(d=4, n=64, link="1e308,1e308")
     assert "too large" in str(forms.build_config({**forms.params_from_config(RunConfig(d=4, n=64)),
                                                   "link": "1e308,1e308"}))
-    assert jobs.list_jobs() == []
+    assert records.list_jobs() == []
 
 
 @pytest.mark.process
@@ -420,7 +419,7 @@ def test_jobs_piped_into_a_reader_that_stops_ends_quietly(cache_dir):
     results = [make_result(seed=seed) for seed in range(12)]
     store.put_many(results)
     for result in results:
-        jobs.submit(result.config, store)  # stored: done at once, no worker
+        scheduler.submit(result.config, store)  # stored: done at once, no worker
     env = dict(os.environ, PYTHONPATH=str(REPO), HIERPOLY_CACHE_DIR=str(cache_dir))
     proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "jobs"], env=env, cwd=str(REPO), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)

@@ -1,6 +1,6 @@
 """Reading the job table never schedules; submit, cancel, supervise (wait, the sweep loop, doctor) and idle workers do.
 
-No process is started: the worker launch (``jobs.spawn``) is recorded, and a job's worker
+No process is started: the worker launch (``scheduler.spawn``) is recorded, and a job's worker
 is this test process (alive) until the test says it is gone by pointing its record at a
 pid no process can have.
 """
@@ -14,8 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import table as jobs
-from hierpoly.jobs import worker
+from hierpoly.jobs import doctor_queries, records, scheduler, worker
 from hierpoly.results.store import Store
 
 TINY = dict(d=4, n=256, m2=50, n_test=256)
@@ -32,19 +31,19 @@ def launches(monkeypatch) -> list[str]:
         launched.append(args[0])
         return SimpleNamespace(pid=os.getpid())
 
-    monkeypatch.setattr(jobs, "spawn", spawn)
+    monkeypatch.setattr(scheduler, "spawn", spawn)
     return launched
 
 
 def contents(store: Store) -> dict:
     """Every entry of the job table, as stored."""
-    t = jobs.table(store)
+    t = records.table(store)
     return {name: t.get(name) for name in t.iterkeys()}
 
 
 def lose_worker(store: Store, job_id: str) -> None:
     """As after a kill -9: the job's record names a worker process that no longer exists."""
-    t = jobs.table(store)
+    t = records.table(store)
     rec = json.loads(t.get(f"job:{job_id}"))
     t.set(f"job:{job_id}", json.dumps(dict(rec, pid=NO_SUCH_PID, pid_start=None)))
 
@@ -53,9 +52,9 @@ def lose_worker(store: Store, job_id: str) -> None:
 def stranded(launches) -> tuple[Store, str, str]:
     """A running job whose worker is gone and a job queued behind it (one worker slot), nothing recorded yet."""
     store = Store()
-    first = jobs.submit(RunConfig(**TINY, steps=200), store)
-    second = jobs.submit(RunConfig(**TINY, steps=200, seed=1), store)
-    assert launches == [first] and jobs.get(second, store).status == "queued"
+    first = scheduler.submit(RunConfig(**TINY, steps=200), store)
+    second = scheduler.submit(RunConfig(**TINY, steps=200, seed=1), store)
+    assert launches == [first] and records.get(second, store).status == "queued"
     lose_worker(store, first)
     return store, first, second
 
@@ -64,10 +63,10 @@ def test_reads_start_nothing_and_write_nothing(stranded, launches):
     store, first, second = stranded
     before = contents(store)
     for _ in range(3):  # a live panel's polls
-        shown = {job.job_id: job for job in jobs.list_jobs(store)}
-        lost, queued = jobs.get(first, store), jobs.get(second, store)
-        assert jobs.for_key(RunConfig(**TINY, steps=200, seed=1).key(), store) == queued
-        assert jobs.stale(store) == {first: f"worker lost: process {NO_SUCH_PID} is gone"}
+        shown = {job.job_id: job for job in records.list_jobs(store)}
+        lost, queued = records.get(first, store), records.get(second, store)
+        assert records.for_key(RunConfig(**TINY, steps=200, seed=1).key(), store) == queued
+        assert doctor_queries.stale(store) == {first: f"worker lost: process {NO_SUCH_PID} is gone"}
     assert contents(store) == before and launches == [first]
     # what a reader is shown: the lost worker's job failed, the queued one waiting and why
     assert (lost.status, lost.message) == ("failed", f"worker lost: process {NO_SUCH_PID} is gone") == (
@@ -78,18 +77,18 @@ def test_reads_start_nothing_and_write_nothing(stranded, launches):
 
 def test_supervise_records_the_lost_job_and_starts_the_queue_once(stranded, launches):
     store, first, second = stranded
-    jobs.supervise(store)
+    scheduler.supervise(store)
     assert launches == [first, second]
-    assert json.loads(jobs.table(store).get(f"job:{first}"))["status"] == "failed"
-    assert jobs.get(second, store).status == "running" and jobs.stale(store) == {}
+    assert json.loads(records.table(store).get(f"job:{first}"))["status"] == "failed"
+    assert records.get(second, store).status == "running" and doctor_queries.stale(store) == {}
     before = contents(store)
-    jobs.supervise(store)  # nothing left to do: no write, no launch
+    scheduler.supervise(store)  # nothing left to do: no write, no launch
     assert contents(store) == before and launches == [first, second]
 
 
 def test_whoever_waits_on_a_stranded_job_gets_it_a_worker(stranded, launches):
     store, _, second = stranded
-    assert jobs.wait(second, timeout=0, store=store).status == "running"
+    assert scheduler.wait(second, timeout=0, store=store).status == "running"
     assert launches[-1] == second
 
 
@@ -97,18 +96,18 @@ def test_whoever_waits_on_a_stranded_job_gets_it_a_worker(stranded, launches):
 def test_a_change_records_the_lost_job_in_its_own_transaction(stranded, launches, change):
     store, first, second = stranded
     if change == "submit":  # the lost job's key can be claimed again at once
-        again = jobs.submit(RunConfig(**TINY, steps=200), store)
+        again = scheduler.submit(RunConfig(**TINY, steps=200), store)
         assert again != first and launches == [first, second]  # the queued job first, the new one queued behind
-        assert jobs.get(again, store).status == "queued"
+        assert records.get(again, store).status == "queued"
     else:
-        assert jobs.cancel(first, store) is False  # lost: already finished
+        assert scheduler.cancel(first, store) is False  # lost: already finished
         assert launches == [first, second]
-    assert json.loads(jobs.table(store).get(f"job:{first}"))["status"] == "failed"
+    assert json.loads(records.table(store).get(f"job:{first}"))["status"] == "failed"
 
 
 def test_an_idle_worker_records_a_lost_sibling_and_takes_the_queue(stranded, launches):
     store, first, second = stranded
     taken = worker.wait_for_work(store, 0.0)  # this process as an idle worker: one look, then it retires
     assert taken["job_id"] == second and taken["pid"] == os.getpid()
-    assert json.loads(jobs.table(store).get(f"job:{first}"))["status"] == "failed"
+    assert json.loads(records.table(store).get(f"job:{first}"))["status"] == "failed"
     assert launches == [first]  # taken by the worker itself, none launched

@@ -8,7 +8,7 @@ workers that are gone. Repair says what it removes, then: moves a damaged databa
 aside (keeping every result that still decodes, read row by row by SQLite and from
 every leaf page of the file: rows.py, pagescan.py), deletes unreadable results, rows
 with other keys (by rowid), orphan files, damaged records and orphan entries, and
-records stale jobs (``jobs.supervise``, which also starts a worker for the jobs
+records stale jobs (``scheduler.supervise``, which also starts a worker for the jobs
 queued behind them), all in one pass. Value files outside the store's directory are
 never read or deleted; a value file that is a link is removed as a link.
 
@@ -21,9 +21,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.jobs import table as jobs
-from hierpoly.results import bundles
-from hierpoly.results import pagescan, rows
+from hierpoly.jobs import doctor_queries, records, scheduler
+from hierpoly.results import bundles, pagescan, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
 from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
 
@@ -154,9 +153,9 @@ def _job_findings(store: Store) -> list[Finding]:
     if problem is not None:
         return [Finding("job table", str(db), problem, "move it aside and start an empty job table")]
     out = [Finding("job row", str(row.rowid), row.describe(), "delete the row") for row in not_text_rows(db)]
-    out += [Finding("job record", job_id, reason, "delete it") for job_id, reason in jobs.damaged(store).items()]
-    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in jobs.orphans(store)]
-    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in jobs.stale(store).items()]
+    out += [Finding("job record", job_id, reason, "delete it") for job_id, reason in doctor_queries.damaged(store).items()]
+    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in doctor_queries.orphans(store)]
+    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in doctor_queries.stale(store).items()]
     out += [Finding("reserve file", path.name, f"left by worker process {pid}, which is gone", "delete it")
             for path, pid in stale_reserves(store.directory)]
     return out
@@ -167,7 +166,7 @@ def stale_reserves(directory: Path) -> list[tuple[Path, int]]:
     out = []
     for path in sorted((directory / "jobs").glob("reserve-*")):
         pid = path.name[len("reserve-"):]
-        if pid.isdigit() and not jobs.process_alive(int(pid), None):
+        if pid.isdigit() and not records.process_alive(int(pid), None):
             out.append((path, int(pid)))
     return out
 
@@ -231,16 +230,16 @@ def _repair_one(store: Store, finding: Finding) -> None:
     elif finding.what == "value file":
         rows.entry_inside(store.directory, finding.name).unlink(missing_ok=True)  # a link goes, its target stays
     elif finding.what == "job table":
-        jobs.forget_table(store)
+        records.forget_table(store)
         _move_aside(Path(finding.name))
     elif finding.what == "job record":
-        jobs.remove(finding.name, store)
+        doctor_queries.remove(finding.name, store)
     elif finding.what == "job entry":
-        jobs.remove_entries([finding.name], store)
+        doctor_queries.remove_entries([finding.name], store)
     elif finding.what == "job row":
         rows.delete(store.directory / "jobs" / DB, int(finding.name))
     elif finding.what == "stale job":
-        jobs.supervise(store)
+        scheduler.supervise(store)
     elif finding.what == "reserve file":
         (store.directory / "jobs" / finding.name).unlink(missing_ok=True)
 

@@ -87,9 +87,7 @@ def open_checked() -> tuple[Store | None, list[str]]:
 
     Never raises for a damaged store, job table or job record: pages show the lines instead.
     """
-    from hierpoly.jobs import policy
-    from hierpoly.jobs import table as jobs
-
+    from hierpoly.jobs import doctor_queries, policy
     try:
         policy.current_mode()
         store = open_store()
@@ -103,7 +101,7 @@ def open_checked() -> tuple[Store | None, list[str]]:
     if store.read_only and store.damage is None:
         problems.append(f"The disk holding the store at {store.directory} is full: results are shown, "
                         "nothing new can be stored until space is freed.")
-    problems += jobs.table_problems(store)
+    problems += doctor_queries.table_problems(store)
     return store, problems
 
 
@@ -154,7 +152,7 @@ class SystemStatus:
     results: int
     size_bytes: int
     store_dir: Path
-    live_jobs: list  # jobs.Job in queued or running
+    live_jobs: list  # records.Job in queued or running
 
 
 def describe_device(info: dict | None) -> str:
@@ -169,8 +167,7 @@ def describe_device(info: dict | None) -> str:
 
 def system_status(store: Store) -> SystemStatus:
     """Device, store size and count, and live jobs."""
-    from hierpoly.jobs import table as jobs
-
+    from hierpoly.jobs import records
     info, source = device_probe(), "probe"
     if info is None:
         source = "pending"
@@ -183,7 +180,7 @@ def system_status(store: Store) -> SystemStatus:
                 result = None
             if result is not None and isinstance(result.meta.get("device"), dict):
                 info, source = result.meta["device"], "newest result"
-    live = [job for job in jobs.list_jobs(store) if job.status in ("queued", "running")]
+    live = [job for job in records.list_jobs(store) if job.status in ("queued", "running")]
     device = describe_device(info) if info is not None else "asking JAX…"
     return SystemStatus(device, source, len(store), store.size_bytes(), store.directory, live)
 

@@ -1,0 +1,113 @@
+"""The doctor's questions to the job table: damaged records, stale jobs, orphan entries, idle workers.
+
+Reads write nothing; ``remove`` and ``remove_entries`` are the doctor's repairs.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from hierpoly.jobs.records import all_records, degrade_table, degraded, forget_table, guarded, lost_reason, names, \
+    store_or_default, table
+from hierpoly.results import rows
+from hierpoly.results.codec import StoreError
+from hierpoly.failure import first_line
+from hierpoly.results.store import Store, damage_error, disk_is_full
+
+
+def damaged(store: Store | None = None) -> dict[str, str]:
+    """Job records that cannot be read: {job_id: reason}."""
+    store = store_or_default(store)
+    with guarded(store):
+        return all_records(table(store))[1]
+
+
+def remove(job_id: str, store: Store | None = None) -> None:
+    """Delete a job record and everything kept for it (doctor removes damaged records this way)."""
+    store = store_or_default(store)
+    t = table(store)
+    with guarded(store), t.transact():
+        for prefix in ("job", "progress", "beat", "cancel"):
+            t.delete(f"{prefix}:{job_id}")
+        for name in [n for n in names(t) if n.startswith("claim:")]:
+            if t.get(name) == job_id:
+                t.delete(name)
+
+
+def idle_worker_pids(store: Store | None = None) -> list[int]:
+    """Pids of workers waiting for work (for tests and `doctor`)."""
+    t = table(store_or_default(store))
+    pids = []
+    for name in [n for n in names(t) if n.startswith("idle:")]:
+        try:
+            pids.append(int(json.loads(t.get(name))["pid"]))
+        except (TypeError, ValueError, KeyError, StoreError):
+            continue
+    return pids
+
+
+def stale(store: Store | None = None) -> dict[str, str]:
+    """Jobs still marked running whose worker is gone: {job_id: reason} (reads show them failed; ``supervise`` records it)."""
+    store = store_or_default(store)
+    t = table(store)
+    now = time.time()
+    with guarded(store):
+        records, _ = all_records(t)
+        full = disk_is_full(store.directory)
+        return {r["job_id"]: reason for r in records if (reason := lost_reason(t, r, now, full))}
+
+
+def orphans(store: Store | None = None) -> list[str]:
+    """Table entries that belong to no readable job (claims, progress, beats, cancels)."""
+    store = store_or_default(store)
+    t = table(store)
+    with guarded(store):
+        records, _ = all_records(t)
+        ids = {r["job_id"] for r in records}
+        out = []
+        for name in names(t):
+            prefix, _, rest = name.partition(":")
+            if prefix == "claim":
+                value = t.get(name)
+                if not isinstance(value, str) or value not in ids:
+                    out.append(name)
+            elif prefix in ("progress", "beat", "cancel") and rest not in ids:
+                out.append(name)
+        return out
+
+
+def remove_entries(names: list[str], store: Store | None = None) -> None:
+    """Delete job-table entries by name (doctor's repair of orphans)."""
+    store = store_or_default(store)
+    t = table(store)
+    with guarded(store), t.transact():
+        for name in names:
+            t.delete(name)
+
+
+
+def table_problems(store: Store) -> list[str]:
+    """One line each for what the pages cannot show of the job table: damage, damaged records, rows of other keys.
+
+    A table read row by row since it was damaged (``records.degrade_table``) is reopened whole once it passes
+    SQLite's check again.
+    """
+    path = store.directory / "jobs"
+    try:
+        if degraded(store) and not disk_is_full(store.directory) and rows.quick_check(path / "cache.db") is None:
+            forget_table(store)  # repaired meanwhile
+        bad = damaged(store)
+        other = [rowid for rowid, name in rows.listing(table(store)) if not isinstance(name, str)]
+    except (StoreError, sqlite3.Error) as err:
+        degrade_table(store, err if isinstance(err, StoreError) else damage_error(err, "the job table", path))
+        return [f"{first_line(err)} (jobs shown as far as they can be read)"]
+    out = [f"{len(bad)} job record(s) cannot be read and are not shown: run `python -m hierpoly doctor --repair`"] \
+        if bad else []
+    if other:
+        out.append(f"skipped {len(other)} row(s) of the job table whose key is not text (rowid "
+                   f"{rows.rowid_list(other)}): run `python -m hierpoly doctor --repair`")
+    if degraded(store) and not disk_is_full(store.directory):
+        out.append(f"the job table at {path} cannot be read whole: run `python -m hierpoly doctor --repair` "
+                   "(jobs shown as far as they can be read)")
+    return out
