@@ -201,6 +201,7 @@ def _lists_results(at: AppTest, results: int) -> bool:
     return any(len(frame.value) == results for frame in at.dataframe)
 
 
+@pytest.mark.slow  # ten page views
 def test_every_page_works_before_and_after_rows_whose_key_is_not_text_are_removed(cache_dir, capsys):
     not_text_everywhere(cache_dir)
     assert page_failures() == {}
@@ -349,6 +350,7 @@ def damage_store(kind: str, directory: Path) -> None:
         overwrite_page(directory / "jobs" / "cache.db", table_root(directory / "jobs" / "cache.db"))
 
 
+@pytest.mark.slow  # five page views each
 @pytest.mark.parametrize("kind", ["store root page", "store header page", "store middle page", "job table"])
 def test_every_page_renders_on_a_damaged_database_with_a_one_line_banner(kind, cache_dir):
     keys = filled(cache_dir)
