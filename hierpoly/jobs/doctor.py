@@ -24,7 +24,7 @@ from pathlib import Path
 from hierpoly.jobs import doctor_queries, records, scheduler
 from hierpoly.results import bundles, pagescan, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
-from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
+from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full, stays_empty
 
 DB = "cache.db"
 
@@ -51,7 +51,7 @@ def integrity(db: Path) -> str | None:
     """
     if not db.exists():
         return None
-    if db.stat().st_size == 0:
+    if stays_empty(db):
         return "the database file is empty (0 bytes): it was cut short"
     try:
         con = rows.connect(db)

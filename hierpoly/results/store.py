@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,9 +154,27 @@ def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
 GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 
+CREATING_S = 5.0  # how long a database may stay at 0 bytes while another process creates it
+
+
+def stays_empty(db: Path, wait: float = CREATING_S) -> bool:
+    """Whether db is a file of 0 bytes and stays so for `wait` seconds.
+
+    A process creating a database leaves it empty for a moment (SQLite writes its first page
+    when it sets up the file); one that stays empty was cut short, and SQLite would open it as
+    a database without tables, every row gone without a word.
+    """
+    deadline = time.monotonic() + wait
+    while db.is_file() and db.stat().st_size == 0:
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def refuse_empty_file(db: Path, what: str) -> None:
-    """StoreError for a database cut to zero bytes: SQLite would open it as empty, losing every row silently."""
-    if db.is_file() and db.stat().st_size == 0:
+    """StoreError for a database cut to zero bytes (`stays_empty`), before SQLite opens it as an empty one."""
+    if stays_empty(db):
         raise StoreError(f"{what} at {db.parent} cannot be read (its database file is empty: 0 bytes, cut short): "
                          f"{REPAIR_HINT}")
 
