@@ -199,14 +199,14 @@ def coverage(spec: specs.SweepSpec, rep: figure2.Figure2Report | None) -> None:
                 st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]['message']}")
             st.rerun()
         grid_keys = {cfg.key() for cfg in spec.configs()}
-        if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.list_jobs(store)):
+        if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.live_jobs(store)):
             grid_progress(grid_keys)
 
 
 @st.fragment(run_every=2.0)
 def grid_progress(grid_keys: set) -> None:
     """Overall progress of this grid's jobs; reads the job table only."""
-    live = [j for j in jobs.list_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
+    live = [j for j in jobs.live_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
     if not live:
         st.rerun()
     done_now = sum(store.has(k) for k in grid_keys)

@@ -1,4 +1,6 @@
 """`bench`: the reference and production paths compute the same training, and `--quick` reports every figure."""
+import math
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -41,6 +43,20 @@ def test_reference_and_the_pair_product_path_take_the_same_steps():
         np.testing.assert_allclose(prod_params[name], ref_params[name], rtol=1e-3, atol=1e-4, err_msg=name)
 
 
+def test_the_readable_loop_takes_the_scanned_steps():
+    """engine.reference.train_reference, step by step, is the lax.scan the bench times: the same floats."""
+    cfg = RunConfig(d=3, n=128, m2=16, n_test=16, steps=5)
+    params, losses = reference.train_reference(cfg)
+    data, start = make_data(cfg), model.init(keys(cfg.seed)["init"], cfg)
+    state = loop.adam_state(start)
+    (scanned, _), scan_losses = reference.reference_steps(start, state[1], data.x_train, data.y_train,
+                                                          jnp.float32(cfg.lr), n_steps=5)
+    assert len(losses) == 5 and losses[-1] < losses[0]  # it trains
+    np.testing.assert_allclose(losses, np.asarray(scan_losses), rtol=1e-5)
+    for name in params:
+        np.testing.assert_allclose(params[name], scanned[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_chunk_count_follows_the_loop():
     """The projection counts a run's chunks with the loop's own sizing: as many as a real run's history rows."""
     cfg = RunConfig(d=4, n=256, m2=50, n_test=64, n_eval=4096, steps=200, tol=0.0, feature_tol=0.0)
@@ -55,9 +71,9 @@ def test_chunk_count_follows_the_loop():
 def test_quick_bench_reports_every_figure():
     out = report.run_bench(quick=True, log=lambda line: None)
     (case,) = out["cases"]
-    # the bench's claim, not its arithmetic: production beats the plain jitted Adam scan (measured here, a loaded
-    # 2-core CPU: 2.3x and 6.5x in the two rounds, 4.2x their median)
-    assert case["speedup"] > 1
+    # the figures, not a speed: how fast production runs against the reference is the bench's own report, read
+    # where the bench runs (a CI machine's load decides nothing here)
+    assert math.isfinite(case["speedup"]) and case["speedup"] > 0
     assert set(case["breakdown"]) >= {"first_block_share", "first_block_peak_fraction", "second_block_share",
                                       "loss_share", "optimizer_share", "round_trip_ms", "rest_ms", "accounted_share"}
     parts = sum(case["breakdown"][f"{name}_ms"] for name in ("first_block", "second_block", "loss", "optimizer", "round_trip",
@@ -106,3 +122,14 @@ def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
     assert set(shipped) <= set(spec.cells()) and len(shipped) == 35 and (24, 110592) in shipped
     for (d, n), runs in shipped.items():
         assert len(runs) == spec.seeds_for(d, n) and all(cfg.key() == spec.config(d, n, cfg.seed).key() for cfg, _, _ in runs)
+
+
+@pytest.mark.slow
+def test_the_page_bench_reports_each_store_size():
+    """`bench --page --quick`: every figure of the page bench, whatever they read (a benchmark, not a speed test)."""
+    from hierpoly.bench import page
+
+    out = page.measure_page(quick=True, log=lambda line: None)
+    assert [row["results"] for row in out["stores"]] == list(page.QUICK["sizes"])
+    assert all(0 < row["min_s"] <= row["median_s"] <= row["max_s"] for row in out["stores"])
+    assert out["jobs"] == page.QUICK["jobs"] and f"{page.QUICK['sizes'][-1]} stored results" in page.format_page(out)

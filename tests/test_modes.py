@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import policy, records, scheduler, worker_protocol
+from hierpoly.jobs import policy, processes, records, scheduler, worker_protocol
 from hierpoly.results.store import Store
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
@@ -165,7 +165,7 @@ def running_job(store: Store, cfg: RunConfig, owner: str) -> str:
     job_id = "feedc0de" + cfg.key()[:8]
     now = time.time()
     rec = {"job_id": job_id, "key": cfg.key(), "config": cfg.to_dict(), "status": "running", "message": "running",
-           "pid": os.getpid(), "pid_start": records.process_start(os.getpid()), "host": socket.gethostname(),
+           "pid": os.getpid(), "pid_start": processes.process_start(os.getpid()), "host": socket.gethostname(),
            "created": now, "updated": now, "heartbeat": now, "total_steps": cfg.total_steps, "owner": owner}
     table = records.table(store)
     table.set(f"job:{job_id}", json.dumps(rec))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import doctor_queries, records, scheduler, worker
+from hierpoly.jobs import doctor_queries, policy, records, scheduler, worker, worker_protocol
 from hierpoly.results.store import Store
 
 TINY = dict(d=4, n=256, m2=50, n_test=256)
@@ -111,3 +112,57 @@ def test_an_idle_worker_records_a_lost_sibling_and_takes_the_queue(stranded, lau
     assert taken["job_id"] == second and taken["pid"] == os.getpid()
     assert json.loads(records.table(store).get(f"job:{first}"))["status"] == "failed"
     assert launches == [first]  # taken by the worker itself, none launched
+
+
+# ---------------------------------------------- the core guarantees, without processes
+def test_one_live_job_per_key_however_many_submit_at_once(launches):
+    store = Store()
+    cfg = RunConfig(**TINY, steps=200)
+    with ThreadPoolExecutor(8) as pool:  # eight visitors click Run on the same config at once
+        ids = set(pool.map(lambda who: scheduler.submit(cfg, store, owner=who), [f"visitor {i}" for i in range(8)]))
+    assert len(ids) == 1 and launches == list(ids)  # one job, one worker
+    (job_id,) = ids
+    assert scheduler.submit(cfg, store) == job_id and records.for_key(cfg.key(), store).job_id == job_id
+    worker_protocol.finish(store, job_id, "failed", "stopped by the test")  # this process is its worker
+    again = scheduler.submit(cfg, store)  # a finished job's key may be run again: a new job
+    assert again != job_id and [j.job_id for j in records.live_jobs(store)] == [again]
+    # the worker that finished waits for work (registered idle): it takes the new job, no second launch
+    assert launches == [job_id] and "an idle worker is taking it" in records.get(again, store).message
+
+
+def test_per_visitor_and_total_queue_limits_hold_at_submission(launches):
+    store = Store()
+    limits = scheduler.QueueLimits(total=3, per_owner=2)
+    cfgs = [RunConfig(**TINY, steps=200, seed=s) for s in range(5)]
+    alice = [scheduler.submit(cfg, store, owner="alice", limits=limits) for cfg in cfgs[:2]]
+    with pytest.raises(scheduler.QueueFull, match=r"you already have 2 runs queued or running \(at most 2 per visitor\)"):
+        scheduler.submit(cfgs[2], store, owner="alice", limits=limits)
+    assert scheduler.submit(cfgs[0], store, owner="alice", limits=limits) == alice[0]  # a live config is no new job
+    scheduler.submit(cfgs[2], store, owner="bob", limits=limits)
+    with pytest.raises(scheduler.QueueFull, match=r"the queue is full \(3 runs queued or running, at most 3\)"):
+        scheduler.submit(cfgs[3], store, owner="carol", limits=limits)
+    assert scheduler.cancel(alice[1], store)  # queued: cancelled at once, and its place is free again
+    scheduler.submit(cfgs[3], store, owner="alice", limits=limits)
+    assert len(records.live_jobs(store)) == 3 and launches == [alice[0]]  # one worker slot: the rest wait
+
+
+def test_the_page_refuses_in_the_words_of_the_submission(launches, monkeypatch):
+    """Classroom mode: Run is greyed with the reason the submission itself gives (one limits rule)."""
+    monkeypatch.setenv("HIERPOLY_MODE", "classroom")
+    monkeypatch.setenv("HIERPOLY_QUEUE_LIMIT", "3")
+    store = Store()
+    cfgs = [RunConfig(**TINY, steps=200, seed=s) for s in range(4)]
+    for cfg in cfgs[:2]:
+        policy.submit_from_web(cfg, store, "alice")
+    for who, cfg, words in (("alice", cfgs[2], "at most 2 per visitor"), ("carol", cfgs[3], "the queue is full")):
+        if who == "carol":
+            policy.submit_from_web(cfgs[2], store, "bob")
+        refusal = policy.launch_refusal(cfg, store, who)
+        with pytest.raises(scheduler.QueueFull) as refused:
+            policy.submit_from_web(cfg, store, who)
+        assert words in refusal and refusal == str(refused.value)
+    assert policy.launch_refusal(cfgs[0], store, "carol") is None  # a live run is shared, never refused
+    wide = RunConfig(**{**TINY, "m2": 5000}, steps=200)
+    with pytest.raises(policy.PolicyError, match="at most 4096"):
+        policy.submit_from_web(wide, store, "dave")
+    assert len(launches) == 1

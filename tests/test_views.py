@@ -207,18 +207,17 @@ def test_kappa_axis_and_n_star_views():
 
 
 def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):
-    """Readers parse every job's rows every second: older training rows drop their 256 numbers."""
-    import json
-
-    from hierpoly.jobs import records, worker_protocol
+    """Only the newest training row keeps its 256 numbers; rows are read from the last one seen."""
+    from hierpoly.jobs import progress_log, records, worker_protocol
     from hierpoly.results.store import Store
 
     store = Store(tmp_path / "store")
     p = np.linspace(-1, 1, 8)
     for row in (_row(0, "starting", sample=p), _row(10, sample=-p), _row(20, sample=2 * p), _row(20, "evaluating")):
         worker_protocol.add_progress(store, "job", row)
-    rows = [Progress.from_json(r) for r in json.loads(records.table(store).get("progress:job"))]
+    rows = progress_log.rows(records.table(store), "job")
     assert [len(r.feature_sample) for r in rows] == [8, 0, 8, 0]
+    assert progress_log.rows(records.table(store), "job", since=2) == rows[2:]  # read from the last one seen
     snapshot = monitor.live_snapshot(rows)
     assert snapshot.step == 20 and np.allclose(snapshot.g, 2 * p) and np.allclose(snapshot.p, p)
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hierpoly.jobs import doctor_queries, records, scheduler, warmup, worker
+from hierpoly.jobs import doctor_queries, processes, records, scheduler, warmup, worker
 from hierpoly.results.store import Store
 from hierpoly.views import tour
 
@@ -19,7 +19,7 @@ from hierpoly.views import tour
 def _row(store: Store, **fields) -> None:
     """The warm row as a warm worker in this process would write it."""
     me = os.getpid()
-    row = {"pid": me, "start": records.process_start(me), "host": socket.gethostname(), "seconds": None, "message": "",
+    row = {"pid": me, "start": processes.process_start(me), "host": socket.gethostname(), "seconds": None, "message": "",
            **fields}
     records.table(store).set(warmup.ROW, json.dumps(row))
 
@@ -124,12 +124,15 @@ def test_the_warm_workers_first_job_of_the_default_shape_compiles_nothing(monkey
     try:
         warmup.start(store, [tour.tour_config()], server=server.pid)
         state = _wait_for(lambda: (s := warmup.readiness(store)).settled and s, 300)
+        settled = time.time()
         assert state.ready, state
         (log,) = (cache_dir / "jobs" / "logs").glob("warm-*.log")
         compiled = _compilations(log)
         assert compiled > 0 and any((cache_dir / "xla").iterdir())  # compiled, and into the persistent cache too
         assert len(store) == 0  # the rehearsal stored nothing
-        time.sleep(3)  # past its idle timeout: it stays while the server runs
+        # past its idle timeout (1 s) it stays while the server runs: it still polls for work 2 s after it settled
+        _wait_for(lambda: float(records.idle_table(records.table(store)).get(str(state.pid), {}).get("beat", 0))
+                  > settled + 2, 60)
         job = scheduler.wait(scheduler.submit(tour.tour_config(), store), timeout=180, store=store)
         assert job.status == "done" and job.pid == state.pid, (job.status, job.message, job.pid, state.pid)
         assert _compilations(log) == compiled, log.read_text()[-2000:]  # its first job compiled nothing

@@ -8,19 +8,41 @@ import json
 import sqlite3
 import time
 
-from hierpoly.jobs.records import all_records, degrade_table, degraded, forget_table, guarded, lost_reason, names, \
-    store_or_default, table
+from hierpoly.failure import first_line
+from hierpoly.jobs import progress_log
+from hierpoly.jobs.records import (
+    all_records,
+    degrade_table,
+    degraded,
+    forget_table,
+    guarded,
+    idle_table,
+    live_ids,
+    lost_reason,
+    names,
+    records_version,
+    store_or_default,
+    table,
+)
 from hierpoly.results import rows
 from hierpoly.results.codec import StoreError
-from hierpoly.failure import first_line
 from hierpoly.results.store import Store, damage_error, disk_is_full
+
+_damaged: dict[str, tuple[tuple, dict[str, str]]] = {}  # table -> (records' version, damaged records)
 
 
 def damaged(store: Store | None = None) -> dict[str, str]:
-    """Job records that cannot be read: {job_id: reason}."""
+    """Job records that cannot be read: {job_id: reason}. Every page asks (a banner): the records are read
+    again only when one has changed since this process last read them (``records_version``)."""
     store = store_or_default(store)
+    t = table(store)
     with guarded(store):
-        return all_records(table(store))[1]
+        version, kept = records_version(t), _damaged.get(str(t.directory))
+        if version is None or kept is None or kept[0] != version:
+            kept = (version, all_records(t)[1])
+            if version is not None:
+                _damaged[str(t.directory)] = kept
+    return dict(kept[1])
 
 
 def remove(job_id: str, store: Store | None = None) -> None:
@@ -28,8 +50,11 @@ def remove(job_id: str, store: Store | None = None) -> None:
     store = store_or_default(store)
     t = table(store)
     with guarded(store), t.transact():
-        for prefix in ("job", "progress", "beat", "cancel"):
+        progress_log.remove(t, job_id)
+        for prefix in ("job", "beat", "cancel"):
             t.delete(f"{prefix}:{job_id}")
+        if t.get("live") is not None:
+            t.set("live", json.dumps(sorted(live_ids(t) - {job_id})))
         for name in [n for n in names(t) if n.startswith("claim:")]:
             if t.get(name) == job_id:
                 t.delete(name)
@@ -37,12 +62,11 @@ def remove(job_id: str, store: Store | None = None) -> None:
 
 def idle_worker_pids(store: Store | None = None) -> list[int]:
     """Pids of workers waiting for work (for tests and `doctor`)."""
-    t = table(store_or_default(store))
     pids = []
-    for name in [n for n in names(t) if n.startswith("idle:")]:
+    for entry in idle_table(table(store_or_default(store))).values():
         try:
-            pids.append(int(json.loads(t.get(name))["pid"]))
-        except (TypeError, ValueError, KeyError, StoreError):
+            pids.append(int(entry["pid"]))
+        except (TypeError, ValueError, KeyError):
             continue
     return pids
 
@@ -59,7 +83,7 @@ def stale(store: Store | None = None) -> dict[str, str]:
 
 
 def orphans(store: Store | None = None) -> list[str]:
-    """Table entries that belong to no readable job (claims, progress, beats, cancels)."""
+    """Table entries that belong to no readable job (claims, progress rows, beats, cancels)."""
     store = store_or_default(store)
     t = table(store)
     with guarded(store):
@@ -72,8 +96,10 @@ def orphans(store: Store | None = None) -> list[str]:
                 value = t.get(name)
                 if not isinstance(value, str) or value not in ids:
                     out.append(name)
-            elif prefix in ("progress", "beat", "cancel") and rest not in ids:
-                out.append(name)
+            else:
+                owner = progress_log.job_of(name) or (rest if prefix in ("beat", "cancel") else None)
+                if owner is not None and owner not in ids:
+                    out.append(name)
         return out
 
 
@@ -84,7 +110,6 @@ def remove_entries(names: list[str], store: Store | None = None) -> None:
     with guarded(store), t.transact():
         for name in names:
             t.delete(name)
-
 
 
 def table_problems(store: Store) -> list[str]:
@@ -98,7 +123,7 @@ def table_problems(store: Store) -> list[str]:
         if degraded(store) and not disk_is_full(store.directory) and rows.quick_check(path / "cache.db") is None:
             forget_table(store)  # repaired meanwhile
         bad = damaged(store)
-        other = [rowid for rowid, name in rows.listing(table(store)) if not isinstance(name, str)]
+        other = rows.not_text_rowids(table(store))
     except (StoreError, sqlite3.Error) as err:
         degrade_table(store, err if isinstance(err, StoreError) else damage_error(err, "the job table", path))
         return [f"{first_line(err)} (jobs shown as far as they can be read)"]

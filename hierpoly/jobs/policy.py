@@ -218,7 +218,7 @@ def launch_refusal(cfg: RunConfig, store: Store, visitor: str, *, locked: bool =
     try:
         limits = web_limits(cfg, store, locked=locked, signature=signature)
         check_budget(cfg, runner.retrained_source(cfg, store))
-        live = [job for job in records.list_jobs(store) if job.status in records.LIVE]
+        live = records.live_jobs(store)
     except REFUSALS as err:
         return str(err)
     if any(job.key == cfg.key() for job in live) or limits is None:

@@ -6,12 +6,18 @@ CLI or the Streamlit script that submitted it. Every process sees the same job t
 a diskcache in ``<store>/jobs``:
 
     job:<id>       JSON record (status, message, pid, times, total_steps, owner)
+    live           JSON list of the ids of the live (queued or running) jobs, kept by ``save``
     claim:<key>    id of the latest job for a config key (one live job per key)
-    progress:<id>  JSON list of ``Progress.to_json()`` rows, written by the worker
+    rows:<id> ...  the job's progress rows, one key each, written by the worker (progress_log.py)
     beat:<id>      the worker's last heartbeat (time.time())
     cancel:<id>    present when cancellation was asked for
-    idle:<pid>     a worker waiting for work (JSON: pid, start, host, beat)
+    idle           the workers waiting for work (JSON: {pid: {pid, start, host, beat}})
     warm           the warm worker's state (warmup.py)
+
+What a page reads every second costs what is live, not the table's history: ``get`` and
+``live_jobs`` read the live records (through ``live``) and the one job asked for, and a
+job's progress rows from the last one this process has read; ``list_jobs`` reads every
+record but only each finished job's newest row.
 
 Liveness is decided from the table and /proc, never by the worker's exit path: a
 running job whose pid is gone (same host) or whose heartbeat is older than LEASE_S is
@@ -32,7 +38,6 @@ Importing this module does not import JAX.
 from __future__ import annotations
 
 import json
-import os
 import socket
 import sqlite3
 import time
@@ -43,10 +48,23 @@ from dataclasses import dataclass
 from hierpoly import settings
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
+from hierpoly.jobs import progress_log
+from hierpoly.jobs.processes import process_alive
 from hierpoly.progress import Progress
 from hierpoly.results import rows
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import GUARDED, DiskFull, Store, damage_error, disk_is_full, open_cache, refuse_empty_file
+from hierpoly.results.rows import ReadOnlyCache
+from hierpoly.results.store import (
+    GUARDED,
+    DiskFull,
+    Store,
+    changes,
+    count_changes,
+    damage_error,
+    disk_is_full,
+    open_cache,
+    refuse_empty_file,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 
@@ -83,10 +101,11 @@ class Job:
     created: float
     updated: float
     heartbeat: float
-    progress: tuple[Progress, ...] = ()  # every row the worker wrote, oldest first
+    progress: tuple[Progress, ...] = ()  # the rows the worker wrote, oldest first (list_jobs: a finished job's newest)
     total_steps: int = 0  # RunConfig.total_steps: the cap (joint), T1 + T2 (layer-wise)
     owner: str | None = None  # who submitted it (a browser session), if known
     position: int | None = None  # queued: 1 = next to start
+    rows: int = 0  # progress rows the worker wrote
 
     @property
     def finished(self) -> bool:
@@ -106,7 +125,7 @@ class Job:
             "job_id": self.job_id, "key": self.key, "status": self.status, "message": self.message,
             "pid": self.pid, "created": self.created, "updated": self.updated, "heartbeat": self.heartbeat,
             "total_steps": self.total_steps, "progress": self.last.to_json() if self.last else None,
-            "progress_rows": len(self.progress), "position": self.position, "config": self.config.to_dict(),
+            "progress_rows": self.rows, "position": self.position, "config": self.config.to_dict(),
         }
 
 
@@ -127,17 +146,25 @@ def guarded(store: Store):
 
 
 def table(store: Store):
-    """The job table of a store (one diskcache per directory and process)."""
+    """The job table of a store (one diskcache per directory and process), counting changes to its records."""
     path = store.directory / "jobs"
     if str(path) not in _caches:
         with guarded(store):
             refuse_empty_file(path / "cache.db", "the job table")
-            _caches[str(path)] = open_cache(path, log_pages=LOG_PAGES)
+            cache = open_cache(path, log_pages=LOG_PAGES)
+            count_changes(cache, "job:")
+            _caches[str(path)] = cache
     return _caches[str(path)]
+
+
+def records_version(t) -> tuple[str, int] | None:
+    """Different after every change to a job record, by any process (progress rows and beats do not count)."""
+    return changes(t)
 
 
 def forget_table(store: Store) -> None:
     """Close this process's handle on a store's job table (doctor replaces damaged tables)."""
+    progress_log.forget(str(store.directory / "jobs"))
     cache = _caches.pop(str(store.directory / "jobs"), None)
     if cache is not None:
         cache.close()
@@ -177,9 +204,7 @@ def load(t, job_id: str) -> dict | None:
 def all_records(t) -> tuple[list[dict], dict[str, str]]:
     """Every readable job record, and {job_id: reason} for the damaged ones."""
     good, bad = [], {}
-    for name in names(t):
-        if not name.startswith("job:"):
-            continue
+    for name in _record_names(t):
         try:
             good.append(_parse(t.get(name)))
         except (ValueError, TypeError, KeyError, ConfigError, StoreError) as err:
@@ -188,17 +213,35 @@ def all_records(t) -> tuple[list[dict], dict[str, str]]:
     return good, bad
 
 
+def _record_names(t) -> list[str]:
+    """The `job:` names, by a range of the key index: the table's other rows (progress rows) are many more."""
+    if isinstance(t, ReadOnlyCache):  # a full disk: diskcache's own reader is not open
+        return [name for name in t.iterkeys() if isinstance(name, str) and name.startswith("job:")]
+    return [name for (name,) in t._sql("SELECT key FROM Cache WHERE key >= 'job:' AND key < 'job;' AND raw = 1")]
+
+
 def save(t, rec: dict) -> None:
+    """Write a record, and keep the live index with it (inside a write transaction)."""
     rec["updated"] = time.time()
     t.set(f"job:{rec['job_id']}", json.dumps(rec))
+    live = live_ids(t)
+    wanted = live | {rec["job_id"]} if rec["status"] in LIVE else live - {rec["job_id"]}
+    if wanted != live or t.get("live") is None:
+        t.set("live", json.dumps(sorted(wanted)))
 
 
-def _progress(t, job_id: str) -> tuple[Progress, ...]:
+def live_ids(t) -> set[str]:
+    """Ids of the live jobs: the index, or (a table written before it) every record's status."""
     try:
-        rows = json.loads(t.get(f"progress:{job_id}") or "[]")
-        return tuple(Progress.from_json(row) for row in rows)
-    except (ValueError, TypeError, AttributeError, StoreError):
-        return ()  # damaged progress: the job itself is still reported
+        return set(json.loads(t.get("live")))
+    except (TypeError, ValueError, StoreError):
+        return {r["job_id"] for r in all_records(t)[0] if r["status"] in LIVE}
+
+
+def live_records(t) -> list[dict]:
+    """The readable records of the live jobs (a record that left LIVE meanwhile is left out)."""
+    records = (load(t, job_id) for job_id in sorted(live_ids(t)))
+    return [r for r in records if r is not None and r["status"] in LIVE]
 
 
 def beat_time(t, rec: dict) -> float:
@@ -208,17 +251,21 @@ def beat_time(t, rec: dict) -> float:
         return float(rec.get("heartbeat") or rec["created"])
 
 
-def _snapshot(t, rec: dict, position: int | None = None) -> Job:
+def _snapshot(t, rec: dict, position: int | None = None, newest_only: bool = False) -> Job:
+    rows = progress_log.last(t, rec["job_id"]) if newest_only else progress_log.rows(t, rec["job_id"])
     return Job(
         job_id=rec["job_id"], key=rec["key"], config=RunConfig.from_dict(rec["config"]), status=rec["status"],
         message=rec["message"], pid=rec.get("pid"), created=rec["created"], updated=rec.get("updated", rec["created"]),
-        heartbeat=beat_time(t, rec), progress=_progress(t, rec["job_id"]), total_steps=rec["total_steps"],
-        owner=rec.get("owner"), position=position,
+        heartbeat=beat_time(t, rec), progress=rows, total_steps=rec["total_steps"],
+        owner=rec.get("owner"), position=position, rows=progress_log.count(t, rec["job_id"]),
     )
 
 
 def _queue_views(t, records: list[dict], only: str | None = None) -> list[Job]:
-    """Snapshots of records (or of job `only`); queued ones carry their position and the reason they wait."""
+    """Snapshots of records (or of job `only`); queued ones carry their position and the reason they wait.
+
+    A finished job's snapshot carries its newest progress row only, unless it is the one asked for.
+    """
     queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
     running = sum(r["status"] == "running" for r in records)
     order = {r["job_id"]: i + 1 for i, r in enumerate(queued)}
@@ -228,7 +275,7 @@ def _queue_views(t, records: list[dict], only: str | None = None) -> list[Job]:
         position = order.get(rec["job_id"])
         if position is not None:
             rec = dict(rec, message=_wait_reason(position, len(queued), running, idle))
-        out.append(_snapshot(t, rec, position))
+        out.append(_snapshot(t, rec, position, newest_only=only is None and rec["status"] not in LIVE))
     return out
 
 
@@ -241,35 +288,6 @@ def _wait_reason(position: int, queued: int, running: int, idle: int) -> str:
     else:  # a worker was lost and nothing that schedules has run since (see the module docstring)
         why = "a slot is free but no worker is waiting: the next run submitted, or a cancel, starts one"
     return f"position {position} of {queued} in the queue: {why}"
-
-
-def process_start(pid: int) -> str | None:
-    """Start time of a process (clock ticks since boot) from /proc, or None when not readable."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int, start: str | None) -> bool:
-    """Whether pid is a live (not zombie) process, and the same one when its start time is known."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: fall back to a signal-0 probe
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] in ("Z", "X"):
-        return False
-    return start is None or fields[19] == start
 
 
 def lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | None:
@@ -290,17 +308,25 @@ def lost_reason(t, rec: dict, now: float, disk_full: bool = False) -> str | None
     return None
 
 
+def idle_table(t) -> dict[str, dict]:
+    """The idle workers' entries by pid (text), as the workers wrote them; {} when none or damaged."""
+    try:
+        entries = json.loads(t.get("idle") or "{}")
+    except (TypeError, ValueError, StoreError):
+        return {}
+    return entries if isinstance(entries, dict) else {}
+
+
 def idle_entries(t, now: float) -> dict[str, bool]:
-    """The idle-worker entries by table name: True for a worker alive that polled within IDLE_FRESH_S."""
+    """The idle workers by pid: True for a worker alive that polled within IDLE_FRESH_S."""
     out = {}
-    for name in [n for n in names(t) if n.startswith("idle:")]:
+    for pid, entry in idle_table(t).items():
         try:
-            entry = json.loads(t.get(name))
             fresh = now - float(entry["beat"]) < IDLE_FRESH_S
             alive = entry.get("host") != socket.gethostname() or process_alive(int(entry["pid"]), entry.get("start"))
-        except (TypeError, ValueError, KeyError, StoreError):
+        except (TypeError, ValueError, KeyError, AttributeError):
             fresh = alive = False
-        out[name] = fresh and alive
+        out[pid] = fresh and alive
     return out
 
 
@@ -319,15 +345,76 @@ def mark_lost(t, store: Store, records: list[dict], now: float, record: bool = T
             save(t, rec)
 
 
-def _shown(store: Store) -> list[dict]:
-    """The readable records as they stand: a lost worker's job shown failed (or done), nothing written."""
+def _shown(store: Store, records: list[dict]) -> list[dict]:
+    """Records as they stand: a lost worker's job shown failed (or done), nothing written."""
+    mark_lost(table(store), store, records, time.time(), record=False)
+    return records
+
+
+def max_workers() -> int:
+    """Concurrent workers: $HIERPOLY_MAX_WORKERS (by default one: one GPU, or a small CPU)."""
+    try:
+        return max(1, int(settings.text("HIERPOLY_MAX_WORKERS")))
+    except ValueError:
+        return 1
+
+
+def get(job_id: str, store: Store | None = None) -> Job | None:
+    """The job as it stands now, or None (also for a damaged record); reads only (a lost worker's job shows failed).
+
+    Reads the live records (for a queued job's place) and this one, and its rows since the last read.
+    """
+    store = store_or_default(store)
+
     def read():
         t = table(store)
         with guarded(store):
-            records, _ = all_records(t)
-            mark_lost(t, store, records, time.time(), record=False)
-        return records
-    return tolerated(store, read, [])
+            records = live_records(t)
+            if all(r["job_id"] != job_id for r in records) and (rec := load(t, job_id)) is not None:
+                records.append(rec)
+            return _queue_views(t, _shown(store, records), only=job_id)
+    views = tolerated(store, read, [])
+    return views[0] if views else None
+
+
+def live_jobs(store: Store | None = None) -> list[Job]:
+    """The queued and running jobs, newest first, with their rows; reads only the live records, as `get`.
+
+    A job whose worker was lost is shown failed (or done) and left out.
+    """
+    store = store_or_default(store)
+
+    def read():
+        t = table(store)
+        with guarded(store):
+            return [job for job in _queue_views(t, _shown(store, live_records(t))) if job.status in LIVE]
+    return sorted(tolerated(store, read, []), key=lambda j: j.created, reverse=True)
+
+
+def for_key(key: str, store: Store | None = None) -> Job | None:
+    """The most recent job for a config key, or None."""
+    store = store_or_default(store)
+
+    def read():
+        with guarded(store):
+            return table(store).get(f"claim:{key}")
+    job_id = tolerated(store, read, None)
+    return get(job_id, store) if isinstance(job_id, str) else None
+
+
+def list_jobs(store: Store | None = None) -> list[Job]:
+    """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`.
+
+    A finished job comes with its newest progress row only (``Job.rows`` counts them all): ``get`` gives
+    all of them. For the Results page and the CLI's `jobs`; a page that polls asks ``live_jobs``.
+    """
+    store = store_or_default(store)
+
+    def read():
+        t = table(store)
+        with guarded(store):
+            return _queue_views(t, _shown(store, all_records(t)[0]))
+    return sorted(tolerated(store, read, []), key=lambda j: j.created, reverse=True)
 
 
 def tolerated(store: Store, read: Callable, empty):
@@ -349,58 +436,16 @@ def tolerated(store: Store, read: Callable, empty):
 def degrade_table(store: Store, err: StoreError) -> None:
     """Read this store's job table row by row from now on (``rows.ReadOnlyCache``: writes raise err)."""
     path = str(store.directory / "jobs")
-    if isinstance(_caches.get(path), rows.ReadOnlyCache):
+    if isinstance(_caches.get(path), ReadOnlyCache):
         return
     forget_table(store)
     try:
-        _caches[path] = rows.ReadOnlyCache(store.directory / "jobs", err)
+        _caches[path] = ReadOnlyCache(store.directory / "jobs", err)
     except (sqlite3.Error, StoreError):
         pass  # not even row by row: reads answer empty
 
 
 def degraded(store: Store) -> bool:
     """Whether this process reads the store's job table row by row (see `degrade_table`)."""
-    return isinstance(_caches.get(str(store.directory / "jobs")), rows.ReadOnlyCache)
-
-
-def max_workers() -> int:
-    """Concurrent workers: $HIERPOLY_MAX_WORKERS (by default one: one GPU, or a small CPU)."""
-    try:
-        return max(1, int(settings.text("HIERPOLY_MAX_WORKERS")))
-    except ValueError:
-        return 1
-
-
-def get(job_id: str, store: Store | None = None) -> Job | None:
-    """The job as it stands now, or None (also for a damaged record); reads only (a lost worker's job shows failed)."""
-    store = store_or_default(store)
-    records = _shown(store)
-
-    def read():
-        with guarded(store):
-            return _queue_views(table(store), records, only=job_id)
-    views = tolerated(store, read, [])
-    return views[0] if views else None
-
-
-def for_key(key: str, store: Store | None = None) -> Job | None:
-    """The most recent job for a config key, or None."""
-    store = store_or_default(store)
-
-    def read():
-        with guarded(store):
-            return table(store).get(f"claim:{key}")
-    job_id = tolerated(store, read, None)
-    return get(job_id, store) if isinstance(job_id, str) else None
-
-
-def list_jobs(store: Store | None = None) -> list[Job]:
-    """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`."""
-    store = store_or_default(store)
-    records = _shown(store)
-
-    def read():
-        with guarded(store):
-            return _queue_views(table(store), records)
-    return sorted(tolerated(store, read, []), key=lambda j: j.created, reverse=True)
+    return isinstance(_caches.get(str(store.directory / "jobs")), ReadOnlyCache)
 

@@ -15,6 +15,7 @@ is said to have stopped on a full disk. Importing this module does not import JA
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import socket
@@ -27,18 +28,19 @@ from dataclasses import dataclass
 
 from hierpoly.config import RunConfig
 from hierpoly.jobs.budget import check_budget
+from hierpoly.jobs.processes import process_start
 from hierpoly.jobs.records import (
     LIVE,
     Job,
-    all_records,
     get,
     guarded,
     idle_entries,
+    idle_table,
+    live_records,
     load,
     lost_reason,
     mark_lost,
     max_workers,
-    process_start,
     save,
     store_or_default,
     table,
@@ -69,8 +71,8 @@ def _reap_children() -> None:
 def _idle_workers(t, now: float) -> int:
     """Workers waiting for work; the stale entries are removed (inside a write transaction)."""
     entries = idle_entries(t, now)
-    for name in [name for name, waiting in entries.items() if not waiting]:
-        t.delete(name)
+    if not all(entries.values()):
+        t.set("idle", json.dumps({pid: e for pid, e in idle_table(t).items() if entries.get(pid)}))
     return sum(entries.values())
 
 
@@ -93,8 +95,8 @@ def _plan(t, records: list[dict], now: float) -> list[dict]:
 def _schedule(store: Store, change: Callable | None = None):
     """The one place that schedules; returns what change returned.
 
-    In one write transaction: lost workers' jobs are recorded, change(t, records) is applied
-    (a submit's claim, a cancel; it edits records in place and appends new ones) and the
+    In one write transaction: lost workers' jobs are recorded, change(t, records) is applied to the
+    live records (a submit's claim, a cancel; it edits them in place and appends new ones) and the
     queued jobs that get a new worker are marked starting. Then those workers are started.
     """
     _reap_children()
@@ -102,7 +104,7 @@ def _schedule(store: Store, change: Callable | None = None):
     now = time.time()
     with guarded(store):
         with t.transact():
-            records, _ = all_records(t)
+            records = live_records(t)
             mark_lost(t, store, records, now)
             out = change(t, records) if change is not None else None
             to_start = _plan(t, records, now)
@@ -121,7 +123,7 @@ def supervise(store: Store | None = None) -> None:
     store = store_or_default(store)
     t, now = table(store), time.time()
     with guarded(store):
-        records, _ = all_records(t)
+        records = live_records(t)
         lost = any(lost_reason(t, r, now) for r in records)
         startable = any(r["status"] == "queued" for r in records) and \
             sum(r["status"] == "running" for r in records) < max_workers()
@@ -215,6 +217,8 @@ def _claim(t, records: list[dict], config: RunConfig, stored: bool, owner: str |
     key = config.key()
     current = t.get(f"claim:{key}")
     rec = next((r for r in records if r["job_id"] == current), None)
+    if rec is None and isinstance(current, str):  # not live: a finished job, or none
+        rec = load(t, current)
     if rec is not None and (rec["status"] in LIVE or (rec["status"] == "done" and stored)):
         return rec["job_id"]
     if not stored and (why := limits_refusal([r.get("owner") for r in records if r["status"] in LIVE], owner, limits)):
@@ -237,7 +241,7 @@ def cancel(job_id: str, store: Store | None = None) -> bool:
 
 
 def _cancel(t, records: list[dict], job_id: str) -> bool:
-    rec = next((r for r in records if r["job_id"] == job_id), None)
+    rec = next((r for r in records if r["job_id"] == job_id), None)  # the live ones: a finished job is not there
     if rec is None or rec["status"] not in LIVE:
         return False
     t.set(f"cancel:{job_id}", "1")

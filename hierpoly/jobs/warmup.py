@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
-from hierpoly.jobs import policy, records, scheduler, worker
+from hierpoly.jobs import policy, processes, records, scheduler, worker
 from hierpoly.results.store import Store
 
 ROW = "warm"  # the job table's entry for the warm worker
@@ -84,7 +84,7 @@ def readiness(store: Store) -> Readiness:
         return Readiness("")
     pid = row.get("pid")
     here = row.get("host") == socket.gethostname()
-    alive = isinstance(pid, int) and (not here or records.process_alive(pid, row.get("start")))
+    alive = isinstance(pid, int) and (not here or processes.process_alive(pid, row.get("start")))
     state = str(row.get("state", "")) if alive or row.get("state") == "failed" else "stopped"
     return Readiness(state, str(row.get("message") or ""), row.get("seconds"), pid)
 
@@ -115,7 +115,7 @@ def start(store: Store, configs: list[RunConfig], server: int | None = None) -> 
     except OSError as err:
         _write(store, {"state": "failed", "pid": None, "message": f"could not start it: {first_line(err)}"})
         return
-    _write(store, {"state": "starting", "pid": proc.pid, "start": records.process_start(proc.pid)}, only_new=True)
+    _write(store, {"state": "starting", "pid": proc.pid, "start": processes.process_start(proc.pid)}, only_new=True)
 
 
 def _write(store: Store, fields: dict, only_new: bool = False) -> None:
@@ -136,10 +136,10 @@ def _record(store: Store, **fields) -> None:
     with t.transact():
         row = _row(t) or {}
         other = row.get("pid")
-        if isinstance(other, int) and other != me and records.process_alive(other, row.get("start")):
+        if isinstance(other, int) and other != me and processes.process_alive(other, row.get("start")):
             return
         row = row if other == me else {"seconds": None, "message": ""}  # a dead worker's words are not mine
-        row.update(pid=me, start=records.process_start(me), host=socket.gethostname(), updated=time.time(), **fields)
+        row.update(pid=me, start=processes.process_start(me), host=socket.gethostname(), updated=time.time(), **fields)
         t.set(ROW, json.dumps(row))
 
 
@@ -167,11 +167,11 @@ def main(argv=None) -> int:
         return 2
     store = Store()
     server = int(argv[0])
-    server_start = records.process_start(server)
+    server_start = processes.process_start(server)
     if not warm_up(store, [RunConfig.from_dict(json.loads(text)) for text in argv[1:]]):
         return 1
     idle_s = worker.idle_seconds()
-    serving = lambda: records.process_alive(server, server_start)  # while the app runs, a class may click at any time
+    serving = lambda: processes.process_alive(server, server_start)  # while the app runs, a class may click at any time
     worker.serve(store, worker.wait_for_work(store, idle_s, serving), idle_s, serving)
     return 0
 

@@ -10,7 +10,9 @@ import os
 import socket
 import time
 
-from hierpoly.jobs.records import all_records, load, mark_lost, max_workers, process_start, save, table
+from hierpoly.jobs import progress_log
+from hierpoly.jobs.processes import process_start
+from hierpoly.jobs.records import idle_table, live_records, load, mark_lost, max_workers, save, table
 from hierpoly.progress import Progress
 from hierpoly.results.store import Store
 
@@ -34,10 +36,13 @@ def claim_start(store: Store, job_id: str) -> dict | None:
         return _take(t, rec)
 
 
-def _idle_entry(t) -> None:
+def _idle_entry(t, waiting: bool = True) -> None:
+    """Register this worker as waiting for work (or, not waiting, unregister it); inside a write transaction."""
     me = os.getpid()
-    entry = {"pid": me, "start": process_start(me), "host": socket.gethostname(), "beat": time.time()}
-    t.set(f"idle:{me}", json.dumps(entry))
+    entries = {pid: e for pid, e in idle_table(t).items() if pid != str(me)}
+    if waiting:
+        entries[str(me)] = {"pid": me, "start": process_start(me), "host": socket.gethostname(), "beat": time.time()}
+    t.set("idle", json.dumps(entries))
 
 
 def next_job(store: Store, retire: bool = False) -> dict | None:
@@ -50,17 +55,14 @@ def next_job(store: Store, retire: bool = False) -> dict | None:
     """
     t = table(store)
     with t.transact():
-        records, _ = all_records(t)
+        records = live_records(t)
         mark_lost(t, store, records, time.time())  # the pool notices a lost sibling: its slot is free again
         running = sum(r["status"] == "running" for r in records)
         queued = sorted((r for r in records if r["status"] == "queued"), key=lambda r: r["created"])
         if queued and running < max_workers():
-            t.delete(f"idle:{os.getpid()}")
+            _idle_entry(t, waiting=False)
             return _take(t, queued[0])
-        if retire:
-            t.delete(f"idle:{os.getpid()}")
-        else:
-            _idle_entry(t)
+        _idle_entry(t, waiting=not retire)
     return None
 
 
@@ -69,21 +71,10 @@ def heartbeat(store: Store, job_id: str) -> None:
 
 
 def add_progress(store: Store, job_id: str, row: Progress) -> None:
-    """Append a progress row (only the worker writes these).
-
-    Only the newest training row keeps its feature sample (the live scatter draws that one;
-    the stored result's snapshots come from the run itself): every reader parses these rows,
-    every second, for every job ever run, so they must not grow by 256 numbers a row.
-    """
+    """Append a progress row (only the worker writes these): one new key, whatever the job's length (progress_log.py)."""
     t = table(store)
     with t.transact():
-        rows = json.loads(t.get(f"progress:{job_id}") or "[]")
-        if row.is_history and row.feature_sample:
-            for old in rows:
-                if old.get("phase", "training") == "training":
-                    old["feature_sample"] = []
-        rows.append(row.to_json())
-        t.set(f"progress:{job_id}", json.dumps(rows))
+        progress_log.append(t, job_id, row)
         t.set(f"beat:{job_id}", repr(time.time()))
 
 

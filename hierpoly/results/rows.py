@@ -240,6 +240,14 @@ def listing(cache) -> list[tuple[int, object]]:
     return [(rowid, key if raw == 1 and isinstance(key, str) else NOT_TEXT) for rowid, key, raw in found]
 
 
+def not_text_rowids(cache) -> list[int]:
+    """The rowids of a cache's rows whose key is not text, by one query (no key is read into Python)."""
+    if isinstance(cache, ReadOnlyCache):
+        return [rowid for rowid, key in listing(cache) if not isinstance(key, str)]
+    found = cache._sql("SELECT rowid FROM Cache WHERE NOT (raw = 1 AND typeof(key) = 'text') ORDER BY rowid")
+    return [rowid for (rowid,) in found.fetchall()]
+
+
 def text_keys(cache) -> list[str]:
     """The text keys of a diskcache or ReadOnlyCache, in rowid order (other rows: see `listing`)."""
     return [key for _, key in listing(cache) if isinstance(key, str)]

@@ -2,7 +2,7 @@
 
 Everything here is pure pandas/numpy over a runs table with at least the columns
 ``arch, d, n, k, seed, test_loss, feature_corr`` (``Store.summaries()`` has them)
-and returns DataFrames; κ is read from these cells in ``kappa`` (``crossings``: where a
+and returns DataFrames; κ is read from these cells in ``kappa_fit`` (``crossings``: where a
 score crosses a threshold; ``exponents``: the table over targets); plotting is in ``plots``.
 
 Why the median leads: a seed that lands on a poor feature in a cell its siblings solve

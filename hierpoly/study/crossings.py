@@ -1,5 +1,5 @@
 """n*(d): where a cell score first crosses a threshold going up the n grid, the fit of log n* on log d,
-and one target's runs as a seed-by-cell matrix (``SeedGrid``) for the bootstrap in ``kappa``."""
+and one target's runs as a seed-by-cell matrix (``SeedGrid``) for the bootstrap in ``kappa_fit``."""
 from __future__ import annotations
 
 import math

@@ -180,7 +180,7 @@ def system_status(store: Store) -> SystemStatus:
                 result = None
             if result is not None and isinstance(result.meta.get("device"), dict):
                 info, source = result.meta["device"], "newest result"
-    live = [job for job in records.list_jobs(store) if job.status in ("queued", "running")]
+    live = records.live_jobs(store)
     device = describe_device(info) if info is not None else "asking JAX…"
     return SystemStatus(device, source, len(store), store.size_bytes(), store.directory, live)
 
