@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 
 from hierpoly.fieldspec import MORE, Choice, Number, PresetOrText, declare, field_specs
-from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError, canonical_link, raw_link
+from hierpoly.targets import LINK_PRESETS, SUPPORTED_K, TargetError, canonical_link, check_link, raw_link
 
 # Bump when the math or the stored result format changes: old results then get
 # new keys instead of being silently reused.
@@ -271,7 +271,9 @@ def _validate(cfg: RunConfig) -> None:
     _validate_source(cfg, need)
     try:
         canonical_link(cfg.link)
-    except TargetError as err:
+        if isinstance(cfg.d, int) and isinstance(cfg.k, int):  # else their own checks above have failed
+            check_link(cfg.link, cfg.d, cfg.k)
+    except (TargetError, OverflowError) as err:
         raise ConfigError(str(err)) from None
 
 

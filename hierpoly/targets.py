@@ -145,6 +145,18 @@ def link_name(link: str, d: int) -> str:
     return text
 
 
+@cache
+def check_link(text: str, d: int, k: int) -> None:
+    """TargetError (one line) unless the link parses and gives a target that can be normalised at this d and k,
+    as the ``target`` command checks it: every config is validated so, wherever its link came from."""
+    if k not in SUPPORTED_K or d < 1:
+        return  # the config's own checks name these
+    coefs = parse_link(raw_link(text, d))
+    normalisation(d, k, coefs, 0)
+    if k % 2 == 0:  # h_k even: C depends on how many λ_i are -1
+        normalisation(d, k, coefs, d)
+
+
 def lambdas(key, d: int):
     """λ_i uniform on {-1, +1}, as float32 (jax array)."""
     import jax
@@ -242,6 +254,9 @@ def normalisation(d: int, k: int, coefs: tuple[float, ...], n_minus: int = 0) ->
     q = len(coefs) - 1
     moments = feature_moments(d, k, n_minus if k % 2 == 0 else 0, 2 * q)
     second = sum(ci * cj * moments[i + j] for i, ci in enumerate(coefs) for j, cj in enumerate(coefs))
+    if not math.isfinite(second):
+        raise TargetError("this link's coefficients are too large: the target's second moment overflows "
+                          "(scale them down: C rescales the target anyway)")
     if not second > 0:
         raise TargetError("this link gives a target that is identically zero")
     return Normalisation(C=1.0 / math.sqrt(second), moments=tuple(moments), second_moment_unscaled=second)

@@ -164,10 +164,11 @@ def classroom_ui(store) -> None:
         st.caption("This run is stored already: the class will see its result at once, not watch it train. "
                    "Change the seed for a new run.")
     # signed: in classroom mode the server launches a locked config only while the signature matches
-    params = {**forms.params_from_config(classroom), forms.LOCK_PARAM: "1",
-              policy.SIGNATURE_PARAM: policy.sign(classroom, store)}
-    st.page_link("pages/1_Explore.py", label="Open the classroom link", icon=":material/lock:", query_params=params)
-    widgets.classroom_link(params, "learn")
+    params = widgets.locked_params(classroom, store)
+    if params is not None:
+        st.page_link("pages/1_Explore.py", label="Open the classroom link", icon=":material/lock:",
+                     query_params=params)
+        widgets.classroom_link(params, "learn")
 
 
 def main() -> None:

@@ -276,5 +276,7 @@ def test_a_transfer_is_estimated_as_g_once_and_the_second_block_per_step():
     cfg = transfer_config(source, "quadratic", 1024)
     est = budget.estimate(cfg)
     assert est.flops_per_step == 6.0 * 1024 * 1000  # the ReLU block forward and backward over n values of g
-    assert est.flops == 2.0 * 1024 * 20 * 400 + est.flops_per_step * cfg.steps
+    train = 2.0 * 1024 * 20 * 400 + est.flops_per_step * cfg.steps
+    scoring = budget.scoring_flops(cfg, budget.report_rows(cfg, train / budget.SUSTAINED_FLOPS_PER_SECOND))
+    assert est.flops == train + scoring  # and the scoring: n_eval points once, n_test at every report row
     assert est.flops < budget.estimate(RunConfig(d=20, n=1024)).flops / 1.5  # from scratch also steps the first block

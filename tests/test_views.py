@@ -87,7 +87,11 @@ def test_time_estimate_is_the_measured_pace_and_never_zero():
     assert fitted.per_step == pytest.approx(1e-3, rel=1e-3) and fitted.per_work == pytest.approx(1e-9, rel=1e-3)
     cfg = RunConfig(d=4, n=512, m1=16, m2=50, steps=200)
     est = monitor.time_estimate(cfg, summaries)
-    expected = pace.STARTUP_S + 5.0 + 200 * (1e-3 + 1e-9 * 512 * (4 * 16 + 50))
+    train = 200 * (1e-3 + 1e-9 * 512 * (4 * 16 + 50))
+    # scoring, apart from the fit: n_eval points and the monitor points of each report row, a forward pass each
+    scoring = pace.evaluation_seconds(cfg, fitted, train)
+    assert scoring > (cfg.n_eval + 50 * cfg.n_test) * 1e-9 * (4 * 16 + 50) / 3
+    expected = pace.STARTUP_S + 5.0 + train + scoring
     assert est.runs == 8 and est.seconds == pytest.approx(expected, rel=1e-3)
     # the classroom budget counts the same seconds the page shows
     assert policy.estimated_seconds(cfg, summaries) == est.seconds

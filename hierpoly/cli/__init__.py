@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from hierpoly.cli import bench, run, store, study, transfer
 from hierpoly.cli.options import config_from_args, fail
@@ -46,3 +48,6 @@ def main(argv=None) -> int:
         return fail(f"a number is too large: {err}")
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+    except BrokenPipeError:  # `jobs | head`: the reader has what it wanted; exiting must not write again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

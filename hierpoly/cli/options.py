@@ -92,9 +92,12 @@ def load_precomputed(store) -> None:
     from hierpoly.results import bundles
 
     try:
-        bundles.load_precomputed(store)
+        added = bundles.load_precomputed(store)
     except (bundles.BundleError, StoreError) as err:  # a full disk too: what is stored still serves
         print(f"warning: precomputed results not loaded: {err}", file=sys.stderr)
+        return
+    if added:  # a first start, or after a repair: what came back is said
+        print(f"note: loaded {len(added)} shipped results the store lacked from {bundles.PRECOMPUTED}", file=sys.stderr)
 
 
 def print_notes(store) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from hierpoly.cli.options import (
     fail,
@@ -50,6 +51,9 @@ def cmd_export(args) -> int:
     store = Store()
     table = store.summaries()
     print_notes(store)
+    for key, reason in table.attrs["problems"].items():
+        print(f"note: skipped result {key[:16]}, which cannot be read ({reason}): "
+              "`python -m hierpoly doctor` lists it", file=sys.stderr)
     if args.preset is not None:
         from hierpoly.jobs import executors
         from hierpoly.study import presets, specs

@@ -16,6 +16,8 @@ BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to u
 # (Golub & Van Loan): an upper bound on the eigvalsh that finds layer-wise 1/L, which does not run
 # at the matmul rate (m1 = m2 = 6000 took 27 s on a 2-core CPU; counted so, about 130 s).
 EIGEN_FLOPS_PER_CUBE = 9.0
+SUSTAINED_FLOPS_PER_SECOND = 3e10  # a 2-core CPU's sustained rate: how long a chunk of steps takes, for counting rows
+CHUNK_SECONDS, MIN_ROWS = 1.0, 50  # engine/loop.py's (not imported: that imports JAX)
 
 
 class BudgetError(ValueError):
@@ -81,21 +83,48 @@ def eigen_flops(cfg: RunConfig, n: int | None = None) -> float:
 
 
 TWO_LAYER_STEPS = 1.0 + 3 * 0.8 / 4  # the final run, plus three tuning trials on 0.8 n for a quarter of the cap
+# drawing one Gaussian coordinate of an evaluation point and its share of the target h(x): JAX's threefry bits
+# and normal transform run far below the matmul rate. Measured on the 2-core CPU, side by side with a matmul
+# running at 4e10 flop/s: 70-100 ns a coordinate for d = 64 and 1024 (2100-3100 flops at 3e10); it rules
+# the scoring of narrow networks (m1 ≤ ~1500 at any d)
+DRAW_FLOPS_PER_COORDINATE = 3000.0
+CHUNK_RAMP_ROWS = 8  # report rows while the chunk size grows from 1 step (×4 a chunk) to its working size
 
 
-def estimate(cfg: RunConfig) -> Estimate:
-    """Worst case: every step up to the cap (a run the rules stop early costs less)."""
+def point_work(cfg: RunConfig) -> int:
+    """The network's work per point, d·m1 + m2 multiply-adds: a forward pass is 2 flops of it, a step about 6."""
+    return cfg.d * cfg.m1 + cfg.m2
+
+
+def report_rows(cfg: RunConfig, train_seconds: float) -> int:
+    """Report rows a run writes, each scoring the n_test monitor points (engine/loop.py: a chunk is about
+    CHUNK_SECONDS of steps, at least MIN_ROWS chunks, one row a chunk), plus the step-0 row; at most a row a step."""
+    rows = CHUNK_RAMP_ROWS + max(MIN_ROWS, train_seconds / CHUNK_SECONDS)
+    return int(min(cfg.total_steps, rows)) + 1
+
+
+def scoring_flops(cfg: RunConfig, rows: int) -> float:
+    """The forward passes that score the run: the monitor points at every report row, the n_eval points once."""
+    points = cfg.n_eval + rows * cfg.n_test
+    return points * 2.0 * point_work(cfg) + cfg.n_eval * cfg.d * DRAW_FLOPS_PER_COORDINATE
+
+
+def estimate(cfg: RunConfig, source: RunConfig | None = None) -> Estimate:
+    """Worst case: every step up to the cap (a run the rules stop early costs less), the scoring of the monitor
+    and evaluation points, and `source`'s whole run when a transfer retrains its source first (runner.py)."""
     if cfg.arch == "two_layer":
         per_step = 6.0 * cfg.n * cfg.d * two_layer_width(cfg)
-        return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps * TWO_LAYER_STEPS)
-    if cfg.arch == TRANSFER:  # the frozen g once over the n points, then steps on the second block alone
-        # (a source stored without its first block is retrained once per store first: the source's own run)
+        train = per_step * cfg.total_steps * TWO_LAYER_STEPS
+    elif cfg.arch == TRANSFER:  # the frozen g once over the n points, then steps on the second block alone
         per_step = 6.0 * cfg.n * cfg.m2
-        return Estimate(memory_bytes(cfg), per_step, 2.0 * cfg.n * cfg.d * cfg.m1 + per_step * cfg.total_steps)
-    # ≈ forward + backward of both blocks; the first block by pair products is two (n × P) by (P × D) matmuls
-    first = 4.0 * cfg.n * pair_count(cfg.d) * (cfg.d + 1) if first_block_by_pairs(cfg) else 6.0 * cfg.n * cfg.d * cfg.m1
-    per_step = first + 6.0 * cfg.n * cfg.m2
-    return Estimate(memory_bytes(cfg), per_step, per_step * cfg.total_steps + eigen_flops(cfg))
+        train = 2.0 * cfg.n * cfg.d * cfg.m1 + per_step * cfg.total_steps
+    else:  # ≈ forward + backward of both blocks; the first block by pair products is two (n × P) by (P × D) matmuls
+        first = 4.0 * cfg.n * pair_count(cfg.d) * (cfg.d + 1) if first_block_by_pairs(cfg) else 6.0 * cfg.n * cfg.d * cfg.m1
+        per_step = first + 6.0 * cfg.n * cfg.m2
+        train = per_step * cfg.total_steps + eigen_flops(cfg)
+    rows = report_rows(cfg, train / SUSTAINED_FLOPS_PER_SECOND)
+    retrain = estimate(source).flops if source is not None else 0.0
+    return Estimate(memory_bytes(cfg), per_step, train + scoring_flops(cfg, rows) + retrain)
 
 
 def available_bytes() -> int:
@@ -128,9 +157,12 @@ def largest_n(cfg: RunConfig, limit: int) -> int:
     return lo
 
 
-def check_budget(config: RunConfig) -> None:
-    """Raise BudgetError when the config's memory or work estimate does not fit this machine."""
-    est = estimate(config)
+def check_budget(config: RunConfig, source: RunConfig | None = None) -> None:
+    """Raise BudgetError when the config's memory or work estimate does not fit this machine.
+
+    source: the config a transfer retrains first (``runner.retrained_source``), counted with it.
+    """
+    est = estimate(config, source)
     limit = int(BUDGET_FRACTION * available_bytes())
     if est.bytes > limit:
         fit = largest_n(config, limit)
@@ -141,11 +173,13 @@ def check_budget(config: RunConfig) -> None:
         )
     cap = max_flops()
     if est.flops > cap:
-        steps = max(0, int((cap - eigen_flops(config)) / est.flops_per_step))  # the eigen-solves come first
+        fixed = est.flops - est.flops_per_step * config.total_steps  # eigen-solves, scoring, a source's retraining
+        steps = max(0, int((cap - fixed) / est.flops_per_step))
         which = " (T1 + T2 together)" if config.mode == "layerwise" else ""
+        hint = f"at most {steps} steps{which} fit at this n" if steps else "lower n_eval, n_test, d or the widths"
         raise BudgetError(
             f"this run needs about {est.flops:.2g} floating-point operations, above the {cap:.2g} per job "
-            f"(HIERPOLY_MAX_FLOPS): at most {steps} steps{which} fit at this n"
+            f"(HIERPOLY_MAX_FLOPS){' with its source retrained first' if source is not None else ''}: {hint}"
         )
 
 

@@ -2,13 +2,15 @@
 
 Checks: SQLite's integrity check of both databases, that every stored value
 decodes (a missing value file, a pickled row, a damaged zip), rows whose key is
-not text, value files no row refers to, damaged job records, table entries of no
-job, and running jobs whose worker is gone. Repair says what it removes, then:
-moves a damaged database aside (keeping every result that still decodes, read
-row by row: rows.py), deletes unreadable results, rows with other keys (by
-rowid), orphan files, damaged records and orphan entries, and records stale jobs
-(``scheduler.supervise``, which also starts a worker for the jobs queued behind them).
-Value files outside the store's directory are never read or deleted.
+not text (in both databases), value files no row refers to, damaged job records,
+table entries of no job, running jobs whose worker is gone, and reserve files of
+workers that are gone. Repair says what it removes, then: moves a damaged database
+aside (keeping every result that still decodes, read row by row by SQLite and from
+every leaf page of the file: rows.py, pagescan.py), deletes unreadable results, rows
+with other keys (by rowid), orphan files, damaged records and orphan entries, and
+records stale jobs (``scheduler.supervise``, which also starts a worker for the jobs
+queued behind them), all in one pass. Value files outside the store's directory are
+never read or deleted; a value file that is a link is removed as a link.
 
 A full disk is not damage: checking works on it (read-only), repairing waits for room.
 """
@@ -20,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierpoly.jobs import doctor_queries, records, scheduler
-from hierpoly.results import rows
+from hierpoly.results import bundles, pagescan, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
-from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
+from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full, stays_empty
 
 DB = "cache.db"
 
@@ -31,7 +33,8 @@ DB = "cache.db"
 class Finding:
     """One problem: what it concerns, what is wrong, what --repair does."""
 
-    what: str  # store database | result | result row | value file | job table | job record | job entry | stale job
+    what: str  # store database | result | result row | value file | job table | job row | job record | job entry
+    # | stale job | reserve file
     name: str
     problem: str
     repair: str
@@ -41,9 +44,15 @@ class Finding:
 
 
 def integrity(db: Path) -> str | None:
-    """None when SQLite's integrity check passes (or there is no database yet), else the problem."""
+    """None when SQLite's integrity check passes (or there is no database yet), else the problem.
+
+    A file of zero bytes is damage too: this project's databases are never empty files, and SQLite
+    would read one as a database without tables, so every result it held would vanish without a word.
+    """
     if not db.exists():
         return None
+    if stays_empty(db):
+        return "the database file is empty (0 bytes): it was cut short"
     try:
         con = rows.connect(db)
         try:
@@ -52,11 +61,14 @@ def integrity(db: Path) -> str | None:
             con.close()
     except sqlite3.Error as err:
         return str(err)
-    return None if report == [("ok",)] else "; ".join(str(r[0]) for r in report[:3])
+    if report == [("ok",)]:
+        return None
+    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
+    return "; ".join(lines[:3]) + (f"; … ({len(lines)} problems)" if len(lines) > 3 else "")
 
 
 def value_files(directory: Path) -> set[str]:
-    """Value files (diskcache's ``*.val``) under a cache directory, relative paths."""
+    """Value files (diskcache's ``*.val``, links included) under a cache directory, relative paths."""
     return {str(p.relative_to(directory)) for p in directory.glob("*/*/*.val")}
 
 
@@ -64,22 +76,48 @@ def referenced_files(db: Path) -> set[str]:
     return {row.filename for row in rows.readable_rows(db)[0] if row.filename}
 
 
-def salvage(directory: Path) -> list[Result]:
-    """Every result in a (damaged) store database that still decodes, read row by row without diskcache."""
-    results = []
-    for row in rows.readable_rows(directory / DB)[0]:
-        try:
-            if not row.text_key:
-                continue
-            blob = rows.value_of(row, directory)
-            if not isinstance(blob, bytes):
-                continue
-            result = from_bytes(blob)
-            if result.key == row.key:
-                results.append(result)
-        except (StoreError, OSError, TypeError, ValueError):
+@dataclass(frozen=True)
+class Salvage:
+    """What a damaged store database still holds: results that decode, and counts of what was lost."""
+
+    results: list[Result]
+    lost: int  # rows with a text key whose value does not decode (or belongs to another key)
+    not_text: int  # rows whose key is not text: never results of this project
+    damaged_cells: int  # cells of leaf pages that could not be read at all
+
+
+def _candidates(db: Path) -> tuple[list[rows.Row], int]:
+    """Rows as SQLite reads them row by row, then every row on the file's leaf pages (its tree may be cut)."""
+    found = rows.readable_rows(db)[0]
+    try:
+        scanned = pagescan.scan(db)
+    except OSError:
+        return found, 0
+    return found + scanned.rows, scanned.damaged_cells
+
+
+def salvage(directory: Path) -> Salvage:
+    """Every result in a (damaged) store database that still decodes: SQLite's reading and a page scan together."""
+    kept: dict[str, Result] = {}
+    failed: set[str] = set()
+    not_text: set[int] = set()
+    candidates, damaged_cells = _candidates(directory / DB)
+    for row in candidates:
+        if not row.text_key:
+            not_text.add(row.rowid)
             continue
-    return results
+        if row.key in kept:
+            continue
+        try:
+            blob = rows.value_of(row, directory)
+            result = from_bytes(blob) if isinstance(blob, bytes) else None
+        except (StoreError, OSError, TypeError, ValueError, RecursionError):
+            result = None
+        if result is not None and result.key == row.key:
+            kept[row.key] = result
+        else:
+            failed.add(row.key)
+    return Salvage(list(kept.values()), len(failed - set(kept)), len(not_text), damaged_cells)
 
 
 def not_text_rows(db: Path) -> list[rows.Row]:
@@ -114,9 +152,22 @@ def _job_findings(store: Store) -> list[Finding]:
     problem = integrity(db)
     if problem is not None:
         return [Finding("job table", str(db), problem, "move it aside and start an empty job table")]
-    out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in doctor_queries.damaged(store).items()]
+    out = [Finding("job row", str(row.rowid), row.describe(), "delete the row") for row in not_text_rows(db)]
+    out += [Finding("job record", job_id, reason, "delete it") for job_id, reason in doctor_queries.damaged(store).items()]
     out += [Finding("job entry", name, "belongs to no job", "delete it") for name in doctor_queries.orphans(store)]
     out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in doctor_queries.stale(store).items()]
+    out += [Finding("reserve file", path.name, f"left by worker process {pid}, which is gone", "delete it")
+            for path, pid in stale_reserves(store.directory)]
+    return out
+
+
+def stale_reserves(directory: Path) -> list[tuple[Path, int]]:
+    """The reserve files (jobs/reserve-PID, worker.py) whose worker is no longer running."""
+    out = []
+    for path in sorted((directory / "jobs").glob("reserve-*")):
+        pid = path.name[len("reserve-"):]
+        if pid.isdigit() and not records.process_alive(int(pid), None):
+            out.append((path, int(pid)))
     return out
 
 
@@ -150,14 +201,25 @@ def repair(directory: Path, findings: list[Finding], say=print) -> None:
     for finding in findings:
         say(f"repairing {finding.line()}")
     if any(f.what == "store database" for f in findings):
-        kept = salvage(directory)
-        moved = _move_aside(directory / DB)
-        say(f"moved the damaged database to {moved.name}; keeping {len(kept)} readable results")
-        Store(directory).put_many(kept)
+        _salvage_database(directory, say)
         return repair(directory, _store_findings(directory) + _job_findings(Store(directory)), say)
     store = Store(directory)
     for finding in findings:
         _repair_one(store, finding)
+
+
+def _salvage_database(directory: Path, say) -> None:
+    """Move the damaged database aside and store every result it still holds; say what was kept and lost."""
+    found = salvage(directory)
+    moved = _move_aside(directory / DB)
+    say(f"moved the damaged database to {moved.name}; kept {len(found.results)} results, lost {found.lost} "
+        f"whose values do not decode" + (f" and {found.damaged_cells} unreadable cells" if found.damaged_cells else "")
+        + (f"; left out {found.not_text} rows whose key is not text" if found.not_text else ""))
+    Store(directory).put_many(found.results)
+    missing = bundles.shipped_missing(Store(directory))
+    if missing:
+        say(f"{missing} shipped results were not among those kept: they are loaded again from "
+            f"{bundles.PRECOMPUTED} at the next start (HIERPOLY_LOAD_PRECOMPUTED=0 leaves them out)")
 
 
 def _repair_one(store: Store, finding: Finding) -> None:
@@ -166,7 +228,7 @@ def _repair_one(store: Store, finding: Finding) -> None:
     elif finding.what == "result row":
         _delete_row(store.directory, int(finding.name))
     elif finding.what == "value file":
-        rows.inside(store.directory, finding.name).unlink(missing_ok=True)
+        rows.entry_inside(store.directory, finding.name).unlink(missing_ok=True)  # a link goes, its target stays
     elif finding.what == "job table":
         records.forget_table(store)
         _move_aside(Path(finding.name))
@@ -174,8 +236,12 @@ def _repair_one(store: Store, finding: Finding) -> None:
         doctor_queries.remove(finding.name, store)
     elif finding.what == "job entry":
         doctor_queries.remove_entries([finding.name], store)
+    elif finding.what == "job row":
+        rows.delete(store.directory / "jobs" / DB, int(finding.name))
     elif finding.what == "stale job":
         scheduler.supervise(store)
+    elif finding.what == "reserve file":
+        (store.directory / "jobs" / finding.name).unlink(missing_ok=True)
 
 
 def _delete_row(directory: Path, rowid: int) -> None:
@@ -192,6 +258,6 @@ def _delete_row(directory: Path, rowid: int) -> None:
     rows.delete(db, rowid)
     if row is not None and row.filename:
         try:
-            rows.inside(directory, row.filename).unlink(missing_ok=True)
+            rows.entry_inside(directory, row.filename).unlink(missing_ok=True)
         except StoreError:
             pass  # outside the store: never touched

@@ -5,20 +5,28 @@ Reads write nothing; ``remove`` and ``remove_entries`` are the doctor's repairs.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 
+from hierpoly.failure import first_line
 from hierpoly.jobs import progress_log
 from hierpoly.jobs.records import (
     all_records,
+    degrade_table,
+    degraded,
+    forget_table,
     guarded,
     idle_table,
     live_ids,
     lost_reason,
+    names,
     records_version,
     store_or_default,
     table,
 )
-from hierpoly.results.store import Store, disk_is_full
+from hierpoly.results import rows
+from hierpoly.results.codec import StoreError
+from hierpoly.results.store import Store, damage_error, disk_is_full
 
 _damaged: dict[str, tuple[tuple, dict[str, str]]] = {}  # table -> (records' version, damaged records)
 
@@ -47,7 +55,7 @@ def remove(job_id: str, store: Store | None = None) -> None:
             t.delete(f"{prefix}:{job_id}")
         if t.get("live") is not None:
             t.set("live", json.dumps(sorted(live_ids(t) - {job_id})))
-        for name in [n for n in t.iterkeys() if n.startswith("claim:")]:
+        for name in [n for n in names(t) if n.startswith("claim:")]:
             if t.get(name) == job_id:
                 t.delete(name)
 
@@ -82,7 +90,7 @@ def orphans(store: Store | None = None) -> list[str]:
         records, _ = all_records(t)
         ids = {r["job_id"] for r in records}
         out = []
-        for name in t.iterkeys():
+        for name in names(t):
             prefix, _, rest = name.partition(":")
             if prefix == "claim":
                 value = t.get(name)
@@ -103,3 +111,28 @@ def remove_entries(names: list[str], store: Store | None = None) -> None:
         for name in names:
             t.delete(name)
 
+
+def table_problems(store: Store) -> list[str]:
+    """One line each for what the pages cannot show of the job table: damage, damaged records, rows of other keys.
+
+    A table read row by row since it was damaged (``records.degrade_table``) is reopened whole once it passes
+    SQLite's check again.
+    """
+    path = store.directory / "jobs"
+    try:
+        if degraded(store) and not disk_is_full(store.directory) and rows.quick_check(path / "cache.db") is None:
+            forget_table(store)  # repaired meanwhile
+        bad = damaged(store)
+        other = rows.not_text_rowids(table(store))
+    except (StoreError, sqlite3.Error) as err:
+        degrade_table(store, err if isinstance(err, StoreError) else damage_error(err, "the job table", path))
+        return [f"{first_line(err)} (jobs shown as far as they can be read)"]
+    out = [f"{len(bad)} job record(s) cannot be read and are not shown: run `python -m hierpoly doctor --repair`"] \
+        if bad else []
+    if other:
+        out.append(f"skipped {len(other)} row(s) of the job table whose key is not text (rowid "
+                   f"{rows.rowid_list(other)}): run `python -m hierpoly doctor --repair`")
+    if degraded(store) and not disk_is_full(store.directory):
+        out.append(f"the job table at {path} cannot be read whole: run `python -m hierpoly doctor --repair` "
+                   "(jobs shown as far as they can be read)")
+    return out

@@ -1,6 +1,6 @@
 """How long a run takes on this machine: the one estimator behind every time a page or a refusal states.
 
-    seconds = STARTUP_S + a + b · T + c · T · n · (d·m1 + m2) + eigen-solves
+    seconds = STARTUP_S + a + b · T + c · T · n · (d·m1 + m2) + eigen-solves + scoring (+ a source's retraining)
 
 T is the run's step cap (T1 + T2 layer-wise), so the figure is an upper bound for a run
 a stopping rule ends early. ``a`` (compiling and the final evaluation), ``b`` (the host's
@@ -10,7 +10,10 @@ and work, per model (arch), or the three-layer network's fit for a model with to
 stored runs. Without stored runs the defaults below stand in, and say so (``runs`` = 0).
 STARTUP_S is a fresh worker loading Python and JAX, which stored runs never time.
 The layer-wise eigen-solves (``budget.eigen_flops``) are counted at FLOPS_PER_SECOND:
-they do not run at the pace of the training steps. Importing this module does not import JAX.
+they do not run at the pace of the training steps. Scoring is counted apart from the fit, since
+the stored runs' n_eval and n_test hardly vary: each point a forward pass, c/3 per unit of work,
+the n_test monitor points at every report row and the n_eval points once. A transfer whose
+source has no stored first block adds the source's own run. Importing this module does not import JAX.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import numpy as np
 
 from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.jobs.budget import eigen_flops
+from hierpoly.jobs.budget import DRAW_FLOPS_PER_COORDINATE, eigen_flops, point_work, report_rows
 
 STARTUP_S = 10.0  # a fresh worker importing Python, JAX and XLA on a 2-core CPU (6–30 s under load)
 FLOPS_PER_SECOND = 3e10  # this 2-core CPU's sustained rate, for what the fit cannot see
@@ -128,20 +131,35 @@ def _fit(summaries, arch: str) -> Pace | None:
     return Pace(float(fixed), float(per_step), float(per_work), len(rows), (low, mid, high), stopped)
 
 
-def estimate(cfg: RunConfig, summaries=None, pace: Pace | None = None) -> Estimate:
-    """Wall seconds of cfg from launch to stored result, at most (every step up to the cap)."""
+def estimate(cfg: RunConfig, summaries=None, pace: Pace | None = None, source: RunConfig | None = None) -> Estimate:
+    """Wall seconds of cfg from launch to stored result, at most (every step up to the cap).
+
+    source: the config a transfer retrains first (``runner.retrained_source``): its own run, in the same worker.
+    """
     pace = pace or measured(summaries, cfg.arch)
     steps = cfg.total_steps if cfg.arch != "kernel" else 0
     eigen = eigen_flops(cfg) / flops_per_second()
+    extra = eigen + evaluation_seconds(cfg, pace, steps * pace.step_seconds(cfg))
     low, mid, high = pace.spread
     stopped = pace.stopped if cfg.arch == "three_layer" and cfg.mode == "joint" else (1.0, 1.0, 1.0)
+    first = Estimate(0.0, pace, 0.0, 0.0, 0.0) if source is None else estimate(source, summaries)
+    before = [max(t - STARTUP_S, 0.0) for t in (first.seconds, first.median, first.low, first.high)]
 
     def run(share: float) -> float:
         return pace.fixed + share * steps * pace.step_seconds(cfg)
 
-    seconds = STARTUP_S + run(1.0) * max(high, 1.0) + eigen
-    return Estimate(seconds, pace, median=STARTUP_S + run(stopped[1]) * mid + eigen,
-                    low=run(stopped[0]) * low + eigen, high=STARTUP_S + run(stopped[2]) * high + eigen)
+    seconds = STARTUP_S + run(1.0) * max(high, 1.0) + extra + before[0]
+    return Estimate(seconds, pace, median=STARTUP_S + run(stopped[1]) * mid + extra + before[1],
+                    low=run(stopped[0]) * low + extra + before[2], high=STARTUP_S + run(stopped[2]) * high + extra + before[3])
+
+
+def evaluation_seconds(cfg: RunConfig, pace: Pace, train_seconds: float) -> float:
+    """Scoring the run (``budget.scoring_flops``): forward passes, a third of a step's work per point, at the
+    measured pace (the rate the defaults assume where the fit put nothing on work)."""
+    per_work = pace.per_work if pace.per_work > 0 else DEFAULT_FIT[2]
+    points = cfg.n_eval + report_rows(cfg, train_seconds) * cfg.n_test
+    draw = cfg.n_eval * cfg.d * DRAW_FLOPS_PER_COORDINATE / flops_per_second()
+    return points * point_work(cfg) * per_work / 3.0 + draw
 
 
 def remaining(cfg: RunConfig, step: int, pace: Pace, run_step_seconds: float | None = None) -> float:

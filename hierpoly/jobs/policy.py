@@ -32,9 +32,10 @@ from dataclasses import dataclass
 
 from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.jobs import pace, records, scheduler
+from hierpoly.jobs import pace, records, runner, scheduler
 from hierpoly.jobs.budget import BudgetError, check_budget
 from hierpoly.results import bundles
+from hierpoly.results.codec import StoreError
 from hierpoly.results.store import Store
 
 MODES = ("local", "classroom", "gallery")
@@ -52,7 +53,8 @@ class PolicyError(BudgetError):
     """A launch refused by the mode the app runs in, with a one-line reason."""
 
 
-REFUSALS = (PolicyError, scheduler.QueueFull, BudgetError)  # every reason a web launch is refused
+# every reason a web launch is refused: a damaged or full store or job table too (one line, nothing launched)
+REFUSALS = (PolicyError, scheduler.QueueFull, BudgetError, StoreError)
 
 
 @dataclass(frozen=True)
@@ -117,9 +119,13 @@ def _allowed_text(mode: str) -> str:
     return ", ".join(["browsing", "downloading", *actions])
 
 
-def estimated_seconds(cfg: RunConfig, summaries=None) -> float:
-    """Wall seconds of a run at this machine's measured pace (``pace.estimate``): what the pages say too."""
-    return pace.estimate(cfg, summaries).seconds
+def estimated_seconds(cfg: RunConfig, summaries=None, store: Store | None = None) -> float:
+    """Wall seconds of a run at this machine's measured pace (``pace.estimate``): what the pages say too.
+
+    store: where a transfer's source is looked up; one without a stored first block is retrained first, and counted.
+    """
+    source = runner.retrained_source(cfg, store) if store is not None else None
+    return pace.estimate(cfg, summaries, source=source).seconds
 
 
 def _secret(store: Store) -> bytes:
@@ -132,8 +138,12 @@ def _secret(store: Store) -> bytes:
     except OSError as err:
         raise PolicyError(f"cannot create the signing secret in {store.directory}: {err.strerror or err}") from None
     else:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(SECRET_BYTES))
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_hex(SECRET_BYTES))
+        except OSError as err:  # a full disk: no half-written secret is left to look damaged later
+            path.unlink(missing_ok=True)
+            raise PolicyError(f"cannot write the signing secret in {store.directory}: {err.strerror or err}") from None
     try:
         text = path.read_text().strip()
     except OSError as err:
@@ -178,10 +188,12 @@ def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature:
         raise PolicyError("this locked link was changed after it was made (its signature does not match): "
                           "open the link your teacher gave you again")
     if not locked:
-        seconds = estimated_seconds(cfg, store.summaries())
+        source = runner.retrained_source(cfg, store)
+        seconds = pace.estimate(cfg, store.summaries(), source=source).seconds
         if seconds > limits.seconds_per_run:
-            raise PolicyError(f"this run takes about {_duration(seconds)} here; in classroom mode a run may use "
-                              f"{_duration(limits.seconds_per_run)}: lower n, d, m1, m2 or steps")
+            retrain = " (its source is retrained first: no first block is stored for it)" if source is not None else ""
+            raise PolicyError(f"this run takes about {_duration(seconds)} here{retrain}; in classroom mode a run may "
+                              f"use {_duration(limits.seconds_per_run)}: lower n, d, m1, m2, steps, n_eval or n_test")
     return scheduler.QueueLimits(total=limits.queue, per_owner=limits.per_visitor)
 
 
@@ -205,7 +217,7 @@ def launch_refusal(cfg: RunConfig, store: Store, visitor: str, *, locked: bool =
         return None
     try:
         limits = web_limits(cfg, store, locked=locked, signature=signature)
-        check_budget(cfg)
+        check_budget(cfg, runner.retrained_source(cfg, store))
         live = records.live_jobs(store)
     except REFUSALS as err:
         return str(err)

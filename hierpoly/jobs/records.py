@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -49,9 +51,20 @@ from hierpoly.failure import first_line
 from hierpoly.jobs import progress_log
 from hierpoly.jobs.processes import process_alive
 from hierpoly.progress import Progress
+from hierpoly.results import rows
 from hierpoly.results.codec import StoreError
 from hierpoly.results.rows import ReadOnlyCache
-from hierpoly.results.store import GUARDED, Store, changes, count_changes, damage_error, disk_is_full, open_cache
+from hierpoly.results.store import (
+    GUARDED,
+    DiskFull,
+    Store,
+    changes,
+    count_changes,
+    damage_error,
+    disk_is_full,
+    open_cache,
+    refuse_empty_file,
+)
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 
@@ -137,6 +150,7 @@ def table(store: Store):
     path = store.directory / "jobs"
     if str(path) not in _caches:
         with guarded(store):
+            refuse_empty_file(path / "cache.db", "the job table")
             cache = open_cache(path, log_pages=LOG_PAGES)
             count_changes(cache, "job:")
             _caches[str(path)] = cache
@@ -154,6 +168,11 @@ def forget_table(store: Store) -> None:
     cache = _caches.pop(str(store.directory / "jobs"), None)
     if cache is not None:
         cache.close()
+
+
+def names(t) -> list[str]:
+    """The table's text keys; rows with other keys (another program's) are doctor's to list and remove."""
+    return rows.text_keys(t)
 
 
 def _parse(raw) -> dict:
@@ -346,12 +365,15 @@ def get(job_id: str, store: Store | None = None) -> Job | None:
     Reads the live records (for a queued job's place) and this one, and its rows since the last read.
     """
     store = store_or_default(store)
-    t = table(store)
-    with guarded(store):
-        records = live_records(t)
-        if all(r["job_id"] != job_id for r in records) and (rec := load(t, job_id)) is not None:
-            records.append(rec)
-        views = _queue_views(t, _shown(store, records), only=job_id)
+
+    def read():
+        t = table(store)
+        with guarded(store):
+            records = live_records(t)
+            if all(r["job_id"] != job_id for r in records) and (rec := load(t, job_id)) is not None:
+                records.append(rec)
+            return _queue_views(t, _shown(store, records), only=job_id)
+    views = tolerated(store, read, [])
     return views[0] if views else None
 
 
@@ -361,17 +383,22 @@ def live_jobs(store: Store | None = None) -> list[Job]:
     A job whose worker was lost is shown failed (or done) and left out.
     """
     store = store_or_default(store)
-    t = table(store)
-    with guarded(store):
-        jobs = [job for job in _queue_views(t, _shown(store, live_records(t))) if job.status in LIVE]
-    return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def read():
+        t = table(store)
+        with guarded(store):
+            return [job for job in _queue_views(t, _shown(store, live_records(t))) if job.status in LIVE]
+    return sorted(tolerated(store, read, []), key=lambda j: j.created, reverse=True)
 
 
 def for_key(key: str, store: Store | None = None) -> Job | None:
     """The most recent job for a config key, or None."""
     store = store_or_default(store)
-    with guarded(store):
-        job_id = table(store).get(f"claim:{key}")
+
+    def read():
+        with guarded(store):
+            return table(store).get(f"claim:{key}")
+    job_id = tolerated(store, read, None)
     return get(job_id, store) if isinstance(job_id, str) else None
 
 
@@ -382,8 +409,43 @@ def list_jobs(store: Store | None = None) -> list[Job]:
     all of them. For the Results page and the CLI's `jobs`; a page that polls asks ``live_jobs``.
     """
     store = store_or_default(store)
-    t = table(store)
-    with guarded(store):
-        jobs = _queue_views(t, _shown(store, all_records(t)[0]))
-    return sorted(jobs, key=lambda j: j.created, reverse=True)
+
+    def read():
+        t = table(store)
+        with guarded(store):
+            return _queue_views(t, _shown(store, all_records(t)[0]))
+    return sorted(tolerated(store, read, []), key=lambda j: j.created, reverse=True)
+
+
+def tolerated(store: Store, read: Callable, empty):
+    """read(); for a store the pages read (``Store.tolerate_damage``), a damaged job table is read row by row
+    instead (what can still be read), and `empty` when even that fails; ``doctor_queries.table_problems`` says so."""
+    try:
+        return read()
+    except StoreError as err:
+        if not store.tolerant:
+            raise
+        if not isinstance(err, DiskFull):
+            degrade_table(store, err)
+    try:
+        return read()
+    except StoreError:
+        return empty
+
+
+def degrade_table(store: Store, err: StoreError) -> None:
+    """Read this store's job table row by row from now on (``rows.ReadOnlyCache``: writes raise err)."""
+    path = str(store.directory / "jobs")
+    if isinstance(_caches.get(path), ReadOnlyCache):
+        return
+    forget_table(store)
+    try:
+        _caches[path] = ReadOnlyCache(store.directory / "jobs", err)
+    except (sqlite3.Error, StoreError):
+        pass  # not even row by row: reads answer empty
+
+
+def degraded(store: Store) -> bool:
+    """Whether this process reads the store's job table row by row (see `degrade_table`)."""
+    return isinstance(_caches.get(str(store.directory / "jobs")), ReadOnlyCache)
 

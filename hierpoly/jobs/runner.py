@@ -47,6 +47,7 @@ from hierpoly.results.codec import (
     SHARE_METRICS,
     SNAPSHOT_POINTS,
     Result,
+    StoreError,
 )
 
 CONVERGED = ("plateau", "feature settled", "holdout")  # the endings where a stopping rule fired (engine/loop.py)
@@ -103,19 +104,42 @@ def transfer_source(cfg: RunConfig, results: store.Store) -> Result:
     return source
 
 
+def stored_first_block(source: Result, results: store.Store) -> tuple[dict, dict] | None:
+    """The source's first block and where it was stored (steps 1 and 2 of the module docstring), else None."""
+    if source.first_block:
+        return source.first_block, {"first_block": "stored with the source"}
+    table = results.summaries()
+    for other in table.key[(table.arch == TRANSFER) & (table.source == source.key)] if len(table) else ():
+        stored = results.get(other)
+        if stored is not None and stored.first_block:
+            return stored.first_block, {"first_block": f"stored with transfer {other[:16]}"}
+    return None
+
+
+def retrained_source(cfg: RunConfig, results: store.Store) -> RunConfig | None:
+    """The source config a transfer retrains before its own run (no first block stored for it), else None.
+
+    The budget counts that retraining: it is the source's whole run. A missing or unfit
+    source gives None here: the run itself is refused in one line.
+    """
+    if cfg.arch != TRANSFER or cfg.source is None:
+        return None
+    try:
+        source = transfer_source(cfg, results)
+        return None if stored_first_block(source, results) is not None else source.config
+    except (ConfigError, StoreError):
+        return None
+
+
 def source_first_block(source: Result, results: store.Store, on_progress: Callable | None = None,
                        should_stop: Callable[[], bool] | None = None) -> tuple[dict | None, dict]:
     """The source's trained (u, s, V) and how it was obtained (module docstring); None when retraining was cancelled."""
     key = source.key
-    if source.first_block:
-        return source.first_block, {"first_block": "stored with the source"}
+    stored = stored_first_block(source, results)
+    if stored is not None:
+        return stored
     if key in _retrained:
         return _retrained[key]
-    table = results.summaries()
-    for other in table.key[(table.arch == TRANSFER) & (table.source == key)] if len(table) else ():
-        stored = results.get(other)
-        if stored is not None and stored.first_block:
-            return stored.first_block, {"first_block": f"stored with transfer {other[:16]}"}
     from hierpoly.engine import train
 
     trained = train.run(source.config, on_progress=on_progress, should_stop=should_stop)

@@ -204,7 +204,9 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
     store = store_or_default(store)
     stored = store.has(config.key())
     if not stored:
-        check_budget(config)
+        from hierpoly.jobs.runner import retrained_source  # no JAX: the runner imports it only when running
+
+        check_budget(config, retrained_source(config, store))
     # lost workers are recorded first, in the same transaction: their keys can be claimed again
     return _schedule(store, lambda t, records: _claim(t, records, config, stored, owner, limits))
 

@@ -26,6 +26,8 @@ from pathlib import Path
 
 from hierpoly import settings
 from hierpoly.config import TRANSFER, ConfigError, RunConfig
+from hierpoly.failure import first_line
+from hierpoly.jsonvalue import loads_bounded
 from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
 from hierpoly.results.store import REPO, Store
 
@@ -146,9 +148,9 @@ def _lists_config(listed: dict, cfg: RunConfig) -> bool:
 
 def _manifest(blob: bytes) -> dict:
     try:
-        manifest = json.loads(blob.decode("utf-8"))
+        manifest = loads_bounded(blob.decode("utf-8"), "manifest.json")
     except (UnicodeDecodeError, ValueError) as err:
-        raise StoreError(f"manifest.json is not valid JSON ({err})") from None
+        raise StoreError(f"manifest.json is not valid JSON ({first_line(err)})") from None
     ok = (
         isinstance(manifest, dict)
         and manifest.get("bundle_version") == BUNDLE_VERSION
@@ -219,9 +221,20 @@ def _manifest_keys(path: Path) -> list[str]:
             info = zf.getinfo("manifest.json")
             if info.file_size > 16 << 20:
                 raise BundleError(f"{path.name}: manifest too large")
-            return [e["key"] for e in json.loads(zf.read(info))["results"]]
+            return [e["key"] for e in loads_bounded(zf.read(info), "manifest.json")["results"]]
     except (KeyError, TypeError, ValueError, zipfile.BadZipFile, OSError) as err:
-        raise BundleError(f"{path.name}: not a readable bundle ({err})") from None
+        raise BundleError(f"{path.name}: not a readable bundle ({first_line(err)})") from None
+
+
+def shipped_missing(store: Store, folder: str | Path | None = None) -> int:
+    """How many results of the shipped bundles the store lacks (what `load_precomputed` would add)."""
+    folder = PRECOMPUTED if folder is None else Path(folder)
+    paths = sorted(folder.glob("*.zip")) if folder.is_dir() else []
+    try:
+        keys = {k for path in paths for k in _manifest_keys(path)}
+    except BundleError:
+        return 0
+    return sum(not store.has(k) for k in keys)
 
 
 def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str]:

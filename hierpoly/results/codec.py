@@ -26,7 +26,7 @@ import numpy as np
 
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
-from hierpoly.jsonvalue import jsonable
+from hierpoly.jsonvalue import MAX_DEPTH, depth, jsonable, loads_bounded
 
 FORMAT_VERSION = 1  # of result.json; bump when the members change
 HISTORY_COLUMNS = {  # name -> dtype
@@ -40,6 +40,9 @@ SAMPLE_COLUMNS = ("p", "g", "h", "h_pred")  # float32
 MAX_SAMPLE_ROWS = 2000
 MAX_HISTORY_ROWS = 200_000
 MAX_JSON_BYTES = 1 << 20
+MAX_MESSAGE = 4096  # characters of a result's message
+MAX_META_TEXT = 256  # characters of a text field of meta
+MAX_NUMBER = 1e300  # larger numbers in meta are damage, not measurements
 SNAPSHOT_POINTS = 256  # columns of snapshots' g: the first monitor points
 MAX_SNAPSHOT_ROWS = 128  # the runner thins to about 100; bounded so a bundle stays small
 REQUIRED_MEMBERS = ("result.json", "history.npz", "samples.npz")
@@ -184,14 +187,17 @@ def decode_doc(blob: bytes) -> dict:
     if len(blob) > MAX_JSON_BYTES:
         raise StoreError("result.json is too large")
     try:
-        doc = json.loads(blob.decode("utf-8"), parse_constant=_no_constants)
+        doc = loads_bounded(blob.decode("utf-8"), "result.json", parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as err:
-        raise StoreError(f"result.json is not valid JSON ({err})") from None
+        raise StoreError(f"result.json is not valid JSON ({first_line(err)})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT_VERSION:
         raise StoreError("result.json has an unknown format version")
     for name in ("config", "metrics", "meta"):
         if not isinstance(doc.get(name), dict):
             raise StoreError(f"result.json: {name} must be an object")
+    for name in ("status", "message"):
+        if not isinstance(doc.get(name), str):
+            raise StoreError(f"result.json: {name} must be text")
     try:
         cfg = RunConfig.from_dict(doc["config"])
     except (ConfigError, TypeError) as err:
@@ -222,8 +228,12 @@ def check(result: Result) -> None:
     """Refuse anything but a finished run with finite numbers of the expected dtypes and shapes."""
     if result.status != "done":
         raise StoreError(f"only finished runs are stored, this one is {result.status!r}")
-    if not isinstance(result.message, str):
-        raise StoreError("message must be text")
+    if not isinstance(result.message, str) or len(result.message) > MAX_MESSAGE:
+        raise StoreError(f"message must be text of at most {MAX_MESSAGE} characters")
+    unknown = set(result.metrics) - set(METRICS) - set(SHARE_METRICS) if isinstance(result.metrics, dict) else {"?"}
+    if unknown:
+        raise StoreError(f"metrics must be an object of the known metrics, got {sorted(map(str, unknown))[0]!r}")
+    check_meta(result.meta)
     for name in METRICS:
         value = result.metrics.get(name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -244,6 +254,50 @@ def check(result: Result) -> None:
         rows = _check_column(f"samples.{name}", result.samples[name], np.dtype("float32"), rows, MAX_SAMPLE_ROWS)
     _check_snapshots(result.snapshots)
     _check_first_block(result.first_block, result.config)
+
+
+def _number(value, low: float = -math.inf, integer: bool = False) -> bool:
+    kinds = int if integer else (int, float)
+    return isinstance(value, kinds) and not isinstance(value, bool) and math.isfinite(value) and low <= value <= MAX_NUMBER
+
+
+def _short_text(value) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_META_TEXT
+
+
+META_REQUIRED = ("seconds", "steps")  # every run records them (jobs/runner.py); pages and studies read them
+# what each meta field may hold (the others optional: older results lack some); anything a page reads is here
+META_FIELDS = {
+    "seconds": ("a number of seconds ≥ 0", lambda v: _number(v, 0.0)),
+    "steps": ("a whole number ≥ 0", lambda v: _number(v, 0, integer=True)),
+    "C": ("a finite number", _number),
+    "created": ("a time as text", _short_text),
+    "stopped_by": ("text or null", lambda v: v is None or _short_text(v)),
+    "converged": ("true, false or null", lambda v: v is None or isinstance(v, bool)),
+    "git_commit": ("text or null", lambda v: v is None or _short_text(v)),
+    "versions": ("an object of texts", lambda v: isinstance(v, dict) and all(x is None or _short_text(x) for x in v.values())),
+    "device": ("an object", lambda v: isinstance(v, dict)),
+    "extra": ("an object", lambda v: isinstance(v, dict)),
+}
+EXTRA_FIELDS = {  # meta.extra's fields that pages read
+    "lr_drops": ("a whole number ≥ 0", lambda v: _number(v, 0, integer=True)),
+    "stopped_by": ("text or null", lambda v: v is None or _short_text(v)),
+}
+
+
+def check_meta(meta) -> None:
+    """Each known field of a result's meta of its type and range, the whole nested at most MAX_DEPTH deep."""
+    if not isinstance(meta, dict):
+        raise StoreError("meta must be an object")
+    missing = [name for name in META_REQUIRED if name not in meta]
+    if missing:
+        raise StoreError(f"meta.{missing[0]} is missing")
+    for where, fields, values in (("meta", META_FIELDS, meta), ("meta.extra", EXTRA_FIELDS, meta.get("extra") or {})):
+        for name, (kind, ok) in fields.items():
+            if name in values and not ok(values[name]):
+                raise StoreError(f"{where}.{name} must be {kind}, got {str(values[name])[:40]!r}")
+    if depth(meta, MAX_DEPTH) > MAX_DEPTH:
+        raise StoreError(f"meta is nested too deeply (more than {MAX_DEPTH} levels)")
 
 
 def _check_first_block(block: dict, cfg: RunConfig) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 import struct
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,6 +62,17 @@ def inside(directory: Path, filename: str) -> Path:
     return path
 
 
+def entry_inside(directory: Path, filename: str) -> Path:
+    """The path of a directory entry to delete, its last part not followed (a link is removed as a link);
+    StoreError when the entry itself lies outside the directory."""
+    base = Path(directory).resolve()
+    path = base / filename
+    entry = path.parent.resolve() / path.name
+    if base not in entry.parents or path.name in ("", ".", ".."):
+        raise StoreError(f"value file path {filename!r} leaves the store: refused")
+    return entry
+
+
 def value_of(row: Row, directory: Path) -> bytes | str | None:
     """The row's value: bytes or text, None when its value file is gone; StoreError for a pickled one."""
     if row.mode == MODE_RAW:
@@ -79,14 +91,33 @@ def value_of(row: Row, directory: Path) -> bytes | str | None:
 
 
 def connect(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
-    """A read-only connection; on a full disk (no room for SQLite's shared-memory file) an immutable one."""
+    """A read-only connection; on a full disk (no room for SQLite's shared-memory file) an immutable one.
+
+    Each is used by the one thread that opened it (ReadOnlyCache keeps one per thread); any thread may close it.
+    """
     try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout, check_same_thread=False)
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
         return con
     except sqlite3.Error:
         # immutable: no locks, no -shm file; changes still in the write-ahead log are not seen
-        return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=timeout)
+        return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
+
+
+def quick_check(db: Path) -> str | None:
+    """None when SQLite's quick_check of db passes, else its first problem (or why it cannot run)."""
+    try:
+        con = connect(db)
+        try:
+            report = con.execute("PRAGMA quick_check").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as err:
+        return str(err)
+    if report == [("ok",)]:
+        return None
+    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
+    return "; ".join(lines[:2]) or "the quick check failed"
 
 
 def rowids(con: sqlite3.Connection) -> list[int]:
@@ -197,6 +228,37 @@ def delete(db: Path, rowid: int) -> None:
         con.close()
 
 
+def listing(cache) -> list[tuple[int, object]]:
+    """(rowid, key) of every row of a diskcache or ReadOnlyCache, NOT_TEXT for a key that is not text.
+
+    Plain SQL in rowid order: diskcache's own listing walks the keys in order and stops at a
+    NULL key (nothing compares greater than NULL), hiding every row after it.
+    """
+    if isinstance(cache, ReadOnlyCache):
+        return [(row.rowid, row.key if row.text_key else NOT_TEXT) for row in cache.rows()]
+    found = cache._sql("SELECT rowid, key, raw FROM Cache ORDER BY rowid").fetchall()
+    return [(rowid, key if raw == 1 and isinstance(key, str) else NOT_TEXT) for rowid, key, raw in found]
+
+
+def not_text_rowids(cache) -> list[int]:
+    """The rowids of a cache's rows whose key is not text, by one query (no key is read into Python)."""
+    if isinstance(cache, ReadOnlyCache):
+        return [rowid for rowid, key in listing(cache) if not isinstance(key, str)]
+    found = cache._sql("SELECT rowid FROM Cache WHERE NOT (raw = 1 AND typeof(key) = 'text') ORDER BY rowid")
+    return [rowid for (rowid,) in found.fetchall()]
+
+
+def text_keys(cache) -> list[str]:
+    """The text keys of a diskcache or ReadOnlyCache, in rowid order (other rows: see `listing`)."""
+    return [key for _, key in listing(cache) if isinstance(key, str)]
+
+
+def rowid_list(rowids: list[int], most: int = 10) -> str:
+    """'3, 7, 12' or '3, 7, … (40 in all)': rowids to name in one line."""
+    shown = ", ".join(str(r) for r in rowids[:most])
+    return shown if len(rowids) <= most else f"{shown}, … ({len(rowids)} in all)"
+
+
 class ReadOnlyCache:
     """The part of diskcache's Cache API the store and the job table read, served row by row from SQLite.
 
@@ -207,9 +269,21 @@ class ReadOnlyCache:
     def __init__(self, directory: Path, refusal: StoreError):
         self.directory = Path(directory)
         self._refusal = refusal
-        self._con = connect(self.directory / "cache.db")
+        self._local = threading.local()  # SQLite connections serve only the thread that opened them
+        self._opened: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._con.execute("SELECT 1")  # fails here, in one line, when the database cannot be opened
 
-    def _rows(self) -> Iterator[Row]:
+    @property
+    def _con(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._local.con = connect(self.directory / "cache.db")
+            with self._lock:
+                self._opened.append(con)
+        return con
+
+    def rows(self) -> Iterator[Row]:
         for rowid in rowids(self._con):
             try:
                 row = read(self._con, rowid)
@@ -219,7 +293,7 @@ class ReadOnlyCache:
                 yield row
 
     def iterkeys(self) -> Iterator[object]:
-        for row in self._rows():
+        for row in self.rows():
             yield row.key if row.text_key else NOT_TEXT
 
     def get(self, key, default=None):
@@ -237,7 +311,7 @@ class ReadOnlyCache:
         return self.get(key) is not None
 
     def __len__(self) -> int:
-        return sum(1 for _ in self._rows())
+        return sum(1 for _ in self.rows())
 
     def volume(self) -> int:
         page_count, page_size = (self._con.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "page_size"))
@@ -254,7 +328,11 @@ class ReadOnlyCache:
         raise self._refusal
 
     def close(self) -> None:
-        self._con.close()
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for con in opened:
+            con.close()  # check_same_thread=False: the closing thread may differ; none is used after
+        self._local = threading.local()
 
 
 class _NotText:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import shutil
 import sqlite3
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -78,9 +79,12 @@ class _NoPickleDisk(diskcache.Disk):
 
     def remove(self, file_path):
         try:
-            rows.inside(self._directory, file_path)
+            entry = rows.entry_inside(self._directory, file_path)
         except StoreError:
             return  # a crafted ../ path: the row goes, the file outside the store stays
+        if entry.is_symlink():
+            entry.unlink()  # the link goes; what it points at is never followed
+            return
         super().remove(file_path)
 
 
@@ -156,6 +160,31 @@ def damage_error(err: BaseException, what: str, directory: Path) -> StoreError:
 GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 
 
+CREATING_S = 5.0  # how long a database may stay at 0 bytes while another process creates it
+
+
+def stays_empty(db: Path, wait: float = CREATING_S) -> bool:
+    """Whether db is a file of 0 bytes and stays so for `wait` seconds.
+
+    A process creating a database leaves it empty for a moment (SQLite writes its first page
+    when it sets up the file); one that stays empty was cut short, and SQLite would open it as
+    a database without tables, every row gone without a word.
+    """
+    deadline = time.monotonic() + wait
+    while db.is_file() and db.stat().st_size == 0:
+        if time.monotonic() >= deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def refuse_empty_file(db: Path, what: str) -> None:
+    """StoreError for a database cut to zero bytes (`stays_empty`), before SQLite opens it as an empty one."""
+    if stays_empty(db):
+        raise StoreError(f"{what} at {db.parent} cannot be read (its database file is empty: 0 bytes, cut short): "
+                         f"{REPAIR_HINT}")
+
+
 def default_dir() -> Path:
     """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
     env = settings.text("HIERPOLY_CACHE_DIR")
@@ -163,7 +192,7 @@ def default_dir() -> Path:
 
 
 _summaries: dict[str, tuple[tuple, object]] = {}  # directory -> (version, summaries table)
-_listings: dict[str, tuple[tuple, list[str], int]] = {}  # directory -> (version, text keys, rows not text)
+_listings: dict[str, tuple[tuple, list[str], list[int]]] = {}  # directory -> (version, text keys, rowids not text)
 
 
 def count_changes(cache, prefix: str = "") -> None:
@@ -197,15 +226,31 @@ class Store:
         self.directory = Path(directory).expanduser() if directory is not None else default_dir()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
+            refuse_empty_file(self.directory / "cache.db", "the store")
             self._cache = open_cache(self.directory)
             count_changes(self._cache)
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
 
+    @classmethod
+    def salvaged(cls, directory: str | Path, err: StoreError) -> Store:
+        """A store whose database SQLite cannot open, read as far as it can be (``degrade``), for the pages."""
+        store = cls.__new__(cls)
+        store.directory = Path(directory).expanduser()
+        store.tolerate_damage()
+        store.degrade(err)
+        return store
+
+    tolerant = False  # pages: reads that meet damage degrade (see `tolerate_damage`) instead of raising
+    damage: str | None = None  # set when reads degraded: the one line a page's banner shows
+
     def version(self) -> tuple[str, int] | None:
-        """Different after every change to the stored rows, by any process (``changes``); None when not counted."""
-        with self._guard():
-            return changes(self._cache)
+        """Different after every change to the stored rows, by any process (``changes``); None when not counted
+        (read-only, or read from a damaged database)."""
+        def read():
+            with self._guard():
+                return changes(self._cache)
+        return self._read(read, None)
 
     @contextmanager
     def _guard(self):
@@ -215,10 +260,43 @@ class Store:
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
 
+    def tolerate_damage(self) -> None:
+        """For the pages: a read that meets a damaged database switches this store to reading what it still can,
+        row by row and from the file's leaf pages (``pagescan.SalvageCache``), and says so in ``damage``;
+        a read that still fails answers empty (no result, no keys). Writes still raise StoreError."""
+        self.tolerant = True
+
+    def degrade(self, err: StoreError) -> None:
+        """Read the rest of the session from whatever the damaged database still holds (see `tolerate_damage`)."""
+        from hierpoly.results.pagescan import SalvageCache
+
+        if self.damage is not None:
+            return
+        self.damage = f"{first_line(err)} (showing the results that can still be read)"
+        old, self._cache = getattr(self, "_cache", None), SalvageCache(self.directory, StoreError(self.damage))
+        try:
+            if old is not None:
+                old.close()
+        except GUARDED:
+            pass
+
+    def _read(self, read, empty):
+        """read(), or for a tolerant store after a damage error: read() on the degraded store, else `empty`."""
+        try:
+            return read()
+        except StoreError as err:
+            if not self.tolerant:
+                raise
+            if not isinstance(err, DiskFull):
+                self.degrade(err)
+        try:
+            return read()
+        except StoreError:
+            return empty
+
     def raw(self, key: str) -> bytes | None:
         """The stored bytes of a result, or None when absent or its value file is gone."""
-        with self._guard():
-            value = self._cache.get(key)  # diskcache answers None when a value file is missing
+        value = self._read(lambda: self._get(key), None)
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"stored value for {key[:16]} is not a result")
         return value
@@ -232,6 +310,10 @@ class Store:
         if result.key != key:
             raise StoreError(f"stored value for {key[:16]} belongs to another config")
         return result
+
+    def _get(self, key: str):
+        with self._guard():
+            return self._cache.get(key)  # diskcache answers None when a value file is missing
 
     def put(self, result: Result, overwrite: bool = False) -> None:
         """Store a finished run once (the first write wins unless overwrite), then read it back to verify.
@@ -298,8 +380,10 @@ class Store:
 
     def has(self, key: str) -> bool:
         """Whether a value can be fetched for key (a row whose value file is gone does not count)."""
-        with self._guard():
-            return self._readable(key)
+        def read():
+            with self._guard():
+                return self._readable(key)
+        return self._read(read, False)
 
     def delete(self, key: str) -> bool:
         with self._guard():
@@ -314,20 +398,24 @@ class Store:
         if version is not None and kept is not None and kept[0] == version:
             self._not_text = kept[2]
             return list(kept[1])
-        with self._guard():
-            listed = list(self._cache.iterkeys())
-        text = sorted(key for key in listed if isinstance(key, str))
-        self._not_text = len(listed) - len(text)
+
+        def read():
+            with self._guard():
+                return rows.listing(self._cache)
+        listed = self._read(read, [])
+        text = sorted(key for _, key in listed if isinstance(key, str))
+        self._not_text = [rowid for rowid, key in listed if not isinstance(key, str)]
         if version is not None:
             _listings[str(self.directory)] = (version, text, self._not_text)
         return list(text)
 
     def notes(self) -> list[str]:
-        """One line per kind of row the last listing skipped (rows whose key is not text)."""
-        if not getattr(self, "_not_text", 0):
+        """One line for the rows the last listing skipped (rows whose key is not text), by rowid."""
+        skipped = getattr(self, "_not_text", [])
+        if not skipped:
             return []
-        return [f"skipped {self._not_text} row(s) of the store whose key is not text (written by another "
-                f"program): {REPAIR_HINT} removes them"]
+        return [f"skipped {len(skipped)} row(s) of the store whose key is not text (written by another "
+                f"program; rowid {rows.rowid_list(skipped)}): {REPAIR_HINT} removes them"]
 
     @property
     def read_only(self) -> bool:
@@ -412,10 +500,19 @@ class Store:
         return table
 
     def size_bytes(self) -> int:
-        with self._guard():
-            return int(self._cache.volume())
+        def read():
+            with self._guard():
+                return int(self._cache.volume())
+        return self._read(read, self._file_bytes())
+
+    def _file_bytes(self) -> int:
+        """The database files' size on disk (what `size_bytes` says where SQLite cannot be asked)."""
+        return sum(p.stat().st_size for p in self.directory.glob("cache.db*") if p.is_file())
 
     def __len__(self) -> int:
+        return len(self.keys()) if self.tolerant else self._count()
+
+    def _count(self) -> int:
         with self._guard():
             return len(self._cache)
 

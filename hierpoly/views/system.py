@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hierpoly.results.bundles import BundleError, load_precomputed
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import REPO, Store, default_dir
+from hierpoly.results.store import REPO, DiskFull, Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
 _probe_lock = threading.Lock()
@@ -59,7 +59,13 @@ _load_problems: dict[str, str] = {}  # store directory -> why the shipped bundle
 
 @lru_cache(maxsize=8)
 def _shared_store(directory: str) -> Store:
-    store = Store(directory)
+    try:
+        store = Store(directory)
+    except DiskFull:
+        raise
+    except StoreError as err:  # SQLite cannot open it: the pages show what its pages still hold
+        return Store.salvaged(directory, err)
+    store.tolerate_damage()  # a page shows what can still be read, under a banner (open_checked)
     try:
         load_precomputed(store)
     except (BundleError, StoreError) as err:  # the store still serves what it holds
@@ -85,25 +91,56 @@ def open_checked() -> tuple[Store | None, list[str]]:
     try:
         policy.current_mode()
         store = open_store()
-        damaged = doctor_queries.damaged(store)
-        store.keys()  # the listing counts rows it cannot name (keys that are not text): store.notes
     except (StoreError, policy.PolicyError) as err:
         return None, [str(err)]
+    store = _recheck(store)
+    store.keys()  # the listing counts rows it cannot name (keys that are not text): store.notes
     problems = [_load_problems[str(store.directory)]] if str(store.directory) in _load_problems else []
+    problems += [store.damage] if store.damage is not None else []
     problems += store.notes()
-    if store.read_only:
+    if store.read_only and store.damage is None:
         problems.append(f"The disk holding the store at {store.directory} is full: results are shown, "
                         "nothing new can be stored until space is freed.")
-    if damaged:
-        problems.append(f"{len(damaged)} job record(s) cannot be read and are not shown: "
-                        "run `python -m hierpoly doctor --repair`")
+    problems += doctor_queries.table_problems(store)
     return store, problems
+
+
+_checked: dict[str, tuple] = {}  # database path -> (its files' sizes and times, the integrity check's answer)
+
+
+def _recheck(store: Store) -> Store:
+    """The store, degraded when SQLite's quick check of its database fails, reopened once a repair fixed it.
+
+    The check runs again only when the database's files changed: a page polling every second costs a stat.
+    """
+    problem = quick_check(store.directory / "cache.db")
+    if problem is not None:
+        store.degrade(StoreError(f"the store at {store.directory} cannot be read whole ({problem}): "
+                                 "run `python -m hierpoly doctor --repair`"))
+    elif store.damage is not None:  # repaired meanwhile
+        _clear_store_cache()
+        store = open_store()
+    return store
+
+
+def quick_check(db: Path) -> str | None:
+    """None when SQLite's quick_check of db passes (or there is none), else the first problem; cached per file state."""
+    from hierpoly.results import rows
+
+    parts = [db, db.with_name(db.name + "-wal")]
+    state = tuple((p.stat().st_size, p.stat().st_mtime_ns) if p.exists() else None for p in parts)
+    if _checked.get(str(db), (None,))[0] == state:
+        return _checked[str(db)][1]
+    problem = rows.quick_check(db) if state[0] is not None else None
+    _checked[str(db)] = (state, problem)
+    return problem
 
 
 def _clear_store_cache() -> None:
     """Forget the opened stores (tests that delete their directories)."""
     _shared_store.cache_clear()
     _load_problems.clear()
+    _checked.clear()
 
 
 @dataclass(frozen=True)

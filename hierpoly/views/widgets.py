@@ -253,6 +253,17 @@ def server_ip() -> str | None:
         return None
 
 
+def locked_params(cfg, store) -> dict | None:
+    """The URL parameters of a locked link to cfg (signed with the store's secret), or None with the reason
+    in one line on the page when the secret cannot be made or read (a full disk, say)."""
+    try:
+        signature = policy.sign(cfg, store)
+    except policy.PolicyError as err:
+        st.warning(f"No locked link can be made here: {literal(err)}", icon=":material/warning:")
+        return None
+    return {**forms.params_from_config(cfg), forms.LOCK_PARAM: "1", policy.SIGNATURE_PARAM: signature}
+
+
 def classroom_link(params: dict, prefix: str, page: str = "Explore") -> str | None:
     """The whole classroom link, shown wrapped and as a QR code, from the address this server serves.
 
