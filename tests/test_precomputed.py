@@ -63,6 +63,10 @@ CPU_SLOPES = [(8, 12, 2.27, 1.81, 4.56), (12, 16, 2.92, 0.82, 2.96), (16, 20, 2.
 CPU_MEAN_KAPPA = {0.8: (2.45, 2.41, 2.46), 0.9: (1.77, None, None), 0.95: (1.69, None, None)}
 CPU_MEAN_SPLIT = {0.9: ((1.46, 1.84), (2.39, 2.55)), 0.95: ((1.34, 1.70), (2.31, 2.44))}
 
+# n*(32) at 0.9 as three readings fitted on d = 8 … 24 predict it (seed median, 95% whole-seed bootstrap,
+# seed 0, 1000 replicates), committed before any d = 32 network run: (estimate, low, high)
+CPU_PREDICTIONS = {"power_law": (10968, 9906, 13384), "flat_dk": (12582, 11540, 13297),
+                   "flat_count": (12443, 11567, 13760)}
 
 @pytest.fixture(scope="module")
 def cpu_report(tmp_path_factory) -> dict:
@@ -239,3 +243,17 @@ def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_clai
         assert claim["beats_everywhere"] is True and len(claim["beats"]) == 9, claim  # d = 12, 16, 20 × N = 256 … 4096
         assert claim["beats_every_seed"] is True, claim
         assert None not in claim["half_n"].values() and claim["half_n_spread"] <= 4, claim
+
+
+@pytest.mark.process
+def test_the_predictions_of_n_star_at_32_are_the_committed_ones(cpu_report):
+    pred = cpu_report["predictions"]
+    assert (pred["d"], pred["threshold"], pred["fit_ds"], pred["statistic"]) == (32, 0.9, [8, 12, 16, 20, 24], "median")
+    for name, (estimate, low, high) in CPU_PREDICTIONS.items():
+        got = pred["readings"][name]
+        assert (got["estimate"], got["low"], got["high"]) == pytest.approx((estimate, low, high), abs=1), name
+    assert pred["readings"]["power_law"]["kappa"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)
+    # n*/d³ at d = 24 rests on one d: its 1000 replicates take 10 values, so its interval is marked
+    assert pred["readings"]["flat_dk"]["marked"] == "10 distinct replicates (< 30)"
+    if not any(cell["d"] == 32 for cell in cpu_report["cells"]):
+        assert pred["measured"] is None

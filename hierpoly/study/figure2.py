@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hierpoly.jsonvalue import jsonable
-from hierpoly.study import analysis
+from hierpoly.study import analysis, readings
 from hierpoly.study.specs import SweepFamily, SweepSpec, coverage_of_runs, grids, stored_runs
 from hierpoly.targets import canonical_link
 
@@ -72,7 +72,9 @@ def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analys
                  statistic: str = analysis.STATISTIC) -> tuple[dict, list[Figure2Report]]:
     """``figure2 --json`` of a grid or a family, and each grid's report (the store is read once).
 
-    One grid: its cells, ``kappa`` and ``exponents`` (one entry). A family (the exponents
+    One grid: its cells, ``kappa``, ``exponents`` (one entry) and ``predictions`` (``readings.predictions``:
+    n*(32) at 0.9 from the seed median of d = 8 … 24, fixed whatever the options, with the measured n*(32)
+    once stored; None for a grid without those d). A family (the exponents
     preset): ``exponents``, one entry per grid (k, q, link, estimate or reason, low, high, …),
     and ``grids``, each grid's own report.
     """
@@ -82,6 +84,7 @@ def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analys
     exponents = [entry for rep in reports for entry in rep.exponents]
     if isinstance(spec, SweepFamily):
         return {**head, "exponents": exponents, "grids": [rep.to_json() for rep in reports]}, reports
-    grid = reports[0].to_json()
+    grid, rep = reports[0].to_json(), reports[0]
+    predictions = readings.predictions(rep.runs, spec.k, rep.kappa["criterion"]) if len(rep.runs) else None
     return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing")},
-            "exponents": exponents}, reports
+            "exponents": exponents, "predictions": predictions}, reports

@@ -1,0 +1,67 @@
+"""Finite-d readings and the predictions of n* at a larger d, on runs with a known law."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hierpoly.study import readings
+
+
+def law_runs(scale, ds=(8, 12, 16, 20, 24), seeds=3, k=3):
+    """corr = sigmoid(log(n / scale(d))) on the grid n = scale(d) · 2^j, the same for every seed: it crosses 0.9
+    at n* = F · scale(d), with one interpolation factor F for every d."""
+    rows = []
+    for d in ds:
+        for j in np.arange(-3, 6, 0.5):
+            n = scale(d) * 2.0**j
+            for s in range(seeds):
+                rows.append({"arch": "three_layer", "d": d, "n": n, "k": k, "seed": s,
+                             "feature_corr": 1 / (1 + scale(d) / n), "test_loss": 0.0})
+    return pd.DataFrame(rows)
+
+
+def _factor(scale, d=8):
+    return readings.n_star_draws(law_runs(scale, ds=(d,)), 0.9).point[0] / scale(d)
+
+
+def test_counts_are_the_binomials():
+    assert readings.count(8, 3) == math.comb(11, 3) == 165 and readings.homogeneous(8, 3) == math.comb(10, 3) == 120
+    assert readings.count(1, 2) == 3  # 1, x, x²
+    assert readings.homogeneous(2, 2) == 3  # x², xy, y²
+
+
+def test_each_reading_predicts_exactly_the_law_it_states():
+    power = lambda d: 2.0 * d**2.5  # noqa: E731
+    out = readings.predictions(law_runs(power))["readings"]
+    assert out["power_law"]["estimate"] == pytest.approx(_factor(power) * power(32), rel=1e-9)
+    assert out["power_law"]["kappa"] == pytest.approx(2.5, abs=1e-9)
+    # identical seeds: every replicate is the point, one distinct value, so the interval is marked
+    assert out["power_law"]["low"] == pytest.approx(out["power_law"]["estimate"], rel=1e-9)
+    assert out["power_law"]["marked"].startswith("1 distinct replicates")
+    flat = lambda d: 1.9 * readings.count(d, 3)  # noqa: E731
+    out = readings.predictions(law_runs(flat))["readings"]
+    assert out["flat_count"]["estimate"] == pytest.approx(_factor(flat) * flat(32), rel=1e-9)
+    assert out["flat_count"]["at_last_d"]["estimate"] == pytest.approx(out["flat_count"]["estimate"], rel=1e-9)
+    assert out["flat_dk"]["estimate"] == pytest.approx(_factor(flat) * flat(24) * (32 / 24) ** 3, rel=1e-9)
+    assert out["power_law"]["estimate"] != pytest.approx(out["flat_count"]["estimate"], rel=1e-3)  # C(d+3,3) is no power
+
+
+def test_the_predictions_never_read_the_runs_they_predict():
+    flat = lambda d: 1.9 * readings.count(d, 3)  # noqa: E731
+    before = readings.predictions(law_runs(flat))
+    assert before["measured"] is None
+    after = readings.predictions(law_runs(flat, ds=(8, 12, 16, 20, 24, 32)))
+    assert after["readings"] == before["readings"]
+    assert after["measured"]["estimate"] == pytest.approx(_factor(flat) * flat(32), rel=1e-9)
+    assert readings.predictions(law_runs(flat, ds=(8, 12, 16))) is None  # the fitted d are not all there
+
+
+def test_an_interval_is_marked_for_few_distinct_replicates_or_mixed_d_sets():
+    rng = np.random.default_rng(0)
+    wide = readings.interval(1.0, rng.normal(1, 0.1, 1000))
+    assert wide["marked"] is None and wide["distinct"] == 1000 and wide["low"] < 1 < wide["high"]
+    few = readings.interval(1.0, rng.choice([0.9, 1.0, 1.1], 1000))
+    assert few["distinct"] == 3 and "3 distinct replicates" in few["marked"]
+    mixed = readings.interval(1.0, rng.normal(1, 0.1, 1000), mixed=12)
+    assert "12 replicates rest on a different set of d" in mixed["marked"]
