@@ -592,7 +592,7 @@ def test_learn_shows_the_shipped_transfer_grid_with_its_claim_read_from_the_medi
     texts = _texts(at)
     assert "Half of E[h′²] explained by the transfer: N = 16 at d = 8, N = 16 at d = 12, N = 16 at d = 16, " \
            "N = 16 at d = 20 (largest over smallest: 1×)." in texts, texts
-    assert any("median test loss over seeds is below both scratch's and the kernel's in 9 of 9 stored cells. "
+    assert any("median test loss over seeds is below both scratch's and the kernel's in 20 of 20 stored cells. "
                "Even its worst seed beats the best seed of both in every one." in t for t in texts), texts
     assert any("Reusing the learned feature for quadratic" in c.proto.spec for c in at.get("plotly_chart"))
 

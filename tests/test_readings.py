@@ -38,7 +38,7 @@ def test_each_reading_predicts_exactly_the_law_it_states():
     assert out["power_law"]["kappa"] == pytest.approx(2.5, abs=1e-9)
     # identical seeds: every replicate is the point, one distinct value, so the interval is marked
     assert out["power_law"]["low"] == pytest.approx(out["power_law"]["estimate"], rel=1e-9)
-    assert out["power_law"]["marked"].startswith("1 distinct replicates")
+    assert out["power_law"]["marked"].startswith("1 distinct replicate values")
     flat = lambda d: 1.9 * readings.count(d, 3)  # noqa: E731
     out = readings.predictions(law_runs(flat))["readings"]
     assert out["flat_count"]["estimate"] == pytest.approx(_factor(flat) * flat(32), rel=1e-9)
@@ -62,6 +62,6 @@ def test_an_interval_is_marked_for_few_distinct_replicates_or_mixed_d_sets():
     wide = readings.interval(1.0, rng.normal(1, 0.1, 1000))
     assert wide["marked"] is None and wide["distinct"] == 1000 and wide["low"] < 1 < wide["high"]
     few = readings.interval(1.0, rng.choice([0.9, 1.0, 1.1], 1000))
-    assert few["distinct"] == 3 and "3 distinct replicates" in few["marked"]
+    assert few["distinct"] == 3 and "3 distinct replicate values" in few["marked"]
     mixed = readings.interval(1.0, rng.normal(1, 0.1, 1000), mixed=12)
-    assert "12 replicates rest on a different set of d" in mixed["marked"]
+    assert "12 of 1000 replicates rest on another set of d" in mixed["marked"]

@@ -26,6 +26,7 @@ class Figure2Report:
     kappa: dict  # analysis.kappas: κ at `threshold`, by_threshold, collapse
     exponents: list[dict]  # analysis.exponent_table: this grid's target, with its κ (empty when nothing stored)
     coverage: pd.DataFrame  # one row per (arch, d, n): seeds stored and wanted
+    readings: dict | None = None  # readings.grid_readings: n* per d beside d^k and the counts, their slopes
 
     @property
     def short(self) -> pd.DataFrame:
@@ -39,6 +40,8 @@ class Figure2Report:
             "cells": [jsonable(row) for row in self.table.to_dict("records")],
             "kappa": self.kappa,
             "missing": [jsonable(row) for row in self.short.to_dict("records")],
+            "per_d": self.readings["per_d"] if self.readings else [],
+            "readings": {name: value for name, value in (self.readings or {}).items() if name != "per_d"} or None,
         }
 
 
@@ -59,13 +62,14 @@ def figure2_report(spec: SweepSpec, store, threshold: float = analysis.THRESHOLD
     criterion = analysis.criterion_for(spec.k, spec.link, spec.sigma1)
     kappa = entries[0] if entries else analysis.kappas(runs, threshold=threshold, criterion=criterion,
                                                         statistic=statistic)
-    kappa = {name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}
-    if not entries:  # no stored run: the family's table still lists the grid, with its reason
-        entries = [{**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
-                    "first_stage_signal": analysis.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
+    found = readings.grid_readings(runs, spec.k, criterion, statistic, threshold) if len(runs) else None
+    kappa = readings.marked_kappa({name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}, found)
+    entries = [{**(entries[0] if entries else {**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
+                                               "first_stage_signal": analysis.first_stage_signal(spec.link),
+                                               "ds": list(spec.ds)}), **kappa}]  # no run: the grid, with its reason
     entries = [{**entry, "diagnosis": analysis.diagnosis(entry, cells, statistic)} for entry in entries]
     return Figure2Report(spec, threshold, runs, cells, analysis.figure2_cells(cells), kappa, entries,
-                         coverage_of_runs(spec, runs))
+                         coverage_of_runs(spec, runs), found)
 
 
 def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analysis.THRESHOLD,
@@ -86,5 +90,5 @@ def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = analys
         return {**head, "exponents": exponents, "grids": [rep.to_json() for rep in reports]}, reports
     grid, rep = reports[0].to_json(), reports[0]
     predictions = readings.predictions(rep.runs, spec.k, rep.kappa["criterion"]) if len(rep.runs) else None
-    return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing")},
+    return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing", "per_d", "readings")},
             "exponents": exponents, "predictions": predictions}, reports
