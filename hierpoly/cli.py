@@ -618,9 +618,34 @@ def _print_grid(report: dict, threshold: float) -> None:
         other = kappa["sensitivity"]
         print(f"   with the seed {other['statistic']} instead: " + "; ".join(
             f"at {b['threshold']}: {_kappa_text(b)}" for b in other["by_threshold"]))
+    _print_readings(report)
     if report["missing"]:
         print(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {report['seeds_wanted']}: "
               "run python -m hierpoly sweep with the same grid")
+
+
+def _print_readings(report: dict) -> None:
+    """n* per d beside d^k and the polynomial counts, and what the measured readings say."""
+    from hierpoly.study import readings
+
+    if not report.get("readings") or not report.get("per_d"):
+        return
+    rd = {**report["readings"], "per_d": report["per_d"]}
+    print(f"n* at {rd['threshold']} per d (seed {rd['statistic']}; intervals from the κ bootstrap's draws):")
+    print(readings.per_d_frame(report["per_d"], report["k"]).to_string(index=False))
+    said = [readings.slope_caption(report["kappa"], report["k"]), *readings.why_below_k(rd),
+            *(readings.flatness_sentence(rd, s["threshold"]) for s in rd["slopes"])]
+    for sentence in filter(None, said):
+        print("   " + sentence)
+    print("   " + readings.MARK_NOTE)
+    pred = report.get("predictions")
+    if pred:
+        def count(r: dict) -> str:
+            return f"{r['estimate']:.0f} [{r['low']:.0f}, {r['high']:.0f}]" + ("†" if r["marked"] else "")
+
+        print(f"n*({pred['d']}) at {pred['threshold']} as predicted from d = {', '.join(map(str, pred['fit_ds']))}: "
+              + "; ".join(f"{name}: {count(r)}" for name, r in pred["readings"].items())
+              + f"; measured: {count(pred['measured']) if pred['measured'] else 'not yet'}")
 
 
 def _kappa_text(kappa: dict) -> str:
@@ -631,7 +656,8 @@ def _kappa_text(kappa: dict) -> str:
         return (f"{kappa['estimate']:.2f} (bootstrap split by seed {split['seed']}: "
                 f"{split['without']['low']:.2f}–{split['without']['high']:.2f} without it, "
                 f"{split['with']['low']:.2f}–{split['with']['high']:.2f} with it)")
-    return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "")
+    return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "") \
+        + ("†" if kappa.get("marked") else "")
 
 
 def _print_exponents(report: dict) -> None:
@@ -644,6 +670,18 @@ def _print_exponents(report: dict) -> None:
         print(f"{e['k']:>2} {e['q']:>2} {e['link']:>10} {','.join(map(str, e['ds'])):>14} {e['criterion']:>12} "
               f"{at.get(0.8, '-'):>18} {at.get(0.9, '-'):>18} {at.get(0.95, '-'):>18} {_kappa_text(e['collapse']):>18} "
               f"{e['kernel_kq']:>3}  {'yes' if e['first_stage_signal'] else 'no: even link, outside the theory'}")
+    from hierpoly.study import readings
+
+    for e in report["exponents"]:
+        for b in e["by_threshold"]:
+            if b["estimate"] is not None and b.get("fit_ds") and b["fit_ds"] != e["ds"]:
+                print(f"k = {e['k']}, q = {e['q']}: κ at {b['threshold']} rests on d = {', '.join(map(str, b['fit_ds']))} "
+                      f"({len(b['fit_ds'])} of {len(e['ds'])}; the others never cross)")
+    for g in report["grids"]:
+        if g.get("readings"):
+            rd = {**g["readings"], "per_d": g["per_d"]}
+            print(f"k = {g['k']}, q = {g['q']}: " + readings.flatness_sentence(rd, rd["threshold"]))
+    print(readings.MARK_NOTE)
     missing = sum(len(g["missing"]) for g in report["grids"])
     if missing:
         print(f"{missing} (cell, arch) pairs have fewer seeds than wanted: run python -m hierpoly sweep --preset {report['preset']}")

@@ -155,7 +155,7 @@ def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
     at = _app()
     _ok(at)
     titles = _chart_titles(at)
-    assert len(titles) == 1 and "Every d on one curve" in titles[0]
+    assert len(titles) == 1 and "Each d against n/d^k" in titles[0]
 
 
 def test_home_without_results_says_where_to_get_them(empty_store):
@@ -616,3 +616,24 @@ def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(
     at = _app("pages/3_Results.py")
     _ok(at)
     assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)
+
+
+def test_figure2_reads_each_ratio_as_measured_and_says_which_is_flat(bundle_store):
+    """The page's finite-d readings are the JSON's: the per-d table, which ratio is flat per grid, and the
+    'below k' caption only where κ and every local slope lie below k."""
+    from hierpoly.study import figure2, presets, readings
+
+    at = _app("pages/2_Figure_2.py", {"preset": "cpu"})
+    _ok(at)
+    report = figure2.figure2_json(presets.preset("cpu"), Store(bundle_store))[0]
+    rd = {**report["readings"], "per_d": report["per_d"]}
+    texts = _texts(at)
+    for sentence in [*readings.why_below_k(rd), readings.flatness_sentence(rd, 0.9)]:
+        assert any(sentence in t for t in texts), sentence
+    assert any(readings.slope_caption(report["kappa"], 3) in c.value for c in at.caption)
+    assert "lie below the theory's k = 3" in readings.slope_caption(report["kappa"], 3)
+    per_d = next(df.value for df in at.dataframe if "n*/C(d+3,3)" in df.value.columns)
+    assert list(per_d["d"]) == [8, 12, 16, 20, 24]
+    # the exponent table: one line per grid on which ratio is flat at 0.9
+    facts = next(t for t in texts if t.startswith("**Where a row departs"))
+    assert facts.count("(slopes of the log ratio against log d over d =") + facts.count("no ratio can be read") == 7
