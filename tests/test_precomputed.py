@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hierpoly.engine import baselines
@@ -14,6 +15,7 @@ from hierpoly.study import presets, specs
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"
+README = REPO / "README.md"
 
 # The shipped cpu bundle is deterministic, so Figure 2 is pinned at the precision
 # `python -m hierpoly figure2 --preset cpu` prints: (d, n): (test loss, corr(g, p), kernel test loss,
@@ -243,6 +245,84 @@ def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_clai
         assert claim["beats_everywhere"] is True and len(claim["beats"]) == 20, claim  # d = 8 … 20 × N = 16 … 4096
         assert claim["beats_every_seed"] is True, claim
         assert None not in claim["half_n"].values() and claim["half_n_spread"] <= 4, claim
+    _readme_transfer_numbers_are_the_json_s(cells)
+
+
+def _readme_transfer_numbers_are_the_json_s(cells: dict) -> None:
+    """The README's transfer sentences, each number read from the JSON (medians over seeds, the tail's share)."""
+    readme = README.read_text()
+    shares = [c["outside_loss_share"] for (d, n, link, role), c in cells.items() if role == "transfer" and n == 4096]
+    assert f"where that share is {min(shares):.0%}–{max(shares):.0%}".replace("%–", "–") in readme
+    median = {key: c["test_loss_median"] for key, c in cells.items()}
+    q = "quadratic"
+    assert (f"(quadratic, N = 256: {median[12, 256, q, 'transfer']:.3f} at d = 12, "
+            f"{median[16, 256, q, 'transfer']:.2f} at\n  d = 16)") in readme
+    assert (f"(quadratic: {median[8, 4096, q, 'transfer']:.3f} at d = 8, "
+            f"{median[20, 4096, q, 'transfer']:.4f} at d = 20)") in readme
+    assert median[8, 4096, q, "transfer"] > median[20, 4096, q, "transfer"] == min(
+        median[d, 4096, q, "transfer"] for d in (8, 12, 16, 20))
+    assert "In all 20 cells of each link, every d\n  from 8 and every N from 16" in readme
+    assert "at a given N its loss does not rise with d" not in readme
+
+
+def test_the_readme_quotes_the_retrained_sources_as_the_shipped_transfers_record_them():
+    records = {}
+    results = bundles.read_bundle((PRECOMPUTED / "transfer.zip").read_bytes())
+    for result in results.values():
+        source = result.meta.get("extra", {}).get("source")
+        if source and source["first_block"].startswith("retrained"):
+            records[result.config.d] = source
+    d8, d12 = records[8], records[12]
+    text = README.read_text() + (REPO / "hierpoly" / "jobs" / "runner.py").read_text()
+    assert f"test loss {d8['retrained_test_loss']:.4f} against the stored {d8['stored_test_loss']:.4f}" in README.read_text()
+    assert f"correlation {d8['retrained_feature_corr']:.5f} against\n{d8['stored_feature_corr']:.5f}" in README.read_text()
+    assert f"{d12['retrained_test_loss']:.4f} against {d12['stored_test_loss']:.4f}" in README.read_text()
+    assert f"test loss {d8['retrained_test_loss']:.4f} retrained vs {d8['stored_test_loss']:.4f}" in text
+    assert f"d = 12: {d12['retrained_test_loss']:.4f} vs {d12['stored_test_loss']:.4f}" in text
+
+
+@pytest.mark.slow
+def test_the_readme_says_what_seed_4_does_to_the_mean_from_the_shipped_runs(tmp_path):
+    from hierpoly.study import analysis
+
+    store = Store(tmp_path / "fresh")
+    bundles.load_precomputed(store, PRECOMPUTED)
+    runs = specs.stored_runs(presets.preset("cpu"), store)
+    net = runs[runs["arch"] == "three_layer"]
+
+    def without(cells):
+        drop = (net["seed"] == 4) & pd.Series([(d, n) in cells for d, n in zip(net["d"], net["n"])], index=net.index)
+        return analysis.exponent(net[~drop], 0.9, statistic="mean", n_boot=10).estimate
+
+    one, two = without({(8, 512)}), without({(8, 512), (12, 864)})
+    assert (f"without seed 4's d = 8, n = 512 run it is {one:.2f}, without both that run and\n"
+            f"d = 12, n = 864 it is {two:.2f}") in README.read_text()
+    assert without({(20, 8000)}) == pytest.approx(without(set()))  # "changes nothing"
+
+
+@pytest.mark.process
+def test_the_readme_s_reasons_for_kappa_below_3_are_the_json_s_measured_sentences(cpu_report):
+    """The README's sentences on why κ < 3 are exactly the ones `figure2` generates from the JSON's readings
+    (the shift in n/d^3, the width, κ by threshold, which ratio is flat, the local slopes' caption): they name
+    only quantities the JSON holds, and a rerun that moves a number breaks this test, not the README's truth."""
+    from hierpoly.study import readings
+
+    readme = README.read_text()
+    block = readme.split("<!-- why-kappa-below-3 -->")[1].split("<!-- /why-kappa-below-3 -->")[0]
+    said = [line[2:] for line in block.strip().splitlines()]
+    rd = {**cpu_report["readings"], "per_d": cpu_report["per_d"]}
+    generated = [*readings.why_below_k(rd), *(readings.flatness_sentence(rd, t) for t in (0.8, 0.9, 0.95)),
+                 readings.slope_caption(cpu_report["kappa"], 3)]
+    assert said == generated
+    # each quantity those sentences name is a field of the JSON
+    assert {"n_star_over_dk", "n_star_over_count", "n_star_over_homogeneous", "width_95_50"} <= set(rd["per_d"][0])
+    assert {"slopes", "width_slope", "kappa_by_threshold"} <= set(rd) and cpu_report["kappa"]["local_slopes"]
+    assert "sharpen" not in readme and "falls on one curve" not in readme
+    assert readings.markdown_table(readings.per_d_frame(cpu_report["per_d"], 3)) in readme
+    # the intro's numbers: n*/d³ at 0.9 from d = 8 to 24, and κ
+    first, last = rd["per_d"][0]["n_star_over_dk"]["estimate"], rd["per_d"][-1]["n_star_over_dk"]["estimate"]
+    assert (f"(n*/d³ at 0.9\nfalls from {first:.2f} at d = 8 to {last:.2f} at d = 24), so the fitted κ, "
+            f"{cpu_report['kappa']['estimate']:.2f}") in readme
 
 
 @pytest.mark.process
