@@ -102,9 +102,10 @@ def figure(rep: figure2.Figure2Report, statistic: str) -> None:
     st.caption(
         LINE_TEXT[statistic] + "dots the seeds (hollow: stopped at the step cap), one colour per d. The test loss "
         "is the plain mean squared error over each run's fresh evaluation points (unbiased: E[h²] = 1), not a ratio. "
-        f"Against n/d^{rep.spec.k} the **feature correlation** of every d rises at about the same place: "
-        f"the network needs about d^{rep.spec.k} samples to learn p. The **test loss** falls with n too but does "
-        "not collapse as neatly: it is dominated by the rare inputs outside the training data (heavy tail; see "
+        f"If the network needs about d^{rep.spec.k} samples, the **feature correlation** of every d rises at the "
+        f"same place against n/d^{rep.spec.k}; where each d crosses is measured below. "
+        + (readings.shift_sentence(rep.readings) + " " if rep.readings else "")
+        + "The **test loss** falls with n too; it is dominated by the rare inputs outside the training data (heavy tail; see "
         "Explore). The two-layer baseline stops where a holdout of its training set says: trained on, it fits the "
         "heavy-tailed targets and predicts worse than 0, so it stays near the zero predictor's mean h² (about 1; "
         "each evaluation set's own) and learns a little of p only at the largest n. The kernel baseline stays near "
