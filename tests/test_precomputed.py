@@ -184,19 +184,23 @@ def _triple(entry: dict) -> tuple | None:
 # The exponent table from the shipped bundles: per (k, q), κ from the seed median at 0.8, 0.9, 0.95 (estimate, low, high;
 # None: no crossing) and the mean's κ at 0.9 beside it
 EXPONENT_ROWS = {
-    (1, 2): ([(1.61, 1.35, 1.65), (1.85, 1.72, 1.87), (1.99, 1.77, 2.08)], 1.75),
-    (1, 3): ([(1.53, 1.31, 1.73), (1.56, 1.43, 1.67), (1.60, 1.33, 1.67)], 1.59),
+    (1, 2): ([(1.37, 1.09, 1.65), (1.63, 1.50, 1.88), (1.91, 1.67, 2.06)], 1.68),
+    (1, 3): ([(1.50, 1.31, 1.73), (1.55, 1.43, 1.67), (1.60, 1.33, 1.67)], 1.59),
     (1, 4): ([None, None, None], None),
-    (2, 2): ([(2.32, 1.72, 2.55), (2.40, 1.45, 3.26), None], 3.06),
-    (2, 3): ([(2.00, 1.99, 2.22), (1.99, 1.99, 2.16), (1.94, 1.94, 2.16)], 2.05),
-    (2, 4): ([(2.66, 2.66, 3.74), None, None], None),
+    (2, 2): ([(2.54, 0.83, 2.92), (2.46, 1.45, 3.36), None], 1.67),
+    (2, 3): ([(2.02, 1.85, 2.22), (2.02, 1.59, 2.16), (2.09, 1.73, 2.47)], 2.01),
+    (2, 4): ([(2.79, 1.90, 4.64), None, None], None),
     (3, 3): ([(2.50, 2.34, 2.58), (2.55, 2.34, 2.75), (2.43, 1.75, 2.51)], 1.77),
 }
+# the d each κ at 0.9 rests on where some d never crosses, and the rows whose 0.9 interval is marked
+EXPONENT_FIT_DS = {(2, 2): [8, 10, 12]}
+EXPONENT_MARKED = {(1, 2), (2, 2)}
 
 
 @pytest.mark.process
 def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_path):
-    """All seven grids are shipped complete: every row has κ below the kernel's kq, or a measured reason."""
+    """All seven grids are shipped complete, 5 seeds in every crossing cell: every row has κ below the kernel's kq,
+    or a measured reason; each κ lists the d it rests on and a coarse interval is marked."""
     out = _figure2("exponents", tmp_path)
     rows = {(e["k"], e["q"]): e for e in out["exponents"]}
     assert sorted(rows) == sorted(EXPONENT_ROWS) and all(grid["missing"] == [] for grid in out["grids"])
@@ -212,13 +216,84 @@ def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_pa
             # a row off k by more than 0.5 says in numbers which law n* follows
             assert (row["diagnosis"] is not None) == (abs(row["estimate"] - row["k"]) > 0.5), target
     assert rows[(3, 3)]["kernel_kq"] == 9 and rows[(3, 3)]["estimate"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)  # the cpu grid
-    # k = 1, q = 2: n* follows the kernel's d^2 (the cubic first block represents h itself), n*/d^2 = 1.25, 1.25, 1.04
-    assert "n*/d^2 = 1.25, 1.25, 1.04" in rows[(1, 2)]["diagnosis"]
+    # k = 1, q = 2 (the cubic first block represents h itself): n* between d and d^2, as the README says
+    assert "n*/d^1 = 11.6, 20, 22.8 and n*/d^2 = 1.45, 1.25, 0.952" in rows[(1, 2)]["diagnosis"]
+    for target, row in rows.items():
+        at = {b["threshold"]: b for b in row["by_threshold"]}[0.9]
+        if at["estimate"] is not None:
+            assert at["fit_ds"] == EXPONENT_FIT_DS.get(target, row["ds"]), target
+            assert (at["marked"] is not None) == (target in EXPONENT_MARKED), target
     # the success fractions of the k = 2, q = 3 grid: no seed past 0.9 up to n = 2d^2, every seed from 8d^2 on
     cubic = next(g for g in out["grids"] if g["k"] == 2 and g["link"] == "cubic")
     assert all(c["success_fraction"] == 0.0 for c in cubic["cells"] if c["n_over_dk"] <= 2)
     assert all(c["success_fraction"] == 1.0 for c in cubic["cells"] if c["n_over_dk"] >= 8)
-    assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([2 / 3, 2 / 3, 1, 1])
+    assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([0.6, 0.8, 0.8, 1])
+    _crossing_cells_have_five_seeds(out)
+    _readme_exponent_table_is_the_json_s(out)
+    _readme_exponent_flatness_is_the_json_s(out)
+
+
+def _score(cell: dict, criterion: str) -> float | None:
+    if criterion == "feature_corr":
+        return cell["corr_median"]
+    return None if cell["test_loss_median"] is None else 1 - cell["test_loss_median"]
+
+
+def _readme_exponent_flatness_is_the_json_s(out: dict) -> None:
+    from hierpoly.study import readings
+
+    block = README.read_text().split("<!-- exponent-flatness -->")[1].split("<!-- /exponent-flatness -->")[0]
+    expected = [f"- k = {g['k']}, q = {g['q']}: " + readings.flatness_sentence({**g["readings"], "per_d": g["per_d"]}, 0.9)
+                for g in out["grids"]]
+    assert block.strip().splitlines() == expected
+
+
+def _crossing_cells_have_five_seeds(out: dict) -> None:
+    """Every cell that brackets a crossing of the seed median at 0.8, 0.9 or 0.95 holds at least 5 network seeds."""
+    for grid in out["grids"]:
+        for d in sorted({c["d"] for c in grid["cells"]}):
+            cells = sorted((c for c in grid["cells"] if c["d"] == d), key=lambda c: c["n"])
+            scores = [_score(c, grid["kappa"]["criterion"]) for c in cells]
+            for t in (0.8, 0.9, 0.95):
+                first = next((i for i, s in enumerate(scores) if s is not None and s >= t), None)
+                if first:  # crossed inside the grid
+                    assert min(cells[first - 1]["seeds"], cells[first]["seeds"]) >= 5, (grid["name"], d, t)
+
+
+_LINKS = {"std:h1+h2": "h₁+h₂", "cubic": "z³", "std:h1+h4": "h₁+h₄"}
+
+
+def _kappa_cell(entry: dict, bold: bool = False) -> str:
+    """One κ as the README's exponent table prints it: † on a marked interval, bold only the unmarked headline."""
+    if entry.get("estimate") is None:
+        return "**–**" if bold else "–"
+    text = f"{entry['estimate']:.2f}" + (" (split)" if entry.get("split") else "" if entry.get("low") is None
+                                         else f" [{entry['low']:.2f}, {entry['high']:.2f}]")
+    if entry.get("marked"):
+        return text + "†"
+    return f"**{text}**" if bold else text
+
+
+def _readme_exponent_table_is_the_json_s(out: dict) -> None:
+    readme = README.read_text()
+    for e in out["exponents"]:
+        by = {b["threshold"]: b for b in e["by_threshold"]}
+        mean = {b["threshold"]: b for b in e["sensitivity"]["by_threshold"]}[0.9]
+        row = (f"| {e['k']} | {_LINKS[e['link']]} ({e['q']}) | {', '.join(map(str, e['ds']))} | "
+               f"{', '.join(map(str, by[0.9]['fit_ds'])) or '–'} | {_kappa_cell(by[0.8])} | {_kappa_cell(by[0.9], True)} | "
+               f"{_kappa_cell(by[0.95])} | {_kappa_cell(e['collapse'])} | "
+               f"{_kappa_cell({**mean, 'low': None, 'marked': None})} | {e['kernel_kq']} |")
+        assert row in readme, row
+    # the prose beside the table quotes the same cells (a rerun that moves them breaks this, not the prose)
+    rows = {(e["k"], e["q"]): {b["threshold"]: b for b in e["by_threshold"]} for e in out["exponents"]}
+    prose = readme.split("Every κ at 0.9 lies below the kernel's kq")[1].split("<!-- exponent-flatness -->")[0]
+    prose = " ".join(prose.replace("**", "").split())
+    for target, t in (((1, 2), 0.9), ((1, 2), 0.95), ((2, 3), 0.9), ((2, 2), 0.9), ((2, 4), 0.8)):
+        cell = _kappa_cell(rows[target][t])
+        assert cell.replace("**", "") in prose or cell.split(" ", 1)[1] in prose, (target, t, cell)
+    assert all(e["estimate"] is None or e["estimate"] < e["kernel_kq"] for e in out["exponents"])
+    low, high = rows[1, 2][0.95]["low"], rows[1, 2][0.95]["high"]
+    assert low <= 2 <= high and "at 0.95 its interval, [" in prose  # holds kq = 2
 
 
 def _grid(name: str) -> specs.SweepSpec:
