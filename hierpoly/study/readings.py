@@ -48,12 +48,11 @@ NORMALISATIONS = {  # name in the JSON: N(d, k)
 
 @dataclass(frozen=True)
 class NStarDraws:
-    """n*(d) of the seed statistic and of each whole-seed bootstrap replicate, with each d's seed count."""
+    """n*(d) of the seed statistic and of each whole-seed bootstrap replicate at one threshold."""
 
     ds: np.ndarray  # (D,)
     point: np.ndarray  # (D,) NaN where a d does not cross
     replicates: np.ndarray  # (B, D)
-    weights: np.ndarray  # (B, S): the draws
     threshold: float
 
 
@@ -73,12 +72,12 @@ def n_star_draws_at(runs: pd.DataFrame, thresholds: tuple[float, ...], criterion
     if not len(runs):
         return None
     grid = analysis.SeedGrid.from_runs(runs, criterion)
-    weights = grid.drawn(n_boot, seed)
-    point, replicates = grid.statistic(np.ones((1, len(grid.seeds))), statistic), grid.statistic(weights, statistic)
+    point = grid.statistic(np.ones((1, len(grid.seeds))), statistic)
+    replicates = grid.statistic(grid.drawn(n_boot, seed), statistic)
     out = {}
     for t in thresholds:
         ds, stars = grid.n_star(point, t)
-        out[t] = NStarDraws(ds, stars[0], grid.n_star(replicates, t)[1], weights, t)
+        out[t] = NStarDraws(ds, stars[0], grid.n_star(replicates, t)[1], t)
     return out
 
 
