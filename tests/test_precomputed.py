@@ -358,7 +358,7 @@ def test_the_readme_quotes_the_retrained_sources_as_the_shipped_transfers_record
 
 @pytest.mark.slow
 def test_the_readme_says_what_seed_4_does_to_the_mean_from_the_shipped_runs(tmp_path):
-    from hierpoly.study import analysis
+    from hierpoly.study import kappa_fit
 
     store = Store(tmp_path / "fresh")
     bundles.load_precomputed(store, PRECOMPUTED)
@@ -367,7 +367,7 @@ def test_the_readme_says_what_seed_4_does_to_the_mean_from_the_shipped_runs(tmp_
 
     def without(cells):
         drop = (net["seed"] == 4) & pd.Series([(d, n) in cells for d, n in zip(net["d"], net["n"])], index=net.index)
-        return analysis.exponent(net[~drop], 0.9, statistic="mean", n_boot=10).estimate
+        return kappa_fit.exponent(net[~drop], 0.9, statistic="mean", n_boot=10).estimate
 
     one, two = without({(8, 512)}), without({(8, 512), (12, 864)})
     assert (f"without seed 4's d = 8, n = 512 run it is {one:.2f}, without both that run and\n"

@@ -6,7 +6,7 @@ regression), and of homogeneous degree k, C(d+k−1, k); both grow as d^k/k! onl
 Whether a ratio n*/N(d) is flat is measured, never assumed: the slope of log(n*/N) against log d,
 with its interval.
 
-Every interval here is the whole-seed percentile bootstrap of ``analysis`` (same draws, same seed, so
+Every interval here is the whole-seed percentile bootstrap of ``kappa_fit`` (same draws, same seed, so
 a reading's replicates are those behind the κ beside it). It covers seed noise only. An interval is
 ``marked`` when its replicates take fewer than MIN_DISTINCT distinct values (with three seeds a cell
 has ten multisets, so its "95%" ends are two of ten values) or when the replicates' fits rest on
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from hierpoly.jsonvalue import jsonable
-from hierpoly.study import analysis
+from hierpoly.study import cell_stats, crossings, exponents, kappa_fit
 
 MIN_DISTINCT = 30  # distinct replicate values below which an interval is marked, not read as a 95% interval
 PREDICTION_THRESHOLD = 0.9
@@ -57,21 +57,21 @@ class NStarDraws:
 
 
 def n_star_draws(runs: pd.DataFrame, threshold: float, criterion: str = "feature_corr",
-                 statistic: str = analysis.STATISTIC, n_boot: int = analysis.N_BOOT, seed: int = 0,
+                 statistic: str = cell_stats.STATISTIC, n_boot: int = kappa_fit.N_BOOT, seed: int = 0,
                  arch: str = "three_layer") -> NStarDraws | None:
-    """n*(d) and its bootstrap replicates, drawn exactly as ``analysis.kappas`` draws them; None without runs."""
+    """n*(d) and its bootstrap replicates, drawn exactly as ``kappa_fit.kappas`` draws them; None without runs."""
     drawn = n_star_draws_at(runs, (threshold,), criterion, statistic, n_boot, seed, arch)
     return None if drawn is None else drawn[threshold]
 
 
 def n_star_draws_at(runs: pd.DataFrame, thresholds: tuple[float, ...], criterion: str = "feature_corr",
-                    statistic: str = analysis.STATISTIC, n_boot: int = analysis.N_BOOT, seed: int = 0,
+                    statistic: str = cell_stats.STATISTIC, n_boot: int = kappa_fit.N_BOOT, seed: int = 0,
                     arch: str = "three_layer") -> dict[float, NStarDraws] | None:
     """``n_star_draws`` at several thresholds from one set of draws (one replicate is one draw at every threshold)."""
     runs = runs[runs["arch"] == arch]
     if not len(runs):
         return None
-    grid = analysis.SeedGrid.from_runs(runs, criterion)
+    grid = crossings.SeedGrid.from_runs(runs, criterion)
     point = grid.statistic(np.ones((1, len(grid.seeds))), statistic)
     replicates = grid.statistic(grid.drawn(n_boot, seed), statistic)
     out = {}
@@ -81,14 +81,14 @@ def n_star_draws_at(runs: pd.DataFrame, thresholds: tuple[float, ...], criterion
     return out
 
 
-def interval(point: float, replicates: np.ndarray, ci: float = analysis.CI, mixed: int = 0) -> dict:
+def interval(point: float, replicates: np.ndarray, ci: float = kappa_fit.CI, mixed: int = 0) -> dict:
     """A point with its percentile interval, the replicates behind it and whether the interval is marked.
 
     ``mixed``: replicates whose value rests on a different set of d than the point's.
     """
     finite = replicates[np.isfinite(replicates)]
     distinct = int(np.unique(np.round(finite, 10)).size)
-    low, high = analysis._interval(finite, ci) if math.isfinite(point) else (None, None)
+    low, high = kappa_fit._interval(finite, ci) if math.isfinite(point) else (None, None)
     reasons = []
     if low is not None and distinct < MIN_DISTINCT:
         reasons.append(f"{distinct} distinct replicate values (< {MIN_DISTINCT})")
@@ -107,9 +107,9 @@ def _mixed(point: np.ndarray, replicates: np.ndarray) -> int:
 # ------------------------------------------------------------------ predictions before the runs
 def _power_law(draws: NStarDraws, d: int) -> tuple[float, np.ndarray]:
     """n*(d) from the κ fit over every crossed d: exp(c) d^κ, for the point and each replicate."""
-    kappa, c = analysis.fit_exponent(draws.ds, draws.point)
+    kappa, c = crossings.fit_exponent(draws.ds, draws.point)
     reps = np.array([math.exp(cb + kb * math.log(d)) if math.isfinite(kb) else math.nan
-                     for kb, cb in (analysis.fit_exponent(draws.ds, row) for row in draws.replicates)])
+                     for kb, cb in (crossings.fit_exponent(draws.ds, row) for row in draws.replicates)])
     return math.exp(c + kappa * math.log(d)), reps
 
 
@@ -131,9 +131,9 @@ def _flat_count(draws: NStarDraws, d: int, k: int, last_only: bool = False) -> t
     return float(out[0]), out[1:]
 
 
-def predictions(runs: pd.DataFrame, k: int = 3, criterion: str = "feature_corr", statistic: str = analysis.STATISTIC,
+def predictions(runs: pd.DataFrame, k: int = 3, criterion: str = "feature_corr", statistic: str = cell_stats.STATISTIC,
                 fit_ds: tuple[int, ...] = PREDICTION_FIT_DS, d: int = PREDICTION_D,
-                threshold: float = PREDICTION_THRESHOLD, n_boot: int = analysis.N_BOOT, seed: int = 0) -> dict | None:
+                threshold: float = PREDICTION_THRESHOLD, n_boot: int = kappa_fit.N_BOOT, seed: int = 0) -> dict | None:
     """n*(d) at ``threshold`` as three readings fitted on ``fit_ds`` only predict it, and the measured n*(d) when stored.
 
     The readings: the power law exp(c) d^κ; n*/d^k flat at the largest fitted d's value; n*/C(d+k, k)
@@ -148,7 +148,7 @@ def predictions(runs: pd.DataFrame, k: int = 3, criterion: str = "feature_corr",
     mixed = _mixed(fitted.point, fitted.replicates)
     power, flat_dk, flat_count = _power_law(fitted, d), _flat_at_last(fitted, d, k), _flat_count(fitted, d, k)
     readings = {
-        "power_law": {**interval(*power, mixed=mixed), "kappa": analysis.fit_exponent(fitted.ds, fitted.point)[0],
+        "power_law": {**interval(*power, mixed=mixed), "kappa": crossings.fit_exponent(fitted.ds, fitted.point)[0],
                       "reading": f"n* = exp(c) d^κ fitted on d = {_ds(fit_ds)}"},
         "flat_dk": {**interval(*flat_dk), "ratio": float(fitted.point[-1] / fit_ds[-1] ** k),
                     "reading": f"n*/d^{k} held at its d = {fit_ds[-1]} value"},
@@ -180,8 +180,8 @@ KAPPA_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)  # κ by threshold:
 
 def _slope(ds: np.ndarray, point: np.ndarray, replicates: np.ndarray, ci: float) -> dict:
     """The least-squares slope of log(values) against log d, over the d with a value, with its interval."""
-    slope = float(analysis._fits(ds.astype(float), point[None, :])[0][0])
-    reps = analysis._fits(ds.astype(float), replicates)[0]
+    slope = float(crossings.fit_exponents(ds.astype(float), point[None, :])[0][0])
+    reps = crossings.fit_exponents(ds.astype(float), replicates)[0]
     out = interval(slope, reps, ci, mixed=_mixed(point, replicates))
     out["ds"] = [int(d) for d, v in zip(ds, point) if math.isfinite(v)]
     return out
@@ -230,9 +230,9 @@ def _slopes_at(draws: NStarDraws, k: int, ci: float) -> dict:
     return out
 
 
-def grid_readings(runs: pd.DataFrame, k: int, criterion: str = "feature_corr", statistic: str = analysis.STATISTIC,
-                  threshold: float = analysis.THRESHOLD, thresholds: tuple[float, ...] = analysis.THRESHOLDS,
-                  n_boot: int = analysis.N_BOOT, seed: int = 0, ci: float = analysis.CI) -> dict | None:
+def grid_readings(runs: pd.DataFrame, k: int, criterion: str = "feature_corr", statistic: str = cell_stats.STATISTIC,
+                  threshold: float = cell_stats.THRESHOLD, thresholds: tuple[float, ...] = kappa_fit.THRESHOLDS,
+                  n_boot: int = kappa_fit.N_BOOT, seed: int = 0, ci: float = kappa_fit.CI) -> dict | None:
     """One grid's finite-d readings, every interval from the κ bootstrap's draws; None without network runs.
 
     Returns:
@@ -256,19 +256,19 @@ def grid_readings(runs: pd.DataFrame, k: int, criterion: str = "feature_corr", s
             "kappa_by_threshold": kappa}
 
 
-def collapse_interval(runs: pd.DataFrame, criterion: str = "feature_corr", statistic: str = analysis.STATISTIC,
-                      n_boot: int = analysis.N_BOOT, seed: int = 0, ci: float = analysis.CI) -> dict | None:
+def collapse_interval(runs: pd.DataFrame, criterion: str = "feature_corr", statistic: str = cell_stats.STATISTIC,
+                      n_boot: int = kappa_fit.N_BOOT, seed: int = 0, ci: float = kappa_fit.CI) -> dict | None:
     """The collapse fit's κ as an ``interval`` (how many distinct replicates it rests on), from the same draws."""
     runs = runs[runs["arch"] == "three_layer"]
     if not len(runs):
         return None
-    grid = analysis.SeedGrid.from_runs(runs, criterion)
+    grid = crossings.SeedGrid.from_runs(runs, criterion)
     point = grid.collapse_kappa(grid.statistic(np.ones((1, len(grid.seeds))), statistic))[0]
     return interval(float(point), grid.collapse_kappa(grid.statistic(grid.drawn(n_boot, seed), statistic)), ci)
 
 
 def marked_kappa(kappa: dict, rd: dict | None) -> dict:
-    """``analysis.kappas``'s dict with each threshold's κ marked: the d it rests on (``fit_ds``), its distinct
+    """``kappa_fit.kappas``'s dict with each threshold's κ marked: the d it rests on (``fit_ds``), its distinct
     replicates, how many rest on another set of d, and ``marked`` (why the interval is not a plain 95% one)."""
     by = {b["threshold"]: b for b in rd["kappa_by_threshold"]} if rd else {}
 
@@ -395,8 +395,8 @@ def why_below_k(rd: dict) -> list[str]:
 
 
 def exponent_frame(entries: list[dict]) -> pd.DataFrame:
-    """``analysis.exponent_frame`` with, per threshold, the d each κ rests on and why its interval is marked."""
-    frame = analysis.exponent_frame(entries)
+    """``exponents.exponent_frame`` with, per threshold, the d each κ rests on and why its interval is marked."""
+    frame = exponents.exponent_frame(entries)
     for column in ("fit_ds", "marked"):
         frame[column] = [", ".join(map(str, e.get(column) or [])) if column == "fit_ds" else e.get(column)
                          for e in entries]
