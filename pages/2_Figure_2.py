@@ -7,7 +7,7 @@ import streamlit as st
 from hierpoly.config import MODES
 from hierpoly.jobs import executors, local, policy
 from hierpoly.jobs import records as jobs
-from hierpoly.study import exponents, figure2, kappa_fit, presets, specs
+from hierpoly.study import figure2, kappa_fit, presets, readings, specs
 from hierpoly.views import forms, plots, widgets
 
 PRESETS = ["cpu", "paper", "tiny", "exponents", "custom"]  # every preset the page draws, each selectable by ?preset=
@@ -109,9 +109,10 @@ def figure_ui(rep: figure2.Figure2Report, statistic: str) -> None:
     st.caption(
         LINE_TEXT[statistic] + "dots the seeds (hollow: stopped at the step cap), one colour per d. The test loss "
         "is the plain mean squared error over each run's fresh evaluation points (unbiased: E[h²] = 1), not a ratio. "
-        f"Against n/d^{rep.spec.k} the **feature correlation** of every d rises at about the same place: "
-        f"the network needs about d^{rep.spec.k} samples to learn p. The **test loss** falls with n too but does "
-        "not collapse as neatly: it is dominated by the rare inputs outside the training data (heavy tail; see "
+        f"If the network needs about d^{rep.spec.k} samples, the **feature correlation** of every d rises at the "
+        f"same place against n/d^{rep.spec.k}; where each d crosses is measured below. "
+        + (readings.shift_sentence(rep.readings) + " " if rep.readings else "")
+        + "The **test loss** falls with n too; it is dominated by the rare inputs outside the training data (heavy tail; see "
         "Explore). The two-layer baseline stops where a holdout of its training set says: trained on, it fits the "
         "heavy-tailed targets and predicts worse than 0, so it stays near the zero predictor's mean h² (about 1; "
         "each evaluation set's own) and learns a little of p only at the largest n. The kernel baseline stays near "
@@ -168,7 +169,7 @@ def interval_text(kappa: dict) -> str:
         return (f"no single interval: the bootstrap splits by seed {split['seed']}, "
                 f"{split['without']['low']:.2f}–{split['without']['high']:.2f} without it and "
                 f"{split['with']['low']:.2f}–{split['with']['high']:.2f} with it")
-    return "–" if kappa["low"] is None else f"[{kappa['low']:.2f}, {kappa['high']:.2f}]"
+    return "–" if kappa["low"] is None else f"[{kappa['low']:.2f}, {kappa['high']:.2f}]" + ("†" if kappa.get("marked") else "")
 
 
 def exponent_ui(rep: figure2.Figure2Report, statistic: str) -> None:
@@ -177,7 +178,8 @@ def exponent_ui(rep: figure2.Figure2Report, statistic: str) -> None:
     if kappa["estimate"] is None:
         return
     rows = [*kappa["by_threshold"], {"threshold": "collapse fit", **kappa["collapse"]}]
-    table = [{"threshold": str(r["threshold"]), "κ": r["estimate"], "95% interval": interval_text(r)} for r in rows]
+    table = [{"threshold": str(r["threshold"]), "κ": r["estimate"], "95% interval (†: marked)": interval_text(r),
+              "rests on d": ", ".join(map(str, r.get("fit_ds") or []))} for r in rows]
     st.dataframe(table, hide_index=True, column_config={"κ": st.column_config.NumberColumn(format="%.2f")})
     cols = st.columns(2)
     cols[0].plotly_chart(plots.kappa_axis_figure(rep.cells, rep.spec.k, rep.spec.k * rep.spec.q, kappa["criterion"],
@@ -187,9 +189,21 @@ def exponent_ui(rep: figure2.Figure2Report, statistic: str) -> None:
     slopes = kappa["local_slopes"]
     trend = ", ".join(f"{s['slope']:.2f} ({s['d_low']}→{s['d_high']})" for s in slopes)
     st.caption(f"n*(d): where the seed-{statistic} {CRITERIA.get(kappa['criterion'], kappa['criterion'])} crosses "
-               f"{rep.threshold}. Local slopes between successive d: {trend or 'none (fewer than two d cross)'}; "
-               f"the theory's k = {rep.spec.k} is the limit as d grows, and finite d pulls the slope below it. "
-               + kappa_fit.slope_trend(slopes, rep.spec.k))
+               f"{rep.threshold}. Local slopes between successive d: {trend or 'none (fewer than two d cross)'}. "
+               + readings.slope_caption(kappa, rep.spec.k) + " " + kappa_fit.slope_trend(slopes, rep.spec.k))
+    readings_ui(rep)
+
+
+def readings_ui(rep: figure2.Figure2Report) -> None:
+    """n* per d beside d^k and the polynomial counts, and which ratio is flat within its interval."""
+    if not rep.readings:
+        return
+    st.subheader("Finite-d readings: n* beside d^k and the polynomial counts")
+    st.dataframe(readings.per_d_frame(rep.readings["per_d"], rep.spec.k), hide_index=True)
+    said = [*readings.why_below_k(rep.readings), *(readings.flatness_sentence(rep.readings, s["threshold"])
+                                                   for s in rep.readings["slopes"])]
+    st.markdown("\n".join(f"- {s}" for s in said if s))
+    st.caption(readings.MARK_NOTE)
 
 
 CRITERIA = {"feature_corr": "feature correlation", "explained": "explained variance 1 − test loss"}
@@ -234,10 +248,13 @@ def grid_progress(grid_keys: set, store) -> None:
 
 # ------------------------------------------------------------------ the exponent table
 @st.cache_data(max_entries=4, show_spinner="Bootstrapping κ for every target…")
-def _exponent_table(_family, _store, stored: tuple, statistic: str) -> tuple[list[dict], list[str]]:
-    """The CLI's exponent entries and the names of the grids still missing runs (recomputed when the stored runs change)."""
+def _exponent_table(_family, _store, stored: tuple, statistic: str) -> tuple[list[dict], list[str], list[tuple]]:
+    """The CLI's exponent entries, the names of the grids still missing runs and each grid's (k, q, which ratio is
+    flat at 0.9) (recomputed when the stored runs change)."""
     report = figure2.figure2_json(_family, _store, statistic=statistic)[0]
-    return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]]
+    flatness = [(g["k"], g["q"], readings.flatness_sentence({**g["readings"], "per_d": g["per_d"]}, g["readings"]["threshold"]))
+                for g in report["grids"] if g["readings"]]
+    return report["exponents"], [grid["name"] for grid in report["grids"] if grid["missing"]], flatness
 
 
 def exponent_table_ui(statistic: str, store) -> None:
@@ -245,11 +262,11 @@ def exponent_table_ui(statistic: str, store) -> None:
     st.header("Exponent table: κ against k, for links of degree q")
     family = presets.preset("exponents")
     stored = tuple(sorted(set(store.keys()) & {cfg.key() for cfg in family.configs()}))
-    entries, unfinished = _exponent_table(family, store, stored, statistic) if stored else ([], [])
+    entries, unfinished, flatness = _exponent_table(family, store, stored, statistic) if stored else ([], [], [])
     if not entries:
         st.info("No run of the `exponents` preset is stored: `python -m hierpoly sweep --preset exponents`.")
         return
-    frame = exponents.exponent_frame(entries)
+    frame = readings.exponent_frame(entries)
     st.plotly_chart(plots.exponent_figure(frame), key="f2_exponents", config=plots.CHART_CONFIG)
     two_places = {c: st.column_config.NumberColumn(format="%.2f") for c in frame.columns
                   if c.startswith(("kappa", "low", "high"))}
@@ -257,6 +274,10 @@ def exponent_table_ui(statistic: str, store) -> None:
     facts = [f"- **k = {e['k']}, q = {e['q']}** ({e['link']}): {e['diagnosis']}." for e in entries if e["diagnosis"]]
     facts += [f"- **k = {e['k']}, q = {e['q']}** ({e['link']}): {e['reason']}." for e in entries
               if e["estimate"] is None and not e["diagnosis"]]
+    facts += [f"- **k = {e['k']}, q = {e['q']}**: κ at {b['threshold']} rests on d = {', '.join(map(str, b['fit_ds']))} "
+              f"only ({len(b['fit_ds'])} of {len(e['ds'])}): the others never cross and are left out of its fit."
+              for e in entries for b in e["by_threshold"] if b["estimate"] is not None and b["fit_ds"] != e["ds"]]
+    facts += [f"- **k = {k}, q = {q}**: {sentence}" for k, q, sentence in flatness]
     if unfinished:
         facts.append(f"- Grids with runs still missing ({', '.join(unfinished)}): "
                      "`python -m hierpoly sweep --preset exponents` fills them in (resumable).")
@@ -277,10 +298,12 @@ E[g′(z)] ≠ 0, so that h's degree-k part points at p. Every link of the prese
 cubic z³, and h₁ + h₂, h₁ + h₄ applied to p/√d (`std:` links: half of E[h²] along p at
 every d; on the raw p a mixed link's top power takes over as d grows). For k = 1 the cubic
 first block can represent any h of degree kq ≤ 3 itself, so the network need not go
-through p, and a quartic link's heavy tail decides its test loss. At these small d the slope is not yet the asymptotic one: for k = 3 the transition
-sharpens as d grows, which pulls κ below k. The 95% intervals are a bootstrap over whole
-seeds and cover seed-to-seed noise only — not the threshold (compare the κ@0.8, 0.9, 0.95
-columns and the collapse fit) or this finite-d bias.
+through p, and a quartic link's heavy tail decides its test loss. At these small d a slope need
+not be the asymptotic one: what moves with d is measured, not assumed (the finite-d readings
+above for the grid shown, and below, per row, which ratio n*/N(d) is flat). The intervals are a bootstrap over whole seeds and
+cover seed-to-seed noise only — not the threshold (compare the κ@0.8, 0.9, 0.95 columns and
+the collapse fit) or a finite-d bias; `marked` columns say where an interval rests on fewer
+than 30 distinct replicate values or on replicates with different sets of d: not a 95% interval.
 """
 
 

@@ -134,7 +134,7 @@ def further_ui() -> None:
     """A gallery's last step: where its stored runs open (it hands out no classroom links: it runs nothing)."""
     st.header("Take it further")
     st.markdown("Every stored run opens in Explore with its replay and its learned link; the Results page "
-                "compares them, and Figure 2 puts them all on one curve.")
+                "compares them, and Figure 2 plots them all against n/d^k.")
     st.page_link("pages/1_Explore.py", label="Open the tour's run in Explore", icon=":material/explore:",
                  query_params=forms.params_from_config(tour.tour_config()))
     st.page_link("pages/3_Results.py", label="Compare stored runs", icon=":material/table_view:")

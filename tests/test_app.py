@@ -157,7 +157,7 @@ def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
     at = _app()
     _ok(at)
     titles = _chart_titles(at)
-    assert len(titles) == 1 and "Every d on one curve" in titles[0]
+    assert len(titles) == 1 and "Each d against n/d^k" in titles[0]
 
 
 def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
@@ -632,7 +632,7 @@ def test_learn_shows_the_shipped_transfer_grid_with_its_claim_read_from_the_medi
     texts = _texts(at)
     assert "Half of E[h′²] explained by the transfer: N = 16 at d = 8, N = 16 at d = 12, N = 16 at d = 16, " \
            "N = 16 at d = 20 (largest over smallest: 1×)." in texts, texts
-    assert any("median test loss over seeds is below both scratch's and the kernel's in 9 of 9 stored cells. "
+    assert any("median test loss over seeds is below both scratch's and the kernel's in 20 of 20 stored cells. "
                "Even its worst seed beats the best seed of both in every one." in t for t in texts), texts
     assert any("Reusing the learned feature for quadratic" in c.proto.spec for c in at.get("plotly_chart"))
 
@@ -682,3 +682,24 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     _ok(at)
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
     assert not [h for h in at.get("html") if "data:image/svg+xml" in h.proto.body]
+
+
+def test_figure2_reads_each_ratio_as_measured_and_says_which_is_flat(bundle_store):
+    """The page's finite-d readings are the JSON's: the per-d table, which ratio is flat per grid, and the
+    'below k' caption only where κ and every local slope lie below k."""
+    from hierpoly.study import figure2, presets, readings
+
+    at = _app("pages/2_Figure_2.py", {"preset": "cpu"})
+    _ok(at)
+    report = figure2.figure2_json(presets.preset("cpu"), Store(bundle_store))[0]
+    rd = {**report["readings"], "per_d": report["per_d"]}
+    texts = _texts(at)
+    for sentence in [*readings.why_below_k(rd), readings.flatness_sentence(rd, 0.9)]:
+        assert any(sentence in t for t in texts), sentence
+    assert any(readings.slope_caption(report["kappa"], 3) in c.value for c in at.caption)
+    assert "lie below the theory's k = 3" in readings.slope_caption(report["kappa"], 3)
+    per_d = next(df.value for df in at.dataframe if "n*/C(d+3,3)" in df.value.columns)
+    assert list(per_d["d"]) == [8, 12, 16, 20, 24]
+    # the exponent table: one line per grid on which ratio is flat at 0.9
+    facts = next(t for t in texts if t.startswith("**Where a row departs"))
+    assert facts.count("(slopes of the log ratio against log d over d =") + facts.count("no ratio can be read") == 7

@@ -160,7 +160,7 @@ def test_home_hero_and_a_shared_collapse_link(server, browser):
     for width, height in ((1400, 1000), (1024, 768)):
         page = browser.new_page(viewport={"width": width, "height": height})
         page.goto(base)
-        page.get_by_text("Every d on one curve").first.wait_for(timeout=60_000)  # the hero chart
+        page.get_by_text("Each d against n/d^k").first.wait_for(timeout=60_000)  # the hero chart
         assert _cut_metric_labels(page) == []
         page.goto(f"{base}/Figure_2?preset=cpu&x=n_over_dk&baselines=kernel")
         page.get_by_text("Figure 2 against n / d^3").first.wait_for(timeout=60_000)

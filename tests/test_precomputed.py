@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hierpoly.engine import baselines
@@ -14,6 +15,7 @@ from hierpoly.study import presets, specs
 
 REPO = Path(__file__).resolve().parent.parent
 PRECOMPUTED = REPO / "cache" / "precomputed"
+README = REPO / "README.md"
 
 # The shipped cpu bundle is deterministic, so Figure 2 is pinned at the precision
 # `python -m hierpoly figure2 --preset cpu` prints: (d, n): (test loss, corr(g, p), kernel test loss,
@@ -63,6 +65,10 @@ CPU_SLOPES = [(8, 12, 2.27, 1.81, 4.56), (12, 16, 2.92, 0.82, 2.96), (16, 20, 2.
 CPU_MEAN_KAPPA = {0.8: (2.45, 2.41, 2.46), 0.9: (1.77, None, None), 0.95: (1.69, None, None)}
 CPU_MEAN_SPLIT = {0.9: ((1.46, 1.84), (2.39, 2.55)), 0.95: ((1.34, 1.70), (2.31, 2.44))}
 
+# n*(32) at 0.9 as three readings fitted on d = 8 … 24 predict it (seed median, 95% whole-seed bootstrap,
+# seed 0, 1000 replicates), committed before any d = 32 network run: (estimate, low, high)
+CPU_PREDICTIONS = {"power_law": (10968, 9906, 13384), "flat_dk": (12582, 11540, 13297),
+                   "flat_count": (12443, 11567, 13760)}
 
 @pytest.fixture(scope="module")
 def cpu_report(tmp_path_factory) -> dict:
@@ -178,19 +184,23 @@ def _triple(entry: dict) -> tuple | None:
 # The exponent table from the shipped bundles: per (k, q), κ from the seed median at 0.8, 0.9, 0.95 (estimate, low, high;
 # None: no crossing) and the mean's κ at 0.9 beside it
 EXPONENT_ROWS = {
-    (1, 2): ([(1.61, 1.35, 1.65), (1.85, 1.72, 1.87), (1.99, 1.77, 2.08)], 1.75),
-    (1, 3): ([(1.53, 1.31, 1.73), (1.56, 1.43, 1.67), (1.60, 1.33, 1.67)], 1.59),
+    (1, 2): ([(1.37, 1.09, 1.65), (1.63, 1.50, 1.88), (1.91, 1.67, 2.06)], 1.68),
+    (1, 3): ([(1.50, 1.31, 1.73), (1.55, 1.43, 1.67), (1.60, 1.33, 1.67)], 1.59),
     (1, 4): ([None, None, None], None),
-    (2, 2): ([(2.32, 1.72, 2.55), (2.40, 1.45, 3.26), None], 3.06),
-    (2, 3): ([(2.00, 1.99, 2.22), (1.99, 1.99, 2.16), (1.94, 1.94, 2.16)], 2.05),
-    (2, 4): ([(2.66, 2.66, 3.74), None, None], None),
+    (2, 2): ([(2.54, 0.83, 2.92), (2.46, 1.45, 3.36), None], 1.67),
+    (2, 3): ([(2.02, 1.85, 2.22), (2.02, 1.59, 2.16), (2.09, 1.73, 2.47)], 2.01),
+    (2, 4): ([(2.79, 1.90, 4.64), None, None], None),
     (3, 3): ([(2.50, 2.34, 2.58), (2.55, 2.34, 2.75), (2.43, 1.75, 2.51)], 1.77),
 }
+# the d each κ at 0.9 rests on where some d never crosses, and the rows whose 0.9 interval is marked
+EXPONENT_FIT_DS = {(2, 2): [8, 10, 12]}
+EXPONENT_MARKED = {(1, 2), (2, 2)}
 
 
 @pytest.mark.process
 def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_path):
-    """All seven grids are shipped complete: every row has κ below the kernel's kq, or a measured reason."""
+    """All seven grids are shipped complete, 5 seeds in every crossing cell: every row has κ below the kernel's kq,
+    or a measured reason; each κ lists the d it rests on and a coarse interval is marked."""
     out = _figure2("exponents", tmp_path)
     rows = {(e["k"], e["q"]): e for e in out["exponents"]}
     assert sorted(rows) == sorted(EXPONENT_ROWS) and all(grid["missing"] == [] for grid in out["grids"])
@@ -206,13 +216,84 @@ def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_pa
             # a row off k by more than 0.5 says in numbers which law n* follows
             assert (row["diagnosis"] is not None) == (abs(row["estimate"] - row["k"]) > 0.5), target
     assert rows[(3, 3)]["kernel_kq"] == 9 and rows[(3, 3)]["estimate"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)  # the cpu grid
-    # k = 1, q = 2: n* follows the kernel's d^2 (the cubic first block represents h itself), n*/d^2 = 1.25, 1.25, 1.04
-    assert "n*/d^2 = 1.25, 1.25, 1.04" in rows[(1, 2)]["diagnosis"]
+    # k = 1, q = 2 (the cubic first block represents h itself): n* between d and d^2, as the README says
+    assert "n*/d^1 = 11.6, 20, 22.8 and n*/d^2 = 1.45, 1.25, 0.952" in rows[(1, 2)]["diagnosis"]
+    for target, row in rows.items():
+        at = {b["threshold"]: b for b in row["by_threshold"]}[0.9]
+        if at["estimate"] is not None:
+            assert at["fit_ds"] == EXPONENT_FIT_DS.get(target, row["ds"]), target
+            assert (at["marked"] is not None) == (target in EXPONENT_MARKED), target
     # the success fractions of the k = 2, q = 3 grid: no seed past 0.9 up to n = 2d^2, every seed from 8d^2 on
     cubic = next(g for g in out["grids"] if g["k"] == 2 and g["link"] == "cubic")
     assert all(c["success_fraction"] == 0.0 for c in cubic["cells"] if c["n_over_dk"] <= 2)
     assert all(c["success_fraction"] == 1.0 for c in cubic["cells"] if c["n_over_dk"] >= 8)
-    assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([2 / 3, 2 / 3, 1, 1])
+    assert sorted(c["success_fraction"] for c in cubic["cells"] if c["n_over_dk"] == 4) == pytest.approx([0.6, 0.8, 0.8, 1])
+    _crossing_cells_have_five_seeds(out)
+    _readme_exponent_table_is_the_json_s(out)
+    _readme_exponent_flatness_is_the_json_s(out)
+
+
+def _score(cell: dict, criterion: str) -> float | None:
+    if criterion == "feature_corr":
+        return cell["corr_median"]
+    return None if cell["test_loss_median"] is None else 1 - cell["test_loss_median"]
+
+
+def _readme_exponent_flatness_is_the_json_s(out: dict) -> None:
+    from hierpoly.study import readings
+
+    block = README.read_text().split("<!-- exponent-flatness -->")[1].split("<!-- /exponent-flatness -->")[0]
+    expected = [f"- k = {g['k']}, q = {g['q']}: " + readings.flatness_sentence({**g["readings"], "per_d": g["per_d"]}, 0.9)
+                for g in out["grids"]]
+    assert block.strip().splitlines() == expected
+
+
+def _crossing_cells_have_five_seeds(out: dict) -> None:
+    """Every cell that brackets a crossing of the seed median at 0.8, 0.9 or 0.95 holds at least 5 network seeds."""
+    for grid in out["grids"]:
+        for d in sorted({c["d"] for c in grid["cells"]}):
+            cells = sorted((c for c in grid["cells"] if c["d"] == d), key=lambda c: c["n"])
+            scores = [_score(c, grid["kappa"]["criterion"]) for c in cells]
+            for t in (0.8, 0.9, 0.95):
+                first = next((i for i, s in enumerate(scores) if s is not None and s >= t), None)
+                if first:  # crossed inside the grid
+                    assert min(cells[first - 1]["seeds"], cells[first]["seeds"]) >= 5, (grid["name"], d, t)
+
+
+_LINKS = {"std:h1+h2": "h₁+h₂", "cubic": "z³", "std:h1+h4": "h₁+h₄"}
+
+
+def _kappa_cell(entry: dict, bold: bool = False) -> str:
+    """One κ as the README's exponent table prints it: † on a marked interval, bold only the unmarked headline."""
+    if entry.get("estimate") is None:
+        return "**–**" if bold else "–"
+    text = f"{entry['estimate']:.2f}" + (" (split)" if entry.get("split") else "" if entry.get("low") is None
+                                         else f" [{entry['low']:.2f}, {entry['high']:.2f}]")
+    if entry.get("marked"):
+        return text + "†"
+    return f"**{text}**" if bold else text
+
+
+def _readme_exponent_table_is_the_json_s(out: dict) -> None:
+    readme = README.read_text()
+    for e in out["exponents"]:
+        by = {b["threshold"]: b for b in e["by_threshold"]}
+        mean = {b["threshold"]: b for b in e["sensitivity"]["by_threshold"]}[0.9]
+        row = (f"| {e['k']} | {_LINKS[e['link']]} ({e['q']}) | {', '.join(map(str, e['ds']))} | "
+               f"{', '.join(map(str, by[0.9]['fit_ds'])) or '–'} | {_kappa_cell(by[0.8])} | {_kappa_cell(by[0.9], True)} | "
+               f"{_kappa_cell(by[0.95])} | {_kappa_cell(e['collapse'])} | "
+               f"{_kappa_cell({**mean, 'low': None, 'marked': None})} | {e['kernel_kq']} |")
+        assert row in readme, row
+    # the prose beside the table quotes the same cells (a rerun that moves them breaks this, not the prose)
+    rows = {(e["k"], e["q"]): {b["threshold"]: b for b in e["by_threshold"]} for e in out["exponents"]}
+    prose = readme.split("Every κ at 0.9 lies below the kernel's kq")[1].split("<!-- exponent-flatness -->")[0]
+    prose = " ".join(prose.replace("**", "").split())
+    for target, t in (((1, 2), 0.9), ((1, 2), 0.95), ((2, 3), 0.9), ((2, 2), 0.9), ((2, 4), 0.8)):
+        cell = _kappa_cell(rows[target][t])
+        assert cell.replace("**", "") in prose or cell.split(" ", 1)[1] in prose, (target, t, cell)
+    assert all(e["estimate"] is None or e["estimate"] < e["kernel_kq"] for e in out["exponents"])
+    low, high = rows[1, 2][0.95]["low"], rows[1, 2][0.95]["high"]
+    assert low <= 2 <= high and "at 0.95 its interval, [" in prose  # holds kq = 2
 
 
 def _grid(name: str) -> specs.SweepSpec:
@@ -222,7 +303,7 @@ def _grid(name: str) -> specs.SweepSpec:
 @pytest.mark.process
 def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_claim(tmp_path):
     """`transfer --preset transfer --json` on a fresh clone: every (d, N, link) with transfer, scratch and kernel
-    over the preset's 3 seeds; for both links the transfer beats both from N = 256 at d ≥ 12, and half of E[h'^2] is
+    over the preset's 3 seeds; for both links the transfer beats both in every cell, and half of E[h'^2] is
     explained at an N that differs by at most 4× across d."""
     env = {**os.environ, "HIERPOLY_CACHE_DIR": str(tmp_path / "store"), "HIERPOLY_LOAD_PRECOMPUTED": "1"}
     res = subprocess.run([sys.executable, "-m", "hierpoly", "transfer", "--preset", "transfer", "--json"],
@@ -236,6 +317,98 @@ def test_the_transfer_table_answers_from_the_shipped_bundle_and_carries_the_clai
     assert all(c["outside_loss_share"] is not None for key, c in cells.items() if key[3] == "transfer")
     for link in spec.links:
         claim = out["claims"][link]
-        assert claim["beats_everywhere"] is True and len(claim["beats"]) == 9, claim  # d = 12, 16, 20 × N = 256 … 4096
+        assert claim["beats_everywhere"] is True and len(claim["beats"]) == 20, claim  # d = 8 … 20 × N = 16 … 4096
         assert claim["beats_every_seed"] is True, claim
         assert None not in claim["half_n"].values() and claim["half_n_spread"] <= 4, claim
+    _readme_transfer_numbers_are_the_json_s(cells)
+
+
+def _readme_transfer_numbers_are_the_json_s(cells: dict) -> None:
+    """The README's transfer sentences, each number read from the JSON (medians over seeds, the tail's share)."""
+    readme = README.read_text()
+    shares = [c["outside_loss_share"] for (d, n, link, role), c in cells.items() if role == "transfer" and n == 4096]
+    assert f"where that share is {min(shares):.0%}–{max(shares):.0%}".replace("%–", "–") in readme
+    median = {key: c["test_loss_median"] for key, c in cells.items()}
+    q = "quadratic"
+    assert (f"(quadratic, N = 256: {median[12, 256, q, 'transfer']:.3f} at d = 12, "
+            f"{median[16, 256, q, 'transfer']:.2f} at\n  d = 16)") in readme
+    assert (f"(quadratic: {median[8, 4096, q, 'transfer']:.3f} at d = 8, "
+            f"{median[20, 4096, q, 'transfer']:.4f} at d = 20)") in readme
+    assert median[8, 4096, q, "transfer"] > median[20, 4096, q, "transfer"] == min(
+        median[d, 4096, q, "transfer"] for d in (8, 12, 16, 20))
+    assert "In all 20 cells of each link, every d\n  from 8 and every N from 16" in readme
+    assert "at a given N its loss does not rise with d" not in readme
+
+
+def test_the_readme_quotes_the_retrained_sources_as_the_shipped_transfers_record_them():
+    records = {}
+    results = bundles.read_bundle((PRECOMPUTED / "transfer.zip").read_bytes())
+    for result in results.values():
+        source = result.meta.get("extra", {}).get("source")
+        if source and source["first_block"].startswith("retrained"):
+            records[result.config.d] = source
+    d8, d12 = records[8], records[12]
+    text = README.read_text() + (REPO / "hierpoly" / "jobs" / "runner.py").read_text()
+    assert f"test loss {d8['retrained_test_loss']:.4f} against the stored {d8['stored_test_loss']:.4f}" in README.read_text()
+    assert f"correlation {d8['retrained_feature_corr']:.5f} against\n{d8['stored_feature_corr']:.5f}" in README.read_text()
+    assert f"{d12['retrained_test_loss']:.4f} against {d12['stored_test_loss']:.4f}" in README.read_text()
+    assert f"test loss {d8['retrained_test_loss']:.4f} retrained vs {d8['stored_test_loss']:.4f}" in text
+    assert f"d = 12: {d12['retrained_test_loss']:.4f} vs {d12['stored_test_loss']:.4f}" in text
+
+
+@pytest.mark.slow
+def test_the_readme_says_what_seed_4_does_to_the_mean_from_the_shipped_runs(tmp_path):
+    from hierpoly.study import kappa_fit
+
+    store = Store(tmp_path / "fresh")
+    bundles.load_precomputed(store, PRECOMPUTED)
+    runs = specs.stored_runs(presets.preset("cpu"), store)
+    net = runs[runs["arch"] == "three_layer"]
+
+    def without(cells):
+        drop = (net["seed"] == 4) & pd.Series([(d, n) in cells for d, n in zip(net["d"], net["n"])], index=net.index)
+        return kappa_fit.exponent(net[~drop], 0.9, statistic="mean", n_boot=10).estimate
+
+    one, two = without({(8, 512)}), without({(8, 512), (12, 864)})
+    assert (f"without seed 4's d = 8, n = 512 run it is {one:.2f}, without both that run and\n"
+            f"d = 12, n = 864 it is {two:.2f}") in README.read_text()
+    assert without({(20, 8000)}) == pytest.approx(without(set()))  # "changes nothing"
+
+
+@pytest.mark.process
+def test_the_readme_s_reasons_for_kappa_below_3_are_the_json_s_measured_sentences(cpu_report):
+    """The README's sentences on why κ < 3 are exactly the ones `figure2` generates from the JSON's readings
+    (the shift in n/d^3, the width, κ by threshold, which ratio is flat, the local slopes' caption): they name
+    only quantities the JSON holds, and a rerun that moves a number breaks this test, not the README's truth."""
+    from hierpoly.study import readings
+
+    readme = README.read_text()
+    block = readme.split("<!-- why-kappa-below-3 -->")[1].split("<!-- /why-kappa-below-3 -->")[0]
+    said = [line[2:] for line in block.strip().splitlines()]
+    rd = {**cpu_report["readings"], "per_d": cpu_report["per_d"]}
+    generated = [*readings.why_below_k(rd), *(readings.flatness_sentence(rd, t) for t in (0.8, 0.9, 0.95)),
+                 readings.slope_caption(cpu_report["kappa"], 3)]
+    assert said == generated
+    # each quantity those sentences name is a field of the JSON
+    assert {"n_star_over_dk", "n_star_over_count", "n_star_over_homogeneous", "width_95_50"} <= set(rd["per_d"][0])
+    assert {"slopes", "width_slope", "kappa_by_threshold"} <= set(rd) and cpu_report["kappa"]["local_slopes"]
+    assert "sharpen" not in readme and "falls on one curve" not in readme
+    assert readings.markdown_table(readings.per_d_frame(cpu_report["per_d"], 3)) in readme
+    # the intro's numbers: n*/d³ at 0.9 from d = 8 to 24, and κ
+    first, last = rd["per_d"][0]["n_star_over_dk"]["estimate"], rd["per_d"][-1]["n_star_over_dk"]["estimate"]
+    assert (f"(n*/d³ at 0.9\nfalls from {first:.2f} at d = 8 to {last:.2f} at d = 24), so the fitted κ, "
+            f"{cpu_report['kappa']['estimate']:.2f}") in readme
+
+
+@pytest.mark.process
+def test_the_predictions_of_n_star_at_32_are_the_committed_ones(cpu_report):
+    pred = cpu_report["predictions"]
+    assert (pred["d"], pred["threshold"], pred["fit_ds"], pred["statistic"]) == (32, 0.9, [8, 12, 16, 20, 24], "median")
+    for name, (estimate, low, high) in CPU_PREDICTIONS.items():
+        got = pred["readings"][name]
+        assert (got["estimate"], got["low"], got["high"]) == pytest.approx((estimate, low, high), abs=1), name
+    assert pred["readings"]["power_law"]["kappa"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)
+    # n*/d³ at d = 24 rests on one d: its 1000 replicates take 10 values, so its interval is marked
+    assert pred["readings"]["flat_dk"]["marked"] == "10 distinct replicate values (< 30)"
+    if not any(cell["d"] == 32 for cell in cpu_report["cells"]):
+        assert pred["measured"] is None

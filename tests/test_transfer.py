@@ -263,7 +263,7 @@ def test_claims_read_the_half_way_n_and_who_wins_from_the_cells():
     got = claims(cells)["quadratic"]
     assert got["half_n"] == {"8": None, "12": 256, "16": 64, "20": None}
     assert got["half_n_spread"] == 4.0
-    assert got["beats"] == {"d=12 N=256": True, "d=16 N=256": False}  # d = 8 is below the claim's range
+    assert got["beats"] == {"d=8 N=256": False, "d=12 N=256": True, "d=16 N=256": False}  # every cell with all three
     assert got["beats_everywhere"] is False
     assert got["beats_every_seed"] is False
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from hierpoly.jsonvalue import jsonable
-from hierpoly.study import cell_stats, exponents, kappa_fit
+from hierpoly.study import cell_stats, exponents, kappa_fit, readings
 from hierpoly.study.specs import SweepFamily, SweepSpec, coverage_of_runs, grids, stored_runs
 from hierpoly.targets import canonical_link
 
@@ -27,6 +27,7 @@ class Figure2Report:
     kappa: dict  # kappa_fit.kappas: κ at `threshold`, by_threshold, collapse
     exponents: list[dict]  # exponents.exponent_table: this grid's target, with its κ (empty when nothing stored)
     coverage: pd.DataFrame  # one row per (arch, d, n): seeds stored and wanted
+    readings: dict | None = None  # readings.grid_readings: n* per d beside d^k and the counts, their slopes
 
     @property
     def short(self) -> pd.DataFrame:
@@ -40,6 +41,8 @@ class Figure2Report:
             "cells": [jsonable(row) for row in self.table.to_dict("records")],
             "kappa": self.kappa,
             "missing": [jsonable(row) for row in self.short.to_dict("records")],
+            "per_d": self.readings["per_d"] if self.readings else [],
+            "readings": {name: value for name, value in (self.readings or {}).items() if name != "per_d"} or None,
         }
 
 
@@ -60,20 +63,23 @@ def figure2_report(spec: SweepSpec, store, threshold: float = cell_stats.THRESHO
     criterion = cell_stats.criterion_for(spec.k, spec.link, spec.sigma1)
     kappa = entries[0] if entries else kappa_fit.kappas(runs, threshold=threshold, criterion=criterion,
                                                         statistic=statistic)
-    kappa = {name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}
-    if not entries:  # no stored run: the family's table still lists the grid, with its reason
-        entries = [{**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
-                    "first_stage_signal": cell_stats.first_stage_signal(spec.link), "ds": list(spec.ds), **kappa}]
+    found = readings.grid_readings(runs, spec.k, criterion, statistic, threshold) if len(runs) else None
+    kappa = readings.marked_kappa({name: value for name, value in kappa.items() if name not in _TARGET_FIELDS}, found)
+    entries = [{**(entries[0] if entries else {**spec.target, "arch": "three_layer", "kernel_kq": spec.k * spec.q,
+                                               "first_stage_signal": cell_stats.first_stage_signal(spec.link),
+                                               "ds": list(spec.ds)}), **kappa}]  # no run: the grid, with its reason
     entries = [{**entry, "diagnosis": exponents.diagnosis(entry, cells, statistic)} for entry in entries]
     return Figure2Report(spec, threshold, runs, cells, cell_stats.figure2_cells(cells), kappa, entries,
-                         coverage_of_runs(spec, runs))
+                         coverage_of_runs(spec, runs), found)
 
 
 def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = cell_stats.THRESHOLD,
                  statistic: str = cell_stats.STATISTIC) -> tuple[dict, list[Figure2Report]]:
     """``figure2 --json`` of a grid or a family, and each grid's report (the store is read once).
 
-    One grid: its cells, ``kappa`` and ``exponents`` (one entry). A family (the exponents
+    One grid: its cells, ``kappa``, ``exponents`` (one entry) and ``predictions`` (``readings.predictions``:
+    n*(32) at 0.9 from the seed median of d = 8 … 24, fixed whatever the options, with the measured n*(32)
+    once stored; None for a grid without those d). A family (the exponents
     preset): ``exponents``, one entry per grid (k, q, link, estimate or reason, low, high, …),
     and ``grids``, each grid's own report.
     """
@@ -83,9 +89,10 @@ def figure2_json(spec: SweepSpec | SweepFamily, store, threshold: float = cell_s
     entries = [entry for rep in reports for entry in rep.exponents]
     if isinstance(spec, SweepFamily):
         return {**head, "exponents": entries, "grids": [rep.to_json() for rep in reports]}, reports
-    grid = reports[0].to_json()
-    return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing")},
-            "exponents": entries}, reports
+    grid, rep = reports[0].to_json(), reports[0]
+    predictions = readings.predictions(rep.runs, spec.k, rep.kappa["criterion"]) if len(rep.runs) else None
+    return {**head, **{name: grid[name] for name in ("k", "q", "link", "cells", "kappa", "missing", "per_d", "readings")},
+            "exponents": entries, "predictions": predictions}, reports
 
 
 # ------------------------------------------------------------ as text (the CLI's figure2)
@@ -133,6 +140,7 @@ def grid_text(report: dict, threshold: float) -> str:
         other = kappa["sensitivity"]
         lines.append(f"   with the seed {other['statistic']} instead: " + "; ".join(
             f"at {b['threshold']}: {kappa_text(b)}" for b in other["by_threshold"]))
+    lines += readings_text(report)
     if report["missing"]:
         lines.append(f"{len(report['missing'])} (cell, arch) pairs have fewer seeds than {report['seeds_wanted']}: "
               "run python -m hierpoly sweep with the same grid")
@@ -147,7 +155,29 @@ def kappa_text(kappa: dict) -> str:
         return (f"{kappa['estimate']:.2f} (bootstrap split by seed {split['seed']}: "
                 f"{split['without']['low']:.2f}–{split['without']['high']:.2f} without it, "
                 f"{split['with']['low']:.2f}–{split['with']['high']:.2f} with it)")
-    return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "")
+    return f"{kappa['estimate']:.2f}" + (f" [{kappa['low']:.2f}, {kappa['high']:.2f}]" if kappa["low"] is not None else "") \
+        + ("†" if kappa.get("marked") else "")
+
+
+def readings_text(report: dict) -> list[str]:
+    """n* per d beside d^k and the polynomial counts, what the measured readings say, and the predictions."""
+    if not report.get("readings") or not report.get("per_d"):
+        return []
+    rd = {**report["readings"], "per_d": report["per_d"]}
+    lines = [f"n* at {rd['threshold']} per d (seed {rd['statistic']}; intervals from the κ bootstrap's draws):",
+             readings.per_d_frame(report["per_d"], report["k"]).to_string(index=False)]
+    said = [readings.slope_caption(report["kappa"], report["k"]), *readings.why_below_k(rd),
+            *(readings.flatness_sentence(rd, s["threshold"]) for s in rd["slopes"])]
+    lines += ["   " + sentence for sentence in said if sentence] + ["   " + readings.MARK_NOTE]
+    pred = report.get("predictions")
+    if pred:
+        def count(r: dict) -> str:
+            return f"{r['estimate']:.0f} [{r['low']:.0f}, {r['high']:.0f}]" + ("†" if r["marked"] else "")
+
+        lines.append(f"n*({pred['d']}) at {pred['threshold']} as predicted from d = {', '.join(map(str, pred['fit_ds']))}: "
+                     + "; ".join(f"{name}: {count(r)}" for name, r in pred["readings"].items())
+                     + f"; measured: {count(pred['measured']) if pred['measured'] else 'not yet'}")
+    return lines
 
 
 def exponents_text(report: dict) -> str:
@@ -161,6 +191,16 @@ def exponents_text(report: dict) -> str:
         lines.append(f"{e['k']:>2} {e['q']:>2} {e['link']:>10} {','.join(map(str, e['ds'])):>14} {e['criterion']:>12} "
               f"{at.get(0.8, '-'):>18} {at.get(0.9, '-'):>18} {at.get(0.95, '-'):>18} {kappa_text(e['collapse']):>18} "
               f"{e['kernel_kq']:>3}  {'yes' if e['first_stage_signal'] else 'no: even link, outside the theory'}")
+    for e in report["exponents"]:
+        for b in e["by_threshold"]:
+            if b["estimate"] is not None and b.get("fit_ds") and b["fit_ds"] != e["ds"]:
+                lines.append(f"k = {e['k']}, q = {e['q']}: κ at {b['threshold']} rests on d = "
+                             f"{', '.join(map(str, b['fit_ds']))} ({len(b['fit_ds'])} of {len(e['ds'])}; the others never cross)")
+    for g in report["grids"]:
+        if g.get("readings"):
+            rd = {**g["readings"], "per_d": g["per_d"]}
+            lines.append(f"k = {g['k']}, q = {g['q']}: " + readings.flatness_sentence(rd, rd["threshold"]))
+    lines.append(readings.MARK_NOTE)
     missing = sum(len(g["missing"]) for g in report["grids"])
     if missing:
         lines.append(f"{missing} (cell, arch) pairs have fewer seeds than wanted: run python -m hierpoly sweep --preset {report['preset']}")

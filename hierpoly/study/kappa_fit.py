@@ -9,7 +9,7 @@ the explained variance 1 − test loss where the correlation with p means nothin
 (``criterion_for``). Then ``log n* = κ log d + c`` by least squares; theory says
 κ ≈ k. κ is reported at thresholds 0.8, 0.9 and 0.95 and from a logistic fit of
 the collapse (``collapse_exponent``), which uses every transition cell at once, with the
-local slope log(n*_2/n*_1)/log(d_2/d_1) between successive d (finite d pulls it below k).
+local slope log(n*_2/n*_1)/log(d_2/d_1) between successive d (``readings`` measures how n* moves with d).
 
 The interval is a percentile bootstrap over **whole seeds**: a replicate draws
 seed indices with replacement and each drawn seed brings its whole grid, because

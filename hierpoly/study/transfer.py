@@ -106,7 +106,6 @@ def report(spec: TransferSpec, store) -> dict:
 
 
 HALF = 0.5  # test loss 0.5: half of E[h'^2] = 1 explained
-BEATS_FROM = (256, 12)  # the transfer should beat scratch and kernel from this N, at d from this one
 
 
 def claims(cells: list[dict]) -> dict:
@@ -115,7 +114,7 @@ def claims(cells: list[dict]) -> dict:
 
     ``half_n``: per d, the smallest N whose transfer median test loss is at most HALF (None: no stored N
     reaches it), and ``half_n_spread``, the largest over the smallest of them (a one-dimensional fit: about 1
-    across d). ``beats``: per (d, N) with N ≥ 256 and d ≥ 12 stored for all three roles, whether the transfer's
+    across d). ``beats``: per (d, N) stored for all three roles, whether the transfer's
     median is below both scratch's and the kernel's; ``beats_everywhere`` is their conjunction (None: no such
     cell). ``beats_every_seed``: the same cells, whether even the transfer's worst seed is below the best seed
     of scratch and of the kernel.
@@ -127,8 +126,8 @@ def claims(cells: list[dict]) -> dict:
         half = {d: min((n for (dd, n, ll, role), c in by.items() if (dd, ll, role) == (d, link, "transfer")
                         and _median(c) <= HALF), default=None) for d in ds}
         reached = [n for n in half.values() if n is not None]
-        compared = [(d, n) for (d, n, ll, role) in by if ll == link and role == "transfer" and n >= BEATS_FROM[0]
-                    and d >= BEATS_FROM[1] and (d, n, link, "scratch") in by and (d, n, link, "kernel") in by]
+        compared = [(d, n) for (d, n, ll, role) in by if ll == link and role == "transfer"
+                    and (d, n, link, "scratch") in by and (d, n, link, "kernel") in by]
         beats = {f"d={d} N={n}": _wins(by, d, n, link, _median, _median) for d, n in compared}
         every_seed = {f"d={d} N={n}": _wins(by, d, n, link, _worst, _best) for d, n in compared}
         out[link] = {"half_n": {str(d): n for d, n in half.items()},

@@ -258,7 +258,8 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
         cells: one row per (d, n) with d, n, n_over_dk, seeds and ``{metric}_{statistic, min, max}`` for
             test_loss and feature_corr (``cell_stats.aggregate``); with an ``arch`` column its non-network
             rows are the baselines.
-        x: "n" or "n_over_dk" (the collapse: all d on one curve).
+        x: "n" or "n_over_dk" (the collapse: if n* ∝ d^k every d lies on one curve; the cpu grid's curves
+            shift left in n/d^k as d grows, see ``readings``).
         k: feature degree, for the axis label.
         baselines: optional rows with the same columns and an ``arch`` column (kernel, two_layer).
         runs: optional one row per run (d, n, k, arch, test_loss, feature_corr): the seeds as dots.
@@ -444,7 +445,7 @@ def collapse_figure(cells: pd.DataFrame, k: int = 3, threshold: float | None = N
                       annotation_position="bottom right")
     fig.update_xaxes(type="log", title=f"n / d^{k}: samples in units of d^{k}", dtick=LOG2_DTICK, tick0=0, tickformat="~g")
     fig.update_yaxes(title="feature correlation corr(g, p)", range=[-0.05, 1.05])
-    return _layout(fig, "Every d on one curve", height=420)
+    return _layout(fig, "Each d against n/d^k", height=420)
 
 
 def coverage_heatmap(coverage: pd.DataFrame) -> go.Figure:

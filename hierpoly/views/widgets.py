@@ -429,7 +429,7 @@ def transfer_evidence(store) -> None:
     if claim["beats_everywhere"] is not None:
         wins = sum(claim["beats"].values())
         every = " Even its worst seed beats the best seed of both in every one." if claim["beats_every_seed"] else ""
-        st.markdown(f"From N = 256 at d ≥ 12 the transfer's median test loss over seeds is below both scratch's "
+        st.markdown(f"The transfer's median test loss over seeds is below both scratch's "
                     f"and the kernel's in {wins} of {len(claim['beats'])} stored cells.{every}")
     shares = cells[(cells["link"] == link) & (cells["role"] == "transfer")]["outside_loss_share"].dropna()
     if len(shares):
