@@ -14,8 +14,7 @@ from test_modes import explore
 
 from hierpoly.config import RunConfig, transfer_config
 from hierpoly.engine import loop
-from hierpoly.jobs import budget, pace, policy, runner
-from hierpoly.jobs import records
+from hierpoly.jobs import budget, pace, policy, records, runner
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
 
