@@ -601,17 +601,19 @@ def test_explore_has_no_transfer_for_a_baseline(stored_store):
 
 @pytest.mark.slow
 @pytest.mark.process  # real workers
-def test_explore_fits_a_new_link_and_shows_the_comparison(stored_store):
+def test_explore_fits_a_new_link_and_shows_the_comparison(bundle_store):
     from hierpoly.study.transfer import transfer_runs
+    from hierpoly.views import tour
 
-    cfg = RunConfig(**TINY)
+    cfg = tour.tour_config()  # the shipped tour run found p: it lends its feature
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     at.selectbox(key="ex_tr_n").set_value(16).run()
     at.button(key="ex_tr_run").click().run()
     _ok(at)
     runs = transfer_runs(cfg, "quadratic", 16, cfg.seed)
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not all(stored_store.has(c.key()) for c in runs.values()):
+    store = Store(bundle_store)
+    while time.monotonic() < deadline and not all(store.has(c.key()) for c in runs.values()):
         time.sleep(2.0)
     at.run()
     _ok(at)

@@ -187,7 +187,7 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
 
 
 REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
-FRAME_SECONDS = 0.5  # how long each stays on screen: the whole replay lasts about 3 s
+FRAME_SECONDS = 0.4  # how long each stays on screen: the whole replay lasts under 3 s
 DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
 
 
