@@ -400,7 +400,7 @@ def run_loop(
     now = _host(clock)
     while (now.status == RUNNING).any():
         if should_stop is not None and should_stop():
-            saver.save(state, clock, reporter, force=True)
+            saver.save(state, clock, reporter, force=True, stopped=True)
             break
         if sizes.calls == 0:
             reporter.phase("compiling", offset + int(now.step.max()))
@@ -409,7 +409,8 @@ def run_loop(
         before, now = now, _host(clock)
         sizes.observe(steps, time.perf_counter() - t0)
         _report_rows(task, state, monitor, before, now, reporter, batched, offset)
-        saver.save(state, clock, reporter, force=not (now.status == RUNNING).any())
+        ended = not (now.status == RUNNING).any()
+        saver.save(state, clock, reporter, force=ended, stopped=ended)
     return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops],
                [float(v) for v in now.val_best], [int(s) for s in now.val_at], saver.summary())
 
@@ -433,11 +434,13 @@ class Saver:
     def __init__(self, checkpoint: Checkpointing | None):
         self.checkpoint, self.last, self.saves, self.seconds, self.resumed = checkpoint, time.monotonic(), 0, 0.0, None
 
-    def save(self, state, clock: Clock, reporter: Reporter, force: bool = False) -> None:
+    def save(self, state, clock: Clock, reporter: Reporter, force: bool = False, stopped: bool = False) -> None:
+        """Save when due (or forced); `stopped`: the loop ends here (cancelled, or training is over)."""
         if self.checkpoint is None or (not force and time.monotonic() - self.last < self.checkpoint.every_s):
             return
         t0 = time.perf_counter()
-        self.checkpoint.save(*pack(state, clock, reporter))
+        arrays, doc = pack(state, clock, reporter)
+        self.checkpoint.save(arrays, {**doc, "stopped": stopped})
         self.last, self.saves, self.seconds = time.monotonic(), self.saves + 1, self.seconds + time.perf_counter() - t0
 
     def resume(self, state, clock: Clock, reporter: Reporter, offset: int = 0):

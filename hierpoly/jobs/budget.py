@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hierpoly import settings
 from hierpoly.config import TRANSFER, RunConfig, first_block_by_pairs, pair_count, poly_space_dim, two_layer_width
+from hierpoly.results.store import SPACE_MARGIN
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 # A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
@@ -61,7 +62,26 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     # ×3: forward activations, their gradients and one temporary, under autodiff
     blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
     params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
-    return int(data + blocks + params + eigen_bytes(cfg))
+    saving = 3 * checkpoint_bytes(cfg)  # the state copied to the host, its npz and the file's bytes
+    return int(data + blocks + params + eigen_bytes(cfg) + saving)
+
+
+HISTORY_ROW_BYTES = 5 * 8 + 256 * 4  # a history row's columns and its feature sample (engine/loop.py pack)
+CHECKPOINT_ROWS = 20_000  # more history rows than a run has (a row a chunk of about a second, or MIN_ROWS)
+
+
+def checkpoint_bytes(cfg: RunConfig) -> int:
+    """The size of a run's checkpoint (results/checkpoints.py): parameters and Adam's two moments in float32, and
+    its history rows; 0 for runs that keep none (the kernel's closed form, the baselines, layer-wise stages)."""
+    if cfg.arch != "three_layer" or cfg.mode != "joint":
+        return 0
+    return 3 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) + HISTORY_ROW_BYTES * min(cfg.total_steps + 1, CHECKPOINT_ROWS)
+
+
+def disk_bytes(cfg: RunConfig) -> int:
+    """Room a run needs on the store's disk while it trains: its checkpoint twice (the new one is written beside
+    the old, then renamed over it)."""
+    return 2 * checkpoint_bytes(cfg)
 
 
 def eigen_widths(cfg: RunConfig) -> tuple[int, ...]:
@@ -128,8 +148,26 @@ def largest_n(cfg: RunConfig, limit: int) -> int:
     return lo
 
 
-def check_budget(config: RunConfig) -> None:
-    """Raise BudgetError when the config's memory or work estimate does not fit this machine."""
+def check_disk(config: RunConfig, directory: Path) -> None:
+    """Raise BudgetError when the disk holding the store at `directory` cannot hold the run's checkpoints."""
+    import shutil
+
+    need = disk_bytes(config)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return  # unknown: a save that finds no room is skipped and training goes on (jobs/runner.py)
+    if need and free < need + SPACE_MARGIN:
+        raise BudgetError(f"this run saves checkpoints of about {_gib(need // 2)} while it trains, but the disk holding "
+                          f"the store at {directory} has {_gib(free)} free: free some space or point "
+                          "HIERPOLY_CACHE_DIR at another disk")
+
+
+def check_budget(config: RunConfig, directory: Path | None = None) -> None:
+    """Raise BudgetError when the config's memory or work estimate does not fit this machine, or (given the
+    store's directory) its checkpoints do not fit the store's disk."""
+    if directory is not None:
+        check_disk(config, directory)
     est = estimate(config)
     limit = int(BUDGET_FRACTION * available_bytes())
     if est.bytes > limit:

@@ -3,10 +3,11 @@
 Checks: SQLite's integrity check of both databases, that every stored value
 decodes (a missing value file, a pickled row, a damaged zip), rows whose key is
 not text, value files no row refers to, damaged job records, table entries of no
-job, and running jobs whose worker is gone. Repair says what it removes, then:
+job, running jobs whose worker is gone, and checkpoints (a stopped run's saved state) that belong to
+no live job: no queued or running job has their key and the process that wrote them is gone. Repair says what it removes, then:
 moves a damaged database aside (keeping every result that still decodes, read
 row by row: rows.py), deletes unreadable results, rows with other keys (by
-rowid), orphan files, damaged records and orphan entries, and records stale jobs
+rowid), orphan files, damaged records, orphan entries and such checkpoints, and records stale jobs
 (``jobs.supervise``, which also starts a worker for the jobs queued behind them).
 Value files outside the store's directory are never read or deleted.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hierpoly.jobs import table as jobs
-from hierpoly.results import rows
+from hierpoly.results import checkpoints, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
 from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
 
@@ -31,7 +32,7 @@ DB = "cache.db"
 class Finding:
     """One problem: what it concerns, what is wrong, what --repair does."""
 
-    what: str  # store database | result | result row | value file | job table | job record | job entry | stale job
+    what: str  # store database | result | result row | value file | job table | job record | job entry | stale job | checkpoint
     name: str
     problem: str
     repair: str
@@ -117,7 +118,34 @@ def _job_findings(store: Store) -> list[Finding]:
     out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in jobs.damaged(store).items()]
     out += [Finding("job entry", name, "belongs to no job", "delete it") for name in jobs.orphans(store)]
     out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in jobs.stale(store).items()]
+    return out + _checkpoint_findings(store)
+
+
+def _checkpoint_findings(store: Store) -> list[Finding]:
+    """Checkpoints no live job and no run still training owns: a cancelled, stopped or finished run's saved state
+    (a checkpoint saved at a cancel or at the end of training says so, whether or not its writer lives on)."""
+    live = {job.key for job in jobs.list_jobs(store) if not job.finished}
+    out = []
+    for saved in checkpoints.listing(store.directory):
+        writing = not saved.doc.get("stopped") and _writer_alive(saved.doc.get("writer")) if saved.doc else False
+        if saved.problem is None and (saved.name in live or writing):  # an inline sweep's run is no job
+            continue
+        if saved.problem is not None and ".tmp-" in saved.file and _writer_alive({"pid": saved.file.rsplit("-", 1)[1]}):
+            continue  # being written now
+        stored = saved.problem is None and store.has(saved.name)
+        steps = (saved.doc or {}).get("steps") or [0]
+        problem = saved.problem or (f"its run's result is stored (saved at step {max(steps)})" if stored else
+                                    f"belongs to no live job (saved at step {max(steps)}, {saved.bytes / 1e6:.1f} MB): "
+                                    "running its config again resumes it")
+        out.append(Finding("checkpoint", saved.file, problem, "delete it"))
     return out
+
+
+def _writer_alive(writer) -> bool:
+    try:
+        return jobs.process_alive(int(writer["pid"]), writer.get("start"))
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 def check(directory: Path) -> list[Finding]:
@@ -176,6 +204,8 @@ def _repair_one(store: Store, finding: Finding) -> None:
         jobs.remove_entries([finding.name], store)
     elif finding.what == "stale job":
         jobs.supervise(store)
+    elif finding.what == "checkpoint":
+        checkpoints.remove(store.directory, finding.name)
 
 
 def _delete_row(directory: Path, rowid: int) -> None:

@@ -495,7 +495,7 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
     store = _store(store)
     stored = store.has(config.key())
     if not stored:
-        check_budget(config)
+        check_budget(config, store.directory)  # the store's disk must hold the run's checkpoints
     # lost workers are recorded first, in the same transaction: their keys can be claimed again
     return _schedule(store, lambda t, records: _claim(t, records, config, stored, owner, limits))
 
