@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.engine import loop, train
+from hierpoly.engine import baselines, loop, train
 from hierpoly.jobs import budget, doctor, runner
 from hierpoly.jobs import table as jobs
 from hierpoly.results import checkpoints
@@ -70,6 +70,25 @@ def test_seed_batches_resume_too(tmp_path):
     resumed = train.run_seeds(cfgs, chunk=37, checkpoint=_every_chunk(tmp_path, name))
     for a, b in zip(resumed, whole):
         _same_run(a, b)
+
+
+@pytest.mark.slow
+def test_the_two_layer_baseline_resumes_inside_its_tuning(tmp_path):
+    cfg = RunConfig(d=3, n=128, arch="two_layer", steps=400, patience=50, n_test=32, n_eval=64)
+    parts = lambda part: _every_chunk(tmp_path, checkpoints.part_name(cfg.key(), part))  # noqa: E731
+    whole = baselines.run(cfg, chunk=16)
+    polls = []
+    cut = baselines.run(cfg, chunk=16, checkpoint=parts, should_stop=lambda: polls.append(1) or len(polls) > 12)
+    assert cut.status == "cancelled"
+    saved = sorted(s.name.split("-")[1] for s in checkpoints.listing(tmp_path))
+    assert saved and saved[0] == "trial0"  # stopped after the first trial, inside a later one
+    rows = []
+    resumed = baselines.run(cfg, chunk=16, checkpoint=parts, on_progress=rows.append)
+    _same_run(resumed, whole)
+    assert resumed.extra["holdout_losses"] == whole.extra["holdout_losses"]
+    assert any(r.phase == "resumed" for r in rows)
+    checkpoints.discard(tmp_path, cfg.key())  # the run's checkpoint and its parts'
+    assert checkpoints.listing(tmp_path) == []
 
 
 def test_a_checkpoint_never_unpickles_and_damage_starts_over(tmp_path, capsys):

@@ -62,7 +62,8 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     # ×3: forward activations, their gradients and one temporary, under autodiff
     blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
     params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
-    saving = 3 * checkpoint_bytes(cfg)  # the state copied to the host, its npz and the file's bytes
+    loops = TWO_LAYER_LOOPS if cfg.arch == "two_layer" else 1  # one loop's state is saved at a time
+    saving = 3 * checkpoint_bytes(cfg) // loops  # the state copied to the host, its npz and the file's bytes
     return int(data + blocks + params + eigen_bytes(cfg) + saving)
 
 
@@ -70,12 +71,18 @@ HISTORY_ROW_BYTES = 5 * 8 + 256 * 4  # a history row's columns and its feature s
 CHECKPOINT_ROWS = 20_000  # more history rows than a run has (a row a chunk of about a second, or MIN_ROWS)
 
 
+TWO_LAYER_LOOPS = 5  # the two-layer baseline's four tuning trials and its final run, a checkpoint each
+
+
 def checkpoint_bytes(cfg: RunConfig) -> int:
-    """The size of a run's checkpoint (results/checkpoints.py): parameters and Adam's two moments in float32, and
-    its history rows; 0 for runs that keep none (the kernel's closed form, the baselines, layer-wise stages)."""
+    """The size of a run's checkpoints (results/checkpoints.py): parameters and Adam's two moments in float32, and
+    history rows; 0 for runs that keep none (the kernel's closed form, layer-wise stages, transfers)."""
+    rows = HISTORY_ROW_BYTES * min(cfg.total_steps + 1, CHECKPOINT_ROWS)
+    if cfg.arch == "two_layer":  # a, w, b per unit; every loop's checkpoint stays until the result is stored
+        return TWO_LAYER_LOOPS * (3 * 4 * two_layer_width(cfg) * (cfg.d + 2) + rows)
     if cfg.arch != "three_layer" or cfg.mode != "joint":
         return 0
-    return 3 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) + HISTORY_ROW_BYTES * min(cfg.total_steps + 1, CHECKPOINT_ROWS)
+    return 3 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) + rows
 
 
 def disk_bytes(cfg: RunConfig) -> int:

@@ -128,11 +128,11 @@ def _checkpoint_findings(store: Store) -> list[Finding]:
     out = []
     for saved in checkpoints.listing(store.directory):
         writing = not saved.doc.get("stopped") and _writer_alive(saved.doc.get("writer")) if saved.doc else False
-        if saved.problem is None and (saved.name in live or writing):  # an inline sweep's run is no job
+        if saved.problem is None and (checkpoints.run_name(saved.name) in live or writing):  # inline runs are no jobs
             continue
         if saved.problem is not None and ".tmp-" in saved.file and _writer_alive({"pid": saved.file.rsplit("-", 1)[1]}):
             continue  # being written now
-        stored = saved.problem is None and store.has(saved.name)
+        stored = saved.problem is None and store.has(checkpoints.run_name(saved.name))
         steps = (saved.doc or {}).get("steps") or [0]
         problem = saved.problem or (f"its run's result is stored (saved at step {max(steps)})" if stored else
                                     f"belongs to no live job (saved at step {max(steps)}, {saved.bytes / 1e6:.1f} MB): "

@@ -77,8 +77,8 @@ def execute(
 ) -> Outcome:
     """Train `cfg` (three-layer joint or layer-wise, kernel or two-layer baseline, transfer) to completion.
 
-    A three-layer run saves its state in the store's checkpoints as it trains and resumes from them
-    (`checkpointing`); the caller stores a done result with `keep`, which deletes the checkpoint.
+    A three-layer run and the two-layer baseline save their state in the store's checkpoints as they train
+    and resume from them (`checkpointing`); the caller stores a done result with `keep`, which deletes them.
 
     Args:
         cfg: the run.
@@ -94,13 +94,15 @@ def execute(
     t0 = time.perf_counter()
     if cfg.arch == TRANSFER:
         return _execute_transfer(cfg, on_progress, should_stop, results or store.Store(), t0)
-    if cfg.arch != "three_layer":
-        return _outcome(cfg, baselines.run(cfg, on_progress=on_progress, should_stop=should_stop), time.perf_counter() - t0)
-    directory = _store_dir(results)
-    trained = train.run(cfg, on_progress=on_progress, should_stop=should_stop,
-                        checkpoint=checkpointing(directory, cfg.key()))
+    directory, key = _store_dir(results), cfg.key()
+    if cfg.arch == "three_layer":
+        trained = train.run(cfg, on_progress=on_progress, should_stop=should_stop,
+                            checkpoint=checkpointing(directory, key))
+    else:  # the two-layer baseline: one checkpoint per loop (its tuning trials, its final run)
+        trained = baselines.run(cfg, on_progress=on_progress, should_stop=should_stop,
+                                checkpoint=lambda part: checkpointing(directory, checkpoints.part_name(key, part)))
     if trained.status == "diverged":  # a rerun would diverge again from the saved state: nothing to resume
-        checkpoints.discard(directory, cfg.key())
+        checkpoints.discard(directory, key)
     return _outcome(cfg, trained, time.perf_counter() - t0)
 
 

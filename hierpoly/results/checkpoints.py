@@ -42,6 +42,16 @@ def path(store_dir: Path, name: str) -> Path:
     return folder(store_dir) / f"{name}{SUFFIX}"
 
 
+def part_name(key: str, part: str) -> str:
+    """The checkpoint of one loop of a run that has several (the two-layer baseline's trials and final run)."""
+    return f"{key}-{part}"
+
+
+def run_name(name: str) -> str:
+    """The run (key, or a batch's name) a checkpoint belongs to."""
+    return name if name.startswith("seeds-") else name.split("-")[0]
+
+
 def checkpoint_name(keys: list[str]) -> str:
     """The name of a batch of seeds' checkpoint: one per batch, whatever order the keys come in."""
     return "seeds-" + hashlib.sha256(",".join(sorted(keys)).encode()).hexdigest()[:40]
@@ -119,8 +129,10 @@ def load(store_dir: Path, name: str) -> tuple[dict[str, np.ndarray], dict] | Non
 
 
 def discard(store_dir: Path, name: str) -> None:
-    """Delete the run's checkpoint (its result is stored, or it cannot be resumed)."""
+    """Delete the run's checkpoints, its parts' too (its result is stored, or it cannot be resumed)."""
     path(store_dir, name).unlink(missing_ok=True)
+    for part in folder(store_dir).glob(f"{name}-*{SUFFIX}"):
+        part.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
