@@ -63,6 +63,7 @@ PROBE_POINTS = 256  # training inputs on which the feature rule watches g
 NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence stop the run
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
 MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
+RESENT_ROWS = 200  # history rows a resumed run sends to its progress again (its result keeps them all)
 
 RUNNING, PLATEAU, CAP, DIVERGED, SETTLED, HOLDOUT = 0, 1, 2, 3, 4, 5
 ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", HOLDOUT: "holdout", CAP: "step cap", DIVERGED: "diverged",
@@ -281,12 +282,17 @@ class Reporter:
         return time.perf_counter() - self.t0
 
     def resume(self, histories: list[list[Progress]], seconds: float, step: int) -> None:
-        """Take a saved run's history rows and clock time, send its rows again (the step-0 row was sent), say so."""
+        """Take a saved run's history rows and clock time, send its rows again, say so.
+
+        Sent again: up to RESENT_ROWS of them, evenly thinned (the last kept), after the step-0 row already sent:
+        a job's progress is rewritten with each row, and a long run's history has thousands.
+        """
         self.histories, self.t0 = histories, time.perf_counter() - seconds
         for seed, rows in enumerate(histories):
-            for row in rows:
-                if row.step > 0:
-                    self._send(seed, row)
+            later = [row for row in rows if row.step > 0]
+            picks = np.unique(np.round(np.linspace(0, len(later) - 1, min(RESENT_ROWS, len(later)))).astype(int))
+            for i in picks:
+                self._send(seed, later[i])
         self.phase(RESUMED, step)
 
     def _send(self, seed: int, row: Progress) -> None:
