@@ -16,10 +16,10 @@ import pytest
 
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, loop, train
-from hierpoly.jobs import budget, doctor, runner
+from hierpoly.jobs import budget, cluster, doctor, runner
 from hierpoly.jobs import table as jobs
 from hierpoly.results import checkpoints
-from hierpoly.results.codec import StoreError
+from hierpoly.results.codec import StoreError, from_bytes
 from hierpoly.results.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,6 +89,19 @@ def test_the_two_layer_baseline_resumes_inside_its_tuning(tmp_path):
     assert any(r.phase == "resumed" for r in rows)
     checkpoints.discard(tmp_path, cfg.key())  # the run's checkpoint and its parts'
     assert checkpoints.listing(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_ray_task_resumes_from_its_workers_checkpoint_and_deletes_it(cache_dir):
+    """What a retried Ray task runs (cluster.train_to_bytes), in the worker's default store: the run goes on."""
+    whole, seen = train.run(SMALL), []
+    cut = train.run(SMALL, chunk=37, checkpoint=_every_chunk(cache_dir, SMALL.key()), should_stop=lambda: len(seen) >= 4,
+                    on_progress=lambda row: seen.append(row) if row.is_history else None)
+    key, status, _, value = cluster.train_to_bytes(SMALL.to_dict())
+    result = from_bytes(value)
+    assert (key, status) == (SMALL.key(), "done") and result.meta["extra"]["checkpoints"]["resumed_from"] == cut.steps
+    assert result.metrics == whole.metrics and result.meta["steps"] == whole.steps
+    assert checkpoints.listing(cache_dir) == []  # the reply carries the run now
 
 
 def test_a_checkpoint_never_unpickles_and_damage_starts_over(tmp_path, capsys):
