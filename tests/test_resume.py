@@ -16,8 +16,7 @@ import pytest
 
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, loop, train
-from hierpoly.jobs import budget, cluster, doctor, runner
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import budget, cluster, doctor, doctor_queries, processes, records, runner, scheduler
 from hierpoly.results import checkpoints
 from hierpoly.results.codec import StoreError, from_bytes
 from hierpoly.results.store import Store
@@ -130,7 +129,7 @@ def test_a_checkpoint_never_unpickles_and_damage_starts_over(tmp_path, capsys):
 
 def test_doctor_lists_checkpoints_of_no_live_run_and_repair_removes_them(cache_dir):
     store = Store(cache_dir)
-    mine = {"pid": os.getpid(), "start": jobs.process_start(os.getpid())}
+    mine = {"pid": os.getpid(), "start": processes.process_start(os.getpid())}
     checkpoints.save(cache_dir, "a" * 64, {"x": np.zeros(3)}, {"steps": [5], "writer": mine})  # this live process's
     checkpoints.save(cache_dir, "b" * 64, {"x": np.zeros(3)}, {"steps": [9], "writer": {"pid": 2**22 + 1}})
     (checkpoints.folder(cache_dir) / f"{'c' * 64}.ckpt.tmp-{2**22 + 1}").write_bytes(b"half")
@@ -181,7 +180,7 @@ def quick_saves(monkeypatch):
     monkeypatch.setenv("HIERPOLY_CHECKPOINT_S", "0")
     monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "2")
     yield
-    for pid in [j.pid for j in jobs.list_jobs() if j.status in jobs.LIVE and j.pid] + jobs.idle_worker_pids():
+    for pid in [j.pid for j in records.list_jobs() if j.status in records.LIVE and j.pid] + doctor_queries.idle_worker_pids():
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -205,15 +204,15 @@ def _assert_same_result(stored, reference: dict) -> None:
 @pytest.mark.process
 def test_kill_9_mid_run_then_the_resubmitted_job_resumes_to_the_same_result(cache_dir, quick_saves, tmp_path):
     store = Store(cache_dir)
-    job_id = jobs.submit(LONG, store)
+    job_id = scheduler.submit(LONG, store)
     _wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
-    job = jobs.get(job_id, store)
+    job = records.get(job_id, store)
     os.kill(job.pid, signal.SIGKILL)
-    _wait_for(lambda: jobs.get(job_id, store).finished, 30)
+    _wait_for(lambda: records.get(job_id, store).finished, 30)
     killed_at = _saved_step(cache_dir, LONG)
     assert 0 < killed_at < LONG.steps and not store.has(LONG.key())
-    again = jobs.submit(LONG, store)
-    done = jobs.wait(again, timeout=300, store=store)
+    again = scheduler.submit(LONG, store)
+    done = scheduler.wait(again, timeout=300, store=store)
     assert done.status == "done", done.message
     assert [r.label for r in done.progress if r.phase == "resumed"] == [f"resumed from step {killed_at}"]
     stored = store.get(LONG.key())
@@ -225,15 +224,15 @@ def test_kill_9_mid_run_then_the_resubmitted_job_resumes_to_the_same_result(cach
 @pytest.mark.process
 def test_a_cancelled_job_submitted_again_resumes(cache_dir, quick_saves):
     store = Store(cache_dir)
-    job_id = jobs.submit(LONG, store)
+    job_id = scheduler.submit(LONG, store)
     _wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
-    assert jobs.cancel(job_id, store)
-    assert jobs.wait(job_id, timeout=60, store=store).status == "cancelled"
+    assert scheduler.cancel(job_id, store)
+    assert scheduler.wait(job_id, timeout=60, store=store).status == "cancelled"
     stopped_at = _saved_step(cache_dir, LONG)  # a cancel saves where the run stopped
     assert 0 < stopped_at < LONG.steps
     listed = [f for f in doctor.check(cache_dir) if f.what == "checkpoint"]
     assert len(listed) == 1 and "running its config again resumes it" in listed[0].problem
-    done = jobs.wait(jobs.submit(LONG, store), timeout=300, store=store)
+    done = scheduler.wait(scheduler.submit(LONG, store), timeout=300, store=store)
     assert done.status == "done", done.message
     assert [r.label for r in done.progress if r.phase == "resumed"] == [f"resumed from step {stopped_at}"]
     assert store.get(LONG.key()).meta["steps"] == LONG.steps and not checkpoints.listing(cache_dir)

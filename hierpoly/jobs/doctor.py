@@ -8,7 +8,7 @@ no live job: no queued or running job has their key and the process that wrote t
 moves a damaged database aside (keeping every result that still decodes, read
 row by row: rows.py), deletes unreadable results, rows with other keys (by
 rowid), orphan files, damaged records, orphan entries and such checkpoints, and records stale jobs
-(``jobs.supervise``, which also starts a worker for the jobs queued behind them).
+(``scheduler.supervise``, which also starts a worker for the jobs queued behind them).
 Value files outside the store's directory are never read or deleted.
 
 A full disk is not damage: checking works on it (read-only), repairing waits for room.
@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor_queries, processes, records, scheduler
 from hierpoly.results import checkpoints, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
 from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
@@ -115,16 +115,16 @@ def _job_findings(store: Store) -> list[Finding]:
     problem = integrity(db)
     if problem is not None:
         return [Finding("job table", str(db), problem, "move it aside and start an empty job table")]
-    out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in jobs.damaged(store).items()]
-    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in jobs.orphans(store)]
-    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in jobs.stale(store).items()]
+    out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in doctor_queries.damaged(store).items()]
+    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in doctor_queries.orphans(store)]
+    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in doctor_queries.stale(store).items()]
     return out + _checkpoint_findings(store)
 
 
 def _checkpoint_findings(store: Store) -> list[Finding]:
     """Checkpoints no live job and no run still training owns: a cancelled, stopped or finished run's saved state
     (a checkpoint saved at a cancel or at the end of training says so, whether or not its writer lives on)."""
-    live = {job.key for job in jobs.list_jobs(store) if not job.finished}
+    live = {job.key for job in records.list_jobs(store) if not job.finished}
     out = []
     for saved in checkpoints.listing(store.directory):
         writing = not saved.doc.get("stopped") and _writer_alive(saved.doc.get("writer")) if saved.doc else False
@@ -143,7 +143,7 @@ def _checkpoint_findings(store: Store) -> list[Finding]:
 
 def _writer_alive(writer) -> bool:
     try:
-        return jobs.process_alive(int(writer["pid"]), writer.get("start"))
+        return processes.process_alive(int(writer["pid"]), writer.get("start"))
     except (TypeError, KeyError, ValueError):
         return False
 
@@ -196,14 +196,14 @@ def _repair_one(store: Store, finding: Finding) -> None:
     elif finding.what == "value file":
         rows.inside(store.directory, finding.name).unlink(missing_ok=True)
     elif finding.what == "job table":
-        jobs.forget_table(store)
+        records.forget_table(store)
         _move_aside(Path(finding.name))
     elif finding.what == "job record":
-        jobs.remove(finding.name, store)
+        doctor_queries.remove(finding.name, store)
     elif finding.what == "job entry":
-        jobs.remove_entries([finding.name], store)
+        doctor_queries.remove_entries([finding.name], store)
     elif finding.what == "stale job":
-        jobs.supervise(store)
+        scheduler.supervise(store)
     elif finding.what == "checkpoint":
         checkpoints.remove(store.directory, finding.name)
 

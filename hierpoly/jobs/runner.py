@@ -125,7 +125,7 @@ def checkpointing(directory: Path, name: str):
     cannot hold is skipped with a warning (training goes on; the previous checkpoint stays).
     """
     from hierpoly.engine import loop
-    from hierpoly.jobs.table import process_start
+    from hierpoly.jobs.processes import process_start
 
     writer = {"pid": os.getpid(), "start": process_start(os.getpid())}
 
