@@ -122,3 +122,14 @@ def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
     assert set(shipped) <= set(spec.cells()) and len(shipped) == 35 and (24, 110592) in shipped
     for (d, n), runs in shipped.items():
         assert len(runs) == spec.seeds_for(d, n) and all(cfg.key() == spec.config(d, n, cfg.seed).key() for cfg, _, _ in runs)
+
+
+@pytest.mark.slow
+def test_the_page_bench_reports_each_store_size():
+    """`bench --page --quick`: every figure of the page bench, whatever they read (a benchmark, not a speed test)."""
+    from hierpoly.bench import page
+
+    out = page.measure_page(quick=True, log=lambda line: None)
+    assert [row["results"] for row in out["stores"]] == list(page.QUICK["sizes"])
+    assert all(0 < row["min_s"] <= row["median_s"] <= row["max_s"] for row in out["stores"])
+    assert out["jobs"] == page.QUICK["jobs"] and f"{page.QUICK['sizes'][-1]} stored results" in page.format_page(out)

@@ -205,7 +205,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     # the progress line in the evaluating phase (the phase line above it names every phase all along)
     assert any(line.startswith("progress ") and "evaluating: the final test loss" in line for line in shown), shown
     titles = {line[len("title "):] for line in shown if line.startswith("title ") and FEATURE_CHART.match(line[6:])}
-    job = records.list_jobs(Store(store_dir))[0]
+    job = records.get(records.list_jobs(Store(store_dir))[0].job_id, Store(store_dir))  # with all its rows
     assert any(row.is_history and row.feature_sample for row in job.progress)
     trained = [row.seconds for row in job.progress if row.phase == "training"]
     # the live scatter moved at least twice while training, where training outlasted a few redraws (3000 steps
@@ -373,6 +373,7 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
                           if (m := LIVE_SCATTER.match(title))})
         store = Store(tmp_path / "store")
         (job,) = records.list_jobs(store)  # six clicks, one shared job
+        job = records.get(job.job_id, store)  # with all its rows (a finished job is listed with its newest)
         trained = [row.seconds for row in job.progress if row.phase == "training"]
         training_seconds = max(trained) - min(trained)
         print("phases", phases, "steps", steps, "training lasted", training_seconds)

@@ -64,7 +64,7 @@ def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
     key = outs[0]["key"]
     listed = [j for j in records.list_jobs() if j.key == key]
     assert len(listed) == 1 and listed[0].status == "done"
-    steps = [row.step for row in listed[0].progress if row.is_history]
+    steps = [row.step for row in records.get(listed[0].job_id).progress if row.is_history]  # all its rows
     assert steps == sorted(set(steps)) and steps[-1] == 200  # one training's rows, not several interleaved
     # an identical run is answered from the store: no new job, no worker
     proc = cli(*args, cache_dir=cache_dir)

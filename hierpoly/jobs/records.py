@@ -376,7 +376,11 @@ def for_key(key: str, store: Store | None = None) -> Job | None:
 
 
 def list_jobs(store: Store | None = None) -> list[Job]:
-    """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`."""
+    """Every readable job, newest first (damaged records are left out: see `damaged`); reads only, as `get`.
+
+    A finished job comes with its newest progress row only (``Job.rows`` counts them all): ``get`` gives
+    all of them. For the Results page and the CLI's `jobs`; a page that polls asks ``live_jobs``.
+    """
     store = store_or_default(store)
     t = table(store)
     with guarded(store):
