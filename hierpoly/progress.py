@@ -5,7 +5,8 @@ The loop reports a ``Progress`` between compiled chunks; the worker writes
 ``from_json``. Training rows (``phase == "training"``) are a run's history; the
 other phases say what the run is doing when there is no new training row
 (starting, tuning: the two-layer baseline's learning-rate trials, compiling the
-first chunk, evaluating on n_eval points).
+first chunk, evaluating on n_eval points); a ``resumed`` row marks the step at which a
+run went on from its checkpoint.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from hierpoly.jsonvalue import jsonable
 
 PHASES = ("starting", "tuning", "compiling", "training", "evaluating")  # tuning: its trials compile their own
+RESUMED = "resumed"  # a row at the step a run resumed from its checkpoint (not a phase of its own: training goes on)
 METRIC_FIELDS = ("train_loss", "test_loss", "feature_corr")
 
 
@@ -31,6 +33,11 @@ class Progress:
     fraction: float | None = None  # share of the phase done (evaluating: of n_eval; tuning: of the trials), when known
     # training rows: g on the first monitor points; the "starting" row: p on those same points
     feature_sample: tuple[float, ...] = field(default=(), compare=False)
+
+    @property
+    def label(self) -> str:
+        """What the row says the run is doing, in a few words."""
+        return f"resumed from step {self.step}" if self.phase == RESUMED else self.phase
 
     @property
     def is_history(self) -> bool:

@@ -37,6 +37,8 @@ SETTINGS: tuple[Setting, ...] = (
                                    "(unset: in classroom mode only)"),
     Setting("HIERPOLY_MEMORY_BYTES", None, "memory one job may use (unset: MemAvailable of /proc/meminfo)"),
     Setting("HIERPOLY_MAX_FLOPS", "1e17", "work one job may take, in floating-point operations"),
+    Setting("HIERPOLY_CHECKPOINT_S", "60", "seconds between saves of a training run's state, from which a stopped "
+                                           "run resumes (0: after every chunk)"),
 )
 _BY_NAME = {setting.name: setting for setting in SETTINGS}
 

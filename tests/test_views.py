@@ -36,6 +36,15 @@ def test_phases_from_records_and_their_json():
     assert view.phase == "evaluating" and view.fraction == 0.25 and "1,048,576" in view.text
 
 
+def test_a_resumed_run_says_from_which_step():
+    rows = [_row(0, "starting"), _row(0), _row(400, seconds=40.0), _row(400, "resumed"), _row(400, "compiling"),
+            _row(600, seconds=50.0), _row(800, seconds=60.0)]
+    view = monitor.progress_view("running", [r.to_json() for r in rows], 1000)
+    assert view.phase == "training" and view.text.endswith("(resumed from step 400)")
+    assert list(view.history["step"]) == [0, 400, 600, 800]
+    assert "resumed" not in monitor.progress_view("running", rows[:3], 1000).text
+
+
 def test_tuning_phase_shows_only_in_runs_that_tune():
     rows = [_row(0, "starting"), _row(0, "tuning", fraction=0.0), _row(0, "tuning", fraction=2 / 3)]
     view = monitor.progress_view("running", [r.to_json() for r in rows], 1000)

@@ -84,7 +84,7 @@ def _progress_printer(total: int):
             if math.isfinite(row.test_loss) and math.isfinite(row.feature_corr):
                 bar.set_postfix(test_loss=f"{row.test_loss:.4f}", corr=f"{row.feature_corr:.3f}")
             if not row.is_history:
-                bar.set_description(row.phase)
+                bar.set_description(row.label)
         else:
             bar.set_description(job.status if job.status != "queued" else f"queued ({job.message})")
 

@@ -125,8 +125,14 @@ def run(
     on_progress: Callable[[Progress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     chunk: int | None = None,
+    checkpoint: Callable[[str], loop.Checkpointing] | None = None,
 ) -> TrainResult:
-    """Train the baseline named by ``cfg.arch`` (kernel or two_layer) on the run's data."""
+    """Train the baseline named by ``cfg.arch`` (kernel or two_layer) on the run's data.
+
+    checkpoint: the two-layer baseline's `loop.Checkpointing` for each of its loops by name (each tuning trial
+    ``trial<i>``, then ``final``): a finished trial's saved end is read back instead of trained again, so a
+    stopped run resumes inside the trial or the final run it was in. The kernel's closed form keeps none.
+    """
     if cfg.arch not in ("kernel", "two_layer"):
         raise ValueError(f"baselines.run handles kernel and two_layer, got arch {cfg.arch!r}")
     reporter = loop.Reporter(1, None if on_progress is None else lambda _, row: on_progress(row))
@@ -134,7 +140,7 @@ def run(
     reporter.start([data.p_test])
     if cfg.arch == "kernel":
         return _run_kernel(cfg, data, reporter, should_stop)
-    return _run_two_layer(cfg, data, reporter, should_stop, chunk)
+    return _run_two_layer(cfg, data, reporter, should_stop, chunk, checkpoint or (lambda part: None))
 
 
 # ------------------------------------------------------------------------ shared
@@ -329,7 +335,8 @@ class Tuning:
         return int(np.argmin(self.losses))
 
 
-def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk) -> Tuning | None:
+def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_stop, chunk,
+          checkpoint: Callable) -> Tuning | None:
     """Each rate of cfg.lr × TUNING_RATES trained on the first rows under the holdout rule; None when cancelled."""
     fit = tuning_split(cfg.n)
     batch = (data.x_train[:fit], data.y_train[:fit], data.x_train[fit:], data.y_train[fit:])
@@ -341,9 +348,12 @@ def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_
         def show(_, row, i=i):  # a trial's training rows are tuning progress, not the run's history
             if row.is_history:
                 reporter.phase("tuning", 0, (i + min(row.step / cfg.steps, 1.0)) / len(tuning.rates))
+            elif row.phase == loop.RESUMED:  # the trial went on from its checkpoint
+                reporter.phase(loop.RESUMED, row.step)
 
         end = loop.run_loop(trial, loop.adam_state(params), batch, (data.x_test, data.y_test, data.p_test),
-                            {"lr": jnp.float32(lr)}, rule, loop.Reporter(1, show), should_stop, chunk_steps=chunk)
+                            {"lr": jnp.float32(lr)}, rule, loop.Reporter(1, show), should_stop, chunk_steps=chunk,
+                            checkpoint=checkpoint(f"trial{i}"))
         if end.endings[0] == "cancelled":
             return None
         finite = end.endings[0] != "diverged" and np.isfinite(end.val_best[0])
@@ -354,11 +364,11 @@ def _tune(cfg: RunConfig, task: loop.Task, params, data: Data, reporter, should_
     return tuning
 
 
-def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk) -> TrainResult:
+def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_stop, chunk, checkpoint) -> TrainResult:
     width, forward = two_layer_width(cfg), model.Forward("relu")
     params = _first_block(cfg, width)
     task, monitor = loop.Task(two_layer_step, score_first_block, forward, probe_first_block), (data.x_test, data.y_test, data.p_test)
-    tuned, zero_test = _tune(cfg, task, params, data, reporter, should_stop, chunk), np.zeros(cfg.n_test)
+    tuned, zero_test = _tune(cfg, task, params, data, reporter, should_stop, chunk, checkpoint), np.zeros(cfg.n_test)
     if tuned is None or not np.isfinite(tuned.losses).any():
         ended = ("cancelled", "cancelled while tuning the learning rate", 0, {}) if tuned is None else (
             "diverged", f"training loss became non-finite in every tuning trial (rates {tuned.rates})", 0, {})
@@ -369,7 +379,8 @@ def _run_two_layer(cfg: RunConfig, data: Data, reporter: loop.Reporter, should_s
     state, ending, steps, drops = loop.adam_state(params), "step cap", 0, 0
     if chosen > 0:
         end = loop.run_loop(task, state, (data.x_train, data.y_train), monitor, {"lr": jnp.float32(lr)},
-                            loop.rules_for(cfg)._replace(cap=jnp.int32(chosen)), reporter, should_stop, chunk_steps=chunk)
+                            loop.rules_for(cfg)._replace(cap=jnp.int32(chosen)), reporter, should_stop, chunk_steps=chunk,
+                            checkpoint=checkpoint("final"))
         state, ending, steps, drops = end.state, end.endings[0], end.steps[0], end.drops[0]
     if ending == "step cap" and trial_ending != "step cap":  # it ran the steps the holdout chose
         ending = "holdout"

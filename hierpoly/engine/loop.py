@@ -31,9 +31,17 @@ compiled programs, and so is the chunk length: a new run compiles nothing new.
 
 Seeds batched: the same chunk under `jax.vmap`; each seed carries its own clock, a
 seed that has stopped keeps its state (the while loop runs until every seed stops).
+
+Resuming (`Checkpointing`): between chunks, at most every `every_s` seconds, at a cancel and
+when training ends, the loop hands its whole state to `save` as arrays (the state's leaves,
+the clock, every seed's history rows) and a JSON doc; a run that finds a saved state at its
+start goes on from there. The state is the loop's only memory and the data is a function of
+the config (full batch, drawn once from the seed), so the resumed run is the uninterrupted
+one, bit for bit: the same steps in other chunks.
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -48,13 +56,14 @@ import optax
 from hierpoly.config import RunConfig
 from hierpoly.engine import model
 from hierpoly.engine.evaluation import SNAPSHOT_POINTS
-from hierpoly.progress import Progress
+from hierpoly.progress import RESUMED, Progress
 
 PLATEAU_WINDOW = 100  # steps between checks of the plateau rule (the stored results were judged every 100 steps)
 PROBE_POINTS = 256  # training inputs on which the feature rule watches g
 NO_PLATEAU = 2**30  # a patience that never ends: only the cap and divergence stop the run
 CHUNK_SECONDS = 1.0  # work per compiled chunk: progress, cancellation and heartbeats stay this close
 MIN_ROWS = 50  # a run's history has at least about this many rows, however short the run
+RESENT_ROWS = 200  # history rows a resumed run sends to its progress again (its result keeps them all)
 
 RUNNING, PLATEAU, CAP, DIVERGED, SETTLED, HOLDOUT = 0, 1, 2, 3, 4, 5
 ENDINGS = {PLATEAU: "plateau", SETTLED: "feature settled", HOLDOUT: "holdout", CAP: "step cap", DIVERGED: "diverged",
@@ -272,6 +281,20 @@ class Reporter:
     def seconds(self) -> float:
         return time.perf_counter() - self.t0
 
+    def resume(self, histories: list[list[Progress]], seconds: float, step: int) -> None:
+        """Take a saved run's history rows and clock time, send its rows again, say so.
+
+        Sent again: up to RESENT_ROWS of them, evenly thinned (the last kept), after the step-0 row already sent:
+        a job's progress is rewritten with each row, and a long run's history has thousands.
+        """
+        self.histories, self.t0 = histories, time.perf_counter() - seconds
+        for seed, rows in enumerate(histories):
+            later = [row for row in rows if row.step > 0]
+            picks = np.unique(np.round(np.linspace(0, len(later) - 1, min(RESENT_ROWS, len(later)))).astype(int))
+            for i in picks:
+                self._send(seed, later[i])
+        self.phase(RESUMED, step)
+
     def _send(self, seed: int, row: Progress) -> None:
         if self.on_progress is not None:
             self.on_progress(seed, row)
@@ -360,23 +383,30 @@ class End:
     drops: list[int]  # learning-rate drops taken
     val_best: list[float]  # lowest holdout loss (inf without a holdout)
     val_at: list[int]  # the step at which it was reached
+    saving: dict = field(default_factory=dict)  # checkpoints: resumed_from (step), saves, save_seconds
 
 
 def run_loop(
     task: Task, state, batch, monitor, hyper: dict, rule: Rules, reporter: Reporter,
     should_stop: Callable[[], bool] | None = None, *, batched: bool = False, chunk_steps: int | None = None,
-    offset: int = 0,
+    offset: int = 0, checkpoint: Checkpointing | None = None,
 ) -> End:
-    """Train until every seed stops or `should_stop()` says so; rows are reported at step offset + step."""
+    """Train until every seed stops or `should_stop()` says so; rows are reported at step offset + step.
+
+    checkpoint: where the whole state is saved between chunks and, when a saved one is found, resumed from.
+    """
     probe_size = 1 if task.probe is None else _probe_size(task, state, batch, batched)
     clock, sizes = start_clock(reporter.seeds if batched else None, probe_size), ChunkSizes(int(rule.cap), chunk_steps)
     if task.validate is not None:  # step 0 is a candidate too: the untrained net
         clock = clock._replace(val_best=_validate(state, batch, validate=task.validate, forward=task.forward, batched=batched))
+    saver = Saver(checkpoint)
+    state, clock = saver.resume(state, clock, reporter, offset)
     call = partial(chunk_seeds if batched else chunk, step=task.step, forward=task.forward, probe=task.probe,
                    validate=task.validate)
     now = _host(clock)
     while (now.status == RUNNING).any():
         if should_stop is not None and should_stop():
+            saver.save(state, clock, reporter, force=True, stopped=True)
             break
         if sizes.calls == 0:
             reporter.phase("compiling", offset + int(now.step.max()))
@@ -385,8 +415,95 @@ def run_loop(
         before, now = now, _host(clock)
         sizes.observe(steps, time.perf_counter() - t0)
         _report_rows(task, state, monitor, before, now, reporter, batched, offset)
+        ended = not (now.status == RUNNING).any()
+        saver.save(state, clock, reporter, force=ended, stopped=ended)
     return End(state, [ENDINGS[int(s)] for s in now.status], [int(s) for s in now.step], [int(s) for s in now.drops],
-               [float(v) for v in now.val_best], [int(s) for s in now.val_at])
+               [float(v) for v in now.val_best], [int(s) for s in now.val_at], saver.summary())
+
+
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where a loop's whole state is kept between chunks (jobs/runner.py wires it to the store's checkpoints).
+
+    load() -> (arrays, doc) or None; save(arrays, doc) replaces what load returns; every_s: seconds
+    between saves (a save also follows a cancel and the end of training).
+    """
+
+    load: Callable[[], tuple[dict, dict] | None]
+    save: Callable[[dict, dict], None]
+    every_s: float
+
+
+class Saver:
+    """Saves a loop's state through its `Checkpointing` when due, and resumes from what was saved."""
+
+    def __init__(self, checkpoint: Checkpointing | None):
+        self.checkpoint, self.last, self.saves, self.seconds, self.resumed = checkpoint, time.monotonic(), 0, 0.0, None
+
+    def save(self, state, clock: Clock, reporter: Reporter, force: bool = False, stopped: bool = False) -> None:
+        """Save when due (or forced); `stopped`: the loop ends here (cancelled, or training is over)."""
+        if self.checkpoint is None or (not force and time.monotonic() - self.last < self.checkpoint.every_s):
+            return
+        t0 = time.perf_counter()
+        arrays, doc = pack(state, clock, reporter)
+        self.checkpoint.save(arrays, {**doc, "stopped": stopped})
+        self.last, self.saves, self.seconds = time.monotonic(), self.saves + 1, self.seconds + time.perf_counter() - t0
+
+    def resume(self, state, clock: Clock, reporter: Reporter, offset: int = 0):
+        """(state, clock) as saved, or as given when nothing was saved; a saved state of another shape is ignored."""
+        saved = None if self.checkpoint is None else self.checkpoint.load()
+        if saved is None:
+            return state, clock
+        try:
+            state, clock, histories, seconds = unpack(*saved, state, clock, reporter.seeds)
+        except (ValueError, KeyError) as err:  # saved by a build whose run had other shapes: start over, overwrite it
+            print(f"warning: the saved state cannot be resumed ({err}); the run starts over", file=sys.stderr)
+            return state, clock
+        self.resumed = int(np.max(np.asarray(jax.device_get(clock.step))))
+        reporter.resume(histories, seconds, offset + self.resumed)
+        return state, clock
+
+    def summary(self) -> dict:
+        out = {} if self.checkpoint is None else {"saves": self.saves, "save_seconds": round(self.seconds, 3)}
+        return out if self.resumed is None else {**out, "resumed_from": self.resumed}
+
+
+HISTORY_FLOATS = ("train_loss", "test_loss", "feature_corr", "seconds")
+
+
+def pack(state, clock: Clock, reporter: Reporter) -> tuple[dict[str, np.ndarray], dict]:
+    """A loop's whole state as named arrays and a JSON doc (what `unpack` reads)."""
+    arrays = {f"state_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(jax.tree_util.tree_leaves(jax.device_get(state)))}
+    arrays.update({f"clock_{name}": np.asarray(leaf) for name, leaf in zip(Clock._fields, jax.device_get(clock))})
+    for seed, rows in enumerate(reporter.histories):
+        arrays[f"history{seed}_step"] = np.asarray([r.step for r in rows], np.int64)
+        for name in HISTORY_FLOATS:
+            arrays[f"history{seed}_{name}"] = np.asarray([getattr(r, name) for r in rows], np.float64)
+        width = min((len(r.feature_sample) for r in rows), default=0)
+        arrays[f"history{seed}_sample"] = np.asarray([r.feature_sample[:width] for r in rows], np.float32).reshape(len(rows), width)
+    steps = np.atleast_1d(np.asarray(jax.device_get(clock.step)))
+    return arrays, {"steps": [int(s) for s in steps], "seeds": reporter.seeds, "seconds": reporter.seconds()}
+
+
+def unpack(arrays: dict, doc: dict, state, clock: Clock, seeds: int):
+    """(state, clock, histories, seconds) saved by `pack`, shaped like the given state and clock; ValueError when
+    the saved arrays do not fit them (saved by another version of the run)."""
+    leaves, tree = jax.tree_util.tree_flatten(state)
+    names = [f"state_{i:04d}" for i in range(len(leaves))] + [f"clock_{name}" for name in Clock._fields]
+    like = leaves + list(clock)
+    for name, leaf in zip(names, like):
+        saved = arrays.get(name)
+        if saved is None or saved.shape != np.shape(leaf) or saved.dtype != np.asarray(leaf).dtype:
+            raise ValueError(f"the saved state's {name} does not fit this run")
+    restored = [jnp.asarray(arrays[name]) for name in names]
+    histories = [_history(arrays, seed) for seed in range(seeds)]
+    return tree.unflatten(restored[:len(leaves)]), Clock(*restored[len(leaves):]), histories, float(doc["seconds"])
+
+
+def _history(arrays: dict, seed: int) -> list[Progress]:
+    columns = {name: arrays[f"history{seed}_{name}"] for name in ("step", *HISTORY_FLOATS, "sample")}
+    return [Progress(int(columns["step"][i]), *(float(columns[name][i]) for name in HISTORY_FLOATS),
+                     feature_sample=tuple(float(v) for v in columns["sample"][i])) for i in range(len(columns["step"]))]
 
 
 @partial(jax.jit, static_argnames=("validate", "forward", "batched"))

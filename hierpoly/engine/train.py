@@ -137,6 +137,7 @@ def run(
     chunk: int | None = None,
     relu_sum=relu_sum_fast,
     by_pairs: bool | None = None,
+    checkpoint: loop.Checkpointing | None = None,
 ) -> TrainResult:
     """Train one config to completion; see the module docstring for the rules.
 
@@ -146,6 +147,8 @@ def run(
         chunk: steps per compiled chunk; None sizes chunks by time (loop.ChunkSizes). Never changes results.
         relu_sum, by_pairs: how a step is computed (`model.training_forward`); never changes results
             beyond float rounding.
+        checkpoint: where joint training saves its state and resumes from (loop.Checkpointing); layer-wise
+            training's two fixed-length ridge stages are not saved (they take seconds where joint takes hours).
     """
     if cfg.arch != "three_layer":
         raise ValueError(f"train.run trains the three-layer network; arch {cfg.arch!r} is a baseline (baselines.run)")
@@ -157,7 +160,8 @@ def run(
     joint = loop.Task(joint_step, score_network, forward, probe_network)
     loop.report_start(joint, loop.adam_state(params), _monitor(data), _zero_loss(data), reporter)
     trainer = _run_joint if cfg.mode == "joint" else _run_layerwise
-    params, status, message, steps, extra = trainer(cfg, data, params, forward, reporter, should_stop, chunk)
+    params, status, message, steps, extra = trainer(cfg, data, params, forward, reporter, should_stop, chunk,
+                                                    checkpoint)
     return _result(cfg, data, params, (status, message, steps, extra), reporter, 0, joint)
 
 
@@ -175,16 +179,22 @@ def _zero_loss(data: Data) -> float:
     return float(np.mean(np.square(np.asarray(data.y_train, np.float32)), dtype=np.float32))
 
 
-def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
+def _run_joint(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk, checkpoint):
     end = loop.run_loop(
         loop.Task(joint_step, score_network, forward, probe_network), loop.adam_state(params), _batch(data, forward),
         _monitor(data), {"lr": jnp.float32(cfg.lr)}, loop.rules_for(cfg), reporter, should_stop, chunk_steps=chunk,
+        checkpoint=checkpoint,
     )
     status, message, extra = loop.outcome(end.endings[0], end.steps[0], cfg.steps, end.drops[0])
-    return end.state[0], status, message, end.steps[0], extra
+    return end.state[0], status, message, end.steps[0], {**extra, **_saving(end)}
 
 
-def _run_layerwise(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk):
+def _saving(end: loop.End) -> dict:
+    """What checkpointing did in a run (its extra's ``checkpoints``): saves, their seconds, the step resumed from."""
+    return {"checkpoints": end.saving} if end.saving else {}
+
+
+def _run_layerwise(cfg: RunConfig, data: Data, params, forward, reporter, should_stop, chunk, checkpoint=None):
     half = cfg.n // 2
     monitor = (params, data.x_test, data.y_test, data.p_test)
     stage = partial(loop.run_loop, reporter=reporter, should_stop=should_stop, chunk_steps=chunk)
@@ -278,13 +288,14 @@ def run_seeds(
     chunk: int | None = None,
     relu_sum=relu_sum_fast,
     by_pairs: bool | None = None,
+    checkpoint: loop.Checkpointing | None = None,
 ) -> list[TrainResult]:
     """Train configs that differ only in `seed` as one compiled program (the loop's chunk under vmap).
 
     Each seed follows exactly the rules of `run` and gets its own result; `on_progress(i, row)`
     receives rows of `cfgs[i]`. A stopped seed's state is frozen at its own stopping step.
     `seconds` is the batch's wall time. Configs that cannot be batched (see `seeds_batchable`)
-    run one after another with `run`.
+    run one after another with `run` (no checkpoint: the batch's is for the batch).
     """
     if not seeds_batchable(cfgs):
         return [
@@ -301,12 +312,12 @@ def run_seeds(
     loop.report_start(joint, state, monitor, [_zero_loss(d) for d in data], reporter, batched=True)
     end = loop.run_loop(
         joint, state, _stack([_batch(d, forward) for d in data]), monitor, {"lr": jnp.float32(cfg.lr)},
-        loop.rules_for(cfg), reporter, should_stop, batched=True, chunk_steps=chunk,
+        loop.rules_for(cfg), reporter, should_stop, batched=True, chunk_steps=chunk, checkpoint=checkpoint,
     )
     results = []
     for i, c in enumerate(cfgs):
         status, message, extra = loop.outcome(end.endings[i], end.steps[i], cfg.steps, end.drops[i])
-        ended = (status, message, end.steps[i], {"batched_seeds": len(cfgs), **extra})
+        ended = (status, message, end.steps[i], {"batched_seeds": len(cfgs), **extra, **_saving(end)})
         results.append(_result(c, data[i], _seed(end.state[0], i), ended, reporter, i, joint))
     seconds = reporter.seconds()
     return [dataclasses.replace(r, seconds=seconds) for r in results]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from hierpoly import settings
 from hierpoly.config import TRANSFER, RunConfig, first_block_by_pairs, pair_count, poly_space_dim, two_layer_width
+from hierpoly.results.store import SPACE_MARGIN
 
 BUDGET_FRACTION = 0.5  # of the machine's available memory one job may plan to use
 # A symmetric eigen-solve of an m×m matrix counted as a full eigendecomposition, 9 m³ flops
@@ -63,7 +64,33 @@ def memory_bytes(cfg: RunConfig, n: int | None = None) -> int:
     # ×3: forward activations, their gradients and one temporary, under autodiff
     blocks = 3 * (feature_block_bytes(cfg, max(n, cfg.n_test)) + second_block_bytes(cfg, max(n, cfg.n_test)))
     params = 4 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2)  # params, grads, two Adam moments
-    return int(data + blocks + params + eigen_bytes(cfg))
+    loops = TWO_LAYER_LOOPS if cfg.arch == "two_layer" else 1  # one loop's state is saved at a time
+    saving = 3 * checkpoint_bytes(cfg) // loops  # the state copied to the host, its npz and the file's bytes
+    return int(data + blocks + params + eigen_bytes(cfg) + saving)
+
+
+HISTORY_ROW_BYTES = 5 * 8 + 256 * 4  # a history row's columns and its feature sample (engine/loop.py pack)
+CHECKPOINT_ROWS = 20_000  # more history rows than a run has (a row a chunk of about a second, or MIN_ROWS)
+
+
+TWO_LAYER_LOOPS = 5  # the two-layer baseline's four tuning trials and its final run, a checkpoint each
+
+
+def checkpoint_bytes(cfg: RunConfig) -> int:
+    """The size of a run's checkpoints (results/checkpoints.py): parameters and Adam's two moments in float32, and
+    history rows; 0 for runs that keep none (the kernel's closed form, layer-wise stages, transfers)."""
+    rows = HISTORY_ROW_BYTES * min(cfg.total_steps + 1, CHECKPOINT_ROWS)
+    if cfg.arch == "two_layer":  # a, w, b per unit; every loop's checkpoint stays until the result is stored
+        return TWO_LAYER_LOOPS * (3 * 4 * two_layer_width(cfg) * (cfg.d + 2) + rows)
+    if cfg.arch != "three_layer" or cfg.mode != "joint":
+        return 0
+    return 3 * 4 * (cfg.m1 * (cfg.d + 2) + 3 * cfg.m2) + rows
+
+
+def disk_bytes(cfg: RunConfig) -> int:
+    """Room a run needs on the store's disk while it trains: its checkpoint twice (the new one is written beside
+    the old, then renamed over it)."""
+    return 2 * checkpoint_bytes(cfg)
 
 
 def eigen_widths(cfg: RunConfig) -> tuple[int, ...]:
@@ -157,11 +184,29 @@ def largest_n(cfg: RunConfig, limit: int) -> int:
     return lo
 
 
-def check_budget(config: RunConfig, source: RunConfig | None = None) -> None:
-    """Raise BudgetError when the config's memory or work estimate does not fit this machine.
+def check_disk(config: RunConfig, directory: Path) -> None:
+    """Raise BudgetError when the disk holding the store at `directory` cannot hold the run's checkpoints."""
+    import shutil
+
+    need = disk_bytes(config)
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return  # unknown: a save that finds no room is skipped and training goes on (jobs/runner.py)
+    if need and free < need + SPACE_MARGIN:
+        raise BudgetError(f"this run saves checkpoints of about {_gib(need // 2)} while it trains, but the disk holding "
+                          f"the store at {directory} has {_gib(free)} free: free some space or point "
+                          "HIERPOLY_CACHE_DIR at another disk")
+
+
+def check_budget(config: RunConfig, directory: Path | None = None, source: RunConfig | None = None) -> None:
+    """Raise BudgetError when the config's memory or work estimate does not fit this machine, or (given the
+    store's directory) its checkpoints do not fit the store's disk.
 
     source: the config a transfer retrains first (``runner.retrained_source``), counted with it.
     """
+    if directory is not None:
+        check_disk(config, directory)
     est = estimate(config, source)
     limit = int(BUDGET_FRACTION * available_bytes())
     if est.bytes > limit:

@@ -27,8 +27,10 @@ from collections.abc import Callable
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs.executors import SweepError, outcome
+from hierpoly.results import checkpoints
 from hierpoly.results.codec import StoreError, from_bytes, to_bytes
 from hierpoly.results.store import REPO
+from hierpoly.results.store import default_dir as store_dir
 
 INSTALL_HINT = "the ray executor needs Ray: pip install -r requirements-ray.txt"
 SHIP_EXCLUDES = [".git", "cache", "node_modules", "__pycache__", "*.zip", ".pytest_cache"]
@@ -50,10 +52,12 @@ def train_to_bytes(config: dict) -> tuple[str, str, str, bytes | None]:
     from hierpoly.jobs import runner
 
     cfg = RunConfig.from_dict(config)
-    ended = runner.execute(cfg)
+    ended = runner.execute(cfg)  # a retried task resumes from the worker's checkpoint of this key
     if ended.result is None:  # diverged: reported, not stored (like the local executor)
         return cfg.key(), ended.status, ended.message, None
-    return cfg.key(), "done", ended.message, to_bytes(ended.result)
+    value = to_bytes(ended.result)
+    checkpoints.discard(store_dir(), cfg.key())  # the reply carries the run now; the driver stores it
+    return cfg.key(), "done", ended.message, value
 
 
 def accept(cfg: RunConfig, reply, store) -> dict:

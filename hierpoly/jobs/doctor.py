@@ -3,11 +3,13 @@
 Checks: SQLite's integrity check of both databases, that every stored value
 decodes (a missing value file, a pickled row, a damaged zip), rows whose key is
 not text (in both databases), value files no row refers to, damaged job records,
-table entries of no job, running jobs whose worker is gone, and reserve files of
-workers that are gone. Repair says what it removes, then: moves a damaged database
-aside (keeping every result that still decodes, read row by row by SQLite and from
-every leaf page of the file: rows.py, pagescan.py), deletes unreadable results, rows
-with other keys (by rowid), orphan files, damaged records and orphan entries, and
+table entries of no job, running jobs whose worker is gone, reserve files of
+workers that are gone, and checkpoints (a stopped run's saved state) that belong to
+no live job: no queued or running job has their key and the process that wrote them
+is gone. Repair says what it removes, then: moves a damaged database aside (keeping
+every result that still decodes, read row by row by SQLite and from every leaf page
+of the file: rows.py, pagescan.py), deletes unreadable results, rows with other keys
+(by rowid), orphan files, damaged records, orphan entries and such checkpoints, and
 records stale jobs (``scheduler.supervise``, which also starts a worker for the jobs
 queued behind them), all in one pass. Value files outside the store's directory are
 never read or deleted; a value file that is a link is removed as a link.
@@ -21,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.jobs import doctor_queries, records, scheduler
-from hierpoly.results import bundles, pagescan, rows
+from hierpoly.jobs import doctor_queries, processes, records, scheduler
+from hierpoly.results import bundles, checkpoints, pagescan, rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
 from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full, stays_empty
 
@@ -34,7 +36,7 @@ class Finding:
     """One problem: what it concerns, what is wrong, what --repair does."""
 
     what: str  # store database | result | result row | value file | job table | job row | job record | job entry
-    # | stale job | reserve file
+    # | stale job | reserve file | checkpoint
     name: str
     problem: str
     repair: str
@@ -158,7 +160,7 @@ def _job_findings(store: Store) -> list[Finding]:
     out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in doctor_queries.stale(store).items()]
     out += [Finding("reserve file", path.name, f"left by worker process {pid}, which is gone", "delete it")
             for path, pid in stale_reserves(store.directory)]
-    return out
+    return out + _checkpoint_findings(store)
 
 
 def stale_reserves(directory: Path) -> list[tuple[Path, int]]:
@@ -169,6 +171,33 @@ def stale_reserves(directory: Path) -> list[tuple[Path, int]]:
         if pid.isdigit() and not records.process_alive(int(pid), None):
             out.append((path, int(pid)))
     return out
+
+
+def _checkpoint_findings(store: Store) -> list[Finding]:
+    """Checkpoints no live job and no run still training owns: a cancelled, stopped or finished run's saved state
+    (a checkpoint saved at a cancel or at the end of training says so, whether or not its writer lives on)."""
+    live = {job.key for job in records.list_jobs(store) if not job.finished}
+    out = []
+    for saved in checkpoints.listing(store.directory):
+        writing = not saved.doc.get("stopped") and _writer_alive(saved.doc.get("writer")) if saved.doc else False
+        if saved.problem is None and (checkpoints.run_name(saved.name) in live or writing):  # inline runs are no jobs
+            continue
+        if saved.problem is not None and ".tmp-" in saved.file and _writer_alive({"pid": saved.file.rsplit("-", 1)[1]}):
+            continue  # being written now
+        stored = saved.problem is None and store.has(checkpoints.run_name(saved.name))
+        steps = (saved.doc or {}).get("steps") or [0]
+        problem = saved.problem or (f"its run's result is stored (saved at step {max(steps)})" if stored else
+                                    f"belongs to no live job (saved at step {max(steps)}, {saved.bytes / 1e6:.1f} MB): "
+                                    "running its config again resumes it")
+        out.append(Finding("checkpoint", saved.file, problem, "delete it"))
+    return out
+
+
+def _writer_alive(writer) -> bool:
+    try:
+        return processes.process_alive(int(writer["pid"]), writer.get("start"))
+    except (TypeError, KeyError, ValueError):
+        return False
 
 
 def check(directory: Path) -> list[Finding]:
@@ -242,6 +271,8 @@ def _repair_one(store: Store, finding: Finding) -> None:
         scheduler.supervise(store)
     elif finding.what == "reserve file":
         (store.directory / "jobs" / finding.name).unlink(missing_ok=True)
+    elif finding.what == "checkpoint":
+        checkpoints.remove(store.directory, finding.name)
 
 
 def _delete_row(directory: Path, rowid: int) -> None:

@@ -35,11 +35,10 @@ class InlineExecutor:
 
             def note(i, row, label=label, group=group):
                 where = f"{label} {group[i].seed} ({i + 1} of {len(group)})"
-                on_note(f"{where}: step {row.step}" if row.is_history else f"{where}: {row.phase}")
+                on_note(f"{where}: step {row.step}" if row.is_history else f"{where}: {row.label}")
 
             for ended in runner.execute_seeds(group, on_progress=note, results=store):
-                if ended.result is not None:
-                    store.put(ended.result)
+                runner.keep(store, ended)
                 rows.append(outcome(ended.config, ended.status, ended.message, ended.result))
                 on_done(rows[-1])
         return rows

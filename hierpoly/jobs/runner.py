@@ -28,6 +28,8 @@ seeds and links of one sweep share one retraining.
 """
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,9 +39,11 @@ import numpy as np
 
 from hierpoly import settings
 from hierpoly.config import TRANSFER, ConfigError, RunConfig, source_problem
+from hierpoly.failure import first_line
 from hierpoly.jsonvalue import jsonable
-from hierpoly.results import store
+from hierpoly.results import checkpoints, store
 from hierpoly.results.codec import (
+    StoreError,
     FIRST_BLOCK,
     HISTORY_COLUMNS,
     METRICS,
@@ -74,11 +78,14 @@ def execute(
 ) -> Outcome:
     """Train `cfg` (three-layer joint or layer-wise, kernel or two-layer baseline, transfer) to completion.
 
+    A three-layer run and the two-layer baseline save their state in the store's checkpoints as they train
+    and resume from them (`checkpointing`); the caller stores a done result with `keep`, which deletes them.
+
     Args:
         cfg: the run.
         on_progress: called with each ``hierpoly.progress.Progress`` row (phases and training rows).
         should_stop: polled between chunks; True cancels the run.
-        results: the store a transfer's source is read from (None: the default store).
+        results: the store a transfer's source is read from and checkpoints are kept in (None: the default store).
     Returns:
         the Outcome, with the stored-format Result when the run is done.
     """
@@ -88,9 +95,63 @@ def execute(
     t0 = time.perf_counter()
     if cfg.arch == TRANSFER:
         return _execute_transfer(cfg, on_progress, should_stop, results or store.Store(), t0)
-    trainer = train.run if cfg.arch == "three_layer" else baselines.run
-    trained = trainer(cfg, on_progress=on_progress, should_stop=should_stop)
+    directory, key = _store_dir(results), cfg.key()
+    if cfg.arch == "three_layer":
+        trained = train.run(cfg, on_progress=on_progress, should_stop=should_stop,
+                            checkpoint=checkpointing(directory, key))
+    else:  # the two-layer baseline: one checkpoint per loop (its tuning trials, its final run)
+        trained = baselines.run(cfg, on_progress=on_progress, should_stop=should_stop,
+                                checkpoint=lambda part: checkpointing(directory, checkpoints.part_name(key, part)))
+    if trained.status == "diverged":  # a rerun would diverge again from the saved state: nothing to resume
+        checkpoints.discard(directory, key)
     return _outcome(cfg, trained, time.perf_counter() - t0)
+
+
+def _store_dir(results: store.Store | None) -> Path:
+    return results.directory if results is not None else store.default_dir()
+
+
+def checkpoint_seconds() -> float:
+    """$HIERPOLY_CHECKPOINT_S: seconds between checkpoints (default 60; a value that is not a number: 60)."""
+    try:
+        return max(0.0, float(settings.text("HIERPOLY_CHECKPOINT_S")))
+    except ValueError:
+        return 60.0
+
+
+def checkpointing(directory: Path, name: str):
+    """The engine's `loop.Checkpointing` for the run `name` in the store at `directory`.
+
+    A damaged checkpoint is set aside with a warning on stderr (the run starts over); a save the disk
+    cannot hold is skipped with a warning (training goes on; the previous checkpoint stays).
+    """
+    from hierpoly.engine import loop
+    from hierpoly.jobs.processes import process_start
+
+    writer = {"pid": os.getpid(), "start": process_start(os.getpid())}
+
+    def load():
+        try:
+            return checkpoints.load(directory, name)
+        except StoreError as err:
+            print(f"warning: checkpoint {name[:16]} cannot be resumed ({err}); the run starts over", file=sys.stderr)
+            checkpoints.discard(directory, name)
+            return None
+
+    def save(arrays, doc):
+        try:
+            checkpoints.save(directory, name, arrays, {**doc, "writer": writer, "saved": time.time()})
+        except OSError as err:
+            print(f"warning: checkpoint {name[:16]} not saved ({first_line(err)}); training goes on", file=sys.stderr)
+
+    return loop.Checkpointing(load, save, checkpoint_seconds())
+
+
+def keep(results: store.Store, outcome: Outcome) -> None:
+    """Store a done run's result, then delete its checkpoint (only then: a stop in between resumes, not restarts)."""
+    if outcome.result is not None:
+        results.put(outcome.result)
+        checkpoints.discard(results.directory, outcome.config.key())
 
 
 def transfer_source(cfg: RunConfig, results: store.Store) -> Result:
@@ -190,8 +251,11 @@ def execute_seeds(cfgs: list[RunConfig], on_progress: Callable | None = None,
         for i, c in enumerate(cfgs):
             yield execute(c, None if on_progress is None else _bind(on_progress, i), results=results)
         return
-    trained = train.run_seeds(cfgs, on_progress=on_progress)
+    directory, name = _store_dir(results), checkpoints.checkpoint_name([c.key() for c in cfgs])
+    trained = train.run_seeds(cfgs, on_progress=on_progress, checkpoint=checkpointing(directory, name))
     yield from (_outcome(c, t, t.seconds) for c, t in zip(cfgs, trained))
+    if all(t.status != "cancelled" for t in trained):  # the caller stored each as it came (`keep`)
+        checkpoints.discard(directory, name)
 
 
 def use_compilation_cache(directory: Path | None = None) -> Path:

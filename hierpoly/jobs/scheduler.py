@@ -206,7 +206,8 @@ def submit(config: RunConfig, store: Store | None = None, *, owner: str | None =
     if not stored:
         from hierpoly.jobs.runner import retrained_source  # no JAX: the runner imports it only when running
 
-        check_budget(config, retrained_source(config, store))
+        # the store's disk must hold the run's checkpoints; a transfer's retrained source counts with it
+        check_budget(config, store.directory, retrained_source(config, store))
     # lost workers are recorded first, in the same transaction: their keys can be claimed again
     return _schedule(store, lambda t, records: _claim(t, records, config, stored, owner, limits))
 

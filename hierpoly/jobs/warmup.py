@@ -30,6 +30,7 @@ from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs import policy, processes, records, scheduler, worker
+from hierpoly.results import checkpoints
 from hierpoly.results.store import Store
 
 ROW = "warm"  # the job table's entry for the warm worker
@@ -152,7 +153,9 @@ def warm_up(store: Store, configs: list[RunConfig]) -> bool:
         _record(store, state="compiling")
         t0 = time.perf_counter()
         for cfg in configs:
-            runner.execute(rehearsal(cfg))  # thrown away: only the compiled programs are kept
+            rehearsed = rehearsal(cfg)
+            runner.execute(rehearsed, results=store)  # thrown away: only the compiled programs are kept
+            checkpoints.discard(store.directory, rehearsed.key())  # and its checkpoint with it
     except Exception as err:  # the app still runs, cold: the sidebar says why
         _record(store, state="failed", message=f"{type(err).__name__}: {first_line(err)}")
         return False

@@ -95,8 +95,7 @@ def run_job(store: Store, rec: dict) -> str:
             should_stop=lambda: worker_protocol.stop_requested(store, job_id),
             results=store,
         )
-        if ended.result is not None:
-            store.put(ended.result)
+        runner.keep(store, ended)
         worker_protocol.finish(store, job_id, ended.status, ended.message)
         return ended.status
     except Exception as err:  # anything unexpected: an honest failed job with a one-line reason

@@ -62,10 +62,10 @@ def run_check(spec: specs.SweepSpec, store, multiples=None, seeds=None,
             on_progress(i, len(runs), f"d={cfg.d} n={cfg.n} seed {cfg.seed}: {run.steps_run} → {longer.steps} steps")
         result = store.get(longer.key())
         if result is None:
-            outcome = runner.execute(longer)
+            outcome = runner.execute(longer, results=store)  # a stopped check resumes the run it was in
             if outcome.result is None:
                 raise CheckError(f"d={cfg.d} n={cfg.n} seed {cfg.seed}: the longer run ended {outcome.status}: {outcome.message}")
-            store.put(outcome.result)
+            runner.keep(store, outcome)
             result = outcome.result
         rows.append({
             "d": cfg.d, "n": cfg.n, "seed": cfg.seed, "stopped_by": run.stopped_by, "steps": int(run.steps_run),

@@ -26,13 +26,17 @@ def paper(seeds: int = 3, baselines: bool = True) -> SweepSpec:
 
 
 def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
-    """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20, 24}, n = d^3 · 2^j, j = -3..3 (35 cells).
+    """Figure 2 at laptop scale: d ∈ {8, 12, 16, 20, 24, 32}, n = d^3 · 2^j, j = -3..3 (42 cells).
 
     Everything else as ``paper``; 5 network seeds in the cells around the crossings (n = d^3/4 … 2 d^3),
     one seed of the two-layer baseline (with its rate tuning it costs several network runs).
     Run: ``python -m hierpoly sweep --preset cpu --executor inline`` (d ≤ 20: about an hour of
     network runs on a 2-core CPU by ``bench``'s projection, 3.3 hours with everything as first
-    run; d = 24 adds hours more), then ``python -m hierpoly figure2 --preset cpu``.
+    run; d = 24 adds hours more, d = 32 about a day), then ``python -m hierpoly figure2 --preset cpu``.
+    A stopped sweep loses no more than a minute of each run in flight: rerun the same command, and
+    each run resumes from its checkpoint (README "Runs that resume").
+    d = 32 (the paper's third d): not shipped yet; its runs are those of this grid (the same keys),
+    run band first (n = d^3/4 … 2 d^3, then d^3/8), and read by ``figure2 --preset cpu`` as they are stored.
     Should show (measured, shipped in cache/precomputed/cpu.zip for d ≤ 20 and cpu_d24.zip for
     d = 24, its two-layer baseline up to n = 4 d^3): every network run stopped on a rule (d ≤ 20:
     115 on the feature rule, 1 on the plateau rule; d = 24: all on the feature rule; none at the
@@ -43,7 +47,7 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     collapse (the mean's κ at 0.9, 1.77, is set by seed 4); the local slope 20→24 is 2.58
     [2.18, 2.89].
     """
-    return SweepSpec("cpu", (8, 12, 16, 20, 24), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
+    return SweepSpec("cpu", (8, 12, 16, 20, 24, 32), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
                      crossing_multiples=CPU_CROSSINGS, two_layer_seeds=1, doc=cpu.__doc__)
 
 

@@ -33,7 +33,7 @@ import pandas as pd
 from hierpoly.config import RunConfig
 from hierpoly.jobs import pace
 from hierpoly.jsonvalue import jsonable
-from hierpoly.progress import PHASES, Progress
+from hierpoly.progress import PHASES, RESUMED, Progress
 from hierpoly.results.codec import HISTORY_COLUMNS
 from hierpoly.targets import parse_link
 
@@ -116,6 +116,9 @@ def progress_view(status: str, rows, total: int, n_eval: int | None = None,
     fraction = {"training": step / total, "evaluating": _phase_fraction(progress, "evaluating"),
                 "tuning": _phase_fraction(progress, "tuning")}.get(phase, 0.0)
     text = _phase_text(phase, step, total, eta, fraction, n_eval, warm)
+    resumed = [row for row in progress if row.phase == RESUMED]
+    if resumed and phase == "training":  # a rerun that went on from the run's checkpoint
+        text += f" ({resumed[-1].label})"
     tunes = any(row.phase == "tuning" for row in progress)
     phases = tuple(name for name in PHASES if tunes or name != "tuning")  # tuning: only runs that have it
     shown = "starting" if phase == "preparing" else phase  # scoring the untrained network ends the start
