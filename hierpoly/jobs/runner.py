@@ -43,7 +43,6 @@ from hierpoly.failure import first_line
 from hierpoly.jsonvalue import jsonable
 from hierpoly.results import checkpoints, store
 from hierpoly.results.codec import (
-    StoreError,
     FIRST_BLOCK,
     HISTORY_COLUMNS,
     METRICS,
