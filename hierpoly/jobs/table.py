@@ -52,13 +52,13 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hierpoly import settings
+from hierpoly import locations, settings
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs.budget import check_budget
 from hierpoly.progress import Progress
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import GUARDED, REPO, DiskFull, Store, damage_error, disk_is_full, open_cache
+from hierpoly.results.store import GUARDED, DiskFull, Store, damage_error, disk_is_full, open_cache
 
 STATUSES = ("queued", "running", "done", "failed", "diverged", "cancelled")
 LIVE = ("queued", "running")
@@ -432,13 +432,13 @@ def max_workers() -> int:
 
 def spawn(store: Store, module: str, args: list[str], log_name: str) -> subprocess.Popen:
     """Start `python -m module args` detached, on this store, logging to <store>/jobs/logs/<log_name>.log; OSError if it cannot."""
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store.directory))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store.directory.resolve()))  # the child's cwd is the store
+    env["PYTHONPATH"] = locations.child_pythonpath(env.get("PYTHONPATH"))  # this same hierpoly, checkout or installed
     logs = store.directory / "jobs" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{log_name}.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
+            [sys.executable, "-m", module, *args], env=env, cwd=str(store.directory), stdin=subprocess.DEVNULL, stdout=log,
             stderr=log, start_new_session=True,  # outlives the submitter and its Ctrl-C
         )
     _children.append(proc)
