@@ -8,6 +8,7 @@ import math
 import sys
 import time
 
+from hierpoly import launch
 from hierpoly.config import ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.fieldspec import REQUIRED, Choice, FieldSpec, PresetOrText, field_spec, field_specs, number_text
@@ -121,6 +122,8 @@ def build_parser(config=RunConfig) -> argparse.ArgumentParser:
     p.add_argument("--link", default="cubic")
     p.add_argument("--seed", type=_seed, default=0, help="draws λ (matters only for even k)")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("app", help="start the web explorer (streamlit run app.py), from a checkout or the installed package")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to streamlit run, e.g. --server.port 8502")
     return parser
 
 
@@ -920,6 +923,9 @@ COMMANDS["transfer"] = cmd_transfer
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:  # all that follows is streamlit's: argparse would refuse its --server.* options
+        return launch.run_app(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
