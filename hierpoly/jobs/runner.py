@@ -73,6 +73,10 @@ def execute(
 ) -> Outcome:
     """Train `cfg` (three-layer joint or layer-wise, kernel or two-layer baseline, transfer) to completion.
 
+    Changes a process-wide setting: JAX's persistent compilation cache is pointed at the store's folder of
+    compiled programs (``use_compilation_cache``). Workers want that; a notebook calls ``hierpoly.run``, which
+    trains in a worker and leaves the notebook's JAX alone.
+
     Args:
         cfg: the run.
         on_progress: called with each ``hierpoly.progress.Progress`` row (phases and training rows).
@@ -174,7 +178,9 @@ def use_compilation_cache(directory: Path | None = None) -> Path:
     """JAX's persistent compilation cache ($HIERPOLY_XLA_CACHE_DIR, else `<store>/xla`), set up once per process
     (later calls keep the first).
 
-    A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling.
+    A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling. This sets
+    JAX's global config (jax_compilation_cache_dir and two thresholds) for the whole process: only processes that
+    train here (workers, the inline executor, Ray tasks) call it.
     """
     if not _compilation_cache:
         import jax
