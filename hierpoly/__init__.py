@@ -2,7 +2,8 @@
 
 Public API (api.py; importing the package does not import JAX, and runs train in background workers):
     run(config or d=…, n=…, …)    train one config, stored and cached by key -> Result (wait=False: a JobHandle)
-    results(**filters)            the store's runs as a DataFrame
+    runs(**filters)               the store's runs as a DataFrame (not `results`: hierpoly.results is the
+                                  results room, the store and bundles)
     grid(...), sweep(preset)      a Figure 2 grid of your own; run a grid's missing configs
     figure2(preset), exponents()  Figure 2 (table, κ, .figure()) and the exponent table, from the store
     transfer(source, link, n)     a stored run's learned feature reused for a new link, beside scratch and kernel
@@ -23,7 +24,7 @@ from hierpoly.api import (  # noqa: E402
     figure2,
     grid,
     load_shipped,
-    results,
+    runs,
     run,
     sweep,
     transfer,
@@ -33,7 +34,7 @@ from hierpoly.results.codec import Result  # noqa: E402
 from hierpoly.results.store import Store  # noqa: E402
 
 __all__ = [
-    "run", "results", "grid", "sweep", "figure2", "exponents", "transfer", "load_shipped", "demo_store",
+    "run", "runs", "grid", "sweep", "figure2", "exponents", "transfer", "load_shipped", "demo_store",
     "JobHandle", "Figure2", "RunError", "RunConfig", "ConfigError", "transfer_config", "Store", "Result",
     "__version__",
 ]

@@ -224,7 +224,7 @@ def run(config: RunConfig | None = None, /, *, store: Store | str | Path | None 
     return handle.wait(progress=progress) if wait else handle
 
 
-def results(store: Store | str | Path | None = None, **filters):
+def runs(store: Store | str | Path | None = None, **filters):
     """The store's runs as a DataFrame, one row per run (config, metrics, how it stopped), filtered by column.
 
     A filter is a value (``d=8``) or a list of values (``arch=["kernel", "two_layer"]``).
@@ -232,10 +232,10 @@ def results(store: Store | str | Path | None = None, **filters):
     Example:
         >>> import hierpoly
         >>> store = hierpoly.demo_store()
-        >>> runs = hierpoly.results(store, d=8, n=4096, arch="three_layer", link="cubic")
-        >>> sorted(runs["seed"])
+        >>> table = hierpoly.runs(store, d=8, n=4096, arch="three_layer", link="cubic")
+        >>> sorted(table["seed"])
         [0, 1, 2]
-        >>> hierpoly.results(store, width=3)
+        >>> hierpoly.runs(store, width=3)
         Traceback (most recent call last):
         ...
         ValueError: no column 'width' to filter on; the columns: key, d, n, k, link, sigma1, m1, m2, arch, mode, seed, steps, lr, n_test, status, test_loss, test_loss_se, mean_h2, feature_corr, train_loss, steps_run, stopped_by, converged, seconds, created, source
