@@ -31,7 +31,7 @@ def _pins(lines) -> dict[str, str]:
     pins = {}
     for line in lines:
         line = line.split("#")[0].strip()
-        if line:
+        if line and not line.startswith("-"):  # -r another file: not a package
             name = re.match(r"[A-Za-z0-9_.\-\[\],]+", line).group(0)
             pins[name.split("[")[0].lower()] = line
     return pins
