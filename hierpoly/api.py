@@ -18,7 +18,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from hierpoly.config import RunConfig
+from hierpoly.config import ConfigError, RunConfig
 from hierpoly.results.codec import Result
 from hierpoly.results.store import Store
 
@@ -59,14 +59,10 @@ def load_shipped(store: Store | str | Path | None = None) -> list[str]:
     at all. Returns the keys added (none when everything was there).
 
     Example:
-        >>> import tempfile, hierpoly
-        >>> with tempfile.TemporaryDirectory() as folder:
-        ...     store = hierpoly.Store(folder)
-        ...     keys = hierpoly.load_shipped(store)
-        ...     again = hierpoly.load_shipped(store)   # already there: nothing added
-        ...     store.close()
-        >>> len(keys) > 1000, again
-        (True, [])
+        >>> import hierpoly
+        >>> store = hierpoly.demo_store()   # a fresh store, loaded with load_shipped
+        >>> hierpoly.load_shipped(store)    # already there: nothing added
+        []
     """
     from hierpoly.results import bundles
 
@@ -99,6 +95,10 @@ def demo_store() -> Store:
 
 
 def _config(config: RunConfig | None, settings: dict) -> RunConfig:
+    fields = [f.name for f in dataclasses.fields(RunConfig)]
+    unknown = sorted(set(settings) - set(fields))
+    if unknown:
+        raise ConfigError(f"no setting {', '.join(unknown)}; a run's settings: {', '.join(fields)}")
     if config is None:
         return RunConfig(**settings)
     if not isinstance(config, RunConfig):
@@ -215,6 +215,10 @@ def run(config: RunConfig | None = None, /, *, store: Store | str | Path | None 
         Traceback (most recent call last):
         ...
         hierpoly.config.ConfigError: d must be between 1 and 4096, got 0
+        >>> hierpoly.run(d=6, samples=864, store=store)
+        Traceback (most recent call last):
+        ...
+        hierpoly.config.ConfigError: no setting samples; a run's settings: d, n, k, link, sigma1, m1, m2, arch, mode, steps, lr, weight_decay, steps2, lr2, weight_decay2, tol, patience, lr_drops, lr_decay, feature_tol, b_scale, seed, n_test, n_eval, source
     """
     from hierpoly.jobs import table as jobs
 
