@@ -48,7 +48,7 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
 
     run = _text(_cell(nb, "r = hierpoly.run("))
-    assert re.search(r"Result\(d=6 n=864 .*: done, .*params stored: ", run), run
+    assert re.search(r"Result\(d=6 n=864 .*: done, .*params stored: u, s, V;", run), run
     assert Store(store).has(RunConfig(d=6, n=864, m2=200, steps=300).key())
     assert "κ = 2.55 [2.34, 2.75]" in _text(_cell(nb, 'fig2 = hierpoly.figure2("cpu")'))
     rows = _text(_cell(nb, "if FAST:"))

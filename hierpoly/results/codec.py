@@ -88,7 +88,7 @@ class Result:
     def __repr__(self) -> str:  # the arrays are many: a line a notebook can show
         c, corr, loss = self.config, self.metrics.get("feature_corr"), self.metrics.get("test_loss")
         numbers = ", ".join(f"{name} {v:.4g}" for name, v in (("test_loss", loss), ("feature_corr", corr)) if v is not None)
-        params = ", ".join(self.params) or "none"
+        params = ", ".join(name for name in FIRST_BLOCK if name in self.first_block) or "none"
         return (f"Result(d={c.d} n={c.n} k={c.k} {c.link} {c.arch} {c.mode} seed {c.seed}: {self.status}, {numbers}; "
                 f"params stored: {params}; key {self.key[:12]})")
 
