@@ -2,8 +2,7 @@
 
 Public API (api.py; importing the package does not import JAX, and runs train in background workers):
     run(config or d=…, n=…, …)    train one config, stored and cached by key -> Result (wait=False: a JobHandle)
-    runs(**filters)               the store's runs as a DataFrame (not `results`: hierpoly.results is the
-                                  results room, the store and bundles)
+    stored(**filters)             the store's runs as a DataFrame (not `results`: that name is the results room)
     grid(...), sweep(preset)      a Figure 2 grid of your own; run a grid's missing configs
     figure2(preset), exponents()  Figure 2 (table, κ, .figure()) and the exponent table, from the store
     transfer(source, link, n)     a stored run's learned feature reused for a new link, beside scratch and kernel
@@ -24,8 +23,8 @@ from hierpoly.api import (  # noqa: E402
     figure2,
     grid,
     load_shipped,
-    runs,
     run,
+    stored,
     sweep,
     transfer,
 )
@@ -34,7 +33,7 @@ from hierpoly.results.codec import Result  # noqa: E402
 from hierpoly.results.store import Store  # noqa: E402
 
 __all__ = [
-    "run", "runs", "grid", "sweep", "figure2", "exponents", "transfer", "load_shipped", "demo_store",
+    "run", "stored", "grid", "sweep", "figure2", "exponents", "transfer", "load_shipped", "demo_store",
     "JobHandle", "Figure2", "RunError", "RunConfig", "ConfigError", "transfer_config", "Store", "Result",
     "__version__",
 ]

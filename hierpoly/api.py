@@ -228,7 +228,7 @@ def run(config: RunConfig | None = None, /, *, store: Store | str | Path | None 
     return handle.wait(progress=progress) if wait else handle
 
 
-def runs(store: Store | str | Path | None = None, **filters):
+def stored(store: Store | str | Path | None = None, **filters):
     """The store's runs as a DataFrame, one row per run (config, metrics, how it stopped), filtered by column.
 
     A filter is a value (``d=8``) or a list of values (``arch=["kernel", "two_layer"]``).
@@ -236,10 +236,10 @@ def runs(store: Store | str | Path | None = None, **filters):
     Example:
         >>> import hierpoly
         >>> store = hierpoly.demo_store()
-        >>> table = hierpoly.runs(store, d=8, n=4096, arch="three_layer", link="cubic")
+        >>> table = hierpoly.stored(store, d=8, n=4096, arch="three_layer", link="cubic")
         >>> sorted(table["seed"])
         [0, 1, 2]
-        >>> hierpoly.runs(store, width=3)
+        >>> hierpoly.stored(store, width=3)
         Traceback (most recent call last):
         ...
         ValueError: no column 'width' to filter on; the columns: key, d, n, k, link, sigma1, m1, m2, arch, mode, seed, steps, lr, n_test, status, test_loss, test_loss_se, mean_h2, feature_corr, train_loss, steps_run, stopped_by, converged, seconds, created, source
@@ -365,7 +365,8 @@ def figure2(preset="cpu", store: Store | str | Path | None = None, threshold: fl
     feature correlation that counts as learned (default 0.9); ``statistic``: κ from the seeds' median or mean.
     Example: see ``Figure2``.
     """
-    from hierpoly.study import analysis, figure2 as study_figure2, specs
+    from hierpoly.study import analysis, specs
+    from hierpoly.study import figure2 as study_figure2
 
     spec = _spec(preset)
     if isinstance(spec, specs.SweepFamily):
@@ -388,7 +389,8 @@ def exponents(preset="exponents", store: Store | str | Path | None = None, stati
         >>> table[["k", "q", "kernel_kq"]].to_dict("list")
         {'k': [1, 1, 1, 2, 2, 2, 3], 'q': [2, 3, 4, 2, 3, 4, 3], 'kernel_kq': [2, 3, 4, 4, 6, 8, 9]}
     """
-    from hierpoly.study import analysis, figure2 as study_figure2
+    from hierpoly.study import analysis
+    from hierpoly.study import figure2 as study_figure2
 
     report, _ = study_figure2.figure2_json(_spec(preset), _open(store), analysis.THRESHOLD, statistic)
     return analysis.exponent_frame(report["exponents"])

@@ -52,7 +52,7 @@ def test_settings_replace_a_config_s_fields(shipped):
 
 
 def test_runs_filters_by_value_and_by_list(shipped):
-    both = hierpoly.runs(shipped, d=8, n=4096, arch=["kernel", "two_layer"], link="cubic")
+    both = hierpoly.stored(shipped, d=8, n=4096, arch=["kernel", "two_layer"], link="cubic")
     assert sorted(set(both["arch"])) == ["kernel", "two_layer"] and (both["d"] == 8).all()
 
 

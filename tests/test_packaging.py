@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster import free_ports
+from tests.ray_cluster import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
@@ -134,7 +134,7 @@ def test_wheel_in_a_fresh_venv_runs_caches_and_reports_from_its_own_bundles(tmp_
     assert 0 < first <= 1 and second == first
     store = tmp_path / "xdg" / "hierpoly" / "store"
     assert len(list((store / "jobs" / "logs").glob("*.log"))) == 1  # one worker trained; the second answer was stored
-    trained = _ok(bin_dir / "python", "-c", "import hierpoly; r = hierpoly.runs(d=6, n=864, m2=200, steps=300);"
+    trained = _ok(bin_dir / "python", "-c", "import hierpoly; r = hierpoly.stored(d=6, n=864, m2=200, steps=300);"
                   "print(len(r), hierpoly.Store().get(r.key[0]).meta['git_commit'])", cwd=away, env=env)
     assert trained.split() == ["1", "None"]  # its worker ran the installed package, not a checkout
 
