@@ -15,8 +15,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-from hierpoly.jobs import table as jobs
 from hierpoly import locations
+from hierpoly.jobs import table as jobs
 from hierpoly.results.store import Store
 
 DEMO = ("--d", "6", "--n", "864", "--m2", "200", "--steps", "1000")  # the Explore page's demo run

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from hierpoly import locations
 from hierpoly.results.bundles import BundleError, load_precomputed
 from hierpoly.results.codec import StoreError
-from hierpoly import locations
 from hierpoly.results.store import Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
