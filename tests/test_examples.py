@@ -78,6 +78,7 @@ def test_transfer_example_fast_compares_three_fits_on_the_shipped_tour_feature(t
     assert sorted(new["arch"]) == ["kernel", "three_layer", "transfer"]  # the transfer, scratch and kernel, stored
 
 
+@pytest.mark.process
 def test_examples_parse_their_arguments_and_refuse_bad_ones():
     for name in ("transfer.py", "ray_sweep.py"):
         out = _script(name, "--no-such-option")
