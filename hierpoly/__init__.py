@@ -9,8 +9,9 @@ Public API (api.py; importing the package does not import JAX, and runs train in
     load_shipped(store), demo_store()   the shipped results into a store; a temporary store holding them
     RunConfig, ConfigError        frozen, validated run configs and their stable keys (config)
     Store, Result                 results on disk (results.store) and one finished run (results.codec)
-The rooms below: engine (the network, training), results (store, bundles), jobs (workers, executors),
-study (grids, presets, κ), views (plots, pages' widgets); the CLI is ``python -m hierpoly`` or ``hierpoly``.
+The rooms below: engine (the network, training), results (store, bundles), jobs (workers: jobs.scheduler,
+jobs.records; executors), study (grids, presets, figure2; κ: cell_stats, kappa_fit, exponents), views (plots,
+the pages' widgets), bench (measurements); the CLI is ``python -m hierpoly`` or ``hierpoly``.
 """
 __version__ = "0.1.0"
 

@@ -127,19 +127,19 @@ class JobHandle:
 
     @property
     def job(self):
-        """The job as it stands now (``hierpoly.jobs.table.Job``: status, message, progress rows)."""
-        from hierpoly.jobs import table as jobs
+        """The job as it stands now (``hierpoly.jobs.records.Job``: status, message, progress rows)."""
+        from hierpoly.jobs import records
 
-        job = jobs.get(self.job_id, self.store)
+        job = records.get(self.job_id, self.store)
         if job is None:
             raise KeyError(f"no job {self.job_id} in the store at {self.store.directory}")
         return job
 
     def cancel(self) -> bool:
         """Stop the run (queued: never starts; running: stops at its next chunk). False when it had finished."""
-        from hierpoly.jobs import table as jobs
+        from hierpoly.jobs import scheduler
 
-        return jobs.cancel(self.job_id, self.store)
+        return scheduler.cancel(self.job_id, self.store)
 
     def wait(self, progress: bool = True, timeout: float | None = None) -> Result:
         """Wait for the run and return its stored Result; a progress bar (tqdm.auto: terminal or Jupyter) while it
@@ -148,12 +148,12 @@ class JobHandle:
         Raises:
             RunError when the run ended without a result; TimeoutError after ``timeout`` seconds.
         """
-        from hierpoly.jobs import table as jobs
+        from hierpoly.jobs import scheduler
 
         job = self.job
         bar = None if job.finished or not progress else _Bar(job.total_steps)
         try:
-            job = jobs.wait(self.job_id, timeout=timeout, poll=POLL_S, store=self.store,
+            job = scheduler.wait(self.job_id, timeout=timeout, poll=POLL_S, store=self.store,
                             on_update=None if bar is None else bar.update)
         finally:
             if bar is not None:
@@ -220,11 +220,11 @@ def run(config: RunConfig | None = None, /, *, store: Store | str | Path | None 
         ...
         hierpoly.config.ConfigError: no setting samples; a run's settings: d, n, k, link, sigma1, m1, m2, arch, mode, steps, lr, weight_decay, steps2, lr2, weight_decay2, tol, patience, lr_drops, lr_decay, feature_tol, b_scale, seed, n_test, n_eval, source
     """
-    from hierpoly.jobs import table as jobs
+    from hierpoly.jobs import scheduler
 
     cfg = _config(config, settings)
     store = _open(store)
-    handle = JobHandle(jobs.submit(cfg, store), cfg, store)
+    handle = JobHandle(scheduler.submit(cfg, store), cfg, store)
     return handle.wait(progress=progress) if wait else handle
 
 
@@ -365,13 +365,13 @@ def figure2(preset="cpu", store: Store | str | Path | None = None, threshold: fl
     feature correlation that counts as learned (default 0.9); ``statistic``: κ from the seeds' median or mean.
     Example: see ``Figure2``.
     """
-    from hierpoly.study import analysis, specs
+    from hierpoly.study import cell_stats, specs
     from hierpoly.study import figure2 as study_figure2
 
     spec = _spec(preset)
     if isinstance(spec, specs.SweepFamily):
         raise ValueError(f"{spec.name!r} is a family of grids: exponents() reports it")
-    rep = study_figure2.figure2_report(spec, _open(store), analysis.THRESHOLD if threshold is None else threshold,
+    rep = study_figure2.figure2_report(spec, _open(store), cell_stats.THRESHOLD if threshold is None else threshold,
                                        statistic=statistic)
     return Figure2(rep)
 
@@ -389,11 +389,12 @@ def exponents(preset="exponents", store: Store | str | Path | None = None, stati
         >>> table[["k", "q", "kernel_kq"]].to_dict("list")
         {'k': [1, 1, 1, 2, 2, 2, 3], 'q': [2, 3, 4, 2, 3, 4, 3], 'kernel_kq': [2, 3, 4, 4, 6, 8, 9]}
     """
-    from hierpoly.study import analysis
+    from hierpoly.study import cell_stats
+    from hierpoly.study import exponents as study_exponents
     from hierpoly.study import figure2 as study_figure2
 
-    report, _ = study_figure2.figure2_json(_spec(preset), _open(store), analysis.THRESHOLD, statistic)
-    return analysis.exponent_frame(report["exponents"])
+    report, _ = study_figure2.figure2_json(_spec(preset), _open(store), cell_stats.THRESHOLD, statistic)
+    return study_exponents.exponent_frame(report["exponents"])
 
 
 def _source(source, store: Store) -> RunConfig:
@@ -427,10 +428,10 @@ def transfer(source, link: str = "quadratic", n: int = 256, seed: int = 0, mode:
         >>> out["transfer"].metrics["test_loss"] < out["scratch"].metrics["test_loss"]
         True
     """
-    from hierpoly.jobs import table as jobs
+    from hierpoly.jobs import scheduler
     from hierpoly.study.transfer import transfer_runs
 
     store = _open(store)
     cfgs = transfer_runs(_source(source, store), link, n, seed, mode=mode)
-    handles = {role: JobHandle(jobs.submit(cfg, store), cfg, store) for role, cfg in cfgs.items()}
+    handles = {role: JobHandle(scheduler.submit(cfg, store), cfg, store) for role, cfg in cfgs.items()}
     return {role: handle.wait(progress=progress) for role, handle in handles.items()}

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly import __version__
-from hierpoly.study import analysis, presets, specs
+from hierpoly.study import cell_stats, presets, specs
 from hierpoly.views import forms, monitor, plots, widgets
 from hierpoly.views.system import format_bytes, system_status
 
@@ -16,9 +16,9 @@ def hero() -> None:
     """The collapse from the largest preset with stored runs for two or more d; a pointer when there is none."""
     for name in ("paper", "cpu", "tiny"):
         spec = presets.preset(name, baselines=False)
-        cells = analysis.aggregate(specs.stored_runs(spec, store))
+        cells = cell_stats.aggregate(specs.stored_runs(spec, store))
         if cells["d"].nunique() >= 2:
-            st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=analysis.THRESHOLD), key="home_hero",
+            st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=cell_stats.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)
             st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results, "
                        "the median over seeds of each cell (one seed on a poor feature does not move it).")

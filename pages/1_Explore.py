@@ -4,7 +4,7 @@ import streamlit as st
 from hierpoly.config import RunConfig
 from hierpoly.fieldspec import MORE, SIDEBAR, Choice, FieldSpec, PresetOrText, field_specs
 from hierpoly.jobs import budget, policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records as jobs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal
 
@@ -237,7 +237,7 @@ else:  # a gallery trains nothing
     st.info("This run is not in the gallery. The gallery shows stored results only: open one from the Results "
             "page or the Learn tour.")
 
-others = [j for j in jobs.list_jobs(store) if j.status in jobs.LIVE and j.key != key]
+others = [j for j in jobs.live_jobs(store) if j.key != key]
 if others:
     st.subheader("Other jobs in progress")
     for other in others:

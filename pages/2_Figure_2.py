@@ -6,8 +6,8 @@ import streamlit as st
 
 from hierpoly.config import MODES
 from hierpoly.jobs import executors, local, policy
-from hierpoly.jobs import table as jobs
-from hierpoly.study import analysis, figure2, presets, specs
+from hierpoly.jobs import records as jobs
+from hierpoly.study import exponents, figure2, kappa_fit, presets, specs
 from hierpoly.views import forms, plots, widgets
 
 st.set_page_config(page_title="Figure 2 · hierpoly", page_icon=":material/show_chart:", layout="wide")
@@ -172,7 +172,7 @@ def exponent(rep: figure2.Figure2Report, statistic: str) -> None:
     st.caption(f"n*(d): where the seed-{statistic} {CRITERIA.get(kappa['criterion'], kappa['criterion'])} crosses "
                f"{rep.threshold}. Local slopes between successive d: {trend or 'none (fewer than two d cross)'}; "
                f"the theory's k = {rep.spec.k} is the limit as d grows, and finite d pulls the slope below it. "
-               + analysis.slope_trend(slopes, rep.spec.k))
+               + kappa_fit.slope_trend(slopes, rep.spec.k))
 
 
 CRITERIA = {"feature_corr": "feature correlation", "explained": "explained variance 1 − test loss"}
@@ -199,14 +199,14 @@ def coverage(spec: specs.SweepSpec, rep: figure2.Figure2Report | None) -> None:
                 st.error(f"{len(refused)} runs were refused before launch. First: {refused[0]['message']}")
             st.rerun()
         grid_keys = {cfg.key() for cfg in spec.configs()}
-        if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.list_jobs(store)):
+        if any(j.key in grid_keys and j.status in jobs.LIVE for j in jobs.live_jobs(store)):
             grid_progress(grid_keys)
 
 
 @st.fragment(run_every=2.0)
 def grid_progress(grid_keys: set) -> None:
     """Overall progress of this grid's jobs; reads the job table only."""
-    live = [j for j in jobs.list_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
+    live = [j for j in jobs.live_jobs(store) if j.key in grid_keys and j.status in jobs.LIVE]
     if not live:
         st.rerun()
     done_now = sum(store.has(k) for k in grid_keys)
@@ -258,7 +258,7 @@ def exponent_table_section(statistic: str) -> None:
     if not entries:
         st.info("No run of the `exponents` preset is stored: `python -m hierpoly sweep --preset exponents`.")
         return
-    frame = analysis.exponent_frame(entries)
+    frame = exponents.exponent_frame(entries)
     st.plotly_chart(plots.exponent_figure(frame), key="f2_exponents", config=plots.CHART_CONFIG)
     two_places = {c: st.column_config.NumberColumn(format="%.2f") for c in frame.columns
                   if c.startswith(("kappa", "low", "high"))}

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from hierpoly.jobs import policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records as jobs
 from hierpoly.results import bundles
 from hierpoly.results.codec import StoreError
 from hierpoly.views import catalog, forms, monitor, plots, widgets

@@ -3,7 +3,7 @@ import streamlit as st
 
 from hierpoly.config import MODES, ConfigError
 from hierpoly.jobs import policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records as jobs
 from hierpoly.study import specs
 from hierpoly.views import forms, monitor, plots, tour, widgets
 from hierpoly.views.markdown import literal

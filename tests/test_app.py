@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
 from hierpoly.fieldspec import MORE, SIDEBAR
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records, scheduler
 from hierpoly.results.bundles import PRECOMPUTED, load_precomputed
 from hierpoly.results.store import Store
 from hierpoly.study import presets
@@ -105,9 +105,9 @@ def bundle_store(shipped_dir, tmp_path, monkeypatch):
 
 def _cancel_live(directory) -> None:
     store = Store(directory)
-    for job in jobs.list_jobs(store):
-        if job.status in jobs.LIVE:
-            jobs.cancel(job.job_id, store)
+    for job in records.list_jobs(store):
+        if job.status in records.LIVE:
+            scheduler.cancel(job.job_id, store)
 
 
 def _app(page: str | None = None, params: dict | None = None) -> AppTest:
@@ -294,7 +294,7 @@ def test_invalid_input_shows_an_error_and_launches_nothing(empty_store):
     at.text_input(key="ex_link_text").set_value("1, x").run()
     _ok(at)
     assert any("neither a preset" in e.value for e in at.error)
-    assert jobs.list_jobs(empty_store) == []
+    assert records.list_jobs(empty_store) == []
 
 
 def test_invalid_url_is_explained(empty_store):
@@ -302,7 +302,7 @@ def test_invalid_url_is_explained(empty_store):
     _ok(at)
     assert any("d must be a whole number" in w.value for w in at.warning)
     assert any("feature degree k" in w.value for w in at.warning)
-    assert jobs.list_jobs(empty_store) == []
+    assert records.list_jobs(empty_store) == []
 
 
 def test_classroom_link_locks_the_controls(stored_store):
@@ -320,7 +320,7 @@ def test_classroom_sidebar_says_when_runs_start_warm(empty_store, monkeypatch):
 
     monkeypatch.setenv("HIERPOLY_MODE", "classroom")
     monkeypatch.delenv("HIERPOLY_WARM")
-    monkeypatch.setattr(jobs, "spawn", lambda *args: pytest.fail("a live warm worker is not started again"))
+    monkeypatch.setattr(scheduler, "spawn", lambda *args: pytest.fail("a live warm worker is not started again"))
     _row(empty_store, state="compiling")  # this process stands for a warm worker that is compiling
     at = _app("pages/4_Learn.py")
     _ok(at)
@@ -328,7 +328,7 @@ def test_classroom_sidebar_says_when_runs_start_warm(empty_store, monkeypatch):
     _row(empty_store, state="ready", seconds=9.0)
     at.run()
     assert "Ready: runs start warm (compiled in 9 s)." in [c.value for c in at.sidebar.caption]
-    assert warmup.readiness(empty_store).ready and jobs.list_jobs(empty_store) == []
+    assert warmup.readiness(empty_store).ready and records.list_jobs(empty_store) == []
 
 
 @pytest.mark.slow
@@ -338,7 +338,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
     at = _app("pages/1_Explore.py", forms.params_from_config(cfg))
     at.button(key="ex_run").click().run()
     _ok(at)
-    job = jobs.for_key(cfg.key(), empty_store)
+    job = records.for_key(cfg.key(), empty_store)
     assert job is not None and job.status in ("queued", "running", "done")
     seen_progress = False
     deadline = time.monotonic() + 180
@@ -350,7 +350,7 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
             break
         time.sleep(1.0)
     else:
-        pytest.fail(f"no result after 180 s: {jobs.for_key(cfg.key(), empty_store)}")
+        pytest.fail(f"no result after 180 s: {records.for_key(cfg.key(), empty_store)}")
     assert seen_progress or job.status == "done"
     assert empty_store.has(cfg.key())
     assert len(at.get("plotly_chart")) == 5
@@ -372,8 +372,8 @@ def test_explore_cancel(empty_store):
             break
         time.sleep(1.0)
     else:
-        pytest.fail(f"not cancelled: {jobs.for_key(cfg.key(), empty_store)}")
-    assert jobs.for_key(cfg.key(), empty_store).status == "cancelled"
+        pytest.fail(f"not cancelled: {records.for_key(cfg.key(), empty_store)}")
+    assert records.for_key(cfg.key(), empty_store).status == "cancelled"
     assert not empty_store.has(cfg.key())
     assert not at.button(key="ex_run").disabled  # it can be run again
 
@@ -439,7 +439,7 @@ def test_figure2_queues_missing_cells(empty_store):
     _ok(at)
     at.button(key="f2_queue").click().run()
     _ok(at)
-    assert len(jobs.list_jobs(empty_store)) == 1
+    assert len(records.list_jobs(empty_store)) == 1
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and len(empty_store) == 0:
         time.sleep(1.0)
@@ -457,7 +457,7 @@ def test_figure2_custom_grid_errors(empty_store):
     at.text_input(key="f2_ds").set_value("6, eight").run()
     _ok(at)
     assert any("'eight' is not a number" in e.value for e in at.error)
-    assert jobs.list_jobs(empty_store) == []
+    assert records.list_jobs(empty_store) == []
 
 
 # ------------------------------------------------------------------ Learn
@@ -516,7 +516,7 @@ def test_bad_numbers_in_the_url_are_one_line_each(empty_store, params):
     _ok(at)
     messages = [m.value for m in [*at.warning, *at.error]]
     assert messages and all("\n" not in m and "Traceback" not in m for m in messages), messages
-    assert jobs.list_jobs(empty_store) == []
+    assert records.list_jobs(empty_store) == []
 
 
 @pytest.mark.parametrize("text", ["inf", "1e308", "-1"])
@@ -527,7 +527,7 @@ def test_figure2_custom_multiples_out_of_range_are_one_line(empty_store, text):
     _ok(at)
     errors = [e.value for e in at.error]
     assert any("multiples" in e and "\n" not in e for e in errors), errors
-    assert jobs.list_jobs(empty_store) == []
+    assert records.list_jobs(empty_store) == []
 
 
 def test_learns_seed_box_at_2_to_the_31_gives_a_line_not_a_traceback(empty_store):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records, scheduler
 from hierpoly.results.store import Store
 from hierpoly.views.widgets import live_job
 
@@ -90,9 +90,9 @@ def server(tmp_path_factory):
     with _streamlit(store_dir, tmp_path_factory.mktemp("logs") / "streamlit.log") as base:
         yield base, store_dir
         store = Store(store_dir)
-        for job in jobs.list_jobs(store):
-            if job.status in jobs.LIVE:
-                jobs.cancel(job.job_id, store)
+        for job in records.list_jobs(store):
+            if job.status in records.LIVE:
+                scheduler.cancel(job.job_id, store)
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_demo_run_shows_phases_and_a_moving_scatter(server, browser):
     # the progress line in the evaluating phase (the phase line above it names every phase all along)
     assert any(line.startswith("progress ") and "evaluating: the final test loss" in line for line in shown), shown
     titles = {line[len("title "):] for line in shown if line.startswith("title ") and FEATURE_CHART.match(line[6:])}
-    job = jobs.list_jobs(Store(store_dir))[0]
+    job = records.get(records.list_jobs(Store(store_dir))[0].job_id, Store(store_dir))  # with all its rows
     assert any(row.is_history and row.feature_sample for row in job.progress)
     trained = [row.seconds for row in job.progress if row.phase == "training"]
     # the live scatter moved at least twice while training, where training outlasted a few redraws (3000 steps
@@ -372,7 +372,8 @@ def test_a_class_of_six_runs_the_classroom_link_and_sees_p_found(browser, tmp_pa
             steps.append({m.group(1) for frame in seen if frame["progress"] for title in frame["titles"]
                           if (m := LIVE_SCATTER.match(title))})
         store = Store(tmp_path / "store")
-        (job,) = jobs.list_jobs(store)  # six clicks, one shared job
+        (job,) = records.list_jobs(store)  # six clicks, one shared job
+        job = records.get(job.job_id, store)  # with all its rows (a finished job is listed with its newest)
         trained = [row.seconds for row in job.progress if row.phase == "training"]
         training_seconds = max(trained) - min(trained)
         print("phases", phases, "steps", steps, "training lasted", training_seconds)
@@ -451,7 +452,7 @@ def test_after_ready_a_class_of_six_sees_the_tours_run_within_15_s(browser, tmp_
         pages = _learn_pages(browser, base, STUDENTS)
         clicked = time.time()
         seen = _seconds_to_result(pages, timeout=120)
-        (job,) = jobs.list_jobs(store)
+        (job,) = records.list_jobs(store)
         print(f"six students, warm: click to result {[round(s, 1) for s in seen if s is not None]} s; the job queued "
               f"{job.created - clicked:.1f} s after the first click, trained {job.progress[-1].seconds:.1f} s, done "
               f"{job.updated - clicked:.1f} s after it (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")

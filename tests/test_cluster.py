@@ -316,11 +316,13 @@ def test_a_cell_that_fails_after_its_retries_is_reported_with_the_error(local_ra
 
 @needs_ray
 @pytest.mark.ray
-def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path):
+def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path, monkeypatch):
     """Ctrl-C arriving while the sweep waits (here: raised by the progress callback) stops every task."""
     # 6 runs of up to 3000 steps on 2 CPUs: two running and four queued when it comes
     spec = specs.custom((4,), ns=(32, 64), seeds=3, baselines=False, steps=3000, m2=50, n_test=512)
     store = Store(tmp_path / "store")
+    cancelled, cancel = [], ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda ref, **kw: cancelled.append(ref) or cancel(ref, **kw))
 
     def interrupt_when_running(progress):
         if task_pids():
@@ -328,12 +330,14 @@ def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         sweep.run_sweep(spec, RayExecutor(poll=0.2), store, on_progress=interrupt_when_running)
-    deadline = time.monotonic() + 10  # far shorter than the runs left alone
+    assert cancelled  # the tasks still out when Ctrl-C came
+    # every task has ended (cancelled, or killed while running): none is left to start on the freed CPUs
+    done, waiting = ray.wait(cancelled, num_returns=len(cancelled), timeout=30)
+    assert not waiting, f"{len(waiting)} tasks neither ran to an end nor were cancelled"
+    deadline = time.monotonic() + 10  # far shorter than the runs left alone: the killed workers' exit
     while task_pids() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not task_pids(), "tasks still running after the interrupt"
-    time.sleep(3)  # queued tasks would start now on the freed CPUs
-    assert not task_pids(), "queued tasks started after the interrupt"
     assert len(store) == 0
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
-from hierpoly.study import analysis, figure2, presets, specs, sweep
+from hierpoly.study import cell_stats, figure2, presets, specs, sweep
 
 # how the shipped cpu bundle's network runs stopped (116 runs: 3 seeds, 5 in the crossing cells)
 SHIPPED_STOPS = {"feature settled": 115, "plateau": 1}
@@ -19,7 +19,7 @@ def test_converged_fraction_counts_the_rule_not_the_cap():
         "seed": [0, 1, 2, 0, 0], "test_loss": [0.1] * 5, "feature_corr": [0.5] * 5,
         "stopped_by": ["plateau", "step cap", "plateau", "step cap", None],
     })
-    cells = analysis.aggregate(runs).set_index(["arch", "n"])
+    cells = cell_stats.aggregate(runs).set_index(["arch", "n"])
     assert cells.loc[("three_layer", 32), "converged_fraction"] == 2 / 3
     assert cells.loc[("three_layer", 64), "converged_fraction"] == 0.0
     assert math.isnan(cells.loc[("kernel", 32), "converged_fraction"])  # no gradient steps: no rule to fire

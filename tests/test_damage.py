@@ -17,7 +17,7 @@ from test_store import make_result
 
 from hierpoly import cli
 from hierpoly.config import RunConfig
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor_queries, records, scheduler
 from hierpoly.results.codec import StoreError, to_bytes
 from hierpoly.results.store import Store
 from hierpoly.views.system import _clear_store_cache
@@ -51,8 +51,8 @@ def damage(kind: str, directory: Path) -> str:
             fh.write(b"this is no longer a database" * 8)
         return "cache.db"
     if kind == "job record":
-        jobs.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
-        jobs.table(store).set("job:0123456789abcdef", "{not json")
+        scheduler.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
+        records.table(store).set("job:0123456789abcdef", "{not json")
         return "0123456789abcdef"
     if kind == "pickled value":
         old_style_cache(directory).set(PICKLED_KEY, {"a": "pickle"})
@@ -85,12 +85,12 @@ def test_garbage_job_record_is_listed_and_removed(cache_dir, capsys):
     bad = damage("job record", cache_dir)
     code, out, err = run_cli(capsys, "jobs")
     assert code == 0 and "done" in out and bad in err and one_line(err)
-    assert jobs.damaged() == {bad: jobs.damaged()[bad]}
-    assert [j.status for j in jobs.list_jobs()] == ["done"]
+    assert doctor_queries.damaged() == {bad: doctor_queries.damaged()[bad]}
+    assert [j.status for j in records.list_jobs()] == ["done"]
     code, out, _ = run_cli(capsys, "doctor")
     assert code == 1 and f"job record {bad}" in out
     assert run_cli(capsys, "doctor", "--repair")[0] == 0
-    assert jobs.damaged() == {} and run_cli(capsys, "doctor")[0] == 0
+    assert doctor_queries.damaged() == {} and run_cli(capsys, "doctor")[0] == 0
 
 
 @pytest.mark.parametrize("kind", ["pickled value", "value file"])
@@ -276,8 +276,8 @@ def test_value_files_no_result_refers_to_are_removed_and_referenced_ones_kept(ca
 def test_entries_of_no_job_are_removed_and_a_jobs_own_kept(cache_dir, capsys):
     store = Store(cache_dir)
     store.put(make_result(seed=1))
-    job_id = jobs.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
-    t = jobs.table(store)
+    job_id = scheduler.submit(make_result(seed=1).config, store)  # stored: a done job, no worker
+    t = records.table(store)
     t.set(f"progress:{job_id}", "[]")
     strays = ["claim:" + "ef" * 32, "progress:0000000000000000", "beat:0000000000000000", "cancel:0000000000000000"]
     t.set(strays[0], "0000000000000000")
@@ -288,24 +288,24 @@ def test_entries_of_no_job_are_removed_and_a_jobs_own_kept(cache_dir, capsys):
         f"job entry {name.split(':')[0]}" for name in sorted(strays)]
     assert run_cli(capsys, "doctor", "--repair")[0] == 0
     assert not any(name in t for name in strays) and f"progress:{job_id}" in t
-    assert [job.job_id for job in jobs.list_jobs(store)] == [job_id] and run_cli(capsys, "doctor")[0] == 0
+    assert [job.job_id for job in records.list_jobs(store)] == [job_id] and run_cli(capsys, "doctor")[0] == 0
 
 
 def test_a_stale_job_is_recorded_failed_and_the_queue_behind_it_started(cache_dir, capsys, monkeypatch):
     launched = []
-    monkeypatch.setattr(jobs, "spawn", lambda store, module, args, log: launched.append(args[0]) or
+    monkeypatch.setattr(scheduler, "spawn", lambda store, module, args, log: launched.append(args[0]) or
                         SimpleNamespace(pid=os.getpid()))  # this process stands for each worker
     store = Store(cache_dir)
-    first = jobs.submit(RunConfig(d=4, n=256, m2=50, steps=200), store)
-    second = jobs.submit(RunConfig(d=4, n=256, m2=50, steps=200, seed=1), store)
-    t = jobs.table(store)
+    first = scheduler.submit(RunConfig(d=4, n=256, m2=50, steps=200), store)
+    second = scheduler.submit(RunConfig(d=4, n=256, m2=50, steps=200, seed=1), store)
+    t = records.table(store)
     t.set(f"job:{first}", json.dumps(dict(json.loads(t.get(f"job:{first}")), pid=NO_SUCH_PID, pid_start=None)))
     code, out, _ = run_cli(capsys, "doctor")  # checking records nothing
     assert code == 1 and f"stale job {first}: worker lost: process {NO_SUCH_PID} is gone -> mark it failed" in out
     assert json.loads(t.get(f"job:{first}"))["status"] == "running" and launched == [first]
     assert run_cli(capsys, "doctor", "--repair")[0] == 0
     assert json.loads(t.get(f"job:{first}"))["status"] == "failed"
-    assert launched == [first, second] and jobs.get(second, store).status == "running"
+    assert launched == [first, second] and records.get(second, store).status == "running"
     assert run_cli(capsys, "doctor")[0] == 0
 
 
@@ -313,8 +313,8 @@ def test_a_damaged_job_table_is_moved_aside_and_results_kept(cache_dir, capsys):
     store = Store(cache_dir)
     results = [make_result(seed=seed) for seed in range(3)]
     store.put_many(results)
-    jobs.submit(results[0].config, store)
-    jobs.forget_table(store)
+    scheduler.submit(results[0].config, store)
+    records.forget_table(store)
     db = cache_dir / "jobs" / "cache.db"
     with open(db, "r+b") as fh:
         fh.write(b"this is no longer a database" * 8)
@@ -323,5 +323,5 @@ def test_a_damaged_job_table_is_moved_aside_and_results_kept(cache_dir, capsys):
     assert run_cli(capsys, "doctor", "--repair")[0] == 0
     (moved,) = [path for path in db.parent.glob("cache.db.damaged-*") if not path.name.endswith(("-wal", "-shm"))]
     assert moved.read_bytes().startswith(b"this is no longer a database")  # kept aside, not deleted
-    assert jobs.list_jobs(Store(cache_dir)) == [] and sorted(Store(cache_dir).keys()) == sorted(r.key for r in results)
+    assert records.list_jobs(Store(cache_dir)) == [] and sorted(Store(cache_dir).keys()) == sorted(r.key for r in results)
     assert run_cli(capsys, "doctor")[0] == 0

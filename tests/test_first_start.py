@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from test_store import make_result
 
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
 
@@ -80,4 +80,4 @@ def test_a_full_disk_fails_in_one_line_and_leaves_the_store_unchanged(small_disk
     assert "is full" in stderr
     store = Store(directory)  # still opens
     assert store.keys() == [before.key] and store.get(before.key).metrics == before.metrics
-    assert jobs.list_jobs(store) == []  # nothing was submitted
+    assert records.list_jobs(store) == []  # nothing was submitted

@@ -15,7 +15,7 @@ from test_store import make_result
 
 from hierpoly import cli
 from hierpoly.config import RunConfig
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor_queries, records, scheduler
 from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.process  # mount and umount are processes, and so is the worker
@@ -47,20 +47,20 @@ def disk(tmp_path, monkeypatch) -> Path:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        jobs.forget_table(store)
+        records.forget_table(store)
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
 
 
 def _jobs_or_none(store) -> list:
     try:
-        return [j for j in jobs.list_jobs(Store(store.directory)) if j.status in jobs.LIVE]
+        return [j for j in records.list_jobs(Store(store.directory)) if j.status in records.LIVE]
     except Exception:
         return []
 
 
 def _idle_or_none(store) -> list[int]:
     try:
-        return jobs.idle_worker_pids(Store(store.directory))
+        return doctor_queries.idle_worker_pids(Store(store.directory))
     except Exception:
         return []
 
@@ -92,8 +92,8 @@ def test_read_only_commands_work_on_a_full_disk_and_it_is_not_damage(disk, tmp_p
     store = Store()
     results = [make_result(seed=seed) for seed in range(3)]
     store.put_many(results)
-    jobs.submit(results[0].config, store)  # stored: a done job, no worker
-    jobs.forget_table(store)
+    scheduler.submit(results[0].config, store)  # stored: a done job, no worker
+    records.forget_table(store)
     store.close()
     fill(disk)
     assert os.statvfs(disk).f_bavail == 0
@@ -114,8 +114,8 @@ def test_read_only_commands_work_on_a_full_disk_and_it_is_not_damage(disk, tmp_p
 def test_a_worker_that_fills_the_disk_fails_saying_so(disk):
     store = Store()
     cfg = RunConfig(d=4, n=256, m2=50, n_test=256, steps=200_000, patience=10**6)
-    job_id = jobs.submit(cfg, store)
+    job_id = scheduler.submit(cfg, store)
     fill(disk, leave=512 << 10)  # room to start; progress rows and the write-ahead log take the rest
-    job = jobs.wait(job_id, timeout=240, store=store)
+    job = scheduler.wait(job_id, timeout=240, store=store)
     assert job.status == "failed", (job.status, job.message)
     assert "disk full" in job.message and "\n" not in job.message, job.message

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import budget
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import budget, doctor_queries, records, scheduler
 from hierpoly.results.store import Store
 
 pytestmark = pytest.mark.process
@@ -28,7 +27,7 @@ def no_stray_workers(monkeypatch):
     """Idle workers exit soon; kill the workers still busy or idle when a test ends (only this store's)."""
     monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "3")
     yield
-    pids = [job.pid for job in jobs.list_jobs() if job.status in jobs.LIVE and job.pid] + jobs.idle_worker_pids()
+    pids = [job.pid for job in records.list_jobs() if job.status in records.LIVE and job.pid] + doctor_queries.idle_worker_pids()
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -63,16 +62,16 @@ def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
     assert len({o["job_id"] for o in outs}) == 1
     assert len({(o["test_loss"], o["feature_corr"]) for o in outs}) == 1
     key = outs[0]["key"]
-    listed = [j for j in jobs.list_jobs() if j.key == key]
+    listed = [j for j in records.list_jobs() if j.key == key]
     assert len(listed) == 1 and listed[0].status == "done"
-    steps = [row.step for row in listed[0].progress if row.is_history]
+    steps = [row.step for row in records.get(listed[0].job_id).progress if row.is_history]  # all its rows
     assert steps == sorted(set(steps)) and steps[-1] == 200  # one training's rows, not several interleaved
     # an identical run is answered from the store: no new job, no worker
     proc = cli(*args, cache_dir=cache_dir)
     stdout, stderr = proc.communicate(timeout=60)
     again = json.loads(stdout.strip().splitlines()[-1])
     assert again["cached"] is True and again["job_id"] == outs[0]["job_id"]
-    assert again["test_loss"] == outs[0]["test_loss"] and len(jobs.list_jobs()) == len(listed)
+    assert again["test_loss"] == outs[0]["test_loss"] and len(records.list_jobs()) == len(listed)
     for name in ("key", "config", "status", "test_loss", "feature_corr", "train_loss", "steps", "seconds",
                  "device", "versions"):
         assert name in again
@@ -84,32 +83,32 @@ def test_four_concurrent_runs_give_one_job_then_the_store_answers(cache_dir):
 def test_kill_9_gives_failed_then_resubmit_completes():
     store = Store()
     cfg = RunConfig(**TINY, steps=3000, patience=10**6)
-    job_id = jobs.submit(cfg, store)
-    job = wait_for(lambda: (j := jobs.get(job_id, store)).step >= 100 and j, 120)
+    job_id = scheduler.submit(cfg, store)
+    job = wait_for(lambda: (j := records.get(job_id, store)).step >= 100 and j, 120)
     assert job.status == "running" and job.pid
     os.kill(job.pid, signal.SIGKILL)
     t0 = time.monotonic()
-    failed = wait_for(lambda: (j := jobs.get(job_id, store)).status == "failed" and j, 30, poll=0.5)
+    failed = wait_for(lambda: (j := records.get(job_id, store)).status == "failed" and j, 30, poll=0.5)
     assert "lost" in failed.message and time.monotonic() - t0 < 30
     assert not store.has(cfg.key())
-    again = jobs.submit(cfg, store)
+    again = scheduler.submit(cfg, store)
     assert again != job_id
-    done = jobs.wait(again, timeout=180, store=store)
+    done = scheduler.wait(again, timeout=180, store=store)
     assert done.status == "done", done.message
     assert store.get(cfg.key()).meta["steps"] == 3000
 
 
 def test_a_job_queued_behind_a_killed_worker_runs_for_whoever_waits_on_it():
     store = Store()
-    first = jobs.submit(RunConfig(**LONG), store)
-    second = jobs.submit(RunConfig(**TINY, steps=200, seed=3), store)
-    job = wait_for(lambda: (j := jobs.get(first, store)).step > 0 and j, 120)
+    first = scheduler.submit(RunConfig(**LONG), store)
+    second = scheduler.submit(RunConfig(**TINY, steps=200, seed=3), store)
+    job = wait_for(lambda: (j := records.get(first, store)).step > 0 and j, 120)
     os.kill(job.pid, signal.SIGKILL)
-    lost = wait_for(lambda: (j := jobs.get(first, store)).finished and j, 30, poll=0.2)  # the pid is gone at once
+    lost = wait_for(lambda: (j := records.get(first, store)).finished and j, 30, poll=0.2)  # the pid is gone at once
     assert lost.status == "failed" and "lost" in lost.message
-    queued = jobs.get(second, store)  # reads started nothing: it waits for whoever schedules
+    queued = records.get(second, store)  # reads started nothing: it waits for whoever schedules
     assert queued.status == "queued" and "no worker is waiting" in queued.message
-    done = jobs.wait(second, timeout=180, store=store)  # the CLI's run waits this way
+    done = scheduler.wait(second, timeout=180, store=store)  # the CLI's run waits this way
     assert done.status == "done", done.message
     assert done.pid != job.pid and store.has(RunConfig(**TINY, steps=200, seed=3).key())
 
@@ -117,15 +116,15 @@ def test_a_job_queued_behind_a_killed_worker_runs_for_whoever_waits_on_it():
 def test_cancel_and_the_queue_behind_it(cache_dir):
     store = Store()
     long_cfg, short_cfg = RunConfig(**LONG), RunConfig(**TINY, steps=200, seed=1)
-    first = jobs.submit(long_cfg, store)
-    second = jobs.submit(short_cfg, store)
-    wait_for(lambda: jobs.get(first, store).progress, 120)
-    assert jobs.get(second, store).status == "queued"  # one worker at a time by default
+    first = scheduler.submit(long_cfg, store)
+    second = scheduler.submit(short_cfg, store)
+    wait_for(lambda: records.get(first, store).progress, 120)
+    assert records.get(second, store).status == "queued"  # one worker at a time by default
     proc = cli("cancel", first, cache_dir=cache_dir)
     assert proc.wait(timeout=60) == 0
-    cancelled = jobs.wait(first, timeout=60, store=store)
+    cancelled = scheduler.wait(first, timeout=60, store=store)
     assert cancelled.status == "cancelled" and not store.has(long_cfg.key())
-    done = jobs.wait(second, timeout=180, store=store)
+    done = scheduler.wait(second, timeout=180, store=store)
     assert done.status == "done" and store.has(short_cfg.key())
     proc = cli("cancel", first, cache_dir=cache_dir)
     _, stderr = proc.communicate(timeout=60)
@@ -136,7 +135,7 @@ def test_divergence_is_not_stored():
     store = Store()
     # plain GD far above 1/L blows up geometrically (Adam's bounded steps at lr = 1e6 do not)
     cfg = RunConfig(**TINY, steps=300, mode="layerwise", lr=1e3)
-    job = jobs.wait(jobs.submit(cfg, store), timeout=180, store=store)
+    job = scheduler.wait(scheduler.submit(cfg, store), timeout=180, store=store)
     assert job.status == "diverged" and "non-finite" in job.message
     assert not store.has(cfg.key()) and len(store) == 0
 
@@ -144,8 +143,8 @@ def test_divergence_is_not_stored():
 def test_budget_refuses_before_launch(monkeypatch, cache_dir):
     huge = RunConfig(d=100, n=10**9)
     with pytest.raises(budget.BudgetError, match="largest n that fits is"):
-        jobs.submit(huge)
-    assert jobs.list_jobs() == []
+        scheduler.submit(huge)
+    assert records.list_jobs() == []
     # the suggested n is the boundary of the estimate
     monkeypatch.setenv("HIERPOLY_MEMORY_BYTES", str(400 << 20))
     cfg = RunConfig(d=8, n=10**7, m2=1000)
@@ -164,13 +163,13 @@ def test_budget_refuses_before_launch(monkeypatch, cache_dir):
 def test_one_worker_serves_queued_jobs_one_after_another(cache_dir, monkeypatch):
     monkeypatch.setenv("HIERPOLY_WORKER_IDLE_S", "20")
     store = Store()
-    first = jobs.submit(RunConfig(**TINY, steps=200), store)
-    second = jobs.submit(RunConfig(**TINY, steps=200, seed=1), store)
-    done = [jobs.wait(job_id, timeout=240, store=store) for job_id in (first, second)]
+    first = scheduler.submit(RunConfig(**TINY, steps=200), store)
+    second = scheduler.submit(RunConfig(**TINY, steps=200, seed=1), store)
+    done = [scheduler.wait(job_id, timeout=240, store=store) for job_id in (first, second)]
     assert [j.status for j in done] == ["done", "done"], [j.message for j in done]
     assert done[0].pid == done[1].pid  # warm: the second job ran in the first job's process
-    assert jobs.idle_worker_pids(store) == [done[0].pid]  # and it waits for more
-    third = jobs.wait(jobs.submit(RunConfig(**TINY, steps=200, seed=2), store), timeout=240, store=store)
+    assert doctor_queries.idle_worker_pids(store) == [done[0].pid]  # and it waits for more
+    third = scheduler.wait(scheduler.submit(RunConfig(**TINY, steps=200, seed=2), store), timeout=240, store=store)
     assert third.status == "done" and third.pid == done[0].pid
 
 
@@ -196,17 +195,17 @@ def _stop_outside_a_write(pid: int, store: Store) -> None:
 
 def test_a_worker_whose_heartbeat_stops_is_failed_by_its_lease(monkeypatch):
     store = Store()
-    job_id = jobs.submit(RunConfig(**LONG), store)
-    job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
+    job_id = scheduler.submit(RunConfig(**LONG), store)
+    job = wait_for(lambda: (j := records.get(job_id, store)).step > 0 and j, 120)
     _stop_outside_a_write(job.pid, store)  # alive, but silent
     try:
         # a short lease only once the worker cannot beat: before, a loaded machine may delay a 2 s beat past it
-        monkeypatch.setattr(jobs, "LEASE_S", 3.0)  # the lease is the reader's: reads show the job lost
-        failed = wait_for(lambda: (j := jobs.get(job_id, store)).status == "failed" and j, 60, poll=0.5)
+        monkeypatch.setattr(records, "LEASE_S", 3.0)  # the lease is the reader's: reads show the job lost
+        failed = wait_for(lambda: (j := records.get(job_id, store)).status == "failed" and j, 60, poll=0.5)
         assert "no heartbeat" in failed.message
-        jobs.supervise(store)  # and whoever schedules records it
-        recorded = json.loads(jobs.table(store).get(f"job:{job_id}"))
-        assert recorded["status"] == "failed" and "no heartbeat" in recorded["message"] and jobs.stale(store) == {}
+        scheduler.supervise(store)  # and whoever schedules records it
+        recorded = json.loads(records.table(store).get(f"job:{job_id}"))
+        assert recorded["status"] == "failed" and "no heartbeat" in recorded["message"] and doctor_queries.stale(store) == {}
     finally:
         os.kill(job.pid, signal.SIGKILL)
 
@@ -214,7 +213,7 @@ def test_a_worker_whose_heartbeat_stops_is_failed_by_its_lease(monkeypatch):
 def test_a_worker_that_raises_marks_its_job_failed_with_the_reason(monkeypatch):
     monkeypatch.setenv("JAX_PLATFORMS", "no_such_backend")  # the worker's JAX cannot start
     store = Store()
-    job = jobs.wait(jobs.submit(RunConfig(**TINY, steps=200), store), timeout=180, store=store)
+    job = scheduler.wait(scheduler.submit(RunConfig(**TINY, steps=200), store), timeout=180, store=store)
     assert job.status == "failed" and "no_such_backend" in job.message and "\n" not in job.message
 
 
@@ -223,12 +222,12 @@ def test_a_job_whose_result_was_stored_reports_done_after_its_worker_dies():
 
     store = Store()
     cfg = RunConfig(**LONG)
-    job_id = jobs.submit(cfg, store)
-    job = wait_for(lambda: (j := jobs.get(job_id, store)).step > 0 and j, 120)
+    job_id = scheduler.submit(cfg, store)
+    job = wait_for(lambda: (j := records.get(job_id, store)).step > 0 and j, 120)
     stored = make_result()
     store.put(type(stored)(cfg, "done", "stored", stored.metrics, stored.history, stored.samples, stored.meta))
     os.kill(job.pid, signal.SIGKILL)  # killed after the commit, before its last word
-    done = wait_for(lambda: (j := jobs.get(job_id, store)).finished and j, 60, poll=0.5)
+    done = wait_for(lambda: (j := records.get(job_id, store)).finished and j, 60, poll=0.5)
     assert done.status == "done" and "stored" in done.message
 
 
@@ -238,36 +237,36 @@ def test_ctrl_c_detaches_run_and_the_job_goes_on(cache_dir):
     proc = cli("run", "--d", "4", "--n", "256", "--m2", "50", "--n-test", "256", "--steps", str(LONG["steps"]),
                "--patience", str(LONG["patience"]), cache_dir=cache_dir,
                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    job = wait_for(lambda: next((j for j in jobs.list_jobs(store) if j.step > 0), None), 120)
+    job = wait_for(lambda: next((j for j in records.list_jobs(store) if j.step > 0), None), 120)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "goes on in the background" in stderr and "Traceback" not in stderr
-    later = wait_for(lambda: (j := jobs.get(job.job_id, store)).step > job.step and j, 60)
+    later = wait_for(lambda: (j := records.get(job.job_id, store)).step > job.step and j, 60)
     assert later.status == "running"
-    jobs.cancel(job.job_id, store)
-    assert jobs.wait(job.job_id, timeout=60, store=store).status == "cancelled"
+    scheduler.cancel(job.job_id, store)
+    assert scheduler.wait(job.job_id, timeout=60, store=store).status == "cancelled"
 
 
 @pytest.mark.slow
 def test_a_large_run_cancels_within_seconds(cache_dir):
     """Chunks are sized by time, so even d = 40, n = 200000 is never long without a cancellation check."""
     store = Store()
-    job_id = jobs.submit(RunConfig(d=40, n=200_000, n_test=1024, patience=10**6), store)
-    wait_for(lambda: any(row.is_history and row.step > 0 for row in jobs.get(job_id, store).progress), 600, poll=0.5)
+    job_id = scheduler.submit(RunConfig(d=40, n=200_000, n_test=1024, patience=10**6), store)
+    wait_for(lambda: any(row.is_history and row.step > 0 for row in records.get(job_id, store).progress), 600, poll=0.5)
     t0 = time.monotonic()
-    assert jobs.cancel(job_id, store)
-    wait_for(lambda: jobs.get(job_id, store).status == "cancelled", 60, poll=0.2)
+    assert scheduler.cancel(job_id, store)
+    wait_for(lambda: records.get(job_id, store).status == "cancelled", 60, poll=0.2)
     assert time.monotonic() - t0 < 10
 
 
 def test_the_job_tables_write_ahead_log_stays_small():
     store = Store()
-    job = jobs.wait(jobs.submit(RunConfig(**TINY, steps=2000, patience=10**6), store), timeout=240, store=store)
+    job = scheduler.wait(scheduler.submit(RunConfig(**TINY, steps=2000, patience=10**6), store), timeout=240, store=store)
     assert job.status == "done" and len(job.progress) > 10
     log = store.directory / "jobs" / "cache.db-wal"
     size = log.stat().st_size if log.exists() else 0
-    # checkpointed at jobs.LOG_PAGES pages and cut back to them: not the megabytes a run used to leave
-    assert size <= 2 * jobs.LOG_PAGES * 4096 + (64 << 10), size
+    # checkpointed at records.LOG_PAGES pages and cut back to them: not the megabytes a run used to leave
+    assert size <= 2 * records.LOG_PAGES * 4096 + (64 << 10), size
 
 
 def test_a_transfer_is_estimated_as_g_once_and_the_second_block_per_step():

@@ -1,7 +1,7 @@
 """The demo run as a person waits for it: through the CLI and a worker, cold then warm."""
 import pytest
 
-from hierpoly.jobs import latency
+from hierpoly.bench import latency
 
 
 @pytest.mark.slow

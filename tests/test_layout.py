@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "hierpoly"
 # What each room may import from the package. results sits beside the engine: neither knows the other.
 # jobs reach the engine only through the runner; study asks jobs to run things and never touches the engine.
-ROOMS = ("engine", "results", "jobs", "study", "views")
+ROOMS = ("engine", "results", "jobs", "study", "views", "bench")
 ALLOWED = {
     "foundation": {"foundation"},
     "engine": {"foundation", "engine"},
@@ -21,7 +21,8 @@ ALLOWED = {
     "jobs": {"foundation", "results", "jobs"},
     "study": {"foundation", "results", "jobs", "study"},
     "views": {"foundation", "results", "jobs", "study", "views"},
-    "face": {"foundation", "results", "jobs", "study", "views", "engine", "face"},  # cli, __main__, __init__, api
+    "bench": {"foundation", "results", "jobs", "study", "views", "engine", "bench"},  # measures the engine and the app
+    "face": {"foundation", "results", "jobs", "study", "views", "engine", "bench", "face"},  # cli/, __main__, __init__, api
 }
 ENGINE_GATES = {"hierpoly.jobs.runner"}  # the one module below the face that may call into the engine
 MAX_FUNCTION_LINES = 60
@@ -40,7 +41,7 @@ def _room(module: str) -> str:
     parts = module.split(".")
     if len(parts) >= 2 and parts[1] in ROOMS:
         return parts[1]
-    if module in ("hierpoly", "hierpoly.api", "hierpoly.cli", "hierpoly.__main__"):
+    if module in ("hierpoly", "hierpoly.api", "hierpoly.cli", "hierpoly.__main__") or module.startswith("hierpoly.cli."):
         return "face"
     return "foundation"
 
@@ -80,7 +81,7 @@ def test_imports_point_one_way_between_rooms():
 
 def test_the_runner_is_the_only_door_from_jobs_to_the_engine():
     callers = {module for module, targets in _graph().items()
-               if _room(module) not in ("engine", "face") and any(_room(t) == "engine" for t in targets)}
+               if _room(module) not in ("engine", "face", "bench") and any(_room(t) == "engine" for t in targets)}
     assert callers == ENGINE_GATES
 
 
@@ -138,7 +139,7 @@ def test_small_rules_are_written_once(rule):
 
 @pytest.mark.process
 def test_everything_outside_the_engine_imports_without_jax():
-    names = sorted(name for name in _modules() if _room(name) != "engine" and name != "hierpoly.__main__")
+    names = sorted(name for name in _modules() if _room(name) not in ("engine", "bench") and name != "hierpoly.__main__")
     code = f"import sys\nfor name in {names!r}:\n    __import__(name)\nprint(sorted(m for m in ('jax', 'jaxlib', 'optax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
@@ -194,3 +195,45 @@ def test_every_test_that_starts_a_process_carries_the_process_mark():
     """The README's fast selection leaves out `process`: a test that spawns without the mark slows it unseen."""
     unmarked = [name for path in sorted((REPO / "tests").glob("test_*.py")) for name in _spawning_test_functions(path)]
     assert unmarked == []
+
+
+def _layout_entries() -> dict[str, str]:
+    """The README's Layout block: {folder: its text}, continuation lines joined."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index("## Layout"):].split("\nImports point one way")[0]
+    entries: dict[str, str] = {}
+    last = None
+    for line in block.splitlines():
+        if not line.startswith("    "):
+            continue
+        if line[4] != " ":
+            last, _, rest = line[4:].partition("  ")
+            entries[last.strip()] = rest.strip()
+        elif last is not None:
+            entries[last] += " " + line.strip()
+    return entries
+
+
+def _named_modules(description: str) -> set[str]:
+    """The first word of each top-level item after the first colon: 'a (x, y), b and c' names a, b and c."""
+    listed, depth, flat = description.partition(":")[2], 0, ""
+    for ch in listed:
+        depth += ch == "("
+        flat += ch if depth == 0 else ""
+        depth -= ch == ")"
+    items = [item for part in flat.split(",") for item in part.split(" and ")]
+    return {item.split()[0] for item in items if item.split()}
+
+
+def test_the_readme_layout_names_every_module_and_no_other():
+    entries = _layout_entries()
+    folders = {"hierpoly/": PACKAGE, **{f"hierpoly/{p.name}/": p for p in sorted(PACKAGE.iterdir())
+                                        if p.is_dir() and (p / "__init__.py").exists()}}
+    assert set(folders) <= set(entries), "a package folder missing from the README's Layout"
+    wrong = {}
+    for folder, path in folders.items():
+        modules = {p.stem for p in path.glob("*.py") if not p.stem.startswith("__")}
+        named = _named_modules(entries[folder])
+        if named != modules:
+            wrong[folder] = {"not named": sorted(modules - named), "named, not a module": sorted(named - modules)}
+    assert wrong == {}

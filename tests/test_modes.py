@@ -10,8 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from hierpoly.config import RunConfig
-from hierpoly.jobs import policy
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import policy, processes, records, scheduler, worker_protocol
 from hierpoly.results.store import Store
 from hierpoly.views import forms
 from hierpoly.views.system import _clear_store_cache
@@ -61,7 +60,7 @@ def test_classroom_refuses_over_budget_and_edited_locked_configs(monkeypatch):
     monkeypatch.setenv("HIERPOLY_MODE", "classroom")
     with pytest.raises(policy.PolicyError, match="classroom mode a run may use 60 s"):
         policy.web_limits(HUGE, store)
-    limits = jobs.QueueLimits(total=20, per_owner=2)  # HIERPOLY_QUEUE_LIMIT, HIERPOLY_VISITOR_JOBS by default
+    limits = scheduler.QueueLimits(total=20, per_owner=2)  # HIERPOLY_QUEUE_LIMIT, HIERPOLY_VISITOR_JOBS by default
     assert policy.web_limits(SMALL, store) == limits
     # the teacher's signed link passes the small budget, under the same queue limits; the same link edited does not
     assert policy.web_limits(HUGE, store, locked=True, signature=policy.sign(HUGE, store)) == limits
@@ -81,7 +80,7 @@ def test_explore_in_classroom_mode_refuses_with_the_reason(monkeypatch):
     assert reasons and "classroom mode a run may use" in reasons[0], [c.value for c in at.caption]
     with pytest.raises(policy.PolicyError, match="classroom mode a run may use"):  # and refused if asked anyway
         policy.submit_from_web(HUGE, Store(), "alice")
-    assert jobs.list_jobs() == []
+    assert records.list_jobs() == []
     at = explore(forms.params_from_config(SMALL))  # a run within the budget is offered
     assert not at.button(key="ex_run").disabled
 
@@ -97,13 +96,13 @@ def test_a_click_on_run_checks_each_budget_once(monkeypatch):
 
     monkeypatch.setattr(policy, "web_limits", counted("classroom", policy.web_limits))  # seconds, widths, link
     monkeypatch.setattr(policy, "check_budget", counted("machine", policy.check_budget))  # memory and work
-    monkeypatch.setattr(jobs, "check_budget", counted("machine", jobs.check_budget))
-    monkeypatch.setattr(jobs, "spawn", lambda store, module, args, log: launched.append(args[0]) or
+    monkeypatch.setattr(scheduler, "check_budget", counted("machine", scheduler.check_budget))
+    monkeypatch.setattr(scheduler, "spawn", lambda store, module, args, log: launched.append(args[0]) or
                         SimpleNamespace(pid=os.getpid()))  # this process stands for the worker
     at.button(key="ex_run").click().run()
     assert not at.exception and not at.error
     assert sorted(checks) == ["classroom", "machine"]
-    assert launched == [jobs.for_key(SMALL.key()).job_id]
+    assert launched == [records.for_key(SMALL.key()).job_id]
 
 
 def test_explore_refuses_an_edited_locked_link(monkeypatch):
@@ -138,17 +137,17 @@ def test_per_visitor_and_global_queue_limits_hold(monkeypatch):
             for s in range(4)]
     try:
         first = [policy.submit_from_web(cfg, store, "alice") for cfg in long[:2]]
-        with pytest.raises(jobs.QueueFull, match="at most 2 per visitor"):
+        with pytest.raises(scheduler.QueueFull, match="at most 2 per visitor"):
             policy.submit_from_web(long[2], store, "alice")
         assert policy.submit_from_web(long[0], store, "alice") == first[0]  # the same live run is no new job
         policy.submit_from_web(long[2], store, "bob")
-        with pytest.raises(jobs.QueueFull, match="queue is full"):
+        with pytest.raises(scheduler.QueueFull, match="queue is full"):
             policy.submit_from_web(long[3], store, "carol")
-        queued = [j for j in jobs.list_jobs(store) if j.status == "queued"]
+        queued = [j for j in records.list_jobs(store) if j.status == "queued"]
         assert queued and all(j.position and "in the queue" in j.message for j in queued)
     finally:
-        for job in jobs.list_jobs(store):
-            jobs.cancel(job.job_id, store)
+        for job in records.list_jobs(store):
+            scheduler.cancel(job.job_id, store)
             if job.pid:
                 try:
                     os.kill(job.pid, signal.SIGKILL)
@@ -166,9 +165,9 @@ def running_job(store: Store, cfg: RunConfig, owner: str) -> str:
     job_id = "feedc0de" + cfg.key()[:8]
     now = time.time()
     rec = {"job_id": job_id, "key": cfg.key(), "config": cfg.to_dict(), "status": "running", "message": "running",
-           "pid": os.getpid(), "pid_start": jobs.process_start(os.getpid()), "host": socket.gethostname(),
+           "pid": os.getpid(), "pid_start": processes.process_start(os.getpid()), "host": socket.gethostname(),
            "created": now, "updated": now, "heartbeat": now, "total_steps": cfg.total_steps, "owner": owner}
-    table = jobs.table(store)
+    table = records.table(store)
     table.set(f"job:{job_id}", json.dumps(rec))
     table.set(f"claim:{cfg.key()}", job_id)
     table.set(f"beat:{job_id}", repr(now))
@@ -192,10 +191,10 @@ def test_classroom_refuses_delete_import_and_cancelling_anothers_job_when_called
         policy.import_from_web(Store(store.directory.parent / "other"), data)
     with pytest.raises(policy.PolicyError, match="only the runs they started"):
         policy.cancel_from_web(job_id, store, "bob")
-    assert store.has(result.key) and jobs.get(job_id, store).status == "running"
-    assert not jobs.stop_requested(store, job_id)
+    assert store.has(result.key) and records.get(job_id, store).status == "running"
+    assert not worker_protocol.stop_requested(store, job_id)
     assert policy.cancel_from_web(job_id, store, "alice")  # one's own run
-    assert jobs.stop_requested(store, job_id)
+    assert worker_protocol.stop_requested(store, job_id)
     monkeypatch.setenv("HIERPOLY_MODE", "gallery")
     with pytest.raises(policy.PolicyError, match="may not cancel"):
         policy.cancel_from_web(job_id, store, "alice")
@@ -234,7 +233,7 @@ def test_the_6000_wide_layerwise_run_is_refused_in_classroom_mode(monkeypatch):
     assert policy.estimated_seconds(wide) > 60
     with pytest.raises(policy.PolicyError, match="classroom mode a run may use 60 s"):
         policy.submit_from_web(wide, store, "alice")
-    assert jobs.list_jobs(store) == []
+    assert records.list_jobs(store) == []
     narrow = RunConfig(d=4, n=64, m1=600, m2=600, mode="layerwise", steps=1, steps2=1, n_test=16, n_eval=16)
     assert policy.estimated_seconds(narrow) < 60  # a cubic, not a cliff
 

@@ -12,9 +12,19 @@ from hierpoly.progress import Progress
 BASE = RunConfig(d=4, n=256, m2=50, steps=400, lr=3e-3, patience=50, tol=0.3, lr_drops=1, feature_tol=0.0, n_test=64)
 CHUNK = 50
 # One program per seed or one for all: the same arithmetic, reduced in another order. Measured on this 2-core
-# CPU: losses and history within 5e-7 relative, correlations within 4e-8, parameters within 3e-6; the bounds
-# below leave 40-300x for another CPU's float noise, and still fail on any real difference in the training.
-LOSS_RTOL, CORR_ATOL, PARAM_RTOL, PARAM_ATOL = 1e-4, 1e-5, 1e-3, 1e-4
+# CPU: losses and history within 5e-7 relative, parameters within 3e-6; the bounds below leave 40-300x for
+# another CPU's float noise, and still fail on any real difference in the training.
+LOSS_RTOL, PARAM_RTOL, PARAM_ATOL = 1e-4, 1e-3, 1e-4
+
+
+def corr_bound(g: np.ndarray) -> float:
+    """How far corr(g, p) may move when the parameters move within PARAM_RTOL: a bound, not a measured noise.
+
+    g = (1/m1) Σ u (v·x + s)³ moves by at most (1 + 3)·PARAM_RTOL relative when u, v, s each do (to first
+    order), and Pearson's correlation with a fixed p moves by at most 2‖Δg‖/‖g − ḡ‖ (Cauchy–Schwarz on the
+    standardised vectors); ‖g‖/‖g − ḡ‖ is read from the run's own stored g (a ratio, not a noise).
+    """
+    return 2 * 4 * PARAM_RTOL * float(np.linalg.norm(g) / np.linalg.norm(g - g.mean()))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +46,8 @@ def test_each_seed_matches_its_own_run(both):
         assert b.extra["batched_seeds"] == 3
         for name in ("train_loss", "test_loss"):
             assert b.metrics[name] == pytest.approx(a.metrics[name], rel=LOSS_RTOL), f"seed {cfg.seed} {name}"
-        assert b.metrics["feature_corr"] == pytest.approx(a.metrics["feature_corr"], abs=CORR_ATOL)
+        bound = corr_bound(np.asarray(a.samples["g"], float))
+        assert b.metrics["feature_corr"] == pytest.approx(a.metrics["feature_corr"], abs=bound), f"seed {cfg.seed}"
         # a seed that stopped early is frozen at its stop: same parameters as its own run
         for name in a.params:
             np.testing.assert_allclose(b.params[name], a.params[name], rtol=PARAM_RTOL, atol=PARAM_ATOL,

@@ -11,8 +11,7 @@ import pytest
 
 from hierpoly import targets
 from hierpoly.config import JOINT_CAP
-from hierpoly.jobs import executors
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import executors, records
 from hierpoly.results.store import Store
 from hierpoly.study import figure2, presets, specs, sweep
 
@@ -146,19 +145,19 @@ def test_tiny_sweep_stores_every_run(tiny_sweep):
         assert c["test_loss"] == result.metrics["test_loss"] and c["feature_corr"] == result.metrics["feature_corr"]
     assert "sweep tiny" in tiny_sweep["stderr"]  # the progress bar
     # one job per config went through the job system (the app sees them)
-    listed = jobs.list_jobs(store)
+    listed = records.list_jobs(store)
     assert sorted(j.key for j in listed) == sorted(c["key"] for c in cells)
 
 
 @pytest.mark.process
 def test_rerun_is_a_no_op(tiny_sweep):
     store = tiny_sweep["store"]
-    before = len(jobs.list_jobs(store))
+    before = len(records.list_jobs(store))
     rows = sweep.run_sweep(presets.preset("tiny"), store=store)
     assert all(r["cached"] and r["status"] == "done" for r in rows) and len(rows) == 12
     proc = _cli(["sweep", "--preset", "tiny"], tiny_sweep["env"])
     assert proc.returncode == 0 and "12 already stored, 0 run now" in proc.stdout
-    assert len(jobs.list_jobs(store)) == before
+    assert len(records.list_jobs(store)) == before
     assert specs.missing(presets.preset("tiny"), store) == []
 
 
@@ -197,7 +196,7 @@ def test_figure2_never_trains_and_writes_html(tiny_sweep, tmp_path):
     assert report["kappa"]["estimate"] is None and "at least two d" in report["kappa"]["reason"]
     assert (tmp_path / "fig.html").stat().st_size > 1000
     assert "fig.png" in proc.stderr  # written, or a note on how to get images
-    assert jobs.list_jobs(Store(tmp_path / "empty")) == []  # nothing was submitted
+    assert records.list_jobs(Store(tmp_path / "empty")) == []  # nothing was submitted
     html = tmp_path / "tiny.html"
     proc = _cli(["figure2", "--preset", "tiny", "--out", str(html)], tiny_sweep["env"])
     assert proc.returncode == 0 and "κ" in proc.stdout and html.stat().st_size > 1000

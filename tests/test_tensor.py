@@ -6,8 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hierpoly.bench import timing
 from hierpoly.config import RunConfig, first_block_by_pairs
-from hierpoly.engine import bench, loop, model, tensor, train
+from hierpoly.engine import loop, model, tensor, train
 from hierpoly.engine.data import make_data
 from hierpoly.jobs import budget
 
@@ -97,7 +98,7 @@ def test_the_benchs_first_block_in_blocks_is_the_whole_read_out_and_its_gradient
     cotangent = jax.random.normal(jax.random.PRNGKey(3), (n,), jnp.float64)
     whole = jax.value_and_grad(lambda q: jnp.vdot(cotangent, tensor.feature_from_pairs(q, tensor.pair_products(x))))(p)
     forward = model.Forward("cube", by_pairs=True, pair_blocks=4)
-    value, grads = bench._first_block(p, forward.encode(x), cotangent=cotangent, forward=forward)
+    value, grads = timing._first_block(p, forward.encode(x), cotangent=cotangent, forward=forward)
     _close(value, whole[0], "read-out")
     for name in ("u", "s", "V"):
         _close(grads[name], whole[1][name], f"d/d{name}")

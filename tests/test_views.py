@@ -151,9 +151,9 @@ def test_outcome_text_in_plain_words():
 def test_figure2_seed_dots_share_their_d_colour():
     runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=s, test_loss=0.5, feature_corr=0.9)
                          for d in (4, 6) for n in (32, 128) for s in (0, 1)])
-    from hierpoly.study import analysis
+    from hierpoly.study import cell_stats
 
-    fig = plots.figure2(analysis.aggregate(runs), x="n_over_dk", k=3, runs=runs)
+    fig = plots.figure2(cell_stats.aggregate(runs), x="n_over_dk", k=3, runs=runs)
     lines = {t.name: t.line.color for t in fig.data if t.mode == "lines+markers" and t.name}
     dots = [t for t in fig.data if t.mode == "markers" and t.legendgroup]
     assert dots and all(d.marker.color == lines[d.legendgroup] for d in dots)
@@ -163,13 +163,13 @@ def test_figure2_seed_dots_share_their_d_colour():
 def test_figure2_lines_are_the_statistic_and_bands_the_seeds_range():
     """Median line (or mean), band from the seeds' min to max: it never leaves the seeds' own values, so
     the correlation band stays in [-1, 1] and the loss band above 0; hollow markers have a legend entry."""
-    from hierpoly.study import analysis
+    from hierpoly.study import cell_stats
 
     corr = {0: 0.99, 1: 0.98, 2: 0.2}  # one seed on a poor feature
     runs = pd.DataFrame([dict(arch="three_layer", d=4, n=n, k=3, seed=s, test_loss=0.01 * (s + 1) * n / 32,
                               feature_corr=c, stopped_by="step cap" if s == 2 else "feature settled")
                          for n in (32, 128) for s, c in corr.items()])
-    cells = analysis.aggregate(runs)
+    cells = cell_stats.aggregate(runs)
     for statistic, want in (("median", 0.98), ("mean", np.mean(list(corr.values())))):
         fig = plots.figure2(cells, runs=runs, statistic=statistic)
         line = next(t for t in fig.data if t.name == "d = 4" and t.xaxis == "x2")
@@ -186,11 +186,11 @@ def test_figure2_lines_are_the_statistic_and_bands_the_seeds_range():
 
 def test_kappa_axis_and_n_star_views():
     """log n / log d on the x-axis with k and kq marked; n*(d) with the fitted slope and each local slope."""
-    from hierpoly.study import analysis
+    from hierpoly.study import cell_stats
 
     runs = pd.DataFrame([dict(arch="three_layer", d=d, n=n, k=3, seed=0, test_loss=0.5, feature_corr=n / (n + d**3))
                          for d in (4, 8) for n in (16, 64, 256, 1024)])
-    fig = plots.kappa_axis_figure(analysis.aggregate(runs), k=3, kq=9)
+    fig = plots.kappa_axis_figure(cell_stats.aggregate(runs), k=3, kq=9)
     line = next(t for t in fig.data if t.name == "d = 8")
     assert np.allclose(line.x, np.log([16, 64, 256, 1024]) / np.log(8))
     assert sorted(s.x0 for s in fig.layout.shapes if s.type == "line" and s.x0 == s.x1) == [3, 9]
@@ -203,18 +203,17 @@ def test_kappa_axis_and_n_star_views():
 
 
 def test_the_job_table_keeps_only_the_newest_feature_sample(tmp_path):
-    """Readers parse every job's rows every second: older training rows drop their 256 numbers."""
-    import json
-
-    from hierpoly.jobs import table as jobs
+    """Only the newest training row keeps its 256 numbers; rows are read from the last one seen."""
+    from hierpoly.jobs import progress_log, records, worker_protocol
     from hierpoly.results.store import Store
 
     store = Store(tmp_path / "store")
     p = np.linspace(-1, 1, 8)
     for row in (_row(0, "starting", sample=p), _row(10, sample=-p), _row(20, sample=2 * p), _row(20, "evaluating")):
-        jobs.add_progress(store, "job", row)
-    rows = [Progress.from_json(r) for r in json.loads(jobs.table(store).get("progress:job"))]
+        worker_protocol.add_progress(store, "job", row)
+    rows = progress_log.rows(records.table(store), "job")
     assert [len(r.feature_sample) for r in rows] == [8, 0, 8, 0]
+    assert progress_log.rows(records.table(store), "job", since=2) == rows[2:]  # read from the last one seen
     snapshot = monitor.live_snapshot(rows)
     assert snapshot.step == 20 and np.allclose(snapshot.g, 2 * p) and np.allclose(snapshot.p, p)
 
@@ -252,11 +251,11 @@ def test_stage2_form_errors_land_on_their_controls():
 
 
 def test_the_home_collapse_draws_the_seed_median():
-    from hierpoly.study import analysis
+    from hierpoly.study import cell_stats
 
     runs = pd.DataFrame([dict(arch="three_layer", d=4, n=64, k=3, seed=s, test_loss=0.5, feature_corr=c)
                          for s, c in enumerate((0.95, 0.97, 0.2))])
-    line = plots.collapse_figure(analysis.aggregate(runs)).data[0]
+    line = plots.collapse_figure(cell_stats.aggregate(runs)).data[0]
     assert list(line.y) == [0.95]  # the mean, 0.707, would be set by the one poor seed
 
 

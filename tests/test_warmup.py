@@ -11,8 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hierpoly.jobs import table as jobs
-from hierpoly.jobs import warmup, worker
+from hierpoly.jobs import doctor_queries, processes, records, scheduler, warmup, worker
 from hierpoly.results.store import Store
 from hierpoly.views import tour
 
@@ -20,9 +19,9 @@ from hierpoly.views import tour
 def _row(store: Store, **fields) -> None:
     """The warm row as a warm worker in this process would write it."""
     me = os.getpid()
-    row = {"pid": me, "start": jobs.process_start(me), "host": socket.gethostname(), "seconds": None, "message": "",
+    row = {"pid": me, "start": processes.process_start(me), "host": socket.gethostname(), "seconds": None, "message": "",
            **fields}
-    jobs.table(store).set(warmup.ROW, json.dumps(row))
+    records.table(store).set(warmup.ROW, json.dumps(row))
 
 
 def test_readiness_follows_the_row_and_its_process():
@@ -42,16 +41,16 @@ def test_readiness_follows_the_row_and_its_process():
     assert "the warm-up failed (MemoryError: out of memory)" in warmup.describe(warmup.readiness(store))
     _row(store, state="ready", host="another-host", start="0")  # its process cannot be seen from here
     assert warmup.readiness(store).ready
-    jobs.table(store).set(warmup.ROW, "{not json")
+    records.table(store).set(warmup.ROW, "{not json")
     assert warmup.readiness(store).state == ""
 
 
 def test_reading_readiness_writes_nothing():
     store = Store()
     _row(store, state="compiling")
-    before = {name: jobs.table(store).get(name) for name in jobs.table(store).iterkeys()}
+    before = {name: records.table(store).get(name) for name in records.table(store).iterkeys()}
     warmup.readiness(store)
-    assert {name: jobs.table(store).get(name) for name in jobs.table(store).iterkeys()} == before
+    assert {name: records.table(store).get(name) for name in records.table(store).iterkeys()} == before
 
 
 def test_the_rehearsal_has_the_default_runs_shapes_under_another_key():
@@ -79,7 +78,7 @@ def test_which_modes_start_a_warm_worker(monkeypatch, setting, wanted):
 def test_start_leaves_a_live_warm_worker_alone_and_replaces_a_stopped_one(monkeypatch):
     store = Store()
     spawned = []
-    monkeypatch.setattr(jobs, "spawn", lambda *args: spawned.append(args) or SimpleNamespace(pid=os.getpid()))
+    monkeypatch.setattr(scheduler, "spawn", lambda *args: spawned.append(args) or SimpleNamespace(pid=os.getpid()))
     _row(store, state="ready")
     warmup.start(store, [tour.tour_config()])
     assert spawned == []
@@ -98,7 +97,7 @@ def test_an_idle_worker_stays_while_asked_then_retires(monkeypatch):
     stay = lambda: asked.append(1) or len(asked) < 5
     assert worker.wait_for_work(store, 0.0, stay) is None
     assert len(asked) == 5
-    assert jobs.idle_worker_pids(store) == []  # retired: no longer counted on
+    assert doctor_queries.idle_worker_pids(store) == []  # retired: no longer counted on
 
 
 def _compilations(log) -> int:
@@ -125,13 +124,16 @@ def test_the_warm_workers_first_job_of_the_default_shape_compiles_nothing(monkey
     try:
         warmup.start(store, [tour.tour_config()], server=server.pid)
         state = _wait_for(lambda: (s := warmup.readiness(store)).settled and s, 300)
+        settled = time.time()
         assert state.ready, state
         (log,) = (cache_dir / "jobs" / "logs").glob("warm-*.log")
         compiled = _compilations(log)
         assert compiled > 0 and any((cache_dir / "xla").iterdir())  # compiled, and into the persistent cache too
         assert len(store) == 0  # the rehearsal stored nothing
-        time.sleep(3)  # past its idle timeout: it stays while the server runs
-        job = jobs.wait(jobs.submit(tour.tour_config(), store), timeout=180, store=store)
+        # past its idle timeout (1 s) it stays while the server runs: it still polls for work 2 s after it settled
+        _wait_for(lambda: float(records.idle_table(records.table(store)).get(str(state.pid), {}).get("beat", 0))
+                  > settled + 2, 60)
+        job = scheduler.wait(scheduler.submit(tour.tour_config(), store), timeout=180, store=store)
         assert job.status == "done" and job.pid == state.pid, (job.status, job.message, job.pid, state.pid)
         assert _compilations(log) == compiled, log.read_text()[-2000:]  # its first job compiled nothing
         assert store.has(tour.tour_config().key())

@@ -7,7 +7,7 @@ job, and running jobs whose worker is gone. Repair says what it removes, then:
 moves a damaged database aside (keeping every result that still decodes, read
 row by row: rows.py), deletes unreadable results, rows with other keys (by
 rowid), orphan files, damaged records and orphan entries, and records stale jobs
-(``jobs.supervise``, which also starts a worker for the jobs queued behind them).
+(``scheduler.supervise``, which also starts a worker for the jobs queued behind them).
 Value files outside the store's directory are never read or deleted.
 
 A full disk is not damage: checking works on it (read-only), repairing waits for room.
@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor_queries, records, scheduler
 from hierpoly.results import rows
 from hierpoly.results.codec import Result, StoreError, from_bytes
 from hierpoly.results.store import DISK_FULL_HINT, DiskFull, Store, disk_free, disk_is_full
@@ -114,9 +114,9 @@ def _job_findings(store: Store) -> list[Finding]:
     problem = integrity(db)
     if problem is not None:
         return [Finding("job table", str(db), problem, "move it aside and start an empty job table")]
-    out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in jobs.damaged(store).items()]
-    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in jobs.orphans(store)]
-    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in jobs.stale(store).items()]
+    out = [Finding("job record", job_id, reason, "delete it") for job_id, reason in doctor_queries.damaged(store).items()]
+    out += [Finding("job entry", name, "belongs to no job", "delete it") for name in doctor_queries.orphans(store)]
+    out += [Finding("stale job", job_id, reason, "mark it failed") for job_id, reason in doctor_queries.stale(store).items()]
     return out
 
 
@@ -168,14 +168,14 @@ def _repair_one(store: Store, finding: Finding) -> None:
     elif finding.what == "value file":
         rows.inside(store.directory, finding.name).unlink(missing_ok=True)
     elif finding.what == "job table":
-        jobs.forget_table(store)
+        records.forget_table(store)
         _move_aside(Path(finding.name))
     elif finding.what == "job record":
-        jobs.remove(finding.name, store)
+        doctor_queries.remove(finding.name, store)
     elif finding.what == "job entry":
-        jobs.remove_entries([finding.name], store)
+        doctor_queries.remove_entries([finding.name], store)
     elif finding.what == "stale job":
-        jobs.supervise(store)
+        scheduler.supervise(store)
 
 
 def _delete_row(directory: Path, rowid: int) -> None:

@@ -1,4 +1,4 @@
-"""The local executor: every config a background job (``jobs.submit``), so the app sees
+"""The local executor: every config a background job (``scheduler.submit``), so the app sees
 its progress; workers run one at a time by default (HIERPOLY_MAX_WORKERS). Ctrl-C
 cancels the jobs this sweep submitted.
 
@@ -22,15 +22,14 @@ class LocalExecutor:
         self.poll = poll
 
     def run(self, configs, store, on_done, on_note) -> list[dict]:
-        from hierpoly.jobs import table as jobs
-
+        from hierpoly.jobs import records, scheduler
         pending, rows = submit_all(configs, store)
         for row in rows:
             on_done(row)
         try:
             while pending:
-                jobs.supervise(store)  # a worker lost mid-sweep: recorded, and the jobs queued behind it get a new one
-                snapshot = {job.job_id: job for job in jobs.list_jobs(store) if job.job_id in pending}
+                scheduler.supervise(store)  # a worker lost mid-sweep: recorded, and the jobs queued behind it get a new one
+                snapshot = {job.job_id: job for job in records.list_jobs(store) if job.job_id in pending}
                 for job_id, cfg in list(pending.items()):
                     job = snapshot.get(job_id)
                     if job is None:
@@ -48,7 +47,7 @@ class LocalExecutor:
                     time.sleep(self.poll)
         except KeyboardInterrupt:
             for job_id in pending:  # the jobs are detached: stop the ones this sweep started
-                jobs.cancel(job_id, store)
+                scheduler.cancel(job_id, store)
             raise
         return rows
 
@@ -56,16 +55,14 @@ class LocalExecutor:
 def submit_all(configs: list[RunConfig], store, submit: Callable | None = None) -> tuple[dict[str, RunConfig], list[dict]]:
     """Submit each config as a background job without waiting: ({job_id: config}, rows of the refused ones).
 
-    ``submit(cfg, store)`` defaults to ``jobs.submit``; the web passes its mode's rules (``policy``).
+    ``submit(cfg, store)`` defaults to ``scheduler.submit``; the web passes its mode's rules (``policy``).
     """
-    from hierpoly.jobs import budget
-    from hierpoly.jobs import table as jobs
-
-    submit = submit or jobs.submit
+    from hierpoly.jobs import budget, scheduler
+    submit = submit or scheduler.submit
     ids, refused = {}, []
     for cfg in configs:
         try:
             ids[submit(cfg, store)] = cfg
-        except (budget.BudgetError, jobs.QueueFull) as err:
+        except (budget.BudgetError, scheduler.QueueFull) as err:
             refused.append(outcome(cfg, "refused", str(err)))
     return ids, refused

@@ -65,13 +65,24 @@ def flops_per_second() -> float:
     return value if value > 0 else FLOPS_PER_SECOND
 
 
+_fits: dict[tuple, Pace] = {}  # (summaries' version stamp, arch) -> pace: a page rerun fits nothing anew
+
+
 def measured(summaries, arch: str = "three_layer") -> Pace:
-    """The pace of the stored runs of `arch` (``Store.summaries()``), else of the network's, else the defaults."""
-    for model in dict.fromkeys((arch, "three_layer")):
-        fit = _fit(summaries, model)
-        if fit is not None:
-            return fit
-    return Pace(*DEFAULT_FIT, runs=0)
+    """The pace of the stored runs of `arch` (``Store.summaries()``), else of the network's, else the defaults.
+
+    Kept per version of the store (``attrs["version"]``), so a rerun with nothing new stored fits nothing.
+    """
+    stamp = None if summaries is None else summaries.attrs.get("version")
+    if stamp is not None and (stamp, arch) in _fits:
+        return _fits[(stamp, arch)]
+    pace = next((fit for model in dict.fromkeys((arch, "three_layer")) if (fit := _fit(summaries, model)) is not None),
+                Pace(*DEFAULT_FIT, runs=0))
+    if stamp is not None:
+        if len(_fits) > 64:
+            _fits.clear()
+        _fits[(stamp, arch)] = pace
+    return pace
 
 
 def _fit(summaries, arch: str) -> Pace | None:

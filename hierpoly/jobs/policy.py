@@ -32,8 +32,7 @@ from dataclasses import dataclass
 
 from hierpoly import settings
 from hierpoly.config import RunConfig
-from hierpoly.jobs import pace
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import pace, records, scheduler
 from hierpoly.jobs.budget import BudgetError, check_budget
 from hierpoly.results import bundles
 from hierpoly.results.store import Store
@@ -53,7 +52,7 @@ class PolicyError(BudgetError):
     """A launch refused by the mode the app runs in, with a one-line reason."""
 
 
-REFUSALS = (PolicyError, jobs.QueueFull, BudgetError)  # every reason a web launch is refused
+REFUSALS = (PolicyError, scheduler.QueueFull, BudgetError)  # every reason a web launch is refused
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ def signature_matches(cfg: RunConfig, signature: str | None, store: Store) -> bo
 
 
 def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature: str | None = None,
-               mode: str | None = None) -> jobs.QueueLimits | None:
+               mode: str | None = None) -> scheduler.QueueLimits | None:
     """The queue limits a web launch of cfg runs under; PolicyError when the mode refuses it.
 
     Args:
@@ -183,7 +182,7 @@ def web_limits(cfg: RunConfig, store: Store, *, locked: bool = False, signature:
         if seconds > limits.seconds_per_run:
             raise PolicyError(f"this run takes about {_duration(seconds)} here; in classroom mode a run may use "
                               f"{_duration(limits.seconds_per_run)}: lower n, d, m1, m2 or steps")
-    return jobs.QueueLimits(total=limits.queue, per_owner=limits.per_visitor)
+    return scheduler.QueueLimits(total=limits.queue, per_owner=limits.per_visitor)
 
 
 def submit_from_web(cfg: RunConfig, store: Store, visitor: str, *, locked: bool = False,
@@ -193,7 +192,7 @@ def submit_from_web(cfg: RunConfig, store: Store, visitor: str, *, locked: bool 
     Raises one of REFUSALS with a one-line reason.
     """
     limits = web_limits(cfg, store, locked=locked, signature=signature)
-    return jobs.submit(cfg, store, owner=visitor, limits=limits)
+    return scheduler.submit(cfg, store, owner=visitor, limits=limits)
 
 
 def launch_refusal(cfg: RunConfig, store: Store, visitor: str, *, locked: bool = False,
@@ -207,21 +206,15 @@ def launch_refusal(cfg: RunConfig, store: Store, visitor: str, *, locked: bool =
     try:
         limits = web_limits(cfg, store, locked=locked, signature=signature)
         check_budget(cfg)
-        live = [job for job in jobs.list_jobs(store) if job.status in jobs.LIVE]
+        live = records.live_jobs(store)
     except REFUSALS as err:
         return str(err)
     if any(job.key == cfg.key() for job in live) or limits is None:
         return None
-    mine = sum(job.owner == visitor for job in live)
-    if limits.per_owner is not None and mine >= limits.per_owner:
-        return (f"you already have {mine} runs queued or running (at most {limits.per_owner} per visitor): "
-                "wait for one to finish")
-    if limits.total is not None and len(live) >= limits.total:
-        return f"the queue is full ({len(live)} runs queued or running, at most {limits.total}): try again soon"
-    return None
+    return scheduler.limits_refusal([job.owner for job in live], visitor, limits)
 
 
-def may_cancel(job: jobs.Job, visitor: str, mode: str | None = None) -> bool:
+def may_cancel(job: records.Job, visitor: str, mode: str | None = None) -> bool:
     """Whether this visitor may cancel this job: any job in local mode, their own in classroom mode."""
     mode = mode or current_mode()
     return allows("cancel any job", mode) or (allows("cancel own jobs", mode) and job.owner == visitor)
@@ -230,13 +223,13 @@ def may_cancel(job: jobs.Job, visitor: str, mode: str | None = None) -> bool:
 def cancel_from_web(job_id: str, store: Store, visitor: str, mode: str | None = None) -> bool:
     """Cancel a job for a web visitor under the mode's rules; False if it already ended. PolicyError if refused."""
     mode = mode or current_mode()
-    job = jobs.get(job_id, store)
+    job = records.get(job_id, store)
     if job is None:
         return False
     if not may_cancel(job, visitor, mode):
         require("cancel own jobs", mode)
         raise PolicyError(f"in {mode} mode a visitor may cancel only the runs they started; this one is someone else's")
-    return jobs.cancel(job_id, store)
+    return scheduler.cancel(job_id, store)
 
 
 def delete_from_web(store: Store, keys: list[str], mode: str | None = None) -> int:

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
-from hierpoly.jobs import policy, worker
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import policy, processes, records, scheduler, worker
 from hierpoly.results.store import Store
 
 ROW = "warm"  # the job table's entry for the warm worker
@@ -80,12 +79,12 @@ def _row(t) -> dict | None:
 
 def readiness(store: Store) -> Readiness:
     """The warm worker's state (a row whose process is gone reads as stopped); reads the job table only."""
-    row = _row(jobs.table(store))
+    row = _row(records.table(store))
     if row is None:
         return Readiness("")
     pid = row.get("pid")
     here = row.get("host") == socket.gethostname()
-    alive = isinstance(pid, int) and (not here or jobs.process_alive(pid, row.get("start")))
+    alive = isinstance(pid, int) and (not here or processes.process_alive(pid, row.get("start")))
     state = str(row.get("state", "")) if alive or row.get("state") == "failed" else "stopped"
     return Readiness(state, str(row.get("message") or ""), row.get("seconds"), pid)
 
@@ -112,16 +111,16 @@ def start(store: Store, configs: list[RunConfig], server: int | None = None) -> 
     server = os.getpid() if server is None else server
     args = [str(server), *(json.dumps(cfg.to_dict()) for cfg in configs)]
     try:
-        proc = jobs.spawn(store, "hierpoly.jobs.warmup", args, f"warm-{time.strftime('%Y%m%d-%H%M%S')}")
+        proc = scheduler.spawn(store, "hierpoly.jobs.warmup", args, f"warm-{time.strftime('%Y%m%d-%H%M%S')}")
     except OSError as err:
         _write(store, {"state": "failed", "pid": None, "message": f"could not start it: {first_line(err)}"})
         return
-    _write(store, {"state": "starting", "pid": proc.pid, "start": jobs.process_start(proc.pid)}, only_new=True)
+    _write(store, {"state": "starting", "pid": proc.pid, "start": processes.process_start(proc.pid)}, only_new=True)
 
 
 def _write(store: Store, fields: dict, only_new: bool = False) -> None:
     """Replace the row; only_new: unless the same process wrote it already (it may have said more)."""
-    t = jobs.table(store)
+    t = records.table(store)
     with t.transact():
         row = _row(t) or {}
         if only_new and (row.get("pid"), row.get("start")) == (fields["pid"], fields["start"]):
@@ -132,15 +131,15 @@ def _write(store: Store, fields: dict, only_new: bool = False) -> None:
 
 def _record(store: Store, **fields) -> None:
     """The warm worker's own state, in its row (a row another live warm worker holds is left alone)."""
-    t = jobs.table(store)
+    t = records.table(store)
     me = os.getpid()
     with t.transact():
         row = _row(t) or {}
         other = row.get("pid")
-        if isinstance(other, int) and other != me and jobs.process_alive(other, row.get("start")):
+        if isinstance(other, int) and other != me and processes.process_alive(other, row.get("start")):
             return
         row = row if other == me else {"seconds": None, "message": ""}  # a dead worker's words are not mine
-        row.update(pid=me, start=jobs.process_start(me), host=socket.gethostname(), updated=time.time(), **fields)
+        row.update(pid=me, start=processes.process_start(me), host=socket.gethostname(), updated=time.time(), **fields)
         t.set(ROW, json.dumps(row))
 
 
@@ -168,11 +167,11 @@ def main(argv=None) -> int:
         return 2
     store = Store()
     server = int(argv[0])
-    server_start = jobs.process_start(server)
+    server_start = processes.process_start(server)
     if not warm_up(store, [RunConfig.from_dict(json.loads(text)) for text in argv[1:]]):
         return 1
     idle_s = worker.idle_seconds()
-    serving = lambda: jobs.process_alive(server, server_start)  # while the app runs, a class may click at any time
+    serving = lambda: processes.process_alive(server, server_start)  # while the app runs, a class may click at any time
     worker.serve(store, worker.wait_for_work(store, idle_s, serving), idle_s, serving)
     return 0
 

@@ -1,10 +1,10 @@
 """`python -m hierpoly.jobs.worker JOB_ID`: train queued jobs one after another, then exit when idle.
 
-Started detached by the job table (table.py) in a fresh interpreter for one job; after it, the
+Started detached by the scheduler (scheduler.py) in a fresh interpreter for one job; after it, the
 same process takes the next queued job while there is work, so JAX's compiled
 programs are reused, and exits after $HIERPOLY_WORKER_IDLE_S seconds without
 work. It beats a heartbeat from a thread (a chunk may outlast the lease),
-writes progress between chunks, stops when cancelled and stores only ``done``
+writes progress between chunks (its side of the table: worker_protocol.py), stops when cancelled and stores only ``done``
 results. Every guarantee of the job table holds per job: a kill -9 marks the job it
 was running failed, cancel stops it, the concurrency cap counts it.
 
@@ -25,7 +25,7 @@ from pathlib import Path
 from hierpoly import settings
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import records, worker_protocol
 from hierpoly.results.store import DiskFull, Store, is_disk_full
 
 IDLE_POLL_S = 0.25  # how often an idle worker looks for a queued job
@@ -73,9 +73,9 @@ def idle_seconds() -> float:
 
 
 def _beat(store: Store, job_id: str, stop: threading.Event) -> None:
-    while not stop.wait(jobs.HEARTBEAT_S):
+    while not stop.wait(records.HEARTBEAT_S):
         try:
-            jobs.heartbeat(store, job_id)
+            worker_protocol.heartbeat(store, job_id)
         except Exception:  # a busy database must not kill the run; the next beat retries
             pass
 
@@ -91,26 +91,26 @@ def run_job(store: Store, rec: dict) -> str:
         cfg = RunConfig.from_dict(rec["config"])
         ended = runner.execute(
             cfg,
-            on_progress=lambda row: jobs.add_progress(store, job_id, row),
-            should_stop=lambda: jobs.stop_requested(store, job_id),
+            on_progress=lambda row: worker_protocol.add_progress(store, job_id, row),
+            should_stop=lambda: worker_protocol.stop_requested(store, job_id),
             results=store,
         )
         if ended.result is not None:
             store.put(ended.result)
-        jobs.finish(store, job_id, ended.status, ended.message)
+        worker_protocol.finish(store, job_id, ended.status, ended.message)
         return ended.status
     except Exception as err:  # anything unexpected: an honest failed job with a one-line reason
         full = disk_full_reason(err, store)
         if full is not None:
             release_reserve(store)  # the room for this last word
-            jobs.finish(store, job_id, "failed", full)
+            worker_protocol.finish(store, job_id, "failed", full)
             return DISK_FULL
         try:
             traceback.print_exc()
         except OSError:
             pass  # the log is on a disk that may have filled meanwhile
         message = first_line(err)
-        jobs.finish(store, job_id, "failed", f"{type(err).__name__}: {message}")
+        worker_protocol.finish(store, job_id, "failed", f"{type(err).__name__}: {message}")
         return "failed"
     finally:
         stop.set()
@@ -123,11 +123,11 @@ def wait_for_work(store: Store, idle_s: float, stay: Callable[[], bool] = lambda
     """The next queued job this worker may take, or None after idle_s seconds without one once stay() is False."""
     deadline = time.monotonic() + idle_s
     while time.monotonic() < deadline or stay():
-        rec = jobs.next_job(store)
+        rec = worker_protocol.next_job(store)
         if rec is not None:
             return rec
         time.sleep(IDLE_POLL_S)
-    return jobs.next_job(store, retire=True)
+    return worker_protocol.next_job(store, retire=True)
 
 
 def serve(store: Store, rec: dict | None, idle_s: float, stay: Callable[[], bool] = lambda: False) -> list[str]:
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
         print("usage: python -m hierpoly.jobs.worker JOB_ID", file=sys.stderr)
         return 2
     store = Store()
-    statuses = serve(store, jobs.claim_start(store, argv[0]), idle_seconds())
+    statuses = serve(store, worker_protocol.claim_start(store, argv[0]), idle_seconds())
     return 0 if all(s == "done" for s in statuses) else 1
 
 

@@ -16,12 +16,18 @@ key is not text (another program wrote it) is skipped by every listing and
 counted in ``notes``; a value file whose path leaves the store is never read or
 deleted. A full disk is not damage: it raises ``DiskFull``, and a store on a full
 disk still opens, read-only (rows.py).
+
+The store counts its changes: SQLite triggers on the results table add one to a counter
+in the same database for every row inserted, changed or deleted, by whichever process or
+program writes (``version``). ``summaries`` keeps its table per store and version, so a
+page rerun reads no result while nothing has changed.
 """
 from __future__ import annotations
 
 import errno
 import shutil
 import sqlite3
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -154,6 +160,34 @@ def default_dir() -> Path:
     return locations.default_store_dir()
 
 
+_summaries: dict[str, tuple[tuple, object]] = {}  # directory -> (version, summaries table)
+_listings: dict[str, tuple[tuple, list[str], int]] = {}  # directory -> (version, text keys, rows not text)
+
+
+def count_changes(cache, prefix: str = "") -> None:
+    """Give a diskcache database its change counter (idempotent): SQLite triggers add one for every row
+    inserted, changed or deleted whose key starts with `prefix`, by whichever process or program writes."""
+    if isinstance(cache, rows.ReadOnlyCache):
+        return  # a full disk: nothing changes it, nothing is counted
+    with cache.transact():
+        cache._sql("CREATE TABLE IF NOT EXISTS HierpolyVersion (epoch TEXT NOT NULL, changes INTEGER NOT NULL)")
+        for event, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+            when = f"WHEN substr({row}.key, 1, {len(prefix)}) = '{prefix}' " if prefix else ""
+            cache._sql(f"CREATE TRIGGER IF NOT EXISTS hierpoly_version_{event.lower()} AFTER {event} ON Cache {when}"
+                       "BEGIN UPDATE HierpolyVersion SET changes = changes + 1; END")
+        if cache._sql("SELECT count(*) FROM HierpolyVersion").fetchone()[0] == 0:
+            cache._sql("INSERT INTO HierpolyVersion VALUES (?, 0)", (uuid.uuid4().hex,))
+
+
+def changes(cache) -> tuple[str, int] | None:
+    """(epoch, changes) of a database given a counter by ``count_changes``; None when it has none (read-only).
+    The epoch is drawn when the counter is made, so a database rebuilt by doctor never repeats a version."""
+    if isinstance(cache, rows.ReadOnlyCache):
+        return None
+    row = cache._sql("SELECT epoch, changes FROM HierpolyVersion").fetchone()
+    return None if row is None else (row[0], int(row[1]))
+
+
 class Store:
     """Results by config key. Safe to share between threads and processes (diskcache/SQLite)."""
 
@@ -162,8 +196,14 @@ class Store:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._cache = open_cache(self.directory)
+            count_changes(self._cache)
         except GUARDED as err:
             raise damage_error(err, "the store", self.directory) from None
+
+    def version(self) -> tuple[str, int] | None:
+        """Different after every change to the stored rows, by any process (``changes``); None when not counted."""
+        with self._guard():
+            return changes(self._cache)
 
     @contextmanager
     def _guard(self):
@@ -264,12 +304,21 @@ class Store:
             return bool(self._cache.delete(key))
 
     def keys(self) -> list[str]:
-        """Every text key with a row in the store, readable or not (rows with other keys: `notes`)."""
+        """Every text key with a row in the store, readable or not (rows with other keys: `notes`).
+
+        Listed again only when the store's version has changed since this process last listed it.
+        """
+        version, kept = self.version(), _listings.get(str(self.directory))
+        if version is not None and kept is not None and kept[0] == version:
+            self._not_text = kept[2]
+            return list(kept[1])
         with self._guard():
             listed = list(self._cache.iterkeys())
-        text = [key for key in listed if isinstance(key, str)]
+        text = sorted(key for key in listed if isinstance(key, str))
         self._not_text = len(listed) - len(text)
-        return sorted(text)
+        if version is not None:
+            _listings[str(self.directory)] = (version, text, self._not_text)
+        return list(text)
 
     def notes(self) -> list[str]:
         """One line per kind of row the last listing skipped (rows whose key is not text)."""
@@ -323,13 +372,28 @@ class Store:
         return out
 
     def summaries(self):
-        """One row per stored result (reads only result.json of each): a pandas DataFrame.
+        """One row per stored result (reads only result.json of each): a pandas DataFrame, a copy.
 
         Results that fail validation — from an older version of hierpoly (their keys no
         longer match their configs), damaged, or whose value file is gone — get no row;
         their keys are listed in ``table.attrs["unreadable"]`` and the reasons in
         ``table.attrs["problems"]`` so a page can say so instead of failing.
+        ``table.attrs["version"]`` is (directory, ``version()``) when counted: what was
+        derived from one table holds for every table of the same version. While the
+        version stands, the table is not read again (this process keeps one per store).
         """
+        version = self.version()
+        kept = _summaries.get(str(self.directory))
+        if version is not None and kept is not None and kept[0] == version:
+            self.keys()  # what the listing skipped, for `notes` (kept per version too)
+            return kept[1].copy()
+        table = self._read_summaries()
+        if version is not None:
+            table.attrs["version"] = (str(self.directory), version)
+            _summaries[str(self.directory)] = (version, table.copy())
+        return table
+
+    def _read_summaries(self):
         import pandas as pd
 
         rows, problems = [], {}

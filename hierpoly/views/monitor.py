@@ -285,7 +285,7 @@ def link_fit(samples: Mapping[str, np.ndarray], link: str, C: float | None = Non
 
 
 # ------------------------------------------------------------- plain words
-FOUND = 0.9  # the correlation Figure 2 counts as having learned p (analysis.THRESHOLD)
+FOUND = 0.9  # the correlation Figure 2 counts as having learned p (cell_stats.THRESHOLD)
 MODEL_NAMES = {"three_layer": "network", "kernel": "kernel method", "two_layer": "two-layer network"}
 
 

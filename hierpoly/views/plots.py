@@ -165,7 +165,7 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
 
     Args:
         cells: one row per (d, n) with d, n, n_over_dk, seeds and ``{metric}_{statistic, min, max}`` for
-            test_loss and feature_corr (``analysis.aggregate``); with an ``arch`` column its non-network
+            test_loss and feature_corr (``cell_stats.aggregate``); with an ``arch`` column its non-network
             rows are the baselines.
         x: "n" or "n_over_dk" (the collapse: all d on one curve).
         k: feature degree, for the axis label.
@@ -181,7 +181,7 @@ def figure2(cells: pd.DataFrame, x: str = "n", k: int = 3, baselines: pd.DataFra
         raise ValueError(f"x must be 'n' or 'n_over_dk', got {x!r}")
     if statistic not in STATISTIC_NAMES:
         raise ValueError(f"statistic must be one of {', '.join(STATISTIC_NAMES)}, got {statistic!r}")
-    if "arch" in cells:  # analysis.aggregate's table: the network's rows, and the baselines beside them
+    if "arch" in cells:  # cell_stats.aggregate's table: the network's rows, and the baselines beside them
         if baselines is None:
             baselines = cells[cells["arch"] != "three_layer"]
         cells = cells[cells["arch"] == "three_layer"]
@@ -251,7 +251,7 @@ def _band_line(fig, group, x, metric, name, color, col, show_legend, statistic="
                         fillcolor=_rgba(color, 0.18), line=dict(width=0), hoverinfo="skip", showlegend=False,
                         legendgroup=name, row=1, col=col)
     seeds = group["seeds"].to_numpy() if "seeds" in group else np.full(len(group), "?")
-    se = f"{metric}_se"  # error bars on the mean: the standard error of the seed mean (analysis.aggregate)
+    se = f"{metric}_se"  # error bars on the mean: the standard error of the seed mean (cell_stats.aggregate)
     bars = (dict(type="data", array=np.nan_to_num(group[se].to_numpy(dtype=float)), thickness=1.5)
             if statistic == "mean" and se in group else None)
     fig.add_scatter(x=xs, y=line, mode="lines+markers", name=name, legendgroup=name, showlegend=show_legend,
@@ -268,7 +268,7 @@ def kappa_axis_figure(cells: pd.DataFrame, k: int, kq: int, criterion: str = "fe
     one glance shows where the network learns and where a kernel would need to be.
 
     Args:
-        cells: ``analysis.aggregate`` rows (the network's are used): d, n and the score's statistic.
+        cells: ``cell_stats.aggregate`` rows (the network's are used): d, n and the score's statistic.
         k, kq: the network's and the kernel's exponents (vertical lines).
         criterion: ``feature_corr`` (the correlation) or ``explained`` (1 − test loss).
         statistic: ``median`` or ``mean``; the band is the seeds' min–max.
@@ -308,7 +308,7 @@ def n_star_figure(kappa: dict, k: int) -> go.Figure:
     """n*(d) against d on log–log axes: the points, the fitted line of slope κ, and each local slope.
 
     Args:
-        kappa: ``analysis.kappas`` output: ``n_star`` (d, n_star), ``estimate`` and ``intercept``
+        kappa: ``kappa_fit.kappas`` output: ``n_star`` (d, n_star), ``estimate`` and ``intercept``
             (log n* = κ log d + c) and ``local_slopes`` (d_low, d_high, slope).
         k: the theory's exponent, drawn as a reference line through the fit's centre.
     """
@@ -436,7 +436,7 @@ def exponent_figure(table: pd.DataFrame) -> go.Figure:
     """κ against k, one marker per link degree q with its interval, the line κ = k and the kernel's kq.
 
     Args:
-        table: ``analysis.exponent_frame`` rows: k, q, kappa, low, high (None/NaN: no estimate), kernel_kq.
+        table: ``exponents.exponent_frame`` rows: k, q, kappa, low, high (None/NaN: no estimate), kernel_kq.
     Returns:
         one panel; points of one k are spread a little by q so their intervals do not overlap.
     """

@@ -84,13 +84,11 @@ def open_checked() -> tuple[Store | None, list[str]]:
 
     Never raises for a damaged store, job table or job record: pages show the lines instead.
     """
-    from hierpoly.jobs import policy
-    from hierpoly.jobs import table as jobs
-
+    from hierpoly.jobs import doctor_queries, policy
     try:
         policy.current_mode()
         store = open_store()
-        damaged = jobs.damaged(store)
+        damaged = doctor_queries.damaged(store)
         store.keys()  # the listing counts rows it cannot name (keys that are not text): store.notes
     except (StoreError, policy.PolicyError) as err:
         return None, [str(err)]
@@ -120,7 +118,7 @@ class SystemStatus:
     results: int
     size_bytes: int
     store_dir: Path
-    live_jobs: list  # jobs.Job in queued or running
+    live_jobs: list  # records.Job in queued or running
 
 
 def describe_device(info: dict | None) -> str:
@@ -135,8 +133,7 @@ def describe_device(info: dict | None) -> str:
 
 def system_status(store: Store) -> SystemStatus:
     """Device, store size and count, and live jobs."""
-    from hierpoly.jobs import table as jobs
-
+    from hierpoly.jobs import records
     info, source = device_probe(), "probe"
     if info is None:
         source = "pending"
@@ -149,7 +146,7 @@ def system_status(store: Store) -> SystemStatus:
                 result = None
             if result is not None and isinstance(result.meta.get("device"), dict):
                 info, source = result.meta["device"], "newest result"
-    live = [job for job in jobs.list_jobs(store) if job.status in ("queued", "running")]
+    live = records.live_jobs(store)
     device = describe_device(info) if info is not None else "asking JAX…"
     return SystemStatus(device, source, len(store), store.size_bytes(), store.directory, live)
 

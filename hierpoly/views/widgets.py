@@ -14,8 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from hierpoly.config import source_problem
-from hierpoly.jobs import pace, policy, warmup
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import pace, policy, records, warmup
 from hierpoly.study import presets
 from hierpoly.study.transfer import ROLES, report, transfer_runs
 from hierpoly.views import forms, monitor, plots, tour
@@ -129,13 +128,13 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
     Reads the job table only; when the job ends the whole page reruns, so it shows the result.
     Until the run has its own pace, the time left is at the stored runs' pace (read once here).
     """
-    job = jobs.get(job_id, store)
+    job = records.get(job_id, store)
     step_seconds = None if job is None else pace.measured(store.summaries(), job.config.arch).step_seconds(job.config)
 
     @st.fragment(run_every=every)
     def panel() -> None:
-        job = jobs.get(job_id, store)
-        if job is None or job.status not in jobs.LIVE:
+        job = records.get(job_id, store)
+        if job is None or job.status not in records.LIVE:
             st.rerun()
         view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval,
                                      step_seconds=step_seconds)
@@ -262,7 +261,7 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
         for c in waiting:
             launch_or_stop(c, store, f" ({forms.run_label(c)})")
         st.rerun()
-    live = {role: jobs.for_key(c.key(), store) for role, c in runs.items() if stored[role] is None}
+    live = {role: records.for_key(c.key(), store) for role, c in runs.items() if stored[role] is None}
     rows = []
     for role in ROLES:
         done, job = stored[role], live.get(role)
@@ -278,7 +277,7 @@ def transfer_panel(result, store, prefix: str, n_index: int = 1) -> None:
         if transfer.samples:
             st.plotly_chart(plots.prediction_scatter(transfer.samples, transfer.metrics["test_loss"]),
                             key=f"{prefix}_chart_transfer", config=plots.CHART_CONFIG)
-    pending = [runs[role].key() for role, job in live.items() if job is not None and job.status in jobs.LIVE]
+    pending = [runs[role].key() for role, job in live.items() if job is not None and job.status in records.LIVE]
     if pending:
         _rerun_when_done(pending, store)
 
@@ -288,7 +287,7 @@ def _rerun_when_done(keys: list[str], store, every: float = 1.0) -> None:
 
     @st.fragment(run_every=every)
     def watch() -> None:
-        if not any((job := jobs.for_key(key, store)) is not None and job.status in jobs.LIVE for key in keys):
+        if not any((job := records.for_key(key, store)) is not None and job.status in records.LIVE for key in keys):
             st.rerun()
         st.caption("Fitting in the background: the table fills in when the runs finish.")
 

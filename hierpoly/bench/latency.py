@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 from hierpoly import locations
-from hierpoly.jobs import table as jobs
+from hierpoly.jobs import doctor_queries, records
 from hierpoly.results.store import Store
 
 DEMO = ("--d", "6", "--n", "864", "--m2", "200", "--steps", "1000")  # the Explore page's demo run
@@ -45,13 +45,13 @@ def measure_demo(quick: bool = False, log: Callable[[str], None] = print) -> dic
 
 def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float, int | None]:
     """(wall seconds of the CLI run, seconds until its job's first history row, the pid of the worker that ran it)."""
-    before = {job.job_id for job in jobs.list_jobs(store)}
+    before = {job.job_id for job in records.list_jobs(store)}
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "run", *args, "--json"], cwd=store.directory, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = None
     while proc.poll() is None:
-        if first is None and any(row.is_history for job in jobs.list_jobs(store) if job.job_id not in before
+        if first is None and any(row.is_history for job in records.list_jobs(store) if job.job_id not in before
                                  for row in job.progress):
             first = time.perf_counter() - t0
         time.sleep(0.05)
@@ -59,7 +59,7 @@ def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float, 
     _, stderr = proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"demo run failed: {stderr.strip().splitlines()[-1:]}")
-    (job,) = [job for job in jobs.list_jobs(store) if job.job_id not in before]
+    (job,) = [job for job in records.list_jobs(store) if job.job_id not in before]
     return wall, wall if first is None else first, job.pid
 
 
@@ -67,7 +67,7 @@ def _stop_idle_workers(store: Store) -> None:
     """The demo's store is temporary: its idle worker must not outlive it."""
     import signal
 
-    for pid in jobs.idle_worker_pids(store):
+    for pid in doctor_queries.idle_worker_pids(store):
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
