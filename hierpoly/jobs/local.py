@@ -29,7 +29,8 @@ class LocalExecutor:
         try:
             while pending:
                 scheduler.supervise(store)  # a worker lost mid-sweep: recorded, and the jobs queued behind it get a new one
-                snapshot = {job.job_id: job for job in records.list_jobs(store) if job.job_id in pending}
+                live = {job.job_id: job for job in records.live_jobs(store)}  # what is live, not the table's history
+                snapshot = {job_id: live.get(job_id) or records.get(job_id, store) for job_id in pending}
                 for job_id, cfg in list(pending.items()):
                     job = snapshot.get(job_id)
                     if job is None:
