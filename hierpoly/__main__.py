@@ -1,5 +1,7 @@
+"""`python -m hierpoly ...`, and the `hierpoly` command an installed package puts on the PATH (pyproject.toml)."""
 import sys
 
 from hierpoly.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

@@ -20,7 +20,8 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("HIERPOLY_CACHE_DIR", None, "the store's folder (unset: cache/store in the checkout)"),
+    Setting("HIERPOLY_CACHE_DIR", None, "the store's folder (unset: cache/store in a checkout, else ~/.cache/hierpoly/store; "
+                                        "see Installing)"),
     Setting("HIERPOLY_XLA_CACHE_DIR", None, "compiled programs' folder, shareable between stores (unset: xla in the "
                                             "store's folder)"),
     Setting("HIERPOLY_LOAD_PRECOMPUTED", "1", "0: a new store does not load the bundles of cache/precomputed/"),

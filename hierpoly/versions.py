@@ -24,7 +24,11 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The checkout's commit, when there is one."""
+    """The checkout's commit, when running from one (an installed package has none)."""
+    from hierpoly import locations
+
+    if locations.checkout() is None:
+        return None
     try:
         res = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5

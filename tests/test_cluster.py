@@ -339,3 +339,17 @@ def test_interrupt_cancels_the_outstanding_tasks(local_ray, tmp_path, monkeypatc
         time.sleep(0.2)
     assert not task_pids(), "tasks still running after the interrupt"
     assert len(store) == 0
+
+
+@pytest.mark.slow
+@on_cluster
+def test_ray_sweep_example_fast_runs_its_grid_on_the_cluster(cluster, tmp_path):
+    """examples/ray_sweep.py --fast against the `ray start` cluster: both runs done, in the driver's store."""
+    env = cluster.env(token=True)
+    out = subprocess.run([sys.executable, str(REPO / "examples" / "ray_sweep.py"), "--fast", "--address",
+                          cluster.gcs_address, "--store", str(tmp_path / "store")], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=SWEEP_SECONDS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(re.findall(r"^\s*4\s+(64|256)\s+0\s+done\s+False", out.stdout, re.M)) == 2, out.stdout
+    assert "Figure2(custom: 2 cells, d = 4; no κ" in out.stdout  # one d: nothing to fit, and it says so
+    assert len(Store(tmp_path / "store")) == 2

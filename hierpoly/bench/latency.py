@@ -15,8 +15,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from hierpoly import locations
 from hierpoly.jobs import doctor_queries, records
-from hierpoly.results.store import REPO, Store
+from hierpoly.results.store import Store
 
 DEMO = ("--d", "6", "--n", "864", "--m2", "200", "--steps", "1000")  # the Explore page's demo run
 QUICK = ("--d", "4", "--n", "256", "--m2", "50", "--steps", "100", "--n-eval", "4096")
@@ -30,7 +31,7 @@ def measure_demo(quick: bool = False, log: Callable[[str], None] = print) -> dic
     with tempfile.TemporaryDirectory() as directory:
         # cold: a shared folder of compiled programs would serve them
         inherited = {name: value for name, value in os.environ.items() if name != "HIERPOLY_XLA_CACHE_DIR"}
-        env = {**inherited, "HIERPOLY_CACHE_DIR": directory, "HIERPOLY_LOAD_PRECOMPUTED": "0", "PYTHONPATH": str(REPO)}
+        env = {**inherited, "HIERPOLY_CACHE_DIR": directory, "HIERPOLY_LOAD_PRECOMPUTED": "0", "PYTHONPATH": locations.child_pythonpath()}
         workers = []
         for label, seed in (("cold", "0"), ("warm", "1")):
             wall, first, pid = _timed_run([*args, "--seed", seed], env, Store(directory))
@@ -46,7 +47,7 @@ def _timed_run(args: list[str], env: dict, store: Store) -> tuple[float, float, 
     """(wall seconds of the CLI run, seconds until its job's first history row, the pid of the worker that ran it)."""
     before = {job.job_id for job in records.list_jobs(store)}
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "run", *args, "--json"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hierpoly", "run", *args, "--json"], cwd=store.directory, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = None
     while proc.poll() is None:

@@ -20,10 +20,11 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from hierpoly import locations
 from hierpoly.jobs import records, worker_protocol
 from hierpoly.progress import Progress
 from hierpoly.results import bundles
-from hierpoly.results.store import REPO, Store
+from hierpoly.results.store import Store
 
 SIZES = (10, 1000, 10000)  # stored results
 JOBS = 2000  # finished jobs in the job table
@@ -83,7 +84,7 @@ def time_reruns(directory: Path, reruns: int) -> list[float]:
     os.environ.update(HIERPOLY_CACHE_DIR=str(directory), HIERPOLY_LOAD_PRECOMPUTED="0", HIERPOLY_WARM="0")
     _clear_store_cache()
     try:
-        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
+        at = AppTest.from_file(str(locations.app_dir() / locations.APP), default_timeout=120)
         at.run()
         at.switch_page("pages/1_Explore.py").run()
         if at.exception:

@@ -5,6 +5,7 @@ import argparse
 import os
 import sys
 
+from hierpoly import launch
 from hierpoly.cli import bench, run, store, study, transfer
 from hierpoly.cli.options import config_from_args, fail
 from hierpoly.config import ConfigError, RunConfig
@@ -33,10 +34,15 @@ def build_parser(config=RunConfig) -> argparse.ArgumentParser:
                 study.add_sweep_and_figure2, transfer.add_transfer, bench.add_bench, study.add_check_convergence,
                 run.add_target):
         add(sub)
+    p = sub.add_parser("app", help="start the web explorer (streamlit run app.py), from a checkout or the installed package")
+    p.add_argument("streamlit_args", nargs=argparse.REMAINDER, help="passed on to streamlit run, e.g. --server.port 8502")
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:  # all that follows is streamlit's: argparse would refuse its --server.* options
+        return launch.run_app(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

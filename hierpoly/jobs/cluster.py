@@ -24,12 +24,12 @@ import os
 import time
 from collections.abc import Callable
 
+from hierpoly import locations
 from hierpoly.config import RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jobs.executors import SweepError, outcome
 from hierpoly.results import checkpoints
 from hierpoly.results.codec import StoreError, from_bytes, to_bytes
-from hierpoly.results.store import REPO
 from hierpoly.results.store import default_dir as store_dir
 
 INSTALL_HINT = "the ray executor needs Ray: pip install -r requirements-ray.txt"
@@ -219,14 +219,17 @@ class RayExecutor:
         """How workers find hierpoly, set once for the job: Ray uploads a local working_dir only at this level."""
         if job_ships_code():  # `ray job submit --working-dir .`: the job's own copy is already on every node
             return {}
-        if self.ship_code:
-            return {"working_dir": str(REPO), "excludes": SHIP_EXCLUDES}
+        if self.ship_code:  # the checkout, or an installed package itself
+            root = locations.checkout()
+            where = {"working_dir": str(root)} if root else {"py_modules": [str(locations.PACKAGE)]}
+            return {**where, "excludes": SHIP_EXCLUDES}
         return {"env_vars": {"PYTHONPATH": self.python_path()}}
 
     @staticmethod
     def python_path() -> str:
-        """This checkout first, then the caller's PYTHONPATH (workers on this machine or a shared filesystem)."""
-        return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        """This hierpoly's folder first (unless installed), then the caller's PYTHONPATH (workers on this machine or a
+        shared filesystem)."""
+        return locations.child_pythonpath(os.environ.get("PYTHONPATH"))
 
     def task_runtime_env(self, gpus: bool, started: bool) -> dict:
         """Per task, merged by Ray into the job's: the JAX backend, and the code path when someone else connected."""

@@ -80,6 +80,10 @@ def execute(
     A three-layer run and the two-layer baseline save their state in the store's checkpoints as they train
     and resume from them (`checkpointing`); the caller stores a done result with `keep`, which deletes them.
 
+    Changes a process-wide setting: JAX's persistent compilation cache is pointed at the store's folder of
+    compiled programs (``use_compilation_cache``). Workers want that; a notebook calls ``hierpoly.run``, which
+    trains in a worker and leaves the notebook's JAX alone.
+
     Args:
         cfg: the run.
         on_progress: called with each ``hierpoly.progress.Progress`` row (phases and training rows).
@@ -261,7 +265,9 @@ def use_compilation_cache(directory: Path | None = None) -> Path:
     """JAX's persistent compilation cache ($HIERPOLY_XLA_CACHE_DIR, else `<store>/xla`), set up once per process
     (later calls keep the first).
 
-    A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling.
+    A fresh worker whose shapes were compiled before loads the programs from disk instead of compiling. This sets
+    JAX's global config (jax_compilation_cache_dir and two thresholds) for the whole process: only processes that
+    train here (workers, the inline executor, Ray tasks) call it.
     """
     if not _compilation_cache:
         import jax

@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hierpoly import locations
 from hierpoly.config import RunConfig
 from hierpoly.jobs.budget import check_budget
 from hierpoly.jobs.processes import process_start
@@ -45,7 +46,7 @@ from hierpoly.jobs.records import (
     store_or_default,
     table,
 )
-from hierpoly.results.store import REPO, DiskFull, Store
+from hierpoly.results.store import DiskFull, Store
 
 _children: list[subprocess.Popen] = []  # processes this one spawned, reaped when polled
 
@@ -137,13 +138,13 @@ def supervise(store: Store | None = None) -> None:
 
 def spawn(store: Store, module: str, args: list[str], log_name: str) -> subprocess.Popen:
     """Start `python -m module args` detached, on this store, logging to <store>/jobs/logs/<log_name>.log; OSError if it cannot."""
-    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store.directory))
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env = dict(os.environ, HIERPOLY_CACHE_DIR=str(store.directory.resolve()))  # the child's cwd is the store
+    env["PYTHONPATH"] = locations.child_pythonpath(env.get("PYTHONPATH"))  # this same hierpoly, checkout or installed
     logs = store.directory / "jobs" / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     with open(logs / f"{log_name}.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module, *args], env=env, cwd=str(REPO), stdin=subprocess.DEVNULL, stdout=log,
+            [sys.executable, "-m", module, *args], env=env, cwd=str(store.directory), stdin=subprocess.DEVNULL, stdout=log,
             stderr=log, start_new_session=True,  # outlives the submitter and its Ctrl-C
         )
     _children.append(proc)

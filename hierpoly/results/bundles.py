@@ -24,12 +24,12 @@ import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 
-from hierpoly import settings
+from hierpoly import locations, settings
 from hierpoly.config import TRANSFER, ConfigError, RunConfig
 from hierpoly.failure import first_line
 from hierpoly.jsonvalue import loads_bounded
 from hierpoly.results.codec import MEMBERS, REQUIRED_MEMBERS, StoreError, decode, encode, read_zip, to_bytes
-from hierpoly.results.store import REPO, Store
+from hierpoly.results.store import Store
 
 BUNDLE_VERSION = 1
 FIRST_BLOCKS = ("all", "per_source")  # which results keep their first block in an export (export_bundle)
@@ -39,7 +39,7 @@ MAX_BYTES = 512 << 20  # uncompressed, all members together
 MAX_BUNDLE_BYTES = 256 << 20  # the zip itself
 MAX_RATIO = 50.0  # uncompressed / compressed per member; float arrays rarely pass 5
 _MEMBER = re.compile(r"^results/([0-9a-f]{64})/(result\.json|history\.npz|samples\.npz|snapshots\.npz|first_block\.npz)$")
-PRECOMPUTED = REPO / "cache" / "precomputed"
+PRECOMPUTED = locations.precomputed_dir()  # cache/precomputed in a checkout, else inside the installed package
 
 
 class BundleError(ValueError):
@@ -238,7 +238,7 @@ def shipped_missing(store: Store, folder: str | Path | None = None) -> int:
 
 
 def load_precomputed(store: Store, folder: str | Path | None = None) -> list[str]:
-    """Import every *.zip bundle in folder (default cache/precomputed) whose keys the store lacks.
+    """Import every *.zip bundle in folder (default the shipped bundles, ``PRECOMPUTED``) whose keys the store lacks.
 
     Cheap when already loaded: only each bundle's manifest is read. Otherwise the import
     runs under an exclusive lock on the store, so concurrent first starts load each

@@ -78,6 +78,23 @@ class Result:
     def key(self) -> str:
         return self.config.key()
 
+    @property
+    def params(self) -> dict:
+        """The trained parameters this result keeps, by name (float32 arrays): the first block ``u, s, V`` of a
+        three-layer or transfer run, the learned feature g (what a transfer freezes). Nothing else is stored:
+        not the second block ``a, b, c``, nor the baselines' parameters, and runs stored before first blocks
+        were (the shipped bundles among them) keep none ({}). Every parameter of a run: retrain its config in
+        this process, ``hierpoly.engine.train.run(result.config).params`` (seeded: the same run within one build).
+        """
+        return dict(self.first_block)
+
+    def __repr__(self) -> str:  # the arrays are many: a line a notebook can show
+        c, corr, loss = self.config, self.metrics.get("feature_corr"), self.metrics.get("test_loss")
+        numbers = ", ".join(f"{name} {v:.4g}" for name, v in (("test_loss", loss), ("feature_corr", corr)) if v is not None)
+        params = ", ".join(name for name in FIRST_BLOCK if name in self.first_block) or "none"
+        return (f"Result(d={c.d} n={c.n} k={c.k} {c.link} {c.arch} {c.mode} seed {c.seed}: {self.status}, {numbers}; "
+                f"params stored: {params}; key {self.key[:12]})")
+
 
 # ------------------------------------------------------------------ encoding
 def _zip_bytes(members: dict[str, bytes]) -> bytes:

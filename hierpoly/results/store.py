@@ -35,12 +35,11 @@ from pathlib import Path
 
 import diskcache
 
-from hierpoly import settings
+from hierpoly import locations
 from hierpoly.failure import first_line
 from hierpoly.results import rows
 from hierpoly.results.codec import MEMBERS, Result, StoreError, decode_doc, from_bytes, read_zip, to_bytes
 
-REPO = Path(__file__).resolve().parents[2]
 INLINE_BYTES = 1 << 26  # values up to 64 MiB stay in SQLite, so transactions cover them
 SPACE_MARGIN = 1 << 20  # bytes kept free beyond a write's own size (SQLite's pages, the job table)
 REPAIR_HINT = "run `python -m hierpoly doctor --repair`"
@@ -186,9 +185,8 @@ def refuse_empty_file(db: Path, what: str) -> None:
 
 
 def default_dir() -> Path:
-    """$HIERPOLY_CACHE_DIR, or cache/store under the project."""
-    env = settings.text("HIERPOLY_CACHE_DIR")
-    return Path(env).expanduser() if env else REPO / "cache" / "store"
+    """$HIERPOLY_CACHE_DIR, else cache/store in a checkout, else the user's cache folder (locations.py)."""
+    return locations.default_store_dir()
 
 
 _summaries: dict[str, tuple[tuple, object]] = {}  # directory -> (version, summaries table)

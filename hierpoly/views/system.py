@@ -8,6 +8,7 @@ it answers, the device recorded in the newest stored result is shown instead.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -15,9 +16,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from hierpoly import locations
 from hierpoly.results.bundles import BundleError, load_precomputed
 from hierpoly.results.codec import StoreError
-from hierpoly.results.store import REPO, DiskFull, Store, default_dir
+from hierpoly.results.store import DiskFull, Store, default_dir
 
 _PROBE_CODE = "import json; from hierpoly.engine.train import device_info; print(json.dumps(device_info()))"
 _probe_lock = threading.Lock()
@@ -26,7 +28,8 @@ _probe: dict = {}  # "thread", "result" (dict) or "error" (str)
 
 def _run_probe(timeout: float) -> None:
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE_CODE], cwd=str(REPO), capture_output=True, text=True,
+        out = subprocess.run([sys.executable, "-c", _PROBE_CODE], env={**os.environ, "PYTHONPATH": locations.child_pythonpath(os.environ.get("PYTHONPATH"))},
+                             capture_output=True, text=True,
                              timeout=timeout)
         if out.returncode == 0:
             _probe["result"] = json.loads(out.stdout.strip().splitlines()[-1])
