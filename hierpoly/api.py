@@ -326,7 +326,7 @@ class Figure2:
         >>> import hierpoly
         >>> rep = hierpoly.figure2("cpu", hierpoly.demo_store())
         >>> rep
-        Figure2(cpu: 35 cells, d = 8, 12, 16, 20, 24; κ = 2.55 [2.34, 2.75] at corr ≥ 0.9, median over seeds)
+        Figure2(cpu: 35 cells, d = 8, 12, 16, 20, 24; d = 32 not run yet; κ = 2.55 [2.34, 2.75] at corr ≥ 0.9, median over seeds)
         >>> type(rep.figure()).__name__
         'Figure'
     """
@@ -343,11 +343,13 @@ class Figure2:
         return sorted({*super().__dir__(), *(f.name for f in dataclasses.fields(self.report)), "short", "to_json"})
 
     def __repr__(self) -> str:
-        k, ds = self.kappa, ", ".join(str(d) for d in self.spec.ds)
+        from hierpoly.study import specs
+
+        k, ds = self.kappa, specs.ds_text(sorted({int(d) for d in self.table["d"]}), self.spec.ds)
         kappa = (f"κ = {k['estimate']:.2f} [{k['low']:.2f}, {k['high']:.2f}]" if k.get("low") is not None
                  else f"κ = {k['estimate']:.2f}" if k.get("estimate") is not None else f"no κ: {k.get('reason')}")
         where = f"at corr ≥ {self.threshold:g}" if k.get("criterion") == "feature_corr" else f"at {k.get('criterion')}"
-        return f"Figure2({self.spec.name}: {len(self.table)} cells, d = {ds}; {kappa} {where}, {k.get('statistic')} over seeds)"
+        return f"Figure2({self.spec.name}: {len(self.table)} cells, {ds}; {kappa} {where}, {k.get('statistic')} over seeds)"
 
     def figure(self, x: str = "n_over_dk", show=("kernel", "two_layer")):
         """The plotly figure: test loss and feature correlation against ``x`` (``n`` or ``n_over_dk``, the collapse)."""

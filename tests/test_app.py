@@ -169,7 +169,7 @@ def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
     drawn = sorted({int(trace["name"].split("=")[1]) for trace in spec["data"] if trace.get("name", "").startswith("d =")})
     assert drawn == [8, 12, 16, 20, 24], drawn
     captions = [c.value for c in at.caption]
-    assert any("the `cpu` grid" in c and "d = 8, 12, 16, 20, 24)" in c for c in captions), captions
+    assert any("the `cpu` grid" in c and "(d = 8, 12, 16, 20, 24; d = 32 not run yet)" in c for c in captions), captions
     assert not any("`paper`" in c for c in captions), captions
 
 

@@ -469,7 +469,7 @@ def test_nothing_is_clipped_at_a_projectors_1024_by_768(server, browser):
     base, store_dir = server
     _store_bundle(store_dir)
     page = browser.new_page(viewport={"width": 1024, "height": 768})
-    for path, ready in (("", "Every d on one curve"), ("Explore", "Explore one run"),
+    for path, ready in (("", "Each d against n/d^k"), ("Explore", "Explore one run"),
                         ("Figure_2?preset=cpu", "Figure 2 against n"), ("Learn", "HIERPOLY_MODE=classroom"),
                         ("Results", "stored results")):
         page.goto(f"{base}/{path}")
