@@ -55,17 +55,9 @@ def integrity(db: Path) -> str | None:
         return None
     if stays_empty(db):
         return "the database file is empty (0 bytes): it was cut short"
-    try:
-        con = rows.connect(db)
-        try:
-            report = con.execute("PRAGMA integrity_check").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error as err:
-        return str(err)
-    if report == [("ok",)]:
+    lines = rows.problems(db, "integrity_check")
+    if lines is None:
         return None
-    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
     return "; ".join(lines[:3]) + (f"; … ({len(lines)} problems)" if len(lines) > 3 else "")
 
 

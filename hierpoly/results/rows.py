@@ -104,20 +104,27 @@ def connect(db: Path, timeout: float = 30.0) -> sqlite3.Connection:
         return sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
 
 
-def quick_check(db: Path) -> str | None:
-    """None when SQLite's quick_check of db passes, else its first problem (or why it cannot run)."""
+def problems(db: Path, pragma: str = "quick_check") -> list[str] | None:
+    """None when SQLite's own check of db (``quick_check`` or ``integrity_check``) passes, else its problem lines
+    (or why it cannot run)."""
     try:
         con = connect(db)
         try:
-            report = con.execute("PRAGMA quick_check").fetchall()
+            report = con.execute(f"PRAGMA {pragma}").fetchall()
         finally:
             con.close()
     except sqlite3.Error as err:
-        return str(err)
+        return [str(err)]
     if report == [("ok",)]:
         return None
-    lines = [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")]
-    return "; ".join(lines[:2]) or "the quick check failed"
+    return [line for r in report for line in str(r[0]).splitlines() if not line.startswith("***")] or [
+        f"the {pragma.replace('_', ' ')} failed"]
+
+
+def quick_check(db: Path) -> str | None:
+    """None when SQLite's quick_check of db passes, else its first problem (or why it cannot run)."""
+    lines = problems(db)
+    return None if lines is None else "; ".join(lines[:2])
 
 
 def rowids(con: sqlite3.Connection) -> list[int]:

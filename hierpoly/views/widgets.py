@@ -188,11 +188,12 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
 
 REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
 FRAME_SECONDS = 0.4  # how long each stays on screen: the whole replay lasts under 3 s
+LIVE_FRAMES = 3  # a page that sent fewer live frames replays: a busy browser may paint only one of two it was sent
 DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
 
 
 def play_back(result, prefix: str) -> bool:
-    """For a run this session waited for and saw fewer than two live frames of: its stored snapshots, played
+    """For a run this session waited for and sent fewer than LIVE_FRAMES live frames of: its stored snapshots, played
     as an animation in the browser itself, then the page reruns to the result.
 
     False, at once, when there is nothing to play (not watched, seen moving live, or under two snapshots).
@@ -201,7 +202,7 @@ def play_back(result, prefix: str) -> bool:
     """
     watching = st.session_state.get("watching", {})
     frames = monitor.replay_frames(result)
-    if result.key not in watching or len(watching[result.key]) >= 2 or len(frames) < 2:
+    if result.key not in watching or len(watching[result.key]) >= LIVE_FRAMES or len(frames) < 2:
         watching.pop(result.key, None)
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
