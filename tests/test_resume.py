@@ -236,6 +236,8 @@ def test_a_cancelled_job_submitted_again_resumes(cache_dir, quick_saves):
     assert done.status == "done", done.message
     assert [r.label for r in done.progress if r.phase == "resumed"] == [f"resumed from step {stopped_at}"]
     assert store.get(LONG.key()).meta["steps"] == LONG.steps and not checkpoints.listing(cache_dir)
+    meta = store.get(LONG.key()).meta  # its seconds count the part trained before the cancel too
+    assert 0 < meta["extra"]["checkpoints"]["seconds_before"] < meta["seconds"]
 
 
 @pytest.mark.process

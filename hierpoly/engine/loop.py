@@ -459,13 +459,14 @@ class Saver:
         except (ValueError, KeyError) as err:  # saved by a build whose run had other shapes: start over, overwrite it
             print(f"warning: the saved state cannot be resumed ({err}); the run starts over", file=sys.stderr)
             return state, clock
-        self.resumed = int(np.max(np.asarray(jax.device_get(clock.step))))
+        self.resumed, self.before = int(np.max(np.asarray(jax.device_get(clock.step)))), seconds
         reporter.resume(histories, seconds, offset + self.resumed)
         return state, clock
 
     def summary(self) -> dict:
         out = {} if self.checkpoint is None else {"saves": self.saves, "save_seconds": round(self.seconds, 3)}
-        return out if self.resumed is None else {**out, "resumed_from": self.resumed}
+        # seconds_before: the training seconds the stopped processes spent, which a run's own seconds count
+        return out if self.resumed is None else {**out, "resumed_from": self.resumed, "seconds_before": round(self.before, 3)}
 
 
 HISTORY_FLOATS = ("train_loss", "test_loss", "feature_corr", "seconds")

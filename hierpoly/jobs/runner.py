@@ -107,7 +107,8 @@ def execute(
                                 checkpoint=lambda part: checkpointing(directory, checkpoints.part_name(key, part)))
     if trained.status == "diverged":  # a rerun would diverge again from the saved state: nothing to resume
         checkpoints.discard(directory, key)
-    return _outcome(cfg, trained, time.perf_counter() - t0)
+    before = (trained.extra.get("checkpoints") or {}).get("seconds_before", 0.0)  # a resumed run: its earlier part
+    return _outcome(cfg, trained, time.perf_counter() - t0 + before)
 
 
 def _store_dir(results: store.Store | None) -> Path:
