@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_jobs import wait_for
 
 from hierpoly.config import RunConfig
 from hierpoly.engine import baselines, loop, train
@@ -157,16 +157,6 @@ def test_budgets_count_the_checkpoint(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------- real processes
-def _wait_for(predicate, timeout: float, poll: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout} s")
-
-
 def _saved_step(directory: Path, cfg: RunConfig) -> int:
     try:
         saved = checkpoints.load(directory, cfg.key())
@@ -205,10 +195,10 @@ def _assert_same_result(stored, reference: dict) -> None:
 def test_kill_9_mid_run_then_the_resubmitted_job_resumes_to_the_same_result(cache_dir, quick_saves, tmp_path):
     store = Store(cache_dir)
     job_id = scheduler.submit(LONG, store)
-    _wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
+    wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
     job = records.get(job_id, store)
     os.kill(job.pid, signal.SIGKILL)
-    _wait_for(lambda: records.get(job_id, store).finished, 30)
+    wait_for(lambda: records.get(job_id, store).finished, 30)
     killed_at = _saved_step(cache_dir, LONG)
     assert 0 < killed_at < LONG.steps and not store.has(LONG.key())
     again = scheduler.submit(LONG, store)
@@ -225,7 +215,7 @@ def test_kill_9_mid_run_then_the_resubmitted_job_resumes_to_the_same_result(cach
 def test_a_cancelled_job_submitted_again_resumes(cache_dir, quick_saves):
     store = Store(cache_dir)
     job_id = scheduler.submit(LONG, store)
-    _wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
+    wait_for(lambda: _saved_step(cache_dir, LONG) > 0, 180)
     assert scheduler.cancel(job_id, store)
     assert scheduler.wait(job_id, timeout=60, store=store).status == "cancelled"
     stopped_at = _saved_step(cache_dir, LONG)  # a cancel saves where the run stopped
@@ -248,7 +238,7 @@ def test_an_inline_sweep_stopped_by_sigterm_resumes_when_rerun(cache_dir, quick_
     proc = subprocess.Popen([sys.executable, "-m", "hierpoly", *grid], cwd=REPO, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        saved = _wait_for(lambda: [s for s in checkpoints.listing(cache_dir) if s.doc and max(s.doc["steps"]) > 0]
+        saved = wait_for(lambda: [s for s in checkpoints.listing(cache_dir) if s.doc and max(s.doc["steps"]) > 0]
                           or proc.poll() is not None, 180)
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
