@@ -146,6 +146,7 @@ def run_ui(cfg: RunConfig, store, result, job, locked: bool) -> str | None:
     run_clicked = policy.can_launch() and col_run.button(
         "▶ Run", type="primary", disabled=result is not None or live or refusal is not None, key="ex_run")
     cancel_clicked = live and policy.may_cancel(job, visitor) and col_cancel.button("■ Cancel", key="ex_cancel")
+    widgets.offered(cfg.key(), policy.can_launch() and result is None and not live and refusal is None)
     share_ui(cfg)
     if run_clicked:
         widgets.watch(cfg.key())  # this page plays the run back if its training is over before a redraw
@@ -173,8 +174,11 @@ def share_ui(cfg: RunConfig) -> None:
 
 
 # ---------------------------------------------------------------- the result
-def result_ui(result, store) -> None:
-    """The feature first, then the test loss and how the run ended, the learned feature, link, curves, metadata."""
+def result_ui(result, store, locked: bool = False) -> None:
+    """The feature first, then the test loss and how the run ended, the learned feature, link, curves, metadata.
+
+    On a locked link (a class, every page on one shared run) the charts wait behind a toggle:
+    six browsers drawing five charts each at once beside the server on 2 cores took 5-8 s more to show the result."""
     metrics, cfg = result.metrics, result.config
     said = monitor.outcome(result)  # the message may come from a bundle: shown as text
     (st.success if said.found else st.info)(f"Stored result. {said.headline}")
@@ -192,12 +196,16 @@ def result_ui(result, store) -> None:
                      expanded=metrics["feature_corr"] >= 0.9 and metrics["test_loss"] >= 0.2):
         st.markdown(monitor.HEAVY_TAIL.format(n_eval=cfg.n_eval))
     hist = monitor.history_frame(result.history)
+    charts = not locked or st.toggle("Show the charts: the replay, the link, the prediction, the curves",
+                                     key="ex_charts")
     if result.samples and len(result.samples.get("p", ())):
-        samples_ui(result, hist)
+        samples_ui(result, hist, charts)
     else:
         st.info("This result carries no test-point samples (a baseline), so there are no scatter plots.")
-        st.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
-    st.plotly_chart(plots.loss_figure(hist), key="chart_loss", config=plots.CHART_CONFIG)
+        if charts:
+            st.plotly_chart(plots.corr_figure(hist), key="chart_corr", config=plots.CHART_CONFIG)
+    if charts:
+        st.plotly_chart(plots.loss_figure(hist), key="chart_loss", config=plots.CHART_CONFIG)
     st.download_button("Download the history (CSV)", monitor.histories_csv([result]),
                        file_name=f"history_{result.key[:12]}.csv", mime="text/csv", key="ex_csv")
     with st.expander("Run details: key, work, metadata"):
@@ -205,11 +213,14 @@ def result_ui(result, store) -> None:
         st.json({"config": cfg.to_dict(), "message": result.message, "meta": result.meta})
 
 
-def samples_ui(result, hist) -> None:
-    """The learned feature against p (a replay when snapshots were stored), the learned link, predictions."""
+def samples_ui(result, hist, charts: bool = True) -> None:
+    """The learned feature against p (a replay when snapshots were stored), the learned link, the predictions and
+    the correlation's curve; without `charts` the learned feature at its last snapshot only, as a picture."""
     samples, metrics, cfg = result.samples, result.metrics, result.config
     left, right = st.columns(2)
     with left:
+        if not charts and widgets.last_frame(result):  # a class: the playback's last picture, no chart to build
+            return
         if not widgets.replay(result, "ex"):
             st.plotly_chart(plots.feature_scatter(samples, metrics["feature_corr"]), key="chart_scatter",
                             config=plots.CHART_CONFIG)
@@ -231,9 +242,9 @@ def state_ui(cfg: RunConfig, store, result, job, refusal: str | None, locked: bo
     A class on a locked link watches the scatter and the correlation live, without the loss curves: six
     pages redrawing three charts a second each is more than a shared classroom machine keeps up with."""
     if result is not None:
-        if widgets.play_back(result, "ex"):  # a run this page watched: its training replayed first
+        if widgets.play_back(result, "ex"):  # a run this page waited for: its training played back first
             return
-        result_ui(result, store)
+        result_ui(result, store, locked)
         widgets.transfer_panel(result, store, "ex")
     elif job is not None and job.status in jobs.LIVE:
         widgets.live_job(job.job_id, store, "ex", curves=not locked)

@@ -55,10 +55,10 @@ $g(x) = \\sum_i u_i (v_i\\cdot x + s_i)^3$ **[seed for parts, reconstructed equa
 n = {cfg.n} = 4·d³ samples at d = {cfg.d}. If it learns the hierarchy, its feature $g$ lines up with $p$.
 """)
     result, job = store.get(cfg.key()), jobs.for_key(cfg.key(), store)
-    if result is None and (job is None or job.status not in jobs.LIVE):
-        train_button_ui(cfg, store, job)
+    can_run = result is None and (job is None or job.status not in jobs.LIVE) and train_button_ui(cfg, store, job)
+    widgets.offered(cfg.key(), can_run)
     if result is not None:
-        if widgets.play_back(result, "learn"):
+        if widgets.play_back(result, "learn"):  # a run this page waited for: its training played back first
             return None
         result_ui(result)
     elif job is not None and job.status in jobs.LIVE:
@@ -66,12 +66,13 @@ n = {cfg.n} = 4·d³ samples at d = {cfg.d}. If it learns the hierarchy, its fea
     return result
 
 
-def train_button_ui(cfg, store, job) -> None:
+def train_button_ui(cfg, store, job) -> bool:
+    """The Train button with its estimate, or why it is off; whether it can be pressed."""
     if job is not None:
         st.warning(f"The last attempt {job.status}: {literal(job.message)}")
     if not policy.can_launch():  # a gallery without the shipped tour run: say where it comes from
         st.info("The tour's run is not stored here: it ships in cache/precomputed/tour.zip.")
-        return
+        return False
     took = monitor.estimate_text(monitor.time_estimate(cfg, store.summaries()))
     refusal = widgets.run_refusal("learn_run", cfg, store)
     if refusal is not None:
@@ -82,6 +83,7 @@ def train_button_ui(cfg, store, job) -> None:
         widgets.watch(cfg.key())
         widgets.launch_or_stop(cfg, store)
         st.rerun()
+    return refusal is None
 
 
 def result_ui(result) -> None:

@@ -129,7 +129,7 @@ def snapshot_figure(snapshot) -> go.Figure:
     g_std = np.where(ok, (g - np.nanmean(g)) / (np.nanstd(g) or 1.0), np.nan)
     corr = snapshot.corr
     reach = float(np.nanmax(np.abs(p_std))) * 1.05 if len(p) else 1.0
-    fig = go.Figure(go.Scattergl(x=p_std, y=g_std, mode="markers", name="sample points",
+    fig = go.Figure(go.Scatter(x=p_std, y=g_std, mode="markers", name="sample points",
                                  marker=dict(size=5, color=PALETTE[0], opacity=0.6)))
     sign = 1.0 if corr >= 0 else -1.0
     fig.add_scatter(x=[-reach, reach], y=[-sign * reach, sign * reach], mode="lines", name="g = ±p (learned)",
@@ -177,21 +177,11 @@ def _base64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-def replay_html(snapshots, frame_seconds: float) -> str:
-    """Snapshots as one HTML block that plays them in order, `frame_seconds` each, then holds the last:
-    CSS animation only, no script, so it plays however late the server sends the next page. Each frame is
-    an image with its SVG inline (a data URI): HTML sanitisers drop inline <svg>, and a separate file
-    would be one more request per frame."""
-    frames = []
-    for i, snapshot in enumerate(snapshots):
-        last = i == len(snapshots) - 1
-        timing = f"{frame_seconds}s step-end {i * frame_seconds}s 1 {'forwards' if last else 'none'}"
-        frames.append(f'<figure style="margin:0;grid-area:1/1;visibility:hidden;animation:hp-{"hold" if last else "show"} '
-                      f'{timing}"><img alt="" src="data:image/svg+xml;base64,{_base64(snapshot_svg(snapshot))}"><figcaption>replay · {snapshot_title(snapshot)}</figcaption>'
-                      '</figure>')
-    # the <style> inside the block: a sanitiser (DOMPurify, behind st.html) drops a leading one
-    return ('<div style="display:grid"><style>@keyframes hp-show{0%{visibility:visible}100%{visibility:hidden}}'
-            f'@keyframes hp-hold{{0%,100%{{visibility:visible}}}}</style>{"".join(frames)}</div>')
+def frame_html(snapshot) -> str:
+    """One snapshot as an HTML figure: an image with its SVG inline (a data URI; HTML sanitisers drop inline <svg>)
+    and its title as the caption."""
+    return (f'<figure style="margin:0"><img alt="" src="data:image/svg+xml;base64,{_base64(snapshot_svg(snapshot))}">'
+            f'<figcaption>replay · {snapshot_title(snapshot)}</figcaption></figure>')
 
 
 def prediction_scatter(samples: Mapping[str, np.ndarray], test_loss: float | None = None) -> go.Figure:

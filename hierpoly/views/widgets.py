@@ -129,6 +129,16 @@ def watch(key: str) -> None:
     st.session_state.setdefault("watching", {}).setdefault(key, set())
 
 
+def offered(key: str, can_run: bool) -> None:
+    """Call after drawing key's Run button. A page whose last run offered Run for key watches key's run now:
+    its click may arrive after a classmate's shared job for key ended, and Streamlit drops a click on a button
+    that has since become disabled, so the click alone cannot say the student pressed Run."""
+    if st.session_state.pop("offered", None) == key:
+        watch(key)
+    if can_run:
+        st.session_state["offered"] = key
+
+
 def _warm_pid(store) -> int | None:
     state = warmup.readiness(store)
     return state.pid if state.state in ("ready", "compiling", "starting") else None
@@ -189,46 +199,67 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
 REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
 FRAME_SECONDS = 0.4  # how long each stays on screen: the whole replay lasts under 3 s
 LIVE_FRAMES = 3  # a page that sent fewer live frames replays: a busy browser may paint only one of two it was sent
+FRAME_GAP_SECONDS = 0.8 * FRAME_SECONDS  # the least time between two frames, whenever the browser asks
+PLAYING_SECONDS = 10.0  # a rerun this soon after a playback began draws it again (the browser keeps its place)
 DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
 
 
 def play_back(result, prefix: str) -> bool:
-    """For a run this session waited for and sent fewer than LIVE_FRAMES live frames of: its stored snapshots, played
-    as an animation in the browser itself, then the page reruns to the result.
+    """For a run this session waited for and sent fewer than LIVE_FRAMES live frames of: its stored snapshots
+    played back, then the page reruns to the result. False, at once, when there is nothing to play (not watched,
+    seen moving live, or under two snapshots).
 
-    False, at once, when there is nothing to play (not watched, seen moving live, or under two snapshots).
-    The frames play in the browser (CSS), so a busy server, answering a class's pages late, cannot make a
-    page skip them; the server only switches to the result once they have played.
+    The browser asks for each frame (a fragment's timer), so a busy machine slows the playback down but cannot
+    skip it; the result, the page's heaviest part to draw, comes after the frames, not beside them.
     """
-    watching = st.session_state.get("watching", {})
+    watching, played = st.session_state.get("watching", {}), st.session_state.setdefault("played", {})
     frames = monitor.replay_frames(result)
-    if result.key not in watching or len(watching[result.key]) >= LIVE_FRAMES or len(frames) < 2:
+    playing = result.key in watching and len(watching[result.key]) < LIVE_FRAMES and len(frames) >= 2
+    # drawn again by a rerun soon after (one that cut this run short, say); a later one shows the result
+    if not playing or time.monotonic() - played.setdefault(result.key, [time.monotonic(), 0, 0.0])[0] > PLAYING_SECONDS:
         watching.pop(result.key, None)
+        played.pop(result.key, None)
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
-    frames = [frames[i] for i in chosen]
-    started = st.session_state.setdefault(f"{prefix}_played", {}).setdefault(result.key, time.monotonic())
+    _play(result, [frames[i] for i in chosen], played[result.key])
+    return True
+
+
+def _play(result, frames: list, state: list) -> None:
+    """The playback's words and its frames, one per tick of the browser's timer; state: [started, frames sent,
+    when the last one was]."""
     trained = result.meta.get("seconds")
     st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
                "redraws: here is its training again, from its stored snapshots.")
     st.markdown(DONE_PHASES)
-    st.html(_replay_html(result.key, tuple(frames)))
 
     @st.fragment(run_every=FRAME_SECONDS)
-    def settle() -> None:
-        if time.monotonic() - started >= FRAME_SECONDS * (len(frames) + 1):
-            watching.pop(result.key, None)
-            st.session_state[f"{prefix}_played"].pop(result.key, None)
-            st.rerun()  # the whole page: the result
+    def frame_ui() -> None:
+        # a browser that stalled fires its late ticks back to back: those redraw the frame, not skip it
+        if state[1] == 0 or time.monotonic() - state[2] >= FRAME_GAP_SECONDS:
+            state[1:] = [state[1] + 1, time.monotonic()]
+        shown = state[1] - 1
+        if shown >= len(frames):  # the last frame has shown for a frame's time: the whole page, with the result
+            st.session_state["watching"].pop(result.key, None)
+            st.session_state["played"].pop(result.key, None)
+            st.rerun()
+        st.html(_frame_html(result.key, frames[shown].step, frames[shown]))
 
-    settle()
-    return True
+    frame_ui()
 
 
-@st.cache_resource(max_entries=16, show_spinner=False)
-def _replay_html(key: str, _frames: tuple) -> str:
-    """The frames of one run's playback as one HTML block that animates itself, built once for every page."""
-    return plots.replay_html(list(_frames), FRAME_SECONDS)
+def last_frame(result) -> bool:
+    """The learned feature against p at the run's last snapshot, as the playback's picture; False if it has none."""
+    frames = monitor.replay_frames(result)
+    if frames:
+        st.html(_frame_html(result.key, frames[-1].step, frames[-1]))
+    return bool(frames)
+
+
+@st.cache_resource(max_entries=64, show_spinner=False)
+def _frame_html(key: str, step: int, _frame) -> str:
+    """One frame of a run's playback, built once for every page; keyed by the run and the frame's step."""
+    return plots.frame_html(_frame)
 
 
 def replay(result, prefix: str) -> bool:
