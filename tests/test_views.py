@@ -10,7 +10,7 @@ import pytest
 
 from hierpoly.config import RunConfig
 from hierpoly.progress import Progress
-from hierpoly.views import forms, monitor, plots
+from hierpoly.views import forms, monitor, plots, widgets
 
 
 def _row(step, phase="training", fraction=None, sample=(), seconds=None):
@@ -277,6 +277,10 @@ def test_live_phases_say_what_happens_and_the_time_left_is_never_zero():
     assert view.text.startswith("starting Python and JAX") and dict(view.phases)["starting"] == "now"
     warm = monitor.progress_view("running", [], 1000, warm=True)  # the warm worker has both loaded already
     assert "warm worker" in warm.text and "Python and JAX loaded" in warm.text and "a fresh one" not in warm.text
+    queued = monitor.progress_view("queued", [], 1000, warm=True)  # not claimed yet; a ready warm worker will
+    assert queued.text.startswith("queued: the warm worker") and dict(queued.phases)["starting"] == "next"
+    assert widgets._warm(SimpleNamespace(pid=None), 41) and not widgets._warm(SimpleNamespace(pid=None), None)
+    assert widgets._warm(SimpleNamespace(pid=41), 41) and not widgets._warm(SimpleNamespace(pid=7), 41)
     view = monitor.progress_view("running", [_row(0, "starting")], 1000)  # data drawn, scoring the untrained net
     assert view.text.startswith("starting:") and dict(view.phases)["starting"] == "now"
     # one chunk reports all its rows at one time: no pace from them, the stored runs' pace stands in

@@ -168,7 +168,8 @@ def _phase_fraction(progress: list[Progress], phase: str) -> float:
 def _phase_text(phase: str, step: int, total: int, eta: float | None, fraction: float, n_eval: int | None,
                 warm: bool = False) -> str:
     if phase == "queued":
-        return "queued: waiting for a worker"
+        return "queued: the warm worker (Python and JAX loaded) takes it when free" if warm else \
+            "queued: waiting for a worker"
     if phase == "starting" and warm:
         return "starting: the warm worker, with Python and JAX loaded, takes the job and draws its data"
     if phase == "starting":

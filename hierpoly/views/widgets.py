@@ -144,6 +144,12 @@ def _warm_pid(store) -> int | None:
     return state.pid if state.state in ("ready", "compiling", "starting") else None
 
 
+def _warm(job, warm_pid: int | None) -> bool:
+    """Whether the warm worker runs the job: its own, or (not claimed yet) the one a ready warm worker claims when
+    free; a job a fresh worker took instead carries that worker's pid, and the line says so from then on."""
+    return job.pid == warm_pid if job.pid is not None else warm_pid is not None
+
+
 def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = 1.0) -> None:
     """A job's phases, progress, live curves and feature scatter, redrawn every `every` seconds.
 
@@ -164,7 +170,7 @@ def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float 
         if job is None or job.status not in records.LIVE:
             st.rerun()
         view = monitor.progress_view(job.status, job.progress, monitor.total_steps(job.config), job.config.n_eval,
-                                     step_seconds=step_seconds, warm=job.pid is not None and job.pid == warm_pid)
+                                     step_seconds=step_seconds, warm=_warm(job, warm_pid))
         st.markdown(phase_line(view))
         st.progress(view.fraction, text=view.text)
         scatter, corr, loss, step = _live_figures(job.job_id, len(job.progress), job, view)
