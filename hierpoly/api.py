@@ -326,7 +326,7 @@ class Figure2:
         >>> import hierpoly
         >>> rep = hierpoly.figure2("cpu", hierpoly.demo_store())
         >>> rep
-        Figure2(cpu: 35 cells, d = 8, 12, 16, 20, 24; d = 32 not run yet; κ = 2.55 [2.34, 2.75] at corr ≥ 0.9, median over seeds)
+        Figure2(cpu: 37 cells, d = 8, 12, 16, 20, 24, 32; d = 32 at 2 of 7 n; κ = 2.54 [2.37, 2.72] at corr ≥ 0.9, median over seeds)
         >>> type(rep.figure()).__name__
         'Figure'
     """
@@ -345,7 +345,8 @@ class Figure2:
     def __repr__(self) -> str:
         from hierpoly.study import specs
 
-        k, ds = self.kappa, specs.ds_text(sorted({int(d) for d in self.table["d"]}), self.spec.ds)
+        k, ds = self.kappa, specs.ds_text(sorted({int(d) for d in self.table["d"]}), self.spec.ds,
+                                            specs.n_counts(self.spec, self.table))
         kappa = (f"κ = {k['estimate']:.2f} [{k['low']:.2f}, {k['high']:.2f}]" if k.get("low") is not None
                  else f"κ = {k['estimate']:.2f}" if k.get("estimate") is not None else f"no κ: {k.get('reason')}")
         where = f"at corr ≥ {self.threshold:g}" if k.get("criterion") == "feature_corr" else f"at {k.get('criterion')}"

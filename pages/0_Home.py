@@ -21,7 +21,7 @@ def hero_ui(store) -> None:
             st.plotly_chart(plots.collapse_figure(cells, k=spec.k, threshold=cell_stats.THRESHOLD), key="home_hero",
                             config=plots.CHART_CONFIG)
             st.caption(f"The network needs about d^{spec.k} samples: the `{name}` grid from the stored results "
-                       f"({specs.ds_text(drawn, spec.ds)}), the median over seeds of each cell (one seed on a poor "
+                       f"({specs.ds_text(drawn, spec.ds, specs.n_counts(spec, cells))}), the median over seeds of each cell (one seed on a poor "
                        "feature does not move it).")
             st.page_link("pages/2_Figure_2.py", label=f"The `{name}` grid on Figure 2", icon=":material/show_chart:",
                          query_params={"preset": name, "x": "n_over_dk"})

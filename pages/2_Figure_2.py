@@ -142,9 +142,10 @@ def headline_ui(rep: figure2.Figure2Report) -> None:
     above it, the grid's d that have no stored run, when there are any."""
     kappa, k = rep.kappa, rep.spec.k
     drawn = sorted(int(d) for d in rep.runs["d"].unique())
-    if set(drawn) != set(rep.spec.ds):
-        st.warning(f"The `{rep.spec.name}` grid is drawn from {specs.ds_text(drawn, rep.spec.ds)}: "
-                   "κ below reads only the d drawn.", icon=":material/info:")
+    counts = specs.n_counts(rep.spec, rep.table)
+    if set(drawn) != set(rep.spec.ds) or any(got < of for got, of in counts.values()):
+        st.warning(f"The `{rep.spec.name}` grid is drawn from {specs.ds_text(drawn, rep.spec.ds, counts)}: "
+                   "κ below reads only the cells drawn.", icon=":material/info:")
     cols = st.columns([3, 3, 4])  # the κ label whole at a projector's 1024 px with the sidebar open
     if kappa["estimate"] is None:
         cols[0].metric("exponent κ", "–", help=kappa["reason"])

@@ -162,15 +162,16 @@ def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
 
 
 def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
-    """The shipped results fill the `cpu` grid, d = 8 to 24; some of its runs match the `paper` grid's configs at
-    d = 16 and 24 too, and Home must not call that two-d slice the paper grid."""
+    """The shipped results fill the `cpu` grid, d = 8 to 24, and d = 32 at the two n where it crosses 0.9; some of
+    its runs match the `paper` grid's configs at d = 16, 24 and 32 too, and Home must not call that slice the paper
+    grid."""
     at = _app()
     _ok(at)
     spec = json.loads(at.get("plotly_chart")[0].proto.spec)
     drawn = sorted({int(trace["name"].split("=")[1]) for trace in spec["data"] if trace.get("name", "").startswith("d =")})
-    assert drawn == [8, 12, 16, 20, 24], drawn
+    assert drawn == [8, 12, 16, 20, 24, 32], drawn
     captions = [c.value for c in at.caption]
-    assert any("the `cpu` grid" in c and "(d = 8, 12, 16, 20, 24; d = 32 not run yet)" in c for c in captions), captions
+    assert any("the `cpu` grid" in c and "(d = 8, 12, 16, 20, 24, 32; d = 32 at 2 of 7 n)" in c for c in captions), captions
     assert not any("`paper`" in c for c in captions), captions
 
 
@@ -201,10 +202,12 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert titles[3].startswith("Stored cells")
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert "kernel baseline" in names and "two-layer baseline" not in names
+    assert {f"d = {d}" for d in (8, 12, 16, 20, 24, 32)} <= names  # d = 32's curve, from its two shipped cells
+    assert any("d = 32 at 2 of 7 n" in w.value for w in at.warning)  # said above κ
     assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
     assert at.query_params["stat"] == "median"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["κ (seed median, at 0.9)"] == "2.55" and metrics["theory"] == "κ ≈ k = 3"
+    assert metrics["κ (seed median, at 0.9)"] == "2.54" and metrics["theory"] == "κ ≈ k = 3"
 
 
 def test_figure2_preset_link_selects_every_preset_the_page_shows(bundle_store):
@@ -215,10 +218,10 @@ def test_figure2_preset_link_selects_every_preset_the_page_shows(bundle_store):
     assert any(h.value.startswith("Exponent table") for h in at.header)
     assert at.query_params["preset"] == "exponents"
     assert list(at.radio(key="f2_preset").options) == ["cpu", "paper", "tiny", "exponents", "custom"]
-    at = _app("pages/2_Figure_2.py", {"preset": "paper"})  # the shipped runs fill only d = 16 and 24 of it
+    at = _app("pages/2_Figure_2.py", {"preset": "paper"})  # the shipped runs fill d = 16, 24 and part of 32
     _ok(at)
     assert at.radio(key="f2_preset").value == "paper"
-    assert any("d = 16, 24; d = 32, 40 not run yet" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("d = 16, 24, 32; d = 32 at 2 of 7 n; d = 40 not run yet" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 @pytest.mark.slow
@@ -227,7 +230,7 @@ def test_figure2_mean_statistic_from_the_url_says_the_bootstrap_splits(bundle_st
     _ok(at)
     assert at.radio(key="f2_stat").value == "mean"
     assert _chart_titles(at)[0].endswith("mean over seeds ± its standard error, band min–max")
-    assert {m.label: m.value for m in at.metric}["κ (seed mean, at 0.9)"] == "1.77"
+    assert {m.label: m.value for m in at.metric}["κ (seed mean, at 0.9)"] == "1.96"
     assert any("no single interval: the bootstrap splits by seed 4" in c.value for c in at.caption)
     assert {b.label for b in at.get("download_button")} >= {"Table (CSV)", "Figure (interactive HTML)"}
 
@@ -732,7 +735,7 @@ def test_figure2_reads_each_ratio_as_measured_and_says_which_is_flat(bundle_stor
     assert any(readings.slope_caption(report["kappa"], 3) in c.value for c in at.caption)
     assert "lie below the theory's k = 3" in readings.slope_caption(report["kappa"], 3)
     per_d = next(df.value for df in at.dataframe if "n*/C(d+3,3)" in df.value.columns)
-    assert list(per_d["d"]) == [8, 12, 16, 20, 24]
+    assert list(per_d["d"]) == [8, 12, 16, 20, 24, 32]
     # the exponent table: one line per grid on which ratio is flat at 0.9
     facts = next(t for t in texts if t.startswith("**Where a row departs"))
     assert facts.count("(slopes of the log ratio against log d over d =") + facts.count("no ratio can be read") == 7

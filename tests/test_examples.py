@@ -50,7 +50,7 @@ def test_quickstart_notebook_runs_in_a_kernel(tmp_path, monkeypatch):
     run = _text(_cell(nb, "r = hierpoly.run("))
     assert re.search(r"Result\(d=6 n=864 .*: done, .*params stored: u, s, V;", run), run
     assert Store(store).has(RunConfig(d=6, n=864, m2=200, steps=300).key())
-    assert "κ = 2.55 [2.34, 2.75]" in _text(_cell(nb, 'fig2 = hierpoly.figure2("cpu")'))
+    assert "κ = 2.54 [2.37, 2.72]" in _text(_cell(nb, 'fig2 = hierpoly.figure2("cpu")'))
     rows = _text(_cell(nb, "if FAST:"))
     assert rows.count("done") == 2 and "failed" not in rows, rows
     assert re.search(r"Figure2\(custom: 2 cells, d = 4, 6; (κ = |no κ)", _text(_cell(nb, "mine = "))), "custom grid"

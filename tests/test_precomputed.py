@@ -59,16 +59,24 @@ CPU_SPREAD = {
 }
 # κ from the seed median (95% whole-seed bootstrap interval, seed 0, 1000 replicates) at each threshold and
 # from the collapse fit; the local slopes of log n*(d) between successive d at 0.9
-CPU_KAPPA = {0.8: (2.50, 2.34, 2.58), 0.9: (2.55, 2.34, 2.75), 0.95: (2.43, 1.75, 2.51), "collapse": (2.50, 1.89, 2.55)}
-CPU_SLOPES = [(8, 12, 2.27, 1.81, 4.56), (12, 16, 2.92, 0.82, 2.96), (16, 20, 2.44, 2.18, 2.65), (20, 24, 2.58, 2.18, 2.89)]
+CPU_KAPPA = {0.8: (2.50, 2.34, 2.58), 0.9: (2.54, 2.37, 2.72), 0.95: (2.47, 1.75, 2.55), "collapse": (2.50, 1.89, 2.55)}
+CPU_SLOPES = [(8, 12, 2.27, 1.81, 4.56), (12, 16, 2.92, 0.82, 2.96), (16, 20, 2.44, 2.18, 2.65), (20, 24, 2.58, 2.18, 2.89),
+              (24, 32, 2.44, 2.33, 2.97)]
 # the mean as the sensitivity figure: at 0.9 and 0.95 its bootstrap splits by seed 4 (with it, without it)
-CPU_MEAN_KAPPA = {0.8: (2.45, 2.41, 2.46), 0.9: (1.77, None, None), 0.95: (1.69, None, None)}
-CPU_MEAN_SPLIT = {0.9: ((1.46, 1.84), (2.39, 2.55)), 0.95: ((1.34, 1.70), (2.31, 2.44))}
+CPU_MEAN_KAPPA = {0.8: (2.45, 2.41, 2.46), 0.9: (1.96, None, None), 0.95: (1.92, None, None)}
+CPU_MEAN_SPLIT = {0.9: ((1.73, 2.05), (2.42, 2.58)), 0.95: ((1.65, 1.93), (2.37, 2.50))}
 
 # n*(32) at 0.9 as three readings fitted on d = 8 … 24 predict it (seed median, 95% whole-seed bootstrap,
 # seed 0, 1000 replicates), committed before any d = 32 network run: (estimate, low, high)
 CPU_PREDICTIONS = {"power_law": (10968, 9906, 13384), "flat_dk": (12582, 11540, 13297),
                    "flat_count": (12443, 11567, 13760)}
+PREDICTION_KAPPA = 2.55  # κ at 0.9 on d = 8 … 24, the power law's
+# and n*(32) as measured once the d = 32 cells n = d³/4 and d³/2 were shipped (5 seeds each)
+CPU_MEASURED_32 = (10716, 10377, 11948)
+# d = 32, shipped in cpu_d32.zip (the network only, so far): (test loss, corr(g, p)), seed means; and the
+# correlation's median, min, max and the share of seeds at or past 0.9
+CPU_D32 = {(32, 8192): (0.5882, 0.8340), (32, 16384): (0.2067, 0.9867)}
+CPU_D32_SPREAD = {(32, 8192): (0.8464, 0.8003, 0.8566, 0.0), (32, 16384): (0.9847, 0.9834, 0.9914, 1.0)}
 
 @pytest.fixture(scope="module")
 def cpu_report(tmp_path_factory) -> dict:
@@ -99,10 +107,11 @@ def test_the_shipped_bundles_are_small_and_import_cleanly(tmp_path):
 def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     out = cpu_report
     spec = presets.preset("cpu")
-    assert len(spec.cells()) == 42 and len(out["cells"]) == 35  # d = 32 is not shipped yet
-    # all but d = 32 and the two-layer baseline at d = 24, n = 8d³ (a tuned run: not run yet)
+    assert len(spec.cells()) == 42 and len(out["cells"]) == 37  # d = 32: the network at d³/4 and d³/2 so far
+    # all but the rest of d = 32 and the two-layer baseline at d = 24, n = 8d³ (a tuned run: not run yet)
     d32 = {(arch, 32, n) for arch in ("three_layer", "kernel", "two_layer") for n in spec.n_values(32)}
-    assert {(m["arch"], m["d"], m["n"]) for m in out["missing"]} == {("two_layer", 24, 110592), *d32}
+    shipped = {("three_layer", d, n) for d, n in CPU_D32}
+    assert {(m["arch"], m["d"], m["n"]) for m in out["missing"]} == {("two_layer", 24, 110592), *(d32 - shipped)}
     assert all(cell["seeds"] == spec.seeds_for(cell["d"], cell["n"]) for cell in out["cells"])  # 5 in the crossing cells
     # the transition is there: correlation rises from the smallest n to the largest, for every d
     for d in (8, 12, 16, 20, 24):
@@ -111,15 +120,17 @@ def test_figure2_answers_from_the_shipped_bundles_alone(cpu_report):
     # the table as printed
     got = {(c["d"], c["n"]): (c["test_loss_mean"], c["feature_corr_mean"], c["kernel_test_loss_mean"],
                               c["two_layer_test_loss_mean"]) for c in out["cells"]}
-    assert sorted(got) == sorted([*CPU_CELLS, *CPU_D24])
+    assert sorted(got) == sorted([*CPU_CELLS, *CPU_D24, *CPU_D32])
     for cell, pinned in CPU_CELLS.items():
         assert got[cell] == pytest.approx(pinned, abs=5e-5), cell
     for cell, (*pinned, two_layer) in CPU_D24.items():
         assert got[cell][:3] == pytest.approx(tuple(pinned), abs=5e-5), cell
         assert got[cell][3] == (None if two_layer is None else pytest.approx(two_layer, abs=5e-5)), cell
+    for cell, pinned in CPU_D32.items():
+        assert got[cell][:2] == pytest.approx(pinned, abs=5e-5) and got[cell][2:] == (None, None), cell
     spread = {(c["d"], c["n"]): (c["corr_median"], c["corr_min"], c["corr_max"], c["success_fraction"])
               for c in out["cells"]}
-    for cell, pinned in CPU_SPREAD.items():
+    for cell, pinned in {**CPU_SPREAD, **CPU_D32_SPREAD}.items():
         assert spread[cell] == pytest.approx(pinned, abs=5e-5), cell
     # κ from the seed median and its interval at each threshold, and from the collapse
     kappa = out["kappa"]
@@ -171,7 +182,7 @@ def test_at_the_largest_n_the_network_beats_both_baselines_and_the_kernel_sits_a
     # the ReLU two-layer network, stopped where its holdout says, is in every cell but d = 24, n = 8d³;
     # from n = d³ on the network beats it, and at the largest n the kernel does too (its gain over predicting 0:
     # test_convergence)
-    assert all((c["two_layer_seeds"] == 1) == ((c["d"], c["n"]) != (24, 110592)) for c in out["cells"])
+    assert all((c["two_layer_seeds"] == 1) == ((c["d"], c["n"]) != (24, 110592)) for c in out["cells"] if c["d"] < 32)
     assert all(c["test_loss_mean"] < c["two_layer_test_loss_mean"] for c in out["cells"] if c["n"] >= c["d"] ** 3 and c["two_layer_seeds"])
     for d in (8, 12, 16, 20):
         top = max((c for c in out["cells"] if c["d"] == d), key=lambda c: c["n"])
@@ -191,7 +202,7 @@ EXPONENT_ROWS = {
     (2, 2): ([(2.54, 0.83, 2.92), (2.46, 1.45, 3.36), None], 1.67),
     (2, 3): ([(2.02, 1.85, 2.22), (2.02, 1.59, 2.16), (2.09, 1.73, 2.47)], 2.01),
     (2, 4): ([(2.79, 1.90, 4.64), None, None], None),
-    (3, 3): ([(2.50, 2.34, 2.58), (2.55, 2.34, 2.75), (2.43, 1.75, 2.51)], 1.77),
+    (3, 3): ([(2.50, 2.34, 2.58), (2.54, 2.37, 2.72), (2.47, 1.75, 2.55)], 1.96),
 }
 # the d each κ at 0.9 rests on where some d never crosses, and the rows whose 0.9 interval is marked
 EXPONENT_FIT_DS = {(2, 2): [8, 10, 12]}
@@ -396,9 +407,9 @@ def test_the_readme_s_reasons_for_kappa_below_3_are_the_json_s_measured_sentence
     assert {"slopes", "width_slope", "kappa_by_threshold"} <= set(rd) and cpu_report["kappa"]["local_slopes"]
     assert "sharpen" not in readme and "falls on one curve" not in readme
     assert readings.markdown_table(readings.per_d_frame(cpu_report["per_d"], 3)) in readme
-    # the intro's numbers: n*/d³ at 0.9 from d = 8 to 24, and κ
+    # the intro's numbers: n*/d³ at 0.9 from the first d to the last, and κ
     first, last = rd["per_d"][0]["n_star_over_dk"]["estimate"], rd["per_d"][-1]["n_star_over_dk"]["estimate"]
-    assert (f"(n*/d³ at 0.9\nfalls from {first:.2f} at d = 8 to {last:.2f} at d = 24), so the fitted κ, "
+    assert (f"(n*/d³ at 0.9\nfalls from {first:.2f} at d = 8 to {last:.2f} at d = {rd['per_d'][-1]['d']}), so the fitted κ, "
             f"{cpu_report['kappa']['estimate']:.2f}") in readme
 
 
@@ -409,8 +420,10 @@ def test_the_predictions_of_n_star_at_32_are_the_committed_ones(cpu_report):
     for name, (estimate, low, high) in CPU_PREDICTIONS.items():
         got = pred["readings"][name]
         assert (got["estimate"], got["low"], got["high"]) == pytest.approx((estimate, low, high), abs=1), name
-    assert pred["readings"]["power_law"]["kappa"] == pytest.approx(CPU_KAPPA[0.9][0], abs=0.005)
+    assert pred["readings"]["power_law"]["kappa"] == pytest.approx(PREDICTION_KAPPA, abs=0.005)
     # n*/d³ at d = 24 rests on one d: its 1000 replicates take 10 values, so its interval is marked
     assert pred["readings"]["flat_dk"]["marked"] == "10 distinct replicate values (< 30)"
-    if not any(cell["d"] == 32 for cell in cpu_report["cells"]):
-        assert pred["measured"] is None
+    measured = pred["measured"]
+    assert (measured["estimate"], measured["low"], measured["high"]) == pytest.approx(CPU_MEASURED_32, abs=1)
+    assert measured["marked"] == "12 distinct replicate values (< 30)"  # one d, two crossing cells of 5 seeds
+    assert measured["estimate"] == next(e["n_star"] for e in cpu_report["kappa"]["n_star"] if e["d"] == 32)

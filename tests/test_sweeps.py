@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from hierpoly import targets
@@ -261,5 +262,11 @@ def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
     assert presets.cpu(seeds=6).seeds_for(16, 2048) == 6  # never fewer than the grid's own count
     assert specs.seeds_text(spec) == "3 seeds, 5 for the network around the crossings, 1 for the two-layer baseline"
     assert specs.seeds_text(presets.tiny()) == "1 seed"
+
+    cells = pd.DataFrame({"d": [8, 8, 32], "n": [64, 128, 8192]})
+    counts = specs.n_counts(presets.cpu(), cells)
+    assert counts == {8: (2, 7), 32: (1, 7)}
+    assert specs.ds_text([8, 32], [8, 32, 40], {32: (1, 7)}) == "d = 8, 32; d = 32 at 1 of 7 n; d = 40 not run yet"
+    assert specs.ds_text([8, 32], [8, 32], {8: (7, 7), 32: (7, 7)}) == "d = 8, 32"
     with pytest.raises(executors.SweepError, match="multiples"):
         specs.custom((4,), ns=(64,), crossing_multiples=(1.0,))

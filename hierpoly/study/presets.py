@@ -35,17 +35,18 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     run; d = 24 adds hours more, d = 32 about a day), then ``python -m hierpoly figure2 --preset cpu``.
     A stopped sweep loses no more than a minute of each run in flight: rerun the same command, and
     each run resumes from its checkpoint (README "Runs that resume").
-    d = 32 (the paper's third d): not shipped yet; its runs are those of this grid (the same keys),
-    run band first (n = d^3/4 … 2 d^3, then d^3/8), and read by ``figure2 --preset cpu`` as they are stored.
+    d = 32 (the paper's third d): its runs are those of this grid (the same keys), run band first (n = d^3/4 …
+    2 d^3, then d^3/8), and read by ``figure2 --preset cpu`` as they are stored; shipped so far in
+    cpu_d32.zip: the network at d^3/4 and d^3/2, where its seed median crosses 0.9 (n*(32) = 10716).
     Should show (measured, shipped in cache/precomputed/cpu.zip for d ≤ 20 and cpu_d24.zip for
     d = 24, its two-layer baseline up to n = 4 d^3): every network run stopped on a rule (d ≤ 20:
     115 on the feature rule, 1 on the plateau rule; d = 24: all on the feature rule; none at the
     cap); for every d, median correlation ≤ 0.25 at the smallest n and ≥ 0.99 at the largest;
     network test loss ≤ 0.1 at the largest n for d ≥ 12 (0.017 at d = 24) while the kernel
     baseline stays ≥ 0.73, near its floor 1 − ||P_{≤3} h||² (0.79 at d = 8 … 0.71 at d = 24); κ from the seed median below 3 at these small d: 2.50
-    [2.34, 2.58] at 0.8, 2.55 [2.34, 2.75] at 0.9, 2.43 [1.75, 2.51] at 0.95, 2.50 from the
-    collapse (the mean's κ at 0.9, 1.77, is set by seed 4); the local slope 20→24 is 2.58
-    [2.18, 2.89].
+    [2.34, 2.58] at 0.8, 2.54 [2.37, 2.72] at 0.9, 2.47 [1.75, 2.55] at 0.95 (d = 32 in the last two),
+    2.50 from the collapse (the mean's κ at 0.9, 1.96, is set by seed 4); the local slopes 20→24 and
+    24→32 are 2.58 [2.18, 2.89] and 2.44 [2.33, 2.97].
     """
     return SweepSpec("cpu", (8, 12, 16, 20, 24, 32), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
                      crossing_multiples=CPU_CROSSINGS, two_layer_seeds=1, doc=cpu.__doc__)
@@ -97,7 +98,7 @@ def exponents(seeds: int = 3, baselines: bool = False) -> SweepFamily:
     5 network seeds in the cells that bracket a crossing (EXPONENT_CROSSINGS).
     Should show (measured, shipped in cache/precomputed/exponents.zip and cpu.zip): every κ at 0.9
     below the kernel's kq, though not always far (k = 1, q = 2: 1.63 against kq = 2, and its 0.95
-    interval holds 2); κ from the seed median at 0.9 of 2.02 for k = 2 with the cubic link and 2.55
+    interval holds 2); κ from the seed median at 0.9 of 2.02 for k = 2 with the cubic link and 2.54
     for k = 3; k = 2, h1+h2: 2.46 from d = 8, 10, 12 only (d = 6 levels off at 0.86); for k = 1 the
     cubic first block represents h itself (kq ≤ 3), and n* grows between d and d^kq (1.63 for
     q = 2, 1.55 for q = 3); the quartic links (q = 4) never reach 0.9 for k = 1 or 2 on their grids

@@ -230,9 +230,17 @@ def missing(spec: SweepSpec, store) -> list[RunConfig]:
     return [cfg for cfg in spec.configs() if not store.has(cfg.key())]
 
 
-def ds_text(drawn, wanted) -> str:
-    """'d = 8, 12, 16, 20, 24', or with the grid's d that have no stored run: 'd = 16, 24; d = 32, 40 not run yet'."""
+def ds_text(drawn, wanted, n_counts: dict[int, tuple[int, int]] | None = None) -> str:
+    """'d = 8, 12, 16, 20, 24', with the grid's d that have no stored run ('…; d = 32, 40 not run yet') and, given
+    n_counts (d: (n stored, n in the grid)), the d stored at some of their n only ('…; d = 32 at 2 of 7 n')."""
     drawn, wanted = sorted(drawn), sorted(wanted)
     text = "d = " + ", ".join(str(d) for d in drawn)
+    part = [f"d = {d} at {got} of {of} n" for d, (got, of) in sorted((n_counts or {}).items()) if d in drawn and got < of]
     absent = [d for d in wanted if d not in drawn]
-    return text + (f"; d = {', '.join(str(d) for d in absent)} not run yet" if absent else "")
+    return text + "".join(f"; {p}" for p in part) + (
+        f"; d = {', '.join(str(d) for d in absent)} not run yet" if absent else "")
+
+
+def n_counts(spec: SweepSpec, cells: pd.DataFrame) -> dict[int, tuple[int, int]]:
+    """Per d with cells: at how many of the grid's n it has one, of how many."""
+    return {int(d): (int(group["n"].nunique()), len(spec.n_values(int(d)))) for d, group in cells.groupby("d")}
