@@ -88,7 +88,9 @@ def run_cli(capsys, *args) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_read_only_commands_work_on_a_full_disk_and_it_is_not_damage(disk, tmp_path, capsys):
+def three_results_then_a_full_disk(disk) -> list:
+    """Three stored results and the done job of one, in the store on `disk`; then the disk filled to the last byte.
+    Returns the results."""
     store = Store()
     results = [make_result(seed=seed) for seed in range(3)]
     store.put_many(results)
@@ -97,6 +99,11 @@ def test_read_only_commands_work_on_a_full_disk_and_it_is_not_damage(disk, tmp_p
     store.close()
     fill(disk)
     assert os.statvfs(disk).f_bavail == 0
+    return results
+
+
+def test_read_only_commands_work_on_a_full_disk_and_it_is_not_damage(disk, tmp_path, capsys):
+    results = three_results_then_a_full_disk(disk)
     code, out, err = run_cli(capsys, "jobs")
     assert code == 0 and "done" in out, err
     code, out, err = run_cli(capsys, "export", "--out", str(tmp_path / "all.zip"))

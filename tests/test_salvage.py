@@ -18,7 +18,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 from test_bundles import rezip, unzip
 from test_damage import REPO, RESULTS, decodable, filled, old_style_cache, one_line, run_cli
-from test_full_disk import disk, fill  # noqa: F401 (disk: a fixture)
+from test_full_disk import disk, three_results_then_a_full_disk  # noqa: F401 (disk: a fixture)
 from test_store import make_result
 
 from hierpoly.jobs import doctor, doctor_queries, records, scheduler
@@ -377,14 +377,7 @@ def test_every_page_renders_on_a_damaged_database_with_a_one_line_banner(kind, c
 
 @pytest.mark.process
 def test_every_page_renders_on_a_full_disk_after_a_first_view(disk, capsys):  # noqa: F811 (the fixture)
-    store = Store()
-    results = [make_result(seed=seed) for seed in range(3)]
-    store.put_many(results)
-    scheduler.submit(results[0].config, store)  # stored: a done job, no worker
-    records.forget_table(store)
-    store.close()
-    fill(disk)
-    assert os.statvfs(disk).f_bavail == 0
+    results = three_results_then_a_full_disk(disk)
     _clear_store_cache()
     for view in ("first", "second"):
         for path in PAGES:

@@ -56,7 +56,6 @@ from hierpoly.results.codec import StoreError
 from hierpoly.results.rows import ReadOnlyCache
 from hierpoly.results.store import (
     GUARDED,
-    DiskFull,
     Store,
     changes,
     count_changes,
@@ -420,17 +419,7 @@ def list_jobs(store: Store | None = None) -> list[Job]:
 def tolerated(store: Store, read: Callable, empty):
     """read(); for a store the pages read (``Store.tolerate_damage``), a damaged job table is read row by row
     instead (what can still be read), and `empty` when even that fails; ``doctor_queries.table_problems`` says so."""
-    try:
-        return read()
-    except StoreError as err:
-        if not store.tolerant:
-            raise
-        if not isinstance(err, DiskFull):
-            degrade_table(store, err)
-    try:
-        return read()
-    except StoreError:
-        return empty
+    return store.tolerated(read, empty, lambda err: degrade_table(store, err))
 
 
 def degrade_table(store: Store, err: StoreError) -> None:

@@ -248,7 +248,7 @@ class Store:
         def read():
             with self._guard():
                 return changes(self._cache)
-        return self._read(read, None)
+        return self.tolerated(read, None)
 
     @contextmanager
     def _guard(self):
@@ -278,15 +278,16 @@ class Store:
         except GUARDED:
             pass
 
-    def _read(self, read, empty):
-        """read(), or for a tolerant store after a damage error: read() on the degraded store, else `empty`."""
+    def tolerated(self, read, empty, degrade=None):
+        """read(), or for a tolerant store after a damage error: read() again once `degrade(err)` (default: this
+        store's own `degrade`) has switched to what can still be read, else `empty`."""
         try:
             return read()
         except StoreError as err:
             if not self.tolerant:
                 raise
             if not isinstance(err, DiskFull):
-                self.degrade(err)
+                (degrade or self.degrade)(err)
         try:
             return read()
         except StoreError:
@@ -294,7 +295,7 @@ class Store:
 
     def raw(self, key: str) -> bytes | None:
         """The stored bytes of a result, or None when absent or its value file is gone."""
-        value = self._read(lambda: self._get(key), None)
+        value = self.tolerated(lambda: self._get(key), None)
         if value is not None and not isinstance(value, bytes):
             raise StoreError(f"stored value for {key[:16]} is not a result")
         return value
@@ -381,7 +382,7 @@ class Store:
         def read():
             with self._guard():
                 return self._readable(key)
-        return self._read(read, False)
+        return self.tolerated(read, False)
 
     def delete(self, key: str) -> bool:
         with self._guard():
@@ -400,7 +401,7 @@ class Store:
         def read():
             with self._guard():
                 return rows.listing(self._cache)
-        listed = self._read(read, [])
+        listed = self.tolerated(read, [])
         text = sorted(key for _, key in listed if isinstance(key, str))
         self._not_text = [rowid for rowid, key in listed if not isinstance(key, str)]
         if version is not None:
@@ -501,7 +502,7 @@ class Store:
         def read():
             with self._guard():
                 return int(self._cache.volume())
-        return self._read(read, self._file_bytes())
+        return self.tolerated(read, self._file_bytes())
 
     def _file_bytes(self) -> int:
         """The database files' size on disk (what `size_bytes` says where SQLite cannot be asked)."""
