@@ -664,9 +664,29 @@ def test_gallery_on_a_fresh_store_shows_the_shipped_tour_run_and_no_run_wording(
     assert not [t for t in _texts(at) if "delete" in t.lower() or str(bundle_store) in t], _texts(at)
 
 
-def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_result(stored_store, monkeypatch):
-    """Training that ended before the page drew it live is played back from its stored snapshots, one frame per
-    tick of the page's timer (here: per rerun), with the phases it went through; then the page shows the result."""
+def _playback(at) -> dict | None:
+    """The data the page sent its playback (the frames the browser plays), or None when it shows none."""
+    sent = [e.proto for e in at.main if getattr(e, "proto", None) is not None
+            and getattr(e.proto, "component_name", "") == "hierpoly_playback"]
+    return json.loads(sent[0].json) if sent else None
+
+
+def _played(at, prefix: str) -> AppTest:
+    """The browser's report that it played the frames, as its trigger message (the playback's JS sends it)."""
+    from streamlit.components.v2.bidi_component.main import _make_trigger_id
+    from streamlit.proto.WidgetStates_pb2 import WidgetState
+
+    (element,) = [e for e in at.main if getattr(e, "key", None) == f"{prefix}_playback"]
+    states = at._tree.get_widget_states()
+    states.widgets.append(WidgetState(id=_make_trigger_id(element.proto.id, "events"),
+                                      json_trigger_value=json.dumps([{"event": "played",
+                                                                      "value": _playback(at)["key"]}])))
+    return at._run(states)
+
+
+def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_result(stored_store):
+    """Training that ended before the page drew it live is played back from its stored snapshots, with the phases
+    it went through; when the browser reports the frames played, the page shows the result."""
     from hierpoly.views import widgets
 
     cfg = RunConfig(**TINY)
@@ -679,23 +699,38 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     assert any("faster than this page redraws" in s.value for s in at.success)
     assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
     assert not any(s.value.startswith("Stored result") for s in [*at.success, *at.info])  # after the frames
-    at.run()  # a tick sooner than a frame's time (a stalled browser's late ticks come together): the same frame
-    assert [h.proto.body for h in at.get("html") if "replay · Step 0:" in h.proto.body]
-    monkeypatch.setattr(widgets, "FRAME_GAP_SECONDS", 0.0)  # every later tick comes a frame's time after the last
-    steps = []
-    for _ in range(widgets.REPLAY_FRAMES + 1):
-        frames = [h.proto.body for h in at.get("html") if "<figcaption>replay" in h.proto.body]
-        if not frames:
-            break
-        (frame,) = frames
-        steps.append(re.search(r"<figcaption>replay · Step ([0-9,]+):", frame).group(1))
-        at.run()
-        _ok(at)
+    sent = _playback(at)
+    steps = [re.search(r"<figcaption>replay · Step ([0-9,]+):", frame).group(1) for frame in sent["frames"]]
+    assert sent["key"] == cfg.key() and sent["seconds"] == widgets.FRAME_SECONDS
     assert steps[0] == "0" and len(steps) == len(set(steps)) == widgets.REPLAY_FRAMES, steps
+    assert int(steps[-1].replace(",", "")) == stored_store.get(cfg.key()).meta["steps"]  # ends where training did
+    at.run()  # a rerun mid-playback: the same playback, the browser keeps its place
+    assert _playback(at) == sent
+    _ok(_played(at, "ex"))
+    assert _playback(at) is None
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
     assert not any("faster than this page redraws" in s.value for s in at.success)  # played once
     at.run()
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
+
+
+@pytest.mark.parametrize("trained, plays", ((0.7, True), (30.0, False)))
+def test_a_run_sent_live_plays_back_only_if_its_training_was_brief(stored_store, trained, plays):
+    """A page that sent several live frames of a run plays it back when the training lasted under a few redraws (a
+    starved browser paints one frame of such a run however many were sent), and not when it watched a long run."""
+    from hierpoly.views import widgets
+
+    cfg = RunConfig(**TINY)
+    result = stored_store.get(cfg.key())
+    stored_store.put(dataclasses.replace(result, meta={**result.meta, "seconds": trained}), overwrite=True)
+    at = AppTest.from_file("../app.py", default_timeout=TIMEOUT)
+    at.run()
+    at.session_state["watching"] = {cfg.key(): set(range(widgets.LIVE_FRAMES + 2))}  # live frames sent
+    at.query_params.update(forms.params_from_config(cfg))
+    at.switch_page("pages/1_Explore.py").run()
+    _ok(at)
+    assert any("faster than this page redraws" in s.value for s in at.success) is plays
+    assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info]) is not plays
 
 
 @pytest.mark.parametrize("page, button", (("pages/1_Explore.py", "ex_run"), ("pages/4_Learn.py", "learn_run")))

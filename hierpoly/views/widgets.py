@@ -6,6 +6,7 @@ figures from ``plots``. No JAX.
 """
 from __future__ import annotations
 
+import functools
 import io
 import socket
 import time
@@ -150,7 +151,10 @@ def _warm(job, warm_pid: int | None) -> bool:
     return job.pid == warm_pid if job.pid is not None else warm_pid is not None
 
 
-def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = 1.0) -> None:
+LIVE_EVERY = 1.0  # seconds between two redraws of the live panel
+
+
+def live_job(job_id: str, store, prefix: str, curves: bool = True, every: float = LIVE_EVERY) -> None:
     """A job's phases, progress, live curves and feature scatter, redrawn every `every` seconds.
 
     Reads the job table only; when the job ends the whole page reruns, so it shows the result.
@@ -203,55 +207,85 @@ def _live_figures(job_id: str, rows: int, _job, _view) -> tuple:
 
 
 REPLAY_FRAMES = 6  # a played-back training shows this many snapshots, the first and the last among them
-FRAME_SECONDS = 0.4  # how long each stays on screen: the whole replay lasts under 3 s
+FRAME_SECONDS = 0.4  # how long each stays on screen once painted: the whole replay lasts under 3 s
 LIVE_FRAMES = 3  # a page that sent fewer live frames replays: a busy browser may paint only one of two it was sent
-FRAME_GAP_SECONDS = 0.8 * FRAME_SECONDS  # the least time between two frames, whenever the browser asks
-PLAYING_SECONDS = 10.0  # a rerun this soon after a playback began draws it again (the browser keeps its place)
+# training shorter than this many redraws is played back however many live frames went out: a starved browser
+# paints one of the three or four frames a second's training sends, and no server can tell which it painted
+PLAYBACK_BELOW_SECONDS = LIVE_FRAMES * LIVE_EVERY
+PLAYING_SECONDS = 30.0  # a rerun this soon after a playback began draws it again (the browser keeps its place)
 DONE_PHASES = "✓ started → ✓ compiled → ✓ trained → ✓ evaluated → **▶ replay**"
+
+# The browser paces the playback: a frame stays until it has been painted and FRAME_SECONDS have passed since, so a
+# starved browser slows the playback down and never skips a frame (frames the server sent one per tick were painted
+# together, only the last one seen). At the end it reports `played`, and the page reruns to the result.
+_PLAYBACK_JS = """
+export default function ({ parentElement, data, setTriggerValue }) {
+  const box = parentElement.querySelector(".hp-playback");
+  if (box.dataset.key === data.key) return;  // called again for the same run: the browser keeps its place
+  box.dataset.key = data.key;
+  box.innerHTML = data.frames.map(frame => `<div class="hp-frame">${frame}</div>`).join("");
+  const frames = [...box.children];
+  let shown = 0, paintedAt = null, stopped = false;
+  const tick = now => {
+    if (stopped) return;
+    if (paintedAt === null) {
+      paintedAt = now;  // the first animation frame after a frame was shown comes after its paint
+    } else if (now - paintedAt >= data.seconds * 1000) {
+      if (shown + 1 === frames.length) return setTriggerValue("played", data.key);
+      frames[shown].style.visibility = "hidden";
+      frames[++shown].style.visibility = "visible";
+      paintedAt = null;
+    }
+    requestAnimationFrame(tick);
+  };
+  const decoded = [...box.querySelectorAll("img")].map(img => img.decode().catch(() => null));
+  Promise.all(decoded).then(() => {
+    frames[0].style.visibility = "visible";
+    requestAnimationFrame(tick);
+  });
+  return () => { stopped = true; delete box.dataset.key; };
+}
+"""
+_PLAYBACK_CSS = """
+.hp-playback { display: grid }
+.hp-frame { grid-area: 1 / 1; visibility: hidden }
+"""
+
+
+@functools.cache
+def _playback_component():
+    return st.components.v2.component("hierpoly_playback", html='<div class="hp-playback"></div>',
+                                      css=_PLAYBACK_CSS, js=_PLAYBACK_JS, isolate_styles=False)
 
 
 def play_back(result, prefix: str) -> bool:
-    """For a run this session waited for and sent fewer than LIVE_FRAMES live frames of: its stored snapshots
-    played back, then the page reruns to the result. False, at once, when there is nothing to play (not watched,
-    seen moving live, or under two snapshots).
-
-    The browser asks for each frame (a fragment's timer), so a busy machine slows the playback down but cannot
-    skip it; the result, the page's heaviest part to draw, comes after the frames, not beside them.
+    """For a run this session waited for that trained in under PLAYBACK_BELOW_SECONDS, or that it sent fewer than
+    LIVE_FRAMES live frames of: its stored snapshots played back by the browser, then the page reruns to the result.
+    False, at once, when there is nothing to play (not watched, seen moving live for longer, under two snapshots,
+    or played already).
     """
     watching, played = st.session_state.get("watching", {}), st.session_state.setdefault("played", {})
     frames = monitor.replay_frames(result)
-    playing = result.key in watching and len(watching[result.key]) < LIVE_FRAMES and len(frames) >= 2
+    trained = result.meta.get("seconds")
+    brief = trained is not None and trained < PLAYBACK_BELOW_SECONDS
+    playing = result.key in watching and (brief or len(watching[result.key]) < LIVE_FRAMES) and len(frames) >= 2
     # drawn again by a rerun soon after (one that cut this run short, say); a later one shows the result
-    if not playing or time.monotonic() - played.setdefault(result.key, [time.monotonic(), 0, 0.0])[0] > PLAYING_SECONDS:
-        watching.pop(result.key, None)
-        played.pop(result.key, None)
+    if not playing or time.monotonic() - played.setdefault(result.key, time.monotonic()) > PLAYING_SECONDS:
+        _done_playing(result.key)
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
-    _play(result, [frames[i] for i in chosen], played[result.key])
-    return True
-
-
-def _play(result, frames: list, state: list) -> None:
-    """The playback's words and its frames, one per tick of the browser's timer; state: [started, frames sent,
-    when the last one was]."""
-    trained = result.meta.get("seconds")
     st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
                "redraws: here is its training again, from its stored snapshots.")
     st.markdown(DONE_PHASES)
+    data = {"key": result.key, "seconds": FRAME_SECONDS,
+            "frames": [_frame_html(result.key, frames[i].step, frames[i]) for i in chosen]}
+    _playback_component()(data=data, key=f"{prefix}_playback", on_played_change=lambda: _done_playing(result.key))
+    return True
 
-    @st.fragment(run_every=FRAME_SECONDS)
-    def frame_ui() -> None:
-        # a browser that stalled fires its late ticks back to back: those redraw the frame, not skip it
-        if state[1] == 0 or time.monotonic() - state[2] >= FRAME_GAP_SECONDS:
-            state[1:] = [state[1] + 1, time.monotonic()]
-        shown = state[1] - 1
-        if shown >= len(frames):  # the last frame has shown for a frame's time: the whole page, with the result
-            st.session_state["watching"].pop(result.key, None)
-            st.session_state["played"].pop(result.key, None)
-            st.rerun()
-        st.html(_frame_html(result.key, frames[shown].step, frames[shown]))
 
-    frame_ui()
+def _done_playing(key: str) -> None:
+    st.session_state.get("watching", {}).pop(key, None)
+    st.session_state.get("played", {}).pop(key, None)
 
 
 def last_frame(result) -> bool:
