@@ -26,7 +26,7 @@ def test_cpu_and_paper_grids_are_the_issue_s():
     assert cpu.n_values(8) == (64, 128, 256, 512, 1024, 2048, 4096)
     assert cpu.n_values(20) == tuple(8000 * 2**j // 8 for j in range(7))
     assert cpu.ds == (8, 12, 16, 20, 24, 32) and cpu.n_values(32) == tuple(32**3 * 2**j // 8 for j in range(7))
-    assert len(cpu.cells()) == 42 and len(cpu.configs()) == 42 * 3 * 2 + 42 + 24 * 2  # test_the_cpu_grid_has_five…
+    assert len(cpu.cells()) == 42 and len(cpu.configs()) == 42 * 3 * 2 + 42 + 25 * 2  # test_the_cpu_grid_has_five…
     paper = presets.preset("paper", seeds=4, baselines=False)
     assert paper.ds == (16, 24, 32, 40) and paper.n_values(40)[-1] == 512000 and len(paper.configs()) == 28 * 4
     assert all(c.m1 == c.d**2 and c.steps == JOINT_CAP and c.n_eval == 2**20 for c in paper.configs())
@@ -97,7 +97,7 @@ def test_exponents_preset_reuses_the_cpu_runs_and_brackets_k():
     cpu_keys = {c.key() for c in presets.preset("cpu").configs()}
     k3 = family.grids[-1]
     assert k3.ds == (8, 12, 16, 20, 24, 32)  # the cpu grid's (d = 32 not shipped yet)
-    assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 126 + 24 * 2  # the network runs, crossing cells with 5 seeds
+    assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 126 + 25 * 2  # the network runs, crossing cells with 5 seeds
     for grid in family.grids:  # n = d^k · 2^j, from below d^k to well above it
         for d in grid.ds:
             ratios = [n / d**grid.k for n in grid.n_values(d)]
@@ -256,9 +256,10 @@ def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
     assert seeds[(16, 512, "three_layer")] == 3 and seeds[(20, 16000, "three_layer")] == 5
     assert seeds[(16, 2048, "two_layer")] == 1
     assert seeds[(24, 3456, "three_layer")] == seeds[(24, 27648, "three_layer")] == 5 and seeds[(24, 55296, "three_layer")] == 3
-    assert [seeds[(32, 2**j, "three_layer")] for j in range(12, 19)] == [3, 5, 5, 5, 5, 3, 3]  # d = 32: d³/8 … 8d³
+    # d = 32, d³/8 … 8d³: its d³/8 too, where the seed median crosses 0.8 (at d ≤ 24 every crossing is above d³/4)
+    assert [seeds[(32, 2**j, "three_layer")] for j in range(12, 19)] == [5, 5, 5, 5, 5, 3, 3]
     assert all(seeds[(32, 2**j, "kernel")] == 3 for j in range(12, 19))
-    assert len(spec.configs()) == 42 * 3 * 2 + 42 + 24 * 2  # 24 crossing cells with two more network seeds
+    assert len(spec.configs()) == 42 * 3 * 2 + 42 + 25 * 2  # 25 crossing cells with two more network seeds
     assert presets.cpu(seeds=6).seeds_for(16, 2048) == 6  # never fewer than the grid's own count
     assert specs.seeds_text(spec) == "3 seeds, 5 for the network around the crossings, 1 for the two-layer baseline"
     assert specs.seeds_text(presets.tiny()) == "1 seed"
@@ -270,3 +271,7 @@ def test_the_cpu_grid_has_five_network_seeds_around_the_crossings():
     assert specs.ds_text([8, 32], [8, 32], {8: (7, 7), 32: (7, 7)}) == "d = 8, 32"
     with pytest.raises(executors.SweepError, match="multiples"):
         specs.custom((4,), ns=(64,), crossing_multiples=(1.0,))
+    with pytest.raises(executors.SweepError, match="crossing_cells must be"):
+        specs.custom((4, 8), multiples=(1.0, 2.0), crossing_cells=((16, 1.0),))  # a d the grid does not have
+    with pytest.raises(executors.SweepError, match="crossing_cells must be"):
+        specs.custom((4, 8), multiples=(1.0, 2.0), crossing_cells=((8, 4.0),))  # a multiple it does not have

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 
 from hierpoly.jobs.executors import SweepError
-from hierpoly.study.specs import CPU_CROSSINGS, PAPER_MULTIPLES, SweepFamily, SweepSpec, custom
+from hierpoly.study.specs import CPU_CROSSING_CELLS, CPU_CROSSINGS, PAPER_MULTIPLES, SweepFamily, SweepSpec, custom
 from hierpoly.study.transfer import TransferSpec
 
 
@@ -36,8 +36,9 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     A stopped sweep loses no more than a minute of each run in flight: rerun the same command, and
     each run resumes from its checkpoint (README "Runs that resume").
     d = 32 (the paper's third d): its runs are those of this grid (the same keys), run band first (n = d^3/4 …
-    2 d^3, then d^3/8), and read by ``figure2 --preset cpu`` as they are stored; shipped so far in
-    cpu_d32.zip: the network at d^3/4 and d^3/2, where its seed median crosses 0.9 (n*(32) = 10716).
+    2 d^3, with d^3/8 before d^3), and read by ``figure2 --preset cpu`` as they are stored; shipped so far in
+    cpu_d32.zip: the network at d^3/8 … d^3, its seed median crossing 0.9 between d^3/4 and d^3/2
+    (n*(32) = 10716).
     Should show (measured, shipped in cache/precomputed/cpu.zip for d ≤ 20 and cpu_d24.zip for
     d = 24, its two-layer baseline up to n = 4 d^3): every network run stopped on a rule (d ≤ 20:
     115 on the feature rule, 1 on the plateau rule; d = 24: all on the feature rule; none at the
@@ -49,7 +50,8 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     24→32 are 2.58 [2.18, 2.89] and 2.44 [2.33, 2.97].
     """
     return SweepSpec("cpu", (8, 12, 16, 20, 24, 32), multiples=PAPER_MULTIPLES, seeds=seeds, baselines=baselines,
-                     crossing_multiples=CPU_CROSSINGS, two_layer_seeds=1, doc=cpu.__doc__)
+                     crossing_multiples=CPU_CROSSINGS, crossing_cells=CPU_CROSSING_CELLS, two_layer_seeds=1,
+                     doc=cpu.__doc__)
 
 
 def tiny(seeds: int = 1, baselines: bool = True) -> SweepSpec:

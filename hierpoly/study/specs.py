@@ -22,6 +22,7 @@ from hierpoly.targets import SUPPORTED_K, canonical_link, parse_link
 PAPER_MULTIPLES = tuple(2.0**j for j in range(-3, 4))  # n = d^k · 2^j, j = -3..3
 # where the cpu grid's seed-median correlation crosses 0.8, 0.9 and 0.95 (measured): 5 network seeds there
 CPU_CROSSINGS = (0.25, 0.5, 1.0, 2.0)
+CPU_CROSSING_CELLS = ((32, 0.125),)  # and d = 32's d^3/8, where its seed median crosses 0.8
 MIN_N = 4  # the smallest n of a grid cell: layer-wise training splits n into D1 and D2
 
 
@@ -40,6 +41,7 @@ class SweepSpec:
     multiples: tuple[float, ...] | None = None  # n = round(multiple · d^k) for each d
     seeds: int = 3  # seeds 0 .. seeds-1 per cell
     crossing_multiples: tuple[float, ...] = ()  # cells n = multiple · d^k around the crossings: more network seeds
+    crossing_cells: tuple[tuple[int, float], ...] = ()  # (d, multiple): one d's other cells around a crossing
     crossing_seeds: int = 5  # network seeds in those cells (κ's interval is a bootstrap over seeds)
     two_layer_seeds: int | None = None  # seeds of the two-layer baseline (None: ``seeds``); it costs as much as the network
     baselines: bool = True  # also the kernel and two_layer baselines on the same data
@@ -70,7 +72,10 @@ class SweepSpec:
         need(isinstance(self.seeds, int) and self.seeds >= 1, f"seeds must be a whole number ≥ 1, got {self.seeds}")
         need(isinstance(self.crossing_seeds, int) and self.crossing_seeds >= 1,
              f"crossing_seeds must be a whole number ≥ 1, got {self.crossing_seeds}")
-        need(not self.crossing_multiples or self.multiples is not None, "crossing_multiples need a grid of multiples")
+        need(not (self.crossing_multiples or self.crossing_cells) or self.multiples is not None,
+             "crossing_multiples and crossing_cells need a grid of multiples")
+        need(all(d in self.ds and m in (self.multiples or ()) for d, m in self.crossing_cells),
+             f"crossing_cells must be (d, multiple) pairs of the grid, got {self.crossing_cells}")
         need(self.two_layer_seeds is None or (isinstance(self.two_layer_seeds, int) and self.two_layer_seeds >= 1),
              f"two_layer_seeds must be a whole number ≥ 1, got {self.two_layer_seeds}")
         need(self.mode in MODES, f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
@@ -111,7 +116,8 @@ class SweepSpec:
 
     def seeds_for(self, d: int, n: int, arch: str = "three_layer") -> int:
         """Seeds wanted in one cell: ``crossing_seeds`` for the network in a crossing cell (never fewer than ``seeds``)."""
-        if arch == "three_layer" and n in {n_for(m, d, self.k) for m in self.crossing_multiples}:
+        crossing = {*self.crossing_multiples, *(m for d_, m in self.crossing_cells if d_ == d)}
+        if arch == "three_layer" and n in {n_for(m, d, self.k) for m in crossing}:
             return max(self.seeds, self.crossing_seeds)
         if arch == "two_layer" and self.two_layer_seeds is not None:
             return self.two_layer_seeds

@@ -227,7 +227,7 @@ export default function ({ parentElement, data, setTriggerValue }) {
   const frames = [...box.children];
   let shown = 0, paintedAt = null, stopped = false;
   const tick = now => {
-    if (stopped) return;
+    if (stopped || box.dataset.key !== data.key) return;  // unmounted, or another run's playback took the box
     if (paintedAt === null) {
       paintedAt = now;  // the first animation frame after a frame was shown comes after its paint
     } else if (now - paintedAt >= data.seconds * 1000) {
