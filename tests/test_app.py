@@ -379,6 +379,8 @@ def test_explore_launches_a_run_and_shows_it(empty_store):
         at.run()
         _ok(at)
         seen_progress |= bool(at.get("progress"))
+        if _playback(at) is not None:  # the browser plays the training back, then reports it played
+            _ok(_played(at, "ex"))
         if any("Stored result" in s.value for s in [*at.success, *at.info]):
             break
         time.sleep(1.0)
