@@ -698,7 +698,7 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     at.query_params.update(forms.params_from_config(cfg))
     at.switch_page("pages/1_Explore.py").run()
     _ok(at)
-    assert any("faster than this page redraws" in s.value for s in at.success)
+    assert any("too quick to watch live" in s.value for s in at.success)
     assert any("✓ trained" in m.value and "▶ replay" in m.value for m in at.markdown)
     assert not any(s.value.startswith("Stored result") for s in [*at.success, *at.info])  # after the frames
     sent = _playback(at)
@@ -711,7 +711,7 @@ def test_a_run_this_page_waited_for_plays_its_snapshots_back_then_shows_the_resu
     _ok(_played(at, "ex"))
     assert _playback(at) is None
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
-    assert not any("faster than this page redraws" in s.value for s in at.success)  # played once
+    assert not any("too quick to watch live" in s.value for s in at.success)  # played once
     at.run()
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info])
 
@@ -731,7 +731,7 @@ def test_a_run_sent_live_plays_back_only_if_its_training_was_brief(stored_store,
     at.query_params.update(forms.params_from_config(cfg))
     at.switch_page("pages/1_Explore.py").run()
     _ok(at)
-    assert any("faster than this page redraws" in s.value for s in at.success) is plays
+    assert any("too quick to watch live" in s.value for s in at.success) is plays
     assert any(s.value.startswith("Stored result") for s in [*at.success, *at.info]) is not plays
 
 
@@ -751,10 +751,10 @@ def test_a_click_that_arrives_after_a_classmates_run_ended_still_plays_it_back(s
     stored_store.put(result)  # the classmate's run ends
     at.button(key=button).click().run()
     _ok(at)
-    assert any("faster than this page redraws" in s.value for s in at.success), [s.value for s in at.success]
+    assert any("too quick to watch live" in s.value for s in at.success), [s.value for s in at.success]
     at = _app(page, forms.params_from_config(cfg) if page.endswith("Explore.py") else None)  # a fresh visitor
     _ok(at)
-    assert not any("faster than this page redraws" in s.value for s in at.success)
+    assert not any("too quick to watch live" in s.value for s in at.success)
 
 
 def test_figure2_reads_each_ratio_as_measured_and_says_which_is_flat(bundle_store):

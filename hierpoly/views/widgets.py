@@ -274,8 +274,8 @@ def play_back(result, prefix: str) -> bool:
         _done_playing(result.key)
         return False
     chosen = sorted({round(i * (len(frames) - 1) / (REPLAY_FRAMES - 1)) for i in range(REPLAY_FRAMES)})
-    st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, faster than this page "
-               "redraws: here is its training again, from its stored snapshots.")
+    st.success(f"Done{f' in {monitor.format_seconds(trained)}' if trained else ''}, too quick to watch live: "
+               "here is its training again, from its stored snapshots.")
     st.markdown(DONE_PHASES)
     data = {"key": result.key, "seconds": FRAME_SECONDS,
             "frames": [_frame_html(result.key, frames[i].step, frames[i]) for i in chosen]}
