@@ -326,7 +326,7 @@ class Figure2:
         >>> import hierpoly
         >>> rep = hierpoly.figure2("cpu", hierpoly.demo_store())
         >>> rep
-        Figure2(cpu: 39 cells, d = 8, 12, 16, 20, 24, 32; d = 32 at 4 of 7 n; κ = 2.54 [2.37, 2.72] at corr ≥ 0.9, median over seeds)
+        Figure2(cpu: 40 cells, d = 8, 12, 16, 20, 24, 32; d = 32 at 5 of 7 n; κ = 2.54 [2.37, 2.72] at corr ≥ 0.9, median over seeds)
         >>> type(rep.figure()).__name__
         'Figure'
     """

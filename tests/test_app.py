@@ -162,7 +162,7 @@ def test_home_shows_the_collapse_from_the_shipped_bundle(bundle_store):
 
 
 def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
-    """The shipped results fill the `cpu` grid, d = 8 to 24, and d = 32 at four n (d³/8 … d³); some of
+    """The shipped results fill the `cpu` grid, d = 8 to 24, and d = 32 at five n (d³/8 … 2d³); some of
     its runs match the `paper` grid's configs at d = 16, 24 and 32 too, and Home must not call that slice the paper
     grid."""
     at = _app()
@@ -171,7 +171,7 @@ def test_home_draws_the_cpu_grid_on_a_fresh_clone_and_names_it(bundle_store):
     drawn = sorted({int(trace["name"].split("=")[1]) for trace in spec["data"] if trace.get("name", "").startswith("d =")})
     assert drawn == [8, 12, 16, 20, 24, 32], drawn
     captions = [c.value for c in at.caption]
-    assert any("the `cpu` grid" in c and "(d = 8, 12, 16, 20, 24, 32; d = 32 at 4 of 7 n)" in c for c in captions), captions
+    assert any("the `cpu` grid" in c and "(d = 8, 12, 16, 20, 24, 32; d = 32 at 5 of 7 n)" in c for c in captions), captions
     assert not any("`paper`" in c for c in captions), captions
 
 
@@ -203,7 +203,7 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert "kernel baseline" in names and "two-layer baseline" not in names
     assert {f"d = {d}" for d in (8, 12, 16, 20, 24, 32)} <= names  # d = 32's curve, from its two shipped cells
-    assert any("d = 32 at 4 of 7 n" in w.value for w in at.warning)  # said above κ
+    assert any("d = 32 at 5 of 7 n" in w.value for w in at.warning)  # said above κ
     assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
     assert at.query_params["stat"] == "median"
     metrics = {m.label: m.value for m in at.metric}
@@ -221,7 +221,7 @@ def test_figure2_preset_link_selects_every_preset_the_page_shows(bundle_store):
     at = _app("pages/2_Figure_2.py", {"preset": "paper"})  # the shipped runs fill d = 16, 24 and part of 32
     _ok(at)
     assert at.radio(key="f2_preset").value == "paper"
-    assert any("d = 16, 24, 32; d = 32 at 4 of 7 n; d = 40 not run yet" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert any("d = 16, 24, 32; d = 32 at 5 of 7 n; d = 40 not run yet" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_the_bench_reads_the_shipped_cpu_preset_runs_from_every_bundle():
 
     shipped = projections.shipped_runs()
     spec = presets.cpu()
-    assert set(shipped) <= set(spec.cells()) and len(shipped) == 39 and {(24, 110592), (32, 4096), (32, 32768)} <= set(shipped)
+    assert set(shipped) <= set(spec.cells()) and len(shipped) == 40 and {(24, 110592), (32, 4096), (32, 65536)} <= set(shipped)
     for (d, n), runs in shipped.items():
         assert len(runs) == spec.seeds_for(d, n) and all(cfg.key() == spec.config(d, n, cfg.seed).key() for cfg, _, _ in runs)
 
