@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import threading
 import zipfile
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from test_store import make_result
 
 from hierpoly.jobs import doctor, doctor_queries, records, scheduler
 from hierpoly.results import bundles, pagescan
+from hierpoly.results import store as store_module
 from hierpoly.results.codec import StoreError
 from hierpoly.results.store import Store
 from hierpoly.views.system import _clear_store_cache
@@ -102,6 +104,7 @@ def test_repair_says_which_shipped_results_come_back(cache_dir, tmp_path, capsys
     bundles.write_bundle(other, other.keys(), shipped / "a.zip")
     monkeypatch.setattr(bundles, "PRECOMPUTED", shipped)
     monkeypatch.setenv("HIERPOLY_LOAD_PRECOMPUTED", "1")
+    monkeypatch.setattr(store_module, "CREATING_S", 0.5)  # the grace a creating process gets: tested below
     filled(cache_dir)
     assert len(bundles.load_precomputed(Store(cache_dir))) == 2
     (cache_dir / "cache.db").write_bytes(b"")  # everything lost, the shipped results too
@@ -113,7 +116,8 @@ def test_repair_says_which_shipped_results_come_back(cache_dir, tmp_path, capsys
     assert len(Store(cache_dir).keys()) == 2
 
 
-def test_a_zero_byte_database_is_damage_not_an_empty_store(cache_dir, capsys):
+def test_a_zero_byte_database_is_damage_not_an_empty_store(cache_dir, capsys, monkeypatch):
+    monkeypatch.setattr(store_module, "CREATING_S", 0.5)  # the grace a creating process gets: tested below
     filled(cache_dir)
     (cache_dir / "cache.db").write_bytes(b"")
     code, _, err = run_cli(capsys, "export", "--out", str(cache_dir.parent / "x.zip"))
@@ -122,6 +126,19 @@ def test_a_zero_byte_database_is_damage_not_an_empty_store(cache_dir, capsys):
     assert code == 1 and "0 bytes" in out, out
     code, out, _ = run_cli(capsys, "doctor", "--repair")
     assert code == 0 and "kept 0 results" in out, out
+
+
+def test_a_database_another_process_is_creating_is_waited_for_not_called_damage(tmp_path):
+    """SQLite leaves a new database at 0 bytes for a moment; one that gains its first page within the grace is
+    a database being created, one that stays empty was cut short."""
+    db = tmp_path / "cache.db"
+    db.write_bytes(b"")
+    assert store_module.stays_empty(db, wait=0.2)
+    grows = threading.Timer(0.3, lambda: db.write_bytes(b"\0" * 4096))
+    grows.start()
+    assert not store_module.stays_empty(db, wait=30.0)  # returns when the page lands, long before 30 s
+    grows.join()
+    assert not store_module.stays_empty(tmp_path / "absent.db", wait=30.0)
 
 
 # ------------------------------------------------ keys that are not text, in both databases

@@ -162,14 +162,14 @@ GUARDED = (sqlite3.Error, OSError, diskcache.Timeout)
 CREATING_S = 5.0  # how long a database may stay at 0 bytes while another process creates it
 
 
-def stays_empty(db: Path, wait: float = CREATING_S) -> bool:
-    """Whether db is a file of 0 bytes and stays so for `wait` seconds.
+def stays_empty(db: Path, wait: float | None = None) -> bool:
+    """Whether db is a file of 0 bytes and stays so for `wait` seconds (default CREATING_S).
 
     A process creating a database leaves it empty for a moment (SQLite writes its first page
     when it sets up the file); one that stays empty was cut short, and SQLite would open it as
     a database without tables, every row gone without a word.
     """
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + (CREATING_S if wait is None else wait)
     while db.is_file() and db.stat().st_size == 0:
         if time.monotonic() >= deadline:
             return True
