@@ -38,8 +38,8 @@ def cpu(seeds: int = 3, baselines: bool = True) -> SweepSpec:
     each run resumes from its checkpoint (README "Runs that resume").
     d = 32 (the paper's third d): its runs are those of this grid (the same keys), run band first (n = d^3/4 …
     2 d^3, with d^3/8 before d^3), and read by ``figure2 --preset cpu`` as they are stored; shipped so far in
-    cpu_d32.zip: the network at d^3/8 … 2 d^3 (every run on the feature rule), its seed median crossing 0.9
-    between d^3/4 and d^3/2 (n*(32) = 10716).
+    cpu_d32.zip: the network at d^3/8 … 2 d^3 (every run on the feature rule) and the kernel beside it, the
+    network's seed median crossing 0.9 between d^3/4 and d^3/2 (n*(32) = 10716).
     Should show (measured, shipped in cache/precomputed/cpu.zip for d ≤ 20 and cpu_d24.zip for
     d = 24, its two-layer baseline up to n = 4 d^3): every network run stopped on a rule (d ≤ 20:
     115 on the feature rule, 1 on the plateau rule; d = 24: all on the feature rule; none at the
