@@ -202,7 +202,7 @@ def test_figure2_link_opens_the_collapse_figure_first(bundle_store):
     assert titles[3].startswith("Stored cells")
     names = {t.get("name") for t in json.loads(at.get("plotly_chart")[0].proto.spec)["data"]}
     assert "kernel baseline" in names and "two-layer baseline" not in names
-    assert {f"d = {d}" for d in (8, 12, 16, 20, 24, 32)} <= names  # d = 32's curve, from its two shipped cells
+    assert {f"d = {d}" for d in (8, 12, 16, 20, 24, 32)} <= names  # d = 32's curve, from its shipped cells
     assert any("d = 32 at 5 of 7 n" in w.value for w in at.warning)  # said above κ
     assert at.query_params["x"] == "n_over_dk" and at.query_params["preset"] == "cpu"
     assert at.query_params["stat"] == "median"

@@ -224,7 +224,7 @@ def test_exponent_table_from_the_shipped_bundles_alone_has_all_seven_rows(tmp_pa
     out = _figure2("exponents", tmp_path)
     rows = {(e["k"], e["q"]): e for e in out["exponents"]}
     assert sorted(rows) == sorted(EXPONENT_ROWS) and all(grid["missing"] == [] for grid in out["grids"][:-1])
-    assert {m["d"] for m in out["grids"][-1]["missing"]} == {32}  # k = 3 reads the cpu grid: d = 32 not shipped yet
+    assert {m["d"] for m in out["grids"][-1]["missing"]} == {32}  # k = 3 reads the cpu grid: d = 32 not all shipped yet
     for target, (by_threshold, mean) in EXPONENT_ROWS.items():
         row = rows[target]
         assert row["statistic"] == "median" and row["first_stage_signal"], target

@@ -96,7 +96,7 @@ def test_exponents_preset_reuses_the_cpu_runs_and_brackets_k():
     assert all(g.seeds >= 3 and not g.baselines for g in family.grids) and "Run:" in family.doc
     cpu_keys = {c.key() for c in presets.preset("cpu").configs()}
     k3 = family.grids[-1]
-    assert k3.ds == (8, 12, 16, 20, 24, 32)  # the cpu grid's (d = 32 not shipped yet)
+    assert k3.ds == (8, 12, 16, 20, 24, 32)  # the cpu grid's
     assert {c.key() for c in k3.configs()} <= cpu_keys and len(k3.configs()) == 126 + 25 * 2  # the network runs, crossing cells with 5 seeds
     for grid in family.grids:  # n = d^k · 2^j, from below d^k to well above it
         for d in grid.ds:
